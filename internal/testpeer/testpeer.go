@@ -1,0 +1,87 @@
+// Package testpeer finds the third-party programs that qmgate's tests run
+// against (Postfix's qmqpd, qmqp-source, smtp-sink, nullmailer's qmqp module,
+// swaks, tcpserver) and decides what a missing one means.
+//
+// Under CI (QMGATE_CI=1, set by .ci/run) a missing peer fails the test: an
+// interop test must never be skipped silently there. Elsewhere the test is
+// skipped with a message that names .ci/deps, which installs them all.
+package testpeer
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// CI reports whether the tests run under .ci/run, where every peer must exist.
+func CI() bool { return os.Getenv("QMGATE_CI") == "1" }
+
+// known maps a peer's name to where .ci/deps puts it, for programs that are
+// not on PATH (nullmailer is unpacked, never installed, since it conflicts
+// with Postfix as an MTA; Postfix daemons live in its libexec directory).
+var known = map[string][]string{
+	"nullmailer-qmqp": {"/opt/qmgate-peers/nullmailer/usr/lib/nullmailer/qmqp"},
+	"qmqpd":           {"/usr/lib/postfix/sbin/qmqpd"},
+	"smtpd":           {"/usr/lib/postfix/sbin/smtpd"},
+	"postfix":         {"/usr/sbin/postfix"},
+	"qmqp-source":     {"/usr/sbin/qmqp-source"},
+	"qmqp-sink":       {"/usr/sbin/qmqp-sink"},
+	"smtp-source":     {"/usr/sbin/smtp-source"},
+	"smtp-sink":       {"/usr/sbin/smtp-sink"},
+	"swaks":           {"/usr/bin/swaks"},
+	"tcpserver":       {"/usr/bin/tcpserver"},
+}
+
+// Path returns the path of the named peer program, or "" if it is missing.
+func Path(name string) string {
+	for _, p := range known[name] {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	return ""
+}
+
+// Need returns the path of the named peer, or stops the test: Fatal under
+// CI, Skip elsewhere.
+func Need(t testing.TB, name string) string {
+	t.Helper()
+	p := Path(name)
+	if p == "" {
+		missing(t, name+" is not installed (run: sudo bash .ci/deps)")
+	}
+	return p
+}
+
+// NeedRoot stops the test unless it runs as root (Postfix instances need it).
+func NeedRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		missing(t, "needs root: "+why)
+	}
+}
+
+func missing(t testing.TB, msg string) {
+	t.Helper()
+	if CI() {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// FreePort returns a loopback TCP address that was free a moment ago, for
+// peers that cannot be told to pick their own port.
+func FreePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}

@@ -1,0 +1,133 @@
+package mail
+
+import (
+	"io"
+)
+
+// DefaultMaxHops is qmail-smtpd's loop limit: a message with this many or more
+// Received: and Delivered-To: header lines is refused (#5.4.6).
+const DefaultMaxHops = 100
+
+// BodyReader passes a message through while enforcing a size limit and
+// counting hops in its header, without buffering more than the caller's read.
+//
+// Once a limit is crossed every Read returns the matching Status
+// (StatusTooBig or StatusTooManyHops) as its error, so a queue writer copying
+// from it aborts instead of committing; the protocol server, which still owns
+// the connection, drains what is left and replies with Err().
+type BodyReader struct {
+	r        io.Reader
+	maxBytes int64
+	maxHops  int
+
+	n    int64
+	hops int
+	err  error // sticky limit error
+
+	// header scan state
+	body     bool // past the header
+	lineLen  int  // bytes of the current line seen so far
+	cand     uint8
+	skipLine bool
+	emptyCR  bool // the current line so far is just "\r"
+}
+
+const (
+	candReceived uint8 = 1 << iota
+	candDelivered
+)
+
+var (
+	hdrReceived  = "received:"
+	hdrDelivered = "delivered-to:"
+)
+
+// NewBodyReader returns a reader over r. maxBytes <= 0 means no size limit;
+// maxHops <= 0 means no hop counting.
+func NewBodyReader(r io.Reader, maxBytes int64, maxHops int) *BodyReader {
+	return &BodyReader{r: r, maxBytes: maxBytes, maxHops: maxHops}
+}
+
+// Read implements io.Reader.
+func (b *BodyReader) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.maxBytes > 0 && int64(len(p)) > b.maxBytes-b.n+1 {
+		// Never read more than one byte past the limit: the excess is for
+		// the protocol server to drain, not for us to pass on.
+		p = p[:b.maxBytes-b.n+1]
+	}
+	n, err := b.r.Read(p)
+	if n > 0 {
+		b.n += int64(n)
+		if b.maxBytes > 0 && b.n > b.maxBytes {
+			b.err = StatusTooBig
+			return 0, b.err
+		}
+		if b.maxHops > 0 && !b.body {
+			b.scan(p[:n])
+			if b.hops >= b.maxHops {
+				b.err = StatusTooManyHops
+				return 0, b.err
+			}
+		}
+	}
+	return n, err
+}
+
+// scan advances the header state machine over p.
+func (b *BodyReader) scan(p []byte) {
+	for _, c := range p {
+		if b.body {
+			return
+		}
+		if c == '\n' {
+			if b.lineLen == 0 || b.emptyCR {
+				b.body = true // blank line: end of header
+				return
+			}
+			b.lineLen, b.skipLine, b.emptyCR = 0, false, false
+			continue
+		}
+		if b.lineLen == 0 {
+			b.cand = candReceived | candDelivered
+			b.emptyCR = c == '\r'
+		} else {
+			b.emptyCR = false
+		}
+		pos := b.lineLen
+		b.lineLen++
+		if b.skipLine {
+			continue
+		}
+		lc := c
+		if lc >= 'A' && lc <= 'Z' {
+			lc += 'a' - 'A'
+		}
+		if b.cand&candReceived != 0 && (pos >= len(hdrReceived) || hdrReceived[pos] != lc) {
+			b.cand &^= candReceived
+		}
+		if b.cand&candDelivered != 0 && (pos >= len(hdrDelivered) || hdrDelivered[pos] != lc) {
+			b.cand &^= candDelivered
+		}
+		switch {
+		case b.cand&candReceived != 0 && pos == len(hdrReceived)-1,
+			b.cand&candDelivered != 0 && pos == len(hdrDelivered)-1:
+			b.hops++
+			b.skipLine = true
+		case b.cand == 0:
+			b.skipLine = true
+		}
+	}
+}
+
+// Err returns the limit the message crossed (StatusTooBig or
+// StatusTooManyHops), or nil.
+func (b *BodyReader) Err() error { return b.err }
+
+// N returns the number of bytes read so far.
+func (b *BodyReader) N() int64 { return b.n }
+
+// Hops returns the number of Received:/Delivered-To: lines seen in the header.
+func (b *BodyReader) Hops() int { return b.hops }

@@ -1,0 +1,158 @@
+package mail
+
+import (
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+)
+
+// ConnInfo is what a protocol server knows about the connection a message came
+// in on. Policy uses it (client address, TLS, authenticated user) and the
+// Received line is built from it.
+type ConnInfo struct {
+	// Proto is the protocol word of the Received line: "QMTP", "QMQP", "SMTP",
+	// "ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA" (RFC 3848), "QMTPS".
+	Proto      string
+	RemoteAddr net.Addr
+	LocalAddr  net.Addr
+	// RemoteHost is the client's name when known (TCPREMOTEHOST, or a
+	// verified reverse lookup); empty means unknown.
+	RemoteHost string
+	// RemoteInfo is the ident/user information (TCPREMOTEINFO); usually empty.
+	RemoteInfo string
+	// LocalHost is the name this server calls itself in the "by" clause
+	// (TCPLOCALHOST or the configured hostname).
+	LocalHost string
+	// Helo is the SMTP HELO/EHLO argument, empty for QMTP and QMQP.
+	Helo string
+	// AuthUser is the SMTP AUTH identity, empty when not authenticated.
+	AuthUser string
+	// TLS is the TLS state when the connection is encrypted, otherwise nil.
+	TLS *tls.ConnectionState
+	// RelayClient is set by policy for clients allowed to relay anywhere.
+	RelayClient bool
+}
+
+// RemoteIP returns the client's IP address, or the zero Addr for unix sockets
+// and unknown peers.
+func (c *ConnInfo) RemoteIP() netip.Addr { return addrIP(c.RemoteAddr) }
+
+// LocalIP returns the local IP address of the connection, if any.
+func (c *ConnInfo) LocalIP() netip.Addr { return addrIP(c.LocalAddr) }
+
+func addrIP(a net.Addr) netip.Addr {
+	switch v := a.(type) {
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(v.IP)
+		return ip.Unmap()
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(v.IP)
+		return ip.Unmap()
+	case nil:
+		return netip.Addr{}
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// Received returns qmail's Received line for this connection, with its
+// trailing LF (PROTOCOLS.md 2.4):
+//
+//	Received: from HOST (HELO helo) (info@IP)
+//	  by LOCAL with PROTO; 26 Sep 1995 04:46:54 -0000
+//
+// The HELO part appears only when Helo is set and differs from the host; the
+// info@ part only when RemoteInfo is set. Unknown values are "unknown", and
+// every byte outside qmail's safe set becomes '?', so no header injection is
+// possible whatever the client sent.
+func (c *ConnInfo) Received(now time.Time) string {
+	b := make([]byte, 0, 160)
+	b = append(b, "Received: from "...)
+	host := c.RemoteHost
+	if host == "" {
+		host = "unknown"
+	}
+	b = appendSafe(b, host)
+	if c.Helo != "" && c.Helo != host {
+		b = append(b, " (HELO "...)
+		b = appendSafe(b, c.Helo)
+		b = append(b, ')')
+	}
+	b = append(b, " ("...)
+	if c.RemoteInfo != "" {
+		b = appendSafe(b, c.RemoteInfo)
+		b = append(b, '@')
+	}
+	ip := "unknown"
+	if a := c.RemoteIP(); a.IsValid() {
+		ip = a.String()
+	}
+	b = appendSafe(b, ip)
+	b = append(b, ")\n  by "...)
+	local := c.LocalHost
+	if local == "" {
+		if a := c.LocalIP(); a.IsValid() {
+			local = a.String()
+		} else {
+			local = "unknown"
+		}
+	}
+	b = appendSafe(b, local)
+	b = append(b, " with "...)
+	proto := c.Proto
+	if proto == "" {
+		proto = "unknown"
+	}
+	b = appendSafe(b, proto)
+	b = append(b, "; "...)
+	b = AppendDate822(b, now)
+	b = append(b, '\n')
+	return string(b)
+}
+
+// appendSafe appends s with every byte outside [A-Za-z0-9.@%+/=:-[]] replaced
+// by '?', as qmail's received.c (with notqmail's '[' and ']') does.
+func appendSafe(b []byte, s string) []byte {
+	if len(s) > 256 {
+		s = s[:256]
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '.', c == '@', c == '%', c == '+', c == '/', c == '=', c == ':', c == '-', c == '[', c == ']':
+		default:
+			c = '?'
+		}
+		b = append(b, c)
+	}
+	return b
+}
+
+var monthNames = [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
+
+// AppendDate822 appends qmail's date822fmt form of t: "26 Sep 1995 04:46:54
+// -0000" — no weekday, a one- or two-digit day, always UTC written as -0000.
+func AppendDate822(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	b = strconv.AppendInt(b, int64(t.Day()), 10)
+	b = append(b, ' ')
+	b = append(b, monthNames[t.Month()-1]...)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, int64(t.Year()), 10)
+	b = append(b, ' ')
+	b = append2(b, t.Hour())
+	b = append(b, ':')
+	b = append2(b, t.Minute())
+	b = append(b, ':')
+	b = append2(b, t.Second())
+	return append(b, " -0000"...)
+}
+
+func append2(b []byte, n int) []byte {
+	return append(b, byte('0'+n/10), byte('0'+n%10))
+}

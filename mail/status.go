@@ -1,0 +1,311 @@
+package mail
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+)
+
+// Class says whether a message or recipient was accepted, refused for now, or
+// refused for good.
+//
+// The zero value is Temporary on purpose: a Status that nobody filled in must
+// never read as an acceptance, and an unknown outcome must never read as a
+// permanent refusal (DESIGN.md: unknown errors are temporary).
+type Class uint8
+
+const (
+	Temporary Class = iota // try again later: QMTP/QMQP 'Z', SMTP 4xx
+	Accept                 // accepted with the RFC 1123 5.3.3 duty: 'K', SMTP 2xx
+	Permanent              // refused for good: 'D', SMTP 5xx
+)
+
+func (c Class) String() string {
+	switch c {
+	case Accept:
+		return "accept"
+	case Permanent:
+		return "permanent"
+	default:
+		return "temporary"
+	}
+}
+
+// Letter is the QMTP/QMQP reply letter for the class: K, Z or D.
+func (c Class) Letter() byte {
+	switch c {
+	case Accept:
+		return 'K'
+	case Permanent:
+		return 'D'
+	default:
+		return 'Z'
+	}
+}
+
+// MaxStatusText bounds the text of a Status. Postfix's qmqp-source reads at most
+// 10240 bytes of reply, and replies are meant for humans; 512 is plenty.
+const MaxStatusText = 512
+
+// Status is the one outcome type of qmgate: every protocol edge renders it
+// (QMTP/QMQP replies, SMTP replies, DSN status fields), every transport returns
+// it per recipient. It is also an error, so policy code can return it.
+type Status struct {
+	Class Class
+	// Code is the enhanced status code (RFC 3463) without the "#", such as
+	// "5.1.3". It may be empty, in which case a default for the class is used
+	// when one is needed (2.0.0, 4.3.0, 5.0.0).
+	Code string
+	// Text is a short human-readable explanation: one line, no address, no
+	// internal error detail. Renderers sanitize it anyway.
+	Text string
+	// SMTP optionally fixes the basic SMTP reply code (such as 552). When zero
+	// the code is derived from Class and Code.
+	SMTP int
+}
+
+// OK returns an acceptance with the given text.
+func OK(text string) Status { return Status{Class: Accept, Text: text} }
+
+// Temp returns a temporary failure with an enhanced code such as "4.3.0".
+func Temp(code, text string) Status { return Status{Class: Temporary, Code: code, Text: text} }
+
+// Perm returns a permanent failure with an enhanced code such as "5.1.3".
+func Perm(code, text string) Status { return Status{Class: Permanent, Code: code, Text: text} }
+
+// Statuses that several packages render identically, with qmail's texts
+// (PROTOCOLS.md 2.2, 3.2, 5.5) where qmail has one.
+var (
+	StatusTooBig        = Status{Class: Permanent, Code: "5.3.4", Text: "sorry, that message size exceeds my databytes limit", SMTP: 552}
+	StatusBadRecipient  = Status{Class: Permanent, Code: "5.1.3", Text: "sorry, I can't handle that recipient", SMTP: 553}
+	StatusBadSender     = Status{Class: Permanent, Code: "5.1.7", Text: "unacceptable sender", SMTP: 553}
+	StatusBadAddresses  = Status{Class: Permanent, Code: "5.1.3", Text: "sorry, I can't accept addresses like that", SMTP: 553}
+	StatusTooManyHops   = Status{Class: Permanent, Code: "5.4.6", Text: "too many hops, this message is looping", SMTP: 554}
+	StatusNotRcptHost   = Status{Class: Permanent, Code: "5.7.1", Text: "sorry, that domain isn't in my list of allowed rcpthosts", SMTP: 553}
+	StatusNoRecipients  = Status{Class: Permanent, Code: "5.5.1", Text: "no recipients", SMTP: 554}
+	StatusTooManyRcpts  = Status{Class: Permanent, Code: "5.5.3", Text: "too many recipients", SMTP: 452}
+	StatusTempFailure   = Status{Class: Temporary, Code: "4.3.0", Text: "temporary failure"}
+	StatusQueueTrouble  = Status{Class: Temporary, Code: "4.3.0", Text: "qq write error or disk full", SMTP: 451}
+	StatusShuttingDown  = Status{Class: Temporary, Code: "4.3.2", Text: "service shutting down", SMTP: 421}
+	StatusTooManyConns  = Status{Class: Temporary, Code: "4.3.2", Text: "too many connections, try again later", SMTP: 421}
+	StatusNoReply       = Status{Class: Temporary, Code: "4.4.2", Text: "no reply from remote host"}
+	StatusBadReply      = Status{Class: Temporary, Code: "4.3.0", Text: "remote host did not talk proper protocol"}
+	StatusConnectFailed = Status{Class: Temporary, Code: "4.4.1", Text: "could not connect to remote host"}
+)
+
+// Error makes a Status usable as an error. The string is the QMTP-style reply
+// without the letter, prefixed by the class, for logs.
+func (s Status) Error() string {
+	return s.Class.String() + ": " + s.text()
+}
+
+// IsAccept reports whether the status is an acceptance.
+func (s Status) IsAccept() bool { return s.Class == Accept }
+
+// IsPermanent reports whether the status is a permanent failure.
+func (s Status) IsPermanent() bool { return s.Class == Permanent }
+
+// IsTemporary reports whether the status is a temporary failure.
+func (s Status) IsTemporary() bool { return s.Class == Temporary }
+
+// EnhancedCode returns the enhanced status code, or a default for the class:
+// 2.0.0, 4.3.0 or 5.0.0.
+func (s Status) EnhancedCode() string {
+	if validEnhanced(s.Code) && s.Code[0] == "425"[s.classIndex()] {
+		return s.Code
+	}
+	switch s.Class {
+	case Accept:
+		return "2.0.0"
+	case Permanent:
+		return "5.0.0"
+	default:
+		return "4.3.0"
+	}
+}
+
+func (s Status) classIndex() int {
+	switch s.Class {
+	case Permanent:
+		return 2
+	case Temporary:
+		return 1
+	default:
+		return 0
+	}
+}
+
+// EnhancedCodeParts returns the enhanced code as three integers, the form
+// go-smtp's SMTPError wants.
+func (s Status) EnhancedCodeParts() [3]int {
+	var out [3]int
+	parts := strings.SplitN(s.EnhancedCode(), ".", 3)
+	for i := range parts {
+		out[i], _ = strconv.Atoi(parts[i])
+	}
+	return out
+}
+
+// SMTPCode returns the basic SMTP reply code for the status: SMTP when set and
+// consistent with the class, otherwise 250, 451 or 554 refined by the
+// enhanced code (552 for size, 553 for bad mailbox syntax, 550 for bad or
+// refused mailboxes).
+func (s Status) SMTPCode() int {
+	if s.SMTP >= 200 && s.SMTP < 600 && s.SMTP/100 == []int{2, 4, 5}[s.classIndex()] {
+		return s.SMTP
+	}
+	switch s.Class {
+	case Accept:
+		return 250
+	case Temporary:
+		if strings.HasPrefix(s.Code, "4.3.1") || strings.HasPrefix(s.Code, "4.2.2") {
+			return 452
+		}
+		return 451
+	}
+	c := s.EnhancedCode()
+	switch {
+	case c == "5.3.4" || strings.HasPrefix(c, "5.2.3"):
+		return 552
+	case strings.HasPrefix(c, "5.1."):
+		return 550
+	case c == "5.7.1":
+		return 553
+	case strings.HasPrefix(c, "5.5."):
+		return 501
+	}
+	return 554
+}
+
+// SMTPText returns the text for an SMTP reply (without code), sanitized.
+func (s Status) SMTPText() string { return s.sanitized() }
+
+// Reply renders the status as a QMTP/QMQP reply body (without the netstring
+// framing): the letter, the sanitized text, and for failures the enhanced
+// code in qmail's "(#x.y.z)" form.
+func (s Status) Reply() []byte {
+	return s.AppendReply(nil)
+}
+
+// AppendReply appends the rendering of Reply to dst.
+func (s Status) AppendReply(dst []byte) []byte {
+	dst = append(dst, s.Class.Letter())
+	return append(dst, s.text()...)
+}
+
+// text is the sanitized text plus " (#code)" for failures.
+func (s Status) text() string {
+	t := s.sanitized()
+	if s.Class == Accept {
+		if t == "" {
+			t = "ok"
+		}
+		return t
+	}
+	if t == "" {
+		t = "failure"
+	}
+	return t + " (#" + s.EnhancedCode() + ")"
+}
+
+// sanitized returns Text made safe for every protocol: one line of printable
+// ASCII (other bytes become '?'), '#' only in codes (it becomes a space), no
+// leading space (reserved in QMTP), at most MaxStatusText bytes.
+func (s Status) sanitized() string {
+	t := s.Text
+	if len(t) > MaxStatusText {
+		t = t[:MaxStatusText]
+	}
+	clean := true
+	for i := 0; i < len(t); i++ {
+		if c := t[i]; c < 0x20 || c > 0x7e || c == '#' {
+			clean = false
+			break
+		}
+	}
+	if !clean {
+		b := []byte(t)
+		for i, c := range b {
+			switch {
+			case c == '\r' || c == '\n' || c == '\t' || c == '#':
+				b[i] = ' '
+			case c < 0x20 || c > 0x7e:
+				b[i] = '?'
+			}
+		}
+		t = string(b)
+	}
+	return strings.TrimLeft(t, " ")
+}
+
+// validEnhanced reports whether c looks like class.subject.detail with one
+// class digit and one to three digits per other part.
+func validEnhanced(c string) bool {
+	parts := strings.Split(c, ".")
+	if len(parts) != 3 || len(parts[0]) != 1 {
+		return false
+	}
+	for _, p := range parts {
+		if len(p) == 0 || len(p) > 3 {
+			return false
+		}
+		for i := 0; i < len(p); i++ {
+			if p[i] < '0' || p[i] > '9' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ParseReply reads a QMTP/QMQP reply body (the netstring's data). K is an
+// acceptance, D a permanent failure; Z, an empty reply and any other first
+// byte are temporary (PROTOCOLS.md 8.5: only a received D is permanent). A
+// trailing "(#x.y.z)" becomes the Code and is removed from the Text.
+func ParseReply(b []byte) Status {
+	if len(b) == 0 {
+		return StatusBadReply
+	}
+	var st Status
+	switch b[0] {
+	case 'K':
+		st.Class = Accept
+	case 'D':
+		st.Class = Permanent
+	case 'Z':
+		st.Class = Temporary
+	default:
+		return StatusBadReply
+	}
+	text := string(b[1:])
+	if i := strings.LastIndex(text, "(#"); i >= 0 && strings.HasSuffix(text, ")") {
+		code := text[i+2 : len(text)-1]
+		if validEnhanced(code) {
+			st.Code = code
+			text = strings.TrimRight(text[:i], " ")
+		}
+	}
+	if st.Code != "" && st.Code[0] != "425"[st.classIndex()] {
+		st.Code = "" // a code that contradicts the letter is ignored
+	}
+	st.Text = text
+	return st
+}
+
+// StatusOf turns any error into a Status: a Status (or an error wrapping one)
+// is returned as it is; nil is an acceptance; anything else is a temporary
+// failure with a generic text, so internal error text never reaches a client.
+func StatusOf(err error) Status {
+	if err == nil {
+		return OK("")
+	}
+	var st Status
+	if errors.As(err, &st) {
+		return st
+	}
+	var sp *Status
+	if errors.As(err, &sp) && sp != nil {
+		return *sp
+	}
+	return StatusTempFailure
+}
