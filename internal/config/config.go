@@ -1,0 +1,593 @@
+// Package config loads qmgate's TOML configuration: strictly (an unknown key or
+// a bad value stops start-up with the file, the line and a clear message),
+// with every default written down in one place, and with an embedded default
+// that runs on a fresh machine as an ordinary user.
+//
+// It is not where policy lives: it only parses, defaults and validates. The
+// relay turns a Config into listeners, routes and transports.
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// DefaultPath is where the configuration lives when neither -config nor
+// $QMGATE_CONFIG names one.
+const DefaultPath = "/etc/qmgate/qmgate.toml"
+
+// EnvVar names the environment variable that points at the configuration.
+const EnvVar = "QMGATE_CONFIG"
+
+//go:embed default.toml
+var defaultTOML []byte
+
+// DefaultTOML returns the embedded default configuration's text.
+func DefaultTOML() []byte { return append([]byte(nil), defaultTOML...) }
+
+// Config is the whole configuration. Field comments give the defaults.
+type Config struct {
+	// Hostname names this host in greetings, Received lines and DSNs.
+	// Default: the system's host name.
+	Hostname string `toml:"hostname"`
+	// User to drop privileges to after binding when started as root. Required
+	// when started as root.
+	User string `toml:"user"`
+	// QueueDir is the durable spool. Default "./qmgate-data/queue".
+	QueueDir string `toml:"queue_dir"`
+	// MaxMessageBytes bounds a message as stored. Default 52428800 (50 MiB).
+	MaxMessageBytes int64 `toml:"max_message_bytes"`
+	// MaxRecipients bounds recipients per message on every listener.
+	// Default 1000.
+	MaxRecipients int `toml:"max_recipients"`
+	// MaxHops: this many Received:/Delivered-To: lines make a loop. Default 100.
+	MaxHops int `toml:"max_hops"`
+	// RcptHosts are the domains accepted from anyone (qmail's rcpthosts:
+	// exact, or ".suffix" for subdomains; case-insensitive).
+	RcptHosts []string `toml:"rcpthosts"`
+	// DefaultDomain qualifies bare local addresses (qmail's defaultdomain).
+	// Default: Hostname.
+	DefaultDomain string `toml:"default_domain"`
+	// Postmaster receives double bounces. Default "postmaster@" + Hostname.
+	Postmaster string `toml:"postmaster"`
+
+	Log        Log         `toml:"log"`
+	QMQP       QMQP        `toml:"qmqp"`
+	QMTP       QMTP        `toml:"qmtp"`
+	SMTP       SMTP        `toml:"smtp"`
+	Queue      Queue       `toml:"queue"`
+	Delivery   Delivery    `toml:"delivery"`
+	Routes     []Route     `toml:"route"`
+	Metrics    Metrics     `toml:"metrics"`
+	Nullclient Nullclient  `toml:"nullclient"`
+	Limits     ListenLimit `toml:"limits"`
+
+	// Source is the file the configuration came from ("(embedded default)"
+	// for the built-in one). Not a TOML key.
+	Source string `toml:"-"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info, warn, error. Default "info".
+	Format string `toml:"format"` // text or json. Default "text".
+}
+
+// ListenLimit holds the limits every listener shares unless its own section
+// overrides them.
+type ListenLimit struct {
+	MaxConns       int      `toml:"max_conns"`        // default 1000
+	MaxConnsPerIP  int      `toml:"max_conns_per_ip"` // default 50
+	ReadTimeout    Duration `toml:"read_timeout"`     // per read, default 5m
+	WriteTimeout   Duration `toml:"write_timeout"`    // per write, default 5m
+	SessionTimeout Duration `toml:"session_timeout"`  // whole connection, default 1h
+}
+
+// QMQP configures the QMQP listener (nullclients hand their mail over here).
+type QMQP struct {
+	// Listen addresses: "host:port" or "unix:/path". Empty: no listener.
+	Listen []string `toml:"listen"`
+	// Allow lists the client networks (CIDR or single addresses). QMQP has no
+	// authentication: empty means nobody (unix-socket clients are governed by
+	// the socket's file permissions).
+	Allow []string `toml:"allow"`
+	ListenLimit
+}
+
+// QMTP configures the QMTP listeners.
+type QMTP struct {
+	Listen []string `toml:"listen"`
+	// ListenTLS are implicit-TLS (QMTPS) listeners; they need TLSCert/TLSKey.
+	ListenTLS []string `toml:"listen_tls"`
+	// RelayClients may send to any destination (CIDR); everyone else only to
+	// rcpthosts.
+	RelayClients []string `toml:"relay_clients"`
+	TLSCert      string   `toml:"tls_cert"`
+	TLSKey       string   `toml:"tls_key"`
+	// ClientCA, when set, makes QMTPS ask for client certificates signed by
+	// it; a client presenting one may relay.
+	ClientCA string `toml:"client_ca"`
+	ListenLimit
+}
+
+// SMTP configures the SMTP listeners.
+type SMTP struct {
+	Listen []string `toml:"listen"`
+	// Submission listeners require AUTH before MAIL (port 587 style).
+	Submission []string `toml:"submission"`
+	// Submissions listeners are implicit TLS and require AUTH (port 465).
+	Submissions  []string `toml:"submissions"`
+	RelayClients []string `toml:"relay_clients"`
+	TLSCert      string   `toml:"tls_cert"`
+	TLSKey       string   `toml:"tls_key"`
+	// AuthFile holds "user:bcrypt-hash" lines (qmgate passwd makes them).
+	AuthFile string `toml:"auth_file"`
+	// AuthWithoutTLS allows AUTH on unencrypted connections. Default false.
+	AuthWithoutTLS bool `toml:"auth_without_tls"`
+	ListenLimit
+}
+
+// Queue configures retries and bounces.
+type Queue struct {
+	Lifetime    Duration `toml:"lifetime"`     // default 168h (7 days)
+	DelayNotice *Duration `toml:"delay_notice"` // default 4h; "0s" disables
+	RetryMin    Duration `toml:"retry_min"`    // backoff floor, default 1m
+	RetryMax    Duration `toml:"retry_max"`    // backoff cap, default 1h
+}
+
+// Delivery configures the delivery engine.
+type Delivery struct {
+	// Concurrency is the default per-route limit on simultaneous deliveries.
+	// Default 20.
+	Concurrency int `toml:"concurrency"`
+	// Resolver is a DNS server "host:port" for mx routes; empty uses the
+	// system resolver. Tests point it at a local fake.
+	Resolver string `toml:"resolver"`
+	// ConnectTimeout bounds outgoing connects. Default 60s.
+	ConnectTimeout Duration `toml:"connect_timeout"`
+	// Timeout bounds each outgoing read or write. Default 20m (qmail-remote).
+	Timeout Duration `toml:"timeout"`
+	// QMTPPort and SMTPPort are the ports mx routes use (209 and 25); tests
+	// move them.
+	QMTPPort int `toml:"qmtp_port"`
+	SMTPPort int `toml:"smtp_port"`
+}
+
+// Route sends mail for some domains through one transport.
+type Route struct {
+	// Domains: exact ("example.net"), suffix (".example.net") or "*".
+	Domains []string `toml:"domains"`
+	// Via is the transport URL: qmtp://H[:P], qmtps://H[:P], qmqp://H[:P][,H[:P]...],
+	// smtp://H[:P], smtps://H[:P], mx, maildir:DIR, mbox:DIR, discard:,
+	// https://URL, http://URL (loopback only).
+	Via string `toml:"via"`
+	// Concurrency overrides [delivery] concurrency for this route.
+	Concurrency int `toml:"concurrency"`
+	// TLS for smtp:// routes: "required" (default), "opportunistic", "none".
+	TLS string `toml:"tls"`
+	// Username and Password (or PasswordFile) for SMTP AUTH at a smarthost.
+	Username     string `toml:"username"`
+	Password     string `toml:"password"`
+	PasswordFile string `toml:"password_file"`
+	// CAFile verifies the next hop's certificate instead of the system roots.
+	CAFile string `toml:"ca_file"`
+	// Headers are extra HTTP headers for webhook routes ("Name: value").
+	Headers []string `toml:"headers"`
+
+	// Parsed is Via parsed; set by Load.
+	Parsed *url.URL `toml:"-"`
+}
+
+// Metrics configures the optional metrics and health listener.
+type Metrics struct {
+	// Listen is a loopback "host:port" for /metrics and /healthz. Empty: off.
+	Listen string `toml:"listen"`
+}
+
+// Nullclient configures `qmgate sendmail` and the qmail-qmqpc drop-in.
+type Nullclient struct {
+	// QMQPServers are tried in order, failing over only when a connect fails.
+	QMQPServers []string `toml:"qmqp_servers"`
+	// SpoolDir, when set, makes sendmail commit mail that no server accepts
+	// right away to this local queue, which `qmgate serve` forwards.
+	SpoolDir string `toml:"spool_dir"`
+	// Timeout bounds sendmail's whole attempt in direct mode. Default 60s.
+	Timeout Duration `toml:"timeout"`
+}
+
+// Duration is a time.Duration written as "90s", "5m", "168h" in TOML.
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("bad duration %q (use forms like \"30s\", \"5m\", \"168h\")", b)
+	}
+	if v < 0 {
+		return fmt.Errorf("negative duration %q", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Error is a configuration error with its place in the file.
+type Error struct {
+	File string
+	Line int    // 0 when unknown
+	Key  string // dotted key path, when known
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	b.WriteString(": ")
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Errors is a list of configuration errors, reported together.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "\n")
+}
+
+// Locate picks the configuration file as every subcommand does: the flag,
+// then $QMGATE_CONFIG, then DefaultPath if it exists, then "" (the embedded
+// default).
+func Locate(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if v := os.Getenv(EnvVar); v != "" {
+		return v
+	}
+	if _, err := os.Stat(DefaultPath); err == nil {
+		return DefaultPath
+	}
+	return ""
+}
+
+// Load reads and validates the file at path, or the embedded default when
+// path is "".
+func Load(path string) (*Config, error) {
+	if path == "" {
+		return Parse("(embedded default)", defaultTOML)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes, defaults and validates a configuration document. name is
+// used in error messages.
+func Parse(name string, data []byte) (*Config, error) {
+	c := &Config{}
+	if err := decodeStrict(name, data, c); err != nil {
+		return nil, err
+	}
+	c.Source = name
+	c.applyDefaults()
+	if errs := c.validate(); len(errs) > 0 {
+		locate(name, data, errs)
+		return nil, errs
+	}
+	return c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Hostname == "" {
+		c.Hostname, _ = os.Hostname()
+		if c.Hostname == "" {
+			c.Hostname = "localhost"
+		}
+	}
+	setStr(&c.QueueDir, "./qmgate-data/queue")
+	setInt64(&c.MaxMessageBytes, 50<<20)
+	setInt(&c.MaxRecipients, 1000)
+	setInt(&c.MaxHops, 100)
+	setStr(&c.DefaultDomain, c.Hostname)
+	setStr(&c.Postmaster, "postmaster@"+c.Hostname)
+	setStr(&c.Log.Level, "info")
+	setStr(&c.Log.Format, "text")
+
+	setInt(&c.Limits.MaxConns, 1000)
+	setInt(&c.Limits.MaxConnsPerIP, 50)
+	setDur(&c.Limits.ReadTimeout, 5*time.Minute)
+	setDur(&c.Limits.WriteTimeout, 5*time.Minute)
+	setDur(&c.Limits.SessionTimeout, time.Hour)
+	for _, l := range []*ListenLimit{&c.QMQP.ListenLimit, &c.QMTP.ListenLimit, &c.SMTP.ListenLimit} {
+		setInt(&l.MaxConns, c.Limits.MaxConns)
+		setInt(&l.MaxConnsPerIP, c.Limits.MaxConnsPerIP)
+		setDur(&l.ReadTimeout, c.Limits.ReadTimeout.D())
+		setDur(&l.WriteTimeout, c.Limits.WriteTimeout.D())
+		setDur(&l.SessionTimeout, c.Limits.SessionTimeout.D())
+	}
+
+	setDur(&c.Queue.Lifetime, 7*24*time.Hour)
+	if c.Queue.DelayNotice == nil {
+		d := Duration(4 * time.Hour)
+		c.Queue.DelayNotice = &d
+	}
+	setDur(&c.Queue.RetryMin, time.Minute)
+	setDur(&c.Queue.RetryMax, time.Hour)
+
+	setInt(&c.Delivery.Concurrency, 20)
+	setDur(&c.Delivery.ConnectTimeout, 60*time.Second)
+	setDur(&c.Delivery.Timeout, 20*time.Minute)
+	setInt(&c.Delivery.QMTPPort, 209)
+	setInt(&c.Delivery.SMTPPort, 25)
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		setInt(&r.Concurrency, c.Delivery.Concurrency)
+	}
+	setDur(&c.Nullclient.Timeout, 60*time.Second)
+}
+
+func (c *Config) validate() Errors {
+	var errs Errors
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if strings.ContainsAny(c.Hostname, " \t\r\n") {
+		bad("hostname", "must not contain white space")
+	}
+	if c.MaxMessageBytes < 0 {
+		bad("max_message_bytes", "must not be negative")
+	}
+	if c.MaxRecipients < 0 {
+		bad("max_recipients", "must not be negative")
+	}
+	for i, h := range c.RcptHosts {
+		if h == "*" {
+			bad(fmt.Sprintf("rcpthosts[%d]", i), `"*" would make an open relay; list your domains`)
+		} else if h == "" || strings.ContainsAny(h, " @\t") {
+			bad(fmt.Sprintf("rcpthosts[%d]", i), "%q is not a domain or .suffix", h)
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q: use debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q: use text or json", c.Log.Format)
+	}
+	checkListen := func(key string, addrs []string) {
+		for i, a := range addrs {
+			if err := checkListenAddr(a); err != nil {
+				bad(fmt.Sprintf("%s[%d]", key, i), "%v", err)
+			}
+		}
+	}
+	checkListen("qmqp.listen", c.QMQP.Listen)
+	checkListen("qmtp.listen", c.QMTP.Listen)
+	checkListen("qmtp.listen_tls", c.QMTP.ListenTLS)
+	checkListen("smtp.listen", c.SMTP.Listen)
+	checkListen("smtp.submission", c.SMTP.Submission)
+	checkListen("smtp.submissions", c.SMTP.Submissions)
+	checkNets := func(key string, nets []string) {
+		for i, n := range nets {
+			if _, err := ParsePrefix(n); err != nil {
+				bad(fmt.Sprintf("%s[%d]", key, i), "%v", err)
+			}
+		}
+	}
+	checkNets("qmqp.allow", c.QMQP.Allow)
+	checkNets("qmtp.relay_clients", c.QMTP.RelayClients)
+	checkNets("smtp.relay_clients", c.SMTP.RelayClients)
+	if len(c.QMTP.ListenTLS) > 0 && (c.QMTP.TLSCert == "" || c.QMTP.TLSKey == "") {
+		bad("qmtp.listen_tls", "needs qmtp.tls_cert and qmtp.tls_key")
+	}
+	if (c.QMTP.TLSCert == "") != (c.QMTP.TLSKey == "") {
+		bad("qmtp.tls_cert", "tls_cert and tls_key go together")
+	}
+	if (c.SMTP.TLSCert == "") != (c.SMTP.TLSKey == "") {
+		bad("smtp.tls_cert", "tls_cert and tls_key go together")
+	}
+	if len(c.SMTP.Submissions) > 0 && c.SMTP.TLSCert == "" {
+		bad("smtp.submissions", "needs smtp.tls_cert and smtp.tls_key")
+	}
+	if (len(c.SMTP.Submission) > 0 || len(c.SMTP.Submissions) > 0) && c.SMTP.AuthFile == "" {
+		bad("smtp.submission", "submission listeners require AUTH: set smtp.auth_file")
+	}
+	if c.Queue.RetryMin > c.Queue.RetryMax {
+		bad("queue.retry_min", "greater than queue.retry_max")
+	}
+	if c.Delivery.Resolver != "" {
+		if _, err := netip.ParseAddrPort(c.Delivery.Resolver); err != nil {
+			bad("delivery.resolver", "%q: want ip:port", c.Delivery.Resolver)
+		}
+	}
+	if c.Metrics.Listen != "" {
+		if ap, err := netip.ParseAddrPort(c.Metrics.Listen); err != nil || !ap.Addr().IsLoopback() {
+			bad("metrics.listen", "%q: want a loopback ip:port", c.Metrics.Listen)
+		}
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		key := fmt.Sprintf("route[%d]", i)
+		if len(r.Domains) == 0 {
+			bad(key+".domains", "a route needs at least one domain pattern")
+		}
+		for j, d := range r.Domains {
+			if d == "" || strings.ContainsAny(d, " @\t") || (strings.Contains(d, "*") && d != "*") {
+				bad(fmt.Sprintf("%s.domains[%d]", key, j), "%q: want example.net, .example.net or *", d)
+			}
+		}
+		u, err := ParseVia(r.Via)
+		if err != nil {
+			bad(key+".via", "%v", err)
+		}
+		r.Parsed = u
+		switch r.TLS {
+		case "", "required", "opportunistic", "none":
+		default:
+			bad(key+".tls", "%q: use required, opportunistic or none", r.TLS)
+		}
+		if r.Concurrency < 1 {
+			bad(key+".concurrency", "must be at least 1")
+		}
+		if r.Password != "" && r.PasswordFile != "" {
+			bad(key+".password", "set password or password_file, not both")
+		}
+	}
+	if c.User != "" {
+		if _, err := user.Lookup(c.User); err != nil {
+			bad("user", "no such user %q", c.User)
+		}
+	}
+	for i, s := range c.Nullclient.QMQPServers {
+		if s == "" {
+			bad(fmt.Sprintf("nullclient.qmqp_servers[%d]", i), "empty server")
+		}
+	}
+	return errs
+}
+
+// ParseVia parses and checks a route's transport URL.
+func ParseVia(via string) (*url.URL, error) {
+	if via == "mx" {
+		return &url.URL{Scheme: "mx"}, nil
+	}
+	if via == "" {
+		return nil, errors.New("missing via (transport URL)")
+	}
+	u, err := url.Parse(via)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a URL", via)
+	}
+	switch u.Scheme {
+	case "qmtp", "qmtps", "smtp", "smtps":
+		if u.Host == "" || strings.Contains(u.Host, ",") {
+			return nil, fmt.Errorf("%q: want %s://host[:port]", via, u.Scheme)
+		}
+	case "qmqp":
+		if u.Host == "" {
+			return nil, fmt.Errorf("%q: want qmqp://host[:port][,host[:port]...]", via)
+		}
+	case "maildir", "mbox":
+		if u.Opaque == "" && u.Path == "" {
+			return nil, fmt.Errorf("%q: want %s:DIR", via, u.Scheme)
+		}
+	case "discard":
+	case "https":
+		if u.Host == "" {
+			return nil, fmt.Errorf("%q: want https://host/path", via)
+		}
+	case "http":
+		h := u.Hostname()
+		ip, err := netip.ParseAddr(h)
+		if h != "localhost" && (err != nil || !ip.IsLoopback()) {
+			return nil, fmt.Errorf("%q: plain http is allowed only to loopback; use https", via)
+		}
+	default:
+		return nil, fmt.Errorf("%q: unknown transport %q (want qmtp, qmtps, qmqp, smtp, smtps, mx, maildir, mbox, discard, https)", via, u.Scheme)
+	}
+	return u, nil
+}
+
+// Dir returns the directory of a maildir: or mbox: URL, absolute or relative.
+func Dir(u *url.URL) string {
+	if u.Opaque != "" {
+		return filepath.Clean(u.Opaque)
+	}
+	return filepath.Clean(u.Path)
+}
+
+// ParsePrefix parses "10.0.0.0/8", "::1/128" or a single address.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, fmt.Errorf("%q is not a network (want CIDR such as 10.0.0.0/8)", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address or network", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// Prefixes parses a list checked by validate.
+func Prefixes(list []string) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(list))
+	for _, s := range list {
+		if p, err := ParsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func checkListenAddr(a string) error {
+	if strings.HasPrefix(a, "unix:") {
+		if len(a) == len("unix:") {
+			return errors.New("unix: needs a path")
+		}
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(a)
+	if err != nil {
+		return fmt.Errorf("%q: want ip:port or unix:/path", a)
+	}
+	_ = ap
+	return nil
+}
+
+func setStr(p *string, v string) {
+	if *p == "" {
+		*p = v
+	}
+}
+
+func setInt(p *int, v int) {
+	if *p == 0 {
+		*p = v
+	}
+}
+
+func setInt64(p *int64, v int64) {
+	if *p == 0 {
+		*p = v
+	}
+}
+
+func setDur(p *Duration, v time.Duration) {
+	if *p == 0 {
+		*p = Duration(v)
+	}
+}
