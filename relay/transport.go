@@ -1,0 +1,74 @@
+package relay
+
+import (
+	"context"
+	"io"
+
+	"github.com/qmgate/qmgate/mail"
+)
+
+// Job is one queued message for those of its recipients that one route
+// serves. The engine builds jobs from the queue's due work; a transport
+// delivers them and fills Results.
+type Job struct {
+	ID string
+	// Envelope holds the sender (unexpanded: a VERP sender stays pre@host-@[]
+	// and each transport that puts it on a wire expands it per recipient) and
+	// the recipients of this job.
+	Envelope mail.Envelope
+	// Size is the stored message's length in bytes.
+	Size int64
+	// Open returns the stored message: LF line ends, trace lines included.
+	// Each call starts from the beginning, so a transport may retry.
+	Open func() (io.ReadCloser, error)
+	// Results has one entry per Envelope.Recipients, filled by the transport.
+	Results []Result
+}
+
+// Result is the outcome of one recipient's delivery attempt.
+type Result struct {
+	Status mail.Status
+	// Host names what answered: a remote host, a mailbox path, a URL.
+	Host string
+}
+
+// Transport delivers jobs. Deliver must fill every job's Results (the engine
+// treats a missing one as a temporary failure), must respect ctx, and must
+// never return a permanent failure for a reason that might go away.
+type Transport interface {
+	Deliver(ctx context.Context, jobs []*Job)
+	// Close releases cached connections.
+	Close() error
+}
+
+// fill sets every unset result of j to st.
+func (j *Job) fill(st mail.Status, host string) {
+	if len(j.Results) != len(j.Envelope.Recipients) {
+		j.Results = make([]Result, len(j.Envelope.Recipients))
+	}
+	for i := range j.Results {
+		if j.Results[i] == (Result{}) {
+			j.Results[i] = Result{Status: st, Host: host}
+		}
+	}
+}
+
+// setAll sets every result of j to st.
+func (j *Job) setAll(st mail.Status, host string) {
+	j.Results = make([]Result, len(j.Envelope.Recipients))
+	for i := range j.Results {
+		j.Results[i] = Result{Status: st, Host: host}
+	}
+}
+
+// discard accepts everything and stores nothing: for tests and benchmarks,
+// where it measures acceptance into the durable queue.
+type discard struct{}
+
+func (discard) Deliver(_ context.Context, jobs []*Job) {
+	for _, j := range jobs {
+		j.setAll(mail.OK("discarded"), "discard:")
+	}
+}
+
+func (discard) Close() error { return nil }
