@@ -333,4 +333,3 @@ func isFromLine(line []byte) bool {
 	}
 	return len(line)-i >= 5 && string(line[i:i+5]) == "From "
 }
-

@@ -137,10 +137,10 @@ type SMTP struct {
 
 // Queue configures retries and bounces.
 type Queue struct {
-	Lifetime    Duration `toml:"lifetime"`     // default 168h (7 days)
+	Lifetime    Duration  `toml:"lifetime"`     // default 168h (7 days)
 	DelayNotice *Duration `toml:"delay_notice"` // default 4h; "0s" disables
-	RetryMin    Duration `toml:"retry_min"`    // backoff floor, default 1m
-	RetryMax    Duration `toml:"retry_max"`    // backoff cap, default 1h
+	RetryMin    Duration  `toml:"retry_min"`    // backoff floor, default 1m
+	RetryMax    Duration  `toml:"retry_max"`    // backoff cap, default 1h
 }
 
 // Delivery configures the delivery engine.
