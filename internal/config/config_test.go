@@ -1,0 +1,122 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestEmbeddedDefault(t *testing.T) {
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Source != "(embedded default)" || c.QueueDir != "./qmgate-data/queue" {
+		t.Fatalf("unexpected: %+v", c)
+	}
+	want := map[string][]string{"qmqp": c.QMQP.Listen, "qmtp": c.QMTP.Listen, "smtp": c.SMTP.Listen}
+	if want["qmqp"][0] != "127.0.0.1:2628" || want["qmtp"][0] != "127.0.0.1:2209" || want["smtp"][0] != "127.0.0.1:2525" {
+		t.Fatalf("listeners: %v", want)
+	}
+	if len(c.Routes) != 1 || c.Routes[0].Parsed.Scheme != "maildir" || Dir(c.Routes[0].Parsed) != "qmgate-data/maildir" {
+		t.Fatalf("route: %+v %v", c.Routes, Dir(c.Routes[0].Parsed))
+	}
+	if c.Queue.Lifetime.D() != 7*24*time.Hour || c.Queue.DelayNotice.D() != 4*time.Hour {
+		t.Fatalf("queue defaults: %+v", c.Queue)
+	}
+	if c.QMTP.SessionTimeout.D() != time.Hour || c.SMTP.MaxConnsPerIP != 50 {
+		t.Fatalf("limits: %+v", c.QMTP.ListenLimit)
+	}
+	out, err := c.Print()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What print shows must load again to the same thing.
+	c2, err := Parse("printed", out)
+	if err != nil {
+		t.Fatalf("printed config does not load: %v\n%s", err, out)
+	}
+	out2, _ := c2.Print()
+	if strings.Replace(string(out), "(embedded default)", "printed", 1) != string(out2) {
+		t.Fatalf("print is not a fixed point:\n%s\n---\n%s", out, out2)
+	}
+}
+
+func TestErrorsCarryLines(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc, want string
+	}{
+		{"unknown top key", "hostname = \"h\"\nbogus = 1\n", "t.toml:2: bogus: unknown key"},
+		{"unknown table key", "[qmtp]\nlisten = []\nrelay = []\n", "t.toml:3: qmtp.relay: unknown key"},
+		{"bad duration", "[queue]\n\nlifetime = \"7 days\"\n", "t.toml:3: queue.lifetime: bad duration"},
+		{"bad type", "max_message_bytes = \"big\"\n", "t.toml:1:"},
+		{"bad cidr", "[qmqp]\nallow = [\"10.0.0.0/8\",\n  \"ten\"]\n", "t.toml:2: qmqp.allow[1]: \"ten\" is not an address"},
+		{"bad via", "[[route]]\ndomains=[\"*\"]\nvia=\"maildir:/m\"\n[[route]]\ndomains=[\"x\"]\nvia = \"gopher://x\"\n", "t.toml:6: route[1].via:"},
+		{"open relay rcpthosts", "rcpthosts = [\"*\"]\n", "t.toml:1: rcpthosts[0]: \"*\" would make an open relay"},
+		{"listen", "[smtp]\nlisten = [\"0.0.0.0\"]\n", "t.toml:2: smtp.listen[0]:"},
+		{"http not loopback", "[[route]]\ndomains=[\"*\"]\nvia=\"http://example.com/hook\"\n", "plain http is allowed only to loopback"},
+		{"submission needs auth", "[smtp]\nsubmission = [\"127.0.0.1:587\"]\n", "t.toml:2: smtp.submission: submission listeners require AUTH"},
+		{"syntax", "hostname = \n", "t.toml:1:"},
+		{"metrics not loopback", "[metrics]\nlisten = \"0.0.0.0:9100\"\n", "metrics.listen"},
+		{"no such user", "user = \"no-such-user-qmgate\"\n", "t.toml:1: user: no such user"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t.toml", []byte(tc.doc))
+			if err == nil {
+				t.Fatalf("no error")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseVia(t *testing.T) {
+	for via, ok := range map[string]bool{
+		"qmtp://hub2.example.net": true, "qmtp://hub:2209": true, "qmqp://a:628,b:628": true,
+		"smtp://smarthost:587": true, "smtps://s": true, "mx": true, "maildir:/var/mail": true,
+		"mbox:./m": true, "discard:": true, "https://hooks.example/x": true, "http://127.0.0.1:8080/h": true,
+		"http://[::1]/h": true, "qmtp://": false, "ftp://x": false, "": false, "maildir:": false,
+		"qmtp://a,b": false,
+	} {
+		_, err := ParseVia(via)
+		if (err == nil) != ok {
+			t.Errorf("ParseVia(%q) error %v, want ok=%v", via, err, ok)
+		}
+	}
+}
+
+func TestDelayNoticeOff(t *testing.T) {
+	c, err := Parse("t", []byte("[queue]\ndelay_notice = \"0s\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Queue.DelayNotice.D() != 0 {
+		t.Fatalf("delay notice %v", c.Queue.DelayNotice.D())
+	}
+}
+
+func TestPasswordHiddenInPrint(t *testing.T) {
+	c, err := Parse("t", []byte("[[route]]\ndomains=[\"*\"]\nvia=\"smtp://s:587\"\nusername=\"u\"\npassword=\"sekrit\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := c.Print()
+	if strings.Contains(string(out), "sekrit") {
+		t.Fatalf("password printed:\n%s", out)
+	}
+	if c.Routes[0].Password != "sekrit" {
+		t.Fatal("print changed the configuration")
+	}
+}
+
+func TestLimitsInherit(t *testing.T) {
+	c, err := Parse("t", []byte("[limits]\nmax_conns = 7\nread_timeout = \"9s\"\n[qmtp]\nmax_conns = 3\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.QMTP.MaxConns != 3 || c.SMTP.MaxConns != 7 || c.QMQP.ReadTimeout.D() != 9*time.Second {
+		t.Fatalf("inherit: %+v %+v", c.QMTP.ListenLimit, c.SMTP.ListenLimit)
+	}
+}
