@@ -56,10 +56,11 @@ type Reader struct {
 	// specification does. The default accepts them as qmail and Postfix do.
 	Strict bool
 
-	remain   int64 // data bytes of the current netstring not yet read
-	pending  bool  // inside a netstring: data and/or comma not yet consumed
-	err      error // sticky error
-	consumed int64
+	remain   int64  // data bytes of the current netstring not yet read
+	pending  bool   // inside a netstring: data and/or comma not yet consumed
+	err      error  // sticky error
+	consumed int64  // bytes taken from the stream, see Consumed
+	gen      uint64 // counts netstrings, so a stale data reader reads nothing
 }
 
 // NewReader returns a Reader on r. If r is already a *bufio.Reader it is used
@@ -134,19 +135,24 @@ func (r *Reader) ReadLength(limit int64) (int64, error) {
 	}
 	r.remain = v
 	r.pending = true
+	r.gen++
 	return v, nil
 }
 
 // Next reads a length (at most limit) and returns a reader over exactly that
 // many data bytes. The data must be read to EOF, or skipped by End, before the
 // next netstring. Reading past the end of the underlying stream gives
-// io.ErrUnexpectedEOF.
+// io.ErrUnexpectedEOF. The returned reader is valid until End: after that
+// it reads as empty, so a reader kept by mistake can never read the data of
+// a later netstring.
+//
+// On ErrTooLong the declared length is returned with the error, for logs.
 func (r *Reader) Next(limit int64) (io.Reader, int64, error) {
 	n, err := r.ReadLength(limit)
 	if err != nil {
 		return nil, n, err
 	}
-	return dataReader{r}, n, nil
+	return dataReader{r, r.gen}, n, nil
 }
 
 // Remaining returns the number of data bytes of the current netstring not yet
@@ -154,9 +160,17 @@ func (r *Reader) Next(limit int64) (io.Reader, int64, error) {
 func (r *Reader) Remaining() int64 { return r.remain }
 
 // dataReader is the io.Reader Next hands out.
-type dataReader struct{ r *Reader }
+type dataReader struct {
+	r   *Reader
+	gen uint64
+}
 
-func (d dataReader) Read(p []byte) (int, error) { return d.r.readData(p) }
+func (d dataReader) Read(p []byte) (int, error) {
+	if d.gen != d.r.gen || !d.r.pending {
+		return 0, io.EOF
+	}
+	return d.r.readData(p)
+}
 
 func (r *Reader) readData(p []byte) (int, error) {
 	if r.err != nil {
@@ -332,6 +346,9 @@ var ErrShortBody = errors.New("netstring: body length differs from declared leng
 // gives fewer or more than n bytes, it returns an error wrapping ErrShortBody
 // and the netstring on w is incomplete: the caller must drop the stream.
 func WriteFrom(w io.Writer, n int64, r io.Reader) error {
+	if n < 0 {
+		return fmt.Errorf("%w: negative length %d", ErrShortBody, n)
+	}
 	if err := WriteHeader(w, n); err != nil {
 		return err
 	}
