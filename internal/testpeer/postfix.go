@@ -1,0 +1,426 @@
+package testpeer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// PostfixConfig describes a private Postfix instance for a test.
+//
+// The instance runs the daemons Postfix needs to queue and deliver (master,
+// pickup, cleanup, qmgr, trivial-rewrite, bounce, the smtp client...) plus
+// the network services asked for here, each on a free loopback port.
+type PostfixConfig struct {
+	// QMQP runs qmqpd; its address is Postfix.QMQPAddr.
+	QMQP bool
+	// QMQPClients is qmqpd_authorized_clients: "127.0.0.0/8" when empty.
+	// Set it to "none" for a qmqpd that refuses everyone (Postfix's
+	// default), to test refusals.
+	QMQPClients string
+	// SMTP runs smtpd (permit_mynetworks for 127.0.0.0/8, no TLS); its
+	// address is Postfix.SMTPAddr.
+	SMTP bool
+	// Relayhost is where Postfix delivers every message, such as an
+	// SMTPSink's Relayhost(). Empty means mail is discarded once queued
+	// (default_transport = discard), which suits benchmarks.
+	Relayhost string
+	// Main adds or overrides main.cf parameters (postconf names).
+	Main map[string]string
+	// Master adds master.cf lines, as they would appear in the file.
+	Master []string
+}
+
+// Postfix is a running private Postfix instance. Everything it has lives in
+// Dir: etc/ (main.cf, master.cf), queue/, data/ and maillog.
+type Postfix struct {
+	Dir       string
+	ConfigDir string
+	QueueDir  string
+	LogFile   string
+	// QMQPAddr and SMTPAddr are the services' loopback host:port, or "".
+	QMQPAddr string
+	SMTPAddr string
+
+	t        testing.TB
+	stopOnce sync.Once
+}
+
+// StartPostfix starts a private Postfix instance and stops it (and removes
+// its files) when the test ends. It needs root and the postfix package (user
+// postfix, group postdrop), and stops the test (Fatal under CI, Skip
+// elsewhere) without them.
+//
+// How it works: "postfix -c DIR start" accepts any configuration directory
+// when run by root (Postfix insists on alternate_config_directories only for
+// set-gid callers such as postdrop), and post-install creates the queue
+// directories with the right owners on first start. The instance logs to its
+// own maillog through postlogd (maillog_file), since a test machine usually
+// has no syslog; the log is printed when the test fails.
+func StartPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
+	t.Helper()
+	NeedRoot(t, "Postfix instances start as root")
+	postfix := Need(t, "postfix")
+	if cfg.QMQP {
+		Need(t, "qmqpd")
+	}
+	if cfg.SMTP {
+		Need(t, "smtpd")
+	}
+	owner, err := user.Lookup("postfix")
+	if err != nil {
+		missing(t, "no postfix user: "+err.Error())
+	}
+	if _, err := user.LookupGroup("postdrop"); err != nil {
+		missing(t, "no postdrop group: "+err.Error())
+	}
+	uid, _ := strconv.Atoi(owner.Uid)
+
+	// Not t.TempDir: its parent is mode 0700, which Postfix's unprivileged
+	// daemons could not traverse.
+	dir, err := os.MkdirTemp("", "qmgate-postfix-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Postfix{
+		Dir:       dir,
+		ConfigDir: filepath.Join(dir, "etc"),
+		QueueDir:  filepath.Join(dir, "queue"),
+		LogFile:   filepath.Join(dir, "maillog"),
+		t:         t,
+	}
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("postfix log (%s):\n%s", p.LogFile, p.Log())
+		}
+		os.RemoveAll(dir)
+	})
+	dataDir := filepath.Join(dir, "data")
+	for _, d := range []string{p.ConfigDir, p.QueueDir, dataDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dataDir, uid, -1); err != nil {
+		t.Fatal(err)
+	}
+
+	main := map[string]string{
+		"compatibility_level":      "3.6",
+		"queue_directory":          p.QueueDir,
+		"data_directory":           dataDir,
+		"mail_owner":               "postfix",
+		"setgid_group":             "postdrop",
+		"myhostname":               "postfix.qmgate.test",
+		"mydomain":                 "qmgate.test",
+		"myorigin":                 "$myhostname",
+		"mydestination":            "",
+		"relay_domains":            "",
+		"local_recipient_maps":     "",
+		"alias_maps":               "",
+		"alias_database":           "",
+		"inet_interfaces":          "loopback-only",
+		"inet_protocols":           "ipv4",
+		"mynetworks":               "127.0.0.0/8",
+		"smtpd_relay_restrictions": "permit_mynetworks, reject",
+		"smtpd_tls_security_level": "none",
+		"smtp_tls_security_level":  "none",
+		"smtp_dns_support_level":   "disabled",
+		"qmqpd_authorized_clients": "127.0.0.0/8",
+		// Postfix sleeps a second before every negative QMQP reply; tests
+		// want the reply, not the tarpit.
+		"qmqpd_error_delay":      "0s",
+		"smtpd_error_sleep_time": "0s",
+		"in_flow_delay":          "0s",
+		"maillog_file":           p.LogFile,
+		"maillog_file_prefixes":  dir,
+		"biff":                   "no",
+		"default_transport":      "discard",
+	}
+	if cfg.QMQPClients != "" {
+		main["qmqpd_authorized_clients"] = cfg.QMQPClients
+		if cfg.QMQPClients == "none" {
+			main["qmqpd_authorized_clients"] = ""
+		}
+	}
+	if cfg.Relayhost != "" {
+		main["relayhost"] = cfg.Relayhost
+		main["default_transport"] = "smtp"
+	}
+	for k, v := range cfg.Main {
+		main[k] = v
+	}
+
+	master := []string{
+		"pickup     unix  n  -  n  60    1  pickup",
+		"cleanup    unix  n  -  n  -     0  cleanup",
+		"qmgr       unix  n  -  n  300   1  qmgr",
+		"rewrite    unix  -  -  n  -     -  trivial-rewrite",
+		"bounce     unix  -  -  n  -     0  bounce",
+		"defer      unix  -  -  n  -     0  bounce",
+		"trace      unix  -  -  n  -     0  bounce",
+		"verify     unix  -  -  n  -     1  verify",
+		"flush      unix  n  -  n  1000? 0  flush",
+		"proxymap   unix  -  -  n  -     -  proxymap",
+		"proxywrite unix  -  -  n  -     1  proxymap",
+		"smtp       unix  -  -  n  -     -  smtp",
+		"relay      unix  -  -  n  -     -  smtp",
+		"showq      unix  n  -  n  -     -  showq",
+		"error      unix  -  -  n  -     -  error",
+		"retry      unix  -  -  n  -     -  error",
+		"discard    unix  -  -  n  -     -  discard",
+		"local      unix  -  n  n  -     -  local",
+		"anvil      unix  -  -  n  -     1  anvil",
+		"scache     unix  -  -  n  -     1  scache",
+		"postlog    unix-dgram n - n - 1 postlogd",
+	}
+	if cfg.QMQP {
+		p.QMQPAddr = FreePort(t)
+		master = append(master, p.QMQPAddr+" inet n - n - - qmqpd")
+	}
+	if cfg.SMTP {
+		p.SMTPAddr = FreePort(t)
+		master = append(master, p.SMTPAddr+" inet n - n - - smtpd")
+	}
+	master = append(master, cfg.Master...)
+
+	keys := make([]string, 0, len(main))
+	for k := range main {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var mainCF bytes.Buffer
+	for _, k := range keys {
+		fmt.Fprintf(&mainCF, "%s = %s\n", k, main[k])
+	}
+	if err := os.WriteFile(filepath.Join(p.ConfigDir, "main.cf"), mainCF.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(p.ConfigDir, "master.cf"), []byte(strings.Join(master, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// "postfix start" returns once the master has initialised (master -w),
+	// so the services listen when it returns. Postfix reports fatal errors
+	// to stderr only on a terminal, otherwise to the maillog.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, postfix, "-c", p.ConfigDir, "start").CombinedOutput()
+	if err != nil {
+		t.Fatalf("postfix start: %v\n%s\nmaillog:\n%s", err, out, p.Log())
+	}
+	for _, a := range []string{p.QMQPAddr, p.SMTPAddr} {
+		if a != "" {
+			if err := waitListening(a, time.Minute); err != nil {
+				t.Fatalf("postfix service %s: %v\nmaillog:\n%s", a, err, p.Log())
+			}
+		}
+	}
+	return p
+}
+
+func waitListening(addr string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Log returns the instance's maillog so far.
+func (p *Postfix) Log() string {
+	b, err := os.ReadFile(p.LogFile)
+	if err != nil {
+		return "(no maillog: " + err.Error() + ")"
+	}
+	return string(b)
+}
+
+// Command runs one of Postfix's commands (postqueue, postsuper, postconf...)
+// on this instance, with -c added, and returns its combined output.
+func (p *Postfix) Command(name string, args ...string) (string, error) {
+	path := Path(name)
+	if path == "" {
+		return "", fmt.Errorf("%s is not installed", name)
+	}
+	out, err := exec.Command(path, append([]string{"-c", p.ConfigDir}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// QueueCount returns the number of messages in the instance's queue
+// (incoming, active, deferred, hold, maildrop).
+func (p *Postfix) QueueCount() int {
+	n := 0
+	for _, q := range []string{"maildrop", "incoming", "active", "deferred", "hold"} {
+		_ = filepath.WalkDir(filepath.Join(p.QueueDir, q), func(_ string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				n++
+			}
+			return nil
+		})
+	}
+	return n
+}
+
+// Stop stops the instance; the test's cleanup calls it, and it may be called
+// earlier. "postfix stop" waits (up to five seconds, then kills) until the
+// master has gone.
+func (p *Postfix) Stop() {
+	p.stopOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, Path("postfix"), "-c", p.ConfigDir, "stop").CombinedOutput()
+		if err != nil {
+			p.t.Logf("postfix stop: %v\n%s", err, out)
+		}
+	})
+}
+
+// SinkMessage is one message an SMTPSink received.
+type SinkMessage struct {
+	From string
+	To   []string
+	// Data is the message as received, dot-unstuffed, with CRLF line ends
+	// turned into LF.
+	Data []byte
+}
+
+// SMTPSink is an SMTP server on a loopback port that accepts every message
+// and records it, as the next hop of a Postfix instance (see
+// PostfixConfig.Relayhost) or any SMTP client under test.
+type SMTPSink struct {
+	Addr string
+
+	mu     sync.Mutex
+	msgs   []SinkMessage
+	notify chan struct{}
+	srv    *smtp.Server
+}
+
+// NewSMTPSink starts a sink that is closed when the test ends.
+func NewSMTPSink(t testing.TB) *SMTPSink {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &SMTPSink{Addr: l.Addr().String(), notify: make(chan struct{}, 1)}
+	k.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
+		return &sinkSession{sink: k}, nil
+	}))
+	k.srv.Domain = "sink.qmgate.test"
+	k.srv.ReadTimeout = time.Minute
+	k.srv.WriteTimeout = time.Minute
+	k.srv.MaxMessageBytes = 1 << 30
+	k.srv.MaxRecipients = 100000
+	k.srv.AllowInsecureAuth = true
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = k.srv.Serve(l)
+	}()
+	t.Cleanup(func() {
+		k.srv.Close()
+		<-done
+	})
+	return k
+}
+
+// Relayhost returns the sink's address in Postfix relayhost form,
+// "[127.0.0.1]:port" (brackets: no MX lookup).
+func (k *SMTPSink) Relayhost() string {
+	host, port, _ := net.SplitHostPort(k.Addr)
+	return "[" + host + "]:" + port
+}
+
+// Messages returns a copy of what the sink has received so far.
+func (k *SMTPSink) Messages() []SinkMessage {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]SinkMessage(nil), k.msgs...)
+}
+
+// Wait waits until the sink has received at least n messages, or fails the
+// test after timeout.
+func (k *SMTPSink) Wait(t testing.TB, n int, timeout time.Duration) []SinkMessage {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		if m := k.Messages(); len(m) >= n {
+			return m
+		}
+		select {
+		case <-k.notify:
+		case <-deadline.C:
+			t.Fatalf("SMTP sink: %d of %d messages after %v", len(k.Messages()), n, timeout)
+		}
+	}
+}
+
+type sinkSession struct {
+	sink *SMTPSink
+	msg  SinkMessage
+}
+
+func (s *sinkSession) AuthMechanisms() []string { return nil }
+
+func (s *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
+	s.msg = SinkMessage{From: from}
+	return nil
+}
+
+func (s *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.msg.To = append(s.msg.To, to)
+	return nil
+}
+
+func (s *sinkSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	if len(s.msg.To) == 0 {
+		return errors.New("no recipients")
+	}
+	s.msg.Data = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
+	s.sink.mu.Lock()
+	s.sink.msgs = append(s.sink.msgs, s.msg)
+	s.sink.mu.Unlock()
+	select {
+	case s.sink.notify <- struct{}{}:
+	default:
+	}
+	s.msg = SinkMessage{}
+	return nil
+}
+
+func (s *sinkSession) Reset()        { s.msg = SinkMessage{} }
+func (s *sinkSession) Logout() error { return nil }
