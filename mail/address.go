@@ -36,10 +36,13 @@ func Split(addr string) (local, domain string) {
 	return addr[:i], addr[i+1:]
 }
 
-// Domain returns the lower-cased domain of addr (after the last '@'), or "".
+// Domain returns the domain of addr (after the last '@') with ASCII letters
+// lower-cased, or "". Only ASCII is folded, as DNS does: Unicode lower-casing
+// would turn "\u212Aernel.org" (KELVIN SIGN, a foreign IDN domain) into
+// "kernel.org".
 func Domain(addr string) string {
 	_, d := Split(addr)
-	return strings.ToLower(d)
+	return lowerASCII(d)
 }
 
 // IsBounceSender reports whether mail from sender must never be bounced: the
@@ -81,9 +84,15 @@ func BounceAddress(sender string) string {
 
 // HostList is a list of domain patterns with qmail's rcpthosts semantics
 // (PROTOCOLS.md 2.3): an entry matches the domain exactly, and an entry that
-// starts with "." matches every subdomain. Matching ignores case. The entry
-// "*" matches every domain (used by route tables; never put it in rcpthosts
-// unless you mean an open relay).
+// starts with "." matches every subdomain. The entry "*" matches every
+// domain (used by route tables; never put it in rcpthosts unless you mean an
+// open relay). An empty entry matches nothing.
+//
+// Matching ignores the case of ASCII letters only, and one trailing dot (the
+// DNS root) on either side. An internationalized domain matches whether it
+// is written with U-labels or A-labels ("bücher.example" and
+// "xn--bcher-kva.example" are the same entry); no other Unicode folding or
+// mapping is done, so a look-alike name never matches (see DomainToASCII).
 type HostList []string
 
 // MatchDomain reports whether a single pattern matches domain.
@@ -91,11 +100,18 @@ func MatchDomain(pattern, domain string) bool {
 	if pattern == "*" {
 		return true
 	}
+	pattern = strings.TrimSuffix(pattern, ".")
 	domain = strings.TrimSuffix(domain, ".")
-	if strings.HasPrefix(pattern, ".") {
-		return len(domain) > len(pattern) && strings.EqualFold(domain[len(domain)-len(pattern):], pattern)
+	if pattern == "" || pattern == "." || domain == "" {
+		return false
 	}
-	return strings.EqualFold(pattern, domain)
+	if !isASCII(pattern) || !isASCII(domain) {
+		pattern, domain = domainKey(pattern), domainKey(domain)
+	}
+	if pattern[0] == '.' {
+		return len(domain) > len(pattern) && equalFoldASCII(domain[len(domain)-len(pattern):], pattern)
+	}
+	return equalFoldASCII(pattern, domain)
 }
 
 // Match reports whether any entry matches domain.
@@ -123,9 +139,8 @@ func (h HostList) RecipientAllowed(addr string) bool {
 	if strings.HasPrefix(addr, "@") || strings.ContainsAny(local, "%!@:") && !localPartHarmless(local, h) {
 		return false
 	}
-	if strings.HasPrefix(domain, "[") {
-		return h.Match(domain) // an address literal only if listed literally
-	}
+	// An address literal such as [192.0.2.1] is allowed only when it is
+	// listed literally, like any other entry.
 	return h.Match(domain)
 }
 

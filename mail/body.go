@@ -53,9 +53,10 @@ func (b *BodyReader) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	if b.maxBytes > 0 && int64(len(p)) > b.maxBytes-b.n+1 {
-		// Never read more than one byte past the limit: the excess is for
-		// the protocol server to drain, not for us to pass on.
+	// Never read more than one byte past the limit: the excess is for the
+	// protocol server to drain, not for us to pass on. (Written without
+	// maxBytes+1, which overflows for a limit of math.MaxInt64.)
+	if b.maxBytes > 0 && int64(len(p))-1 > b.maxBytes-b.n {
 		p = p[:b.maxBytes-b.n+1]
 	}
 	n, err := b.r.Read(p)

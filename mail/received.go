@@ -65,8 +65,9 @@ func addrIP(a net.Addr) netip.Addr {
 //	Received: from HOST (HELO helo) (info@IP)
 //	  by LOCAL with PROTO; 26 Sep 1995 04:46:54 -0000
 //
-// The HELO part appears only when Helo is set and differs from the host; the
-// info@ part only when RemoteInfo is set. Unknown values are "unknown", and
+// The HELO part appears only when Helo is set and differs from the host
+// ignoring ASCII case, as qmail-smtpd compares them; the info@ part only when
+// RemoteInfo is set. Unknown values are "unknown", and
 // every byte outside qmail's safe set becomes '?', so no header injection is
 // possible whatever the client sent.
 func (c *ConnInfo) Received(now time.Time) string {
@@ -77,7 +78,7 @@ func (c *ConnInfo) Received(now time.Time) string {
 		host = "unknown"
 	}
 	b = appendSafe(b, host)
-	if c.Helo != "" && c.Helo != host {
+	if c.Helo != "" && !equalFoldASCII(c.Helo, host) {
 		b = append(b, " (HELO "...)
 		b = appendSafe(b, c.Helo)
 		b = append(b, ')')
@@ -114,11 +115,16 @@ func (c *ConnInfo) Received(now time.Time) string {
 	return string(b)
 }
 
+// MaxReceivedField bounds each client-supplied part of the Received line
+// (host, HELO, ident info); longer values are cut, so a hostile HELO cannot
+// make the header line unbounded.
+const MaxReceivedField = 256
+
 // appendSafe appends s with every byte outside [A-Za-z0-9.@%+/=:-[]] replaced
 // by '?', as qmail's received.c (with notqmail's '[' and ']') does.
 func appendSafe(b []byte, s string) []byte {
-	if len(s) > 256 {
-		s = s[:256]
+	if len(s) > MaxReceivedField {
+		s = s[:MaxReceivedField]
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]

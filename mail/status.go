@@ -76,14 +76,17 @@ func Perm(code, text string) Status { return Status{Class: Permanent, Code: code
 // Statuses that several packages render identically, with qmail's texts
 // (PROTOCOLS.md 2.2, 3.2, 5.5) where qmail has one.
 var (
-	StatusTooBig        = Status{Class: Permanent, Code: "5.3.4", Text: "sorry, that message size exceeds my databytes limit", SMTP: 552}
-	StatusBadRecipient  = Status{Class: Permanent, Code: "5.1.3", Text: "sorry, I can't handle that recipient", SMTP: 553}
-	StatusBadSender     = Status{Class: Permanent, Code: "5.1.7", Text: "unacceptable sender", SMTP: 553}
-	StatusBadAddresses  = Status{Class: Permanent, Code: "5.1.3", Text: "sorry, I can't accept addresses like that", SMTP: 553}
-	StatusTooManyHops   = Status{Class: Permanent, Code: "5.4.6", Text: "too many hops, this message is looping", SMTP: 554}
-	StatusNotRcptHost   = Status{Class: Permanent, Code: "5.7.1", Text: "sorry, that domain isn't in my list of allowed rcpthosts", SMTP: 553}
-	StatusNoRecipients  = Status{Class: Permanent, Code: "5.5.1", Text: "no recipients", SMTP: 554}
-	StatusTooManyRcpts  = Status{Class: Permanent, Code: "5.5.3", Text: "too many recipients", SMTP: 452}
+	StatusTooBig       = Status{Class: Permanent, Code: "5.3.4", Text: "sorry, that message size exceeds my databytes limit", SMTP: 552}
+	StatusBadRecipient = Status{Class: Permanent, Code: "5.1.3", Text: "sorry, I can't handle that recipient", SMTP: 553}
+	StatusBadSender    = Status{Class: Permanent, Code: "5.1.7", Text: "unacceptable sender", SMTP: 553}
+	StatusBadAddresses = Status{Class: Permanent, Code: "5.1.3", Text: "sorry, I can't accept addresses like that", SMTP: 553}
+	StatusTooManyHops  = Status{Class: Permanent, Code: "5.4.6", Text: "too many hops, this message is looping", SMTP: 554}
+	StatusNotRcptHost  = Status{Class: Permanent, Code: "5.7.1", Text: "sorry, that domain isn't in my list of allowed rcpthosts", SMTP: 553}
+	StatusNoRecipients = Status{Class: Permanent, Code: "5.5.1", Text: "no recipients", SMTP: 554}
+	// StatusTooManyRcpts is temporary on purpose (RFC 5321 4.5.3.1.10 and
+	// RFC 3463 X.5.3): the client sends the excess recipients again in a
+	// later transaction instead of bouncing them.
+	StatusTooManyRcpts  = Status{Class: Temporary, Code: "4.5.3", Text: "too many recipients", SMTP: 452}
 	StatusTempFailure   = Status{Class: Temporary, Code: "4.3.0", Text: "temporary failure"}
 	StatusQueueTrouble  = Status{Class: Temporary, Code: "4.3.0", Text: "qq write error or disk full", SMTP: 451}
 	StatusShuttingDown  = Status{Class: Temporary, Code: "4.3.2", Text: "service shutting down", SMTP: 421}
@@ -105,33 +108,45 @@ func (s Status) IsAccept() bool { return s.Class == Accept }
 // IsPermanent reports whether the status is a permanent failure.
 func (s Status) IsPermanent() bool { return s.Class == Permanent }
 
-// IsTemporary reports whether the status is a temporary failure.
-func (s Status) IsTemporary() bool { return s.Class == Temporary }
+// IsTemporary reports whether the status is a temporary failure. A Class
+// value outside the three constants counts as temporary, like everything
+// else unknown.
+func (s Status) IsTemporary() bool { return s.class() == Temporary }
 
-// EnhancedCode returns the enhanced status code, or a default for the class:
-// 2.0.0, 4.3.0 or 5.0.0.
+// class is Class with unknown values folded into Temporary.
+func (s Status) class() Class {
+	if s.Class == Accept || s.Class == Permanent {
+		return s.Class
+	}
+	return Temporary
+}
+
+// classDigit is the first digit of the enhanced and basic codes of the
+// class: 2, 4 or 5.
+func (s Status) classDigit() byte {
+	switch s.class() {
+	case Accept:
+		return '2'
+	case Permanent:
+		return '5'
+	}
+	return '4'
+}
+
+// EnhancedCode returns the enhanced status code, or a default for the class
+// (2.0.0, 4.3.0 or 5.0.0) when Code is empty, malformed or of another class:
+// the class always wins, so the rendering can never contradict itself.
 func (s Status) EnhancedCode() string {
-	if validEnhanced(s.Code) && s.Code[0] == "425"[s.classIndex()] {
+	if validEnhanced(s.Code) && s.Code[0] == s.classDigit() {
 		return s.Code
 	}
-	switch s.Class {
+	switch s.class() {
 	case Accept:
 		return "2.0.0"
 	case Permanent:
 		return "5.0.0"
 	default:
 		return "4.3.0"
-	}
-}
-
-func (s Status) classIndex() int {
-	switch s.Class {
-	case Permanent:
-		return 2
-	case Temporary:
-		return 1
-	default:
-		return 0
 	}
 }
 
@@ -147,38 +162,56 @@ func (s Status) EnhancedCodeParts() [3]int {
 }
 
 // SMTPCode returns the basic SMTP reply code for the status: SMTP when set and
-// consistent with the class, otherwise 250, 451 or 554 refined by the
-// enhanced code (552 for size, 553 for bad mailbox syntax, 550 for bad or
-// refused mailboxes).
+// of the same class, otherwise one derived from the enhanced code:
+//
+//	accept                          250
+//	4.2.2 4.3.1 (storage) 4.5.3     452
+//	other temporary                 451
+//	5.2.2 5.2.3 5.3.4 (size)        552
+//	5.1.3 5.1.7 (address syntax)    553
+//	other 5.1.x, 5.7.x (refused)    550
+//	5.5.x (protocol syntax)         501
+//	other permanent                 554
 func (s Status) SMTPCode() int {
-	if s.SMTP >= 200 && s.SMTP < 600 && s.SMTP/100 == []int{2, 4, 5}[s.classIndex()] {
+	if s.SMTP >= 200 && s.SMTP < 600 && byte('0'+s.SMTP/100) == s.classDigit() {
 		return s.SMTP
 	}
-	switch s.Class {
+	c := s.EnhancedCode()
+	switch s.class() {
 	case Accept:
 		return 250
 	case Temporary:
-		if strings.HasPrefix(s.Code, "4.3.1") || strings.HasPrefix(s.Code, "4.2.2") {
+		switch c {
+		case "4.2.2", "4.3.1", "4.5.3":
 			return 452
 		}
 		return 451
 	}
-	c := s.EnhancedCode()
 	switch {
-	case c == "5.3.4" || strings.HasPrefix(c, "5.2.3"):
+	case c == "5.2.2" || c == "5.2.3" || c == "5.3.4":
 		return 552
-	case strings.HasPrefix(c, "5.1."):
-		return 550
-	case c == "5.7.1":
+	case c == "5.1.3" || c == "5.1.7":
 		return 553
+	case strings.HasPrefix(c, "5.1.") || strings.HasPrefix(c, "5.7."):
+		return 550
 	case strings.HasPrefix(c, "5.5."):
 		return 501
 	}
 	return 554
 }
 
-// SMTPText returns the text for an SMTP reply (without code), sanitized.
-func (s Status) SMTPText() string { return s.sanitized() }
+// SMTPText returns the text for an SMTP reply (without code), sanitized, with
+// the same defaults as Reply ("ok", "failure") when Text is empty.
+func (s Status) SMTPText() string {
+	t := s.sanitized()
+	if t == "" {
+		if s.class() == Accept {
+			return "ok"
+		}
+		return "failure"
+	}
+	return t
+}
 
 // Reply renders the status as a QMTP/QMQP reply body (without the netstring
 // framing): the letter, the sanitized text, and for failures the enhanced
@@ -189,21 +222,15 @@ func (s Status) Reply() []byte {
 
 // AppendReply appends the rendering of Reply to dst.
 func (s Status) AppendReply(dst []byte) []byte {
-	dst = append(dst, s.Class.Letter())
+	dst = append(dst, s.class().Letter())
 	return append(dst, s.text()...)
 }
 
 // text is the sanitized text plus " (#code)" for failures.
 func (s Status) text() string {
-	t := s.sanitized()
-	if s.Class == Accept {
-		if t == "" {
-			t = "ok"
-		}
+	t := s.SMTPText()
+	if s.class() == Accept {
 		return t
-	}
-	if t == "" {
-		t = "failure"
 	}
 	return t + " (#" + s.EnhancedCode() + ")"
 }
@@ -261,7 +288,10 @@ func validEnhanced(c string) bool {
 // ParseReply reads a QMTP/QMQP reply body (the netstring's data). K is an
 // acceptance, D a permanent failure; Z, an empty reply and any other first
 // byte are temporary (PROTOCOLS.md 8.5: only a received D is permanent). A
-// trailing "(#x.y.z)" becomes the Code and is removed from the Text.
+// trailing "(#x.y.z)" (trailing white space allowed) becomes the Code and is
+// removed from the Text; a code whose class contradicts the letter is
+// dropped, because the letter decides. The Text is kept raw: renderers
+// sanitize it.
 func ParseReply(b []byte) Status {
 	if len(b) == 0 {
 		return StatusBadReply
@@ -278,15 +308,15 @@ func ParseReply(b []byte) Status {
 		return StatusBadReply
 	}
 	text := string(b[1:])
-	if i := strings.LastIndex(text, "(#"); i >= 0 && strings.HasSuffix(text, ")") {
-		code := text[i+2 : len(text)-1]
+	trimmed := strings.TrimRight(text, " \t\r\n")
+	if i := strings.LastIndex(trimmed, "(#"); i >= 0 && strings.HasSuffix(trimmed, ")") {
+		code := trimmed[i+2 : len(trimmed)-1]
 		if validEnhanced(code) {
-			st.Code = code
-			text = strings.TrimRight(text[:i], " ")
+			if code[0] == st.classDigit() {
+				st.Code = code
+			}
+			text = strings.TrimRight(trimmed[:i], " \t")
 		}
-	}
-	if st.Code != "" && st.Code[0] != "425"[st.classIndex()] {
-		st.Code = "" // a code that contradicts the letter is ignored
 	}
 	st.Text = text
 	return st
