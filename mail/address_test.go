@@ -159,13 +159,13 @@ func TestMatchDomain(t *testing.T) {
 func TestPunycode(t *testing.T) {
 	// Vectors from Python's punycode codec and RFC 3492 7.1.
 	for in, want := range map[string]string{
-		"bücher":  "bcher-kva",
-		"münchen": "mnchen-3ya",
-		"españa":  "espaa-rta",
-		"日本":      "wgv71a",
-		"ü":       "tda",
-		"Ü":       "wca",
-		"a-ü":     "a--yka",
+		"bücher":                         "bcher-kva",
+		"münchen":                        "mnchen-3ya",
+		"españa":                         "espaa-rta",
+		"日本":                             "wgv71a",
+		"ü":                              "tda",
+		"Ü":                              "wca",
+		"a-ü":                            "a--yka",
 		"\U0010ffff\U0010ffff\U0010ffff": "dn32gaa",
 		// RFC 3492 7.1 (A) Arabic (Egyptian).
 		"\u0644\u064A\u0647\u0645\u0627\u0628\u062A\u0643\u0644\u0645\u0648\u0634\u0639\u0631\u0628\u064A\u061F": "egbpdaj6bu4bxfgehfvwxn",
@@ -259,7 +259,7 @@ func TestRecipientAllowed(t *testing.T) {
 		{"user@ourdomain.example/other", false},
 		// Unicode tricks: only ASCII folds, no mapping.
 		{"user@\u212Aernel.example", false},
-		{"user@ourdomain.e\u0078ample", true}, // plain x, written escaped
+		{"user@ourdomain.e\u0078ample", true},  // plain x, written escaped
 		{"user@ourdom\u0430in.example", false}, // Cyrillic a
 		{"user@ourdomain\u3002example", false}, // ideographic full stop
 		{"user@ｏurdomain.example", false},      // fullwidth o

@@ -58,7 +58,7 @@ func TestBodyReaderSize(t *testing.T) {
 		{-1, nil},
 		{size, nil}, // exactly at the limit
 		{size + 1, nil},
-		{math.MaxInt64, nil}, // must not overflow
+		{math.MaxInt64, nil},     // must not overflow
 		{size - 1, StatusTooBig}, // one over
 		{1, StatusTooBig},
 	}
