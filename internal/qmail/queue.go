@@ -1,0 +1,268 @@
+package qmail
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/qmgate/qmgate/mail"
+)
+
+// DefaultQueueProgram is qmail's qmail-queue, used when neither Queue.Path
+// nor $QMAILQUEUE names another.
+const DefaultQueueProgram = "/var/qmail/bin/qmail-queue"
+
+// MaxCustomReply is the longest reply notqmail takes from fd 6 after exit
+// 82 (PROTOCOLS.md 5.1).
+const MaxCustomReply = 255
+
+// customReplyWait bounds how long Queue waits for the fd 6 text once the
+// program has exited 82: the text is already in the pipe unless a child of
+// the program still holds fd 6 open.
+const customReplyWait = time.Second
+
+// Queue runs a qmail-queue program for each message: the message goes to
+// its fd 0, then the envelope to its fd 1, and its exit code becomes a
+// mail.Status with the texts qmail's daemons send (StatusForExit). It is the
+// sending side of the fd protocol, what qmail-smtpd, qmail-qmtpd and
+// qmail-qmqpd do with $QMAILQUEUE.
+//
+// A Queue holds no state between messages and is safe for concurrent use.
+type Queue struct {
+	// Path is the program; empty means DefaultQueueProgram. Callers usually
+	// set it from $QMAILQUEUE.
+	Path string
+	// Env is the program's environment; nil means this process's.
+	Env []string
+	// Stderr receives the program's standard error; nil discards it.
+	// qmail's daemons pass their own, which tcpserver logs.
+	Stderr io.Writer
+}
+
+// Result is the outcome of one qmail-queue run.
+type Result struct {
+	Status mail.Status
+	// PID is the program's process id, qmail's "qp" (0 when it did not start).
+	PID int
+	// Exit is the program's exit code; -1 when it did not start or was
+	// killed by a signal.
+	Exit int
+}
+
+// Put runs the program with body on fd 0 and env on fd 1, as qmail's
+// qmail_open/qmail_close do. On success the Status text is qmail's
+// "ok <unix time> qp <pid>".
+//
+// If reading body fails, the program is left without an envelope, so it
+// commits nothing (qmail-queue exits 54 on an envelope cut short), and the
+// Status is the body's error as a Status (mail.StatusOf): a limit such as
+// mail.StatusTooBig stays what it is, anything else is temporary. The body
+// is streamed, never held in memory. Cancelling ctx kills the program.
+func (q *Queue) Put(ctx context.Context, env mail.Envelope, body io.Reader) Result {
+	for _, a := range append([]string{env.Sender}, env.Recipients...) {
+		if strings.IndexByte(a, 0) >= 0 {
+			// A NUL would end the address early and shift the envelope.
+			return Result{Status: mail.StatusBadAddresses, Exit: -1}
+		}
+	}
+	path := q.Path
+	if path == "" {
+		path = DefaultQueueProgram
+	}
+	msgR, msgW, err := os.Pipe()
+	if err != nil {
+		return Result{Status: StatusQQTrouble, Exit: -1}
+	}
+	envR, envW, err := os.Pipe()
+	if err != nil {
+		msgR.Close()
+		msgW.Close()
+		return Result{Status: StatusQQTrouble, Exit: -1}
+	}
+	customR, customW, err := os.Pipe()
+	if err != nil {
+		msgR.Close()
+		msgW.Close()
+		envR.Close()
+		envW.Close()
+		return Result{Status: StatusQQTrouble, Exit: -1}
+	}
+	cmd := exec.CommandContext(ctx, path)
+	cmd.Env = q.Env
+	cmd.Stdin = msgR
+	cmd.Stdout = envR
+	cmd.Stderr = q.Stderr
+	// fd 3, 4 and 5 closed, fd 6 the custom reply channel.
+	cmd.ExtraFiles = []*os.File{nil, nil, nil, customW}
+	err = cmd.Start()
+	msgR.Close()
+	envR.Close()
+	customW.Close()
+	if err != nil {
+		msgW.Close()
+		envW.Close()
+		customR.Close()
+		return Result{Status: StatusForExit(-1, nil), Exit: -1}
+	}
+	defer customR.Close()
+	pid := cmd.Process.Pid
+
+	// Write in this goroutine and wait afterwards: a pipe write to a program
+	// that has exited fails with EPIPE (Go ignores SIGPIPE on such fds), so
+	// this cannot block once the program is gone.
+	bodyErr, pipeErr := writeBody(msgW, body)
+	msgW.Close()
+	if bodyErr == nil {
+		if _, err := envW.Write(AppendEnvelope(make([]byte, 0, 64), env)); err != nil && pipeErr == nil {
+			pipeErr = err
+		}
+	}
+	envW.Close()
+	werr := cmd.Wait()
+
+	code := cmd.ProcessState.ExitCode()
+	if bodyErr != nil {
+		st := mail.StatusOf(bodyErr)
+		if st.IsAccept() {
+			st = mail.StatusTempFailure
+		}
+		return Result{Status: st, PID: pid, Exit: code}
+	}
+	if code < 0 || werr != nil && code == 0 {
+		// Killed by a signal (ctx cancellation included).
+		return Result{Status: StatusForExit(-2, nil), PID: pid, Exit: -1}
+	}
+	var custom []byte
+	if code == ExitCustom {
+		custom = readCustom(customR)
+	}
+	if code == 0 && pipeErr != nil {
+		// qmail_close: exit 0 after a local write error is still a failure.
+		code = ExitReadError
+	}
+	st := StatusForExit(code, custom)
+	if code == 0 {
+		st = mail.OK("ok " + strconv.FormatInt(time.Now().Unix(), 10) + " qp " + strconv.Itoa(pid))
+	}
+	return Result{Status: st, PID: pid, Exit: code}
+}
+
+// bodyReadError marks a failure of the caller's body, as opposed to a
+// failure writing into the pipe.
+type bodyReadError struct{ err error }
+
+func (e bodyReadError) Error() string { return e.err.Error() }
+func (e bodyReadError) Unwrap() error { return e.err }
+
+type readSide struct{ r io.Reader }
+
+func (s readSide) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = bodyReadError{err}
+	}
+	return n, err
+}
+
+// writeBody copies body into the program's fd 0. A failure of body itself
+// (bodyErr) aborts the message; a failed pipe write (pipeErr) means the
+// program stopped reading, and its exit code tells why.
+func writeBody(w io.Writer, body io.Reader) (bodyErr, pipeErr error) {
+	_, err := io.Copy(w, readSide{body})
+	var be bodyReadError
+	if errors.As(err, &be) {
+		return be.err, nil
+	}
+	return nil, err
+}
+
+func readCustom(r *os.File) []byte {
+	r.SetReadDeadline(time.Now().Add(customReplyWait))
+	buf := make([]byte, MaxCustomReply+1)
+	n, _ := io.ReadFull(r, buf)
+	if n > MaxCustomReply {
+		n = MaxCustomReply
+	}
+	return buf[:n]
+}
+
+// Statuses of the qmail-queue interface that are not exit codes.
+var (
+	// StatusQQTrouble: the pipes to the program could not be made.
+	StatusQQTrouble = mail.Status{Class: mail.Temporary, Code: "4.3.0", Text: "qqt failure"}
+)
+
+// StatusForExit returns the Status qmail's daemons report for a qmail-queue
+// exit code (qmail.c's qmail_close, PROTOCOLS.md 5.3). code -1 means the
+// program could not be started, -2 that it was killed by a signal. For 82,
+// custom is the text the program wrote on fd 6: used as it is (letter D or Z
+// first) when longer than 2 bytes, as notqmail does; otherwise, and by
+// older qmail always, 82 is "qq temporary problem".
+func StatusForExit(code int, custom []byte) mail.Status {
+	t := func(code, text string) mail.Status { return mail.Temp(code, text) }
+	switch code {
+	case 0:
+		return mail.OK("ok")
+	case -1:
+		return t("4.3.0", "unable to exec qq")
+	case -2:
+		return t("4.3.0", "qq crashed")
+	case 11, 115:
+		return mail.Status{Class: mail.Permanent, Code: "5.1.3", Text: "envelope address too long for qq"}
+	case 31:
+		return mail.Perm("5.3.0", "mail server permanently rejected message")
+	case 51:
+		return t("4.3.0", "qq out of memory")
+	case 52:
+		return t("4.3.0", "qq timeout")
+	case 53:
+		return t("4.3.0", "qq write error or disk full")
+	case 54:
+		return t("4.3.0", "qq read error")
+	case 55:
+		return t("4.3.0", "qq unable to read configuration")
+	case 56:
+		return t("4.3.0", "qq trouble making network connection")
+	case 61:
+		return t("4.3.0", "qq trouble in home directory")
+	case 62, 63, 64, 65, 66:
+		return t("4.3.0", "qq trouble creating files in queue")
+	case 71:
+		return t("4.3.0", "mail server temporarily rejected message")
+	case 72:
+		return t("4.4.1", "connection to mail server timed out")
+	case 73:
+		return t("4.4.1", "connection to mail server rejected")
+	case 74:
+		return t("4.4.2", "communication with mail server failed")
+	case 81, 91:
+		return t("4.3.0", "qq internal bug")
+	case ExitCustom:
+		if len(custom) > 2 && (custom[0] == 'D' || custom[0] == 'Z') {
+			return mail.ParseReply(custom)
+		}
+	}
+	if PermanentExit(code) {
+		return mail.Perm("5.3.0", "qq permanent problem")
+	}
+	return t("4.3.0", "qq temporary problem")
+}
+
+// ExitForStatus is the other direction, for qmgate's own qmail-queue and
+// qmail-qmqpc: the exit code that makes a qmail daemon report st. An
+// acceptance is 0, a permanent failure 31, a temporary one 71 ("mail server
+// temporarily rejected message"), as qmail-qmqpc maps a K, D or Z reply.
+func ExitForStatus(st mail.Status) int {
+	switch {
+	case st.IsAccept():
+		return ExitOK
+	case st.IsPermanent():
+		return ExitRefused
+	}
+	return ExitTempRefused
+}
