@@ -329,8 +329,10 @@ func (c *conv) routeFile(name, scheme string, port int) []route {
 			continue
 		}
 		if extra := strings.Fields(rest); len(extra) > 1 {
-			c.note("control/%s: %q: text after the relay (%q) is not converted (authentication belongs in the route's username and password_file).", name, line, strings.Join(extra[1:], " "))
-			rest = extra[0]
+			// Some patches put SMTP AUTH credentials here. Half a route
+			// (the relay without its login) would only bounce mail.
+			c.note("control/%s: the route for %q has text after the relay; not converted (write a [[route]] with username and password_file by hand).", name, dom)
+			continue
 		}
 		rest = strings.TrimSpace(rest)
 		r := route{pattern: dom, source: "control/" + name + ": " + line}
@@ -339,8 +341,18 @@ func (c *conv) routeFile(name, scheme string, port int) []route {
 		}
 		key := strings.ToLower(r.pattern)
 		if seen[key] {
-			c.note("control/%s: %q repeats a domain; qmail uses the first entry, so does this file.", name, line)
-			continue
+			// qmail's constmap finds the entry added last.
+			c.note("control/%s: %q repeats a domain; qmail uses the last entry, so does this file.", name, dom)
+			drop := func(list []route) []route {
+				out := list[:0]
+				for _, x := range list {
+					if strings.ToLower(x.pattern) != key {
+						out = append(out, x)
+					}
+				}
+				return out
+			}
+			exact, suffix, def = drop(exact), drop(suffix), drop(def)
 		}
 		seen[key] = true
 		if rest == "" {
