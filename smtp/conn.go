@@ -1,0 +1,313 @@
+package smtp
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/qmgate/qmgate/mail"
+)
+
+// Limits of the lingering close that ends a session the server gave up on.
+const (
+	// lingerTimeout bounds how long the server keeps reading (and
+	// discarding) after its last reply on a connection it is closing, so that
+	// the reply is not destroyed by a TCP reset while the client is still
+	// sending.
+	lingerTimeout = 10 * time.Second
+	// lingerMaxBytes bounds what it discards meanwhile.
+	lingerMaxBytes = 64 << 20
+	// rejectTimeout bounds the exchange with a client refused for a
+	// connection limit: the TLS handshake on an implicit-TLS listener and the
+	// one 421 line.
+	rejectTimeout = 10 * time.Second
+)
+
+// serverConn is the server's view of one client connection. go-smtp reads and
+// writes through it (under its tls.Conn after STARTTLS or on an implicit-TLS
+// listener, so it only ever sees ciphertext there). It is where the limits
+// that go-smtp lacks live:
+//
+//   - a deadline on every single read and write (ReadTimeout, WriteTimeout;
+//     go-smtp's own timeouts are per command, and none covers a DATA
+//     transfer), and a cap on the whole session (SessionTimeout);
+//   - the graceful shutdown: an idle connection's pending read times out, so
+//     go-smtp answers "421 4.4.2" and closes;
+//   - closing after a given reply (too many AUTH failures, a DATA transfer
+//     the server cannot follow any more), with a lingering drain so the reply
+//     survives.
+type serverConn struct {
+	net.Conn // the raw connection
+	srv      *Server
+	ctx      context.Context
+	cancel   context.CancelFunc
+	ip       netip.Addr
+	slot     bool // holds a MaxConns slot to release
+
+	// info is the connection's part of every session's ConnInfo; only the
+	// connection's goroutine touches it after setup.
+	info     mail.ConnInfo
+	infoDone bool
+
+	// engine is go-smtp's server instance for this connection only, so that
+	// per-connection settings (its MaxMessageBytes) can change safely.
+	engine *gosmtp.Server
+
+	readTimeout, writeTimeout time.Duration
+	sessionEnd                time.Time // zero: no cap
+
+	mu            sync.Mutex
+	writeDeadline time.Time // set from outside (tls.Conn's close_notify)
+
+	busy            atomic.Bool // a mail transaction is open
+	kicked          atomic.Bool // Shutdown asked idle sessions to end
+	stopped         atomic.Bool // reads return EOF: the session is over
+	closeAfterWrite atomic.Int32 // closePlain or closeLinger: end after the next write
+
+	authFailures int // owned by the connection's goroutine
+
+	closeOnce sync.Once
+	done      chan struct{}
+}
+
+func newServerConn(srv *Server, c net.Conn) *serverConn {
+	sc := &serverConn{
+		Conn:         c,
+		srv:          srv,
+		readTimeout:  limit(srv.ReadTimeout, DefaultReadTimeout),
+		writeTimeout: limit(srv.WriteTimeout, DefaultWriteTimeout),
+		done:         make(chan struct{}),
+	}
+	if d := limit(srv.SessionTimeout, DefaultSessionTimeout); d > 0 {
+		sc.sessionEnd = time.Now().Add(d)
+	}
+	sc.info = mail.ConnInfo{
+		Proto:      "SMTP",
+		RemoteAddr: c.RemoteAddr(),
+		LocalAddr:  c.LocalAddr(),
+		LocalHost:  srv.Hostname,
+	}
+	sc.ip = sc.info.RemoteIP()
+	return sc
+}
+
+// timeoutError is an idle session's read timeout, the server's own or a
+// Shutdown kick: go-smtp answers it with "421 4.4.2 Idle timeout" and closes.
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "smtp: read timeout" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+
+var errStopped = io.EOF
+
+// Read reads with a fresh deadline per call: ReadTimeout from now, but never
+// past the session's end.
+func (sc *serverConn) Read(p []byte) (int, error) {
+	for {
+		if sc.stopped.Load() {
+			return 0, errStopped
+		}
+		if sc.kicked.Load() && !sc.busy.Load() {
+			return 0, sc.timedOut()
+		}
+		var dl time.Time
+		if sc.readTimeout > 0 {
+			dl = time.Now().Add(sc.readTimeout)
+		}
+		if !sc.sessionEnd.IsZero() && (dl.IsZero() || sc.sessionEnd.Before(dl)) {
+			dl = sc.sessionEnd
+		}
+		sc.Conn.SetReadDeadline(dl)
+		// Shutdown sets kicked before it moves the deadline into the past;
+		// checking after our own SetReadDeadline means one of the two
+		// always wins.
+		if sc.kicked.Load() && !sc.busy.Load() {
+			return 0, sc.timedOut()
+		}
+		n, err := sc.Conn.Read(p)
+		if n == 0 && err != nil && isTimeout(err) {
+			if sc.kicked.Load() && sc.busy.Load() && (dl.IsZero() || time.Now().Before(dl)) {
+				// The shutdown kick hit a session that had just opened a
+				// transaction: let that transaction finish.
+				continue
+			}
+			return 0, sc.timedOut()
+		}
+		return n, err
+	}
+}
+
+// timedOut ends the session after the next reply and returns the error for
+// go-smtp. Outside a transaction that is a net.Error timeout, which go-smtp
+// answers with 421 4.4.2. Inside one, go-smtp may be reading a BDAT chunk,
+// and there it would answer anything but a *SMTPError with a permanent 554
+// carrying the error's text; a 421 reply error it passes on unchanged (and
+// between commands it answers it with 421 4.4.0).
+func (sc *serverConn) timedOut() error {
+	sc.stopped.Store(true)
+	if !sc.busy.Load() {
+		return timeoutError{}
+	}
+	if sc.kicked.Load() {
+		return replyError(mail.StatusShuttingDown)
+	}
+	return replyError(statusTimeout421)
+}
+
+// Write writes with a fresh deadline per call, and ends the connection after
+// the reply that closeAfterWrite was armed for.
+func (sc *serverConn) Write(p []byte) (int, error) {
+	var dl time.Time
+	if sc.writeTimeout > 0 {
+		dl = time.Now().Add(sc.writeTimeout)
+	}
+	sc.mu.Lock()
+	if w := sc.writeDeadline; !w.IsZero() && (dl.IsZero() || w.Before(dl)) {
+		dl = w
+	}
+	sc.mu.Unlock()
+	sc.Conn.SetWriteDeadline(dl)
+	n, err := sc.Conn.Write(p)
+	switch sc.closeAfterWrite.Swap(0) {
+	case closePlain:
+		sc.Close()
+	case closeLinger:
+		sc.lingerClose()
+	}
+	return n, err
+}
+
+// Values of closeAfterWrite.
+const (
+	closePlain  = 1
+	closeLinger = 2
+)
+
+// SetDeadline and friends record a write deadline set from outside (tls.Conn
+// bounds its close_notify this way); read deadlines are the server's own.
+func (sc *serverConn) SetDeadline(t time.Time) error {
+	sc.SetWriteDeadline(t)
+	return nil
+}
+
+func (sc *serverConn) SetReadDeadline(time.Time) error { return nil }
+
+func (sc *serverConn) SetWriteDeadline(t time.Time) error {
+	sc.mu.Lock()
+	sc.writeDeadline = t
+	sc.mu.Unlock()
+	return sc.Conn.SetWriteDeadline(t)
+}
+
+// abort ends the session in the middle of a transfer: reads stop at once
+// (go-smtp's drain of the DATA ends there), and once the reply is written
+// the connection is closed the lingering way, since the client may still be
+// sending.
+func (sc *serverConn) abort() {
+	sc.stopped.Store(true)
+	sc.closeAfterWrite.Store(closeLinger)
+}
+
+// closeAfterReply ends the session after the next reply, with nothing left
+// to read (the client waits for that reply).
+func (sc *serverConn) closeAfterReply() {
+	sc.stopped.Store(true)
+	sc.closeAfterWrite.Store(closePlain)
+}
+
+// lingerClose half-closes the connection after the final reply and discards
+// what the client still sends for a short while before closing: closing with
+// unread input makes the kernel send a reset, which can destroy the reply
+// before the client reads it.
+func (sc *serverConn) lingerClose() {
+	sc.stopped.Store(true)
+	if cw, ok := sc.Conn.(interface{ CloseWrite() error }); ok {
+		if cw.CloseWrite() == nil {
+			sc.Conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+			io.CopyN(io.Discard, sc.Conn, lingerMaxBytes)
+		}
+	}
+	sc.Close()
+}
+
+// Close closes the connection once and gives back its connection slot.
+func (sc *serverConn) Close() error {
+	var err error
+	sc.closeOnce.Do(func() {
+		sc.stopped.Store(true)
+		err = sc.Conn.Close()
+		if sc.slot {
+			sc.srv.release(sc.ip)
+		}
+		close(sc.done)
+	})
+	return err
+}
+
+// kick makes an idle session end now (Shutdown).
+func (sc *serverConn) kick() {
+	sc.kicked.Store(true)
+	if !sc.busy.Load() {
+		sc.Conn.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// oneConnListener hands one connection to go-smtp's accept loop, then blocks
+// until that connection is closed, so that go-smtp's Serve returns when the
+// session is over.
+type oneConnListener struct {
+	mu     sync.Mutex
+	c      net.Conn
+	done   <-chan struct{}
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newOneConnListener(c net.Conn, done <-chan struct{}) *oneConnListener {
+	return &oneConnListener{c: c, done: done, closed: make(chan struct{})}
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	c := l.c
+	l.c = nil
+	l.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	select {
+	case <-l.done:
+	case <-l.closed:
+	}
+	return nil, net.ErrClosed
+}
+
+func (l *oneConnListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *oneConnListener) Addr() net.Addr { return oneConnAddr{} }
+
+type oneConnAddr struct{}
+
+func (oneConnAddr) Network() string { return "smtp-conn" }
+func (oneConnAddr) String() string  { return "smtp-conn" }
+
+// isTimeout reports whether err is a deadline expiry.
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,200 @@
+package smtp
+
+import (
+	"io"
+)
+
+// dataFilter turns the message go-smtp hands over (dot-unstuffed, line ends
+// as the client sent them) into the stored form, LF line ends, as it streams.
+//
+// Line ends. CR LF becomes LF. A bare LF is taken as a line end and stays
+// LF: many programs send them, and since go-smtp ends DATA only at
+// CR LF "." CR LF, a bare LF can never end the data or smuggle a second
+// message in. A CR that is not followed by LF (a "bare CR") makes the message
+// unacceptable: RFC 5321 2.3.8 forbids it, and go-smtp's end-of-data scanner
+// loses track of lines after CR CR LF, so such input cannot be framed
+// reliably. The message is refused with 554 5.6.0.
+//
+// Framing after a bare CR. go-smtp's scanner, on CR CR, forgets that the
+// second CR may start a CR LF: after CR CR LF it neither removes the
+// stuffing dot of the next line nor sees a terminating "." there. A client
+// whose message ends in CR CR LF "." CR LF would wait for a reply forever
+// while go-smtp waits for more data. The filter runs a copy of go-smtp's
+// scanner next to a correct one; when the correct one sees the terminator
+// that go-smtp missed (missedEnd), the server replies and closes the
+// connection, since go-smtp cannot be brought back in step.
+type dataFilter struct {
+	r    io.Reader
+	bdat bool // a BDAT transfer: no dot framing at all
+	buf  []byte
+
+	err  error // what Read returns once the handler may read no further
+	rerr error // the error from r (io.EOF at the end of the data)
+	eof  bool
+
+	cr     bool // a CR was read and not yet decided
+	bareCR bool // a CR not followed by LF was seen
+
+	// The two end-of-data scanners, over go-smtp's output.
+	gs        int  // go-smtp's state: gsBegin, gsData, gsCR
+	prevCR    bool // the previous byte was CR (for the correct scanner)
+	suspect   int  // progress through "." CR LF at a line go-smtp missed
+	missedEnd bool
+}
+
+// States of go-smtp's end-of-data scanner (its dataReader).
+const (
+	gsBegin = iota // at a line start, as go-smtp sees it
+	gsData
+	gsCR
+)
+
+func newDataFilter(r io.Reader, bdat bool) *dataFilter {
+	return &dataFilter{r: r, bdat: bdat, buf: make([]byte, 4096)}
+}
+
+// Read gives the handler the stored form. After a bare CR it returns
+// the failure: the handler must not commit the message.
+func (f *dataFilter) Read(p []byte) (int, error) {
+	if f.err != nil {
+		return 0, f.err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		// A CR held from the last read is never emitted (it is either part
+		// of CR LF or a failure), so the output never outgrows the input.
+		raw, err := f.fill(min(len(p), len(f.buf)))
+		n := 0
+		for _, c := range raw {
+			f.scan(c)
+			if f.cr {
+				f.cr = false
+				if c == '\n' {
+					p[n] = '\n'
+					n++
+					continue
+				}
+				f.bareCR = true
+			}
+			if c == '\r' {
+				f.cr = true
+				continue
+			}
+			p[n] = c
+			n++
+		}
+		if err != nil && f.cr && f.bdat {
+			f.cr = false
+			f.bareCR = true // a BDAT message that ends in CR
+		}
+		if f.bareCR || f.missedEnd {
+			f.err = statusBareCR
+			return 0, f.err
+		}
+		if err != nil {
+			if err == io.EOF {
+				f.err = io.EOF
+			} else {
+				// The handler learns that the message is incomplete; the
+				// reply is decided from rerr (see session.Data).
+				f.err = statusConnError
+			}
+			if n > 0 {
+				return n, nil
+			}
+			return 0, f.err
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
+
+// fill reads up to n raw bytes and returns them with the read's error.
+func (f *dataFilter) fill(n int) ([]byte, error) {
+	if f.eof {
+		return nil, f.rerr
+	}
+	m, err := f.r.Read(f.buf[:n])
+	if err != nil {
+		f.eof = true
+		f.rerr = err
+	}
+	return f.buf[:m], err
+}
+
+// drain reads the rest of the data after the handler is done, running the
+// scanners, so that the reply comes after the client's last byte. It stops
+// at the end of the data, at an error, or at a terminator go-smtp missed.
+func (f *dataFilter) drain() {
+	for !f.eof && !f.missedEnd {
+		raw, _ := f.fill(len(f.buf))
+		for _, c := range raw {
+			if f.cr && c != '\n' {
+				f.bareCR = true
+			}
+			f.cr = c == '\r'
+			f.scan(c)
+			if f.missedEnd {
+				return
+			}
+		}
+	}
+	if f.eof && f.cr && f.bdat {
+		f.bareCR = true
+	}
+}
+
+// scan advances both end-of-data scanners over one byte of go-smtp's output.
+// go-smtp's scanner is copied from its dataReader as seen from the output
+// side: it leaves a line start only through CR LF, and CR CR sends it back
+// into the middle of a line. The correct scanner knows that the line after
+// any CR LF begins a new line; where that disagrees with go-smtp and the line
+// is exactly "." CR LF, the client has ended its data and go-smtp has not
+// noticed. (At a line start go-smtp has already removed a stuffing dot, so
+// a "." CR LF there in step with go-smtp is the stuffed line "..".)
+func (f *dataFilter) scan(c byte) {
+	if f.bdat {
+		return
+	}
+	switch f.suspect {
+	case 1:
+		if c == '.' {
+			f.suspect = 2
+		} else {
+			f.suspect = 0
+		}
+	case 2:
+		if c == '\r' {
+			f.suspect = 3
+		} else {
+			f.suspect = 0
+		}
+	case 3:
+		if c == '\n' {
+			f.missedEnd = true
+		}
+		f.suspect = 0
+	}
+	lineStart := f.prevCR && c == '\n'
+	f.prevCR = c == '\r'
+	switch f.gs {
+	case gsBegin, gsData:
+		if c == '\r' {
+			f.gs = gsCR
+		} else {
+			f.gs = gsData
+		}
+	case gsCR:
+		if c == '\n' {
+			f.gs = gsBegin
+		} else {
+			f.gs = gsData
+		}
+	}
+	if lineStart && f.gs != gsBegin {
+		f.suspect = 1
+	}
+}

@@ -1,0 +1,523 @@
+package smtp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/qmgate/qmgate/mail"
+)
+
+// Well-known ports.
+const (
+	DefaultPort     = 25  // relay (MX) SMTP, RFC 5321
+	SubmissionPort  = 587 // message submission with STARTTLS, RFC 6409
+	SubmissionsPort = 465 // message submission over implicit TLS, RFC 8314
+)
+
+// Defaults for the Server's limits. Each applies when the matching field is
+// zero; a negative field means "no limit".
+const (
+	// DefaultMaxMessageBytes bounds a message as stored (LF line ends,
+	// without the Received line the server adds): 50 MiB, the project's
+	// max_message_bytes default.
+	DefaultMaxMessageBytes = 50 << 20
+	// DefaultMaxRecipients bounds the recipients of one transaction, as
+	// Postfix's smtpd_recipient_limit does. More get 452 4.5.3, which tells
+	// the client to send them in another transaction.
+	DefaultMaxRecipients = 1000
+	// DefaultMaxLineLength bounds a command line and, because go-smtp
+	// applies one limit to both, a line of DATA. RFC 5321 needs 512 and
+	// 1000; real mail has longer lines, which are accepted up to here. A
+	// command line holds at most this much memory per connection; a longer
+	// line ends the session with 500 5.4.0.
+	DefaultMaxLineLength = 64 << 10
+	// DefaultReadTimeout and DefaultWriteTimeout bound every single read
+	// and write (RFC 5321 4.5.3.2 suggests 5 minutes for commands).
+	DefaultReadTimeout  = 5 * time.Minute
+	DefaultWriteTimeout = 5 * time.Minute
+	// DefaultSessionTimeout caps a whole connection.
+	DefaultSessionTimeout = time.Hour
+	// DefaultMaxConns bounds concurrent connections, DefaultMaxConnsPerIP
+	// those from one IP address (Postfix's
+	// smtpd_client_connection_count_limit is 50 too).
+	DefaultMaxConns      = 200
+	DefaultMaxConnsPerIP = 50
+	// DefaultMaxAuthFailures is how many failed AUTH attempts a connection
+	// gets; at the last the server answers 421 4.7.0 and closes.
+	DefaultMaxAuthFailures = 3
+	// DefaultAuthFailureDelay is the pause before each "535 5.7.8" reply,
+	// which slows down password guessing (Postfix's smtpd_error_sleep_time
+	// is 1s as well).
+	DefaultAuthFailureDelay = time.Second
+)
+
+// ErrServerClosed is returned by Serve, ServeTLS and ServeConn after
+// Shutdown or Close.
+var ErrServerClosed = errors.New("smtp: server closed")
+
+// Handler decides on each envelope address and commits messages. Policy
+// (rcpthosts, relay clients, authenticated users) sits in Sender and
+// Recipient; Deliver puts the message into the queue.
+//
+// Every method returns a mail.Status, rendered as the SMTP reply: an
+// acceptance as 250, anything else with its code, enhanced code and text.
+// The zero Status is a temporary failure, never an acceptance. The
+// mail.ConnInfo is a copy made for the call: read it, do not keep it.
+type Handler interface {
+	// Sender is asked at MAIL FROM. from is the raw reverse-path: quoting
+	// removed, "" for the null sender <>.
+	Sender(ctx context.Context, c *mail.ConnInfo, from string) mail.Status
+	// Recipient is asked at each RCPT TO; only the recipients it accepts
+	// become part of the envelope.
+	Recipient(ctx context.Context, c *mail.ConnInfo, from, rcpt string) mail.Status
+	// Deliver commits one message. body starts with the server's Received
+	// line, followed by the message with LF line ends. A Read error (the
+	// size limit: mail.StatusTooBig; the hop limit: mail.StatusTooManyHops; a
+	// bare CR; a broken connection) means the message is not to be
+	// committed: Deliver must then return a failure, and the server replies
+	// with the read error's status whatever Deliver returned. Deliver
+	// returns an acceptance only once the message is durable, and only after
+	// reading body to io.EOF.
+	Deliver(ctx context.Context, c *mail.ConnInfo, env mail.Envelope, body io.Reader) mail.Status
+}
+
+// Authenticator checks a user name and password (AUTH PLAIN and LOGIN). A
+// wrong password is ok == false with a nil error; an error means the check
+// could not be made (a temporary failure, 454 4.7.0).
+type Authenticator interface {
+	Authenticate(ctx context.Context, username, password string) (ok bool, err error)
+}
+
+// Server is an SMTP server on go-smtp, with qmgate's limits and policy
+// hooks. Its exported fields are set before the first Serve and not changed
+// afterwards. The zero Server with a Handler is usable: plain SMTP with the
+// default limits, no STARTTLS, no AUTH.
+//
+// One Server serves one kind of listener; a daemon with a relay port (25)
+// and a submission port (587, 465) runs two Servers that differ in
+// RequireAuth.
+type Server struct {
+	// Handler decides and commits; nil answers every MAIL with 451.
+	Handler Handler
+
+	// Hostname names the server in its greeting and in the "by" clause of
+	// the Received line. Empty means the system's host name.
+	Hostname string
+
+	// TLSConfig enables STARTTLS on Serve, and is the configuration of
+	// ServeTLS (implicit TLS, the "submissions" port 465).
+	TLSConfig *tls.Config
+
+	// Auth enables AUTH PLAIN and AUTH LOGIN. Without it AUTH is not
+	// offered.
+	Auth Authenticator
+	// AllowInsecureAuth offers and accepts AUTH on connections without TLS.
+	// By default (false) AUTH is offered only after STARTTLS or on an
+	// implicit-TLS listener, and refused before with 538 5.7.11, so that no
+	// password crosses the network in clear.
+	AllowInsecureAuth bool
+	// RequireAuth refuses MAIL with 530 5.7.0 until the client has
+	// authenticated: the submission listener's setting.
+	RequireAuth bool
+	// MaxAuthFailures is how many failed attempts a connection gets
+	// (DefaultMaxAuthFailures when 0, no limit when negative); the last
+	// failure is answered with 421 4.7.0 and the connection closes.
+	MaxAuthFailures int
+	// AuthFailureDelay pauses before each failure reply
+	// (DefaultAuthFailureDelay when 0, none when negative).
+	AuthFailureDelay time.Duration
+
+	// MaxMessageBytes bounds a message as stored: LF line ends, without
+	// the server's Received line (DefaultMaxMessageBytes when 0, no limit
+	// when negative). It is advertised as SIZE; a MAIL declaring more gets
+	// 552 5.3.4 at once, a longer message is read to its end and refused
+	// with 552 5.3.4.
+	MaxMessageBytes int64
+	// MaxRecipients bounds the recipients of one transaction
+	// (DefaultMaxRecipients when 0, no limit when negative); more get
+	// 452 4.5.3.
+	MaxRecipients int
+	// MaxLineLength bounds command lines and lines of DATA
+	// (DefaultMaxLineLength when 0, no limit when negative; see
+	// DefaultMaxLineLength).
+	MaxLineLength int
+	// MaxHops is the loop limit: a message whose header has this many
+	// Received: and Delivered-To: lines is refused with 554 5.4.6
+	// (mail.DefaultMaxHops, 100, when 0; no hop counting when negative).
+	MaxHops int
+
+	// ReadTimeout and WriteTimeout bound every single read and write
+	// (DefaultReadTimeout, DefaultWriteTimeout when 0; none when negative).
+	// SessionTimeout caps a whole connection (DefaultSessionTimeout when 0;
+	// none when negative). When a read times out the server answers
+	// "421 4.4.2 Idle timeout" (go-smtp's text) and closes.
+	ReadTimeout    time.Duration
+	WriteTimeout   time.Duration
+	SessionTimeout time.Duration
+
+	// MaxConns bounds concurrent connections and MaxConnsPerIP those from
+	// one IP address (DefaultMaxConns, DefaultMaxConnsPerIP when 0; none
+	// when negative). A client over a limit gets
+	// "421 4.3.2 too many connections, try again later" before anything
+	// is read, and the connection closes.
+	MaxConns      int
+	MaxConnsPerIP int
+
+	// FillConnInfo, when set, is called once per connection, at its first
+	// HELO or EHLO, to complete the ConnInfo the handler will see:
+	// RemoteHost (a verified reverse lookup), RelayClient. The server has
+	// set Proto, the addresses and LocalHost; it keeps Helo, TLS and
+	// AuthUser up to date itself.
+	FillConnInfo func(ctx context.Context, info *mail.ConnInfo)
+
+	// ErrorLog receives the server's log lines; slog.Default() when nil.
+	ErrorLog *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*serverConn]struct{}
+	active    int // connections holding a slot (MaxConns)
+	perIP     map[netip.Addr]int
+	closing   bool
+}
+
+// limit returns v, or def when v is 0, or 0 (no limit) when v is negative.
+func limit[T int | int64 | time.Duration](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.ErrorLog != nil {
+		return s.ErrorLog
+	}
+	return slog.Default()
+}
+
+func (s *Server) hostname() string {
+	if s.Hostname != "" {
+		return s.Hostname
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "localhost"
+}
+
+func (s *Server) maxMessageBytes() int64 { return limit(s.MaxMessageBytes, DefaultMaxMessageBytes) }
+func (s *Server) maxHops() int           { return limit(s.MaxHops, mail.DefaultMaxHops) }
+
+// Serve accepts connections on l and serves each in its own goroutine:
+// plain SMTP, with STARTTLS when TLSConfig is set. It returns
+// ErrServerClosed after Shutdown or Close, or the listener's error. l is
+// closed on return.
+func (s *Server) Serve(l net.Listener) error { return s.serve(l, false) }
+
+// ServeTLS is Serve for implicit TLS (RFC 8314 "submissions", port 465):
+// every connection starts with a TLS handshake under TLSConfig, which must be
+// set.
+func (s *Server) ServeTLS(l net.Listener) error {
+	if s.TLSConfig == nil {
+		l.Close()
+		return errors.New("smtp: ServeTLS needs a TLSConfig")
+	}
+	return s.serve(l, true)
+}
+
+func (s *Server) serve(l net.Listener, implicitTLS bool) error {
+	if !s.trackListener(l, true) {
+		l.Close()
+		return ErrServerClosed
+	}
+	defer s.trackListener(l, false)
+	defer l.Close()
+	var backoff time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// Out of file descriptors and the like: back off and retry,
+			// as net/http does, rather than stop serving.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.logger().Error("smtp accept failed", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		sc := newServerConn(s, c)
+		if !s.acquire(sc.ip) {
+			go s.reject(c, implicitTLS)
+			continue
+		}
+		sc.slot = true
+		if !s.track(context.Background(), sc) {
+			sc.Close()
+			return ErrServerClosed
+		}
+		go func() {
+			defer s.untrack(sc)
+			s.serveConn(sc, implicitTLS)
+		}()
+	}
+}
+
+// ServeConn serves one plaintext connection in the calling goroutine and
+// closes it: for a connection accepted elsewhere, or a program's
+// stdin/stdout joined into a net.Conn under tcpserver. STARTTLS is offered
+// when TLSConfig is set. info, when not nil, replaces the ConnInfo the
+// server would build from the connection's addresses (tcpserver's
+// TCPREMOTEIP and friends); FillConnInfo still runs. ctx bounds the
+// handler's calls. No connection limits apply.
+func (s *Server) ServeConn(ctx context.Context, c net.Conn, info *mail.ConnInfo) error {
+	sc := newServerConn(s, c)
+	if info != nil {
+		sc.info = *info
+		if sc.info.Proto == "" {
+			sc.info.Proto = "SMTP"
+		}
+		if sc.info.LocalHost == "" {
+			sc.info.LocalHost = s.Hostname
+		}
+		sc.ip = sc.info.RemoteIP()
+	}
+	if !s.track(ctx, sc) {
+		c.Close()
+		return ErrServerClosed
+	}
+	defer s.untrack(sc)
+	s.serveConn(sc, false)
+	return nil
+}
+
+// serveConn runs go-smtp on one connection. Each connection gets its own
+// go-smtp Server value: go-smtp reads its limits from there at every
+// command, and the session changes one of them (see session.Mail).
+func (s *Server) serveConn(sc *serverConn, implicitTLS bool) {
+	e := gosmtp.NewServer(backend{sc: sc})
+	e.Domain = s.hostname()
+	e.TLSConfig = s.TLSConfig
+	e.MaxMessageBytes = s.maxMessageBytes()
+	e.MaxRecipients = limit(s.MaxRecipients, DefaultMaxRecipients)
+	e.MaxLineLength = limit(s.MaxLineLength, DefaultMaxLineLength)
+	// The session enforces the TLS requirement itself; go-smtp's own check
+	// would keep it from asking the session for its mechanisms, which is
+	// how the session learns that the client said EHLO (see AuthMechanisms).
+	e.AllowInsecureAuth = true
+	e.EnableSMTPUTF8 = true
+	// Deadlines are set per read and write by serverConn.
+	e.ReadTimeout, e.WriteTimeout = 0, 0
+	e.ErrorLog = engineLog{log: s.logger(), client: sc.info.RemoteAddr}
+	sc.engine = e
+
+	var nc net.Conn = sc
+	if implicitTLS {
+		nc = tls.Server(sc, s.TLSConfig)
+		sc.info.Proto = "ESMTPS"
+	}
+	l := newOneConnListener(nc, sc.done)
+	e.Serve(l)
+	// Serve returns once the connection is closed; Shutdown waits for
+	// go-smtp's connection goroutine to finish as well.
+	e.Shutdown(context.Background())
+	sc.Close()
+}
+
+// reject answers a connection over a limit with 421 and closes it.
+func (s *Server) reject(c net.Conn, implicitTLS bool) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(rejectTimeout))
+	s.logger().Info("smtp connection refused", "client", addrString(c.RemoteAddr()), "reason", "too many connections")
+	w := c
+	if implicitTLS {
+		tc := tls.Server(c, s.TLSConfig)
+		if tc.Handshake() != nil {
+			return
+		}
+		w = tc
+	}
+	r := replyError(mail.StatusTooManyConns)
+	fmt.Fprintf(w, "%d %d.%d.%d %s\r\n", r.Code, r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2], r.Message)
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+func (s *Server) trackListener(l net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.closing {
+			return false
+		}
+		if s.listeners == nil {
+			s.listeners = make(map[net.Listener]struct{})
+		}
+		s.listeners[l] = struct{}{}
+	} else {
+		delete(s.listeners, l)
+	}
+	return true
+}
+
+// track registers a connection so that Shutdown waits for it and Close can
+// end it. It reports false once the server is closing.
+func (s *Server) track(ctx context.Context, sc *serverConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	sc.ctx, sc.cancel = context.WithCancel(ctx)
+	if s.conns == nil {
+		s.conns = make(map[*serverConn]struct{})
+	}
+	s.conns[sc] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(sc *serverConn) {
+	sc.cancel()
+	sc.Close()
+	s.mu.Lock()
+	delete(s.conns, sc)
+	s.mu.Unlock()
+}
+
+// acquire takes a connection slot for ip (the zero Addr when unknown), or
+// reports false when a limit is reached.
+func (s *Server) acquire(ip netip.Addr) bool {
+	maxConns := limit(s.MaxConns, DefaultMaxConns)
+	perIP := limit(s.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if maxConns > 0 && s.active >= maxConns {
+		return false
+	}
+	if ip.IsValid() && perIP > 0 {
+		if s.perIP[ip] >= perIP {
+			return false
+		}
+		if s.perIP == nil {
+			s.perIP = make(map[netip.Addr]int)
+		}
+		s.perIP[ip]++
+	}
+	s.active++
+	return true
+}
+
+func (s *Server) release(ip netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.active--
+	if ip.IsValid() && s.perIP[ip] > 0 {
+		if s.perIP[ip] == 1 {
+			delete(s.perIP, ip)
+		} else {
+			s.perIP[ip]--
+		}
+	}
+}
+
+// Shutdown stops the server gracefully: it closes the listeners, ends every
+// idle session (the client gets "421 4.4.2" and may come back later), lets
+// every open mail transaction finish, and returns when no connection is
+// left, or with ctx's error when ctx ends first (call Close then).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	for sc := range s.conns {
+		sc.kick()
+	}
+	s.mu.Unlock()
+	wait := time.Millisecond
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
+}
+
+// Close stops the server at once: it closes the listeners and every
+// connection and cancels the handlers' contexts. A message in progress is
+// not acknowledged, so its client will send it again.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	var err error
+	for l := range s.listeners {
+		if e := l.Close(); e != nil && err == nil && !errors.Is(e, net.ErrClosed) {
+			err = e
+		}
+	}
+	for sc := range s.conns {
+		sc.cancel()
+		sc.Close()
+	}
+	return err
+}
+
+// engineLog adapts go-smtp's logger to slog. go-smtp logs connection errors
+// (failed TLS handshakes, resets) and recovered panics.
+type engineLog struct {
+	log    *slog.Logger
+	client net.Addr
+}
+
+func (l engineLog) Printf(format string, v ...any) { l.Println(fmt.Sprintf(format, v...)) }
+
+func (l engineLog) Println(v ...any) {
+	msg := strings.TrimSpace(fmt.Sprintln(v...))
+	if strings.Contains(msg, "panic") {
+		l.log.Error("smtp session panic", "client", addrString(l.client), "err", msg)
+		return
+	}
+	l.log.Info("smtp session error", "client", addrString(l.client), "err", msg)
+}
