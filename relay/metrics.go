@@ -1,0 +1,131 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the daemon's Prometheus metrics, on a registry of their own so
+// that embedding programs and tests never collide on the global one.
+type Metrics struct {
+	Registry   *prometheus.Registry
+	Accepted   *prometheus.CounterVec // proto
+	Rejected   *prometheus.CounterVec // proto, reason
+	Deliveries *prometheus.CounterVec // route, result
+	Sessions   *prometheus.GaugeVec   // proto
+	Refused    *prometheus.CounterVec // proto: connections refused over limits
+}
+
+// NewMetrics creates the metrics. queueStats, when not nil, feeds the queue
+// gauges at scrape time.
+func NewMetrics(queueStats func() (messages, recipients int, oldest time.Duration)) *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		Accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qmgate_messages_accepted_total", Help: "Messages accepted into the queue, by protocol.",
+		}, []string{"proto"}),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qmgate_messages_rejected_total", Help: "Messages or recipients refused, by protocol and reason.",
+		}, []string{"proto", "reason"}),
+		Deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qmgate_deliveries_total", Help: "Per-recipient delivery attempts, by route and result (accept, temporary, permanent).",
+		}, []string{"route", "result"}),
+		Sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "qmgate_sessions_open", Help: "Client connections open now, by protocol.",
+		}, []string{"proto"}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qmgate_connections_refused_total", Help: "Connections refused over the connection limits, by protocol.",
+		}, []string{"proto"}),
+	}
+	m.Registry.MustRegister(m.Accepted, m.Rejected, m.Deliveries, m.Sessions, m.Refused,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if queueStats != nil {
+		var mu sync.Mutex
+		var last time.Time
+		var msgs, rcpts int
+		var oldest time.Duration
+		get := func() (int, int, time.Duration) {
+			// One scrape reads three gauges; ask the queue once.
+			mu.Lock()
+			defer mu.Unlock()
+			if time.Since(last) > time.Second {
+				msgs, rcpts, oldest = queueStats()
+				last = time.Now()
+			}
+			return msgs, rcpts, oldest
+		}
+		m.Registry.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "qmgate_queue_messages", Help: "Messages in the queue."},
+				func() float64 { n, _, _ := get(); return float64(n) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "qmgate_queue_recipients", Help: "Pending recipients in the queue."},
+				func() float64 { _, n, _ := get(); return float64(n) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "qmgate_queue_oldest_seconds", Help: "Age of the oldest queued message."},
+				func() float64 { _, _, d := get(); return d.Seconds() }),
+		)
+	}
+	return m
+}
+
+// Serve runs the /metrics and /healthz listener until ctx ends. healthy
+// reports whether the daemon can accept mail (the queue is open and writable).
+func (m *Metrics) Serve(ctx context.Context, l net.Listener, healthy func() error, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := healthy(); err != nil {
+			log.Warn("health check failed", "err", err)
+			http.Error(w, "unhealthy\n", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// countingListener counts open connections in a gauge.
+type countingListener struct {
+	net.Listener
+	g prometheus.Gauge
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return c, err
+	}
+	l.g.Inc()
+	return &countedConn{Conn: c, g: l.g}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	g    prometheus.Gauge
+	once atomic.Bool
+}
+
+func (c *countedConn) Close() error {
+	if c.once.CompareAndSwap(false, true) {
+		c.g.Dec()
+	}
+	return c.Conn.Close()
+}
