@@ -1,0 +1,260 @@
+package queue
+
+import (
+	"cmp"
+	"container/heap"
+	"context"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/qmgate/qmgate/mail"
+)
+
+// Delivery is work claimed from the queue: the due recipients of one
+// message that share one destination. The relay may put several
+// Deliveries with the same Destination on one connection. Until Record
+// (or the lease's end) nobody else is handed these recipients.
+type Delivery struct {
+	ID          string
+	Sender      string   // as queued: may be a VERP sender; see SenderFor
+	Recipients  []string // the claimed recipients, in envelope order
+	Destination string   // the destination key the recipients share
+	Size        int64    // body bytes
+	Received    time.Time
+	Attempts    int       // most attempts made so far for any of Recipients
+	LeaseUntil  time.Time // after this the recipients may be handed out again
+
+	q     *Queue
+	m     *message
+	idx   []int
+	lease uint64
+}
+
+// Envelope returns the sender and the claimed recipients.
+func (d *Delivery) Envelope() mail.Envelope {
+	return mail.Envelope{Sender: d.Sender, Recipients: d.Recipients}
+}
+
+// SenderFor returns the envelope sender to use on the wire for rcpt: the
+// sender itself, or a VERP sender pre@host-@[] expanded for rcpt
+// (PROTOCOLS.md 5.6). A VERP sender must never leave unexpanded.
+func (d *Delivery) SenderFor(rcpt string) string { return mail.ExpandVERP(d.Sender, rcpt) }
+
+// Open returns the body, exactly as committed. The reader checks the
+// body's CRC as it goes and returns an error instead of io.EOF if the
+// bytes are not the ones committed, so a transport that streams to EOF
+// before finishing the transaction never passes corrupt data on.
+func (d *Delivery) Open() (io.ReadCloser, error) { return d.q.openBody(d.m) }
+
+// Result is the outcome of delivering to one recipient of a Delivery.
+type Result struct {
+	Recipient string
+	// Status is the outcome: accept (delivered), temporary (retry) or
+	// permanent (bounce). Its Text is the remote reply, quoted in bounces.
+	Status mail.Status
+	// Route names the route used (such as "qmtp://hub2.example.net").
+	Route string
+	// Host is the remote host that answered (Remote-MTA in bounces).
+	Host string
+	// Destination keys the per-destination backoff (the next hop). Empty
+	// means the Delivery's Destination.
+	Destination string
+}
+
+// Claim hands out up to n Deliveries that are due now, each leased for
+// Options.LeaseTime. It never blocks; use Wait to learn when to call it.
+// Recipients whose destination is backing off stay in the queue untouched.
+// The result is ordered by destination.
+func (q *Queue) Claim(n int) []*Delivery {
+	now := q.now()
+	nowNS := now.UnixNano()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []*Delivery
+	for len(out) < n {
+		at, ok := q.nextDueLocked()
+		if !ok || at > nowNS {
+			break
+		}
+		e := q.sched[0]
+		heap.Pop(&q.sched)
+		m := e.m
+		var order []string
+		groups := map[string][]int{}
+		for i := range m.rcpts {
+			r := &m.rcpts[i]
+			if r.state != Pending || r.leased(now) || r.next.After(now) {
+				continue
+			}
+			if ds := q.dests[r.dest]; ds != nil && ds.next.After(now) {
+				ds.blocked[m] = struct{}{}
+				continue
+			}
+			if _, ok := groups[r.dest]; !ok {
+				order = append(order, r.dest)
+			}
+			groups[r.dest] = append(groups[r.dest], i)
+		}
+		for _, dest := range order {
+			if len(out) >= n {
+				break
+			}
+			q.leaseSeq++
+			d := &Delivery{ID: m.id, Sender: m.sender, Destination: dest, Size: m.body.size,
+				Received: m.received, LeaseUntil: now.Add(q.opt.LeaseTime),
+				q: q, m: m, idx: groups[dest], lease: q.leaseSeq}
+			for _, i := range d.idx {
+				r := &m.rcpts[i]
+				r.lease, r.leaseUntil = d.lease, d.LeaseUntil
+				d.Recipients = append(d.Recipients, r.addr)
+				d.Attempts = max(d.Attempts, r.attempts)
+			}
+			out = append(out, d)
+		}
+		q.scheduleLocked(m, now)
+	}
+	slices.SortStableFunc(out, func(a, b *Delivery) int { return cmp.Compare(a.Destination, b.Destination) })
+	return out
+}
+
+// Wait blocks until Claim may have work: a message was committed,
+// released or flushed, a retry or a lease came due, or a destination
+// recovered. It returns ctx.Err() when ctx ends and an error once the
+// queue is closed. Time is read from Options.Clock, but the wait itself
+// runs on the real clock.
+func (q *Queue) Wait(ctx context.Context) error {
+	for {
+		q.mu.Lock()
+		if q.closed {
+			q.mu.Unlock()
+			return errClosed
+		}
+		ch := q.wake
+		at, ok := q.nextDueLocked()
+		q.mu.Unlock()
+		var timer *time.Timer
+		var tc <-chan time.Time
+		if ok {
+			d := time.Duration(at - q.now().UnixNano())
+			if d <= 0 {
+				return nil
+			}
+			timer = time.NewTimer(d)
+			tc = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			if timer != nil {
+				timer.Stop()
+			}
+			return ctx.Err()
+		case <-ch:
+		case <-tc:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
+// Record stores the results of a Delivery and releases its lease. Each
+// recipient with a result becomes delivered, failed (a bounce follows) or
+// pending with its next attempt set; a temporary failure past
+// Options.Lifetime becomes permanent. Recipients without a result go back
+// untouched. The results are durable when Record returns nil; a delivered
+// recipient is never handed out again in any case, so an error only means
+// that a crash before the next flush could repeat it.
+func (q *Queue) Record(ctx context.Context, d *Delivery, results []Result) error {
+	now := q.now()
+	q.mu.Lock()
+	m := d.m
+	if m.dead || q.msgs[m.id] != m {
+		q.mu.Unlock()
+		return nil // removed while it was out: nothing to record
+	}
+	byAddr := make(map[string]*Result, len(results))
+	for i := range results {
+		byAddr[results[i].Recipient] = &results[i]
+	}
+	var ups []rcptUpdate
+	alive := map[string]bool{}
+	for _, i := range d.idx {
+		r := &m.rcpts[i]
+		if r.lease == d.lease {
+			r.lease, r.leaseUntil = 0, time.Time{}
+		}
+		res := byAddr[r.addr]
+		if res == nil || r.state != Pending {
+			continue
+		}
+		dest := cmp.Or(res.Destination, d.Destination)
+		st := res.Status
+		if len(st.Text) > mail.MaxStatusText {
+			st.Text = st.Text[:mail.MaxStatusText]
+		}
+		a := attempt{at: now, route: sanitizeField(res.Route, maxAttemptField),
+			host: sanitizeField(res.Host, maxAttemptField), status: st}
+		u := r.update(i)
+		u.attempts++
+		u.attempt = &a
+		u.dest = dest
+		switch st.Class {
+		case mail.Accept:
+			u.state, u.next = Delivered, time.Time{}
+		case mail.Permanent:
+			u.state, u.next, u.final = Failed, time.Time{}, st
+			u.notified = q.noticeSettled(m, r.addr, st)
+		default:
+			if now.Sub(m.received) >= q.opt.Lifetime {
+				u.state, u.next, u.final = Failed, time.Time{}, statusExpired
+				u.notified = q.noticeSettled(m, r.addr, statusExpired)
+			} else {
+				u.next = now.Add(q.opt.Retry.Delay(u.attempts, q.opt.Rand.Float64()))
+			}
+		}
+		alive[dest] = alive[dest] || st.Class != mail.Temporary
+		r.apply(&u, q.opt.MaxHistory)
+		ups = append(ups, u)
+		q.log.Info("queue: delivery", "id", m.id, "rcpt", r.addr, "route", a.route, "host", a.host,
+			"status", st.Reply(), "state", u.state.String(), "delay", now.Sub(m.received).Round(time.Millisecond))
+	}
+	for dest, ok := range alive {
+		if ok {
+			q.destSuccessLocked(dest, now)
+		} else {
+			q.destFailureLocked(dest, now)
+		}
+	}
+	if len(ups) == 0 {
+		q.scheduleLocked(m, now)
+		q.mu.Unlock()
+		return nil
+	}
+	b, err := q.appendStateLocked(m, recUpdate, encodeUpdate(nil, m.id, ups))
+	if err != nil {
+		q.scheduleLocked(m, now)
+		q.mu.Unlock()
+		return &Error{Op: "record", Err: err}
+	}
+	notice := q.noticeDueLocked(m, now)
+	if m.done() {
+		q.dropLocked(m, b)
+	} else {
+		q.scheduleLocked(m, now)
+	}
+	q.mu.Unlock()
+	if err := b.wait(ctx.Done()); err != nil {
+		return err
+	}
+	if notice {
+		q.sendNotices(ctx, m)
+	}
+	return nil
+}
+
+// statusExpired is the final status of a recipient still failing
+// temporarily when the message outlives Options.Lifetime (RFC 3463 5.4.7:
+// delivery time expired).
+var statusExpired = mail.Status{Class: mail.Permanent, Code: "5.4.7",
+	Text: "I'm not going to try again; this message has been in the queue too long"}

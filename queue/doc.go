@@ -1,0 +1,176 @@
+// Package queue is qmgate's durable spool: it takes a message (body first,
+// then envelope), makes it durable before anyone is told it was accepted,
+// hands due work to the relay, records per-recipient results, schedules
+// retries with per-destination backoff, and writes bounces (RFC 3464 DSNs).
+// It knows nothing of networks; the relay engine drives it.
+//
+// # Promises
+//
+//  1. Commit (and Put) return an ID only when body and envelope are on
+//     stable storage: the files, and the directories that name them, are
+//     fsynced.
+//  2. A crash at any instant leaves each message either unacknowledged and
+//     absent, or acknowledged and queued. Open replays the journal by itself
+//     and resumes every committed message.
+//  3. A delivered recipient is never handed out again, unless a crash came
+//     between the delivery and the flush of its Record.
+//  4. Partial files left by a crash are removed by a janitor after
+//     Options.JanitorCutoff.
+//  5. A full disk, an I/O error, a failed fsync or a missing directory make
+//     Commit return an *Error, which is always temporary
+//     (mail.StatusQueueTrouble), and leave nothing half-visible.
+//  6. Bodies stream to disk: a writer holds at most Options.InlineMax bytes
+//     of body in memory, readers a small buffer.
+//
+// # Group commit
+//
+// Durable ingest is bounded by flushes per second, so commits share them.
+// Every change to the queue — a new message, a recipient's result, a hold,
+// a removal — is a record appended to a journal. Records appended while a
+// flush is running gather in the next batch; a single committer goroutine
+// writes each batch with one write(2) and makes it durable with one
+// fdatasync(2), then wakes everyone in it. Under load a flush carries all
+// the commits that arrived during the previous one, so a commit waits at
+// most about two flush intervals, and throughput grows with concurrency
+// instead of being one fsync per message. The journal is the queue, as
+// qmail's author suggested ("a journal, separate from the queue, adequate
+// to rebuild it"), with the in-memory index rebuilt from it on Open.
+//
+// # Files
+//
+// A queue directory holds:
+//
+//	lock            flock(2)ed by the process that has the queue open
+//	control         the daemon's admin socket (mode 0600; see below)
+//	journal/        segment files <seq>.seg, seq a 16-digit hex number
+//	body/<ID>       bodies larger than Options.InlineMax, one file each
+//
+// All are created mode 0600 / 0700, owned by the queue user.
+//
+// # Segment format
+//
+// A segment starts with 16 bytes: "qmgJ", a little-endian uint32 version
+// (1), and the uint64 sequence number of the segment. Records follow, each:
+//
+//	crc      uint32  CRC-32C (Castagnoli) of type..body, then of the
+//	                 segment's sequence number (8 bytes, little-endian)
+//	type     byte    'M', 'S', 'R', 'F' or 'X'
+//	metalen  uint32  length of meta
+//	bodylen  uint32  length of an inline body (M and S; 0 otherwise)
+//	meta     metalen bytes of fields
+//	body     bodylen bytes: the message body, exactly as given
+//
+// Integers are little-endian; in meta, numbers are (zig-zag for signed)
+// varints, strings are a varint length and the bytes, times are Unix
+// nanoseconds (0 for none). Mixing the sequence number into the CRC means
+// stale bytes of another segment can never pass for a record of this one.
+//
+//	M message   ID, arrival time, sender, recipient count, recipients,
+//	            body kind (0 inline, 1 external), body size, body CRC-32C.
+//	S snapshot  ID, arrival, sender, flags, body kind/size/CRC, recipient
+//	            count, then per recipient its state (as in R) and attempt
+//	            history. It replaces everything older about the message.
+//	R update    ID, count, then per recipient: index, state (0 pending,
+//	            1 delivered, 2 failed), flags (1: bounce settled), attempt
+//	            count, next attempt time, destination, for failed the final
+//	            status (class, enhanced code, text, SMTP code), and
+//	            optionally one attempt (time, route, remote host, status).
+//	F flags     ID, flags (1 held, 2 delay notice sent).
+//	X remove    ID.
+//
+// A message is gone when every recipient is delivered, or failed with its
+// bounce settled, or after an X. A record that names an unknown ID is
+// ignored: it belongs to a message whose beginning was already deleted.
+//
+// # Commit order
+//
+// Commit of a small body: the body is in the writer's buffer; the M record
+// (envelope and body) is appended to the current batch; the committer
+// writes it, fdatasyncs the segment (and, for a new segment, fsyncs
+// journal/), and only then is the message put in the index and the ID
+// returned. A large body streams to body/<ID> as it arrives; Commit
+// fsyncs that file, and the batch that carries its M record fsyncs body/
+// before the journal, so a durable record never names a file that could
+// vanish. Replay drops a record whose body file is missing or short: only
+// a failed, unacknowledged commit can leave one.
+//
+// # Replay and crashes
+//
+// Open reads the segments in order and applies every record up to the
+// first one that is short or fails its CRC, which can only be a segment's
+// torn tail: records are only appended, and a process never appends to a
+// segment that an earlier process wrote (every Open starts a new one). It
+// never scans past a bad record, since an inline body could be made to
+// look like one. After a failed write or fsync the committer cuts the
+// failed records off the segment (or removes a new segment file), fails
+// every batch queued behind it, and moves to a new segment: the records
+// were not acknowledged and must not come back.
+//
+// # Segment deletion and compaction
+//
+// The index counts, per segment, the live messages with records in it.
+// Segments are deleted oldest first, and only while unused, with a
+// directory fsync after each unlink, so a record that ends a message is
+// never deleted while an older record it cancels survives. When the
+// oldest segment is mostly dead (live bytes at most a quarter of it), or
+// the journal exceeds twice the live data plus two segments, or there are
+// more than 16 sealed segments, its live messages are rewritten into the
+// current segment as S records (copying inline bodies), after which it is
+// unused and deleted. Bodies in body/ are removed once the record that
+// ends their message is durable; the janitor removes any left behind.
+//
+// # Delivery
+//
+// The relay calls Wait, which returns when a message is committed, a retry
+// or lease comes due, a destination recovers, or an admin flushes or
+// releases (no polling); then Claim(n), which leases due recipients,
+// grouped per message and destination (Options.DestinationOf, or the
+// Destination the relay last reported) and sorted by destination so the
+// relay can carry several messages over one connection. Delivery.Open
+// streams the body and verifies its CRC; Delivery.SenderFor expands VERP.
+// Record(ctx, d, results) stores each recipient's outcome durably and
+// releases the lease: accepted recipients are delivered, permanent
+// failures bounce, temporary ones are rescheduled with exponential backoff
+// (Options.Retry) and their destination is backed off
+// (Options.DestinationBackoff) so that its other recipients wait too,
+// until it answers again. Leases live in memory: after a crash, or after
+// Options.LeaseTime, claimed work comes back. Past Options.Lifetime a
+// temporary failure becomes permanent (5.4.7, with an explanation and the
+// last reply).
+//
+// # Bounces
+//
+// When recipients fail for good and no delivery of the message is still
+// out, the queue writes one DSN for all of them: multipart/report with a
+// human-readable part quoting the remote reply, a message/delivery-status
+// part (Reporting-MTA, Arrival-Date, and per recipient Final-Recipient,
+// Action, Status, Remote-MTA, Diagnostic-Code, Last-Attempt-Date) and the
+// original header as text/rfc822-headers (at most Options.MaxBounceHeader
+// bytes). It is committed from <> to mail.BounceAddress(sender) (pre@host
+// for a VERP sender) before the failures are marked as reported, so a
+// crash can repeat a bounce but never lose one. Mail from <> that fails
+// goes to Options.Postmaster from #@[] (a double bounce); mail from #@[]
+// is never bounced: its failure is logged and dropped. After
+// Options.DelayNotice of deferral one delay notice (Action: delayed,
+// Will-Retry-Until) is sent per message, never for bounces.
+//
+// # Administration while running
+//
+// Open takes an exclusive flock on dir/lock. A daemon runs ServeControl,
+// which serves dir/control, a unix socket of mode 0600 that also checks
+// the peer's uid (the queue owner or root). OpenAdmin(dir) opens the
+// queue itself (passively: no deliveries, no background work) when no
+// process holds the lock, or returns a client of the control socket when
+// one does; both implement Admin (List, Stat, Show, Hold, Release,
+// Remove, Flush). Hold, Release and Remove are journal records, durable
+// before they return; Flush only changes timing and is not recorded.
+// WriteList, WriteStat and WriteDetail render the results as stable text
+// or JSON for `qmgate queue`.
+//
+// # IDs
+//
+// An ID is 13 characters of Crockford base32 in lower case: 10 for the
+// millisecond of its creation, 3 for a sequence within it. IDs sort by
+// time, need no quoting, and stay unique across restarts (Open seeds the
+// generator past the newest ID in the journal).
+package queue

@@ -1,0 +1,119 @@
+package queue
+
+import (
+	"sync"
+	"time"
+)
+
+// idAlphabet is Crockford's base32 in lower case. Its bytes are in
+// ascending ASCII order, so IDs of equal length sort like the numbers they
+// encode, and they need no quoting in file names, log lines or shells.
+const idAlphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+
+// IDLen is the length of a message ID: 10 characters of milliseconds since
+// the Unix epoch (50 bits, good until the year 37000) and 3 characters of
+// sequence within the millisecond (32768 IDs per millisecond).
+const IDLen = 13
+
+const (
+	idTimeChars = 10
+	idSeqChars  = 3
+	idSeqMax    = 1<<(5*idSeqChars) - 1
+)
+
+// idGen hands out IDs that are unique and strictly increasing for the life
+// of a queue: a clock that steps back, or more than idSeqMax IDs in one
+// millisecond, borrow from the next millisecond instead of repeating.
+type idGen struct {
+	mu     sync.Mutex
+	lastMS int64
+	seq    int64
+}
+
+func (g *idGen) next(now time.Time) string {
+	g.mu.Lock()
+	ms := now.UnixMilli()
+	if ms < 0 {
+		ms = 0
+	}
+	switch {
+	case ms > g.lastMS:
+		g.lastMS, g.seq = ms, 0
+	case g.seq < idSeqMax:
+		g.seq++
+	default:
+		g.lastMS++
+		g.seq = 0
+	}
+	ms, seq := g.lastMS, g.seq
+	g.mu.Unlock()
+	var b [IDLen]byte
+	for i := idTimeChars - 1; i >= 0; i-- {
+		b[i] = idAlphabet[ms&31]
+		ms >>= 5
+	}
+	for i := IDLen - 1; i >= idTimeChars; i-- {
+		b[i] = idAlphabet[seq&31]
+		seq >>= 5
+	}
+	return string(b[:])
+}
+
+// observe makes sure every later ID sorts after id, so IDs stay unique
+// across restarts even when the clock has stepped back in between.
+func (g *idGen) observe(id string) {
+	ms, seq, ok := parseID(id)
+	if !ok {
+		return
+	}
+	g.mu.Lock()
+	if ms > g.lastMS || ms == g.lastMS && seq > g.seq {
+		g.lastMS, g.seq = ms, seq
+	}
+	g.mu.Unlock()
+}
+
+// parseID decodes an ID into its millisecond and sequence parts.
+func parseID(id string) (ms, seq int64, ok bool) {
+	if len(id) != IDLen {
+		return 0, 0, false
+	}
+	var v [IDLen]int64
+	for i := 0; i < IDLen; i++ {
+		c := id[i]
+		d := -1
+		for j := 0; j < len(idAlphabet); j++ {
+			if idAlphabet[j] == c {
+				d = j
+				break
+			}
+		}
+		if d < 0 {
+			return 0, 0, false
+		}
+		v[i] = int64(d)
+	}
+	for i := 0; i < idTimeChars; i++ {
+		ms = ms<<5 | v[i]
+	}
+	for i := idTimeChars; i < IDLen; i++ {
+		seq = seq<<5 | v[i]
+	}
+	return ms, seq, true
+}
+
+// ValidID reports whether s has the form of a queue ID. Admin commands use
+// it to refuse junk before it reaches a file name or a log line.
+func ValidID(s string) bool {
+	_, _, ok := parseID(s)
+	return ok
+}
+
+// IDTime returns the time encoded in a valid ID (millisecond precision).
+func IDTime(id string) (time.Time, bool) {
+	ms, _, ok := parseID(id)
+	if !ok {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(ms), true
+}

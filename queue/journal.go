@@ -1,0 +1,280 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// segment is one journal file, journal/<seq>.seg.
+type segment struct {
+	seq     uint64
+	size    int64 // bytes appended so far, batches not yet written included
+	durable int64 // bytes known to be on stable storage
+	refs    int   // live messages with records here
+	live    int64 // bytes of those records
+	pending int   // batches queued for this segment
+	broken  bool  // a write or sync failed: never append here again
+	f       file  // open for writing; owned by the committer
+}
+
+// batch is one group commit: records appended by many callers, written with
+// one write and made durable with one fdatasync.
+type batch struct {
+	seg         *segment
+	off         int64
+	buf         []byte
+	create      bool // the batch creates the segment (and syncs the directory)
+	syncBodyDir bool // a record names a new file in body/
+	taken       bool // the committer has it: appends go to a new batch
+	done        chan struct{}
+	err         error
+	onDone      []func() // run under q.mu once the batch is durable
+	onFail      []func() // run under q.mu if it fails
+}
+
+// wait returns when the batch is durable (nil) or failed. A caller whose
+// context ends first gets a temporary error, and the batch may still
+// become durable: the same as a connection that drops after the commit.
+func (b *batch) wait(done <-chan struct{}) error {
+	select {
+	case <-b.done:
+		return b.err
+	case <-done:
+		return errors.New("queue: gave up waiting for the disk")
+	}
+}
+
+func segName(seq uint64) string { return fmt.Sprintf("%016x.seg", seq) }
+
+func parseSegName(name string) (uint64, bool) {
+	hex, ok := strings.CutSuffix(name, ".seg")
+	if !ok || len(hex) != 16 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(hex, 16, 64)
+	return v, err == nil
+}
+
+func (q *Queue) segPath(seq uint64) string { return filepath.Join(q.journalDir, segName(seq)) }
+
+// appendLocked adds a record to the batch being gathered for the current
+// segment, rotating to a new segment when this one is full or broken. The
+// record's place (segment, offset) is fixed here, so callers can point at
+// an inline body before the batch is written. partial is partialCRC of the
+// record. Caller holds q.mu.
+func (q *Queue) appendLocked(typ byte, meta, body []byte, partial uint32) (seq uint64, off int64, b *batch, err error) {
+	if q.closed {
+		return 0, 0, nil, errClosed
+	}
+	n := int64(recHeaderLen + len(meta) + len(body))
+	if s := q.cur; s == nil || s.broken || s.size > segHeaderLen && s.size+n > q.opt.SegmentSize {
+		q.rotateLocked()
+	}
+	s := q.cur
+	if k := len(q.batches); k > 0 && !q.batches[k-1].taken && q.batches[k-1].seg == s {
+		b = q.batches[k-1]
+	} else {
+		b = q.newBatchLocked(s)
+	}
+	h := recordHeader(typ, len(meta), len(body))
+	crc := finishCRC(partial, s.seq)
+	h[0], h[1], h[2], h[3] = byte(crc), byte(crc>>8), byte(crc>>16), byte(crc>>24)
+	off = s.size
+	b.buf = append(b.buf, h[:]...)
+	b.buf = append(b.buf, meta...)
+	b.buf = append(b.buf, body...)
+	s.size += n
+	q.nRecords++
+	return s.seq, off, b, nil
+}
+
+// appendStateLocked appends a small state record about m.
+func (q *Queue) appendStateLocked(m *message, typ byte, meta []byte) (*batch, error) {
+	h := recordHeader(typ, len(meta), 0)
+	seq, _, b, err := q.appendLocked(typ, meta, nil, partialCRC(&h, meta, nil))
+	if err == nil {
+		q.useLocked(m, seq, int64(recHeaderLen+len(meta)))
+	}
+	return b, err
+}
+
+func (q *Queue) newBatchLocked(s *segment) *batch {
+	b := &batch{seg: s, off: s.size, done: make(chan struct{})}
+	s.pending++
+	q.batches = append(q.batches, b)
+	q.cond.Signal()
+	return b
+}
+
+// rotateLocked starts a new segment; its first batch creates the file.
+func (q *Queue) rotateLocked() {
+	s := &segment{seq: q.nextSeq, size: segHeaderLen}
+	q.nextSeq++
+	q.segs = append(q.segs, s)
+	q.segBySeq[s.seq] = s
+	q.cur = s
+	b := &batch{seg: s, off: 0, create: true, done: make(chan struct{}), buf: segmentHeader(s.seq)}
+	s.pending++
+	q.batches = append(q.batches, b)
+	q.cond.Signal()
+	q.kickMaint()
+}
+
+// commitLoop is the group committer: it takes the oldest batch, writes it,
+// syncs it, and wakes everyone who appended to it. While it waits for the
+// disk, the next batch gathers; so under load every flush carries all the
+// commits that arrived during the previous one.
+func (q *Queue) commitLoop() {
+	defer q.wg.Done()
+	q.mu.Lock()
+	for {
+		for len(q.batches) == 0 && !q.closing {
+			q.cond.Wait()
+		}
+		if len(q.batches) == 0 {
+			q.mu.Unlock()
+			return
+		}
+		b := q.batches[0]
+		b.taken = true
+		q.mu.Unlock()
+
+		err := q.writeBatch(b)
+		if err != nil {
+			q.abandon(b, err)
+		}
+
+		q.mu.Lock()
+		q.batches = q.batches[1:]
+		s := b.seg
+		s.pending--
+		if err == nil {
+			s.durable = b.off + int64(len(b.buf))
+			for _, fn := range b.onDone {
+				fn()
+			}
+		} else {
+			err = &Error{Op: "commit", Err: err}
+			for _, fn := range b.onFail {
+				fn()
+			}
+			q.failSegmentLocked(s, err)
+		}
+		var closeF file
+		if s != q.cur && s.pending == 0 && s.f != nil {
+			closeF, s.f = s.f, nil
+		}
+		q.nBatches++
+		b.err = err
+		b.buf, b.onDone, b.onFail = nil, nil, nil
+		close(b.done)
+		unlinks := len(q.unlinks) > 0
+		q.mu.Unlock()
+		if closeF != nil {
+			closeF.Close()
+		}
+		if unlinks {
+			q.flushUnlinks()
+		}
+		q.mu.Lock()
+	}
+}
+
+func (q *Queue) writeBatch(b *batch) error {
+	s := b.seg
+	if b.create {
+		f, err := q.fs.OpenFile(q.segPath(s.seq), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		s.f = f
+	}
+	if s.f == nil {
+		return errors.New("journal segment not open")
+	}
+	if _, err := s.f.WriteAt(b.buf, b.off); err != nil {
+		return err
+	}
+	if b.syncBodyDir {
+		// Before the journal: a durable record must never name a body
+		// file whose directory entry could still vanish.
+		if err := q.fs.SyncDir(q.bodyDir); err != nil {
+			return err
+		}
+	}
+	if err := s.f.Datasync(); err != nil {
+		return err
+	}
+	if b.create {
+		if err := q.fs.SyncDir(q.journalDir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// abandon undoes what it can of a failed batch. After a failed fsync Linux
+// may have dropped the dirty pages or may still write them, so the records
+// are cut off the segment file (or the new file removed): none of them was
+// acknowledged, and they must not come back on the next replay. If that
+// fails too, they may: the same as a commit whose reply was lost.
+func (q *Queue) abandon(b *batch, cause error) {
+	s := b.seg
+	q.log.Error("queue: journal write failed", "segment", s.seq, "offset", b.off, "bytes", len(b.buf), "err", cause)
+	if s.f == nil {
+		if b.create {
+			q.fs.Remove(q.segPath(s.seq))
+		}
+		return
+	}
+	var err error
+	if b.create {
+		s.f.Close()
+		s.f = nil
+		if err = q.fs.Remove(q.segPath(s.seq)); err == nil || errors.Is(err, os.ErrNotExist) {
+			err = q.fs.SyncDir(q.journalDir)
+		}
+	} else if err = s.f.Truncate(b.off); err == nil {
+		err = s.f.Sync()
+	}
+	if err != nil {
+		q.log.Error("queue: cannot cut failed records off the journal; they may reappear after a restart",
+			"segment", s.seq, "offset", b.off, "err", err)
+	}
+}
+
+// failSegmentLocked marks s broken and fails every batch still queued for
+// it: their offsets assumed the failed bytes were there.
+func (q *Queue) failSegmentLocked(s *segment, err error) {
+	s.broken = true
+	s.size = s.durable
+	if q.cur == s {
+		q.cur = nil
+	}
+	kept := q.batches[:0]
+	for _, b := range q.batches {
+		if b.seg != s {
+			kept = append(kept, b)
+			continue
+		}
+		s.pending--
+		for _, fn := range b.onFail {
+			fn()
+		}
+		b.err = err
+		b.buf, b.onDone, b.onFail = nil, nil, nil
+		close(b.done)
+	}
+	q.batches = kept
+}
+
+// isNoSpace reports whether err is a full disk or quota, for logs.
+func isNoSpace(err error) bool {
+	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
+}

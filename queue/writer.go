@@ -1,0 +1,299 @@
+package queue
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"hash/crc32"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/qmgate/qmgate/mail"
+)
+
+// Writer receives one message body, then commits it with its envelope:
+// the order QMTP, QMQP and the qmail-queue interface deliver them in.
+//
+//	w, err := q.NewMessage(ctx)
+//	_, err = io.Copy(w, body)        // or w.ReadFrom(body)
+//	id, err := w.Commit(ctx, env)    // durable when it returns nil
+//	w.Abort()                        // after a failure; a no-op after Commit
+//
+// A body of up to Options.InlineMax bytes is buffered and written into the
+// journal with the envelope; a larger one streams to its own file. Nothing
+// becomes visible before Commit returns. A Writer is for one goroutine.
+type Writer struct {
+	q    *Queue
+	id   string
+	buf  []byte
+	f    file
+	bw   *bufio.Writer
+	n    int64
+	crc  uint32
+	err  error
+	done bool
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+const maxPooledBuf = 64 << 10
+
+// NewMessage starts a message. The ID is fixed now, so it can be logged
+// while the body arrives.
+func (q *Queue) NewMessage(ctx context.Context) (*Writer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, &Error{Op: "write", Err: err}
+	}
+	q.mu.Lock()
+	closed := q.closed
+	q.mu.Unlock()
+	if closed {
+		return nil, &Error{Op: "write", Err: errClosed}
+	}
+	bp := bufPool.Get().(*[]byte)
+	return &Writer{q: q, id: q.ids.next(q.now()), buf: (*bp)[:0]}, nil
+}
+
+// ID returns the message's queue ID.
+func (w *Writer) ID() string { return w.id }
+
+// Size returns the body bytes written so far.
+func (w *Writer) Size() int64 { return w.n }
+
+// Write adds body bytes. Errors are *Error (temporary) and sticky.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.done {
+		return 0, &Error{Op: "write", Err: errors.New("message already committed or aborted")}
+	}
+	if w.f == nil && int64(len(w.buf)+len(p)) <= w.q.opt.InlineMax {
+		w.buf = append(w.buf, p...)
+		w.n += int64(len(p))
+		w.crc = crc32.Update(w.crc, castagnoli, p)
+		return len(p), nil
+	}
+	if w.f == nil {
+		if err := w.spill(); err != nil {
+			w.err = &Error{Op: "write", Err: err}
+			return 0, w.err
+		}
+	}
+	n, err := w.bw.Write(p)
+	w.n += int64(n)
+	w.crc = crc32.Update(w.crc, castagnoli, p[:n])
+	if err != nil {
+		w.err = &Error{Op: "write", Err: err}
+		return n, w.err
+	}
+	return n, nil
+}
+
+// spill moves a body that outgrew InlineMax to body/<ID>.
+func (w *Writer) spill() error {
+	q := w.q
+	q.mu.Lock()
+	q.inflight[w.id] = true // keep the janitor off it
+	q.mu.Unlock()
+	f, err := q.fs.OpenFile(q.bodyPath(w.id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		q.mu.Lock()
+		delete(q.inflight, w.id)
+		q.mu.Unlock()
+		return err
+	}
+	w.f = f
+	w.bw = bufio.NewWriterSize(f, 64<<10)
+	_, err = w.bw.Write(w.buf)
+	w.releaseBuf()
+	return err
+}
+
+func (w *Writer) releaseBuf() {
+	if w.buf != nil && cap(w.buf) <= maxPooledBuf {
+		b := w.buf[:0]
+		bufPool.Put(&b)
+	}
+	w.buf = nil
+}
+
+// ReadFrom copies the body from r. An error from r is returned as it is
+// (for example mail.StatusTooBig from a mail.BodyReader); a storage error
+// is an *Error.
+func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	buf := (*bp)[:cap(*bp)]
+	defer bufPool.Put(bp)
+	var total int64
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return total, err
+			}
+			total += int64(n)
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// Commit stores the envelope with the body and returns the message's ID
+// once both are on stable storage, shared flush and all. Any error means
+// the message is not queued (the caller should answer with a temporary
+// failure), except that a ctx ending while the flush runs can leave a
+// message queued that the caller was told failed: qmail's duplicate, never
+// a loss. Invalid envelopes get a permanent mail.Status.
+func (w *Writer) Commit(ctx context.Context, env mail.Envelope) (string, error) {
+	q := w.q
+	if w.done {
+		return "", &Error{Op: "commit", Err: errors.New("message already committed or aborted")}
+	}
+	if w.err != nil {
+		err := w.err
+		w.Abort()
+		return "", err
+	}
+	if err := q.checkEnvelope(&env); err != nil {
+		w.Abort()
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		w.Abort()
+		return "", &Error{Op: "commit", Err: err}
+	}
+	body := bodyRef{size: w.n, crc: w.crc}
+	var inline []byte
+	if w.f != nil {
+		err := w.bw.Flush()
+		if err == nil {
+			err = w.f.Sync()
+		}
+		if cerr := w.f.Close(); err == nil {
+			err = cerr
+		}
+		w.f = nil
+		if err != nil {
+			w.err = &Error{Op: "write", Err: err}
+			w.Abort()
+			return "", w.err
+		}
+		body.external = true
+	} else {
+		inline = w.buf
+	}
+	received := q.now()
+	meta := encodeMessage(nil, w.id, received, &env, body)
+	h := recordHeader(recMessage, len(meta), len(inline))
+	partial := partialCRC(&h, meta, inline)
+	m := &message{id: w.id, received: received, sender: env.Sender, body: body,
+		rcpts: make([]rcpt, len(env.Recipients))}
+	for i, a := range env.Recipients {
+		m.rcpts[i] = rcpt{addr: a, next: received, dest: q.opt.DestinationOf(a)}
+	}
+
+	q.mu.Lock()
+	seq, off, b, err := q.appendLocked(recMessage, meta, inline, partial)
+	if err != nil {
+		q.mu.Unlock()
+		w.Abort()
+		return "", &Error{Op: "commit", Err: err}
+	}
+	n := int64(recHeaderLen + len(meta) + len(inline))
+	if body.external {
+		b.syncBodyDir = true
+	} else {
+		m.body.seq, m.body.off = seq, off+int64(recHeaderLen+len(meta))
+	}
+	id := w.id
+	b.onDone = append(b.onDone, func() {
+		delete(q.inflight, id)
+		q.insertLocked(m, seq, n)
+	})
+	if body.external {
+		b.onFail = append(b.onFail, func() {
+			delete(q.inflight, id)
+			q.unlinkLater(q.bodyPath(id))
+		})
+	}
+	q.mu.Unlock()
+	w.done = true
+	w.releaseBuf() // appendLocked copied it
+
+	if err := b.wait(ctx.Done()); err != nil {
+		var qe *Error
+		if errors.As(err, &qe) {
+			return "", err
+		}
+		return "", &Error{Op: "commit", Err: err}
+	}
+	return id, nil
+}
+
+// Abort discards the message. It is safe after a failed Write, twice, and
+// after Commit (where it does nothing).
+func (w *Writer) Abort() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	w.releaseBuf()
+	if w.f != nil {
+		w.f.Close()
+		w.f = nil
+	}
+	q := w.q
+	q.mu.Lock()
+	had := q.inflight[w.id]
+	delete(q.inflight, w.id)
+	q.mu.Unlock()
+	if had {
+		if err := q.fs.Remove(q.bodyPath(w.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			q.log.Warn("queue: cannot remove aborted body; the janitor will", "id", w.id, "err", err)
+		}
+	}
+	return nil
+}
+
+// checkEnvelope refuses envelopes that can never be queued. The protocol
+// servers check first; this is the last line.
+func (q *Queue) checkEnvelope(env *mail.Envelope) error {
+	if len(env.Recipients) == 0 {
+		return mail.StatusNoRecipients
+	}
+	if len(env.Recipients) > q.opt.MaxRecipients {
+		return mail.StatusTooManyRcpts
+	}
+	if !mail.ValidAddress(env.Sender) {
+		return mail.StatusBadAddresses
+	}
+	for _, r := range env.Recipients {
+		if !mail.ValidAddress(r) {
+			return mail.StatusBadAddresses
+		}
+	}
+	return nil
+}
+
+// Put queues a message whose body is r: NewMessage, ReadFrom, Commit. It
+// returns the ID once the message is durable.
+func (q *Queue) Put(ctx context.Context, env mail.Envelope, r io.Reader) (string, error) {
+	if err := q.checkEnvelope(&env); err != nil {
+		return "", err
+	}
+	w, err := q.NewMessage(ctx)
+	if err != nil {
+		return "", err
+	}
+	if _, err := w.ReadFrom(r); err != nil {
+		w.Abort()
+		return "", err
+	}
+	return w.Commit(ctx, env)
+}
