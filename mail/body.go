@@ -1,6 +1,7 @@
 package mail
 
 import (
+	"bytes"
 	"io"
 )
 
@@ -79,9 +80,23 @@ func (b *BodyReader) Read(p []byte) (int, error) {
 
 // scan advances the header state machine over p.
 func (b *BodyReader) scan(p []byte) {
-	for _, c := range p {
+	for i := 0; i < len(p); i++ {
 		if b.body {
 			return
+		}
+		c := p[i]
+		if b.skipLine && c != '\n' {
+			// The rest of a line that cannot be a hop header: jump to
+			// its end instead of walking it byte by byte.
+			j := bytes.IndexByte(p[i:], '\n')
+			b.emptyCR = false
+			if j < 0 {
+				b.lineLen += len(p) - i
+				return
+			}
+			b.lineLen += j
+			i += j
+			c = '\n'
 		}
 		if c == '\n' {
 			if b.lineLen == 0 || b.emptyCR {

@@ -223,7 +223,13 @@ func (s Status) Reply() []byte {
 // AppendReply appends the rendering of Reply to dst.
 func (s Status) AppendReply(dst []byte) []byte {
 	dst = append(dst, s.class().Letter())
-	return append(dst, s.text()...)
+	dst = append(dst, s.SMTPText()...)
+	if s.class() != Accept {
+		dst = append(dst, " (#"...)
+		dst = append(dst, s.EnhancedCode()...)
+		dst = append(dst, ')')
+	}
+	return dst
 }
 
 // text is the sanitized text plus " (#code)" for failures.
@@ -268,21 +274,21 @@ func (s Status) sanitized() string {
 // validEnhanced reports whether c looks like class.subject.detail with one
 // class digit and one to three digits per other part.
 func validEnhanced(c string) bool {
-	parts := strings.Split(c, ".")
-	if len(parts) != 3 || len(parts[0]) != 1 {
-		return false
-	}
-	for _, p := range parts {
-		if len(p) == 0 || len(p) > 3 {
-			return false
-		}
-		for i := 0; i < len(p); i++ {
-			if p[i] < '0' || p[i] > '9' {
+	part, digits := 0, 0
+	for i := 0; i < len(c); i++ {
+		switch ch := c[i]; {
+		case ch >= '0' && ch <= '9':
+			digits++
+			if digits > 3 || part == 0 && digits > 1 {
 				return false
 			}
+		case ch == '.' && digits > 0 && part < 2:
+			part, digits = part+1, 0
+		default:
+			return false
 		}
 	}
-	return true
+	return part == 2 && digits > 0
 }
 
 // ParseReply reads a QMTP/QMQP reply body (the netstring's data). K is an

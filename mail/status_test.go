@@ -291,3 +291,16 @@ func TestStatusError(t *testing.T) {
 		t.Errorf("Error() = %q", OK("").Error())
 	}
 }
+
+func TestValidEnhanced(t *testing.T) {
+	for c, want := range map[string]bool{
+		"2.0.0": true, "5.1.1": true, "4.999.999": true, "5.10.0": true,
+		"": false, "5": false, "5.1": false, "5.1.": false, ".1.1": false, "5..1": false,
+		"5.1.1.": false, "5.1.1.1": false, "55.1.1": false, "5.1000.1": false, "5.1.1000": false,
+		"5.1.a": false, " 5.1.1": false, "5.1.1 ": false, "#5.1.1": false, "5-1-1": false,
+	} {
+		if got := validEnhanced(c); got != want {
+			t.Errorf("validEnhanced(%q) = %v", c, got)
+		}
+	}
+}
