@@ -12,6 +12,14 @@ const DefaultMaxHops = 100
 // BodyReader passes a message through while enforcing a size limit and
 // counting hops in its header, without buffering more than the caller's read.
 //
+// A hop is a header line that starts with "Received:" or "Delivered-To:",
+// ASCII case ignored; the header ends at the first empty line ("\n" or
+// "\r\n"), so lines in the body never count. qmail-smtpd matches only the
+// prefixes "received" and "delivered", which also counts "Received-SPF:" and
+// "Delivered-From:" lines; requiring the colon avoids refusing mail that
+// spam filters have annotated at every hop. Read boundaries do not matter:
+// the scan keeps its state between calls.
+//
 // Once a limit is crossed every Read returns the matching Status
 // (StatusTooBig or StatusTooManyHops) as its error, so a queue writer copying
 // from it aborts instead of committing; the protocol server, which still owns
