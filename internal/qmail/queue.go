@@ -64,86 +64,146 @@ type Result struct {
 // mail.StatusTooBig stays what it is, anything else is temporary. The body
 // is streamed, never held in memory. Cancelling ctx kills the program.
 func (q *Queue) Put(ctx context.Context, env mail.Envelope, body io.Reader) Result {
-	for _, a := range append([]string{env.Sender}, env.Recipients...) {
-		if strings.IndexByte(a, 0) >= 0 {
-			// A NUL would end the address early and shift the envelope.
-			return Result{Status: mail.StatusBadAddresses, Exit: -1}
-		}
+	j, err := q.Start(ctx)
+	if err != nil {
+		return Result{Status: mail.StatusOf(err), Exit: -1}
 	}
+	if _, err := io.Copy(j, readSide{body}); err != nil {
+		var be bodyReadError
+		errors.As(err, &be)
+		res := j.Abort()
+		st := mail.StatusOf(be.err)
+		if st.IsAccept() {
+			st = mail.StatusTempFailure
+		}
+		res.Status = st
+		return res
+	}
+	return j.Commit(env)
+}
+
+// Job is one run of the qmail-queue program: write the message into it,
+// then Commit with the envelope, or Abort. This is the order of the
+// protocol, and of QMTP and QMQP, which send the message before the
+// envelope, so a server can stream each message straight through.
+type Job struct {
+	cmd     *exec.Cmd
+	msgW    *os.File
+	envW    *os.File
+	customR *os.File
+	pipeErr error // a write into the program failed: it stopped reading
+	ended   bool
+}
+
+// Start runs the program with its fd 0 and fd 1 on pipes and fd 6 ready for
+// a custom reply. The error, if any, is a mail.Status: "unable to exec qq"
+// or "qqt failure".
+func (q *Queue) Start(ctx context.Context) (*Job, error) {
 	path := q.Path
 	if path == "" {
 		path = DefaultQueueProgram
 	}
-	msgR, msgW, err := os.Pipe()
-	if err != nil {
-		return Result{Status: StatusQQTrouble, Exit: -1}
+	var files [6]*os.File // msgR, msgW, envR, envW, customR, customW
+	closeAll := func() {
+		for _, f := range files {
+			if f != nil {
+				f.Close()
+			}
+		}
 	}
-	envR, envW, err := os.Pipe()
-	if err != nil {
-		msgR.Close()
-		msgW.Close()
-		return Result{Status: StatusQQTrouble, Exit: -1}
-	}
-	customR, customW, err := os.Pipe()
-	if err != nil {
-		msgR.Close()
-		msgW.Close()
-		envR.Close()
-		envW.Close()
-		return Result{Status: StatusQQTrouble, Exit: -1}
+	for i := 0; i < 6; i += 2 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll()
+			return nil, StatusQQTrouble
+		}
+		files[i], files[i+1] = r, w
 	}
 	cmd := exec.CommandContext(ctx, path)
 	cmd.Env = q.Env
-	cmd.Stdin = msgR
-	cmd.Stdout = envR
+	cmd.Stdin = files[0]
+	cmd.Stdout = files[2]
 	cmd.Stderr = q.Stderr
 	// fd 3, 4 and 5 closed, fd 6 the custom reply channel.
-	cmd.ExtraFiles = []*os.File{nil, nil, nil, customW}
-	err = cmd.Start()
-	msgR.Close()
-	envR.Close()
-	customW.Close()
-	if err != nil {
-		msgW.Close()
-		envW.Close()
-		customR.Close()
-		return Result{Status: StatusForExit(-1, nil), Exit: -1}
+	cmd.ExtraFiles = []*os.File{nil, nil, nil, files[5]}
+	if err := cmd.Start(); err != nil {
+		closeAll()
+		return nil, StatusForExit(-1, nil)
 	}
-	defer customR.Close()
-	pid := cmd.Process.Pid
+	files[0].Close()
+	files[2].Close()
+	files[5].Close()
+	return &Job{cmd: cmd, msgW: files[1], envW: files[3], customR: files[4]}, nil
+}
 
-	// Write in this goroutine and wait afterwards: a pipe write to a program
-	// that has exited fails with EPIPE (Go ignores SIGPIPE on such fds), so
-	// this cannot block once the program is gone.
-	bodyErr, pipeErr := writeBody(msgW, body)
-	msgW.Close()
-	if bodyErr == nil {
-		if _, err := envW.Write(AppendEnvelope(make([]byte, 0, 64), env)); err != nil && pipeErr == nil {
-			pipeErr = err
+// PID is the program's process id, qmail's "qp".
+func (j *Job) PID() int { return j.cmd.Process.Pid }
+
+// Write passes message bytes to the program. It never fails, as qmail's
+// qmail_put does not: a program that stopped reading (it exited early)
+// is reported by Commit, from its exit code.
+func (j *Job) Write(p []byte) (int, error) {
+	if j.pipeErr == nil && !j.ended {
+		_, j.pipeErr = j.msgW.Write(p)
+	}
+	return len(p), nil
+}
+
+// Commit ends the message, writes the envelope and waits for the program.
+// An address holding a NUL cannot be written (it would end early and shift
+// the envelope): the run is aborted and the Status is
+// mail.StatusBadAddresses.
+func (j *Job) Commit(env mail.Envelope) Result {
+	if j.ended {
+		return Result{Status: mail.StatusTempFailure, PID: j.PID(), Exit: -1}
+	}
+	for _, a := range append([]string{env.Sender}, env.Recipients...) {
+		if strings.IndexByte(a, 0) >= 0 {
+			res := j.Abort()
+			res.Status = mail.StatusBadAddresses
+			return res
 		}
 	}
-	envW.Close()
-	werr := cmd.Wait()
-
-	code := cmd.ProcessState.ExitCode()
-	if bodyErr != nil {
-		st := mail.StatusOf(bodyErr)
-		if st.IsAccept() {
-			st = mail.StatusTempFailure
-		}
-		return Result{Status: st, PID: pid, Exit: code}
+	j.ended = true
+	j.msgW.Close()
+	// A write to a program that has exited fails with EPIPE (Go ignores
+	// SIGPIPE on such descriptors), so this cannot block once it is gone.
+	if _, err := j.envW.Write(AppendEnvelope(make([]byte, 0, 64), env)); err != nil && j.pipeErr == nil {
+		j.pipeErr = err
 	}
+	j.envW.Close()
+	return j.wait()
+}
+
+// Abort ends the run without an envelope, so the program commits nothing
+// (qmail-queue exits 54), and waits for it. The Result's Status is the
+// program's, usually "qq read error"; callers report their own reason.
+func (j *Job) Abort() Result {
+	if j.ended {
+		return Result{Status: mail.StatusTempFailure, PID: j.PID(), Exit: -1}
+	}
+	j.ended = true
+	j.msgW.Close()
+	j.envW.Close()
+	return j.wait()
+}
+
+func (j *Job) wait() Result {
+	defer j.customR.Close()
+	werr := j.cmd.Wait()
+	pid := j.PID()
+	code := j.cmd.ProcessState.ExitCode()
 	if code < 0 || werr != nil && code == 0 {
 		// Killed by a signal (ctx cancellation included).
 		return Result{Status: StatusForExit(-2, nil), PID: pid, Exit: -1}
 	}
 	var custom []byte
 	if code == ExitCustom {
-		custom = readCustom(customR)
+		custom = readCustom(j.customR)
 	}
-	if code == 0 && pipeErr != nil {
+	if code == 0 && j.pipeErr != nil {
 		// qmail_close: exit 0 after a local write error is still a failure.
-		code = ExitReadError
+		return Result{Status: StatusForExit(ExitReadError, nil), PID: pid, Exit: code}
 	}
 	st := StatusForExit(code, custom)
 	if code == 0 {
@@ -167,18 +227,6 @@ func (s readSide) Read(p []byte) (int, error) {
 		err = bodyReadError{err}
 	}
 	return n, err
-}
-
-// writeBody copies body into the program's fd 0. A failure of body itself
-// (bodyErr) aborts the message; a failed pipe write (pipeErr) means the
-// program stopped reading, and its exit code tells why.
-func writeBody(w io.Writer, body io.Reader) (bodyErr, pipeErr error) {
-	_, err := io.Copy(w, readSide{body})
-	var be bodyReadError
-	if errors.As(err, &be) {
-		return be.err, nil
-	}
-	return nil, err
 }
 
 func readCustom(r *os.File) []byte {
