@@ -242,6 +242,13 @@ func (q *Queue) abandon(b *batch, cause error) {
 		}
 	} else if err = s.f.Truncate(b.off); err == nil {
 		err = s.f.Sync()
+	} else {
+		// Second best: zero the first failed record's header, so replay
+		// stops right there.
+		var zero [recHeaderLen]byte
+		if _, err = s.f.WriteAt(zero[:], b.off); err == nil {
+			err = s.f.Datasync()
+		}
 	}
 	if err != nil {
 		q.log.Error("queue: cannot cut failed records off the journal; they may reappear after a restart",

@@ -49,7 +49,21 @@ func (q *Queue) maintain(ctx context.Context, notices bool) {
 		q.deletePrefix()
 	}
 	if notices {
+		q.pruneDests()
 		q.retryNotices(ctx)
+	}
+}
+
+// pruneDests forgets destinations that have not failed for longer than the
+// backoff cap, so the table holds only destinations that are failing now.
+func (q *Queue) pruneDests() {
+	now := q.now()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for dest, ds := range q.dests {
+		if now.After(ds.next.Add(q.opt.DestinationBackoff.Cap)) {
+			q.destSuccessLocked(dest, now)
+		}
 	}
 }
 

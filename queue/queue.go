@@ -440,6 +440,7 @@ func (q *Queue) dropLocked(m *message, b *batch) {
 	m.dead = true
 	m.gen++
 	delete(q.msgs, m.id)
+	q.unblockLocked(m)
 	b.onDone = append(b.onDone, func() {
 		q.releaseLocked(m, func(uint64) bool { return true })
 		if m.body.external {

@@ -40,7 +40,8 @@ type destState struct {
 
 // dueLocked returns when m next has something to do: the earliest of its
 // pending recipients' next attempts (held back to the destination's next
-// try), or of its leases' expiry.
+// try), or of its leases' expiry. A message held back by a destination is
+// noted there, so that the destination's recovery can free it at once.
 func (q *Queue) dueLocked(m *message, now time.Time) (time.Time, bool) {
 	var best time.Time
 	found := false
@@ -56,6 +57,7 @@ func (q *Queue) dueLocked(m *message, now time.Time) (time.Time, bool) {
 			t = r.next
 			if ds := q.dests[r.dest]; ds != nil && ds.next.After(t) {
 				t = ds.next
+				ds.blocked[m] = struct{}{}
 			}
 		}
 		if !found || t.Before(best) {
@@ -129,8 +131,19 @@ func (q *Queue) destSuccessLocked(dest string, now time.Time) {
 	}
 	delete(q.dests, dest)
 	for m := range ds.blocked {
-		if !m.dead {
-			q.scheduleLocked(m, now)
+		if m.held || m.dead {
+			continue
+		}
+		q.scheduleLocked(m, now)
+	}
+}
+
+// unblockLocked forgets a message that is gone from the destinations that
+// held it back.
+func (q *Queue) unblockLocked(m *message) {
+	for i := range m.rcpts {
+		if ds := q.dests[m.rcpts[i].dest]; ds != nil {
+			delete(ds.blocked, m)
 		}
 	}
 }

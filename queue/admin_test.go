@@ -1,0 +1,215 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestHoldReleaseRemoveFlush(t *testing.T) {
+	clk := newFakeClock()
+	dir := t.TempDir()
+	opt := testOptions(clk)
+	q := openT(t, dir, opt)
+	ctx := context.Background()
+	a := putT(t, q, "s@x", []byte("a\n"), "r@one.example")
+	b := putT(t, q, "s@x", []byte("b\n"), "r@two.example")
+	c := putT(t, q, "s@x", []byte("c\n"), "r@three.example")
+
+	if err := q.Hold(ctx, a, "0000000000000", "junk id"); err == nil {
+		t.Fatal("Hold of unknown IDs succeeded")
+	} else if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "0000000000000") || !strings.Contains(err.Error(), "junk?id") {
+		t.Fatalf("Hold error: %v", err)
+	}
+	if err := q.Remove(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Remove(ctx, c); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second Remove: %v", err)
+	}
+	ds := claimAll(q)
+	if len(ds) != 1 || ds[0].ID != b {
+		t.Fatalf("claimed %+v, want only %s (a held, c removed)", ds, b)
+	}
+	// Held and removed state survive a reopen.
+	q.Close()
+	q = openT(t, dir, opt)
+	defer q.Close()
+	rows, _ := q.List(ctx)
+	if len(rows) != 2 || rows[0].ID != a || rows[0].State != RowHeld || rows[1].ID != b {
+		t.Fatalf("after reopen: %+v", rows)
+	}
+	ds = claimAll(q)
+	if len(ds) != 1 || ds[0].ID != b {
+		t.Fatalf("after reopen claimed %+v", ds)
+	}
+	// Flush makes a deferred message due now, destination backoff and all.
+	q.Record(ctx, ds[0], results(ds[0], tempFail, "mx"))
+	if got := claimAll(q); len(got) != 0 {
+		t.Fatal("deferred message due at once")
+	}
+	if err := q.Flush(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if got := claimAll(q); len(got) != 1 || got[0].ID != b {
+		t.Fatalf("after Flush(b) claimed %+v", got)
+	}
+	if err := q.Release(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if got := claimAll(q); len(got) != 1 || got[0].ID != a {
+		t.Fatalf("after Release claimed %+v", got)
+	}
+	clk.Advance(time.Hour)
+	if err := q.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFlushAll(t *testing.T) {
+	clk := newFakeClock()
+	q := openT(t, t.TempDir(), testOptions(clk))
+	defer q.Close()
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		putT(t, q, "s@x", []byte("a\n"), "r@dead.example")
+	}
+	for _, d := range claimAll(q) {
+		q.Record(ctx, d, results(d, tempFail, "mx"))
+	}
+	if got := claimAll(q); len(got) != 0 {
+		t.Fatal("due at once")
+	}
+	q.Flush(ctx)
+	if got := claimAll(q); len(got) != 3 {
+		t.Fatalf("after Flush claimed %d, want 3", len(got))
+	}
+}
+
+func TestListStatShowRender(t *testing.T) {
+	clk := newFakeClock()
+	q := openT(t, t.TempDir(), testOptions(clk))
+	defer q.Close()
+	ctx := context.Background()
+	a := putT(t, q, "alice@example.org", bodyOf(2000, 1), "bob@example.com", "carol@example.com", "dave@example.net")
+	clk.Advance(30 * time.Minute)
+	putT(t, q, "", bodyOf(100, 2), "eve@example.com")
+	for _, d := range claimAll(q) {
+		if d.ID == a && d.Destination == "example.com" {
+			q.Record(ctx, d, []Result{{Recipient: "bob@example.com", Status: tempFail, Route: "smtp://mx", Host: "mx.example.com"},
+				{Recipient: "carol@example.com", Status: accepted, Host: "mx.example.com"}})
+		}
+	}
+	rows, err := q.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	WriteList(&buf, rows, false)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID ") {
+		t.Fatalf("list:\n%s", buf.String())
+	}
+	f := strings.Fields(lines[1])
+	if f[0] != a || f[1] != "30m" || f[2] != "2000" || f[3] != RowActive || f[5] != "<alice@example.org>" || f[6] != "2" {
+		t.Errorf("row fields %q", f)
+	}
+	if !strings.Contains(lines[1], "mx.example.com said: 451 4.4.1 connection refused") {
+		t.Errorf("row lacks the last error: %s", lines[1])
+	}
+	if f2 := strings.Fields(lines[2]); f2[5] != "<>" || f2[8] != "-" {
+		t.Errorf("bounce row %q", f2)
+	}
+	buf.Reset()
+	WriteList(&buf, rows, true)
+	var back []Row
+	if err := json.Unmarshal(buf.Bytes(), &back); err != nil || len(back) != 2 || back[0].ID != a || back[0].Size != 2000 {
+		t.Fatalf("json list: %v %+v", err, back)
+	}
+
+	st, _ := q.Stat(ctx)
+	if st.Messages != 2 || st.Recipients.Pending != 3 || st.Recipients.Delivered != 1 || st.OldestID != a || st.OldestAgeSeconds != 1800 {
+		t.Errorf("stat %+v", st)
+	}
+	if len(st.Domains) != 2 || st.Domains[0].Domain != "example.com" || st.Domains[0].Total != 2 ||
+		st.Domains[0].Buckets[0] != 1 || st.Domains[0].Buckets[3] != 1 {
+		t.Errorf("shape %+v", st.Domains)
+	}
+	buf.Reset()
+	WriteStat(&buf, st, false)
+	if !strings.Contains(buf.String(), "TOTAL") || !strings.Contains(buf.String(), "1280+") {
+		t.Errorf("stat text:\n%s", buf.String())
+	}
+	buf.Reset()
+	WriteStat(&buf, st, true)
+	if !json.Valid(buf.Bytes()) {
+		t.Error("stat json invalid")
+	}
+
+	det, err := q.Show(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(det.Header, "Received: from test\n") || strings.Contains(det.Header, "\n\n") {
+		t.Errorf("header %q", det.Header)
+	}
+	buf.Reset()
+	WriteDetail(&buf, det, false)
+	for _, want := range []string{"<bob@example.com>  pending", "route=smtp://mx host=mx.example.com", "Subject: message 1"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("show lacks %q:\n%s", want, buf.String())
+		}
+	}
+	buf.Reset()
+	WriteDetail(&buf, det, true)
+	var d2 Detail
+	if err := json.Unmarshal(buf.Bytes(), &d2); err != nil || d2.ID != a || len(d2.Recipient) != 3 || d2.Recipient[1].State != Delivered {
+		t.Fatalf("show json: %v %+v", err, d2)
+	}
+	if _, err := q.Show(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Show unknown: %v", err)
+	}
+}
+
+func TestFormatAge(t *testing.T) {
+	for sec, want := range map[int64]string{-5: "0s", 0: "0s", 59: "59s", 60: "1m", 3599: "59m", 3600: "1h", 3660: "1h1m", 86400: "1d", 90000: "1d1h"} {
+		if got := FormatAge(sec); got != want {
+			t.Errorf("FormatAge(%d) = %q, want %q", sec, got, want)
+		}
+	}
+}
+
+func TestIDs(t *testing.T) {
+	var g idGen
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	prev := ""
+	for i := 0; i < 100000; i++ {
+		id := g.next(now) // one millisecond: the sequence overflows into the next
+		if len(id) != IDLen || !ValidID(id) || id <= prev {
+			t.Fatalf("ID %q after %q", id, prev)
+		}
+		prev = id
+	}
+	// A clock that steps back never repeats an ID.
+	id := g.next(now.Add(-time.Hour))
+	if id <= prev {
+		t.Fatalf("ID went back: %q after %q", id, prev)
+	}
+	var g2 idGen
+	g2.observe(id)
+	if id2 := g2.next(now.Add(-time.Hour)); id2 <= id {
+		t.Fatalf("observe did not seed: %q after %q", id2, id)
+	}
+	if ts, ok := IDTime(g.next(now.Add(time.Hour))); !ok || ts.Before(now) {
+		t.Fatalf("IDTime %v", ts)
+	}
+	for _, bad := range []string{"", "0123456789abu", "0123456789ab", "../../etc/pas"} {
+		if ValidID(bad) {
+			t.Errorf("ValidID(%q)", bad)
+		}
+	}
+}
