@@ -1,0 +1,526 @@
+package qmtp
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/netstring"
+)
+
+// Client defaults.
+const (
+	// DefaultConnectTimeout is qmail-remote's connect timeout.
+	DefaultConnectTimeout = 60 * time.Second
+	// DefaultIOTimeout bounds each write and each wait for a reply: the
+	// RFC 5321 4.5.3.2.6 ten minutes for the answer after the end of the
+	// data, which is what a server committing a message may take.
+	DefaultIOTimeout = 10 * time.Minute
+	// DefaultClientSessionTimeout caps a connection's life; the QMTP spec
+	// says a session should take at most an hour.
+	DefaultClientSessionTimeout = time.Hour
+	// MaxReplyBytes bounds one reply netstring. Replies are short texts
+	// (mail.MaxStatusText); a longer one is treated as garbage.
+	MaxReplyBytes = 4 << 10
+)
+
+// Client errors. Any error a Send returns leaves the statuses filled in; the
+// errors are for logs and for deciding whether the connection can be reused.
+var (
+	// ErrNoRecipients: a message without recipients is never sent, since
+	// qmail-qmtpd would answer nothing and the session would hang.
+	ErrNoRecipients = errors.New("qmtp: message has no recipients")
+	// ErrBadMessage: Size is negative, or Body is nil with Size > 0.
+	ErrBadMessage = errors.New("qmtp: invalid message (size or body)")
+	// ErrBody: the message body could not be read, or its length differed
+	// from Size. The package was abandoned mid-way (the server discards it)
+	// and the connection is no longer usable.
+	ErrBody = errors.New("qmtp: message body failed or differs from Size")
+	// ErrBadReply: the server sent something that is not a QMTP reply.
+	ErrBadReply = errors.New("qmtp: malformed reply")
+	// ErrConnBroken: the connection was already unusable before this Send.
+	ErrConnBroken = errors.New("qmtp: connection no longer usable")
+	// ErrSessionExpired: the connection outlived SessionTimeout.
+	ErrSessionExpired = errors.New("qmtp: session time limit reached")
+	// ErrUnexpectedData: the server sent bytes that answer nothing we sent.
+	ErrUnexpectedData = errors.New("qmtp: unsolicited data from server")
+)
+
+var errDeadline = os.ErrDeadlineExceeded
+
+// statusBodyFailed answers recipients of a message whose body could not be
+// sent as declared: temporary, since nothing is known to be wrong with the
+// message itself.
+var statusBodyFailed = mail.Temp("4.3.0", "message body could not be read")
+
+// Message is one package to send.
+type Message struct {
+	// Envelope is the sender and recipients, as raw addresses (no SMTP
+	// quoting). There must be at least one recipient.
+	Envelope mail.Envelope
+	// Body is the message, exactly Size bytes. It is read once, by a
+	// goroutine of Send, and must not be used by anyone else meanwhile.
+	Body io.Reader
+	// Size is the exact length of Body.
+	Size int64
+	// CRLF says Body has CRLF line ends; it is sent with mode byte '\r'
+	// (encoding #1) and the server converts it. Otherwise Body has LF line
+	// ends and goes with mode byte '\n' (encoding #2), which every QMTP
+	// server stores verbatim.
+	CRLF bool
+}
+
+// Client holds the settings for QMTP connections. The zero value is usable.
+type Client struct {
+	// Dialer makes the TCP connection; nil means a zero net.Dialer.
+	Dialer *net.Dialer
+	// TLSConfig, if set, makes every connection implicit TLS (QMTPS). An
+	// empty ServerName is filled from the address.
+	TLSConfig *tls.Config
+	// ConnectTimeout bounds the TCP connect plus any TLS handshake. 0 means
+	// DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// IOTimeout bounds each write and each wait for a reply. 0 means
+	// DefaultIOTimeout; negative means none.
+	IOTimeout time.Duration
+	// SessionTimeout caps the life of a connection. 0 means
+	// DefaultClientSessionTimeout; negative means none.
+	SessionTimeout time.Duration
+}
+
+// DialError is the error of a failed Dial: nothing was sent, so under MXPS
+// the caller may fall back to SMTP on the same host (PROTOCOLS.md 4).
+type DialError struct {
+	Addr string
+	Err  error
+}
+
+func (e *DialError) Error() string { return "qmtp: connect to " + e.Addr + ": " + e.Err.Error() }
+func (e *DialError) Unwrap() error { return e.Err }
+
+// Dial connects to addr ("host:port"; a missing port means DefaultPort for
+// plain QMTP, and is an error for QMTPS, which has no registered port).
+// Errors are *DialError.
+func (c *Client) Dial(ctx context.Context, addr string) (*Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		if c.TLSConfig != nil {
+			return nil, &DialError{addr, errors.New("QMTPS needs an explicit port")}
+		}
+		host, port = addr, strconv.Itoa(DefaultPort)
+		addr = net.JoinHostPort(host, port)
+	}
+	ctx, cancel := context.WithTimeout(ctx, pick(c.ConnectTimeout, DefaultConnectTimeout))
+	defer cancel()
+	var d net.Dialer
+	if c.Dialer != nil {
+		d = *c.Dialer
+	}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, &DialError{addr, err}
+	}
+	if c.TLSConfig != nil {
+		cfg := c.TLSConfig.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName = host
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, &DialError{addr, err}
+		}
+		nc = tc
+	}
+	return c.NewConn(nc), nil
+}
+
+// NewConn starts a QMTP session on a connection the caller made (a unix
+// socket, a TLS connection set up by hand, a test pipe).
+func (c *Client) NewConn(nc net.Conn) *Conn {
+	var end time.Time
+	if st := pick(c.SessionTimeout, DefaultClientSessionTimeout); st > 0 {
+		end = time.Now().Add(st)
+	}
+	io := pick(c.IOTimeout, DefaultIOTimeout)
+	ioc := newIOConn(nc, io, io, end)
+	br := bufio.NewReaderSize(ioc, 4<<10)
+	return &Conn{
+		nc:  nc,
+		io:  ioc,
+		br:  br,
+		ns:  netstring.NewReader(br),
+		bw:  bufio.NewWriterSize(ioc, 32<<10),
+		end: end,
+	}
+}
+
+// Send is Client.Send with a zero Client.
+func Send(ctx context.Context, addr string, msgs ...*Message) ([][]mail.Status, error) {
+	var c Client
+	return c.Send(ctx, addr, msgs...)
+}
+
+// Send dials addr, sends msgs pipelined on one connection and closes it. If
+// the connection cannot be made, every recipient gets
+// mail.StatusConnectFailed and the error is a *DialError.
+func (c *Client) Send(ctx context.Context, addr string, msgs ...*Message) ([][]mail.Status, error) {
+	cn, err := c.Dial(ctx, addr)
+	if err != nil {
+		return fillAll(msgs, mail.StatusConnectFailed), err
+	}
+	defer cn.Close()
+	return cn.Send(ctx, msgs...)
+}
+
+// Conn is one QMTP client connection. It can carry any number of Send calls
+// while Err reports nil; one Send runs at a time.
+type Conn struct {
+	nc  net.Conn
+	io  *ioConn
+	br  *bufio.Reader
+	ns  *netstring.Reader
+	bw  *bufio.Writer
+	end time.Time
+
+	mu     sync.Mutex // one Send at a time
+	errMu  sync.Mutex
+	err    error // sticky: the connection is unusable
+	closed bool
+}
+
+// Err returns why the connection can no longer be used, or nil if it can:
+// an I/O or protocol error, a body failure, Close, or the session limit.
+func (cn *Conn) Err() error {
+	cn.errMu.Lock()
+	defer cn.errMu.Unlock()
+	if cn.err == nil && !cn.end.IsZero() && !time.Now().Before(cn.end) {
+		cn.err = ErrSessionExpired
+	}
+	return cn.err
+}
+
+// Broken reports whether Err is non-nil.
+func (cn *Conn) Broken() bool { return cn.Err() != nil }
+
+func (cn *Conn) fail(err error) {
+	cn.errMu.Lock()
+	defer cn.errMu.Unlock()
+	if cn.err == nil {
+		cn.err = err
+	}
+}
+
+// Close closes the connection. It may be called while a Send is running, to
+// abort it; that Send's unanswered recipients get temporary failures.
+func (cn *Conn) Close() error {
+	cn.errMu.Lock()
+	if cn.err == nil {
+		cn.err = net.ErrClosed
+	}
+	already := cn.closed
+	cn.closed = true
+	cn.errMu.Unlock()
+	if already {
+		return nil
+	}
+	return cn.nc.Close()
+}
+
+// Send sends msgs as pipelined packages and returns one []mail.Status per
+// message, one Status per recipient in order. The statuses are always
+// complete: a recipient the server did not answer gets a temporary failure
+// (mail.StatusNoReply, or mail.StatusBadReply if the server talked
+// nonsense); only a 'D' from the server is permanent. A message without
+// recipients is not sent (empty slice, ErrNoRecipients in the error).
+//
+// A writer goroutine sends the packages while Send reads the replies, so a
+// server that answers each package as it arrives cannot deadlock us. The
+// returned error joins the per-message problems and the connection's
+// failure, if any; after a connection failure Err is non-nil and the Conn
+// must be closed. Cancelling ctx aborts the connection.
+func (cn *Conn) Send(ctx context.Context, msgs ...*Message) ([][]mail.Status, error) {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+
+	res := make([][]mail.Status, len(msgs))
+	var errs []error
+	var todo []int
+	for i, m := range msgs {
+		switch {
+		case len(m.Envelope.Recipients) == 0:
+			res[i] = []mail.Status{}
+			errs = append(errs, fmt.Errorf("message %d: %w", i, ErrNoRecipients))
+		case m.Size < 0 || m.Body == nil && m.Size > 0:
+			res[i] = fill(len(m.Envelope.Recipients), mail.StatusTempFailure)
+			errs = append(errs, fmt.Errorf("message %d: %w", i, ErrBadMessage))
+		default:
+			todo = append(todo, i)
+		}
+	}
+	if len(todo) == 0 {
+		return res, errors.Join(errs...)
+	}
+	if err := cn.Err(); err != nil {
+		for _, i := range todo {
+			res[i] = fill(len(msgs[i].Envelope.Recipients), mail.StatusNoReply)
+		}
+		return res, errors.Join(append(errs, fmt.Errorf("%w: %w", ErrConnBroken, err))...)
+	}
+	if err := cn.probe(); err != nil {
+		cn.fail(err)
+		cn.Close()
+		for _, i := range todo {
+			res[i] = fill(len(msgs[i].Envelope.Recipients), mail.StatusNoReply)
+		}
+		return res, errors.Join(append(errs, err)...)
+	}
+
+	stop := context.AfterFunc(ctx, func() {
+		cn.fail(ctx.Err())
+		cn.nc.Close()
+	})
+	defer stop()
+
+	// written carries one value per message in todo, in order: nil once the
+	// package is fully written, or the error that stopped the writer.
+	written := make(chan error, len(todo))
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		cn.writePackages(msgs, todo, written)
+	}()
+
+	var connErr error
+	k := 0
+	for ; k < len(todo); k++ {
+		i := todo[k]
+		m := msgs[i]
+		if werr := <-written; werr != nil {
+			connErr = werr
+			break
+		}
+		st := make([]mail.Status, len(m.Envelope.Recipients))
+		res[i] = st
+		for j := range st {
+			b, err := cn.ns.ReadBytes(MaxReplyBytes)
+			if err == nil && (len(b) == 0 || b[0] != 'K' && b[0] != 'Z' && b[0] != 'D') {
+				err = ErrBadReply
+			}
+			if err != nil {
+				connErr = cn.replyError(err)
+				fillFrom(st, j, statusFor(connErr))
+				break
+			}
+			st[j] = mail.ParseReply(b)
+		}
+		if connErr != nil {
+			k++
+			break
+		}
+	}
+	for ; k < len(todo); k++ {
+		i := todo[k]
+		res[i] = fill(len(msgs[i].Envelope.Recipients), statusFor(connErr))
+	}
+	if connErr != nil {
+		cn.fail(connErr)
+		cn.nc.Close() // unblocks the writer
+	} else if cn.br.Buffered() > 0 {
+		// More replies than recipients: the server is out of step, and the
+		// extra bytes would be taken for the next Send's answers.
+		cn.fail(ErrUnexpectedData)
+	}
+	<-writerDone
+	if connErr != nil {
+		errs = append(errs, connErr)
+	}
+	if err := ctx.Err(); err != nil && connErr != nil {
+		errs = append(errs, err)
+	}
+	return res, errors.Join(errs...)
+}
+
+// replyError classifies a failure to read a reply.
+func (cn *Conn) replyError(err error) error {
+	if errors.Is(err, ErrBadReply) {
+		return err
+	}
+	switch {
+	case errors.Is(err, netstring.ErrNotDigit), errors.Is(err, netstring.ErrOverflow),
+		errors.Is(err, netstring.ErrTooLong), errors.Is(err, netstring.ErrComma):
+		return fmt.Errorf("%w: %w", ErrBadReply, err)
+	}
+	// The connection ended or stalled. If the writer failed on a body,
+	// that is the cause worth reporting.
+	cn.errMu.Lock()
+	defer cn.errMu.Unlock()
+	if cn.err != nil && errors.Is(cn.err, ErrBody) {
+		return cn.err
+	}
+	return fmt.Errorf("qmtp: reading reply: %w", err)
+}
+
+// statusFor is what an unanswered recipient gets after err.
+func statusFor(err error) mail.Status {
+	switch {
+	case errors.Is(err, ErrBadReply):
+		return mail.StatusBadReply
+	case errors.Is(err, ErrBody):
+		return statusBodyFailed
+	}
+	return mail.StatusNoReply
+}
+
+// probe checks, without waiting, that the idle connection has not been
+// closed by the server and holds no stray bytes, so a reused connection
+// fails before we send rather than after.
+func (cn *Conn) probe() error {
+	if cn.br.Buffered() > 0 {
+		return ErrUnexpectedData
+	}
+	cn.nc.SetReadDeadline(time.Now())
+	var b [1]byte
+	n, err := cn.nc.Read(b[:])
+	switch {
+	case n > 0:
+		return ErrUnexpectedData
+	case err == nil:
+		return nil
+	case errors.Is(err, errDeadline):
+		return nil
+	case err == io.EOF:
+		return fmt.Errorf("%w: closed by server", ErrConnBroken)
+	}
+	return fmt.Errorf("%w: %w", ErrConnBroken, err)
+}
+
+// writePackages is the writer goroutine of Send.
+func (cn *Conn) writePackages(msgs []*Message, todo []int, written chan<- error) {
+	for _, i := range todo {
+		err := cn.writePackage(msgs[i])
+		if err == nil {
+			err = cn.bw.Flush()
+		}
+		if err != nil {
+			if errors.Is(err, ErrBody) {
+				cn.fail(err)
+				// Let the server see the package cut off (it discards it)
+				// while we still read the replies to the earlier ones.
+				if cw, ok := cn.nc.(interface{ CloseWrite() error }); ok {
+					cn.bw.Flush()
+					cw.CloseWrite()
+				} else {
+					cn.nc.Close()
+				}
+			}
+			written <- err
+			return
+		}
+		written <- nil
+	}
+}
+
+// bodyErr tags errors that come from the caller's Body rather than the
+// connection.
+type bodyErr struct{ err error }
+
+func (e bodyErr) Error() string { return e.err.Error() }
+func (e bodyErr) Unwrap() error { return e.err }
+
+type taggedBody struct{ r io.Reader }
+
+func (t taggedBody) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = bodyErr{err}
+	}
+	return n, err
+}
+
+func (cn *Conn) writePackage(m *Message) error {
+	var hdr [24]byte
+	b := netstring.AppendHeader(hdr[:0], m.Size+1)
+	if m.CRLF {
+		b = append(b, '\r')
+	} else {
+		b = append(b, '\n')
+	}
+	if _, err := cn.bw.Write(b); err != nil {
+		return err
+	}
+	if m.Size > 0 {
+		err := netstring.CopyExactly(cn.bw, taggedBody{m.Body}, m.Size)
+		var be bodyErr
+		if errors.As(err, &be) || errors.Is(err, netstring.ErrShortBody) {
+			return fmt.Errorf("%w: %w", ErrBody, err)
+		}
+		if err != nil {
+			return err
+		}
+	} else if m.Body != nil {
+		var one [1]byte
+		if n, _ := io.ReadFull(m.Body, one[:]); n > 0 {
+			return fmt.Errorf("%w: %w: more than 0 bytes", ErrBody, netstring.ErrShortBody)
+		}
+	}
+	if err := cn.bw.WriteByte(','); err != nil {
+		return err
+	}
+	if err := writeNetstring(cn.bw, m.Envelope.Sender); err != nil {
+		return err
+	}
+	var list int64
+	for _, r := range m.Envelope.Recipients {
+		list += netstring.Len(int64(len(r)))
+	}
+	if _, err := cn.bw.Write(netstring.AppendHeader(hdr[:0], list)); err != nil {
+		return err
+	}
+	for _, r := range m.Envelope.Recipients {
+		if err := writeNetstring(cn.bw, r); err != nil {
+			return err
+		}
+	}
+	return cn.bw.WriteByte(',')
+}
+
+func writeNetstring(w *bufio.Writer, s string) error {
+	var hdr [24]byte
+	if _, err := w.Write(netstring.AppendHeader(hdr[:0], int64(len(s)))); err != nil {
+		return err
+	}
+	if _, err := w.WriteString(s); err != nil {
+		return err
+	}
+	return w.WriteByte(',')
+}
+
+func fill(n int, st mail.Status) []mail.Status {
+	s := make([]mail.Status, n)
+	fillFrom(s, 0, st)
+	return s
+}
+
+func fillFrom(s []mail.Status, from int, st mail.Status) {
+	for i := from; i < len(s); i++ {
+		s[i] = st
+	}
+}
+
+func fillAll(msgs []*Message, st mail.Status) [][]mail.Status {
+	res := make([][]mail.Status, len(msgs))
+	for i, m := range msgs {
+		res[i] = fill(len(m.Envelope.Recipients), st)
+	}
+	return res
+}
