@@ -50,6 +50,7 @@ func parseAll(t *testing.T, data []byte, strict bool, ops uint64) ([][]byte, err
 	r := netstring.NewReader(chunked{bytes.NewReader(data), chunk})
 	r.Strict = strict
 	var got [][]byte
+	var prev io.Reader // the data reader of the previous netstring
 	for i := 0; ; i++ {
 		op := ops >> (3 * (i % 20)) & 7
 		limit := int64(1 << 40) // in effect none: input arrives before memory is taken
@@ -76,6 +77,14 @@ func parseAll(t *testing.T, data []byte, strict bool, ops uint64) ([][]byte, err
 			if err != nil {
 				break
 			}
+			// A data reader kept from the previous netstring must not
+			// read into this one.
+			if prev != nil {
+				if k, e := prev.Read(make([]byte, 4)); k != 0 || e != io.EOF {
+					t.Fatalf("stale data reader read %d bytes, %v", k, e)
+				}
+			}
+			prev = d
 			if n > limit {
 				t.Fatalf("Next declared %d over limit %d", n, limit)
 			}
