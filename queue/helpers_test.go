@@ -137,3 +137,7 @@ func checkGoroutines(t *testing.T) {
 		}
 	})
 }
+
+func envelope(sender string, rcpts ...string) mail.Envelope {
+	return mail.Envelope{Sender: sender, Recipients: rcpts}
+}

@@ -114,6 +114,10 @@ func (q *Queue) newBatchLocked(s *segment) *batch {
 
 // rotateLocked starts a new segment; its first batch creates the file.
 func (q *Queue) rotateLocked() {
+	if old := q.cur; old != nil && old.pending == 0 && old.f != nil {
+		old.f.Close() // the committer is done with it
+		old.f = nil
+	}
 	s := &segment{seq: q.nextSeq, size: segHeaderLen}
 	q.nextSeq++
 	q.segs = append(q.segs, s)

@@ -45,7 +45,13 @@ func (q *Queue) maintLoop() {
 // any bounce or delay notice that is due.
 func (q *Queue) maintain(ctx context.Context, notices bool) {
 	q.deletePrefix()
-	if q.compact(ctx) {
+	q.mu.Lock()
+	n := len(q.segs)
+	q.mu.Unlock()
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		if !q.compact(ctx) {
+			break
+		}
 		q.deletePrefix()
 	}
 	if notices {
@@ -80,9 +86,13 @@ func (q *Queue) deletePrefix() {
 			return
 		}
 		s := q.segs[0]
-		if s == q.cur || s.pending > 0 || s.refs > 0 || s.f != nil {
+		if s == q.cur || s.pending > 0 || s.refs > 0 {
 			q.mu.Unlock()
 			return
+		}
+		if s.f != nil { // sealed with nothing queued: the committer is done with it
+			s.f.Close()
+			s.f = nil
 		}
 		q.segs = q.segs[1:]
 		delete(q.segBySeq, s.seq)

@@ -354,6 +354,7 @@ func encodeSnapshot(dst []byte, m *message) []byte {
 	for i := range m.rcpts {
 		r := &m.rcpts[i]
 		u := r.update(i)
+		e.str(r.addr)
 		e.rcptState(&u)
 		e.uvarint(uint64(len(r.history)))
 		for j := range r.history {
@@ -374,11 +375,12 @@ func decodeSnapshot(b []byte) (*message, error) {
 	n := d.count()
 	m.rcpts = make([]rcpt, n)
 	for i := 0; i < n && !d.bad; i++ {
+		r := &m.rcpts[i]
+		r.addr = d.str()
 		u := d.rcptState()
 		if u.idx != i {
 			d.bad = true
 		}
-		r := &m.rcpts[i]
 		r.apply(&u, 0)
 		h := d.count()
 		r.history = make([]attempt, 0, h)
