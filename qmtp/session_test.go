@@ -230,8 +230,8 @@ func TestTranscripts(t *testing.T) {
 		body    string // stored message, without our Received line
 		partial bool   // the Body ends early with envErr (a limit)
 		rcpts   []string
-		sender string
-		envErr error // a mail.Status, or ErrProtocolish for "any non-Status"
+		sender  string
+		envErr  error // a mail.Status, or ErrProtocolish for "any non-Status"
 	}
 	anyIOErr := errors.New("any non-Status error")
 	for _, tc := range []struct {
@@ -245,7 +245,7 @@ func TestTranscripts(t *testing.T) {
 	}{
 		{
 			name: "lf", in: pk("\nSubject: x\n\nhello\n", "s@x", "r@x"),
-			out:  ns("Kok 0"), protoOK: true,
+			out: ns("Kok 0"), protoOK: true,
 			pkgs: []pkgWant{{body: "Subject: x\n\nhello\n", sender: "s@x", rcpts: []string{"r@x"}}},
 		},
 		{
@@ -255,7 +255,7 @@ func TestTranscripts(t *testing.T) {
 		},
 		{
 			name: "cr", in: pk("\rSubject: x\r\n\r\nhello\r\n", "s@x", "r@x"),
-			out:  ns("Kok 0"), protoOK: true,
+			out: ns("Kok 0"), protoOK: true,
 			pkgs: []pkgWant{{body: "Subject: x\n\nhello\n", sender: "s@x", rcpts: []string{"r@x"}}},
 		},
 		{
@@ -296,27 +296,27 @@ func TestTranscripts(t *testing.T) {
 		},
 		{
 			name: "duplicate recipients", in: pk("\nx", "s@x", "r@x", "r@x", "z@x", "r@x"),
-			out:  ns("Kok 0") + ns("Kok 1") + ns("Ztry later (#4.2.0)") + ns("Kok 3"), protoOK: true,
+			out: ns("Kok 0") + ns("Kok 1") + ns("Ztry later (#4.2.0)") + ns("Kok 3"), protoOK: true,
 			pkgs: []pkgWant{{body: "x", sender: "s@x", rcpts: []string{"r@x", "r@x", "z@x", "r@x"}}},
 		},
 		{
 			name: "address 999 vs 1000 bytes", in: pk("\nx", "s@x", long999, long1000, "r@x"),
-			out:  ns("Kok 0") + ns(replyBadRcpt) + ns("Kok 1"), protoOK: true,
+			out: ns("Kok 0") + ns(replyBadRcpt) + ns("Kok 1"), protoOK: true,
 			pkgs: []pkgWant{{body: "x", sender: "s@x", rcpts: []string{long999, "r@x"}}},
 		},
 		{
 			name: "NUL in recipient", in: pk("\nx", "s@x", "a\x00b@x", "r@x"),
-			out:  ns(replyBadRcpt) + ns("Kok 0"), protoOK: true,
+			out: ns(replyBadRcpt) + ns("Kok 0"), protoOK: true,
 			pkgs: []pkgWant{{body: "x", sender: "s@x", rcpts: []string{"r@x"}}},
 		},
 		{
 			name: "no well-formed recipient", in: pk("\nx", "s@x", "a\x00", long1000),
-			out:  ns(replyBadRcpt) + ns(replyBadRcpt), protoOK: true,
+			out: ns(replyBadRcpt) + ns(replyBadRcpt), protoOK: true,
 			pkgs: []pkgWant{{body: "x", sender: "s@x"}},
 		},
 		{
 			name: "NUL in sender", in: pk("\nx", "s\x00@x", "r@x", long1000, "d@x"),
-			out:  ns(replyBadSender) + ns(replyBadSender) + ns(replyBadSender), protoOK: true,
+			out: ns(replyBadSender) + ns(replyBadSender) + ns(replyBadSender), protoOK: true,
 			pkgs: []pkgWant{{body: "x", rcpts: []string{"r@x", "d@x"}, envErr: mail.StatusBadSender}},
 		},
 		{
