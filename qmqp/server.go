@@ -1,0 +1,595 @@
+package qmqp
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/netstring"
+)
+
+// Defaults for the Server's limits. Each applies when the matching field is
+// zero; a negative field means "no limit" where the field says so.
+const (
+	// DefaultPort is QMQP's TCP port (qmail CHANGES 19980420).
+	DefaultPort = 628
+	// DefaultMaxMessageBytes bounds the message as the client sent it
+	// (without the Received line the server adds): 50 MiB, the project's
+	// max_message_bytes default. qmail-qmqpd has no limit at all; Postfix
+	// uses 10240000.
+	DefaultMaxMessageBytes = 50 << 20
+	// DefaultMaxRecipients bounds the recipients of one message. It is high
+	// because QMQP carries mailing-list mail (ezmlm hands a whole subscriber
+	// chunk to one qmail-queue run with a VERP sender); each address is
+	// under mail.MaxAddressLen, so a request holds at most about 10 MB of
+	// addresses in memory.
+	DefaultMaxRecipients = 10000
+	// DefaultReadTimeout and DefaultWriteTimeout bound each read and write,
+	// as Postfix's qmqpd_timeout does.
+	DefaultReadTimeout  = 5 * time.Minute
+	DefaultWriteTimeout = 5 * time.Minute
+	// DefaultSessionTimeout caps a whole connection, as the QMQP
+	// specification asks and qmail-qmqpd's alarm(3600) does.
+	DefaultSessionTimeout = time.Hour
+	// DefaultMaxConns bounds concurrent connections; DefaultMaxConnsPerIP
+	// bounds them per client IP address.
+	DefaultMaxConns      = 200
+	DefaultMaxConnsPerIP = 50
+)
+
+// ErrServerClosed is returned by Serve and ServeConn after Shutdown or Close.
+var ErrServerClosed = errors.New("qmqp: server closed")
+
+// ErrMalformed marks a request that broke the QMQP grammar: a bad netstring,
+// a missing comma, inner netstrings overrunning the outer one. The server
+// closes such a connection without a reply and the message is discarded.
+var ErrMalformed = errors.New("qmqp: malformed request")
+
+// A Handler queues one message. ServeQMQP streams req.Body first, then calls
+// req.Envelope, and commits the message only if Envelope returned no error;
+// its result is the reply. See Request for the exact contract.
+type Handler interface {
+	ServeQMQP(ctx context.Context, req *Request) mail.Status
+}
+
+// HandlerFunc adapts a function to the Handler interface.
+type HandlerFunc func(ctx context.Context, req *Request) mail.Status
+
+// ServeQMQP calls f(ctx, req).
+func (f HandlerFunc) ServeQMQP(ctx context.Context, req *Request) mail.Status { return f(ctx, req) }
+
+// Server is a QMQP server. Its exported fields are set before the first Serve
+// or ServeConn and not changed afterwards, except the allow list, which
+// SetAllow replaces at any time. The zero Server with a Handler is usable and
+// refuses every TCP client: QMQP has no authentication, so access is an
+// explicit allow list (PROTOCOLS.md 8.10).
+type Server struct {
+	// Handler queues messages. A nil Handler answers every message with a
+	// temporary failure.
+	Handler Handler
+
+	// Allow lists the client networks that may use the server. Empty means
+	// nobody (over TCP). It is checked before anything is read; a refused
+	// client gets one D reply naming its address, and the connection
+	// closes. SetAllow replaces the list while the server runs.
+	//
+	// Connections on unix-domain sockets carry no IP address and are always
+	// allowed: the socket file's permissions are their access control.
+	Allow []netip.Prefix
+	// AllowFunc, when set, decides instead of the allow list, for every
+	// connection that is not on a unix-domain socket.
+	AllowFunc func(info *mail.ConnInfo) bool
+
+	// FillConnInfo, when set, is called for each allowed connection before
+	// the request is read, to complete the ConnInfo the handler will see:
+	// RemoteHost (a verified reverse lookup, TCPREMOTEHOST), LocalHost,
+	// RelayClient. The server has already set Proto, the addresses,
+	// LocalHost from Hostname, and RelayClient to true: an allowed QMQP
+	// client is trusted to relay, as with qmail-qmqpd.
+	FillConnInfo func(ctx context.Context, info *mail.ConnInfo)
+
+	// Hostname is the name in the "by" clause of the Received line. Empty
+	// means the local IP address, as qmail does without TCPLOCALHOST.
+	Hostname string
+
+	// MaxMessageBytes bounds the message (DefaultMaxMessageBytes when 0, no
+	// limit when negative). A message over it is read to its end and
+	// refused with D (#5.3.4), whatever the handler said; a declared
+	// length over it is refused without calling the handler.
+	MaxMessageBytes int64
+	// MaxRecipients bounds the recipients (DefaultMaxRecipients when 0, no
+	// limit when negative). More get D (#5.5.3) after the whole request.
+	MaxRecipients int
+	// MaxHops is the loop limit: a message whose header has this many
+	// Received: and Delivered-To: lines is refused with D (#5.4.6).
+	// mail.DefaultMaxHops (100) when 0; no hop counting when negative.
+	MaxHops int
+
+	// ReadTimeout and WriteTimeout bound each read and write on the
+	// connection (DefaultReadTimeout, DefaultWriteTimeout when 0; none when
+	// negative). SessionTimeout caps the whole connection, the handler's
+	// time included (DefaultSessionTimeout when 0; none when negative).
+	ReadTimeout    time.Duration
+	WriteTimeout   time.Duration
+	SessionTimeout time.Duration
+
+	// MaxConns bounds concurrent connections and MaxConnsPerIP those from
+	// one IP address (DefaultMaxConns, DefaultMaxConnsPerIP when 0; none
+	// when negative). A client over a limit gets one Z reply (#4.3.2), sent
+	// before anything is read, and the connection closes. Unix-socket
+	// connections count towards MaxConns only.
+	MaxConns      int
+	MaxConnsPerIP int
+
+	// ErrorLog receives the server's log lines; slog.Default() when nil.
+	ErrorLog *slog.Logger
+
+	allow atomic.Pointer[[]netip.Prefix]
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*serverConn]struct{}
+	active    int // connections holding a slot (MaxConns)
+	perIP     map[netip.Addr]int
+	closing   bool
+}
+
+// serverConn is one tracked connection.
+type serverConn struct {
+	c      net.Conn
+	cancel context.CancelFunc
+}
+
+// SetAllow replaces the allow list while the server runs, for a daemon that
+// reloads its configuration on SIGHUP. Connections already accepted keep the
+// decision made for them. It takes precedence over the Allow field.
+func (s *Server) SetAllow(prefixes []netip.Prefix) {
+	p := append([]netip.Prefix(nil), prefixes...)
+	s.allow.Store(&p)
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.ErrorLog != nil {
+		return s.ErrorLog
+	}
+	return slog.Default()
+}
+
+// limit returns v, or def when v is 0, or 0 (no limit) when v is negative.
+func limit[T int | int64 | time.Duration](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+func (s *Server) maxMessageBytes() int64 { return limit(s.MaxMessageBytes, DefaultMaxMessageBytes) }
+func (s *Server) maxRecipients() int     { return limit(s.MaxRecipients, DefaultMaxRecipients) }
+func (s *Server) maxHops() int           { return limit(s.MaxHops, mail.DefaultMaxHops) }
+
+// Serve accepts connections on l, which may be a TCP or a unix-domain
+// listener, and serves each in its own goroutine. It returns ErrServerClosed
+// after Shutdown or Close, or the listener's error. l is closed on return.
+func (s *Server) Serve(l net.Listener) error {
+	if !s.trackListener(l, true) {
+		l.Close()
+		return ErrServerClosed
+	}
+	defer s.trackListener(l, false)
+	defer l.Close()
+	var backoff time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// Out of file descriptors and similar: back off and retry,
+			// as net/http does, rather than give up serving.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.logger().Error("qmqp accept failed", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		sc, ctx := s.track(context.Background(), c)
+		if sc == nil {
+			c.Close()
+			return ErrServerClosed
+		}
+		go func() {
+			defer s.untrack(sc)
+			_ = s.serve(ctx, c, nil)
+		}()
+	}
+}
+
+// ServeConn serves one connection in the calling goroutine and closes it: a
+// connection Serve accepted, or a program's stdin/stdout joined into a
+// net.Conn under tcpserver (then info carries TCPREMOTEIP and friends as
+// addresses and names). With info nil the ConnInfo is built from the
+// connection's addresses. ctx bounds the handler; Close cancels it too.
+//
+// It returns nil once a reply was sent (refusals included), an error wrapping
+// ErrMalformed when the request broke the grammar (no reply was sent), the
+// read or write error that ended the session, or ErrServerClosed.
+func (s *Server) ServeConn(ctx context.Context, c net.Conn, info *mail.ConnInfo) error {
+	sc, ctx := s.track(ctx, c)
+	if sc == nil {
+		c.Close()
+		return ErrServerClosed
+	}
+	defer s.untrack(sc)
+	return s.serve(ctx, c, info)
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+func (s *Server) trackListener(l net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.closing {
+			return false
+		}
+		if s.listeners == nil {
+			s.listeners = make(map[net.Listener]struct{})
+		}
+		s.listeners[l] = struct{}{}
+	} else {
+		delete(s.listeners, l)
+	}
+	return true
+}
+
+// track registers a connection so that Shutdown waits for it and Close can
+// end it. It returns nil once the server is closing.
+func (s *Server) track(ctx context.Context, c net.Conn) (*serverConn, context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return nil, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	sc := &serverConn{c: c, cancel: cancel}
+	if s.conns == nil {
+		s.conns = make(map[*serverConn]struct{})
+	}
+	s.conns[sc] = struct{}{}
+	return sc, ctx
+}
+
+func (s *Server) untrack(sc *serverConn) {
+	sc.cancel()
+	s.mu.Lock()
+	delete(s.conns, sc)
+	s.mu.Unlock()
+}
+
+// acquire takes a connection slot for ip (the zero Addr for unix sockets),
+// or reports false when a limit is reached.
+func (s *Server) acquire(ip netip.Addr) bool {
+	maxConns := limit(s.MaxConns, DefaultMaxConns)
+	perIP := limit(s.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if maxConns > 0 && s.active >= maxConns {
+		return false
+	}
+	if ip.IsValid() && perIP > 0 {
+		if s.perIP[ip] >= perIP {
+			return false
+		}
+		if s.perIP == nil {
+			s.perIP = make(map[netip.Addr]int)
+		}
+		s.perIP[ip]++
+	}
+	s.active++
+	return true
+}
+
+func (s *Server) release(ip netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.active--
+	if ip.IsValid() {
+		if s.perIP[ip] <= 1 {
+			delete(s.perIP, ip)
+		} else {
+			s.perIP[ip]--
+		}
+	}
+}
+
+// Shutdown stops the server gracefully: it closes the listeners, lets every
+// connection in progress finish its message, and returns when none is left,
+// or with ctx's error when ctx ends first (the connections then go on; call
+// Close to end them).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	s.mu.Unlock()
+	wait := time.Millisecond
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
+}
+
+// Close stops the server at once: it closes the listeners and every
+// connection and cancels the handlers' contexts. A message in progress is
+// not acknowledged, so its client will retry it.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	var err error
+	for l := range s.listeners {
+		if e := l.Close(); e != nil && err == nil && !errors.Is(e, net.ErrClosed) {
+			err = e
+		}
+	}
+	for sc := range s.conns {
+		sc.cancel()
+		sc.c.Close()
+	}
+	return err
+}
+
+// isUnix reports whether the connection is on a unix-domain socket.
+func isUnix(info *mail.ConnInfo) bool {
+	for _, a := range []net.Addr{info.RemoteAddr, info.LocalAddr} {
+		switch v := a.(type) {
+		case *net.UnixAddr:
+			if v != nil {
+				return true
+			}
+		case nil:
+		default:
+			if a.Network() == "unix" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// allowed applies the access policy.
+func (s *Server) allowed(info *mail.ConnInfo) bool {
+	if isUnix(info) {
+		return true
+	}
+	if s.AllowFunc != nil {
+		return s.AllowFunc(info)
+	}
+	ip := info.RemoteIP()
+	if !ip.IsValid() {
+		return false
+	}
+	list := s.Allow
+	if p := s.allow.Load(); p != nil {
+		list = *p
+	}
+	for _, pfx := range list {
+		if pfx.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientName is the client's address for logs and the refusal text.
+func clientName(info *mail.ConnInfo) string {
+	if ip := info.RemoteIP(); ip.IsValid() {
+		return ip.String()
+	}
+	if isUnix(info) {
+		return "unix"
+	}
+	return "unknown"
+}
+
+// serve runs one session on a tracked connection.
+func (s *Server) serve(ctx context.Context, raw net.Conn, info *mail.ConnInfo) error {
+	start := time.Now()
+	if info == nil {
+		info = &mail.ConnInfo{RemoteAddr: raw.RemoteAddr(), LocalAddr: raw.LocalAddr()}
+	}
+	if info.Proto == "" {
+		info.Proto = "QMQP"
+	}
+	if info.LocalHost == "" {
+		info.LocalHost = s.Hostname
+	}
+	c := &deadlineConn{
+		Conn:         raw,
+		readTimeout:  limit(s.ReadTimeout, DefaultReadTimeout),
+		writeTimeout: limit(s.WriteTimeout, DefaultWriteTimeout),
+	}
+	if d := limit(s.SessionTimeout, DefaultSessionTimeout); d > 0 {
+		c.end = start.Add(d)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, c.end)
+		defer cancel()
+	}
+	log := s.logger().With("proto", "QMQP", "client", clientName(info))
+
+	// Refusals come before anything is read: an unauthorised client must
+	// not get to send a byte more than it already has.
+	if !s.allowed(info) {
+		log.Info("qmqp client not authorized")
+		st := mail.Perm("5.7.1", "client "+clientName(info)+" is not authorized to use this service")
+		return s.reply(c, raw, st, log, nil)
+	}
+	ip := info.RemoteIP()
+	if isUnix(info) {
+		ip = netip.Addr{}
+	}
+	if !s.acquire(ip) {
+		log.Warn("qmqp connection limit reached")
+		return s.reply(c, raw, mail.StatusTooManyConns, log, nil)
+	}
+	release := sync.OnceFunc(func() { s.release(ip) })
+	defer release()
+
+	info.RelayClient = true
+	if s.FillConnInfo != nil {
+		s.FillConnInfo(ctx, info)
+	}
+
+	req, err := s.readHeader(c, info, start)
+	if err != nil {
+		s.logReadError(log, err)
+		raw.Close()
+		return err
+	}
+	var st mail.Status
+	if req.Size > 0 && s.maxMessageBytes() > 0 && req.Size > s.maxMessageBytes() {
+		st = mail.StatusTooBig // decided by the declared length: no handler
+	} else {
+		st = s.callHandler(ctx, req, log)
+	}
+	req.Envelope() // reads what the handler left, up to the outer comma
+	if req.proto != nil {
+		s.logReadError(log, req.proto)
+		raw.Close()
+		return req.proto
+	}
+	var override mail.Status
+	if errors.As(req.envErr, &override) {
+		st = override
+	}
+	if st.IsAccept() {
+		log.Debug("qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", string(st.Reply()), "delay", time.Since(start))
+	} else {
+		log.Info("qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", string(st.Reply()), "delay", time.Since(start))
+	}
+	return s.reply(c, raw, st, log, release)
+}
+
+// reply sends st as the session's one reply and closes the connection. The
+// connection slot, if any, is released before the lingering close: the
+// message is done.
+func (s *Server) reply(c *deadlineConn, raw net.Conn, st mail.Status, log *slog.Logger, release func()) error {
+	_, err := c.Write(netstring.Append(nil, st.Reply()))
+	if release != nil {
+		release()
+	}
+	if err != nil {
+		if isReset(err) {
+			log.Debug("qmqp client went away before the reply", "err", err)
+		} else {
+			log.Info("qmqp reply failed", "err", err)
+		}
+		raw.Close()
+		return err
+	}
+	lingerClose(raw)
+	return nil
+}
+
+// callHandler runs the handler, turning a panic into a temporary failure.
+func (s *Server) callHandler(ctx context.Context, req *Request, log *slog.Logger) (st mail.Status) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("qmqp handler panic", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			st = mail.StatusTempFailure
+		}
+	}()
+	if s.Handler == nil {
+		return mail.StatusTempFailure
+	}
+	return s.Handler.ServeQMQP(ctx, req)
+}
+
+func (s *Server) logReadError(log *slog.Logger, err error) {
+	switch {
+	case errors.Is(err, ErrMalformed):
+		log.Info("qmqp malformed request, dropped", "err", err)
+	case isTimeout(err):
+		log.Info("qmqp read timeout, dropped", "err", err)
+	default:
+		log.Debug("qmqp client went away mid-request", "err", err)
+	}
+}
+
+// readHeader reads the outer length and the message length and prepares the
+// Request whose body streams from the connection.
+func (s *Server) readHeader(c *deadlineConn, info *mail.ConnInfo, now time.Time) (*Request, error) {
+	// The outer reader only parses the outer length and comma; the inner
+	// reader's buffer does the real buffering, and its reads bypass the
+	// small outer buffer.
+	outer := netstring.NewReader(bufio.NewReaderSize(c, 64))
+	outerData, _, err := outer.Next(-1)
+	if err != nil {
+		return nil, readErr(err)
+	}
+	r := &Request{
+		Conn:     info,
+		srv:      s,
+		outer:    outer,
+		inner:    netstring.NewReader(bufio.NewReaderSize(outerData, 16<<10)),
+		maxRcpts: s.maxRecipients(),
+	}
+	msg, n, err := r.inner.Next(-1)
+	if err != nil {
+		return nil, readErr(err)
+	}
+	if err := r.fits(n); err != nil {
+		return nil, err
+	}
+	r.Size = n
+	r.msg = msg
+	r.body = mail.NewBodyReader(msg, s.maxMessageBytes(), s.maxHops())
+	r.Body = &bodyReader{received: info.Received(now), body: r.body}
+	return r, nil
+}
+
+// readErr classifies an error from the netstring reader: grammar errors wrap
+// ErrMalformed; I/O errors (EOF, reset, timeout) are returned as they are.
+func readErr(err error) error {
+	switch {
+	case errors.Is(err, netstring.ErrNotDigit), errors.Is(err, netstring.ErrOverflow),
+		errors.Is(err, netstring.ErrComma), errors.Is(err, netstring.ErrTooLong),
+		errors.Is(err, netstring.ErrLeadingZero), errors.Is(err, netstring.ErrEmptyLength):
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	case errors.Is(err, netstring.ErrPending):
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	return err
+}
