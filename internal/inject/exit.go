@@ -69,3 +69,20 @@ func ExitOf(err error) int {
 	}
 	return ExitTempFail
 }
+
+// Status turns an Error into the reply an SMTP client (sendmail -bs) gets:
+// a usage or data error is permanent, everything else temporary.
+func (e *Error) Status() mail.Status {
+	switch e.Code {
+	case ExitUsage:
+		return mail.Perm("5.5.4", e.Msg)
+	case ExitNoUser:
+		return mail.Perm("5.1.3", e.Msg)
+	case ExitDataErr:
+		if strings.HasPrefix(e.Msg, "message larger") {
+			return mail.StatusTooBig
+		}
+		return mail.Perm("5.6.0", e.Msg)
+	}
+	return mail.Temp("4.3.0", e.Msg)
+}

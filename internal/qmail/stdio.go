@@ -2,6 +2,7 @@ package qmail
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 	"syscall"
@@ -76,3 +77,36 @@ type stdioAddr struct{}
 
 func (stdioAddr) Network() string { return "stdio" }
 func (stdioAddr) String() string  { return "stdio" }
+
+// StreamConn is a net.Conn over any reader and writer, for callers that
+// have no files (tests, embedding). It has no deadlines and no addresses.
+func StreamConn(r io.Reader, w io.Writer) net.Conn {
+	if rf, ok := r.(*os.File); ok {
+		if wf, ok := w.(*os.File); ok {
+			return StdioConn(rf, wf)
+		}
+	}
+	return &streamConn{r: r, w: w}
+}
+
+type streamConn struct {
+	r io.Reader
+	w io.Writer
+}
+
+func (c *streamConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *streamConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+func (c *streamConn) Close() error {
+	if cl, ok := c.w.(io.Closer); ok {
+		cl.Close()
+	}
+	if cl, ok := c.r.(io.Closer); ok {
+		return cl.Close()
+	}
+	return nil
+}
+func (c *streamConn) LocalAddr() net.Addr                { return stdioAddr{} }
+func (c *streamConn) RemoteAddr() net.Addr               { return stdioAddr{} }
+func (c *streamConn) SetDeadline(t time.Time) error      { return nil }
+func (c *streamConn) SetReadDeadline(t time.Time) error  { return nil }
+func (c *streamConn) SetWriteDeadline(t time.Time) error { return nil }

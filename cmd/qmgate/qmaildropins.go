@@ -1,0 +1,287 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/qmgate/qmgate/internal/config"
+	"github.com/qmgate/qmgate/internal/qmail"
+	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/qmqp"
+	"github.com/qmgate/qmgate/qmtp"
+)
+
+func init() {
+	register(&command{name: "qmail-qmqpc", summary: "qmail-qmqpc drop-in: message on fd 0, envelope on fd 1, to control/qmqpservers", run: runQmqpc})
+	register(&command{name: "qmail-queue", summary: "qmail-queue drop-in: message on fd 0, envelope on fd 1, into qmgate's queue", run: runQmailQueue})
+	register(&command{name: "qmtpd", summary: "qmail-qmtpd drop-in: QMTP on stdin/stdout (tcpserver, inetd)", run: runQmtpd})
+	register(&command{name: "qmqpd", summary: "qmail-qmqpd drop-in: QMQP on stdin/stdout (tcpserver, inetd)", run: runQmqpd})
+	runFromQmail = func(dir string, stdout, stderr io.Writer) int {
+		out, err := qmail.FromQmail(dir)
+		if err != nil {
+			return fail(stderr, "config from-qmail", 66, "%v", err) // EX_NOINPUT
+		}
+		stdout.Write(out)
+		return 0
+	}
+}
+
+// Exit codes of qmail-qmtpd and qmail-qmqpd (PROTOCOLS.md 2.2, 3.2).
+const (
+	exitDaemonProtocol = 100 // the client broke the protocol
+	exitDaemonTrouble  = 111 // configuration or resources
+)
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// daemonLogger logs to stderr, which tcpserver hands to its logger.
+func daemonLogger(cfg *config.Config) *slog.Logger {
+	level := slog.LevelInfo
+	level.UnmarshalText([]byte(cfg.Log.Level))
+	o := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, o))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, o))
+}
+
+// fdFile returns the *os.File behind a standard stream, for the qmail-queue
+// fd protocol, which reads fd 1.
+func fdFile(v any) (*os.File, bool) {
+	f, ok := v.(*os.File)
+	return f, ok
+}
+
+// readQueueInput reads what qmail-queue reads: the whole message from fd 0
+// into m, then the envelope from fd 1. The exit code is qmail-queue's for
+// the first failure, or 0.
+func readQueueInput(m qmail.Message, stdin io.Reader, stdout io.Writer, maxRcpt int) (mail.Envelope, int) {
+	if _, err := io.Copy(m, stdin); err != nil {
+		return mail.Envelope{}, qmail.ExitReadError
+	}
+	fd1, ok := fdFile(stdout)
+	if !ok {
+		return mail.Envelope{}, qmail.ExitReadError
+	}
+	env, err := qmail.ReadEnvelope(fd1, maxRcpt)
+	if err != nil {
+		var ee *qmail.EnvelopeError
+		if errors.As(err, &ee) {
+			return mail.Envelope{}, ee.Code
+		}
+		return mail.Envelope{}, qmail.ExitReadError
+	}
+	return env, 0
+}
+
+// runQmqpc is qmail-qmqpc: the servers come from control/qmqpservers under
+// -qmail DIR (default $QMAILHOME, then /var/qmail), else from qmgate's
+// [nullclient] qmqp_servers; none at all is exit 55.
+func runQmqpc(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("qmail-qmqpc", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	home := fs.String("qmail", qmailHome(), "qmail's home directory (control/qmqpservers is read there)")
+	cfgPath := fs.String("config", "", "qmgate configuration, for [nullclient] qmqp_servers when control/qmqpservers is missing")
+	if err := fs.Parse(args); err != nil {
+		return qmail.ExitConfig
+	}
+	servers, err := qmqpServers(*home, *cfgPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "qmgate qmail-qmqpc: %v\n", err)
+		return qmail.ExitConfig
+	}
+	sink := &qmail.QMQPSink{Servers: servers}
+	m, err := sink.Begin(context.Background())
+	if err != nil {
+		return qmail.ExitWriteError
+	}
+	env, code := readQueueInput(m, stdin, stdout, 0)
+	if code != 0 {
+		m.Abort()
+		return code
+	}
+	if len(env.Recipients) == 0 {
+		// qmail-queue takes an envelope without recipients, and the
+		// message goes nowhere; there is nothing to send.
+		m.Abort()
+		return 0
+	}
+	return m.Commit(context.Background(), env).Exit
+}
+
+func qmailHome() string {
+	if h := os.Getenv("QMAILHOME"); h != "" {
+		return h
+	}
+	return "/var/qmail"
+}
+
+func qmqpServers(home, cfgPath string) ([]string, error) {
+	lines, err := qmail.ReadControlLines(filepath.Join(home, "control", "qmqpservers"))
+	if err == nil {
+		servers, _ := qmail.ParseQMQPServers(lines)
+		if len(servers) == 0 {
+			return nil, fmt.Errorf("%s/control/qmqpservers names no server", home)
+		}
+		return servers, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if path := config.Locate(cfgPath); path != "" {
+		cfg, cerr := config.Load(path)
+		if cerr != nil {
+			return nil, cerr
+		}
+		if len(cfg.Nullclient.QMQPServers) > 0 {
+			return cfg.Nullclient.QMQPServers, nil
+		}
+	}
+	return nil, fmt.Errorf("%s/control/qmqpservers is missing and no qmgate configuration names [nullclient] qmqp_servers", home)
+}
+
+// daemonSink is where qmgate's own queue takes messages from local
+// programs: the daemon's unix-socket QMQP listener, then the queue
+// directory itself when the daemon is down and this user may write it.
+func daemonSink(cfg *config.Config) *qmail.QMQPSink {
+	return &qmail.QMQPSink{Servers: localQMQP(cfg), QueueDir: cfg.QueueDir, Timeout: cfg.QMQP.WriteTimeout.D()}
+}
+
+// runQmailQueue is qmail-queue for qmail's front ends: any user may run it;
+// the message reaches qmgate's queue through the daemon.
+func runQmailQueue(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("qmail-queue", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return qmail.ExitConfig
+	}
+	cfg, err := config.Load(config.Locate(*cfgPath))
+	if err != nil {
+		fmt.Fprintf(stderr, "qmgate qmail-queue: %v\n", err)
+		return qmail.ExitConfig
+	}
+	m, err := daemonSink(cfg).Begin(context.Background())
+	if err != nil {
+		return qmail.ExitWriteError
+	}
+	// qmail-queue's own trace line, on top of the message.
+	b := []byte("Received: (qmgate " + strconv.Itoa(os.Getpid()) + " invoked by uid " + strconv.Itoa(os.Getuid()) + "); ")
+	b = mail.AppendDate822(b, time.Now())
+	m.Write(append(b, '\n'))
+	env, code := readQueueInput(m, stdin, stdout, cfg.MaxRecipients)
+	if code != 0 {
+		m.Abort()
+		return code
+	}
+	if len(env.Recipients) == 0 {
+		m.Abort()
+		return 0
+	}
+	res := m.Commit(context.Background(), env)
+	if !res.Status.IsAccept() {
+		fmt.Fprintf(stderr, "qmgate qmail-queue: %s\n", res.Status.Reply())
+	}
+	return res.Exit
+}
+
+// daemonSetup is what qmtpd and qmqpd share: the configuration, the
+// tcpserver environment, and the sink ($QMAILQUEUE's program, else qmgate's
+// queue through the daemon).
+func daemonSetup(name, proto string, args []string, stderr io.Writer) (*config.Config, qmail.Env, qmail.Sink, int) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file (rcpthosts, sizes, the daemon's socket)")
+	if err := fs.Parse(args); err != nil {
+		return nil, qmail.Env{}, nil, exitDaemonTrouble
+	}
+	cfg, err := config.Load(config.Locate(*cfgPath))
+	if err != nil {
+		fmt.Fprintf(stderr, "qmgate %s: %v\n", name, err)
+		return nil, qmail.Env{}, nil, exitDaemonTrouble
+	}
+	env := qmail.ReadEnv(proto, os.LookupEnv)
+	var sink qmail.Sink = daemonSink(cfg)
+	if p := os.Getenv("QMAILQUEUE"); p != "" {
+		sink = qmail.ProgramSink{Queue: &qmail.Queue{Path: p, Stderr: os.Stderr}}
+	}
+	return cfg, env, sink, 0
+}
+
+// databytes is the size limit: $DATABYTES overrides the configuration, and
+// 0 means none, as in qmail.
+func databytes(cfg *config.Config, env qmail.Env) int64 {
+	n := cfg.MaxMessageBytes
+	if env.DataBytesSet {
+		n = env.DataBytes
+	}
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+func runQmtpd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	cfg, env, sink, code := daemonSetup("qmtpd", "QMTP", args, stderr)
+	if code != 0 {
+		return code
+	}
+	srv := &qmtp.Server{
+		Handler: &qmail.QMTPHandler{
+			Sink:        sink,
+			RcptHosts:   mail.HostList(cfg.RcptHosts),
+			RelayClient: env.RelayClient,
+			RelaySet:    env.RelaySet,
+		},
+		MaxMessageBytes: databytes(cfg, env),
+		MaxRecipients:   cfg.MaxRecipients,
+		MaxHops:         cfg.MaxHops,
+		ReadTimeout:     cfg.QMTP.ReadTimeout.D(),
+		WriteTimeout:    cfg.QMTP.WriteTimeout.D(),
+		SessionTimeout:  cfg.QMTP.SessionTimeout.D(),
+		ErrorLog:        daemonLogger(cfg),
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	err := srv.ServeConn(ctx, qmail.StreamConn(stdin, stdout), &env.Conn)
+	if errors.Is(err, qmtp.ErrProtocol) {
+		return exitDaemonProtocol
+	}
+	return 0
+}
+
+func runQmqpd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	cfg, env, sink, code := daemonSetup("qmqpd", "QMQP", args, stderr)
+	if code != 0 {
+		return code
+	}
+	srv := &qmqp.Server{
+		Handler: &qmail.QMQPHandler{Sink: sink},
+		// tcpserver's rules decided who may connect, as for qmail-qmqpd.
+		AllowFunc:       func(*mail.ConnInfo) bool { return true },
+		MaxMessageBytes: databytes(cfg, env),
+		MaxRecipients:   cfg.MaxRecipients,
+		MaxHops:         cfg.MaxHops,
+		ReadTimeout:     cfg.QMQP.ReadTimeout.D(),
+		WriteTimeout:    cfg.QMQP.WriteTimeout.D(),
+		SessionTimeout:  cfg.QMQP.SessionTimeout.D(),
+		ErrorLog:        daemonLogger(cfg),
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	err := srv.ServeConn(ctx, qmail.StreamConn(stdin, stdout), &env.Conn)
+	if errors.Is(err, qmqp.ErrMalformed) {
+		return exitDaemonProtocol
+	}
+	return 0
+}

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/qmgate/qmgate/internal/config"
+	"github.com/qmgate/qmgate/internal/inject"
+	"github.com/qmgate/qmgate/internal/qmail"
+	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/queue"
+	"github.com/qmgate/qmgate/smtp"
+)
+
+func init() {
+	register(&command{name: "sendmail", summary: "the nullclient sendmail (also run as sendmail or mailq)", run: runSendmail})
+}
+
+// runSendmail is `qmgate sendmail` and the binary run as sendmail or mailq.
+// The flags and exit codes are internal/inject's.
+func runSendmail(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	opts, err := inject.ParseArgs(args)
+	if err != nil {
+		return fail(stderr, "sendmail", inject.ExitOf(err), "%v", err)
+	}
+	verbose := func(format string, a ...any) {
+		if opts.Verbose {
+			fmt.Fprintf(stderr, "qmgate sendmail: "+format+"\n", a...)
+		}
+	}
+	for _, f := range opts.Ignored {
+		verbose("ignoring %s", f)
+	}
+	if opts.Mode == inject.ModeNoop {
+		verbose("nothing to do")
+		return 0
+	}
+	cfg, err := config.Load(config.Locate(opts.ConfigPath))
+	if err != nil {
+		return fail(stderr, "sendmail", inject.ExitConfig, "%v", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch opts.Mode {
+	case inject.ModeList:
+		return listSpool(ctx, cfg, stdout, stderr)
+	case inject.ModeSMTP:
+		return sendmailSMTP(ctx, cfg, opts, stdin, stdout, stderr)
+	}
+	if len(cfg.Nullclient.QMQPServers) == 0 && cfg.Nullclient.SpoolDir == "" {
+		return fail(stderr, "sendmail", inject.ExitConfig, "%s: no [nullclient] qmqp_servers and no spool_dir: nowhere to send mail", cfg.Source)
+	}
+	c := composer(cfg, stderr)
+	msg, err := c.Compose(opts, stdin)
+	if err != nil {
+		return fail(stderr, "sendmail", inject.ExitOf(err), "%v", err)
+	}
+	defer msg.Close()
+	out := nullclient(cfg, verbose).Send(ctx, msg)
+	code := inject.ExitCode(out.Status)
+	if code != 0 {
+		return fail(stderr, "sendmail", code, "%s", string(out.Status.Reply()[1:]))
+	}
+	verbose("accepted by %s: %s", out.Where, out.Status.SMTPText())
+	return 0
+}
+
+// composer builds the Composer from the configuration and the real user.
+func composer(cfg *config.Config, stderr io.Writer) *inject.Composer {
+	id, err := inject.SystemIdentity()
+	if err != nil {
+		// No password entry (a container, say): the uid still names the
+		// sender, never an empty one.
+		id.User = "uid" + id.UID
+	}
+	return &inject.Composer{
+		Hostname:        cfg.Hostname,
+		DefaultDomain:   cfg.DefaultDomain,
+		Identity:        id,
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		MaxRecipients:   cfg.MaxRecipients,
+	}
+}
+
+func nullclient(cfg *config.Config, verbose func(string, ...any)) *inject.Nullclient {
+	n := &inject.Nullclient{
+		Servers:  cfg.Nullclient.QMQPServers,
+		SpoolDir: cfg.Nullclient.SpoolDir,
+		Timeout:  cfg.Nullclient.Timeout.D(),
+		Verbose:  verbose,
+	}
+	if s := localQMQP(cfg); len(s) > 0 {
+		n.Local = s[0]
+	}
+	if n.SpoolDir != "" {
+		n.Commit = qmail.CommitToQueue
+	}
+	return n
+}
+
+// localQMQP returns the daemon's unix-socket QMQP listeners ("unix:/path"),
+// the way in for unprivileged local programs.
+func localQMQP(cfg *config.Config) []string {
+	var out []string
+	for _, l := range cfg.QMQP.Listen {
+		if strings.HasPrefix(l, "unix:") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// listSpool is sendmail -bp (mailq): the local queue of spool mode.
+func listSpool(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer) int {
+	dir := cfg.Nullclient.SpoolDir
+	if dir == "" {
+		fmt.Fprintln(stdout, "Mail queue is empty (direct mode: mail goes straight to the QMQP servers)")
+		return 0
+	}
+	adm, err := queue.OpenAdmin(dir, queue.Options{Hostname: cfg.Hostname, Logger: discardLogger()})
+	if err != nil {
+		return fail(stderr, "sendmail", inject.ExitTempFail, "cannot read the queue in %s: %v", dir, err)
+	}
+	defer adm.Close()
+	rows, err := adm.List(ctx)
+	if err != nil {
+		return fail(stderr, "sendmail", inject.ExitTempFail, "cannot list the queue in %s: %v", dir, err)
+	}
+	w := bufio.NewWriter(stdout)
+	defer w.Flush()
+	if len(rows) == 0 {
+		fmt.Fprintln(w, "Mail queue is empty")
+		return 0
+	}
+	var total int64
+	fmt.Fprintf(w, "%-24s %9s %-20s %s\n", "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
+	for _, r := range rows {
+		total += r.Size
+		sender := r.Sender
+		if sender == "" {
+			sender = "<>"
+		}
+		fmt.Fprintf(w, "%-24s %9d %-20s %s\n", r.ID, r.Size, r.Received.Local().Format("Mon Jan _2 15:04:05"), sender)
+		if r.LastError != "" {
+			fmt.Fprintf(w, "%46s(%s)\n", "", r.LastError)
+		}
+		for _, p := range r.Pending {
+			fmt.Fprintf(w, "%46s%s\n", "", p)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "-- %d Kbytes in %d Request%s.\n", (total+1023)/1024, len(rows), plural(len(rows)))
+	return 0
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// sendmailSMTP is sendmail -bs: SMTP on stdin and stdout, each message
+// composed and sent as the command line would.
+func sendmailSMTP(ctx context.Context, cfg *config.Config, opts *inject.Options, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(cfg.Nullclient.QMQPServers) == 0 && cfg.Nullclient.SpoolDir == "" {
+		return fail(stderr, "sendmail", inject.ExitConfig, "%s: no [nullclient] qmqp_servers and no spool_dir: nowhere to send mail", cfg.Source)
+	}
+	h := &bsHandler{c: composer(cfg, stderr), n: nullclient(cfg, func(string, ...any) {})}
+	srv := &smtp.Server{
+		Handler:         h,
+		Hostname:        cfg.Hostname,
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		MaxRecipients:   cfg.MaxRecipients,
+		MaxHops:         cfg.MaxHops,
+		ErrorLog:        discardLogger(),
+	}
+	info := &mail.ConnInfo{Proto: "SMTP", RemoteHost: "localhost", LocalHost: cfg.Hostname}
+	if err := srv.ServeConn(ctx, qmail.StreamConn(stdin, stdout), info); err != nil {
+		return fail(stderr, "sendmail", inject.ExitTempFail, "%v", err)
+	}
+	return 0
+}
+
+// bsHandler takes SMTP transactions from a local program.
+type bsHandler struct {
+	c *inject.Composer
+	n *inject.Nullclient
+}
+
+func (h *bsHandler) Sender(ctx context.Context, c *mail.ConnInfo, from string) mail.Status {
+	return mail.OK("")
+}
+
+func (h *bsHandler) Recipient(ctx context.Context, c *mail.ConnInfo, from, rcpt string) mail.Status {
+	if len(inject.ParseAddressList(rcpt)) != 1 {
+		return mail.StatusBadRecipient
+	}
+	return mail.OK("")
+}
+
+func (h *bsHandler) Deliver(ctx context.Context, c *mail.ConnInfo, env mail.Envelope, body io.Reader) mail.Status {
+	// The server's own Received line ("from localhost") says less than the
+	// one Compose adds (the uid): drop it.
+	br := bufio.NewReader(body)
+	if _, err := br.ReadString('\n'); err != nil {
+		return mail.StatusOf(err)
+	}
+	opts := &inject.Options{Sender: env.Sender, SenderSet: true, Recipients: env.Recipients, IgnoreDots: true}
+	msg, err := h.c.Compose(opts, br)
+	if err != nil {
+		io.Copy(io.Discard, br)
+		if e, ok := err.(*inject.Error); ok {
+			return e.Status()
+		}
+		return mail.StatusTempFailure
+	}
+	defer msg.Close()
+	return h.n.Send(ctx, msg).Status
+}
