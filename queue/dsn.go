@@ -130,7 +130,7 @@ func (d *dsn) writeText(b *bytes.Buffer) {
 }
 
 func (d *dsn) writeRcptText(b *bytes.Buffer, r dsnRcpt) {
-	fmt.Fprintf(b, "\n<%s>:\n", textSafe(r.addr))
+	fmt.Fprintf(b, "\n<%s>:\n", textSafe(mail.QuoteSMTP(r.addr)))
 	if r.status.Code == statusExpired.Code && r.status.Text == statusExpired.Text {
 		b.WriteString(statusExpired.Text + ".\n")
 		if r.last != nil {
