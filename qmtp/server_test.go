@@ -638,9 +638,23 @@ func TestQMTPS(t *testing.T) {
 		t.Error("QMTPS dial without a port succeeded")
 	}
 	// Over the limit under TLS: the Z comes through the handshake too.
-	cn, err := cl.Dial(context.Background(), addr)
-	if err != nil {
-		t.Fatal(err)
+	// First hold the one slot (the previous connection may still be
+	// leaving it).
+	var cn *Conn
+	for deadline := time.Now().Add(long); ; {
+		cn, err = cl.Dial(context.Background(), addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, _ := cn.Send(context.Background(), msg("x", false, "", "r@x"))
+		if res[0][0].IsAccept() {
+			break
+		}
+		cn.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("connection slot never freed")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	defer cn.Close()
 	cn2, err := cl.Dial(context.Background(), addr)
