@@ -1,0 +1,118 @@
+package qmail
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/qmqp"
+)
+
+func qmqpServer(t *testing.T, reply mail.Status) (string, *[]string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bodies []string
+	srv := &qmqp.Server{AllowFunc: func(*mail.ConnInfo) bool { return true }, ErrorLog: quiet(),
+		Handler: qmqp.HandlerFunc(func(ctx context.Context, req *qmqp.Request) mail.Status {
+			b, _ := io.ReadAll(req.Body)
+			if _, err := req.Envelope(); err != nil {
+				return mail.StatusOf(err)
+			}
+			bodies = append(bodies, string(b))
+			return reply
+		})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().String(), &bodies
+}
+
+func closedAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := l.Addr().String()
+	l.Close()
+	return a
+}
+
+func muteAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			var b [1]byte
+			c.Read(b[:])
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { l.Close() })
+	return l.Addr().String()
+}
+
+func sinkPut(t *testing.T, s Sink, body string) Result {
+	t.Helper()
+	m, err := s.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(m, body)
+	return m.Commit(context.Background(), mail.Envelope{Sender: "s@x", Recipients: []string{"r@y"}})
+}
+
+func TestQMQPSinkExitCodes(t *testing.T) {
+	okAddr, bodies := qmqpServer(t, mail.OK("ok"))
+	zAddr, _ := qmqpServer(t, mail.Temp("4.3.0", "later"))
+	dAddr, _ := qmqpServer(t, mail.Perm("5.7.1", "no"))
+	committed := 0
+	commit := func(ctx context.Context, dir string, env mail.Envelope, body io.Reader, size int64) (string, error) {
+		if dir == "fail" {
+			return "", errors.New("permission denied")
+		}
+		committed++
+		return "Q1", nil
+	}
+	cases := []struct {
+		name    string
+		s       *QMQPSink
+		exit    int
+		prefix  string
+		commits int
+	}{
+		{"K", &QMQPSink{Servers: []string{okAddr}}, 0, "Kok", 0},
+		{"failover", &QMQPSink{Servers: []string{closedAddr(t), okAddr}}, 0, "Kok", 0},
+		{"Z", &QMQPSink{Servers: []string{zAddr}}, 71, "Zlater", 0},
+		{"D", &QMQPSink{Servers: []string{dAddr}}, 31, "Dno", 0},
+		{"refused", &QMQPSink{Servers: []string{closedAddr(t)}}, 73, "Zconnection to mail server rejected", 0},
+		{"mute", &QMQPSink{Servers: []string{muteAddr(t)}}, 74, "Zcommunication with mail server failed", 0},
+		{"no servers", &QMQPSink{}, 55, "Zqq unable to read configuration", 0},
+		{"refused, queue dir", &QMQPSink{Servers: []string{closedAddr(t)}, QueueDir: "q", Commit: commit}, 0, "Kok ", 1},
+		{"mute, no queue dir fallback", &QMQPSink{Servers: []string{muteAddr(t)}, QueueDir: "q", Commit: commit}, 74, "Z", 0},
+		{"refused, queue dir fails", &QMQPSink{Servers: []string{closedAddr(t)}, QueueDir: "fail", Commit: commit}, 53, "Zqq write error", 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := committed
+			res := sinkPut(t, tc.s, "Subject: s\n\nbody\n")
+			if res.Exit != tc.exit || !strings.HasPrefix(string(res.Status.Reply()), tc.prefix) || committed-before != tc.commits {
+				t.Fatalf("exit %d %q commits %d", res.Exit, res.Status.Reply(), committed-before)
+			}
+		})
+	}
+	if len(*bodies) == 0 || !strings.HasSuffix((*bodies)[0], "\nSubject: s\n\nbody\n") {
+		t.Fatalf("bodies %q", *bodies)
+	}
+}
