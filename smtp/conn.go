@@ -67,9 +67,9 @@ type serverConn struct {
 	mu            sync.Mutex
 	writeDeadline time.Time // set from outside (tls.Conn's close_notify)
 
-	busy            atomic.Bool // a mail transaction is open
-	kicked          atomic.Bool // Shutdown asked idle sessions to end
-	stopped         atomic.Bool // reads return EOF: the session is over
+	busy            atomic.Bool  // a mail transaction is open
+	kicked          atomic.Bool  // Shutdown asked idle sessions to end
+	stopped         atomic.Bool  // reads return EOF: the session is over
 	closeAfterWrite atomic.Int32 // closePlain or closeLinger: end after the next write
 
 	authFailures int // owned by the connection's goroutine

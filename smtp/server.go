@@ -489,7 +489,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // not acknowledged, so its client will send it again.
 func (s *Server) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.closing = true
 	var err error
 	for l := range s.listeners {
@@ -497,7 +496,13 @@ func (s *Server) Close() error {
 			err = e
 		}
 	}
+	conns := make([]*serverConn, 0, len(s.conns))
 	for sc := range s.conns {
+		conns = append(conns, sc)
+	}
+	s.mu.Unlock()
+	// Outside the lock: closing gives back connection slots, which locks.
+	for _, sc := range conns {
 		sc.cancel()
 		sc.Close()
 	}

@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
-	gosmtp "github.com/emersion/go-smtp"
 	"github.com/emersion/go-sasl"
+	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/qmgate/qmgate/mail"
 )
@@ -210,9 +210,9 @@ func (s *session) Data(r io.Reader) error {
 		srv.logger().Error("smtp handler accepted a message the server refuses",
 			"client", addrString(info.RemoteAddr), "status", st.Error())
 	}
-	if st.IsAccept() {
-		return nil
-	}
+	// An acceptance goes back as a 250 "error" too: go-smtp writes any
+	// *SMTPError from Data as it is, so the handler's text (a queue id)
+	// reaches the client instead of go-smtp's fixed "OK: queued".
 	return replyError(st)
 }
 

@@ -17,21 +17,10 @@ import (
 // leak internal text and, for Data, make an unknown failure permanent; so
 // every error that leaves a Session method goes through here.
 func replyError(st mail.Status) *gosmtp.SMTPError {
-	text := st.SMTPText()
-	if text == "" {
-		switch st.Class {
-		case mail.Accept:
-			text = "ok"
-		case mail.Permanent:
-			text = "refused"
-		default:
-			text = "try again later"
-		}
-	}
 	return &gosmtp.SMTPError{
 		Code:         st.SMTPCode(),
 		EnhancedCode: gosmtp.EnhancedCode(st.EnhancedCodeParts()),
-		Message:      text,
+		Message:      st.SMTPText(),
 	}
 }
 
