@@ -400,12 +400,14 @@ func (c *Composer) write(m *Message, opts *Options, fields []field, first []byte
 	}
 	if !has["from"] {
 		addr := m.Envelope.Sender
+		name := opts.FullName
 		if !opts.SenderSet || addr == "" {
 			addr = c.Qualify(c.Identity.User)
-		}
-		name := opts.FullName
-		if name == "" {
-			name = c.Identity.FullName
+			if name == "" {
+				// The user's own name goes only with the user's own
+				// address, never with a -f address it may not belong to.
+				name = c.Identity.FullName
+			}
 		}
 		w.Write([]byte("From: " + fromValue(name, addr) + "\n"))
 	}
