@@ -22,7 +22,10 @@ import (
 // while go-smtp waits for more data. The filter runs a copy of go-smtp's
 // scanner next to a correct one; when the correct one sees the terminator
 // that go-smtp missed (missedEnd), the server replies and closes the
-// connection, since go-smtp cannot be brought back in step.
+// connection, since go-smtp cannot be brought back in step. (go-smtp's
+// reader hands data over in full buffers only; when the bare CR and the
+// missed terminator both arrive in the last, partly filled one, the server
+// sees them, and answers, only when the read times out.)
 type dataFilter struct {
 	r    io.Reader
 	bdat bool // a BDAT transfer: no dot framing at all
@@ -130,7 +133,16 @@ func (f *dataFilter) fill(n int) ([]byte, error) {
 // at the end of the data, at an error, or at a terminator go-smtp missed.
 func (f *dataFilter) drain() {
 	for !f.eof && !f.missedEnd {
-		raw, _ := f.fill(len(f.buf))
+		// go-smtp's reader returns only once it has filled the buffer or
+		// seen its terminator, so a terminator it missed could sit unseen
+		// in a partly filled buffer. Once there has been a bare CR, which
+		// is what makes it miss one, read byte by byte: the message is
+		// refused anyway, and the reply must not wait for a timeout.
+		n := len(f.buf)
+		if f.bareCR {
+			n = 1
+		}
+		raw, _ := f.fill(n)
 		for _, c := range raw {
 			if f.cr && c != '\n' {
 				f.bareCR = true
