@@ -287,10 +287,11 @@ func (c *Client) transfer(ctx context.Context, conn net.Conn, env mail.Envelope,
 	defer stop()
 
 	ioTimeout := timeoutOr(c.IOTimeout, DefaultIOTimeout)
-	dc := &deadlineConn{Conn: conn, readTimeout: ioTimeout, writeTimeout: ioTimeout}
+	var end time.Time
 	if d := timeoutOr(c.SessionTimeout, DefaultClientSessionTimeout); d > 0 {
-		dc.end = time.Now().Add(d)
+		end = time.Now().Add(d)
 	}
+	dc := newDeadlineConn(conn, ioTimeout, ioTimeout, end)
 
 	werr := writeRequest(dc, env, body, size)
 	var be bodyError

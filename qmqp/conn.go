@@ -8,17 +8,31 @@ import (
 	"time"
 )
 
+// deadliner is the part of net.Conn that sets deadlines. A stream without
+// it (stdin/stdout under tcpserver) gets no per-I/O or session deadline.
+type deadliner interface {
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+}
+
 // deadlineConn gives every Read and Write its own deadline, never later than
 // the session's end. A per-I/O timeout bounds a stalled peer without capping
 // a large message that keeps flowing; the session end caps everything
 // (QMQP: "a session should last at most 1 hour").
 type deadlineConn struct {
-	net.Conn
+	rw           io.ReadWriter
+	dl           deadliner // nil when rw has no deadlines
 	readTimeout  time.Duration
 	writeTimeout time.Duration
 	end          time.Time // zero: no session cap
 
 	writeErr error // the first error of the connection's own Write
+}
+
+func newDeadlineConn(rw io.ReadWriter, rto, wto time.Duration, end time.Time) *deadlineConn {
+	c := &deadlineConn{rw: rw, readTimeout: rto, writeTimeout: wto, end: end}
+	c.dl, _ = rw.(deadliner)
+	return c
 }
 
 func (c *deadlineConn) deadline(d time.Duration) time.Time {
@@ -33,15 +47,19 @@ func (c *deadlineConn) deadline(d time.Duration) time.Time {
 }
 
 func (c *deadlineConn) Read(p []byte) (int, error) {
-	// Errors are ignored: a conn without deadlines (a pipe some callers
-	// hand to ServeConn) still works, just without timeouts.
-	_ = c.Conn.SetReadDeadline(c.deadline(c.readTimeout))
-	return c.Conn.Read(p)
+	if c.dl != nil {
+		// An error means the stream has no deadlines after all (a pipe
+		// some callers pass); it still works, without timeouts.
+		_ = c.dl.SetReadDeadline(c.deadline(c.readTimeout))
+	}
+	return c.rw.Read(p)
 }
 
 func (c *deadlineConn) Write(p []byte) (int, error) {
-	_ = c.Conn.SetWriteDeadline(c.deadline(c.writeTimeout))
-	n, err := c.Conn.Write(p)
+	if c.dl != nil {
+		_ = c.dl.SetWriteDeadline(c.deadline(c.writeTimeout))
+	}
+	n, err := c.rw.Write(p)
 	if err != nil && c.writeErr == nil {
 		c.writeErr = err
 	}
@@ -60,15 +78,25 @@ const (
 
 type closeWriter interface{ CloseWrite() error }
 
-// lingerClose half-closes c, drains a bounded amount of input, and closes it.
-func lingerClose(c net.Conn) {
-	if cw, ok := c.(closeWriter); ok {
+// lingerClose half-closes rw, drains a bounded amount of input, and closes
+// it, as far as rw supports each step.
+func lingerClose(rw io.ReadWriter) {
+	if cw, ok := rw.(closeWriter); ok {
 		if cw.CloseWrite() == nil {
-			_ = c.SetReadDeadline(time.Now().Add(lingerTimeout))
-			_, _ = io.CopyN(io.Discard, c, lingerBytes)
+			if dl, ok := rw.(deadliner); ok {
+				_ = dl.SetReadDeadline(time.Now().Add(lingerTimeout))
+			}
+			_, _ = io.CopyN(io.Discard, rw, lingerBytes)
 		}
 	}
-	_ = c.Close()
+	closeRW(rw)
+}
+
+// closeRW closes rw if it can be closed.
+func closeRW(rw io.ReadWriter) {
+	if c, ok := rw.(io.Closer); ok {
+		_ = c.Close()
+	}
 }
 
 // isReset reports whether err is the peer resetting or vanishing, which is

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -89,13 +90,15 @@ type Server struct {
 	// connection that is not on a unix-domain socket.
 	AllowFunc func(info *mail.ConnInfo) bool
 
-	// FillConnInfo, when set, is called for each allowed connection before
-	// the request is read, to complete the ConnInfo the handler will see:
-	// RemoteHost (a verified reverse lookup, TCPREMOTEHOST), LocalHost,
-	// RelayClient. The server has already set Proto, the addresses,
-	// LocalHost from Hostname, and RelayClient to true: an allowed QMQP
-	// client is trusted to relay, as with qmail-qmqpd.
-	FillConnInfo func(ctx context.Context, info *mail.ConnInfo)
+	// ConnContext, when set, is called for each allowed connection before
+	// the request is read. It may complete the ConnInfo the handler will
+	// see (RemoteHost from a verified reverse lookup or TCPREMOTEHOST,
+	// LocalHost, RelayClient) and return the context the Handler gets (nil
+	// keeps ctx). A non-nil error closes the connection without a reply.
+	// The server has already set Proto, the addresses, LocalHost from
+	// Hostname, and RelayClient to true: an allowed QMQP client is trusted
+	// to relay, as with qmail-qmqpd.
+	ConnContext func(ctx context.Context, info *mail.ConnInfo) (context.Context, error)
 
 	// Hostname is the name in the "by" clause of the Received line. Empty
 	// means the local IP address, as qmail does without TCPLOCALHOST.
@@ -122,11 +125,13 @@ type Server struct {
 	WriteTimeout   time.Duration
 	SessionTimeout time.Duration
 
-	// MaxConns bounds concurrent connections and MaxConnsPerIP those from
-	// one IP address (DefaultMaxConns, DefaultMaxConnsPerIP when 0; none
-	// when negative). A client over a limit gets one Z reply (#4.3.2), sent
-	// before anything is read, and the connection closes. Unix-socket
-	// connections count towards MaxConns only.
+	// MaxConns bounds the connections Serve holds at once and
+	// MaxConnsPerIP those from one IP address (DefaultMaxConns,
+	// DefaultMaxConnsPerIP when 0; none when negative). A client over a
+	// limit gets one Z reply (#4.3.2), sent before anything is read, and
+	// the connection closes. Unix-socket connections count towards
+	// MaxConns only. ServeConn is not counted: its caller (tcpserver, say)
+	// does its own limiting.
 	MaxConns      int
 	MaxConnsPerIP int
 
@@ -145,7 +150,7 @@ type Server struct {
 
 // serverConn is one tracked connection.
 type serverConn struct {
-	c      net.Conn
+	closer io.Closer // nil if the stream cannot be closed
 	cancel context.CancelFunc
 }
 
@@ -214,28 +219,43 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		go func() {
 			defer s.untrack(sc)
-			_ = s.serve(ctx, c, nil)
+			info := &mail.ConnInfo{RemoteAddr: c.RemoteAddr(), LocalAddr: c.LocalAddr()}
+			_ = s.serve(ctx, c, info, true)
 		}()
 	}
 }
 
-// ServeConn serves one connection in the calling goroutine and closes it: a
-// connection Serve accepted, or a program's stdin/stdout joined into a
-// net.Conn under tcpserver (then info carries TCPREMOTEIP and friends as
-// addresses and names). With info nil the ConnInfo is built from the
-// connection's addresses. ctx bounds the handler; Close cancels it too.
+// ServeConn serves one QMQP session on rw: a connection someone else
+// accepted, or stdin/stdout under tcpserver or inetd. info describes the
+// connection (under tcpserver, built from TCPREMOTEIP, TCPREMOTEHOST,
+// TCPREMOTEINFO, TCPLOCALHOST and TCPLOCALIP); nil builds one from rw's
+// addresses if rw is a net.Conn. The access policy applies as for Serve, so
+// a caller that has already decided (tcpserver's rules) sets AllowFunc.
 //
-// It returns nil once a reply was sent (refusals included), an error wrapping
-// ErrMalformed when the request broke the grammar (no reply was sent), the
-// read or write error that ended the session, or ErrServerClosed.
-func (s *Server) ServeConn(ctx context.Context, c net.Conn, info *mail.ConnInfo) error {
-	sc, ctx := s.track(ctx, c)
+// Deadlines apply only if rw has SetReadDeadline and SetWriteDeadline (a
+// net.Conn does; for a socket on stdin use net.FileConn(os.Stdin)). QMQP
+// carries one message per connection and the server closes it after the
+// reply, so ServeConn half-closes and closes rw when it can (CloseWrite,
+// io.Closer); Close and the cancellation of ctx close it too, the only way to
+// interrupt a blocked read. ServeConn is not counted against MaxConns.
+//
+// It returns nil once a reply was sent (refusals included), an error
+// wrapping ErrMalformed when the request broke the grammar (no reply was
+// sent), the read or write error that ended the session, or ErrServerClosed.
+func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriter, info *mail.ConnInfo) error {
+	if info == nil {
+		info = &mail.ConnInfo{}
+		if nc, ok := rw.(net.Conn); ok {
+			info.RemoteAddr, info.LocalAddr = nc.RemoteAddr(), nc.LocalAddr()
+		}
+	}
+	sc, ctx := s.track(ctx, rw)
 	if sc == nil {
-		c.Close()
+		closeRW(rw)
 		return ErrServerClosed
 	}
 	defer s.untrack(sc)
-	return s.serve(ctx, c, info)
+	return s.serve(ctx, rw, info, false)
 }
 
 func (s *Server) isClosing() bool {
@@ -263,14 +283,15 @@ func (s *Server) trackListener(l net.Listener, add bool) bool {
 
 // track registers a connection so that Shutdown waits for it and Close can
 // end it. It returns nil once the server is closing.
-func (s *Server) track(ctx context.Context, c net.Conn) (*serverConn, context.Context) {
+func (s *Server) track(ctx context.Context, rw io.ReadWriter) (*serverConn, context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
 		return nil, nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	sc := &serverConn{c: c, cancel: cancel}
+	sc := &serverConn{cancel: cancel}
+	sc.closer, _ = rw.(io.Closer)
 	if s.conns == nil {
 		s.conns = make(map[*serverConn]struct{})
 	}
@@ -366,7 +387,9 @@ func (s *Server) Close() error {
 	}
 	for sc := range s.conns {
 		sc.cancel()
-		sc.c.Close()
+		if sc.closer != nil {
+			sc.closer.Close()
+		}
 	}
 	return err
 }
@@ -424,58 +447,69 @@ func clientName(info *mail.ConnInfo) string {
 	return "unknown"
 }
 
-// serve runs one session on a tracked connection.
-func (s *Server) serve(ctx context.Context, raw net.Conn, info *mail.ConnInfo) error {
+// serve runs one session on a tracked connection. counted says whether the
+// connection takes a slot under MaxConns and MaxConnsPerIP.
+func (s *Server) serve(ctx context.Context, rw io.ReadWriter, info *mail.ConnInfo, counted bool) error {
 	start := time.Now()
-	if info == nil {
-		info = &mail.ConnInfo{RemoteAddr: raw.RemoteAddr(), LocalAddr: raw.LocalAddr()}
-	}
 	if info.Proto == "" {
 		info.Proto = "QMQP"
 	}
 	if info.LocalHost == "" {
 		info.LocalHost = s.Hostname
 	}
-	c := &deadlineConn{
-		Conn:         raw,
-		readTimeout:  limit(s.ReadTimeout, DefaultReadTimeout),
-		writeTimeout: limit(s.WriteTimeout, DefaultWriteTimeout),
-	}
+	var end time.Time
 	if d := limit(s.SessionTimeout, DefaultSessionTimeout); d > 0 {
-		c.end = start.Add(d)
+		end = start.Add(d)
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, c.end)
+		ctx, cancel = context.WithDeadline(ctx, end)
 		defer cancel()
 	}
-	log := s.logger().With("proto", "QMQP", "client", clientName(info))
+	if cl, ok := rw.(io.Closer); ok {
+		// The only way to interrupt a blocked read.
+		stop := context.AfterFunc(ctx, func() { cl.Close() })
+		defer stop()
+	}
+	c := newDeadlineConn(rw, limit(s.ReadTimeout, DefaultReadTimeout), limit(s.WriteTimeout, DefaultWriteTimeout), end)
+	log := s.logger().With("proto", info.Proto, "client", clientName(info))
 
 	// Refusals come before anything is read: an unauthorised client must
 	// not get to send a byte more than it already has.
 	if !s.allowed(info) {
 		log.Info("qmqp client not authorized")
 		st := mail.Perm("5.7.1", "client "+clientName(info)+" is not authorized to use this service")
-		return s.reply(c, raw, st, log, nil)
+		return s.reply(c, rw, st, log, nil)
 	}
-	ip := info.RemoteIP()
-	if isUnix(info) {
-		ip = netip.Addr{}
+	release := func() {}
+	if counted {
+		ip := info.RemoteIP()
+		if isUnix(info) {
+			ip = netip.Addr{}
+		}
+		if !s.acquire(ip) {
+			log.Warn("qmqp connection limit reached")
+			return s.reply(c, rw, mail.StatusTooManyConns, log, nil)
+		}
+		release = sync.OnceFunc(func() { s.release(ip) })
+		defer release()
 	}
-	if !s.acquire(ip) {
-		log.Warn("qmqp connection limit reached")
-		return s.reply(c, raw, mail.StatusTooManyConns, log, nil)
-	}
-	release := sync.OnceFunc(func() { s.release(ip) })
-	defer release()
 
 	info.RelayClient = true
-	if s.FillConnInfo != nil {
-		s.FillConnInfo(ctx, info)
+	if s.ConnContext != nil {
+		cctx, err := s.ConnContext(ctx, info)
+		if err != nil {
+			log.Info("qmqp connection refused by ConnContext", "err", err)
+			closeRW(rw)
+			return err
+		}
+		if cctx != nil {
+			ctx = cctx
+		}
 	}
 
 	req, err := s.readHeader(c, info, start)
 	if err != nil {
 		s.logReadError(log, err)
-		raw.Close()
+		closeRW(rw)
 		return err
 	}
 	var st mail.Status
@@ -487,7 +521,7 @@ func (s *Server) serve(ctx context.Context, raw net.Conn, info *mail.ConnInfo) e
 	req.Envelope() // reads what the handler left, up to the outer comma
 	if req.proto != nil {
 		s.logReadError(log, req.proto)
-		raw.Close()
+		closeRW(rw)
 		return req.proto
 	}
 	var override mail.Status
@@ -499,13 +533,13 @@ func (s *Server) serve(ctx context.Context, raw net.Conn, info *mail.ConnInfo) e
 	} else {
 		log.Info("qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", string(st.Reply()), "delay", time.Since(start))
 	}
-	return s.reply(c, raw, st, log, release)
+	return s.reply(c, rw, st, log, release)
 }
 
 // reply sends st as the session's one reply and closes the connection. The
 // connection slot, if any, is released before the lingering close: the
 // message is done.
-func (s *Server) reply(c *deadlineConn, raw net.Conn, st mail.Status, log *slog.Logger, release func()) error {
+func (s *Server) reply(c *deadlineConn, rw io.ReadWriter, st mail.Status, log *slog.Logger, release func()) error {
 	_, err := c.Write(netstring.Append(nil, st.Reply()))
 	if release != nil {
 		release()
@@ -516,10 +550,10 @@ func (s *Server) reply(c *deadlineConn, raw net.Conn, st mail.Status, log *slog.
 		} else {
 			log.Info("qmqp reply failed", "err", err)
 		}
-		raw.Close()
+		closeRW(rw)
 		return err
 	}
-	lingerClose(raw)
+	lingerClose(rw)
 	return nil
 }
 

@@ -373,14 +373,15 @@ func TestAllowList(t *testing.T) {
 	})
 }
 
-// TestFillConnInfo: the hook completes the ConnInfo the handler sees and the
+// TestConnContext: the hook completes the ConnInfo the handler sees and the
 // Received line is built from it.
-func TestFillConnInfo(t *testing.T) {
+func TestConnContext(t *testing.T) {
 	h := &recorder{}
 	s := &Server{Handler: h, Allow: loopback, Hostname: "hub.example", ErrorLog: (&logBuffer{}).logger(),
-		FillConnInfo: func(ctx context.Context, info *mail.ConnInfo) {
+		ConnContext: func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
 			info.RemoteHost = "app1.example"
 			info.RelayClient = false
+			return nil, nil
 		}}
 	addr := startServer(t, s)
 	if reply := exchange(t, "tcp", addr, []byte(mailfrontRequest)); string(reply) != ns("Kok queued") {
@@ -628,7 +629,9 @@ func TestShutdownWaitsAndNoLeaks(t *testing.T) {
 func TestCloseEndsConnections(t *testing.T) {
 	base := runtime.NumGoroutine()
 	cancelled := make(chan struct{})
+	started := make(chan struct{})
 	h := HandlerFunc(func(ctx context.Context, req *Request) mail.Status {
+		close(started)
 		io.Copy(io.Discard, req.Body) // blocks: the client sends half a message
 		<-ctx.Done()
 		close(cancelled)
@@ -645,16 +648,7 @@ func TestCloseEndsConnections(t *testing.T) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	c.Write([]byte("100:50:half a message"))
-	// Wait until the server has the connection in hand.
-	for {
-		s.mu.Lock()
-		n := s.active
-		s.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	<-started
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
