@@ -209,8 +209,15 @@ func (h *bsHandler) Deliver(ctx context.Context, c *mail.ConnInfo, env mail.Enve
 	// The server's own Received line ("from localhost") says less than the
 	// one Compose adds (the uid): drop it.
 	br := bufio.NewReader(body)
-	if _, err := br.ReadString('\n'); err != nil {
-		return mail.StatusOf(err)
+	for first := true; ; first = false {
+		if !first {
+			if c, err := br.Peek(1); err != nil || (c[0] != ' ' && c[0] != '\t') {
+				break
+			}
+		}
+		if _, err := br.ReadString('\n'); err != nil {
+			return mail.StatusOf(err)
+		}
 	}
 	opts := &inject.Options{Sender: env.Sender, SenderSet: true, Recipients: env.Recipients, IgnoreDots: true}
 	msg, err := h.c.Compose(opts, br)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"strconv"
 	"time"
@@ -177,9 +178,10 @@ func (m *daemonMessage) Commit(ctx context.Context, env mail.Envelope) Result {
 		if errors.As(err, &st) && st.IsPermanent() {
 			return Result{Status: st, Exit: ExitRefused}
 		}
-		if len(m.s.Servers) > 0 && errors.Is(err, ErrQueueBusy) {
-			// The daemon runs but its socket refused us: that is the
-			// error to report.
+		if len(m.s.Servers) > 0 && (errors.Is(err, ErrQueueBusy) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission)) {
+			// The queue is not ours to write (the daemon holds it, it is
+			// not there, it belongs to another user): the failed
+			// connection is the error to report.
 			return res
 		}
 		return Result{Status: StatusForExit(ExitWriteError, nil), Exit: ExitWriteError}
