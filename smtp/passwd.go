@@ -55,7 +55,7 @@ func ReadPasswordFile(r io.Reader) (*PasswordFile, error) {
 	p := &PasswordFile{users: make(map[string][]byte)}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 512), maxPasswordFileLine)
-	maxCost := bcrypt.DefaultCost
+	maxCost := 0
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || line[0] == '#' {
@@ -81,6 +81,9 @@ func ReadPasswordFile(r io.Reader) (*PasswordFile, error) {
 			return nil, errors.New("line too long")
 		}
 		return nil, err
+	}
+	if maxCost == 0 {
+		maxCost = PasswordCost
 	}
 	dummy, err := bcrypt.GenerateFromPassword([]byte("qmgate dummy password"), maxCost)
 	if err != nil {
