@@ -222,10 +222,14 @@ func (cn *Conn) fail(err error) {
 
 // Close closes the connection. It may be called while a Send is running, to
 // abort it; that Send's unanswered recipients get temporary failures.
-func (cn *Conn) Close() error {
+func (cn *Conn) Close() error { return cn.abort(net.ErrClosed) }
+
+// abort records err (unless an earlier error is recorded) and closes the
+// connection once.
+func (cn *Conn) abort(err error) error {
 	cn.errMu.Lock()
 	if cn.err == nil {
-		cn.err = net.ErrClosed
+		cn.err = err
 	}
 	already := cn.closed
 	cn.closed = true
@@ -257,6 +261,8 @@ func (cn *Conn) Send(ctx context.Context, msgs ...*Message) ([][]mail.Status, er
 	var todo []int
 	for i, m := range msgs {
 		switch {
+		case m == nil:
+			errs = append(errs, fmt.Errorf("message %d: %w", i, ErrBadMessage))
 		case len(m.Envelope.Recipients) == 0:
 			res[i] = []mail.Status{}
 			errs = append(errs, fmt.Errorf("message %d: %w", i, ErrNoRecipients))
@@ -276,19 +282,22 @@ func (cn *Conn) Send(ctx context.Context, msgs ...*Message) ([][]mail.Status, er
 		}
 		return res, errors.Join(append(errs, fmt.Errorf("%w: %w", ErrConnBroken, err))...)
 	}
+	if err := ctx.Err(); err != nil {
+		// Nothing sent, and the connection stays good for another call.
+		for _, i := range todo {
+			res[i] = fill(len(msgs[i].Envelope.Recipients), mail.StatusTempFailure)
+		}
+		return res, errors.Join(append(errs, err)...)
+	}
 	if err := cn.probe(); err != nil {
-		cn.fail(err)
-		cn.Close()
+		cn.abort(err)
 		for _, i := range todo {
 			res[i] = fill(len(msgs[i].Envelope.Recipients), mail.StatusNoReply)
 		}
 		return res, errors.Join(append(errs, err)...)
 	}
 
-	stop := context.AfterFunc(ctx, func() {
-		cn.fail(ctx.Err())
-		cn.nc.Close()
-	})
+	stop := context.AfterFunc(ctx, func() { cn.abort(ctx.Err()) })
 	defer stop()
 
 	// written carries one value per message in todo, in order: nil once the
@@ -333,8 +342,7 @@ func (cn *Conn) Send(ctx context.Context, msgs ...*Message) ([][]mail.Status, er
 		res[i] = fill(len(msgs[i].Envelope.Recipients), statusFor(connErr))
 	}
 	if connErr != nil {
-		cn.fail(connErr)
-		cn.nc.Close() // unblocks the writer
+		cn.abort(connErr) // also unblocks the writer
 	} else if cn.br.Buffered() > 0 {
 		// More replies than recipients: the server is out of step, and the
 		// extra bytes would be taken for the next Send's answers.
@@ -420,7 +428,7 @@ func (cn *Conn) writePackages(msgs []*Message, todo []int, written chan<- error)
 					cn.bw.Flush()
 					cw.CloseWrite()
 				} else {
-					cn.nc.Close()
+					cn.abort(err)
 				}
 			}
 			written <- err
@@ -520,7 +528,9 @@ func fillFrom(s []mail.Status, from int, st mail.Status) {
 func fillAll(msgs []*Message, st mail.Status) [][]mail.Status {
 	res := make([][]mail.Status, len(msgs))
 	for i, m := range msgs {
-		res[i] = fill(len(m.Envelope.Recipients), st)
+		if m != nil {
+			res[i] = fill(len(m.Envelope.Recipients), st)
+		}
 	}
 	return res
 }

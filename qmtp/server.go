@@ -140,8 +140,8 @@ type Server struct {
 	listeners  map[net.Listener]struct{}
 	conns      map[*trackedConn]struct{}
 	perIP      map[netip.Addr]int
-	counted    int // connections from Serve, for MaxConns
-	shutting   bool
+	counted    int           // connections from Serve, for MaxConns
+	shutting   atomic.Bool   // set under mu; read without it on hot paths
 	drained    chan struct{} // closed when conns empties after Shutdown
 	drainedSet bool
 	rejecting  atomic.Int32
@@ -155,7 +155,10 @@ type trackedConn struct {
 	cancel  context.CancelFunc
 	ip      netip.Addr
 	counted bool
-	idle    bool // between packages, nothing buffered: Shutdown may close it
+	// idle: between packages with nothing buffered, so Shutdown may close
+	// it. Paired with Server.shutting (both sequentially consistent
+	// atomics), either the session sees shutting or Shutdown sees idle.
+	idle atomic.Bool
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -250,7 +253,7 @@ func (s *Server) trackListener(l net.Listener, add bool) bool {
 		delete(s.listeners, l)
 		return true
 	}
-	if s.shutting {
+	if s.shutting.Load() {
 		return false
 	}
 	if s.listeners == nil {
@@ -265,7 +268,7 @@ func (s *Server) admit(c net.Conn) (*trackedConn, bool) {
 	ip := addrIP(c.RemoteAddr())
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.shutting {
+	if s.shutting.Load() {
 		return nil, false
 	}
 	if maxc := pick(s.MaxConns, DefaultMaxConns); maxc > 0 && s.counted >= maxc {
@@ -290,7 +293,7 @@ func (s *Server) admit(c net.Conn) (*trackedConn, bool) {
 func (s *Server) track(closer io.Closer) (*trackedConn, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.shutting {
+	if s.shutting.Load() {
 		return nil, false
 	}
 	t := &trackedConn{closer: closer}
@@ -317,7 +320,7 @@ func (s *Server) untrack(t *trackedConn) {
 			}
 		}
 	}
-	if s.shutting && len(s.conns) == 0 && s.drained != nil && !s.drainedSet {
+	if s.shutting.Load() && len(s.conns) == 0 && s.drained != nil && !s.drainedSet {
 		s.drainedSet = true
 		close(s.drained)
 	}
@@ -327,17 +330,11 @@ func (s *Server) untrack(t *trackedConn) {
 // or busy. It reports false once the server is shutting down: the session
 // must end.
 func (s *Server) setIdle(t *trackedConn, idle bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t.idle = idle
-	return !s.shutting
+	t.idle.Store(idle)
+	return !s.shutting.Load()
 }
 
-func (s *Server) isShutting() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.shutting
-}
+func (s *Server) isShutting() bool { return s.shutting.Load() }
 
 // maxRejecting bounds the goroutines that answer connections over the limit;
 // beyond it such connections are closed without a word.
@@ -445,12 +442,12 @@ func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriter, info *mail.Con
 // ended. If ctx ends first it returns ctx.Err(); call Close then.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.shutting = true
+	s.shutting.Store(true)
 	for l := range s.listeners {
 		l.Close()
 	}
 	for t := range s.conns {
-		if t.idle && t.closer != nil {
+		if t.idle.Load() && t.closer != nil {
 			t.closer.Close()
 		}
 	}
@@ -478,7 +475,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.shutting = true
+	s.shutting.Store(true)
 	var err error
 	for l := range s.listeners {
 		if e := l.Close(); e != nil && err == nil && !errors.Is(e, net.ErrClosed) {

@@ -447,8 +447,12 @@ func (s *session) reply(p *pkg, statuses []mail.Status, handled bool) error {
 		}
 	}
 	if override != nil || !handled || len(statuses) != good {
-		s.log.Debug("qmtp: package answered", "rcpts", len(p.kinds), "handled", handled,
-			"statuses", len(statuses), "good", good, "override", override)
+		var reason string
+		if override != nil {
+			reason = string(override.Reply())
+		}
+		s.log.Debug("qmtp: package answered by the server", "rcpts", len(p.kinds), "handled", handled,
+			"statuses", len(statuses), "good", good, "status", reason)
 	}
 	return nil
 }
