@@ -533,3 +533,34 @@ func TestClientCloseDuringSend(t *testing.T) {
 		t.Errorf("error %v, broken %v", err, cn.Broken())
 	}
 }
+
+func TestClientCancelledBeforeSend(t *testing.T) {
+	checkGoroutines(t)
+	srv := newTestServer(nil)
+	srv.Handler = HandlerFunc(func(ctx context.Context, req *Request) []mail.Status {
+		env, _ := req.Envelope()
+		return answer(env.Recipients)
+	})
+	addr := startServer(t, srv, false)
+	cn, err := (&Client{}).Dial(context.Background(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res, err := cn.Send(ctx, msg("x", false, "", "a@x"), nil)
+	wantClass(t, "cancelled", res[0], "Z")
+	if res[1] != nil || !errors.Is(err, context.Canceled) || !errors.Is(err, ErrBadMessage) {
+		t.Errorf("res %v, error %v", res, err)
+	}
+	// Nothing was sent, so the connection is as good as before.
+	if cn.Broken() {
+		t.Fatalf("connection broken: %v", cn.Err())
+	}
+	res, err = cn.Send(context.Background(), msg("x", false, "", "a@x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClass(t, "after", res[0], "K")
+}

@@ -671,3 +671,50 @@ func TestQMTPS(t *testing.T) {
 		t.Fatalf("over the limit under TLS: %v", res[0][0])
 	}
 }
+
+// TestServeConnCancel: cancelling ServeConn's context ends a session that is
+// blocked reading, by closing the connection.
+func TestServeConnCancel(t *testing.T) {
+	checkGoroutines(t)
+	srvSide, client := net.Pipe()
+	defer client.Close()
+	srv := newTestServer(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeConn(ctx, srvSide, nil) }()
+	go io.WriteString(client, "100:\nabc") // mid-package, then silence
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(long):
+		t.Fatal("ServeConn did not return after cancel")
+	}
+}
+
+// TestShutdownServeConn: Shutdown closes an idle ServeConn session too.
+func TestShutdownServeConn(t *testing.T) {
+	checkGoroutines(t)
+	srvSide, client := net.Pipe()
+	defer client.Close()
+	srv := newTestServer(nil)
+	srv.Handler = HandlerFunc(func(ctx context.Context, req *Request) []mail.Status {
+		env, _ := req.Envelope()
+		return answer(env.Recipients)
+	})
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeConn(context.Background(), srvSide, nil) }()
+	go io.WriteString(client, pk("\nx", "", "r@x"))
+	client.SetDeadline(time.Now().Add(long))
+	readReplies(t, netstring.NewReader(client), 1)
+	ctx, cancel := context.WithTimeout(context.Background(), long)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-done; !errors.Is(err, ErrServerClosed) && err != nil {
+		t.Fatalf("ServeConn: %v", err)
+	}
+	if err := srv.ServeConn(context.Background(), srvSide, nil); !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("ServeConn after Shutdown: %v", err)
+	}
+}
