@@ -269,7 +269,7 @@ func (e *Engine) record(ctx context.Context, rt *Route, d *queue.Delivery, resul
 		if e.Metrics != nil {
 			e.Metrics.Deliveries.WithLabelValues(name, r.Status.Class.String()).Inc()
 		}
-		e.Log.Info("delivery", "id", d.ID, "rcpt", rcpt, "route", via, "host", r.Host,
+		e.Log.Debug("delivery", "id", d.ID, "rcpt", rcpt, "route", via, "host", r.Host,
 			"status", string(r.Status.Reply()), "delay", time.Since(d.Received).Round(time.Millisecond))
 	}
 	// Record even when ctx is ending: a delivered recipient must be marked.

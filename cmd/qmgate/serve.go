@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/qmgate/qmgate/internal/config"
+	"github.com/qmgate/qmgate/relay"
+)
+
+func init() {
+	register(&command{name: "serve", summary: "run the hub: SMTP, QMTP and QMQP in, the queue, deliveries out", run: runServe})
+}
+
+// shutdownGrace is how long SIGTERM lets sessions and deliveries finish.
+const shutdownGrace = 30 * time.Second
+
+func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file (default: $QMGATE_CONFIG, /etc/qmgate/qmgate.toml, embedded)")
+	if err := fs.Parse(args); err != nil {
+		return 64
+	}
+	path := config.Locate(*cfgPath)
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 78
+	}
+	log := newLogger(cfg, stderr)
+
+	var drop *user.User
+	if os.Geteuid() == 0 {
+		if cfg.User == "" {
+			return fail(stderr, "serve", 78, "running as root: set `user = \"NAME\"` in %s so qmgate can drop privileges after binding (or start it as an ordinary user, e.g. under systemd with CAP_NET_BIND_SERVICE)", cfg.Source)
+		}
+		drop, err = user.Lookup(cfg.User)
+		if err != nil {
+			return fail(stderr, "serve", 78, "user %q: %v", cfg.User, err)
+		}
+	}
+
+	hub, err := relay.New(cfg, log)
+	if err != nil {
+		return fail(stderr, "serve", 78, "%v", err)
+	}
+	if err := hub.Listen(); err != nil {
+		return fail(stderr, "serve", 71, "%v", err)
+	}
+	if drop != nil {
+		if err := dropPrivileges(drop, cfg, hub.UnixSockets()); err != nil {
+			return fail(stderr, "serve", 71, "dropping privileges to %s: %v", cfg.User, err)
+		}
+		log.Info("dropped privileges", "user", cfg.User)
+	}
+	if err := hub.Start(); err != nil {
+		return fail(stderr, "serve", 75, "%v", err)
+	}
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				nc, err := config.Load(path)
+				if err == nil {
+					err = hub.Reload(nc)
+				}
+				if err != nil {
+					log.Error("reload refused; the running configuration stays", "err", err)
+				}
+				continue
+			}
+			log.Info("stopping", "signal", sig.String())
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+			err := hub.Shutdown(ctx)
+			cancel()
+			if err != nil {
+				log.Error("shutdown", "err", err)
+				return 75
+			}
+			log.Info("stopped")
+			return 0
+		case err := <-hub.Errors():
+			log.Error("fatal listener error", "err", err)
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+			hub.Shutdown(ctx)
+			cancel()
+			return 71
+		}
+	}
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var lv slog.Level
+	lv.UnmarshalText([]byte(cfg.Log.Level))
+	opt := &slog.HandlerOptions{Level: lv}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opt))
+	}
+	return slog.New(slog.NewTextHandler(w, opt))
+}
+
+// dropPrivileges gives the unix sockets and the queue directory to u, then
+// becomes u for good (every thread: Go's setuid is process-wide on Linux).
+func dropPrivileges(u *user.User, cfg *config.Config, sockets []string) error {
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return err
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return err
+	}
+	if uid == 0 {
+		return errors.New("refusing to \"drop\" to root")
+	}
+	for _, s := range sockets {
+		if err := os.Lchown(s, uid, gid); err != nil {
+			return err
+		}
+	}
+	// Parents traversable, the queue itself private to u.
+	if err := os.MkdirAll(filepath.Dir(cfg.QueueDir), 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(cfg.QueueDir, 0o700); err != nil && !os.IsExist(err) {
+		return err
+	}
+	if err := os.Chown(cfg.QueueDir, uid, gid); err != nil {
+		return err
+	}
+	// Local delivery roots the daemon creates are u's; existing ones (say
+	// /var/mail) are left as the administrator made them.
+	for _, r := range cfg.Routes {
+		if r.Parsed == nil || (r.Parsed.Scheme != "maildir" && r.Parsed.Scheme != "mbox") {
+			continue
+		}
+		dir := config.Dir(r.Parsed)
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return err
+		}
+		if err := os.Mkdir(dir, 0o700); err == nil {
+			if err := os.Chown(dir, uid, gid); err != nil {
+				return err
+			}
+		} else if !os.IsExist(err) {
+			return err
+		}
+	}
+	if err := syscall.Setgroups([]int{gid}); err != nil {
+		return err
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return err
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return err
+	}
+	if syscall.Geteuid() == 0 {
+		return errors.New("still root after setuid")
+	}
+	return nil
+}

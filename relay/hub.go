@@ -1,0 +1,560 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/qmgate/qmgate/internal/config"
+	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/qmqp"
+	"github.com/qmgate/qmgate/qmtp"
+	"github.com/qmgate/qmgate/queue"
+	"github.com/qmgate/qmgate/smtp"
+)
+
+// Hub is the running daemon: listeners, policy, queue and delivery engine.
+//
+// Its life: New (builds routes and policy from a Config), Listen (binds every
+// listener; done before dropping root), Start (opens the queue and serves),
+// Reload (swaps routes, allow lists, relay clients, certificates and
+// passwords without dropping a connection), Shutdown.
+type Hub struct {
+	log     *slog.Logger
+	cfg     *config.Config // the listeners' configuration (not reloadable)
+	state   atomic.Pointer[hubState]
+	queue   *queue.Queue
+	metrics *Metrics
+	engine  *Engine
+
+	listeners []*boundListener
+	qmtpSrv   *qmtp.Server
+	qmqpSrv   *qmqp.Server
+	smtpSrv   *smtp.Server
+	subSrv    *smtp.Server
+	metricsL  net.Listener
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	errs   chan error
+}
+
+// hubState is everything a reload may change. It is immutable; a reload
+// builds a new one and swaps the pointer.
+type hubState struct {
+	cfg       *config.Config
+	policy    *Policy
+	router    *Router
+	smtpCert  *tls.Certificate
+	qmtpCert  *tls.Certificate
+	clientCAs *x509.CertPool
+	passwords *smtp.PasswordFile
+}
+
+// boundListener is one bound socket and what serves it.
+type boundListener struct {
+	kind string // "qmtp", "qmtps", "qmqp", "smtp", "submission", "submissions"
+	addr string
+	l    net.Listener
+	unix string // socket path for unix listeners
+}
+
+// New builds a hub from a validated configuration.
+func New(cfg *config.Config, log *slog.Logger) (*Hub, error) {
+	h := &Hub{log: log, cfg: cfg, errs: make(chan error, 16)}
+	st, err := buildState(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	h.state.Store(st)
+	return h, nil
+}
+
+// buildState loads everything reloadable: routes and their transports,
+// policy, certificates, password file.
+func buildState(cfg *config.Config, log *slog.Logger) (*hubState, error) {
+	st := &hubState{cfg: cfg}
+	router, err := BuildRouter(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	st.router = router
+	st.policy = &Policy{
+		RcptHosts: mail.HostList(cfg.RcptHosts),
+		QMTPRelay: config.Prefixes(cfg.QMTP.RelayClients),
+		SMTPRelay: config.Prefixes(cfg.SMTP.RelayClients),
+		QMQPAllow: config.Prefixes(cfg.QMQP.Allow),
+		Router:    router,
+	}
+	if cfg.SMTP.TLSCert != "" {
+		c, err := tls.LoadX509KeyPair(cfg.SMTP.TLSCert, cfg.SMTP.TLSKey)
+		if err != nil {
+			router.Close()
+			return nil, fmt.Errorf("smtp.tls_cert: %w", err)
+		}
+		st.smtpCert = &c
+	}
+	if cfg.QMTP.TLSCert != "" {
+		c, err := tls.LoadX509KeyPair(cfg.QMTP.TLSCert, cfg.QMTP.TLSKey)
+		if err != nil {
+			router.Close()
+			return nil, fmt.Errorf("qmtp.tls_cert: %w", err)
+		}
+		st.qmtpCert = &c
+	}
+	if cfg.QMTP.ClientCA != "" {
+		pem, err := os.ReadFile(cfg.QMTP.ClientCA)
+		if err != nil {
+			router.Close()
+			return nil, fmt.Errorf("qmtp.client_ca: %w", err)
+		}
+		st.clientCAs = x509.NewCertPool()
+		if !st.clientCAs.AppendCertsFromPEM(pem) {
+			router.Close()
+			return nil, fmt.Errorf("qmtp.client_ca: no certificates in %s", cfg.QMTP.ClientCA)
+		}
+	}
+	if cfg.SMTP.AuthFile != "" {
+		pf, err := smtp.LoadPasswordFile(cfg.SMTP.AuthFile)
+		if err != nil {
+			router.Close()
+			return nil, fmt.Errorf("smtp.auth_file: %w", err)
+		}
+		st.passwords = pf
+	}
+	return st, nil
+}
+
+// Listen binds every configured listener. It runs before privileges are
+// dropped, so ports below 1024 work; unix sockets are created mode 0666 (any
+// local user may hand mail to the daemon, as with any sendmail) and their
+// paths are returned by UnixSockets so the caller can chown them.
+func (h *Hub) Listen() error {
+	c := h.cfg
+	groups := []struct {
+		kind  string
+		addrs []string
+	}{
+		{"qmqp", c.QMQP.Listen}, {"qmtp", c.QMTP.Listen}, {"qmtps", c.QMTP.ListenTLS},
+		{"smtp", c.SMTP.Listen}, {"submission", c.SMTP.Submission}, {"submissions", c.SMTP.Submissions},
+	}
+	for _, g := range groups {
+		for _, a := range g.addrs {
+			bl, err := bind(g.kind, a)
+			if err != nil {
+				h.closeListeners()
+				return err
+			}
+			h.listeners = append(h.listeners, bl)
+		}
+	}
+	if c.Metrics.Listen != "" {
+		l, err := net.Listen("tcp", c.Metrics.Listen)
+		if err != nil {
+			h.closeListeners()
+			return fmt.Errorf("metrics.listen: %w", err)
+		}
+		h.metricsL = l
+	}
+	return nil
+}
+
+func bind(kind, addr string) (*boundListener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		// A socket file left by a previous run would make bind fail; remove
+		// it only if it is a socket.
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			os.Remove(path)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("%s listen %s: %w", kind, addr, err)
+		}
+		l, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, fmt.Errorf("%s listen %s: %w", kind, addr, err)
+		}
+		if err := os.Chmod(path, 0o666); err != nil {
+			l.Close()
+			return nil, err
+		}
+		return &boundListener{kind: kind, addr: addr, l: l, unix: path}, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s listen %s: %w", kind, addr, err)
+	}
+	return &boundListener{kind: kind, addr: addr, l: l}, nil
+}
+
+// UnixSockets returns the paths of the unix-socket listeners.
+func (h *Hub) UnixSockets() []string {
+	var out []string
+	for _, bl := range h.listeners {
+		if bl.unix != "" {
+			out = append(out, bl.unix)
+		}
+	}
+	return out
+}
+
+// Addrs returns the bound addresses by kind ("qmtp", "smtp", ...), for tests
+// that listen on port 0.
+func (h *Hub) Addrs() map[string][]string {
+	out := map[string][]string{}
+	for _, bl := range h.listeners {
+		out[bl.kind] = append(out[bl.kind], bl.l.Addr().String())
+	}
+	if h.metricsL != nil {
+		out["metrics"] = []string{h.metricsL.Addr().String()}
+	}
+	return out
+}
+
+func (h *Hub) closeListeners() {
+	for _, bl := range h.listeners {
+		bl.l.Close()
+		if bl.unix != "" {
+			os.Remove(bl.unix)
+		}
+	}
+	h.listeners = nil
+	if h.metricsL != nil {
+		h.metricsL.Close()
+	}
+}
+
+// QueueOptions turns the configuration into queue options.
+func QueueOptions(cfg *config.Config, log *slog.Logger) queue.Options {
+	floor, ceil := cfg.Queue.RetryMin.D(), cfg.Queue.RetryMax.D()
+	return queue.Options{
+		Hostname:           cfg.Hostname,
+		Postmaster:         cfg.Postmaster,
+		Lifetime:           cfg.Queue.Lifetime.D(),
+		DelayNotice:        cfg.Queue.DelayNotice.D(),
+		Retry:              queue.Backoff{Floor: floor, Cap: ceil, Jitter: 0.25},
+		DestinationBackoff: queue.Backoff{Floor: floor, Cap: ceil, Jitter: 0.25},
+		MaxRecipients:      max(cfg.MaxRecipients, 1),
+		Logger:             log,
+	}
+}
+
+// Start opens the queue and serves every bound listener, the delivery engine,
+// the queue's control socket and the metrics listener, until Shutdown.
+func (h *Hub) Start() error {
+	if err := os.MkdirAll(h.cfg.QueueDir, 0o700); err != nil {
+		return fmt.Errorf("queue_dir: %w", err)
+	}
+	opt := QueueOptions(h.cfg, h.log)
+	opt.DestinationOf = h.destinationOf
+	q, err := queue.Open(h.cfg.QueueDir, opt)
+	if err != nil {
+		return fmt.Errorf("queue: %w", err)
+	}
+	h.queue = q
+	h.metrics = NewMetrics(func() (int, int, time.Duration) {
+		m := q.Metrics()
+		return m.Messages, m.PendingRecipients, m.OldestAge(time.Now())
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	h.buildServers()
+	for _, bl := range h.listeners {
+		bl := bl
+		l := countingListener{Listener: bl.l, g: h.metrics.Sessions.WithLabelValues(protoLabel(bl.kind))}
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			var err error
+			switch bl.kind {
+			case "qmtp":
+				err = h.qmtpSrv.Serve(l)
+			case "qmtps":
+				err = h.qmtpSrv.ServeTLS(l)
+			case "qmqp":
+				err = h.qmqpSrv.Serve(l)
+			case "smtp":
+				err = h.smtpSrv.Serve(l)
+			case "submission":
+				err = h.subSrv.Serve(l)
+			case "submissions":
+				err = h.subSrv.ServeTLS(l)
+			}
+			if err != nil && !isClosedErr(err) {
+				h.log.Error("listener stopped", "kind", bl.kind, "addr", bl.addr, "err", err)
+				h.errs <- fmt.Errorf("%s %s: %w", bl.kind, bl.addr, err)
+			}
+		}()
+	}
+	h.engine = &Engine{Queue: q, Routes: func() *Router { return h.state.Load().router }, Log: h.log, Metrics: h.metrics}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		if err := h.engine.Run(ctx); err != nil {
+			h.log.Error("delivery engine stopped", "err", err)
+		}
+	}()
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		if err := q.ServeControl(ctx); err != nil && ctx.Err() == nil {
+			h.log.Error("queue control socket stopped", "err", err)
+		}
+	}()
+	if h.metricsL != nil {
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			h.metrics.Serve(ctx, h.metricsL, h.healthy, h.log)
+		}()
+	}
+	h.log.Info("qmgate started", "listeners", h.Addrs(), "queue", h.cfg.QueueDir, "config", h.cfg.Source)
+	return nil
+}
+
+// Errors delivers fatal listener errors.
+func (h *Hub) Errors() <-chan error { return h.errs }
+
+// Queue returns the open queue (after Start).
+func (h *Hub) Queue() *queue.Queue { return h.queue }
+
+func (h *Hub) healthy() error {
+	if h.queue == nil {
+		return errors.New("queue not open")
+	}
+	return nil
+}
+
+func protoLabel(kind string) string {
+	switch kind {
+	case "qmtp", "qmtps":
+		return "qmtp"
+	case "qmqp":
+		return "qmqp"
+	}
+	return "smtp"
+}
+
+func isClosedErr(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, qmtp.ErrServerClosed) ||
+		errors.Is(err, qmqp.ErrServerClosed) || errors.Is(err, smtp.ErrServerClosed)
+}
+
+// buildServers makes the protocol servers from the configuration. Reloadable
+// parts (allow lists, relay clients, certificates, passwords) are read
+// through h.state on every connection.
+func (h *Hub) buildServers() {
+	c := h.cfg
+	h.qmtpSrv = &qmtp.Server{
+		Handler:         qmtp.HandlerFunc(h.ServeQMTP),
+		Hostname:        c.Hostname,
+		MaxMessageBytes: c.MaxMessageBytes,
+		MaxRecipients:   c.MaxRecipients,
+		MaxHops:         c.MaxHops,
+		ReadTimeout:     c.QMTP.ReadTimeout.D(),
+		WriteTimeout:    c.QMTP.WriteTimeout.D(),
+		SessionTimeout:  c.QMTP.SessionTimeout.D(),
+		MaxConns:        c.QMTP.MaxConns,
+		MaxConnsPerIP:   c.QMTP.MaxConnsPerIP,
+		ErrorLog:        h.log.With("proto", "qmtp"),
+		ConnContext: func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
+			st := h.state.Load()
+			info.LocalHost = c.Hostname
+			info.RelayClient = InPrefixes(info.RemoteIP(), st.policy.QMTPRelay) ||
+				(info.TLS != nil && len(info.TLS.VerifiedChains) > 0)
+			return ctx, nil
+		},
+	}
+	if len(c.QMTP.ListenTLS) > 0 {
+		h.qmtpSrv.TLSConfig = &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+				st := h.state.Load()
+				if st.qmtpCert == nil {
+					return nil, errors.New("no QMTPS certificate configured")
+				}
+				cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*st.qmtpCert}}
+				if st.clientCAs != nil {
+					cfg.ClientAuth = tls.VerifyClientCertIfGiven
+					cfg.ClientCAs = st.clientCAs
+				}
+				return cfg, nil
+			},
+		}
+	}
+	h.qmqpSrv = &qmqp.Server{
+		Handler:         qmqp.HandlerFunc(h.ServeQMQP),
+		Hostname:        c.Hostname,
+		MaxMessageBytes: c.MaxMessageBytes,
+		MaxRecipients:   c.MaxRecipients,
+		MaxHops:         c.MaxHops,
+		ReadTimeout:     c.QMQP.ReadTimeout.D(),
+		WriteTimeout:    c.QMQP.WriteTimeout.D(),
+		SessionTimeout:  c.QMQP.SessionTimeout.D(),
+		MaxConns:        c.QMQP.MaxConns,
+		MaxConnsPerIP:   c.QMQP.MaxConnsPerIP,
+		ErrorLog:        h.log.With("proto", "qmqp"),
+		AllowFunc: func(info *mail.ConnInfo) bool {
+			return InPrefixes(info.RemoteIP(), h.state.Load().policy.QMQPAllow)
+		},
+		ConnContext: func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
+			info.LocalHost = c.Hostname
+			return ctx, nil
+		},
+	}
+	mkSMTP := func(requireAuth bool) *smtp.Server {
+		s := &smtp.Server{
+			Handler:           smtpHandler{h},
+			Hostname:          c.Hostname,
+			AllowInsecureAuth: c.SMTP.AuthWithoutTLS,
+			RequireAuth:       requireAuth,
+			MaxMessageBytes:   c.MaxMessageBytes,
+			MaxRecipients:     c.MaxRecipients,
+			MaxHops:           c.MaxHops,
+			ReadTimeout:       c.SMTP.ReadTimeout.D(),
+			WriteTimeout:      c.SMTP.WriteTimeout.D(),
+			SessionTimeout:    c.SMTP.SessionTimeout.D(),
+			MaxConns:          c.SMTP.MaxConns,
+			MaxConnsPerIP:     c.SMTP.MaxConnsPerIP,
+			ErrorLog:          h.log.With("proto", "smtp"),
+			FillConnInfo: func(ctx context.Context, info *mail.ConnInfo) {
+				info.LocalHost = c.Hostname
+				info.RelayClient = InPrefixes(info.RemoteIP(), h.state.Load().policy.SMTPRelay)
+			},
+		}
+		if c.SMTP.TLSCert != "" {
+			s.TLSConfig = &tls.Config{
+				MinVersion: tls.VersionTLS12,
+				GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+					return h.state.Load().smtpCert, nil
+				},
+			}
+		}
+		if c.SMTP.AuthFile != "" {
+			s.Auth = reloadingAuth{h}
+		}
+		return s
+	}
+	h.smtpSrv = mkSMTP(false)
+	h.subSrv = mkSMTP(true)
+}
+
+// reloadingAuth checks passwords against the current password file.
+type reloadingAuth struct{ h *Hub }
+
+func (a reloadingAuth) Authenticate(ctx context.Context, user, pass string) (bool, error) {
+	pf := a.h.state.Load().passwords
+	if pf == nil {
+		return false, nil
+	}
+	return pf.Authenticate(ctx, user, pass)
+}
+
+// destinationOf keys the queue's per-destination backoff: the route's
+// transport URL (one dead hub holds back only its own mail), or for mx
+// routes the recipient's domain.
+func (h *Hub) destinationOf(rcpt string) string {
+	rt := h.state.Load().router.Lookup(rcpt)
+	if rt == nil {
+		return "noroute"
+	}
+	if rt.Via == "mx" {
+		return "mx:" + mail.Domain(rcpt)
+	}
+	return rt.Via
+}
+
+// Reload applies a new configuration's reloadable parts: routes, rcpthosts,
+// relay clients, allow lists, certificates and passwords. Sessions in
+// progress keep going; a bad configuration is refused and the old one stays.
+// Listener addresses, limits and the queue directory need a restart; a
+// change to them is logged and ignored.
+func (h *Hub) Reload(cfg *config.Config) error {
+	st, err := buildState(cfg, h.log)
+	if err != nil {
+		return err
+	}
+	if changed := nonReloadable(h.cfg, cfg); changed != "" {
+		h.log.Warn("reload: these settings need a restart and were not changed", "settings", changed)
+	}
+	old := h.state.Swap(st)
+	// The engine starts workers for the new routes on demand and lets the
+	// old ones drain; close the old transports once they are idle.
+	go func() {
+		time.Sleep(2 * time.Minute)
+		old.router.Close()
+	}()
+	h.log.Info("configuration reloaded", "config", cfg.Source, "routes", len(st.router.Routes))
+	return nil
+}
+
+func nonReloadable(a, b *config.Config) string {
+	var out []string
+	eq := func(x, y []string) bool { return strings.Join(x, "\x00") == strings.Join(y, "\x00") }
+	if !eq(a.QMQP.Listen, b.QMQP.Listen) || !eq(a.QMTP.Listen, b.QMTP.Listen) || !eq(a.QMTP.ListenTLS, b.QMTP.ListenTLS) ||
+		!eq(a.SMTP.Listen, b.SMTP.Listen) || !eq(a.SMTP.Submission, b.SMTP.Submission) || !eq(a.SMTP.Submissions, b.SMTP.Submissions) {
+		out = append(out, "listen addresses")
+	}
+	if a.QueueDir != b.QueueDir {
+		out = append(out, "queue_dir")
+	}
+	if a.MaxMessageBytes != b.MaxMessageBytes || a.MaxRecipients != b.MaxRecipients || a.MaxHops != b.MaxHops {
+		out = append(out, "message limits")
+	}
+	if a.QMQP.ListenLimit != b.QMQP.ListenLimit || a.QMTP.ListenLimit != b.QMTP.ListenLimit || a.SMTP.ListenLimit != b.SMTP.ListenLimit {
+		out = append(out, "connection limits and timeouts")
+	}
+	if a.Metrics != b.Metrics || a.Hostname != b.Hostname || a.User != b.User {
+		out = append(out, "hostname, user or metrics")
+	}
+	if (a.SMTP.TLSCert == "") != (b.SMTP.TLSCert == "") || (a.SMTP.AuthFile == "") != (b.SMTP.AuthFile == "") {
+		out = append(out, "turning STARTTLS or AUTH on or off")
+	}
+	return strings.Join(out, ", ")
+}
+
+// Shutdown stops accepting, lets sessions finish until ctx ends, stops the
+// delivery engine (deliveries under way get their grace period) and closes
+// the queue consistently.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, s := range []interface{ Shutdown(context.Context) error }{h.qmtpSrv, h.qmqpSrv, h.smtpSrv, h.subSrv} {
+		if s == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Shutdown(ctx)
+		}()
+	}
+	wg.Wait()
+	if h.cancel != nil {
+		h.cancel()
+	}
+	done := make(chan struct{})
+	go func() {
+		h.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		h.log.Warn("shutdown deadline passed with deliveries still under way")
+	}
+	h.closeListeners()
+	h.state.Load().router.Close()
+	if h.queue != nil {
+		return h.queue.Close()
+	}
+	return nil
+}

@@ -1,0 +1,186 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/qmqp"
+	"github.com/qmgate/qmgate/qmtp"
+)
+
+// DefaultIdleTimeout is how long an unused outgoing connection is kept for
+// reuse. It is short on purpose: a server may drop idle clients (qmgate's
+// own after its 5-minute read timeout), and a dead pooled connection would
+// turn into a needless deferral.
+const DefaultIdleTimeout = 20 * time.Second
+
+// lazyBody opens a job's stored message on first read, so a batch of many
+// messages holds one file open at a time per connection, not all of them.
+type lazyBody struct {
+	open func() (io.ReadCloser, error)
+	r    io.ReadCloser
+	err  error
+}
+
+func (b *lazyBody) Read(p []byte) (int, error) {
+	if b.r == nil && b.err == nil {
+		b.r, b.err = b.open()
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.r.Close()
+	}
+	return n, err
+}
+
+func (b *lazyBody) Close() {
+	if b.r != nil {
+		b.r.Close()
+	}
+}
+
+// QMTP delivers over QMTP to one host, reusing connections and pipelining
+// every message of a batch over one of them, with per-recipient results.
+// The sender goes as it is queued, VERP form included: the next qmail-style
+// hub expands it, as qmail does for QMQP from ezmlm.
+type QMTP struct {
+	Addr        string
+	Client      *qmtp.Client
+	IdleTimeout time.Duration
+	MaxIdle     int
+
+	mu   sync.Mutex
+	idle []idleConn
+}
+
+type idleConn struct {
+	c     *qmtp.Conn
+	since time.Time
+}
+
+func (t *QMTP) get(ctx context.Context) (*qmtp.Conn, error) {
+	t.mu.Lock()
+	timeout := t.IdleTimeout
+	if timeout <= 0 {
+		timeout = DefaultIdleTimeout
+	}
+	for len(t.idle) > 0 {
+		ic := t.idle[len(t.idle)-1]
+		t.idle = t.idle[:len(t.idle)-1]
+		if time.Since(ic.since) < timeout && !ic.c.Broken() {
+			t.mu.Unlock()
+			return ic.c, nil
+		}
+		ic.c.Close()
+	}
+	t.mu.Unlock()
+	return t.Client.Dial(ctx, t.Addr)
+}
+
+func (t *QMTP) put(c *qmtp.Conn) {
+	if c.Broken() {
+		c.Close()
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	max := t.MaxIdle
+	if max <= 0 {
+		max = 4
+	}
+	if len(t.idle) >= max {
+		c.Close()
+		return
+	}
+	t.idle = append(t.idle, idleConn{c: c, since: time.Now()})
+}
+
+// Deliver implements Transport.
+func (t *QMTP) Deliver(ctx context.Context, jobs []*Job) {
+	conn, err := t.get(ctx)
+	if err != nil {
+		st := mail.StatusConnectFailed
+		for _, j := range jobs {
+			j.setAll(st, t.Addr)
+		}
+		return
+	}
+	deliverQMTP(ctx, conn, jobs, t.Addr)
+	t.put(conn)
+}
+
+// deliverQMTP sends jobs over one connection and fills their results.
+func deliverQMTP(ctx context.Context, conn *qmtp.Conn, jobs []*Job, host string) {
+	msgs := make([]*qmtp.Message, 0, len(jobs))
+	bodies := make([]*lazyBody, 0, len(jobs))
+	for _, j := range jobs {
+		b := &lazyBody{open: j.Open}
+		bodies = append(bodies, b)
+		msgs = append(msgs, &qmtp.Message{Envelope: j.Envelope, Body: b, Size: j.Size})
+	}
+	res, _ := conn.Send(ctx, msgs...)
+	for _, b := range bodies {
+		b.Close()
+	}
+	for i, j := range jobs {
+		j.Results = make([]Result, len(j.Envelope.Recipients))
+		for k := range j.Results {
+			st := mail.StatusNoReply
+			if i < len(res) && k < len(res[i]) {
+				st = res[i][k]
+			}
+			j.Results[k] = Result{Status: st, Host: host}
+		}
+	}
+}
+
+// Close implements Transport.
+func (t *QMTP) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, ic := range t.idle {
+		ic.c.Close()
+	}
+	t.idle = nil
+	return nil
+}
+
+// QMQP delivers over QMQP to an ordered list of servers, failing over only
+// when a connect fails (qmail-qmqpc's rule). QMQP carries one message per
+// connection and one reply for all its recipients.
+type QMQP struct {
+	Client *qmqp.Client
+}
+
+// Deliver implements Transport.
+func (t *QMQP) Deliver(ctx context.Context, jobs []*Job) {
+	for _, j := range jobs {
+		b := &lazyBody{open: j.Open}
+		res, err := t.Client.Send(ctx, j.Envelope, b, j.Size)
+		b.Close()
+		st := res.Status
+		host := res.Server
+		if err != nil {
+			var ce *qmqp.ConnectError
+			if errors.As(err, &ce) {
+				st = mail.StatusConnectFailed
+			} else if st.IsAccept() {
+				st = mail.StatusTempFailure // an error never delivers
+			}
+		}
+		if host == "" && len(t.Client.Servers) > 0 {
+			host = t.Client.Servers[0]
+		}
+		j.setAll(st, host)
+	}
+}
+
+// Close implements Transport.
+func (t *QMQP) Close() error { return nil }
