@@ -122,12 +122,13 @@ func mailboxAddress(piece string) (string, bool) {
 		return a.Address, true
 	}
 	if !strings.ContainsAny(spec, " \t") {
-		return strings.Trim(spec, "<>"), true
+		a := strings.Trim(spec, "<>")
+		return a, a != ""
 	}
 	// "John Doe john@x" and the like: the word with an '@'.
 	for _, w := range strings.Fields(spec) {
-		if strings.Contains(w, "@") {
-			return strings.Trim(w, "<>"), true
+		if a := strings.Trim(w, "<>"); strings.Contains(a, "@") {
+			return a, true
 		}
 	}
 	return "", false

@@ -241,3 +241,31 @@ func TestComposeLeavesNoFile(t *testing.T) {
 		t.Fatalf("left behind: %v", ents)
 	}
 }
+
+// The user's own name goes with the user's own address only.
+func TestComposeFromName(t *testing.T) {
+	c := testComposer()
+	c.Identity.FullName = "Web Server"
+	for _, tc := range []struct {
+		opts Options
+		want string
+	}{
+		{Options{}, `From: "Web Server" <www-data@example.net>`},
+		{Options{FullName: "Shop"}, `From: "Shop" <www-data@example.net>`},
+		{Options{Sender: "shop@example.org", SenderSet: true}, "From: shop@example.org"},
+		{Options{Sender: "shop@example.org", SenderSet: true, FullName: "Shop"}, `From: "Shop" <shop@example.org>`},
+		{Options{Sender: "", SenderSet: true}, `From: "Web Server" <www-data@example.net>`},
+		{Options{FullName: "Jörg"}, "From: =?utf-8?q?J=C3=B6rg?= <www-data@example.net>"},
+	} {
+		tc.opts.Recipients = []string{"a@x"}
+		m, err := c.Compose(&tc.opts, strings.NewReader("Subject: s\n\nx\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, _ := io.ReadAll(m.Reader())
+		m.Close()
+		if !strings.Contains(string(text), "\n"+tc.want+"\n") {
+			t.Errorf("%+v: no %q in\n%s", tc.opts, tc.want, text)
+		}
+	}
+}

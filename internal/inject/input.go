@@ -61,6 +61,11 @@ func (in *input) next() (piece []byte, begins bool, err error) {
 		if len(p) == 0 {
 			return nil, false, io.EOF
 		}
+		if p[len(p)-1] == '\r' {
+			// A CR that ends the input is a line end cut short; the
+			// newline added at the end must not make it a CR LF.
+			p[len(p)-1] = '\n'
+		}
 	}
 	if in.dots && begins && full && len(p) == 2 && p[0] == '.' {
 		in.done = true

@@ -109,3 +109,5 @@ func validHostName(h string) bool {
 	}
 	return letter
 }
+
+func splitHostPort(s string) (string, string, error) { return net.SplitHostPort(s) }
