@@ -1,0 +1,332 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/qmgate/qmgate/internal/config"
+	"github.com/qmgate/qmgate/internal/testpeer"
+	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/qmqp"
+	"github.com/qmgate/qmgate/qmtp"
+)
+
+// testHub is a running hub on loopback ports chosen by the kernel.
+type testHub struct {
+	t    *testing.T
+	hub  *Hub
+	dir  string
+	cfg  *config.Config
+	log  *bytes.Buffer
+	logm *sync.Mutex
+}
+
+type syncWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (s syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// startHub starts a hub from a TOML document; "DIR" in it is replaced by the
+// hub's own temporary directory. Listeners default to port 0.
+func startHub(t *testing.T, doc string) *testHub {
+	t.Helper()
+	dir := t.TempDir()
+	doc = strings.ReplaceAll(doc, "DIR", dir)
+	if !strings.Contains(doc, "queue_dir") {
+		doc = "queue_dir = \"" + dir + "/queue\"\n" + doc
+	}
+	cfg, err := config.Parse("test.toml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	th := &testHub{t: t, dir: dir, cfg: cfg, log: &bytes.Buffer{}, logm: &sync.Mutex{}}
+	var w io.Writer = syncWriter{th.logm, th.log}
+	if testing.Verbose() {
+		w = io.MultiWriter(w, syncWriter{th.logm, os.Stderr})
+	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h, err := New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
+	}
+	th.hub = h
+	t.Cleanup(th.stop)
+	return th
+}
+
+func (th *testHub) stop() {
+	if th.hub == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := th.hub.Shutdown(ctx); err != nil {
+		th.t.Errorf("shutdown: %v", err)
+	}
+	th.hub = nil
+}
+
+func (th *testHub) addr(kind string) string {
+	a := th.hub.Addrs()[kind]
+	if len(a) == 0 {
+		th.t.Fatalf("no %s listener", kind)
+	}
+	return a[0]
+}
+
+func (th *testHub) logText() string {
+	th.logm.Lock()
+	defer th.logm.Unlock()
+	return th.log.String()
+}
+
+// maildirFiles returns the messages delivered into DIR/maildir/domain/user.
+func maildirFiles(t *testing.T, root, domain, user string) []string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(root, domain, user, "new", "*"))
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(b))
+	}
+	return out
+}
+
+// waitFor polls cond until it holds or the deadline passes. Polling here
+// waits for an outcome; it never stands in for synchronisation.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+var traceRE = regexp.MustCompile(`(?m)\A((Return-Path|Delivered-To): [^\n]*\n|Received: [^\n]*\n(  [^\n]*\n)*)+`)
+
+// stripTrace removes the trace lines hubs add at the top of a message.
+func stripTrace(s string) string { return traceRE.ReplaceAllString(s, "") }
+
+func sendQMTP(t *testing.T, addr string, env mail.Envelope, body string) []mail.Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := qmtp.Send(ctx, addr, &qmtp.Message{Envelope: env, Body: strings.NewReader(body), Size: int64(len(body))})
+	if err != nil && len(res) == 0 {
+		t.Fatalf("qmtp send: %v", err)
+	}
+	return res[0]
+}
+
+// TestHubChainQMQPtoQMTPtoMaildir: Postfix's qmqp-source (a nullclient
+// stand-in) → hub A over QMQP → QMTP → hub B → Maildir. Every message arrives
+// once, byte-identical apart from the trace lines.
+func TestHubChainQMQPtoQMTPtoMaildir(t *testing.T) {
+	src := testpeer.Need(t, "qmqp-source")
+	b := startHub(t, `
+hostname = "hub-b.test"
+rcpthosts = ["example.com"]
+[qmtp]
+listen = ["127.0.0.1:0"]
+[[route]]
+domains = ["example.com"]
+via = "maildir:DIR/maildir"
+`)
+	a := startHub(t, fmt.Sprintf(`
+hostname = "hub-a.test"
+[qmqp]
+listen = ["127.0.0.1:0"]
+allow = ["127.0.0.0/8"]
+[[route]]
+domains = ["*"]
+via = "qmtp://%s"
+`, b.addr("qmtp")))
+	const n = 1000
+	cmd := exec.Command(src, "-s", "10", "-m", fmt.Sprint(n), "-l", "2048", "-t", "user@example.com", "-f", "sender@src.test", a.addr("qmqp"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("qmqp-source: %v\n%s", err, out)
+	}
+	root := filepath.Join(b.dir, "maildir")
+	waitFor(t, "all messages in hub B's maildir", 60*time.Second, func() bool {
+		files, _ := filepath.Glob(filepath.Join(root, "example.com", "user", "new", "*"))
+		return len(files) >= n
+	})
+	msgs := maildirFiles(t, root, "example.com", "user")
+	if len(msgs) != n {
+		t.Fatalf("want exactly %d messages, got %d", n, len(msgs))
+	}
+	first := stripTrace(msgs[0])
+	if len(first) != 2048 {
+		t.Fatalf("body is %d bytes, want qmqp-source's 2048:\n%q", len(first), first[:200])
+	}
+	for i, m := range msgs {
+		if !strings.HasPrefix(m, "Return-Path: <sender@src.test>\nDelivered-To: user@example.com\nReceived: from unknown (127.0.0.1)\n  by hub-b.test with QMTP; ") {
+			t.Fatalf("message %d trace:\n%s", i, m[:300])
+		}
+		if !strings.Contains(m, "  by hub-a.test with QMQP; ") {
+			t.Fatalf("message %d lacks hub A's Received line", i)
+		}
+		if stripTrace(m) != first {
+			t.Fatalf("message %d body differs", i)
+		}
+	}
+	waitFor(t, "hub A's queue to empty", 30*time.Second, func() bool { return a.hub.Queue().Metrics().Messages == 0 })
+}
+
+// TestHubRetryAndBounce: hub B down → mail waits and is delivered once B is
+// up; B refusing permanently → a DSN reaches the sender's Maildir at hub A.
+func TestHubRetryAndBounce(t *testing.T) {
+	// Reserve B's address, start A pointing at it while nothing listens.
+	bAddr := testpeer.FreePort(t)
+	a := startHub(t, fmt.Sprintf(`
+hostname = "hub-a.test"
+rcpthosts = ["a.example"]
+[qmtp]
+listen = ["127.0.0.1:0"]
+relay_clients = ["127.0.0.0/8"]
+[queue]
+retry_min = "200ms"
+retry_max = "400ms"
+[[route]]
+domains = ["a.example"]
+via = "maildir:DIR/maildir"
+[[route]]
+domains = ["*"]
+via = "qmtp://%s"
+`, bAddr))
+	env := mail.Envelope{Sender: "alice@a.example", Recipients: []string{"bob@b.example", "nobody@refused.example"}}
+	body := "Subject: retry\n\nhello\n"
+	for _, st := range sendQMTP(t, a.addr("qmtp"), env, body) {
+		if !st.IsAccept() {
+			t.Fatalf("hub A refused: %v", st)
+		}
+	}
+	waitFor(t, "a failed attempt", 20*time.Second, func() bool {
+		return strings.Contains(a.logText(), "could not connect")
+	})
+	if a.hub.Queue().Metrics().Messages != 1 {
+		t.Fatal("the message left the queue while B is down")
+	}
+	// Now B comes up on the reserved address: rcpthosts b.example only, so
+	// refused.example fails permanently.
+	b := startHub(t, fmt.Sprintf(`
+hostname = "hub-b.test"
+rcpthosts = ["b.example"]
+[qmtp]
+listen = [%q]
+[[route]]
+domains = ["b.example"]
+via = "maildir:DIR/maildir"
+`, bAddr))
+	waitFor(t, "delivery at B", 30*time.Second, func() bool {
+		return len(maildirFiles(t, filepath.Join(b.dir, "maildir"), "b.example", "bob")) == 1
+	})
+	got := maildirFiles(t, filepath.Join(b.dir, "maildir"), "b.example", "bob")[0]
+	if stripTrace(got) != body {
+		t.Fatalf("body at B: %q", got)
+	}
+	waitFor(t, "the bounce in alice's maildir", 30*time.Second, func() bool {
+		return len(maildirFiles(t, filepath.Join(a.dir, "maildir"), "a.example", "alice")) == 1
+	})
+	dsn := maildirFiles(t, filepath.Join(a.dir, "maildir"), "a.example", "alice")[0]
+	for _, want := range []string{"Return-Path: <>", "multipart/report", "report-type=delivery-status",
+		"Final-Recipient: rfc822; nobody@refused.example", "Action: failed", "Status: 5.7.1",
+		"isn't in my list of allowed rcpthosts", "Subject: retry"} {
+		if !strings.Contains(dsn, want) {
+			t.Errorf("DSN lacks %q:\n%s", want, dsn)
+		}
+	}
+	if strings.Contains(dsn, "bob@b.example") && strings.Contains(dsn, "Final-Recipient: rfc822; bob@b.example") {
+		t.Errorf("DSN names the delivered recipient:\n%s", dsn)
+	}
+}
+
+// TestHubUserExt: a user-ext address lands in the user's Maildir with the full
+// address in Delivered-To.
+func TestHubUserExt(t *testing.T) {
+	h := startHub(t, `
+rcpthosts = ["example.com"]
+[qmtp]
+listen = ["127.0.0.1:0"]
+[[route]]
+domains = ["example.com"]
+via = "maildir:DIR/maildir"
+`)
+	body := "Subject: ext\n\nx\n"
+	st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "s@x.test", Recipients: []string{"joe-lists-go@Example.COM"}}, body)
+	if !st[0].IsAccept() {
+		t.Fatal(st[0])
+	}
+	waitFor(t, "delivery", 20*time.Second, func() bool {
+		return len(maildirFiles(t, filepath.Join(h.dir, "maildir"), "example.com", "joe")) == 1
+	})
+	m := maildirFiles(t, filepath.Join(h.dir, "maildir"), "example.com", "joe")[0]
+	if !strings.HasPrefix(m, "Return-Path: <s@x.test>\nDelivered-To: joe-lists-go@Example.COM\nReceived: ") || stripTrace(m) != body {
+		t.Fatalf("delivered:\n%s", m)
+	}
+}
+
+// TestHubNoOpenRelay: a stranger gets the rcpthosts refusal for every foreign
+// form over QMTP, and QMQP refuses clients off its allow list.
+func TestHubNoOpenRelay(t *testing.T) {
+	h := startHub(t, `
+rcpthosts = ["example.net", ".example.net"]
+[qmtp]
+listen = ["127.0.0.1:0"]
+relay_clients = ["10.0.0.0/8"]
+[qmqp]
+listen = ["127.0.0.1:0"]
+allow = ["10.0.0.0/8"]
+[[route]]
+domains = ["*"]
+via = "discard:"
+`)
+	foreign := []string{"victim@other.org", "victim%other.org@example.net", "other.org!victim@example.net",
+		"victim@other.org@example.net", "@example.net:victim@other.org", "victim@[192.0.2.1]", "victim@other.org.",
+		"VICTIM@OTHER.ORG", "victim@example.net.other.org", "victim"}
+	sts := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "s@x.test", Recipients: append(foreign, "ok@sub.example.net")}, "x\n")
+	for i, rcpt := range foreign {
+		if sts[i].IsAccept() {
+			t.Errorf("open relay: %q accepted", rcpt)
+		}
+	}
+	if !sts[len(foreign)].IsAccept() {
+		t.Errorf("local recipient refused: %v", sts[len(foreign)])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, _ := (&qmqp.Client{Servers: []string{h.addr("qmqp")}}).Send(ctx, mail.Envelope{Recipients: []string{"ok@example.net"}}, strings.NewReader("x\n"), 2)
+	if !res.Status.IsPermanent() || !strings.Contains(res.Status.Text, "not authorized") {
+		t.Fatalf("QMQP from a stranger: %v", res.Status)
+	}
+}
