@@ -58,6 +58,14 @@ const (
 	recipientOverhead = 5
 )
 
+// Per-session buffers: the reader's size sets how many pipelined packages
+// one read can bring in (and so how often replies are flushed); replies are
+// small, and a full writer buffer simply flushes early.
+const (
+	readBufferSize  = 32 << 10
+	writeBufferSize = 4 << 10
+)
+
 // ErrServerClosed is returned by Serve, ServeTLS and ServeConn after
 // Shutdown or Close.
 var ErrServerClosed = errors.New("qmtp: server closed")
@@ -535,9 +543,9 @@ func (s *Server) serveSession(ctx context.Context, t *trackedConn, rw io.ReadWri
 		}
 	}
 
-	bw := bufio.NewWriterSize(c, 4<<10)
+	bw := bufio.NewWriterSize(c, writeBufferSize)
 	c.flush = bw
-	br := bufio.NewReaderSize(c, 16<<10)
+	br := bufio.NewReaderSize(c, readBufferSize)
 	sess := &session{
 		srv:      s,
 		t:        t,
