@@ -67,8 +67,9 @@ type Message struct {
 	// Envelope is the sender and recipients, as raw addresses (no SMTP
 	// quoting). There must be at least one recipient.
 	Envelope mail.Envelope
-	// Body is the message, exactly Size bytes. It is read once, by a
-	// goroutine of Send, and must not be used by anyone else meanwhile.
+	// Body is the message: exactly Size bytes, then io.EOF (the byte after
+	// is read to make sure). It is read once, by a goroutine of Send, and
+	// must not be used by anyone else meanwhile. Nil means empty.
 	Body io.Reader
 	// Size is the exact length of Body.
 	Size int64
@@ -87,7 +88,7 @@ type Client struct {
 	// empty ServerName is filled from the address.
 	TLSConfig *tls.Config
 	// ConnectTimeout bounds the TCP connect plus any TLS handshake. 0 means
-	// DefaultConnectTimeout.
+	// DefaultConnectTimeout; negative means only ctx bounds it.
 	ConnectTimeout time.Duration
 	// IOTimeout bounds each write and each wait for a reply. 0 means
 	// DefaultIOTimeout; negative means none.
@@ -119,8 +120,11 @@ func (c *Client) Dial(ctx context.Context, addr string) (*Conn, error) {
 		host, port = addr, strconv.Itoa(DefaultPort)
 		addr = net.JoinHostPort(host, port)
 	}
-	ctx, cancel := context.WithTimeout(ctx, pick(c.ConnectTimeout, DefaultConnectTimeout))
-	defer cancel()
+	if t := pick(c.ConnectTimeout, DefaultConnectTimeout); t > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
 	var d net.Dialer
 	if c.Dialer != nil {
 		d = *c.Dialer
