@@ -238,10 +238,11 @@ func runQmtpd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	srv := &qmtp.Server{
 		Handler: &qmail.QMTPHandler{
-			Sink:        sink,
-			RcptHosts:   mail.HostList(cfg.RcptHosts),
-			RelayClient: env.RelayClient,
-			RelaySet:    env.RelaySet,
+			Sink:         sink,
+			RcptHosts:    mail.HostList(cfg.RcptHosts),
+			RelayClients: config.Prefixes(cfg.QMTP.RelayClients),
+			RelayClient:  env.RelayClient,
+			RelaySet:     env.RelaySet,
 		},
 		MaxMessageBytes: databytes(cfg, env),
 		MaxRecipients:   cfg.MaxRecipients,
@@ -267,8 +268,9 @@ func runQmqpd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	srv := &qmqp.Server{
 		Handler: &qmail.QMQPHandler{Sink: sink},
-		// tcpserver's rules decided who may connect, as for qmail-qmqpd.
-		AllowFunc:       func(*mail.ConnInfo) bool { return true },
+		// tcpserver's rules decide who may connect, as for qmail-qmqpd;
+		// [qmqp] allow, when set, must agree.
+		AllowFunc:       qmail.AllowList(config.Prefixes(cfg.QMQP.Allow)),
 		MaxMessageBytes: databytes(cfg, env),
 		MaxRecipients:   cfg.MaxRecipients,
 		MaxHops:         cfg.MaxHops,

@@ -3,6 +3,7 @@ package qmail
 import (
 	"context"
 	"io"
+	"net/netip"
 
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmqp"
@@ -17,6 +18,8 @@ import (
 //   - with RELAYCLIENT set (RelaySet), its value is appended to every
 //     recipient and rcpthosts is not consulted; a recipient that grows to
 //     mail.MaxAddressLen bytes gets "sorry, I can't handle that recipient";
+//   - a client whose address is in RelayClients (qmgate's [qmtp]
+//     relay_clients) may relay too, with nothing appended;
 //   - otherwise a recipient must be inside RcptHosts, or it gets "sorry,
 //     that domain isn't in my list of allowed rcpthosts (#5.7.1)". Unlike
 //     qmail, empty RcptHosts allows nothing (qmail's missing rcpthosts is an
@@ -25,10 +28,24 @@ import (
 // The message size limit (databytes) and the hop limit are the
 // qmtp.Server's.
 type QMTPHandler struct {
-	Sink        Sink
-	RcptHosts   mail.HostList
-	RelayClient string
-	RelaySet    bool
+	Sink         Sink
+	RcptHosts    mail.HostList
+	RelayClients []netip.Prefix
+	RelayClient  string
+	RelaySet     bool
+}
+
+func inPrefixes(ip netip.Addr, nets []netip.Prefix) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	ip = ip.Unmap()
+	for _, p := range nets {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // ServeQMTP implements qmtp.Handler.
@@ -57,8 +74,10 @@ func (h *QMTPHandler) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.S
 	}
 	var accepted []string
 	var idx []int
+	relay := inPrefixes(req.Conn.RemoteIP(), h.RelayClients)
 	for i, r := range env.Recipients {
 		switch {
+		case relay && !h.RelaySet:
 		case h.RelaySet:
 			r += h.RelayClient
 			if !mail.ValidAddress(r) {
@@ -86,7 +105,7 @@ func (h *QMTPHandler) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.S
 // QMQPHandler is qmail-qmqpd's as a qmqp.Handler: the message streams into
 // a Sink message and the sink's result is the reply. Like qmail-qmqpd it
 // relays anywhere: who may connect is decided before (tcpserver's rules, or
-// the qmqp.Server's allow list).
+// the qmqp.Server's allow list; AllowList is the check for the latter).
 type QMQPHandler struct {
 	Sink Sink
 }
@@ -108,4 +127,13 @@ func (h *QMQPHandler) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Sta
 		return mail.StatusOf(berr)
 	}
 	return msg.Commit(ctx, env).Status
+}
+
+// AllowList returns an allow check for a qmqp.Server run under tcpserver:
+// with no networks, everyone tcpserver let in (qmail-qmqpd's rule: access
+// is tcpserver's -x rules); otherwise only clients in them.
+func AllowList(nets []netip.Prefix) func(*mail.ConnInfo) bool {
+	return func(c *mail.ConnInfo) bool {
+		return len(nets) == 0 || inPrefixes(c.RemoteIP(), nets)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -141,5 +142,30 @@ func TestQMQPHandler(t *testing.T) {
 	res, _ = qmqp.Send(context.Background(), []string{l.Addr().String()}, mail.Envelope{Recipients: []string{"r@x"}}, strings.NewReader("x"), 1)
 	if string(res.Status.Reply()) != "Dno (#5.7.1)" {
 		t.Fatal(res.Status)
+	}
+}
+
+func TestQMTPHandlerRelayClients(t *testing.T) {
+	sink := &memSink{result: mail.OK("ok")}
+	h := &QMTPHandler{Sink: sink, RcptHosts: mail.HostList{"example.com"}, RelayClients: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
+	addr := serveQMTP(t, &qmtp.Server{Handler: h})
+	if got := replies(sendQMTP(t, addr, mail.Envelope{Recipients: []string{"a@elsewhere.org"}}, "x\n")); got != "Kok" {
+		t.Fatal(got)
+	}
+	h.RelayClients = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	if got := replies(sendQMTP(t, addr, mail.Envelope{Recipients: []string{"a@elsewhere.org"}}, "x\n")); !strings.HasPrefix(got, "Dsorry, that domain") {
+		t.Fatal(got)
+	}
+}
+
+func TestAllowList(t *testing.T) {
+	in := &mail.ConnInfo{RemoteAddr: &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3)}}
+	out := &mail.ConnInfo{RemoteAddr: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1)}}
+	if !AllowList(nil)(out) {
+		t.Fatal("an empty list must leave access to tcpserver")
+	}
+	allow := AllowList([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	if !allow(in) || allow(out) {
+		t.Fatal("allow list not applied")
 	}
 }
