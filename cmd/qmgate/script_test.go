@@ -65,7 +65,15 @@ func TestScripts(t *testing.T) {
 			"deadport":      cmdDeadPort,
 			"scrub":         cmdScrub,
 			"subst":         cmdSubst,
+			"freeport":      cmdFreePort,
+			"waitport":      cmdWaitPort,
+			"waitfiles":     cmdWaitFiles,
+			"asroot":        cmdAsRoot,
 		},
+		Condition: scriptCondition,
+		// As root, `qmgate serve` drops to the user nobody: the work
+		// directories must be reachable for it.
+		WorkdirRoot: scriptWorkdirRoot(),
 	})
 }
 

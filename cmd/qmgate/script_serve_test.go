@@ -1,0 +1,107 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// Script commands for scenarios that run `qmgate serve`:
+//
+//	freeport NAME...        $NAME is a free loopback host:port
+//	waitport ADDR           wait (up to 30 s) until ADDR accepts connections
+//	waitfiles DIR N         wait (up to 30 s) until DIR holds N files
+//	asroot FILE             when running as root, add user = "nobody" to the
+//	                        configuration FILE and open the work directory to
+//	                        that user (serve refuses root without `user`)
+//
+// Condition [root] is true when the tests run as root.
+
+func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
+	for _, name := range args {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		ts.Check(err)
+		ts.Setenv(name, l.Addr().String())
+		l.Close()
+	}
+}
+
+func cmdWaitPort(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: waitport ADDR")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", args[0], time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("%s never accepted a connection: %v", args[0], err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func cmdWaitFiles(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: waitfiles DIR N")
+	}
+	want, err := strconv.Atoi(args[1])
+	ts.Check(err)
+	dir := ts.MkAbs(args[0])
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ents, _ := os.ReadDir(dir)
+		if len(ents) == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("%s holds %d files, want %d", args[0], len(ents), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func cmdAsRoot(ts *testscript.TestScript, neg bool, args []string) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	for _, f := range args {
+		p := ts.MkAbs(f)
+		b, err := os.ReadFile(p)
+		ts.Check(err)
+		ts.Check(os.WriteFile(p, append([]byte("user = \"nobody\"\n"), b...), 0o644))
+	}
+	work := ts.Getenv("WORK")
+	ts.Check(os.Chmod(work, 0o777))
+	for d := filepath.Dir(work); strings.HasPrefix(d, os.TempDir()) && len(d) > len(os.TempDir()); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+}
+
+func scriptCondition(cond string) (bool, error) {
+	switch cond {
+	case "root":
+		return os.Geteuid() == 0, nil
+	}
+	return false, fmt.Errorf("unknown condition %q", cond)
+}
+
+// scriptWorkdirRoot is where script work directories go: a fresh directory
+// that the unprivileged user of a root run can traverse.
+func scriptWorkdirRoot() string {
+	d, err := os.MkdirTemp("", "qmgate-scripts-")
+	if err != nil {
+		return ""
+	}
+	os.Chmod(d, 0o755)
+	return d
+}
