@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -329,4 +331,146 @@ via = "discard:"
 	if !res.Status.IsPermanent() || !strings.Contains(res.Status.Text, "not authorized") {
 		t.Fatalf("QMQP from a stranger: %v", res.Status)
 	}
+}
+
+// TestHubWebhook: a webhook that fails twice and then succeeds delivers the
+// message once; one that answers 400 bounces it to the sender.
+func TestHubWebhook(t *testing.T) {
+	var mu sync.Mutex
+	calls := map[string]int{}
+	var bodies []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		rcpt := r.Header.Get("X-Qmgate-Recipient")
+		calls[rcpt]++
+		switch {
+		case strings.HasPrefix(rcpt, "flaky@") && calls[rcpt] <= 2:
+			w.WriteHeader(503)
+		case strings.HasPrefix(rcpt, "flaky@"):
+			bodies = append(bodies, string(b))
+			w.WriteHeader(204)
+		default:
+			w.WriteHeader(400)
+		}
+	}))
+	defer srv.Close()
+	h := startHub(t, fmt.Sprintf(`
+rcpthosts = ["hooks.test", "a.example"]
+[qmtp]
+listen = ["127.0.0.1:0"]
+[queue]
+retry_min = "100ms"
+retry_max = "200ms"
+[[route]]
+domains = ["a.example"]
+via = "maildir:DIR/maildir"
+[[route]]
+domains = ["hooks.test"]
+via = "%s/hook"
+`, srv.URL))
+	body := "Subject: hook\n\npayload\n"
+	for _, rcpt := range []string{"flaky@hooks.test", "strict@hooks.test"} {
+		st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "alice@a.example", Recipients: []string{rcpt}}, body)
+		if !st[0].IsAccept() {
+			t.Fatal(st[0])
+		}
+	}
+	waitFor(t, "the bounce for strict@", 30*time.Second, func() bool {
+		return len(maildirFiles(t, filepath.Join(h.dir, "maildir"), "a.example", "alice")) == 1
+	})
+	waitFor(t, "the flaky webhook's success", 30*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(bodies) == 1
+	})
+	waitFor(t, "an empty queue", 30*time.Second, func() bool { return h.hub.Queue().Metrics().Messages == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if calls["flaky@hooks.test"] != 3 || calls["strict@hooks.test"] != 1 {
+		t.Fatalf("calls: %v", calls)
+	}
+	if stripTrace(bodies[0]) != body {
+		t.Fatalf("webhook body %q", bodies[0])
+	}
+	dsn := maildirFiles(t, filepath.Join(h.dir, "maildir"), "a.example", "alice")[0]
+	if !strings.Contains(dsn, "Final-Recipient: rfc822; strict@hooks.test") || !strings.Contains(dsn, "webhook answered 400") {
+		t.Fatalf("DSN:\n%s", dsn)
+	}
+}
+
+// TestHubReloadUnderLoad: reloads while clients send keep every connection
+// and every message.
+func TestHubReloadUnderLoad(t *testing.T) {
+	doc := `
+rcpthosts = ["example.com"]
+[qmtp]
+listen = ["127.0.0.1:0"]
+[[route]]
+domains = ["example.com"]
+via = "maildir:DIR/maildir"
+concurrency = %d
+`
+	h := startHub(t, fmt.Sprintf(doc, 4))
+	const senders, perSender = 4, 50
+	var wg sync.WaitGroup
+	var accepted, failed sync.Map
+	for s := 0; s < senders; s++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			conn, err := (&qmtp.Client{}).Dial(ctx, h.addr("qmtp"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close()
+			for i := 0; i < perSender; i++ {
+				body := fmt.Sprintf("Subject: %d-%d\n\nx\n", s, i)
+				res, err := conn.Send(ctx, &qmtp.Message{Envelope: mail.Envelope{Sender: "s@x.test", Recipients: []string{"user@example.com"}},
+					Body: strings.NewReader(body), Size: int64(len(body))})
+				if err != nil || !res[0][0].IsAccept() {
+					failed.Store(body, fmt.Sprint(err, res))
+					continue
+				}
+				accepted.Store(body, true)
+			}
+		}()
+	}
+	for i := 0; i < 10; i++ {
+		doc2 := strings.ReplaceAll(fmt.Sprintf(doc, 1+i%4), "DIR", h.dir)
+		cfg, err := config.Parse("reload.toml", []byte("queue_dir = \""+h.dir+"/queue\"\n"+doc2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.hub.Reload(cfg); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	wg.Wait()
+	failed.Range(func(k, v any) bool {
+		t.Errorf("lost during reload: %q: %v", k, v)
+		return true
+	})
+	n := 0
+	accepted.Range(func(any, any) bool { n++; return true })
+	if n != senders*perSender {
+		t.Fatalf("accepted %d of %d", n, senders*perSender)
+	}
+	waitFor(t, "every message delivered", 60*time.Second, func() bool {
+		return len(maildirFiles(t, filepath.Join(h.dir, "maildir"), "example.com", "user")) == n
+	})
+	seen := map[string]int{}
+	for _, m := range maildirFiles(t, filepath.Join(h.dir, "maildir"), "example.com", "user") {
+		seen[stripTrace(m)]++
+	}
+	accepted.Range(func(k, _ any) bool {
+		if seen[k.(string)] != 1 {
+			t.Errorf("%q delivered %d times", k, seen[k.(string)])
+		}
+		return true
+	})
 }
