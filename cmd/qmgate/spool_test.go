@@ -6,9 +6,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -136,5 +139,50 @@ spool_dir = "` + spool + `"
 	defer mu.Unlock()
 	if !strings.Contains(got["a@example.org"], "Subject: first\n") || !strings.Contains(got["b@example.org"], "Subject: second\n") {
 		t.Fatalf("%q", got)
+	}
+}
+
+// Root's mail (cron) committed directly into the daemon's queue leaves files
+// the daemon's user owns: root becomes the queue directory's owner first.
+func TestSendmailSpoolAsRootBecomesOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip("no user nobody")
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	gid, _ := strconv.Atoi(nobody.Gid)
+	dir := t.TempDir()
+	// The queue's owner must reach it: t.TempDir's parent is private.
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755)
+	spool := filepath.Join(dir, "spool")
+	if err := os.Mkdir(spool, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(spool, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "app.toml")
+	os.WriteFile(cfgPath, []byte("default_domain = \"example.net\"\n[nullclient]\nqmqp_servers = [\"127.0.0.1:1\"]\nspool_dir = \""+spool+"\"\n"), 0o644)
+	cmd := exec.Command(qmgateBinary(t), "sendmail", "-config", cfgPath, "root")
+	cmd.Env = cleanEnv()
+	cmd.Stdin = strings.NewReader("Subject: cron\n\nx\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	err = filepath.Walk(spool, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != uid {
+			t.Errorf("%s is owned by uid %d, not the queue's owner %d", p, st.Uid, uid)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

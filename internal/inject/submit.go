@@ -128,11 +128,10 @@ func (n *Nullclient) Send(ctx context.Context, m *Message) Outcome {
 	id, err := n.Commit(cctx, n.SpoolDir, m.Envelope, m.Reader(), m.Size)
 	if err != nil {
 		n.logf("spool directory %s: %v", n.SpoolDir, err)
-		st := mail.StatusOf(err)
-		if st.IsAccept() || st == mail.StatusTempFailure {
-			st = mail.Temp("4.3.0", "no hub and no local daemon accepted the message, and the spool directory cannot be written: "+err.Error())
+		if st := mail.StatusOf(err); st.IsPermanent() {
+			return Outcome{Status: st, Where: n.SpoolDir}
 		}
-		return Outcome{Status: st, Where: n.SpoolDir}
+		return Outcome{Status: mail.Temp("4.3.0", "no hub and no local daemon accepted the message, and the spool directory cannot be written: "+err.Error()), Where: n.SpoolDir}
 	}
 	return Outcome{Status: mail.OK("queued locally as " + id), Where: n.SpoolDir, Spooled: true}
 }
