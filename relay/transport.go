@@ -23,6 +23,12 @@ type Job struct {
 	Open func() (io.ReadCloser, error)
 	// Results has one entry per Envelope.Recipients, filled by the transport.
 	Results []Result
+
+	// A transport that must split a job (by domain, say) keeps the parts
+	// here and folds their results back with mergeSplit.
+	parent    *Job
+	parentIdx []int
+	subs      []*Job
 }
 
 // Result is the outcome of one recipient's delivery attempt.
