@@ -40,6 +40,7 @@ type Request struct {
 	msg      io.Reader         // the message netstring's raw data
 	body     *mail.BodyReader  // msg with the size and hop limits
 	maxRcpts int
+	tooBig   bool // the declared size is over the limit
 
 	done   bool
 	env    mail.Envelope
@@ -108,8 +109,14 @@ func (r *Request) fail(err error) error {
 
 func (r *Request) readEnvelope() error {
 	// The rest of the message. Draining through the BodyReader lets it see
-	// a hop count the handler did not read far enough to see.
-	if _, err := io.Copy(io.Discard, r.body); err != nil {
+	// a hop count the handler did not read far enough to see. A message
+	// declared too big is refused for its size alone, whatever its header
+	// holds, so the reply does not depend on how the bytes arrived.
+	body := io.Reader(r.body)
+	if r.tooBig {
+		body = r.msg
+	}
+	if _, err := io.Copy(io.Discard, body); err != nil {
 		var st mail.Status
 		if !errors.As(err, &st) {
 			return r.fail(err)
@@ -149,6 +156,8 @@ func (r *Request) readEnvelope() error {
 	}
 
 	switch {
+	case r.tooBig:
+		return mail.StatusTooBig
 	case r.body.Err() != nil:
 		return r.body.Err()
 	case bad:

@@ -513,7 +513,7 @@ func (s *Server) serve(ctx context.Context, rw io.ReadWriter, info *mail.ConnInf
 		return err
 	}
 	var st mail.Status
-	if req.Size > 0 && s.maxMessageBytes() > 0 && req.Size > s.maxMessageBytes() {
+	if req.tooBig {
 		st = mail.StatusTooBig // decided by the declared length: no handler
 	} else {
 		st = s.callHandler(ctx, req, log)
@@ -608,6 +608,7 @@ func (s *Server) readHeader(c *deadlineConn, info *mail.ConnInfo, now time.Time)
 		return nil, err
 	}
 	r.Size = n
+	r.tooBig = s.maxMessageBytes() > 0 && n > s.maxMessageBytes()
 	r.msg = msg
 	r.body = mail.NewBodyReader(msg, s.maxMessageBytes(), s.maxHops())
 	r.Body = &bodyReader{received: info.Received(now), body: r.body}
