@@ -82,7 +82,9 @@ func replyStatus(code int, ec gosmtp.EnhancedCode, msg string) mail.Status {
 	default:
 		st.Class = mail.Temporary
 	}
-	if code < 200 || code > 599 || code/100 == 3 {
+	// RFC 5321 4.2.1: the second digit is 0 to 5; anything else is not a
+	// reply this client may act on, least of all by bouncing.
+	if code < 200 || code > 599 || code/100 == 3 || code/10%10 > 5 {
 		st = mail.StatusBadReply
 		st.Text = "remote host did not talk proper protocol: " + strconv.Itoa(code) + " " + oneLine(msg)
 		return st
