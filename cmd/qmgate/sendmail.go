@@ -56,7 +56,7 @@ func runSendmail(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(cfg.Nullclient.QMQPServers) == 0 && cfg.Nullclient.SpoolDir == "" {
 		return fail(stderr, "sendmail", inject.ExitConfig, "%s: no [nullclient] qmqp_servers and no spool_dir: nowhere to send mail", cfg.Source)
 	}
-	c := composer(cfg, stderr)
+	c := composer(cfg)
 	msg, err := c.Compose(opts, stdin)
 	if err != nil {
 		return fail(stderr, "sendmail", inject.ExitOf(err), "%v", err)
@@ -72,7 +72,7 @@ func runSendmail(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 // composer builds the Composer from the configuration and the real user.
-func composer(cfg *config.Config, stderr io.Writer) *inject.Composer {
+func composer(cfg *config.Config) *inject.Composer {
 	id, err := inject.SystemIdentity()
 	if err != nil {
 		// No password entry (a container, say): the uid still names the
@@ -116,12 +116,17 @@ func localQMQP(cfg *config.Config) []string {
 	return out
 }
 
-// listSpool is sendmail -bp (mailq): the local queue of spool mode.
+// listSpool is sendmail -bp (mailq): the local queue of spool mode, else
+// the queue of a daemon on this host (a hub), in `qmgate queue list`'s
+// format; a pure nullclient in direct mode has none.
 func listSpool(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer) int {
 	dir := cfg.Nullclient.SpoolDir
 	if dir == "" {
-		fmt.Fprintln(stdout, "Mail queue is empty (direct mode: mail goes straight to the QMQP servers)")
-		return 0
+		if _, err := os.Stat(cfg.QueueDir); err != nil {
+			fmt.Fprintln(stdout, "Mail queue is empty (direct mode: mail goes straight to the QMQP servers)")
+			return 0
+		}
+		dir = cfg.QueueDir
 	}
 	adm, err := queue.OpenAdmin(dir, queue.Options{Hostname: cfg.Hostname, Logger: discardLogger()})
 	if err != nil {
@@ -132,38 +137,10 @@ func listSpool(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer
 	if err != nil {
 		return fail(stderr, "sendmail", inject.ExitTempFail, "cannot list the queue in %s: %v", dir, err)
 	}
-	w := bufio.NewWriter(stdout)
-	defer w.Flush()
-	if len(rows) == 0 {
-		fmt.Fprintln(w, "Mail queue is empty")
-		return 0
+	if err := queue.WriteList(stdout, rows, false); err != nil {
+		return fail(stderr, "sendmail", inject.ExitTempFail, "%v", err)
 	}
-	var total int64
-	fmt.Fprintf(w, "%-24s %9s %-20s %s\n", "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
-	for _, r := range rows {
-		total += r.Size
-		sender := r.Sender
-		if sender == "" {
-			sender = "<>"
-		}
-		fmt.Fprintf(w, "%-24s %9d %-20s %s\n", r.ID, r.Size, r.Received.Local().Format("Mon Jan _2 15:04:05"), sender)
-		if r.LastError != "" {
-			fmt.Fprintf(w, "%46s(%s)\n", "", r.LastError)
-		}
-		for _, p := range r.Pending {
-			fmt.Fprintf(w, "%46s%s\n", "", p)
-		}
-		fmt.Fprintln(w)
-	}
-	fmt.Fprintf(w, "-- %d Kbytes in %d Request%s.\n", (total+1023)/1024, len(rows), plural(len(rows)))
 	return 0
-}
-
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
 }
 
 // sendmailSMTP is sendmail -bs: SMTP on stdin and stdout, each message
@@ -172,7 +149,7 @@ func sendmailSMTP(ctx context.Context, cfg *config.Config, opts *inject.Options,
 	if len(cfg.Nullclient.QMQPServers) == 0 && cfg.Nullclient.SpoolDir == "" {
 		return fail(stderr, "sendmail", inject.ExitConfig, "%s: no [nullclient] qmqp_servers and no spool_dir: nowhere to send mail", cfg.Source)
 	}
-	h := &bsHandler{c: composer(cfg, stderr), n: nullclient(cfg, func(string, ...any) {})}
+	h := &bsHandler{c: composer(cfg), n: nullclient(cfg, func(string, ...any) {})}
 	srv := &smtp.Server{
 		Handler:         h,
 		Hostname:        cfg.Hostname,
