@@ -22,14 +22,14 @@ type fakeServer struct {
 	addr string
 
 	// Script; the zero value accepts everything.
-	ext       []string              // EHLO extensions
-	tlsConfig *tls.Config           // STARTTLS; offered when "STARTTLS" is in ext
-	breakTLS  bool                  // answer STARTTLS with 220, then garbage for a ClientHello
-	injectTLS bool                  // answer STARTTLS with 220 and more plaintext
-	greeting  string                // default "220 fake.test ESMTP"
+	ext       []string    // EHLO extensions
+	tlsConfig *tls.Config // STARTTLS; offered when "STARTTLS" is in ext
+	breakTLS  bool        // answer STARTTLS with 220, then garbage for a ClientHello
+	injectTLS bool        // answer STARTTLS with 220 and more plaintext
+	greeting  string      // default "220 fake.test ESMTP"
 	mailReply func(arg string) string
 	rcptReply func(arg string) string
-	dataReply string                // reply to DATA, default 354
+	dataReply string                  // reply to DATA, default 354
 	endReply  func(raw []byte) string // reply to the data, default 250
 	// closeInData closes the connection after this many bytes of data
 	// (when > 0); closeAfterData closes it after the final "." without a
