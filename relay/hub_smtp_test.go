@@ -1,0 +1,418 @@
+package relay
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
+	"github.com/qmgate/qmgate/mail"
+)
+
+// rawSMTPSink is a minimal SMTP server that records the wire bytes of each
+// transaction, so tests can check line ends and dot-stuffing as sent.
+type rawSMTPSink struct {
+	t    *testing.T
+	l    net.Listener
+	mu   sync.Mutex
+	txns []rawTxn
+}
+
+type rawTxn struct {
+	From string   // the MAIL FROM line's argument, as sent
+	To   []string // RCPT TO arguments, as sent
+	Data string   // DATA as on the wire, up to and excluding the final ".\r\n"
+}
+
+func newRawSMTPSink(t *testing.T, addr string) *rawSMTPSink {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &rawSMTPSink{t: t, l: l}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go s.serve(c)
+		}
+	}()
+	return s
+}
+
+func (s *rawSMTPSink) serve(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	fmt.Fprintf(c, "220 raw.test ESMTP\r\n")
+	var tx rawTxn
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		cmd := strings.ToUpper(strings.TrimRight(line, "\r\n"))
+		arg := strings.TrimRight(line, "\r\n")
+		switch {
+		case strings.HasPrefix(cmd, "EHLO"):
+			fmt.Fprintf(c, "250-raw.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+		case strings.HasPrefix(cmd, "MAIL FROM:"):
+			tx = rawTxn{From: arg[len("MAIL FROM:"):]}
+			fmt.Fprintf(c, "250 ok\r\n")
+		case strings.HasPrefix(cmd, "RCPT TO:"):
+			to := arg[len("RCPT TO:"):]
+			if strings.Contains(to, "refuse") {
+				fmt.Fprintf(c, "550 5.1.1 no such user\r\n")
+				continue
+			}
+			tx.To = append(tx.To, to)
+			fmt.Fprintf(c, "250 ok\r\n")
+		case cmd == "DATA":
+			fmt.Fprintf(c, "354 go ahead\r\n")
+			var b strings.Builder
+			for {
+				l, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if l == ".\r\n" {
+					break
+				}
+				b.WriteString(l)
+			}
+			tx.Data = b.String()
+			s.mu.Lock()
+			s.txns = append(s.txns, tx)
+			s.mu.Unlock()
+			fmt.Fprintf(c, "250 2.0.0 queued\r\n")
+		case cmd == "RSET", cmd == "NOOP":
+			tx = rawTxn{}
+			fmt.Fprintf(c, "250 ok\r\n")
+		case cmd == "QUIT":
+			fmt.Fprintf(c, "221 bye\r\n")
+			return
+		default:
+			fmt.Fprintf(c, "502 unimplemented\r\n")
+		}
+	}
+}
+
+func (s *rawSMTPSink) transactions() []rawTxn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]rawTxn(nil), s.txns...)
+}
+
+// TestHubSMTPtoQMTP: SMTP in (swaks, Postfix's smtp-source) → hub A → QMTP →
+// hub B → Maildir.
+func TestHubSMTPtoQMTP(t *testing.T) {
+	swaks := testpeer.Need(t, "swaks")
+	source := testpeer.Need(t, "smtp-source")
+	b := startHub(t, `
+hostname = "hub-b.test"
+rcpthosts = ["example.com"]
+[qmtp]
+listen = ["127.0.0.1:0"]
+[[route]]
+domains = ["example.com"]
+via = "maildir:DIR/maildir"
+`)
+	a := startHub(t, fmt.Sprintf(`
+hostname = "hub-a.test"
+[smtp]
+listen = ["127.0.0.1:0"]
+relay_clients = ["127.0.0.0/8"]
+[[route]]
+domains = ["*"]
+via = "qmtp://%s"
+`, b.addr("qmtp")))
+	out, err := exec.Command(swaks, "--server", a.addr("smtp"), "--from", "s@x.test", "--to", "swaks@example.com",
+		"--header", "Subject: via swaks", "--body", "line one\n.leading dot\nlast").CombinedOutput()
+	if err != nil {
+		t.Fatalf("swaks: %v\n%s", err, out)
+	}
+	out, err = exec.Command(source, "-s", "5", "-m", "200", "-l", "2048", "-f", "s@x.test", "-t", "bulk@example.com", a.addr("smtp")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("smtp-source: %v\n%s", err, out)
+	}
+	root := filepath.Join(b.dir, "maildir")
+	waitFor(t, "200 smtp-source messages at B", 60*time.Second, func() bool {
+		return len(maildirFiles(t, root, "example.com", "bulk")) == 200
+	})
+	waitFor(t, "the swaks message at B", 30*time.Second, func() bool {
+		return len(maildirFiles(t, root, "example.com", "swaks")) == 1
+	})
+	m := maildirFiles(t, root, "example.com", "swaks")[0]
+	if !strings.Contains(m, "\n.leading dot\nlast\n") || strings.Contains(m, "\r") {
+		t.Fatalf("swaks message not stored as sent (LF, dot unstuffed):\n%q", m)
+	}
+	if !strings.Contains(m, "by hub-a.test with ESMTP") || !strings.Contains(m, "by hub-b.test with QMTP") {
+		t.Fatalf("trace lines:\n%s", m)
+	}
+}
+
+// TestHubQMTPtoSMTP: QMTP in → hub → SMTP out: on the wire CRLF line ends,
+// dot-stuffing, a partial last line completed, VERP expanded per recipient,
+// per-recipient refusals; and to Postfix's smtp-sink.
+func TestHubQMTPtoSMTP(t *testing.T) {
+	sinkBin := testpeer.Need(t, "smtp-sink")
+	raw := newRawSMTPSink(t, "127.0.0.1:0")
+	pfAddr := testpeer.FreePort(t)
+	args := []string{pfAddr, "100"}
+	if os.Geteuid() == 0 {
+		args = append([]string{"-u", "nobody"}, args...) // it refuses to run as root
+	}
+	cmd := exec.Command(sinkBin, args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitFor(t, "smtp-sink to listen", 10*time.Second, func() bool {
+		c, err := net.Dial("tcp", pfAddr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	h := startHub(t, fmt.Sprintf(`
+[qmtp]
+listen = ["127.0.0.1:0"]
+relay_clients = ["127.0.0.0/8"]
+[[route]]
+domains = ["raw.test"]
+via = "smtp://%s"
+tls = "none"
+[[route]]
+domains = ["postfix.test"]
+via = "smtp://%s"
+tls = "none"
+[[route]]
+domains = ["list.example"]
+via = "maildir:DIR/maildir"
+`, raw.l.Addr(), pfAddr))
+	body := "Subject: wire\n\n.starts with a dot\nmiddle\n..two dots\nno newline at the end"
+	sts := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "owner-@list.example-@[]",
+		Recipients: []string{"a@raw.test", "b@raw.test", "refuse@raw.test"}}, body)
+	for _, st := range sts {
+		if !st.IsAccept() {
+			t.Fatal(st)
+		}
+	}
+	for i := 0; i < 20; i++ {
+		sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "s@x.test", Recipients: []string{fmt.Sprintf("u%d@postfix.test", i)}}, "Subject: pf\n\nx\n")
+	}
+	waitFor(t, "an empty queue", 30*time.Second, func() bool { return h.hub.Queue().Metrics().Messages == 0 })
+	// The refusal bounced to the VERP sender's unexpanded address.
+	if len(maildirFiles(t, filepath.Join(h.dir, "maildir"), "list.example", "owner")) != 1 {
+		t.Errorf("no bounce for refuse@raw.test at owner-@list.example")
+	}
+	txns := raw.transactions()
+	if len(txns) != 2 {
+		t.Fatalf("want one transaction per VERP recipient (2 accepted), got %d: %+v", len(txns), txns)
+	}
+	for _, tx := range txns {
+		if len(tx.To) != 1 {
+			t.Fatalf("VERP transaction with %d recipients", len(tx.To))
+		}
+		rcpt := strings.Trim(tx.To[0], "<>")
+		box, dom := mail.Split(rcpt)
+		want := "<owner-" + box + "=" + dom + "@list.example>"
+		if !strings.HasPrefix(tx.From, want) {
+			t.Errorf("MAIL FROM %q, want %s", tx.From, want)
+		}
+		d := tx.Data
+		if strings.Contains(strings.ReplaceAll(d, "\r\n", ""), "\n") || strings.Contains(strings.ReplaceAll(d, "\r\n", ""), "\r") {
+			t.Errorf("bare LF or CR on the wire: %q", d)
+		}
+		if !strings.HasSuffix(d, "\r\n\r\n..starts with a dot\r\nmiddle\r\n...two dots\r\nno newline at the end\r\n") {
+			t.Errorf("DATA on the wire:\n%q", d)
+		}
+	}
+	if !strings.Contains(h.logText(), "rcpt=refuse@raw.test") || !strings.Contains(h.logText(), "5.1.1") {
+		t.Errorf("the refused recipient's result is not logged:\n%s", h.logText())
+	}
+	if strings.Count(h.logText(), "msg=\"queue: delivery\"") < 23 {
+		t.Errorf("deliveries logged: %d", strings.Count(h.logText(), "msg=\"queue: delivery\""))
+	}
+}
+
+// fakeDNS answers MX, A and AAAA queries from a table, on loopback UDP.
+type fakeDNS struct {
+	addr string
+	mx   map[string][]*net.MX
+	a    map[string]string
+	fail map[string]bool // SERVFAIL
+}
+
+func startFakeDNS(t *testing.T, d *fakeDNS) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	d.addr = pc.LocalAddr().String()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var p dnsmessage.Parser
+			hdr, err := p.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := p.Question()
+			if err != nil {
+				continue
+			}
+			name := strings.ToLower(strings.TrimSuffix(q.Name.String(), "."))
+			rh := dnsmessage.Header{ID: hdr.ID, Response: true, Authoritative: true, RCode: dnsmessage.RCodeSuccess}
+			known := d.mx[name] != nil || d.a[name] != ""
+			if d.fail[name] {
+				rh.RCode = dnsmessage.RCodeServerFailure
+			} else if !known {
+				rh.RCode = dnsmessage.RCodeNameError
+			}
+			bld := dnsmessage.NewBuilder(nil, rh)
+			bld.StartQuestions()
+			bld.Question(q)
+			bld.StartAnswers()
+			rr := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}
+			if rh.RCode == dnsmessage.RCodeSuccess {
+				switch q.Type {
+				case dnsmessage.TypeMX:
+					for _, mx := range d.mx[name] {
+						bld.MXResource(rr, dnsmessage.MXResource{Pref: mx.Pref, MX: dnsmessage.MustNewName(mx.Host)})
+					}
+				case dnsmessage.TypeA:
+					if ip := d.a[name]; ip != "" {
+						var a [4]byte
+						copy(a[:], net.ParseIP(ip).To4())
+						bld.AResource(rr, dnsmessage.AResource{A: a})
+					}
+				}
+			}
+			out, err := bld.Finish()
+			if err == nil {
+				pc.WriteTo(out, from)
+			}
+		}
+	}()
+}
+
+// commonPort finds one port free on every address, so an MX route's fixed
+// QMTP and SMTP ports can reach servers on different loopback addresses.
+func commonPort(t *testing.T, ips ...string) int {
+	t.Helper()
+	for try := 0; try < 200; try++ {
+		p := 20000 + rand.IntN(30000)
+		ok := true
+		for _, ip := range ips {
+			l, err := net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(p)))
+			if err != nil {
+				ok = false
+				break
+			}
+			l.Close()
+		}
+		if ok {
+			return p
+		}
+	}
+	t.Fatal("no common free port")
+	return 0
+}
+
+// TestHubMX: MX routing with MXPS against a fake DNS server: a QMTP-slice MX
+// gets QMTP; a plain MX gets SMTP; a QMTP-slice MX whose QMTP port is closed
+// gets SMTP on the same host; a domain without MX uses its address; NXDOMAIN
+// bounces; SERVFAIL stays queued.
+func TestHubMX(t *testing.T) {
+	qport := commonPort(t, "127.0.0.2", "127.0.0.3", "127.0.0.4")
+	sport := commonPort(t, "127.0.0.2", "127.0.0.3", "127.0.0.4")
+	b := startHub(t, fmt.Sprintf(`
+rcpthosts = ["qmtp.test"]
+[qmtp]
+listen = ["127.0.0.2:%d"]
+[[route]]
+domains = ["*"]
+via = "maildir:DIR/maildir"
+`, qport))
+	smtp3 := newRawSMTPSink(t, fmt.Sprintf("127.0.0.3:%d", sport))
+	smtp4 := newRawSMTPSink(t, fmt.Sprintf("127.0.0.4:%d", sport))
+	dns := &fakeDNS{
+		mx: map[string][]*net.MX{
+			"qmtp.test":     {{Host: "mx.qmtp.test.", Pref: 12801}},
+			"smtp.test":     {{Host: "mx.smtp.test.", Pref: 10}},
+			"fallback.test": {{Host: "mx.fallback.test.", Pref: 12817}},
+		},
+		a: map[string]string{
+			"mx.qmtp.test": "127.0.0.2", "mx.smtp.test": "127.0.0.3", "mx.fallback.test": "127.0.0.4",
+			"nomx.test": "127.0.0.3",
+		},
+		fail: map[string]bool{"servfail.test": true},
+	}
+	startFakeDNS(t, dns)
+	h := startHub(t, fmt.Sprintf(`
+rcpthosts = ["a.example"]
+[qmtp]
+listen = ["127.0.0.1:0"]
+relay_clients = ["127.0.0.0/8"]
+[delivery]
+resolver = %q
+qmtp_port = %d
+smtp_port = %d
+[queue]
+retry_min = "1h"
+retry_max = "2h"
+[[route]]
+domains = ["a.example"]
+via = "maildir:DIR/maildir"
+[[route]]
+domains = ["*"]
+via = "mx"
+`, dns.addr, qport, sport))
+	for _, rcpt := range []string{"u@qmtp.test", "u@smtp.test", "u@fallback.test", "u@nomx.test", "u@nxdomain.test", "u@servfail.test"} {
+		st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "alice@a.example", Recipients: []string{rcpt}}, "Subject: mx\n\nx\n")
+		if !st[0].IsAccept() {
+			t.Fatalf("%s: %v", rcpt, st[0])
+		}
+	}
+	waitFor(t, "QMTP delivery to the QMTP-slice MX", 30*time.Second, func() bool {
+		return len(maildirFiles(t, filepath.Join(b.dir, "maildir"), "qmtp.test", "u")) == 1
+	})
+	waitFor(t, "SMTP deliveries", 30*time.Second, func() bool {
+		return len(smtp3.transactions()) == 2 && len(smtp4.transactions()) == 1
+	})
+	waitFor(t, "the NXDOMAIN bounce", 30*time.Second, func() bool {
+		return len(maildirFiles(t, filepath.Join(h.dir, "maildir"), "a.example", "alice")) == 1
+	})
+	dsn := maildirFiles(t, filepath.Join(h.dir, "maildir"), "a.example", "alice")[0]
+	if !strings.Contains(dsn, "Final-Recipient: rfc822; u@nxdomain.test") || strings.Contains(dsn, "servfail.test") {
+		t.Fatalf("DSN:\n%s", dsn)
+	}
+	// The SERVFAIL recipient waits for a retry, it does not bounce.
+	waitFor(t, "only the SERVFAIL message left", 30*time.Second, func() bool {
+		return h.hub.Queue().Metrics().Messages == 1
+	})
+	rows, err := h.hub.Queue().List(t.Context())
+	if err != nil || len(rows) != 1 || rows[0].Pending[0] != "u@servfail.test" || !strings.Contains(rows[0].LastError, "4.4.3") {
+		t.Fatalf("queue: %+v %v", rows, err)
+	}
+}
