@@ -416,3 +416,72 @@ via = "mx"
 		t.Fatalf("queue: %+v %v", rows, err)
 	}
 }
+
+// smtpDialog runs a raw SMTP conversation: each command is sent and its
+// reply's first line returned.
+func smtpDialog(t *testing.T, addr string, cmds ...string) []string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(c)
+	readReply := func() string {
+		var first string
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				return "EOF"
+			}
+			if first == "" {
+				first = strings.TrimRight(l, "\r\n")
+			}
+			if len(l) < 4 || l[3] != '-' {
+				return first
+			}
+		}
+	}
+	readReply() // greeting
+	var out []string
+	for _, cmd := range cmds {
+		fmt.Fprintf(c, "%s\r\n", cmd)
+		out = append(out, readReply())
+	}
+	return out
+}
+
+// TestHubSMTPNoOpenRelay: over SMTP, a stranger reaches rcpthosts only, with
+// every classic trick refused; a relay client may relay.
+func TestHubSMTPNoOpenRelay(t *testing.T) {
+	h := startHub(t, `
+rcpthosts = ["example.net"]
+[smtp]
+listen = ["127.0.0.1:0"]
+relay_clients = ["10.0.0.0/8"]
+[[route]]
+domains = ["*"]
+via = "discard:"
+`)
+	tricks := []string{
+		"<victim@other.org>", "<victim%other.org@example.net>", "<other.org!victim@example.net>",
+		`<"victim@other.org"@example.net>`, "<@example.net:victim@other.org>", "<victim@[192.0.2.1]>",
+		"<victim@other.org.>", "<VICTIM@OTHER.ORG>", "<victim@example.net.other.org>", "<victim>",
+		`<"victim%other.org"@example.net>`,
+	}
+	cmds := []string{"EHLO client.test", "MAIL FROM:<s@x.test>"}
+	for _, r := range tricks {
+		cmds = append(cmds, "RCPT TO:"+r)
+	}
+	cmds = append(cmds, "RCPT TO:<user@EXAMPLE.net>")
+	replies := smtpDialog(t, h.addr("smtp"), cmds...)
+	for i, r := range tricks {
+		if rep := replies[2+i]; !strings.HasPrefix(rep, "5") {
+			t.Errorf("RCPT TO:%s got %q, want a 5xx refusal", r, rep)
+		}
+	}
+	if rep := replies[len(replies)-1]; !strings.HasPrefix(rep, "250") {
+		t.Errorf("local recipient: %q", rep)
+	}
+}
