@@ -9,9 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
@@ -36,12 +38,17 @@ func TestMain(m *testing.M) {
 // environment is clean (no QMGATE_CONFIG); scripts name their configuration.
 // Extra commands:
 //
-//	qmqpsink [-unix PATH] NAME REPLY   start a QMQP server answering REPLY
+//	qmqpsink [-unix PATH|-addr H:P] NAME REPLY
+//	                                   start a QMQP server answering REPLY
 //	                                   (e.g. "Kok", "Zbusy (#4.3.0)"); $NAME
 //	                                   is its address; message N is kept as
 //	                                   NAME.N.msg and NAME.N.env
 //	                                   ("F<sender>" then "T<rcpt>" lines)
 //	qmqpsink-stop NAME                 stop it (the hub goes down)
+//	waitsink NAME N                    wait (up to 60 s) until sink NAME
+//	                                   has kept N messages
+//	waitsocket PATH                    wait (up to 30 s) until the unix
+//	                                   socket PATH accepts connections
 //	deadport NAME                      $NAME is a loopback address nobody
 //	                                   listens on
 //	subst FILE...                      in place: $VAR and ${VAR} from the
@@ -62,6 +69,8 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"qmqpsink":      cmdQMQPSink,
 			"qmqpsink-stop": cmdQMQPSinkStop,
+			"waitsink":      cmdWaitSink,
+			"waitsocket":    cmdWaitSocket,
 			"deadport":      cmdDeadPort,
 			"scrub":         cmdScrub,
 			"subst":         cmdSubst,
@@ -78,9 +87,10 @@ func TestScripts(t *testing.T) {
 }
 
 type sink struct {
-	srv *qmqp.Server
-	mu  sync.Mutex
-	n   int
+	srv  *qmqp.Server
+	mu   sync.Mutex
+	n    int // requests seen
+	kept int // messages whose .msg and .env are written
 }
 
 var (
@@ -96,9 +106,12 @@ func cmdQMQPSink(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) == 4 && args[0] == "-unix" {
 		network, addr = "unix", ts.MkAbs(args[1])
 		args = args[2:]
+	} else if len(args) == 4 && args[0] == "-addr" {
+		addr = args[1]
+		args = args[2:]
 	}
 	if len(args) != 2 {
-		ts.Fatalf("usage: qmqpsink [-unix PATH] NAME REPLY")
+		ts.Fatalf("usage: qmqpsink [-unix PATH|-addr HOST:PORT] NAME REPLY")
 	}
 	name, reply := args[0], mail.ParseReply([]byte(args[1]))
 	l, err := net.Listen(network, addr)
@@ -133,6 +146,9 @@ func cmdQMQPSink(ts *testscript.TestScript, neg bool, args []string) {
 				b.WriteString("T" + r + "\n")
 			}
 			os.WriteFile(base+".env", []byte(b.String()), 0o644)
+			s.mu.Lock()
+			s.kept++
+			s.mu.Unlock()
 			return reply
 		}),
 	}
@@ -218,5 +234,51 @@ func cmdSubst(ts *testscript.TestScript, neg bool, args []string) {
 		s = strings.ReplaceAll(s, "<CR>", "\r")
 		s = strings.ReplaceAll(s, "<EOF>\n", "")
 		ts.Check(os.WriteFile(p, []byte(s), 0o644))
+	}
+}
+
+func cmdWaitSink(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: waitsink NAME N")
+	}
+	want, err := strconv.Atoi(args[1])
+	ts.Check(err)
+	sinksMu.Lock()
+	s := sinks[ts][args[0]]
+	sinksMu.Unlock()
+	if s == nil {
+		ts.Fatalf("no qmqpsink %s", args[0])
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		s.mu.Lock()
+		n := s.kept
+		s.mu.Unlock()
+		if n >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("sink %s kept %d messages, want %d", args[0], n, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func cmdWaitSocket(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: waitsocket PATH")
+	}
+	p := ts.MkAbs(args[0])
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("unix", p, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("%s never accepted a connection: %v", p, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
