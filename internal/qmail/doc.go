@@ -18,9 +18,24 @@
 //     mail.Status carrying qmail's reply texts (qmail.c's qmail_close,
 //     PROTOCOLS.md 5.3), notqmail's exit 82 with a custom reply on fd 6
 //     included;
+//   - the stand-ins for qmail's daemons and queue programs that cmd/qmgate
+//     wires: a Sink takes a message the way qmail-queue does (message,
+//     then envelope), either by running $QMAILQUEUE (ProgramSink) or over
+//     QMQP (QMQPSink: qmail-qmqpc's server list and exit codes, or qmgate's
+//     daemon socket with CommitToQueue as the fallback when the daemon is
+//     down); QMTPHandler and QMQPHandler are qmail-qmtpd's and
+//     qmail-qmqpd's policy on qmgate's protocol servers (rcpthosts,
+//     RELAYCLIENT appended to recipients, one qmail-queue run per package);
+//     ReadEnv reads tcpserver's environment (TCPREMOTEIP, RELAYCLIENT,
+//     DATABYTES...) and StdioConn turns fd 0 and fd 1 into a connection;
 //   - conversion of a qmail control directory into qmgate's TOML
 //     configuration (FromQmail), with a comment for every setting that could
 //     not be carried over.
+//
+// Deliberate differences from qmail: an empty rcpthosts allows nothing
+// (qmail's missing rcpthosts is an open relay), a recipient without '@' is
+// refused unless RELAYCLIENT is set, and the message size limit applies to
+// QMQP as well when DATABYTES or max_message_bytes says so.
 //
 // It is not a qmail implementation: there is no queue here, no qmail-send and
 // no local delivery.
