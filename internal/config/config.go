@@ -311,6 +311,9 @@ func (c *Config) applyDefaults() {
 			c.Hostname = "localhost"
 		}
 	}
+	// On an app server the local daemon forwards what sendmail spools, so
+	// the spool is the daemon's queue.
+	setStr(&c.QueueDir, c.Nullclient.SpoolDir)
 	setStr(&c.QueueDir, "./qmgate-data/queue")
 	setInt64(&c.MaxMessageBytes, 50<<20)
 	setInt(&c.MaxRecipients, 1000)
@@ -467,6 +470,9 @@ func (c *Config) validate() Errors {
 		if _, err := user.Lookup(c.User); err != nil {
 			bad("user", "no such user %q", c.User)
 		}
+	}
+	if sd := c.Nullclient.SpoolDir; sd != "" && filepath.Clean(sd) != filepath.Clean(c.QueueDir) {
+		bad("nullclient.spool_dir", "must be the local daemon's queue_dir (%s), which forwards what sendmail spools; leave queue_dir unset to use spool_dir", c.QueueDir)
 	}
 	for i, s := range c.Nullclient.QMQPServers {
 		if s == "" {

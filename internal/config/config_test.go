@@ -120,3 +120,17 @@ func TestLimitsInherit(t *testing.T) {
 		t.Fatalf("inherit: %+v %+v", c.QMTP.ListenLimit, c.SMTP.ListenLimit)
 	}
 }
+
+func TestSpoolDirIsQueueDir(t *testing.T) {
+	c, err := Parse("t", []byte("[nullclient]\nspool_dir = \"/var/spool/qmgate\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.QueueDir != "/var/spool/qmgate" {
+		t.Fatalf("queue_dir %q", c.QueueDir)
+	}
+	_, err = Parse("t", []byte("queue_dir = \"/a\"\n[nullclient]\nspool_dir = \"/b\"\n"))
+	if err == nil || !strings.Contains(err.Error(), "t:3: nullclient.spool_dir: must be the local daemon's queue_dir") {
+		t.Fatalf("err = %v", err)
+	}
+}
