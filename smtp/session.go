@@ -93,7 +93,7 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	if srv.RequireAuth && s.info.AuthUser == "" {
 		return replyError(statusAuthRequired)
 	}
-	if !mail.ValidAddress(from) {
+	if !acceptableAddress(from) {
 		return replyError(mail.StatusBadSender)
 	}
 	max := srv.maxMessageBytes()
@@ -121,11 +121,19 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	return nil
 }
 
+// acceptableAddress reports whether an address from MAIL or RCPT may enter
+// the queue: shorter than qmail's bound, and with an SMTP form again, so
+// that what came in over SMTP can leave over SMTP (go-smtp's parser lets
+// control characters through in quoted local parts and domains).
+func acceptableAddress(a string) bool {
+	return mail.ValidAddress(a) && mail.QuotableSMTP(a)
+}
+
 func (s *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 	if s.sc.stopped.Load() {
 		return replyError(statusConnError)
 	}
-	if !mail.ValidAddress(to) {
+	if !acceptableAddress(to) || to == "" {
 		return replyError(mail.StatusBadAddresses)
 	}
 	s.mu.Lock()
