@@ -210,9 +210,13 @@ func (c *smtpFuzzConn) Write(p []byte) (int, error) {
 	return c.out.Write(p)
 }
 
-func (c *smtpFuzzConn) Close() error                     { return nil }
-func (c *smtpFuzzConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 25} }
-func (c *smtpFuzzConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 4242} }
+func (c *smtpFuzzConn) Close() error { return nil }
+func (c *smtpFuzzConn) LocalAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 25}
+}
+func (c *smtpFuzzConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 4242}
+}
 func (c *smtpFuzzConn) SetDeadline(time.Time) error      { return nil }
 func (c *smtpFuzzConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *smtpFuzzConn) SetWriteDeadline(time.Time) error { return nil }
