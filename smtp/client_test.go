@@ -227,6 +227,15 @@ func TestClientDataRejected(t *testing.T) {
 	sts, _ = send(t, cn, env, strings.NewReader("fine\n"))
 	wantClasses(t, sts, mail.Temporary, mail.Temporary)
 
+	// A 2xx where 354 belongs is a server out of step, not an acceptance.
+	f3 := newFake(t, func(f *fakeServer) { f.dataReply = "250 2.0.0 sure, whatever" })
+	cn3 := dialT(t, plainClient(t), f3.addr)
+	sts, _ = send(t, cn3, env, strings.NewReader("x\n"))
+	wantClasses(t, sts, mail.Temporary, mail.Temporary)
+	if !cn3.Broken() {
+		t.Error("connection still in use after a reply out of step")
+	}
+
 	// DATA itself refused.
 	f2 := newFake(t, func(f *fakeServer) { f.dataReply = "554 5.5.1 no valid recipients" })
 	cn2 := dialT(t, plainClient(t), f2.addr)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
 
@@ -40,17 +41,20 @@ func (cn *Conn) Reset() error {
 		return mail.StatusNoReply
 	}
 	if err := cn.gc.Reset(); err != nil {
-		cn.fail(err)
-		return clientErrorStatus(err)
+		return cn.replyErr(err)
 	}
 	cn.open = false
 	return nil
 }
 
+// quitTimeout bounds the wait for the reply to QUIT: nothing depends on it.
+const quitTimeout = 10 * time.Second
+
 // Close says QUIT (when the connection is still usable) and closes it.
 func (cn *Conn) Close() error {
 	if !cn.broken {
 		cn.broken = true
+		cn.gc.CommandTimeout = quitTimeout
 		if err := cn.gc.Quit(); err == nil {
 			return nil
 		}
@@ -65,6 +69,22 @@ func (cn *Conn) fail(err error) {
 	if !errors.As(err, &se) || se.Code == 421 {
 		cn.broken = true
 	}
+}
+
+// replyErr is the Status for an error of go-smtp's client from one command.
+// go-smtp reports a reply with an unexpected code as an error even when the
+// code is 2xx (a 250 where DATA wants 354): that is a server out of step,
+// never an acceptance.
+func (cn *Conn) replyErr(err error) mail.Status {
+	cn.fail(err)
+	st := clientErrorStatus(err)
+	if st.IsAccept() {
+		cn.broken = true
+		bad := mail.StatusBadReply
+		bad.Text += ": " + st.Text
+		return bad
+	}
+	return st
 }
 
 // Statuses of the outbound side.
@@ -119,7 +139,11 @@ func (cn *Conn) Send(ctx context.Context, env mail.Envelope, body io.Reader) ([]
 		return sts, nil
 	}
 	stop := context.AfterFunc(ctx, cn.cc.cancel)
-	defer stop()
+	defer func() {
+		if !stop() {
+			cn.broken = true // cancelled, perhaps just as Send finished
+		}
+	}()
 
 	size, seeker, start := bodySize(body)
 	groups := [][]int{make([]int, len(env.Recipients))}
@@ -220,8 +244,7 @@ func (cn *Conn) transaction(from string, rcpts []string, idx []int, body io.Read
 		opts.Size = size
 	}
 	if err := cn.gc.Mail(mail.QuoteSMTP(from), opts); err != nil {
-		cn.fail(err)
-		st := clientErrorStatus(err)
+		st := cn.replyErr(err)
 		for _, i := range send {
 			set(i, st)
 		}
@@ -231,8 +254,7 @@ func (cn *Conn) transaction(from string, rcpts []string, idx []int, body io.Read
 	var accepted []int
 	for _, i := range send {
 		if err := cn.gc.Rcpt(mail.QuoteSMTP(rcpts[i]), nil); err != nil {
-			cn.fail(err)
-			set(i, clientErrorStatus(err))
+			set(i, cn.replyErr(err))
 			if cn.broken {
 				return
 			}
@@ -245,8 +267,7 @@ func (cn *Conn) transaction(from string, rcpts []string, idx []int, body io.Read
 	}
 	w, err := cn.gc.Data()
 	if err != nil {
-		cn.fail(err)
-		st := clientErrorStatus(err)
+		st := cn.replyErr(err)
 		for _, i := range accepted {
 			set(i, st)
 		}
@@ -278,9 +299,8 @@ func (cn *Conn) transaction(from string, rcpts []string, idx []int, body io.Read
 			}
 			return
 		}
-		cn.fail(err)
 		cn.open = false
-		st := clientErrorStatus(err)
+		st := cn.replyErr(err)
 		for _, i := range accepted {
 			set(i, st)
 		}

@@ -514,6 +514,29 @@ func TestServeConnPipe(t *testing.T) {
 	}
 }
 
+// go-smtp lets MAIL through inside a transaction and keeps the old
+// recipients; the session refuses it, so no envelope mixes two senders or
+// arrives without recipients.
+func TestNestedMail(t *testing.T) {
+	h := &recHandler{}
+	addr := startServer(t, &Server{Handler: h})
+	c := dialRaw(t, addr)
+	c.expect("220")
+	c.cmd("EHLO x", "250")
+	c.cmd("MAIL FROM:<a@b.example>", "250")
+	c.cmd("RCPT TO:<c@d.example>", "250")
+	c.cmd("MAIL FROM:<other@b.example>", "503 5.5.1")
+	c.cmd("DATA", "354")
+	c.send("x\r\n.\r\n")
+	c.expect("250")
+	if m := h.messages()[0]; m.env.Sender != "a@b.example" || len(m.env.Recipients) != 1 {
+		t.Errorf("envelope %+v", m.env)
+	}
+	// Control characters in an address are refused: they could not go out
+	// over SMTP again.
+	c.cmd("MAIL FROM:<\"a\x01b\"@b.example>", "553")
+}
+
 func TestNilHandler(t *testing.T) {
 	addr := startServer(t, &Server{})
 	c := dialRaw(t, addr)

@@ -90,6 +90,11 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	if s.sc.stopped.Load() {
 		return replyError(statusConnError)
 	}
+	if s.sc.busy.Load() {
+		// go-smtp lets a second MAIL through and keeps the recipients of
+		// the first (RFC 5321 4.1.4 wants 503 here).
+		return replyError(statusNestedMail)
+	}
 	if srv.RequireAuth && s.info.AuthUser == "" {
 		return replyError(statusAuthRequired)
 	}
@@ -176,6 +181,12 @@ func (s *session) Data(r io.Reader) error {
 
 	_, bdat := r.(*io.PipeReader)
 	f := newDataFilter(r, bdat)
+	if len(env.Recipients) == 0 {
+		// Cannot happen through go-smtp's checks and the nested-MAIL
+		// refusal; never hand a handler an envelope without recipients.
+		f.drain()
+		return replyError(mail.StatusNoRecipients)
+	}
 	br := mail.NewBodyReader(f, srv.maxMessageBytes(), srv.maxHops())
 	body := io.MultiReader(strings.NewReader(info.Received(time.Now())), br)
 	var st mail.Status

@@ -24,20 +24,6 @@ func replyError(st mail.Status) *gosmtp.SMTPError {
 	}
 }
 
-// errorReply turns any error into a bare *gosmtp.SMTPError: one already of
-// that type passes as it is, a mail.Status (or an error wrapping one) is
-// rendered, and anything else becomes 451 4.3.0, never a permanent refusal.
-func errorReply(err error) error {
-	if err == nil {
-		return nil
-	}
-	var se *gosmtp.SMTPError
-	if errors.As(err, &se) {
-		return se
-	}
-	return replyError(mail.StatusOf(err))
-}
-
 // statusReply returns nil for an acceptance and the rendered reply otherwise.
 // The nil must be an untyped nil: a nil *SMTPError in an error interface
 // would read as a failure to go-smtp.
@@ -64,6 +50,7 @@ var (
 	statusTimeout421   = mail.Status{Class: mail.Temporary, Code: "4.4.2", Text: "timeout, closing connection", SMTP: 421}
 	statusConnError    = mail.Status{Class: mail.Temporary, Code: "4.4.2", Text: "connection error", SMTP: 451}
 	statusNoHandler    = mail.Status{Class: mail.Temporary, Code: "4.3.0", Text: "mail not accepted now", SMTP: 451}
+	statusNestedMail   = mail.Status{Class: mail.Permanent, Code: "5.5.1", Text: "nested MAIL command", SMTP: 503}
 )
 
 // replyStatus maps an SMTP reply from a remote server to a Status: 2xx
