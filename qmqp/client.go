@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/qmgate/qmgate/mail"
@@ -327,7 +328,12 @@ func writeRequest(w *deadlineConn, env mail.Envelope, body io.Reader, size int64
 	for _, r := range env.Recipients {
 		outer += netstring.Len(int64(len(r)))
 	}
-	bw := bufio.NewWriterSize(w, 32<<10)
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(w)
+	defer func() {
+		bw.Reset(nil)
+		writerPool.Put(bw)
+	}()
 	b := netstring.AppendHeader(make([]byte, 0, 48), outer)
 	b = netstring.AppendHeader(b, size)
 	if _, err := bw.Write(b); err != nil {
@@ -379,3 +385,6 @@ func truncate(b []byte, n int) []byte {
 	}
 	return b
 }
+
+// writerPool recycles the clients' write buffers.
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}

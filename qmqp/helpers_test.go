@@ -103,7 +103,7 @@ func (h *recorder) committed() int {
 
 // startServer serves s on a loopback TCP port until the test ends, then shuts
 // it down gracefully and checks Serve's result.
-func startServer(t *testing.T, s *Server) string {
+func startServer(t testing.TB, s *Server) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -112,7 +112,7 @@ func startServer(t *testing.T, s *Server) string {
 	return serveOn(t, s, l)
 }
 
-func serveOn(t *testing.T, s *Server, l net.Listener) string {
+func serveOn(t testing.TB, s *Server, l net.Listener) string {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(l) }()

@@ -1,6 +1,7 @@
 package qmqp
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +37,7 @@ type Request struct {
 
 	srv      *Server
 	outer    *netstring.Reader // the connection: outer length and comma
+	br       *bufio.Reader     // the inner reader's buffer, pooled
 	inner    *netstring.Reader // inside the outer netstring
 	msg      io.Reader         // the message netstring's raw data
 	body     *mail.BodyReader  // msg with the size and hop limits
@@ -48,13 +50,35 @@ type Request struct {
 	proto  error // grammar or I/O failure: no reply
 }
 
+// errReleased is what a Body kept beyond ServeQMQP reads.
+var errReleased = errors.New("qmqp: request used after its handler returned")
+
+// release returns the request's buffer to the pool once the request has been
+// read to its end or dropped. A Body kept by a handler beyond ServeQMQP reads
+// errReleased, never the recycled buffer; Envelope returns its first result.
+func (r *Request) release() {
+	if r.br == nil {
+		return
+	}
+	if !r.done {
+		r.done, r.envErr = true, errReleased
+	}
+	r.br.Reset(nil)
+	readerPool.Put(r.br)
+	r.br = nil
+}
+
 // bodyReader is Request.Body: the Received line, then the message.
 type bodyReader struct {
+	req      *Request
 	received string
 	body     io.Reader
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.req.br == nil {
+		return 0, errReleased
+	}
 	if len(b.received) > 0 {
 		n := copy(p, b.received)
 		b.received = b.received[n:]

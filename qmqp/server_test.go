@@ -732,3 +732,25 @@ func TestManyConcurrentClients(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyAfterHandlerReturns: a handler that keeps the Body beyond
+// ServeQMQP reads an error, never a recycled buffer.
+func TestBodyAfterHandlerReturns(t *testing.T) {
+	kept := make(chan io.Reader, 2)
+	h := HandlerFunc(func(ctx context.Context, req *Request) mail.Status {
+		kept <- req.Body
+		return mail.OK("")
+	})
+	s := &Server{Handler: h, Allow: loopback, ErrorLog: (&logBuffer{}).logger()}
+	addr := startServer(t, s)
+	if reply := exchange(t, "tcp", addr, []byte(mailfrontRequest)); string(reply) != "3:Kok," {
+		t.Fatalf("reply %q", reply)
+	}
+	// Another request reuses the pooled buffer.
+	exchange(t, "tcp", addr, request("secret\n", "x@y", "z@w"))
+	<-kept
+	b := <-kept
+	if n, err := b.Read(make([]byte, 100)); n != 0 || err != errReleased {
+		t.Fatalf("stale body read %d, %v", n, err)
+	}
+}
