@@ -64,8 +64,9 @@ type Client struct {
 	ConnectTimeout time.Duration
 	IOTimeout      time.Duration
 	SessionTimeout time.Duration
-	// Dialer makes the connections (its Timeout is overridden by
-	// ConnectTimeout); nil means a zero net.Dialer.
+	// Dialer makes the connections (source address, keep-alive...); nil
+	// means a zero net.Dialer. ConnectTimeout applies on top of its own
+	// Timeout, if any.
 	Dialer *net.Dialer
 }
 

@@ -134,3 +134,43 @@ func TestNoGoroutineLeaks(t *testing.T) {
 	}()
 	settleGoroutines(t, base)
 }
+
+// TestRefusalFlood: many refused clients at once each get their D, and
+// nothing is left behind.
+func TestRefusalFlood(t *testing.T) {
+	runtime.GC()
+	base := runtime.NumGoroutine()
+	func() {
+		s := &Server{Handler: &recorder{}, ErrorLog: (&logBuffer{}).logger()}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- s.Serve(l) }()
+		const n = 300
+		errs := make(chan string, n)
+		for i := 0; i < n; i++ {
+			go func() {
+				c, err := net.Dial("tcp", l.Addr().String())
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(time.Minute))
+				out, _ := io.ReadAll(c)
+				errs <- string(out)
+			}()
+		}
+		want := ns("Dclient 127.0.0.1 is not authorized to use this service (#5.7.1)")
+		for i := 0; i < n; i++ {
+			if got := <-errs; got != want {
+				t.Errorf("client got %q", got)
+			}
+		}
+		s.Shutdown(context.Background())
+		<-served
+	}()
+	settleGoroutines(t, base)
+}

@@ -138,7 +138,8 @@ type Server struct {
 	// ErrorLog receives the server's log lines; slog.Default() when nil.
 	ErrorLog *slog.Logger
 
-	allow atomic.Pointer[[]netip.Prefix]
+	allow    atomic.Pointer[[]netip.Prefix]
+	refusing atomic.Int32 // refusals lingering before close
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -477,7 +478,7 @@ func (s *Server) serve(ctx context.Context, rw io.ReadWriter, info *mail.ConnInf
 	if !s.allowed(info) {
 		log.Info("qmqp client not authorized")
 		st := mail.Perm("5.7.1", "client "+clientName(info)+" is not authorized to use this service")
-		return s.reply(c, rw, st, log, nil)
+		return s.refuse(c, rw, st, log)
 	}
 	release := func() {}
 	if counted {
@@ -487,7 +488,7 @@ func (s *Server) serve(ctx context.Context, rw io.ReadWriter, info *mail.ConnInf
 		}
 		if !s.acquire(ip) {
 			log.Warn("qmqp connection limit reached")
-			return s.reply(c, rw, mail.StatusTooManyConns, log, nil)
+			return s.refuse(c, rw, mail.StatusTooManyConns, log)
 		}
 		release = sync.OnceFunc(func() { s.release(ip) })
 		defer release()
@@ -535,6 +536,23 @@ func (s *Server) serve(ctx context.Context, rw io.ReadWriter, info *mail.ConnInf
 		log.Info("qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", string(st.Reply()), "delay", time.Since(start))
 	}
 	return s.reply(c, rw, st, log, release)
+}
+
+// maxLingeringRefusals bounds the refused connections that wait for their
+// client's close after the reply; beyond it, under a flood, a refused
+// connection gets its reply and is closed at once.
+const maxLingeringRefusals = 64
+
+// refuse sends a refusal before anything was read, and closes.
+func (s *Server) refuse(c *deadlineConn, rw io.ReadWriter, st mail.Status, log *slog.Logger) error {
+	if s.refusing.Add(1) > maxLingeringRefusals {
+		s.refusing.Add(-1)
+		_, err := c.Write(netstring.Append(nil, st.Reply()))
+		closeRW(rw)
+		return err
+	}
+	defer s.refusing.Add(-1)
+	return s.reply(c, rw, st, log, nil)
 }
 
 // reply sends st as the session's one reply and closes the connection. The
