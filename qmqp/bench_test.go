@@ -6,11 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -127,4 +130,30 @@ func TestBenchBodySize(t *testing.T) {
 	if len(benchBody) != 2048 || !strings.HasSuffix(benchBody, "\n") {
 		t.Fatalf("bench body of %d bytes", len(benchBody))
 	}
+}
+
+// BenchmarkQmqpSource drives the server with Postfix's qmqp-source: 10
+// parallel sessions, 2 KB messages, one per connection, a handler that reads
+// everything and accepts.
+func BenchmarkQmqpSource(b *testing.B) {
+	source := testpeer.Need(b, "qmqp-source")
+	s := &Server{
+		Handler: HandlerFunc(func(ctx context.Context, req *Request) mail.Status {
+			io.Copy(io.Discard, req.Body)
+			if _, err := req.Envelope(); err != nil {
+				return mail.StatusOf(err)
+			}
+			return mail.OK("")
+		}),
+		Allow:    loopback,
+		ErrorLog: slog.New(slog.DiscardHandler),
+	}
+	addr := startServer(b, s)
+	b.ResetTimer()
+	start := time.Now()
+	out, err := exec.Command(source, "-s", "10", "-m", strconv.Itoa(b.N), "-l", "2048", addr).CombinedOutput()
+	if err != nil {
+		b.Fatalf("qmqp-source: %v\n%s", err, out)
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 }
