@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bytes"
 	"io"
 )
 
@@ -43,6 +44,8 @@ type dataFilter struct {
 	prevCR    bool // the previous byte was CR (for the correct scanner)
 	suspect   int  // progress through "." CR LF at a line go-smtp missed
 	missedEnd bool
+
+	slowOnly bool // tests: byte by byte throughout
 }
 
 // States of go-smtp's end-of-data scanner (its dataReader).
@@ -69,8 +72,11 @@ func (f *dataFilter) Read(p []byte) (int, error) {
 		// A CR held from the last read is never emitted (it is either part
 		// of CR LF or a failure), so the output never outgrows the input.
 		raw, err := f.fill(min(len(p), len(f.buf)))
-		n := 0
-		for _, c := range raw {
+		n, i := 0, 0
+		if !f.bareCR && !f.slowOnly {
+			n, i = f.fast(raw, p)
+		}
+		for _, c := range raw[i:] {
 			f.scan(c)
 			if f.cr {
 				f.cr = false
@@ -113,6 +119,67 @@ func (f *dataFilter) Read(p []byte) (int, error) {
 			return n, nil
 		}
 	}
+}
+
+// fast converts raw into p a span at a time for as long as every CR is
+// part of CR LF, and returns the bytes written and consumed; the byte loop in
+// Read takes over at a bare CR. Without a bare CR go-smtp's scanner cannot
+// have lost its place (see scan), so the scanners' state follows from the
+// last bytes alone and needs no byte-by-byte walk.
+func (f *dataFilter) fast(raw, p []byte) (n, i int) {
+	if f.cr {
+		if len(raw) == 0 || raw[0] != '\n' {
+			return 0, 0
+		}
+		f.cr = false
+		f.scan('\n')
+		p[0] = '\n'
+		n, i = 1, 1
+	}
+	for i < len(raw) {
+		j := bytes.IndexByte(raw[i:], '\r')
+		if j < 0 {
+			j = len(raw) - i
+		}
+		if j > 0 {
+			n += copy(p[n:], raw[i:i+j])
+			f.scanNoCR(raw[i : i+j])
+			i += j
+			continue
+		}
+		// raw[i] is a CR.
+		if i+1 == len(raw) {
+			f.scan('\r')
+			f.cr = true
+			return n, i + 1
+		}
+		if raw[i+1] != '\n' {
+			return n, i
+		}
+		f.scan('\r')
+		f.scan('\n')
+		p[n] = '\n'
+		n++
+		i += 2
+	}
+	return n, i
+}
+
+// scanNoCR is scan over a span without CR, in step with go-smtp: only its
+// first byte can end a line.
+func (f *dataFilter) scanNoCR(span []byte) {
+	f.scan(span[0])
+	if len(span) == 1 || f.bdat {
+		return
+	}
+	if f.suspect != 0 {
+		// Cannot be without a bare CR; walk it to be exact anyway.
+		for _, c := range span[1:] {
+			f.scan(c)
+		}
+		return
+	}
+	f.gs, f.prevCR = gsData, false
 }
 
 // fill reads up to n raw bytes and returns them with the read's error.

@@ -1,7 +1,9 @@
 package smtp
 
 import (
+	"bytes"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -201,3 +203,44 @@ func TestLongDataLine(t *testing.T) {
 	}
 	c.eof()
 }
+
+// The span-wise fast path and the byte loop agree on every input: output,
+// error, and what the scanners concluded.
+func TestDataFilterFastPath(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []byte("ab.\r\n\r\n")
+	for iter := 0; iter < 20000; iter++ {
+		in := make([]byte, rng.IntN(40))
+		for i := range in {
+			in[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		chunk := 1 + rng.IntN(8)
+		run := func(slow bool) (string, error, *dataFilter) {
+			f := newDataFilter(oneByteOrChunk(bytes.NewReader(in), chunk), false)
+			f.slowOnly = slow
+			out, err := io.ReadAll(oneByteOrChunk(f, chunk))
+			f.drain()
+			return string(out), err, f
+		}
+		fo, fe, ff := run(false)
+		so, se, sf := run(true)
+		if fo != so || fe != se || ff.bareCR != sf.bareCR || ff.missedEnd != sf.missedEnd {
+			t.Fatalf("%q (chunk %d): fast %q %v %v %v, slow %q %v %v %v", in, chunk,
+				fo, fe, ff.bareCR, ff.missedEnd, so, se, sf.bareCR, sf.missedEnd)
+		}
+	}
+}
+
+type chunkReader struct {
+	r io.Reader
+	n int
+}
+
+func (c chunkReader) Read(p []byte) (int, error) {
+	if len(p) > c.n {
+		p = p[:c.n]
+	}
+	return c.r.Read(p)
+}
+
+func oneByteOrChunk(r io.Reader, n int) io.Reader { return chunkReader{r, n} }

@@ -3,6 +3,7 @@ package smtp
 import (
 	"bytes"
 	"io"
+	"sync"
 )
 
 // bodyError is a failure to read the stored message (as opposed to a
@@ -30,8 +31,9 @@ func (e bodyError) Unwrap() error { return e.err }
 // conversions: it then only doubles dots at line starts.
 func writeBody(w io.Writer, body io.Reader) error {
 	var conv wireConv
-	in := make([]byte, 32<<10)
-	out := make([]byte, 0, 2*len(in)+64)
+	bufs := wireBufs.Get().(*wireBuf)
+	defer wireBufs.Put(bufs)
+	in, out := bufs.in[:], bufs.out[:0]
 	for {
 		n, err := body.Read(in)
 		if n > 0 {
@@ -54,6 +56,15 @@ func writeBody(w io.Writer, body io.Reader) error {
 	}
 	return nil
 }
+
+// wireBuf is writeBody's pair of buffers, pooled: one connection may send
+// many messages, and a relay many connections.
+type wireBuf struct {
+	in  [16 << 10]byte
+	out [32<<10 + 64]byte
+}
+
+var wireBufs = sync.Pool{New: func() any { return new(wireBuf) }}
 
 // wireConv is writeBody's line-end state between reads.
 type wireConv struct {
