@@ -1,11 +1,15 @@
 package smtp
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/qmgate/qmgate/mail"
 )
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
@@ -187,4 +191,42 @@ func TestImplicitTLS(t *testing.T) {
 	b := dialRaw(t, addr2)
 	b.useConn(tls.Client(b.c, clientTLSConfig(t)))
 	b.expect("421 4.3.2")
+}
+
+// FillConnInfo runs once per connection, STARTTLS or not, and what it sets
+// reaches the handler with the server's own fields kept current.
+func TestFillConnInfo(t *testing.T) {
+	h := &recHandler{}
+	srv := authServer(t, h)
+	var calls atomic.Int32
+	srv.FillConnInfo = func(ctx context.Context, info *mail.ConnInfo) {
+		calls.Add(1)
+		if info.Proto != "SMTP" || !info.RemoteIP().IsLoopback() || info.LocalHost != "mx.test" {
+			t.Errorf("FillConnInfo got %+v", info)
+		}
+		info.RemoteHost = "client.example"
+		info.RelayClient = true
+	}
+	addr := startServer(t, srv)
+	c := dialRaw(t, addr)
+	c.expect("220")
+	c.cmd("EHLO first", "250")
+	startTLS(t, c)
+	c.cmd("MAIL FROM:<a@b.example>", "250")
+	c.cmd("RCPT TO:<c@d.example>", "250")
+	c.cmd("DATA", "354")
+	c.send("x\r\n.\r\n")
+	c.expect("250")
+	c.cmd("QUIT", "221")
+	c.eof()
+	if n := calls.Load(); n != 1 {
+		t.Errorf("FillConnInfo called %d times", n)
+	}
+	m := h.messages()[0]
+	if !m.info.RelayClient || m.info.RemoteHost != "client.example" || m.info.Helo != "client.test" || m.info.Proto != "ESMTPS" {
+		t.Errorf("ConnInfo %+v", m.info)
+	}
+	if !strings.HasPrefix(m.body, "Received: from client.example (HELO client.test) (127.0.0.1)\n  by mx.test with ESMTPS; ") {
+		t.Errorf("Received: %q", m.body)
+	}
 }
