@@ -230,6 +230,7 @@ type expectation struct {
 	delivered  map[string]map[string]bool
 	mayRemove  map[string]bool
 	mayDeliver map[string]map[string]bool
+	gone       map[string]bool // acknowledged as removed or delivered, and seen gone: never to return
 }
 
 func addTo(m map[string]map[string]bool, id, rcpt string) {
@@ -249,7 +250,7 @@ func TestCrashRecovery(t *testing.T) {
 	t.Logf("seed %d", seed)
 	r := rand.New(rand.NewPCG(seed, 1))
 	exp := expectation{acked: map[string][]string{}, removed: map[string]bool{}, delivered: map[string]map[string]bool{},
-		mayRemove: map[string]bool{}, mayDeliver: map[string]map[string]bool{}}
+		mayRemove: map[string]bool{}, mayDeliver: map[string]map[string]bool{}, gone: map[string]bool{}}
 	totalAcked := 0
 	for round := 0; round < rounds; round++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -318,6 +319,13 @@ func verifyCrashRound(t *testing.T, dir string, round int, exp *expectation, r *
 		t.Fatalf("round %d: reopen after SIGKILL: %v", round, err)
 	}
 	defer q.Close()
+	verifyAfterCrash(t, q, round, exp, r)
+}
+
+// verifyAfterCrash checks a queue reopened after a crash against what was
+// acknowledged before it.
+func verifyAfterCrash(t *testing.T, q *Queue, round int, exp *expectation, r *rand.Rand) {
+	t.Helper()
 	q.mu.Lock()
 	type snap struct {
 		sender string
@@ -367,8 +375,12 @@ func verifyCrashRound(t *testing.T, dir string, round int, exp *expectation, r *
 			}
 		}
 	}
-	// Everything present, acknowledged or not, must be intact.
+	// Everything present, acknowledged or not, must be intact, and nothing
+	// that was seen gone for good may come back.
 	for id, s := range present {
+		if exp.gone[id] {
+			t.Fatalf("round %d: %s came back after it was gone", round, id)
+		}
 		rc, err := q.openBody(s.m)
 		if err != nil {
 			t.Fatalf("round %d: %s: open: %v", round, id, err)
@@ -395,8 +407,14 @@ func verifyCrashRound(t *testing.T, dir string, round int, exp *expectation, r *
 	for _, id := range drop {
 		exp.removed[id] = true
 	}
-	// Forget what can no longer matter.
+	// Forget what can no longer matter, except that it is gone.
+	for id := range exp.removed {
+		exp.gone[id] = true
+	}
 	for id := range exp.acked {
+		if _, ok := present[id]; !ok {
+			exp.gone[id] = true
+		}
 		if _, ok := present[id]; !ok || exp.removed[id] {
 			delete(exp.acked, id)
 			delete(exp.delivered, id)

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"errors"
+	"time"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -105,11 +106,31 @@ func (q *Queue) appendStateLocked(m *message, typ byte, meta []byte) (*batch, er
 }
 
 func (q *Queue) newBatchLocked(s *segment) *batch {
-	b := &batch{seg: s, off: s.size, done: make(chan struct{})}
+	b := &batch{seg: s, off: s.size, done: make(chan struct{}), buf: q.batchBufLocked()}
 	s.pending++
 	q.batches = append(q.batches, b)
 	q.cond.Signal()
 	return b
+}
+
+// batchBufLocked returns an empty buffer for a batch. Buffers of written
+// batches are reused, so a batch's records are copied once, never into a
+// growing slice under the lock.
+func (q *Queue) batchBufLocked() []byte {
+	if n := len(q.freeBufs); n > 0 {
+		b := q.freeBufs[n-1]
+		q.freeBufs = q.freeBufs[:n-1]
+		return b[:0]
+	}
+	return make([]byte, 0, 64<<10)
+}
+
+// recycleLocked keeps a written batch's buffer for a later batch; huge
+// ones (a burst of big inline bodies) go back to the garbage collector.
+func (q *Queue) recycleLocked(b []byte) {
+	if cap(b) <= maxRecycledBuf && len(q.freeBufs) < 4 {
+		q.freeBufs = append(q.freeBufs, b[:0])
+	}
 }
 
 // rotateLocked starts a new segment; its first batch creates the file.
@@ -123,7 +144,7 @@ func (q *Queue) rotateLocked() {
 	q.segs = append(q.segs, s)
 	q.segBySeq[s.seq] = s
 	q.cur = s
-	b := &batch{seg: s, off: 0, create: true, done: make(chan struct{}), buf: segmentHeader(s.seq)}
+	b := &batch{seg: s, off: 0, create: true, done: make(chan struct{}), buf: append(q.batchBufLocked(), segmentHeader(s.seq)...)}
 	s.pending++
 	q.batches = append(q.batches, b)
 	q.cond.Signal()
@@ -149,12 +170,17 @@ func (q *Queue) commitLoop() {
 		b.taken = true
 		q.mu.Unlock()
 
+		t0 := time.Now()
 		err := q.writeBatch(b)
 		if err != nil {
 			q.abandon(b, err)
 		}
+		took := time.Since(t0)
 
 		q.mu.Lock()
+		if q.flushTimes != nil {
+			q.flushTimes = append(q.flushTimes, took)
+		}
 		q.batches = q.batches[1:]
 		s := b.seg
 		s.pending--
@@ -176,6 +202,7 @@ func (q *Queue) commitLoop() {
 		}
 		q.nBatches++
 		b.err = err
+		q.recycleLocked(b.buf)
 		b.buf, b.onDone, b.onFail = nil, nil, nil
 		close(b.done)
 		unlinks := len(q.unlinks) > 0
@@ -279,6 +306,7 @@ func (q *Queue) failSegmentLocked(s *segment, err error) {
 			fn()
 		}
 		b.err = err
+		q.recycleLocked(b.buf)
 		b.buf, b.onDone, b.onFail = nil, nil, nil
 		close(b.done)
 	}

@@ -63,6 +63,7 @@ const (
 	DefaultJanitorInterval    = time.Hour
 	DefaultMaintenanceTick    = time.Minute
 	maxSealedSegments         = 16
+	maxRecycledBuf            = 8 << 20
 	maxAttemptField           = 255 // bytes of route and host kept per attempt
 	defaultPostmasterUserPart = "postmaster"
 )
@@ -229,8 +230,10 @@ type Queue struct {
 	cur      *segment
 	nextSeq  uint64
 	batches  []*batch
+	freeBufs [][]byte
 
 	nBatches, nRecords uint64
+	flushTimes         []time.Duration // benchmarks: each batch's write+sync
 
 	ids       idGen
 	maintKick chan struct{}

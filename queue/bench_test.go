@@ -1,0 +1,149 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/qmgate/qmgate/mail"
+)
+
+// BenchmarkPut measures durable commits of 2 KB messages at 1, 16 and 64
+// concurrent writers, for the journal and, in the same run, for the
+// baseline of one file per message (create, write, fsync, rename,
+// directory fsync). Reported per sub-benchmark: msgs/s, p99-ms (Put
+// latency), and for the journal flush-ms (mean time per group commit)
+// and p99/flush. Run it on the disk the queue will use:
+//
+//	TMPDIR=/work/tmp go test -run '^$' -bench Put -benchtime 5s ./queue
+func BenchmarkPut(b *testing.B) {
+	body := bodyOf(2048, 1)
+	env := mail.Envelope{Sender: "alice@example.org", Recipients: []string{"bob@example.com"}}
+	for _, w := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("journal/writers=%d", w), func(b *testing.B) {
+			q, err := Open(b.TempDir(), Options{Logger: quietLogger(), Passive: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer q.Close()
+			ctx := context.Background()
+			q.mu.Lock()
+			q.flushTimes = make([]time.Duration, 0, 1024)
+			q.mu.Unlock()
+			before := q.Metrics().Batches
+			lat, elapsed := runWriters(b, w, func() error {
+				_, err := q.Put(ctx, env, bytes.NewReader(body))
+				return err
+			})
+			batches := q.Metrics().Batches - before
+			q.mu.Lock()
+			flushes := q.flushTimes
+			q.flushTimes = nil
+			q.mu.Unlock()
+			report(b, lat, elapsed)
+			if batches > 0 {
+				// The flush interval is the time from one group commit
+				// to the next; the disk's own tail shows in flush-p99.
+				interval := float64(elapsed) / float64(batches)
+				p99 := float64(percentile(lat, 0.99))
+				b.ReportMetric(interval/1e6, "flush-ms")
+				b.ReportMetric(float64(percentile(flushes, 0.99))/1e6, "flush-p99-ms")
+				b.ReportMetric(p99/interval, "p99/flush")
+				b.ReportMetric(float64(len(lat))/float64(batches), "msgs/flush")
+			}
+		})
+		b.Run(fmt.Sprintf("baseline/writers=%d", w), func(b *testing.B) {
+			dir := b.TempDir()
+			tmp, msg := filepath.Join(dir, "tmp"), filepath.Join(dir, "msg")
+			os.Mkdir(tmp, 0o700)
+			os.Mkdir(msg, 0o700)
+			var seq atomic.Int64
+			lat, elapsed := runWriters(b, w, func() error {
+				return fileBaseline(tmp, msg, seq.Add(1), body)
+			})
+			report(b, lat, elapsed)
+		})
+	}
+}
+
+// fileBaseline commits one message the classic way.
+func fileBaseline(tmp, msg string, n int64, body []byte) error {
+	name := fmt.Sprint(n)
+	f, err := os.OpenFile(filepath.Join(tmp, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(body); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	f.Close()
+	if err := os.Rename(filepath.Join(tmp, name), filepath.Join(msg, name)); err != nil {
+		return err
+	}
+	d, err := os.Open(msg)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return unix.Fsync(int(d.Fd()))
+}
+
+// runWriters runs b.N operations on w goroutines and returns each one's
+// latency and the wall time.
+func runWriters(b *testing.B, w int, op func() error) ([]time.Duration, time.Duration) {
+	lat := make([]time.Duration, b.N)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for range w {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				t := time.Now()
+				if err := op(); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[i] = time.Since(t)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	return lat, elapsed
+}
+
+func report(b *testing.B, lat []time.Duration, elapsed time.Duration) {
+	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(float64(percentile(lat, 0.99))/1e6, "p99-ms")
+}
+
+func percentile(lat []time.Duration, p float64) time.Duration {
+	if len(lat) == 0 {
+		return 0
+	}
+	s := slices.Clone(lat)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
