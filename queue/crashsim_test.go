@@ -31,9 +31,9 @@ type simFS struct {
 	mu      sync.Mutex
 	dirs    map[string]*simDir
 	ops     int
-	crashAt int           // the op at which the machine "loses power"
-	onCrash func(*simFS)  // called at that instant, under mu
-	dead    bool          // after the crash every op fails
+	crashAt int          // the op at which the machine "loses power"
+	onCrash func(*simFS) // called at that instant, under mu
+	dead    bool         // after the crash every op fails
 }
 
 type simDir struct {

@@ -2,12 +2,12 @@ package queue
 
 import (
 	"errors"
-	"time"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
