@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -473,4 +474,53 @@ concurrency = %d
 		}
 		return true
 	})
+}
+
+// TestHubDeadHubDoesNotHoldOthers: with one next hop down (connections hang
+// until their timeout), mail for other routes still flows.
+func TestHubDeadHubDoesNotHoldOthers(t *testing.T) {
+	// A listener that accepts and never answers: each QMTP attempt waits for
+	// its I/O timeout.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	h := startHub(t, fmt.Sprintf(`
+rcpthosts = ["local.test", "stuck.test"]
+[qmtp]
+listen = ["127.0.0.1:0"]
+[delivery]
+timeout = "1h"
+[[route]]
+domains = ["stuck.test"]
+via = "qmtp://%s"
+concurrency = 2
+[[route]]
+domains = ["local.test"]
+via = "maildir:DIR/maildir"
+`, l.Addr()))
+	for i := 0; i < 30; i++ {
+		for _, rcpt := range []string{fmt.Sprintf("u%d@stuck.test", i), "user@local.test"} {
+			st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "s@x.test", Recipients: []string{rcpt}}, fmt.Sprintf("Subject: %d\n\nx\n", i))
+			if !st[0].IsAccept() {
+				t.Fatal(st[0])
+			}
+		}
+	}
+	waitFor(t, "local deliveries while the other hub hangs", 30*time.Second, func() bool {
+		return len(maildirFiles(t, filepath.Join(h.dir, "maildir"), "local.test", "user")) == 30
+	})
+	if n := h.hub.Queue().Metrics().Messages; n != 30 {
+		t.Fatalf("queue holds %d messages, want the 30 for the stuck hub", n)
+	}
 }
