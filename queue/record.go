@@ -342,8 +342,25 @@ func decodeMessage(b []byte) (messageMeta, error) {
 }
 
 // encodeSnapshot builds the meta of an 'S' record: everything replay needs
-// to rebuild m without any older record.
+// to rebuild m without any older record. A message with so many recipients
+// and attempts that the record would pass maxMetaLen keeps fewer attempts
+// per recipient (the latest ones), so replay never mistakes it for a torn
+// record.
 func encodeSnapshot(dst []byte, m *message) []byte {
+	for keep := -1; ; keep /= 2 {
+		b := encodeSnapshotHistory(dst, m, keep)
+		if len(b) <= maxMetaLen || keep == 0 {
+			return b
+		}
+		if keep < 0 {
+			keep = 16
+		}
+	}
+}
+
+// encodeSnapshotHistory encodes with at most keep attempts per recipient
+// (keep < 0: all).
+func encodeSnapshotHistory(dst []byte, m *message, keep int) []byte {
 	e := enc{dst}
 	e.str(m.id)
 	e.time(m.received)
@@ -356,9 +373,13 @@ func encodeSnapshot(dst []byte, m *message) []byte {
 		u := r.update(i)
 		e.str(r.addr)
 		e.rcptState(&u)
-		e.uvarint(uint64(len(r.history)))
-		for j := range r.history {
-			e.attempt(&r.history[j])
+		h := r.history
+		if keep >= 0 && len(h) > keep {
+			h = h[len(h)-keep:]
+		}
+		e.uvarint(uint64(len(h)))
+		for j := range h {
+			e.attempt(&h[j])
 		}
 	}
 	return e.b

@@ -78,8 +78,8 @@ func (q *Queue) scheduleLocked(m *message, now time.Time) {
 		return
 	}
 	heap.Push(&q.sched, schedEntry{at: at.UnixNano(), m: m, gen: m.gen})
-	if q.sched[0].m == m && q.sched[0].gen == m.gen {
-		q.notifyLocked() // a new earliest time: Wait must re-arm
+	if !at.After(now) || q.sched[0].m == m && q.sched[0].gen == m.gen {
+		q.notifyLocked() // due now, or a new earliest time: Wait must re-arm
 	}
 	if len(q.sched) > 2*len(q.msgs)+1024 {
 		q.pruneScheduleLocked()

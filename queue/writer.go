@@ -190,6 +190,10 @@ func (w *Writer) Commit(ctx context.Context, env mail.Envelope) (string, error) 
 	}
 	received := q.now()
 	meta := encodeMessage(nil, w.id, received, &env, body)
+	if len(meta) > maxMetaLen/2 { // room for its snapshot's recipient states
+		w.Abort()
+		return "", mail.StatusTooManyRcpts
+	}
 	h := recordHeader(recMessage, len(meta), len(inline))
 	partial := partialCRC(&h, meta, inline)
 	m := &message{id: w.id, received: received, sender: env.Sender, body: body,
