@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/qmgate/qmgate/mail"
 )
@@ -480,5 +483,56 @@ func TestWaitWakes(t *testing.T) {
 	q.Close()
 	if err := <-done; err == nil {
 		t.Fatal("Wait returned nil after Close")
+	}
+}
+
+// TestBounceRetriedAfterFailure: a permanent failure whose bounce could not
+// be queued keeps its bounce pending, durably, until one is queued.
+func TestBounceRetriedAfterFailure(t *testing.T) {
+	dir := t.TempDir()
+	ffs := &faultFS{inner: osFS{}}
+	clk := newFakeClock()
+	opt := testOptions(clk)
+	opt.fs = ffs
+	q := openT(t, dir, opt)
+	ctx := context.Background()
+	id := putT(t, q, "alice@example.org", bodyOf(300, 1), "bob@example.com")
+	ds := claimAll(q)
+	syncs := 0
+	var mu sync.Mutex
+	ffs.set(func(op, path string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if op == "datasync" {
+			syncs++
+			if syncs == 2 { // the first flush records the failure; the second carries the bounce
+				return unix.EIO
+			}
+		}
+		return nil
+	})
+	if err := q.Record(ctx, ds[0], results(ds[0], permFail, "mx")); err != nil {
+		t.Fatal(err)
+	}
+	ffs.set(nil)
+	rows, _ := q.List(ctx)
+	if len(rows) != 1 || rows[0].ID != id {
+		t.Fatalf("bounce queued despite the fault, or message gone: %+v", rows)
+	}
+	det, _ := q.Show(ctx, id)
+	if det.Recipient[0].State != Failed || det.Recipient[0].Bounced {
+		t.Fatalf("recipient %+v", det.Recipient[0])
+	}
+	q.Close()
+	q = openT(t, dir, opt)
+	defer q.Close()
+	q.maintain(ctx, true) // what the daemon's maintenance does each minute
+	rows, _ = q.List(ctx)
+	if len(rows) != 1 || rows[0].Sender != "" || rows[0].Pending[0] != "alice@example.org" {
+		t.Fatalf("after the retry: %+v", rows)
+	}
+	q.maintain(ctx, true)
+	if rows, _ := q.List(ctx); len(rows) != 1 {
+		t.Fatalf("bounce sent twice: %+v", rows)
 	}
 }
