@@ -257,7 +257,8 @@ func (q *Queue) writeBatch(b *batch) error {
 // fails too, they may: the same as a commit whose reply was lost.
 func (q *Queue) abandon(b *batch, cause error) {
 	s := b.seg
-	q.log.Error("queue: journal write failed", "segment", s.seq, "offset", b.off, "bytes", len(b.buf), "err", cause)
+	q.log.Error("queue: journal write failed", "segment", s.seq, "offset", b.off, "bytes", len(b.buf),
+		"disk_full", isNoSpace(cause), "err", cause)
 	if s.f == nil {
 		if b.create {
 			q.fs.Remove(q.segPath(s.seq))

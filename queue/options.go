@@ -1,0 +1,196 @@
+package queue
+
+import (
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"time"
+
+	"github.com/qmgate/qmgate/mail"
+)
+
+// Clock tells the queue the time; tests substitute one they can move.
+type Clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Backoff is an exponential retry schedule: after n failures the wait is
+// Floor·2^(n-1), at most Cap, spread by ±Jitter (a fraction, 0.25 = ±25%)
+// and then kept within [Floor, Cap].
+type Backoff struct {
+	Floor  time.Duration
+	Cap    time.Duration
+	Jitter float64
+}
+
+// Delay returns the wait after n consecutive failures (n ≥ 1); r is a
+// uniform random number in [0, 1).
+func (b Backoff) Delay(n int, r float64) time.Duration {
+	d := b.Floor
+	for i := 1; i < n && d < b.Cap; i++ {
+		d *= 2
+	}
+	d = min(d, b.Cap)
+	if b.Jitter > 0 {
+		d = time.Duration(float64(d) * (1 + b.Jitter*(2*r-1)))
+	}
+	return max(b.Floor, min(d, b.Cap))
+}
+
+// Defaults for Options. Every limit has one; every default is safe.
+const (
+	DefaultLifetime           = 7 * 24 * time.Hour // qmail's queuelifetime
+	DefaultDelayNotice        = 4 * time.Hour
+	DefaultLeaseTime          = time.Hour
+	DefaultInlineMax          = 256 << 10
+	DefaultSegmentSize        = 64 << 20
+	DefaultMaxBounceHeader    = 64 << 10
+	DefaultMaxHistory         = 10
+	DefaultMaxRecipients      = 10000
+	DefaultJanitorCutoff      = 36 * time.Hour // qmail-clean's tmp cutoff
+	DefaultJanitorInterval    = time.Hour
+	DefaultMaintenanceTick    = time.Minute
+	maxSealedSegments         = 16
+	maxRecycledBuf            = 8 << 20
+	maxAttemptField           = 255 // bytes of route and host kept per attempt
+	defaultPostmasterUserPart = "postmaster"
+)
+
+var (
+	// DefaultRetry is the per-recipient retry schedule.
+	DefaultRetry = Backoff{Floor: 5 * time.Minute, Cap: time.Hour, Jitter: 0.25}
+	// DefaultDestinationBackoff is the per-destination schedule after a
+	// destination (next hop) fails temporarily.
+	DefaultDestinationBackoff = Backoff{Floor: time.Minute, Cap: time.Hour, Jitter: 0.25}
+)
+
+// Options configure a Queue. The zero value works: every field has a
+// documented default.
+type Options struct {
+	// Hostname names this MTA in bounces (Reporting-MTA, From:
+	// MAILER-DAEMON@Hostname). Default: os.Hostname().
+	Hostname string
+	// Postmaster receives double bounces. Default "postmaster@" + Hostname.
+	// "@" discards double bounces (qmail's doublebounceto convention).
+	Postmaster string
+	// Lifetime is how long a message may stay queued; after it a temporary
+	// failure is permanent, with an explanation. Default 7 days.
+	Lifetime time.Duration
+	// DelayNotice sends one "still trying" DSN for a message deferred this
+	// long. Default 4 hours; negative disables.
+	DelayNotice time.Duration
+	// Retry is the per-recipient schedule. Default DefaultRetry.
+	Retry Backoff
+	// DestinationBackoff holds back every recipient for a destination that
+	// failed temporarily, so one dead hub costs one attempt per interval
+	// instead of one per message. Default DefaultDestinationBackoff.
+	DestinationBackoff Backoff
+	// DestinationOf gives the destination key of a recipient before the
+	// relay has reported one (Result.Destination). Default: the lower-cased
+	// domain.
+	DestinationOf func(rcpt string) string
+	// LeaseTime bounds a claim: work claimed and not recorded within it is
+	// handed out again. Default 1 hour; it must exceed any delivery.
+	LeaseTime time.Duration
+	// InlineMax is the largest body kept inside the journal; larger bodies
+	// go to their own file. Default 256 KiB (at most 64 MiB). Each writer
+	// buffers up to this much in memory.
+	InlineMax int64
+	// SegmentSize is the size at which the journal moves to a new segment
+	// file. Default 64 MiB.
+	SegmentSize int64
+	// MaxBounceHeader bounds how much of the original header a bounce
+	// attaches (text/rfc822-headers). Default 64 KiB.
+	MaxBounceHeader int
+	// MaxHistory bounds the attempts remembered per recipient. Default 10.
+	MaxHistory int
+	// MaxRecipients bounds the recipients of one message. Default 10000.
+	MaxRecipients int
+	// JanitorCutoff is the age after which an unreferenced body file (left
+	// by a crashed or abandoned writer) is removed. It must exceed any
+	// writer's deadline. Default 36 hours.
+	JanitorCutoff time.Duration
+	// JanitorInterval is how often the janitor runs. Default 1 hour.
+	JanitorInterval time.Duration
+	// Passive opens the queue for administration only: no background
+	// maintenance (bounces, compaction, janitor). OpenAdmin sets it.
+	Passive bool
+	// Clock defaults to the system clock.
+	Clock Clock
+	// Rand drives retry jitter. Default: randomly seeded.
+	Rand *rand.Rand
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+
+	fs fileSystem // tests inject faults here
+}
+
+func (o *Options) setDefaults() {
+	if o.Hostname == "" {
+		o.Hostname, _ = os.Hostname()
+		if o.Hostname == "" {
+			o.Hostname = "localhost"
+		}
+	}
+	if o.Postmaster == "" {
+		o.Postmaster = defaultPostmasterUserPart + "@" + o.Hostname
+	}
+	if o.Lifetime <= 0 {
+		o.Lifetime = DefaultLifetime
+	}
+	if o.DelayNotice == 0 {
+		o.DelayNotice = DefaultDelayNotice
+	}
+	if o.Retry.Floor <= 0 {
+		o.Retry = DefaultRetry
+	}
+	if o.DestinationBackoff.Floor <= 0 {
+		o.DestinationBackoff = DefaultDestinationBackoff
+	}
+	for _, b := range []*Backoff{&o.Retry, &o.DestinationBackoff} {
+		b.Cap = max(b.Cap, b.Floor)
+		b.Jitter = min(max(b.Jitter, 0), 1)
+	}
+	if o.DestinationOf == nil {
+		o.DestinationOf = mail.Domain
+	}
+	if o.LeaseTime <= 0 {
+		o.LeaseTime = DefaultLeaseTime
+	}
+	if o.InlineMax <= 0 {
+		o.InlineMax = DefaultInlineMax
+	}
+	o.InlineMax = min(o.InlineMax, maxBodyLen)
+	if o.SegmentSize <= 0 {
+		o.SegmentSize = DefaultSegmentSize
+	}
+	if o.MaxBounceHeader <= 0 {
+		o.MaxBounceHeader = DefaultMaxBounceHeader
+	}
+	if o.MaxHistory <= 0 {
+		o.MaxHistory = DefaultMaxHistory
+	}
+	if o.MaxRecipients <= 0 {
+		o.MaxRecipients = DefaultMaxRecipients
+	}
+	if o.JanitorCutoff <= 0 {
+		o.JanitorCutoff = DefaultJanitorCutoff
+	}
+	if o.JanitorInterval <= 0 {
+		o.JanitorInterval = DefaultJanitorInterval
+	}
+	if o.Clock == nil {
+		o.Clock = systemClock{}
+	}
+	if o.Rand == nil {
+		o.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.fs == nil {
+		o.fs = osFS{}
+	}
+}
