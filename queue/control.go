@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -319,7 +320,9 @@ func (c *controlClient) Close() error { return nil }
 // OpenAdmin returns the Admin for the queue in dir: the queue itself,
 // opened passively (no deliveries, no background work) when no process
 // holds it, or a client of the control socket of the daemon that does.
-// The directory must exist.
+// The directory must exist. Opened directly, the queue writes files, so
+// that is only done by the directory's owner: anyone else (root included)
+// gets the control socket, or an error saying whom to run as.
 func OpenAdmin(dir string, opt Options) (Admin, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -327,6 +330,12 @@ func OpenAdmin(dir string, opt Options) (Admin, error) {
 	}
 	if !st.IsDir() {
 		return nil, fmt.Errorf("queue: %s is not a directory", dir)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+		if daemonHolds(dir) {
+			return &controlClient{dir: dir}, nil
+		}
+		return nil, fmt.Errorf("queue: %s belongs to uid %d and no daemon is running: run this as that user", dir, sys.Uid)
 	}
 	opt.Passive = true
 	q, err := Open(dir, opt)
@@ -337,4 +346,19 @@ func OpenAdmin(dir string, opt Options) (Admin, error) {
 		return nil, err
 	}
 	return &controlClient{dir: dir}, nil
+}
+
+// daemonHolds reports whether some process holds dir's lock, without
+// creating anything.
+func daemonHolds(dir string) bool {
+	f, err := os.Open(filepath.Join(dir, "lock"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		return err == unix.EWOULDBLOCK
+	}
+	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
 }

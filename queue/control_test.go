@@ -110,3 +110,25 @@ func TestAdminWhileDaemonRuns(t *testing.T) {
 		t.Fatal("OpenAdmin created a queue in a missing directory")
 	}
 }
+
+// TestOpenAdminOtherOwner: root must not create files in another user's
+// queue; it is told whom to run as (or uses the daemon's socket).
+func TestOpenAdminOtherOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown")
+	}
+	dir := t.TempDir()
+	q := openT(t, dir, testOptions(newFakeClock()))
+	q.Close()
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Skip(err)
+	}
+	_, err := OpenAdmin(dir, testOptions(newFakeClock()))
+	if err == nil || !strings.Contains(err.Error(), "uid 65534") {
+		t.Fatalf("OpenAdmin of another user's idle queue: %v", err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "journal"))
+	if len(ents) != 1 {
+		t.Fatalf("OpenAdmin wrote into another user's queue: %v", ents)
+	}
+}
