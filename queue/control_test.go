@@ -119,6 +119,7 @@ func TestOpenAdminOtherOwner(t *testing.T) {
 	}
 	dir := t.TempDir()
 	q := openT(t, dir, testOptions(newFakeClock()))
+	putT(t, q, "s@x", []byte("x\n"), "r@y")
 	q.Close()
 	if err := os.Chown(dir, 65534, 65534); err != nil {
 		t.Skip(err)
