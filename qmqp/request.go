@@ -27,15 +27,14 @@ type Request struct {
 	Conn *mail.ConnInfo
 	// Body yields the server's Received line (qmail's form, "with QMQP"),
 	// then the message bytes exactly as the client sent them (QMQP has no
-	// mode byte and no line-end conversion). Once the message crosses
-	// MaxMessageBytes or the hop limit, Read returns mail.StatusTooBig or
-	// mail.StatusTooManyHops as its error.
+	// mode byte and no line-end conversion). Once the header crosses the
+	// hop limit, Read returns mail.StatusTooManyHops as its error. (A
+	// message declared over MaxMessageBytes never reaches the handler.)
 	Body io.Reader
 	// Size is the message's length as the client declared it, without the
 	// Received line.
 	Size int64
 
-	srv      *Server
 	outer    *netstring.Reader // the connection: outer length and comma
 	br       *bufio.Reader     // the inner reader's buffer, pooled
 	inner    *netstring.Reader // inside the outer netstring

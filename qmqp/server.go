@@ -615,7 +615,6 @@ func (s *Server) readHeader(c *deadlineConn, info *mail.ConnInfo, now time.Time)
 	br := getReader(outerData)
 	r := &Request{
 		Conn:     info,
-		srv:      s,
 		outer:    outer,
 		br:       br,
 		inner:    netstring.NewReader(br),
