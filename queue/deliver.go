@@ -44,7 +44,8 @@ func (d *Delivery) SenderFor(rcpt string) string { return mail.ExpandVERP(d.Send
 // Open returns the body, exactly as committed. The reader checks the
 // body's CRC as it goes and returns an error instead of io.EOF if the
 // bytes are not the ones committed, so a transport that streams to EOF
-// before finishing the transaction never passes corrupt data on.
+// before finishing the transaction never passes corrupt data on. A
+// message removed meanwhile gives an error wrapping ErrNotFound.
 func (d *Delivery) Open() (io.ReadCloser, error) { return d.q.openBody(d.m) }
 
 // Result is the outcome of delivering to one recipient of a Delivery.

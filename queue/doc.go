@@ -134,7 +134,8 @@
 // (Options.Retry) and their destination is backed off
 // (Options.DestinationBackoff) so that its other recipients wait too,
 // until it answers again. Leases live in memory: after a crash, or after
-// Options.LeaseTime, claimed work comes back. Past Options.Lifetime a
+// Options.LeaseTime, claimed work comes back; Record with no results gives
+// a Delivery back untouched. Past Options.Lifetime a
 // temporary failure becomes permanent (5.4.7, with an explanation and the
 // last reply).
 //
@@ -166,6 +167,23 @@
 // before they return; Flush only changes timing and is not recorded.
 // WriteList, WriteStat and WriteDetail render the results as stable text
 // or JSON for `qmgate queue`.
+//
+// # How it is tested
+//
+// Beside unit tests of every transition: a crash test that SIGKILLs a
+// writer process under concurrent load at random instants (50 rounds) and
+// checks every acknowledged ID, delivery and removal after each reopen; a
+// power-loss simulation, an in-memory file system that keeps only what was
+// fsynced (data) and what directory fsyncs made durable (names), with
+// random torn remains of the rest, which fails if any fsync in the commit
+// path is left out; fault injection (ENOSPC, EIO, failed fsync, missing
+// directory) at every file operation, plus a real full tmpfs when run as
+// root; golden DSNs; and a 1 GiB body queued and read back by a process
+// whose peak RSS must stay under 64 MiB. BenchmarkPut compares durable Put
+// throughput with one file per message (create, write, fsync, rename,
+// directory fsync) at 1, 16 and 64 writers:
+//
+//	go test -run '^$' -bench Put -benchtime 2s -count 3 ./queue
 //
 // # IDs
 //
