@@ -365,7 +365,7 @@ func (h *Hub) buildServers() {
 		SessionTimeout:  c.QMTP.SessionTimeout.D(),
 		MaxConns:        c.QMTP.MaxConns,
 		MaxConnsPerIP:   c.QMTP.MaxConnsPerIP,
-		ErrorLog:        h.log.With("proto", "qmtp"),
+		ErrorLog:        h.log,
 		ConnContext: func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
 			st := h.state.Load()
 			info.LocalHost = c.Hostname
@@ -402,7 +402,7 @@ func (h *Hub) buildServers() {
 		SessionTimeout:  c.QMQP.SessionTimeout.D(),
 		MaxConns:        c.QMQP.MaxConns,
 		MaxConnsPerIP:   c.QMQP.MaxConnsPerIP,
-		ErrorLog:        h.log.With("proto", "qmqp"),
+		ErrorLog:        h.log,
 		AllowFunc: func(info *mail.ConnInfo) bool {
 			return InPrefixes(info.RemoteIP(), h.state.Load().policy.QMQPAllow)
 		},
