@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/connlimit"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/netstring"
 )
@@ -144,8 +145,9 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
-	active    int // connections holding a slot (MaxConns)
-	perIP     map[netip.Addr]int
+	active    int               // connections holding a slot (MaxConns)
+	lim       connlimit.Limiter // connections in total and per IP
+	limOnce   sync.Once
 	closing   bool
 }
 
@@ -310,38 +312,14 @@ func (s *Server) untrack(sc *serverConn) {
 // acquire takes a connection slot for ip (the zero Addr for unix sockets),
 // or reports false when a limit is reached.
 func (s *Server) acquire(ip netip.Addr) bool {
-	maxConns := limit(s.MaxConns, DefaultMaxConns)
-	perIP := limit(s.MaxConnsPerIP, DefaultMaxConnsPerIP)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if maxConns > 0 && s.active >= maxConns {
-		return false
-	}
-	if ip.IsValid() && perIP > 0 {
-		if s.perIP[ip] >= perIP {
-			return false
-		}
-		if s.perIP == nil {
-			s.perIP = make(map[netip.Addr]int)
-		}
-		s.perIP[ip]++
-	}
-	s.active++
-	return true
+	s.limOnce.Do(func() {
+		s.lim.Max = limit(s.MaxConns, DefaultMaxConns)
+		s.lim.PerIP = limit(s.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	})
+	return s.lim.Acquire(ip)
 }
 
-func (s *Server) release(ip netip.Addr) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.active--
-	if ip.IsValid() {
-		if s.perIP[ip] <= 1 {
-			delete(s.perIP, ip)
-		} else {
-			s.perIP[ip]--
-		}
-	}
-}
+func (s *Server) release(ip netip.Addr) { s.lim.Release(ip) }
 
 // Shutdown stops the server gracefully: it closes the listeners, lets every
 // connection in progress finish its message, and returns when none is left,

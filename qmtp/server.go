@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/connlimit"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/netstring"
 )
@@ -147,8 +148,8 @@ type Server struct {
 	mu         sync.Mutex
 	listeners  map[net.Listener]struct{}
 	conns      map[*trackedConn]struct{}
-	perIP      map[netip.Addr]int
-	counted    int           // connections from Serve, for MaxConns
+	lim        connlimit.Limiter // connections from Serve: MaxConns, MaxConnsPerIP
+	limOnce    sync.Once
 	shutting   atomic.Bool   // set under mu; read without it on hot paths
 	drained    chan struct{} // closed when conns empties after Shutdown
 	drainedSet bool
@@ -279,20 +280,14 @@ func (s *Server) admit(c net.Conn) (*trackedConn, bool) {
 	if s.shutting.Load() {
 		return nil, false
 	}
-	if maxc := pick(s.MaxConns, DefaultMaxConns); maxc > 0 && s.counted >= maxc {
-		return nil, false
-	}
-	if maxip := pick(s.MaxConnsPerIP, DefaultMaxConnsPerIP); maxip > 0 && ip.IsValid() && s.perIP[ip] >= maxip {
+	s.limOnce.Do(func() {
+		s.lim.Max = pick(s.MaxConns, DefaultMaxConns)
+		s.lim.PerIP = pick(s.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	})
+	if !s.lim.Acquire(ip) {
 		return nil, false
 	}
 	t := &trackedConn{closer: c, ip: ip, counted: true}
-	s.counted++
-	if ip.IsValid() {
-		if s.perIP == nil {
-			s.perIP = make(map[netip.Addr]int)
-		}
-		s.perIP[ip]++
-	}
 	s.addLocked(t)
 	return t, true
 }
@@ -321,12 +316,7 @@ func (s *Server) untrack(t *trackedConn) {
 	defer s.mu.Unlock()
 	delete(s.conns, t)
 	if t.counted {
-		s.counted--
-		if t.ip.IsValid() {
-			if s.perIP[t.ip]--; s.perIP[t.ip] <= 0 {
-				delete(s.perIP, t.ip)
-			}
-		}
+		s.lim.Release(t.ip)
 	}
 	if s.shutting.Load() && len(s.conns) == 0 && s.drained != nil && !s.drainedSet {
 		s.drainedSet = true

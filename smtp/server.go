@@ -16,6 +16,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/qmgate/qmgate/internal/connlimit"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -188,8 +189,9 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
-	active    int // connections holding a slot (MaxConns)
-	perIP     map[netip.Addr]int
+	active    int               // connections holding a slot (MaxConns)
+	lim       connlimit.Limiter // connections in total and per IP
+	limOnce   sync.Once
 	closing   bool
 }
 
@@ -418,38 +420,14 @@ func (s *Server) untrack(sc *serverConn) {
 // acquire takes a connection slot for ip (the zero Addr when unknown), or
 // reports false when a limit is reached.
 func (s *Server) acquire(ip netip.Addr) bool {
-	maxConns := limit(s.MaxConns, DefaultMaxConns)
-	perIP := limit(s.MaxConnsPerIP, DefaultMaxConnsPerIP)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if maxConns > 0 && s.active >= maxConns {
-		return false
-	}
-	if ip.IsValid() && perIP > 0 {
-		if s.perIP[ip] >= perIP {
-			return false
-		}
-		if s.perIP == nil {
-			s.perIP = make(map[netip.Addr]int)
-		}
-		s.perIP[ip]++
-	}
-	s.active++
-	return true
+	s.limOnce.Do(func() {
+		s.lim.Max = limit(s.MaxConns, DefaultMaxConns)
+		s.lim.PerIP = limit(s.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	})
+	return s.lim.Acquire(ip)
 }
 
-func (s *Server) release(ip netip.Addr) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.active--
-	if ip.IsValid() && s.perIP[ip] > 0 {
-		if s.perIP[ip] == 1 {
-			delete(s.perIP, ip)
-		} else {
-			s.perIP[ip]--
-		}
-	}
-}
+func (s *Server) release(ip netip.Addr) { s.lim.Release(ip) }
 
 // Shutdown stops the server gracefully: it closes the listeners, ends every
 // idle session (the client gets "421 4.4.2" and may come back later), lets
