@@ -1,0 +1,182 @@
+// Command flushrate measures how fast the disk under a directory makes
+// writes durable, the limit every durable mail queue lives under:
+//
+//   - file: one file per message, as Postfix and qmail store mail: create,
+//     write the message, fsync the file, fsync the directory, close. Run
+//     with 1 writer and with -writers in parallel (a server's sessions).
+//
+//   - log: an append-only log, as qmgate's journal is: append, fdatasync.
+//     With one message per flush this is the disk's flush rate; with
+//     -batch messages per flush it is what group commit can reach.
+//
+//     flushrate [-dir DIR] [-size BYTES] [-seconds S] [-writers N] [-batch N] [-json]
+//
+// Files are created in a fresh subdirectory of DIR and removed afterwards.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Result is one measurement.
+type Result struct {
+	Name     string  `json:"name"`
+	Writers  int     `json:"writers"`
+	Batch    int     `json:"batch"`
+	Flushes  int64   `json:"flushes"`
+	Messages int64   `json:"messages"`
+	Seconds  float64 `json:"seconds"`
+	PerSec   float64 `json:"messages_per_sec"`
+	FlushSec float64 `json:"flushes_per_sec"`
+	// LatencyUS is the mean time of one durable step, in microseconds.
+	LatencyUS float64 `json:"latency_us"`
+}
+
+func main() {
+	dir := flag.String("dir", ".", "directory on the filesystem to measure")
+	size := flag.Int("size", 2048, "message size in bytes")
+	seconds := flag.Float64("seconds", 3, "duration of each measurement")
+	writers := flag.Int("writers", 16, "parallel writers for the parallel file test")
+	batch := flag.Int("batch", 32, "messages per flush for the batched log test")
+	asJSON := flag.Bool("json", false, "print JSON")
+	flag.Parse()
+	work, err := os.MkdirTemp(*dir, "flushrate-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "flushrate:", err)
+		os.Exit(1)
+	}
+	defer os.RemoveAll(work)
+	d := time.Duration(*seconds * float64(time.Second))
+	msg := make([]byte, *size)
+	for i := range msg {
+		msg[i] = 'X'
+	}
+	var res []Result
+	for _, w := range []int{1, *writers} {
+		r, err := fileTest(work, msg, w, d)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "flushrate:", err)
+			os.Exit(1)
+		}
+		res = append(res, r)
+	}
+	for _, b := range []int{1, *batch} {
+		r, err := logTest(work, msg, b, d)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "flushrate:", err)
+			os.Exit(1)
+		}
+		res = append(res, r)
+	}
+	if *asJSON {
+		json.NewEncoder(os.Stdout).Encode(res)
+		return
+	}
+	for _, r := range res {
+		fmt.Printf("%-5s writers=%-3d batch=%-3d %8.0f messages/s %8.0f flushes/s %7.0f µs per flush\n",
+			r.Name, r.Writers, r.Batch, r.PerSec, r.FlushSec, r.LatencyUS)
+	}
+}
+
+// fileTest: each writer loops create/write/fsync/fsync(dir)/close, then
+// unlinks its files at the end (as a queue removes delivered mail later).
+func fileTest(work string, msg []byte, writers int, d time.Duration) (Result, error) {
+	dir := filepath.Join(work, "files-"+strconv.Itoa(writers))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return Result{}, err
+	}
+	dfd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return Result{}, err
+	}
+	defer syscall.Close(dfd)
+	var n, flushes atomic.Int64
+	var firstErr error
+	var once sync.Once
+	start := time.Now()
+	deadline := start.Add(d)
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(deadline); i++ {
+				name := filepath.Join(dir, strconv.Itoa(w)+"."+strconv.Itoa(i))
+				f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+				if err == nil {
+					_, err = f.Write(msg)
+					if err == nil {
+						err = f.Sync()
+					}
+					if err == nil {
+						err = syscall.Fsync(dfd)
+					}
+					if cerr := f.Close(); err == nil {
+						err = cerr
+					}
+				}
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+				n.Add(1)
+				flushes.Add(2)
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	os.RemoveAll(dir)
+	if firstErr != nil {
+		return Result{}, firstErr
+	}
+	r := Result{Name: "file", Writers: writers, Batch: 1, Messages: n.Load(), Flushes: flushes.Load(), Seconds: el.Seconds()}
+	r.PerSec = float64(r.Messages) / el.Seconds()
+	r.FlushSec = float64(r.Flushes) / el.Seconds()
+	if r.Messages > 0 {
+		r.LatencyUS = float64(el.Microseconds()) * float64(writers) / float64(r.Messages)
+	}
+	return r, nil
+}
+
+// logTest appends batch messages with one write and one fdatasync, over and
+// over, to one preallocated-by-growth file.
+func logTest(work string, msg []byte, batch int, d time.Duration) (Result, error) {
+	f, err := os.OpenFile(filepath.Join(work, "log-"+strconv.Itoa(batch)), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return Result{}, err
+	}
+	defer f.Close()
+	buf := make([]byte, 0, len(msg)*batch)
+	for i := 0; i < batch; i++ {
+		buf = append(buf, msg...)
+	}
+	var flushes int64
+	start := time.Now()
+	for time.Since(start) < d {
+		if _, err := f.Write(buf); err != nil {
+			return Result{}, err
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			return Result{}, err
+		}
+		flushes++
+	}
+	el := time.Since(start)
+	r := Result{Name: "log", Writers: 1, Batch: batch, Flushes: flushes, Messages: flushes * int64(batch), Seconds: el.Seconds()}
+	r.PerSec = float64(r.Messages) / el.Seconds()
+	r.FlushSec = float64(flushes) / el.Seconds()
+	if flushes > 0 {
+		r.LatencyUS = float64(el.Microseconds()) / float64(flushes)
+	}
+	return r, nil
+}

@@ -1,0 +1,291 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// FlushRates are bench/flushrate's results on the work directory's disk.
+type FlushRates struct {
+	File1, FileN, Log1, LogBatch flushResult
+}
+
+type flushResult struct {
+	Name     string  `json:"name"`
+	Writers  int     `json:"writers"`
+	Batch    int     `json:"batch"`
+	PerSec   float64 `json:"messages_per_sec"`
+	FlushSec float64 `json:"flushes_per_sec"`
+	Latency  float64 `json:"latency_us"`
+}
+
+func (h *Harness) flushRate() *Section {
+	s := &Section{}
+	r, err := h.runTool(5*time.Minute, h.bin("flushrate"), "-json", "-dir", h.work, "-size", strconv.Itoa(h.sizes.Size),
+		"-seconds", fmt.Sprint(h.sizes.FlushSeconds), "-writers", "16", "-batch", "32")
+	h.check(err)
+	var res []flushResult
+	if err := json.Unmarshal([]byte(r.Stdout), &res); err != nil || len(res) != 4 {
+		h.fail("flushrate: %v %q %s", err, r.Stdout, r.Stderr)
+	}
+	h.flush = &FlushRates{File1: res[0], FileN: res[1], Log1: res[2], LogBatch: res[3]}
+	s.printf("bench/flushrate on the queue's filesystem, %d-byte messages, %.1f s each. Durable ingest cannot beat these without sharing flushes; "+
+		"the ingest tables below give each figure as a multiple of the first line.\n\n", h.sizes.Size, h.sizes.FlushSeconds)
+	s.table([][]string{
+		{"method", "messages/s", "flushes/s", "µs per durable step"},
+		{"one file per message (create, write, fsync, fsync dir), 1 writer", rate(res[0].PerSec), rate(res[0].FlushSec), rate(res[0].Latency)},
+		{fmt.Sprintf("one file per message, %d writers", res[1].Writers), rate(res[1].PerSec), rate(res[1].FlushSec), rate(res[1].Latency)},
+		{"append log, one fdatasync per message", rate(res[2].PerSec), rate(res[2].FlushSec), rate(res[2].Latency)},
+		{fmt.Sprintf("append log, one fdatasync per %d messages", res[3].Batch), rate(res[3].PerSec), rate(res[3].FlushSec), rate(res[3].Latency)},
+	})
+	return s
+}
+
+// fileLimitRate is the single-writer one-file-per-message rate, the
+// yardstick ingest figures are given against.
+func (h *Harness) fileLimitRate() float64 {
+	if h.flush == nil {
+		return 0
+	}
+	return h.flush.File1.PerSec
+}
+
+// Run is one measured run of a load generator against one server.
+type Run struct {
+	Server    string
+	Load      Load
+	Usage     Usage
+	ServerCPU time.Duration
+	Received  int64
+	Err       string
+}
+
+// measure runs gen while watching the machine and the server's CPU.
+func (h *Harness) measure(server string, cpu func() time.Duration, gen func() (Load, error)) Run {
+	before := h.sample()
+	c0 := time.Duration(0)
+	if cpu != nil {
+		c0 = cpu()
+	}
+	l, err := gen()
+	r := Run{Server: server, Load: l, Usage: since(before, h)}
+	if cpu != nil {
+		r.ServerCPU = cpu() - c0
+	}
+	if err != nil {
+		r.Err = err.Error()
+	} else if !l.OK() {
+		r.Err = fmt.Sprintf("%s: %d of %d accepted (exit %d) %s", l.Tool, l.Accepted, l.Messages, l.Exit, l.Output)
+	}
+	h.logf("   %-22s %-12s s=%-3d %7.0f msg/s  %d/%d accepted  %s", server, l.Tool, l.Sessions, l.Rate(), l.Accepted, l.Messages, r.Err)
+	return r
+}
+
+// awaitDelivered waits until count() reaches want (what the source saw
+// accepted), records the comparison, and returns what the far end got.
+func (h *Harness) awaitDelivered(what string, want int64, count func() int64, timeout time.Duration) int64 {
+	var got int64
+	waitFor(timeout, 50*time.Millisecond, func() bool {
+		got = count()
+		return got >= want
+	})
+	// Anything more than the acknowledgements would be a duplicate; give
+	// it a moment to show.
+	time.Sleep(100 * time.Millisecond)
+	if n := count(); n > got {
+		got = n
+	}
+	c := Check{What: what, Acked: want, Received: got, OK: got == want}
+	if got > want {
+		c.Note = "(more delivered than acknowledged: duplicates without a crash)"
+	}
+	if got < want {
+		c.Note = fmt.Sprintf("(%d acknowledged messages missing after %v)", want-got, timeout)
+	}
+	h.addCheck(c)
+	return got
+}
+
+// ingestProto is what differs between the QMQP and SMTP ingest runs.
+type ingestProto struct {
+	name       string // "QMQP", "SMTP"
+	postfixD   string // Postfix's daemon
+	sinkName   string
+	qmgateAddr func(*Qmgate) string
+	postfixAdr func(*Postfix) string
+	startSink  func(h *Harness, addr string) (*Sink, error)
+	source     func(h *Harness, addr string, sessions, msgs, size int) (Load, error)
+	target     float64 // qmgate / Postfix
+	sinkTarget float64 // qmgate / sink, 0 for none
+}
+
+func (h *Harness) qmqpIngest() *Section {
+	return h.ingest(ingestProto{
+		name: "QMQP", postfixD: "qmqpd", sinkName: "qmqp-sink",
+		qmgateAddr: func(q *Qmgate) string { return q.QMQP },
+		postfixAdr: func(p *Postfix) string { return p.QMQPAddr },
+		startSink:  (*Harness).startQMQPSink,
+		source:     (*Harness).qmqpSource,
+		target:     10, sinkTarget: 0.7,
+	})
+}
+
+func (h *Harness) smtpIngest() *Section {
+	return h.ingest(ingestProto{
+		name: "SMTP", postfixD: "smtpd", sinkName: "smtp-sink",
+		qmgateAddr: func(q *Qmgate) string { return q.SMTP },
+		postfixAdr: func(p *Postfix) string { return p.SMTPAddr },
+		startSink:  (*Harness).startSMTPSink,
+		source: func(h *Harness, addr string, sessions, msgs, size int) (Load, error) {
+			return h.smtpSource(addr, sessions, msgs, size, false)
+		},
+		target: 5,
+	})
+}
+
+// ingest measures one protocol's ingest at each session count: qmgate, the
+// Postfix daemon, and the protocol's sink.
+func (h *Harness) ingest(p ingestProto) *Section {
+	s := &Section{}
+	z := h.sizes
+	gen := "qmqp-source"
+	if p.name == "SMTP" {
+		gen = "smtp-source"
+	}
+	s.printf("`%s` sends %d messages of %d bytes at each session count, one message per connection, to `qmgate serve` (route `discard:`), "+
+		"to Postfix's `%s` (`default_transport = discard`) and to Postfix's `%s`. Both servers acknowledge a message only once it is in their "+
+		"durable queue; the sink stores nothing and marks what `%s` itself can drive on this machine. "+
+		"CPU is per message: the server's own (for Postfix every process of the instance), and the generator's; "+
+		"*machine* is how busy both cores were, out of 200%%. *Flushes/msg* counts the disk's cache flushes during the run.\n\n",
+		gen, z.IngestMsgs, z.Size, p.postfixD, p.sinkName, gen)
+
+	pf, err := h.startPostfix("ingest-"+p.postfixD, PostfixOpts{QMQP: p.name == "QMQP", SMTP: p.name == "SMTP"})
+	h.check(err)
+	sink, err := p.startSink(h, freePort())
+	h.check(err)
+
+	rows := [][]string{{"sessions", "qmgate msg/s", "Postfix " + p.postfixD + " msg/s", "ratio", p.sinkName + " msg/s", "qmgate / sink",
+		"qmgate µs CPU/msg", "Postfix µs CPU/msg", "generator µs CPU/msg (qmgate run)", "machine CPU (qmgate run)", "flushes/msg qmgate", "flushes/msg Postfix", "qmgate ÷ file-per-message limit"}}
+	type result struct{ q, pf, sk Run }
+	var results []result
+	for _, sessions := range z.IngestSessions {
+		var res result
+		// The sink first: it needs no settling.
+		res.sk = h.measure(p.sinkName, sink.CPU, func() (Load, error) { return p.source(h, sink.Addr, sessions, z.IngestMsgs, z.Size) })
+
+		base := pf.Delivered()
+		res.pf = h.measure("Postfix "+p.postfixD, pf.CPU, func() (Load, error) { return p.source(h, p.postfixAdr(pf), sessions, z.IngestMsgs, z.Size) })
+		res.pf.Received = h.awaitDelivered(fmt.Sprintf("%s ingest, Postfix %s, %d sessions", p.name, p.postfixD, sessions),
+			res.pf.Load.Accepted, func() int64 { return pf.Delivered() - base }, 5*time.Minute)
+		waitFor(2*time.Minute, 100*time.Millisecond, func() bool { return pf.QueueCount() == 0 })
+
+		q, err := h.startQmgate(fmt.Sprintf("ingest-%s-%d", p.name, sessions), QmgateOpts{Route: "discard:"})
+		h.check(err)
+		prof := q.Profile(fmt.Sprintf("%s-ingest-%d", p.name, sessions), h.profileSeconds())
+		res.q = h.measure("qmgate", q.CPU, func() (Load, error) { return p.source(h, p.qmgateAddr(q), sessions, z.IngestMsgs, z.Size) })
+		res.q.Received = h.awaitDelivered(fmt.Sprintf("%s ingest, qmgate, %d sessions", p.name, sessions),
+			res.q.Load.Accepted, q.Delivered, 2*time.Minute)
+		<-prof
+		q.Stop()
+		results = append(results, res)
+
+		flushes := func(r Run) string {
+			if r.Load.Accepted == 0 || h.disk == "" {
+				return "–"
+			}
+			return fmt.Sprintf("%.2f", float64(r.Usage.Flushes)/float64(r.Load.Accepted))
+		}
+		sinkRatio := "–"
+		if p.sinkTarget > 0 {
+			sinkRatio = pct(res.q.Load.Rate(), res.sk.Load.Rate())
+		}
+		rows = append(rows, []string{
+			strconv.Itoa(sessions), rate(res.q.Load.Rate()), rate(res.pf.Load.Rate()), ratio(res.q.Load.Rate(), res.pf.Load.Rate()),
+			rate(res.sk.Load.Rate()), sinkRatio,
+			usPer(res.q.ServerCPU, res.q.Load.Accepted), usPer(res.pf.ServerCPU, res.pf.Load.Accepted),
+			usPer(res.q.Load.CPU, res.q.Load.Accepted), fmt.Sprintf("%.0f%%", res.q.Usage.CPUPercent()),
+			flushes(res.q), flushes(res.pf), ratio(res.q.Load.Rate(), h.fileLimitRate()),
+		})
+	}
+	s.table(rows)
+	for _, res := range results {
+		for _, r := range []Run{res.q, res.pf, res.sk} {
+			if r.Err != "" {
+				s.printf("- %s, %d sessions: %s\n", r.Server, r.Load.Sessions, r.Err)
+			}
+		}
+	}
+	s.printf("\n")
+
+	for _, res := range results {
+		qr, pr, kr := res.q.Load.Rate(), res.pf.Load.Rate(), res.sk.Load.Rate()
+		t := Target{
+			Name: fmt.Sprintf("%s ingest, %d sessions: ≥ %.0f× Postfix %s", p.name, res.q.Load.Sessions, p.target, p.postfixD),
+			Want: fmt.Sprintf("≥ %.0f×", p.target), Got: fmt.Sprintf("%s (%s vs %s msg/s)", ratio(qr, pr), rate(qr), rate(pr)),
+			Pass: pr > 0 && qr >= p.target*pr && res.q.Err == "",
+		}
+		if !t.Pass {
+			t.Limit = h.explainIngest(p, res.q, res.pf, res.sk)
+		}
+		s.target(t)
+		if p.sinkTarget > 0 {
+			t := Target{
+				Name: fmt.Sprintf("%s ingest, %d sessions: ≥ %.0f%% of %s", p.name, res.q.Load.Sessions, 100*p.sinkTarget, p.sinkName),
+				Want: fmt.Sprintf("≥ %.0f%%", 100*p.sinkTarget), Got: fmt.Sprintf("%s (%s vs %s msg/s)", pct(qr, kr), rate(qr), rate(kr)),
+				Pass: kr > 0 && qr >= p.sinkTarget*kr && res.q.Err == "",
+			}
+			if !t.Pass {
+				t.Limit = h.explainIngest(p, res.q, res.pf, res.sk)
+			}
+			s.target(t)
+		}
+	}
+	return s
+}
+
+// profileSeconds is how long a CPU profile of an ingest run lasts.
+func (h *Harness) profileSeconds() time.Duration {
+	if h.quick {
+		return time.Second
+	}
+	return 5 * time.Second
+}
+
+// explainIngest says, from this run's measurements, where an ingest run's
+// time went.
+func (h *Harness) explainIngest(p ingestProto, q, pf, sk Run) string {
+	n := float64(max(q.Load.Accepted, 1))
+	el := q.Load.Elapsed.Seconds()
+	wallUS := 1e6 * el / n * float64(q.Load.Sessions) // per message per session
+	srvUS := float64(q.ServerCPU.Microseconds()) / n
+	genUS := float64(q.Load.CPU.Microseconds()) / n
+	busy := q.Usage.CPUPercent()
+	other := float64((q.Usage.Busy - q.ServerCPU - q.Load.CPU).Microseconds()) / n
+	msg := fmt.Sprintf("At %d sessions qmgate took %s for %d messages: each session waited %.0f µs per message (connect, send, durable commit, reply). "+
+		"qmgate used %.0f µs of CPU per message, %s %.0f µs, and the rest of the machine (kernel work not charged to either, other processes) %.0f µs; "+
+		"the two cores were %.0f%% busy out of 200%%. ",
+		q.Load.Sessions, secs(q.Load.Elapsed), q.Load.Accepted, wallUS, srvUS, q.Load.Tool, genUS, other, busy)
+	if h.disk != "" {
+		msg += fmt.Sprintf("The disk completed %d cache flushes (%.1f per second; the flush test above reached %s per second with one fdatasync per append). ",
+			q.Usage.Flushes, float64(q.Usage.Flushes)/el, rate(h.flushLog1()))
+	}
+	if sk.Load.Accepted > 0 {
+		msg += fmt.Sprintf("%s against %s, which does no work at all, reached %s msg/s using %.0f µs of generator CPU per message. ",
+			sk.Load.Tool, p.sinkName, rate(sk.Load.Rate()), float64(sk.Load.CPU.Microseconds())/float64(sk.Load.Accepted))
+	}
+	if busy > 170 {
+		msg += "The machine was CPU-bound: qmgate, the generator and the kernel's loopback TCP work share two cores."
+	} else {
+		msg += "The machine was not CPU-bound, so the limit is latency: each session's round trip (one connect and one durable commit per message) times the number of sessions."
+	}
+	return msg
+}
+
+func (h *Harness) flushLog1() float64 {
+	if h.flush == nil {
+		return 0
+	}
+	return h.flush.Log1.FlushSec
+}
