@@ -91,7 +91,7 @@ func buildTransport(cfg *config.Config, rc *config.Route, log *slog.Logger) (Tra
 			c.TLSConfig = tc
 			addr = u.Host
 		}
-		return &QMTP{Addr: addr, Client: c, MaxIdle: rc.Concurrency}, nil
+		return NewQMTP(addr, c, rc.Concurrency), nil
 	case "qmqp":
 		var servers []string
 		for _, s := range strings.Split(u.Host, ",") {

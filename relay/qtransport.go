@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/qmgate/qmgate/mail"
@@ -51,69 +50,30 @@ func (b *lazyBody) Close() {
 // The sender goes as it is queued, VERP form included: the next qmail-style
 // hub expands it, as qmail does for QMQP from ezmlm.
 type QMTP struct {
-	Addr        string
-	Client      *qmtp.Client
-	IdleTimeout time.Duration
-	MaxIdle     int
-
-	mu   sync.Mutex
-	idle []idleConn
+	Addr string
+	pool connPool[*qmtp.Conn]
 }
 
-type idleConn struct {
-	c     *qmtp.Conn
-	since time.Time
-}
-
-func (t *QMTP) get(ctx context.Context) (*qmtp.Conn, error) {
-	t.mu.Lock()
-	timeout := t.IdleTimeout
-	if timeout <= 0 {
-		timeout = DefaultIdleTimeout
-	}
-	for len(t.idle) > 0 {
-		ic := t.idle[len(t.idle)-1]
-		t.idle = t.idle[:len(t.idle)-1]
-		if time.Since(ic.since) < timeout && !ic.c.Broken() {
-			t.mu.Unlock()
-			return ic.c, nil
-		}
-		ic.c.Close()
-	}
-	t.mu.Unlock()
-	return t.Client.Dial(ctx, t.Addr)
-}
-
-func (t *QMTP) put(c *qmtp.Conn) {
-	if c.Broken() {
-		c.Close()
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	max := t.MaxIdle
-	if max <= 0 {
-		max = 4
-	}
-	if len(t.idle) >= max {
-		c.Close()
-		return
-	}
-	t.idle = append(t.idle, idleConn{c: c, since: time.Now()})
+// NewQMTP returns a QMTP transport to addr keeping up to maxIdle idle
+// connections.
+func NewQMTP(addr string, c *qmtp.Client, maxIdle int) *QMTP {
+	return &QMTP{Addr: addr, pool: connPool[*qmtp.Conn]{
+		dial:    func(ctx context.Context) (*qmtp.Conn, error) { return c.Dial(ctx, addr) },
+		maxIdle: maxIdle,
+	}}
 }
 
 // Deliver implements Transport.
 func (t *QMTP) Deliver(ctx context.Context, jobs []*Job) {
-	conn, err := t.get(ctx)
+	conn, err := t.pool.get(ctx)
 	if err != nil {
-		st := mail.StatusConnectFailed
 		for _, j := range jobs {
-			j.setAll(st, t.Addr)
+			j.setAll(mail.StatusConnectFailed, t.Addr)
 		}
 		return
 	}
 	deliverQMTP(ctx, conn, jobs, t.Addr)
-	t.put(conn)
+	t.pool.put(conn)
 }
 
 // deliverQMTP sends jobs over one connection and fills their results.
@@ -143,12 +103,7 @@ func deliverQMTP(ctx context.Context, conn *qmtp.Conn, jobs []*Job, host string)
 
 // Close implements Transport.
 func (t *QMTP) Close() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, ic := range t.idle {
-		ic.c.Close()
-	}
-	t.idle = nil
+	t.pool.close()
 	return nil
 }
 

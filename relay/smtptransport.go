@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/qmgate/qmgate/internal/config"
@@ -21,18 +20,18 @@ import (
 // route says, smtps:// with implicit TLS), reusing connections for the
 // messages of a batch, with per-recipient results.
 type SMTP struct {
-	URL         string // smtp://host[:port] or smtps://host[:port]
-	Client      *smtp.Client
-	IdleTimeout time.Duration
-	MaxIdle     int
-
-	mu   sync.Mutex
-	idle []idleSMTP
+	URL  string // smtp://host[:port] or smtps://host[:port]
+	pool connPool[*smtp.Conn]
 }
 
-type idleSMTP struct {
-	c     *smtp.Conn
-	since time.Time
+// NewSMTP returns an SMTP transport to url keeping up to maxIdle idle
+// connections; a pooled connection is reset (RSET) before reuse.
+func NewSMTP(url string, c *smtp.Client, maxIdle int) *SMTP {
+	return &SMTP{URL: url, pool: connPool[*smtp.Conn]{
+		dial:    func(ctx context.Context) (*smtp.Conn, error) { return c.Dial(ctx, url) },
+		revive:  func(c *smtp.Conn) bool { return c.Reset() == nil },
+		maxIdle: maxIdle,
+	}}
 }
 
 func newSMTPTransport(cfg *config.Config, rc *config.Route, log *slog.Logger) (Transport, error) {
@@ -48,7 +47,7 @@ func newSMTPTransport(cfg *config.Config, rc *config.Route, log *slog.Logger) (T
 	case "none":
 		c.TLS = smtp.TLSNone
 	}
-	return &SMTP{URL: rc.Parsed.Scheme + "://" + rc.Parsed.Host, Client: c, MaxIdle: rc.Concurrency}, nil
+	return NewSMTP(rc.Parsed.Scheme+"://"+rc.Parsed.Host, c, rc.Concurrency), nil
 }
 
 func smtpClient(cfg *config.Config, rc *config.Route, log *slog.Logger) (*smtp.Client, error) {
@@ -78,40 +77,11 @@ func smtpClient(cfg *config.Config, rc *config.Route, log *slog.Logger) (*smtp.C
 	return c, nil
 }
 
-func (t *SMTP) get(ctx context.Context) (*smtp.Conn, error) {
-	t.mu.Lock()
-	for len(t.idle) > 0 {
-		ic := t.idle[len(t.idle)-1]
-		t.idle = t.idle[:len(t.idle)-1]
-		if time.Since(ic.since) < max(t.IdleTimeout, DefaultIdleTimeout) && !ic.c.Broken() && ic.c.Reset() == nil {
-			t.mu.Unlock()
-			return ic.c, nil
-		}
-		ic.c.Close()
-	}
-	t.mu.Unlock()
-	return t.Client.Dial(ctx, t.URL)
-}
-
-func (t *SMTP) put(c *smtp.Conn) {
-	if c.Broken() {
-		c.Close()
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if len(t.idle) >= max(t.MaxIdle, 1) {
-		c.Close()
-		return
-	}
-	t.idle = append(t.idle, idleSMTP{c: c, since: time.Now()})
-}
-
 // Deliver implements Transport.
 func (t *SMTP) Deliver(ctx context.Context, jobs []*Job) {
 	host := t.URL
 	for len(jobs) > 0 {
-		conn, err := t.get(ctx)
+		conn, err := t.pool.get(ctx)
 		if err != nil {
 			st := mail.StatusOf(err)
 			for _, j := range jobs {
@@ -120,7 +90,7 @@ func (t *SMTP) Deliver(ctx context.Context, jobs []*Job) {
 			return
 		}
 		done := deliverSMTP(ctx, conn, jobs, host)
-		t.put(conn)
+		t.pool.put(conn)
 		jobs = jobs[done:]
 	}
 }
@@ -178,12 +148,7 @@ func deliverSMTP(ctx context.Context, conn *smtp.Conn, jobs []*Job, host string)
 
 // Close implements Transport.
 func (t *SMTP) Close() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, ic := range t.idle {
-		ic.c.Close()
-	}
-	t.idle = nil
+	t.pool.close()
 	return nil
 }
 
