@@ -70,12 +70,12 @@ var fullSizes = Sizes{
 }
 
 var quickSizes = Sizes{
-	Size: 2048, IngestMsgs: 300, IngestSessions: []int{2, 5},
-	HubMsgs: 300, HubSessions: 2, HubDepth: 8,
-	DrainMsgs:  300,
+	Size: 2048, IngestMsgs: 200, IngestSessions: []int{2, 5},
+	HubMsgs: 200, HubSessions: 2, HubDepth: 8,
+	DrainMsgs:  200,
 	ScaleSizes: []int{1 << 10, 64 << 10}, ScaleSessions: []int{1, 8},
 	ScaleBytes: 4 << 20, ScaleMsgs: 200,
-	IdleConns: 200, BigMessage: 8 << 20, FlushSeconds: 0.3, CrashMsgs: 600,
+	IdleConns: 200, BigMessage: 8 << 20, FlushSeconds: 0.2, CrashMsgs: 400,
 }
 
 // scenarios in the order they run and appear.
@@ -111,8 +111,11 @@ type Harness struct {
 	flush     *FlushRates
 	checks    []Check
 
-	mu       sync.Mutex
-	cleanups []func()
+	pfDiscard *Postfix // shared by the ingest and scale measurements
+
+	mu          sync.Mutex
+	cleanups    []func()
+	runCleanups []func() // run at the very end, after cleanups
 	logN     int
 	started  time.Time
 }
@@ -375,7 +378,16 @@ func (h *Harness) cleanupTo(mark int) {
 	}
 }
 
-func (h *Harness) cleanup() { h.cleanupTo(0) }
+func (h *Harness) cleanup() {
+	h.cleanupTo(0)
+	h.mu.Lock()
+	rc := h.runCleanups
+	h.runCleanups = nil
+	h.mu.Unlock()
+	for i := len(rc) - 1; i >= 0; i-- {
+		rc[i]()
+	}
+}
 
 func loadAverage() string {
 	b, err := os.ReadFile("/proc/loadavg")

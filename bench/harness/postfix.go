@@ -242,3 +242,24 @@ func (p *Postfix) queueCountIn(queue string) int {
 	})
 	return n
 }
+
+// discardPostfix returns the run's Postfix instance with qmqpd and smtpd and
+// default_transport = discard, starting it on first use. The ingest and
+// scale measurements share it (each waits for the queue to empty before the
+// next run); it stops when the harness ends.
+func (h *Harness) discardPostfix() *Postfix {
+	if h.pfDiscard != nil {
+		return h.pfDiscard
+	}
+	mark := h.cleanupMark()
+	p, err := h.startPostfix("discard", PostfixOpts{QMQP: true, SMTP: true})
+	// Its stop belongs to the whole run, not to this measurement.
+	h.mu.Lock()
+	moved := append([]func(){}, h.cleanups[mark:]...)
+	h.cleanups = h.cleanups[:mark]
+	h.runCleanups = append(h.runCleanups, moved...)
+	h.mu.Unlock()
+	h.check(err)
+	h.pfDiscard = p
+	return p
+}

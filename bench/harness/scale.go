@@ -28,8 +28,7 @@ func (h *Harness) scale() *Section {
 		z.Size, z.ScaleMsgs, z.ScaleBytes>>20)
 	q, err := h.startQmgate("scale", QmgateOpts{Route: "discard:"})
 	h.check(err)
-	pf, err := h.startPostfix("scale", PostfixOpts{QMQP: true})
-	h.check(err)
+	pf := h.discardPostfix()
 	sink, err := h.startQMQPSink(freePort())
 	h.check(err)
 
