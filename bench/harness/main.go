@@ -116,8 +116,8 @@ type Harness struct {
 	mu          sync.Mutex
 	cleanups    []func()
 	runCleanups []func() // run at the very end, after cleanups
-	logN     int
-	started  time.Time
+	logN        int
+	started     time.Time
 }
 
 func main() {
