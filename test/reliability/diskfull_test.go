@@ -1,0 +1,210 @@
+package reliability
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
+	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/qmqp"
+	"github.com/qmgate/qmgate/qmtp"
+	"github.com/qmgate/qmgate/smtp"
+)
+
+// mountTmpfs mounts a tmpfs of the given size ("8m") on dir.
+func mountTmpfs(t *testing.T, dir, size string) {
+	t.Helper()
+	testpeer.NeedRoot(t, "mounts a small tmpfs for the queue")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0755"); err != nil {
+		t.Fatalf("mount tmpfs on %s: %v", dir, err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+}
+
+func remountTmpfs(t *testing.T, dir, size string) {
+	t.Helper()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_REMOUNT, "size="+size+",mode=0755"); err != nil {
+		t.Fatalf("remount %s: %v", dir, err)
+	}
+}
+
+func fsFree(dir string) int64 {
+	var st syscall.Statfs_t
+	if syscall.Statfs(dir, &st) != nil {
+		return -1
+	}
+	return int64(st.Bavail) * st.Bsize
+}
+
+// probe sends one message over each protocol and returns the statuses.
+func probe(qmtpA, qmqpA, smtpA, rcpt, marker string) map[string]mail.Status {
+	out := map[string]mail.Status{}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	env := mail.Envelope{Sender: "probe@src.test", Recipients: []string{rcpt}}
+	if qmtpA != "" {
+		body := makeBody(marker + "-qmtp")
+		res, err := (&qmtp.Client{ConnectTimeout: 3 * time.Second, IOTimeout: 15 * time.Second}).Send(ctx, qmtpA,
+			&qmtp.Message{Envelope: env, Body: bytes.NewReader(body), Size: int64(len(body))})
+		if len(res) == 1 && len(res[0]) == 1 {
+			out["QMTP"] = res[0][0]
+		} else {
+			out["QMTP"] = mail.StatusOf(err)
+		}
+	}
+	if qmqpA != "" {
+		body := makeBody(marker + "-qmqp")
+		res, _ := (&qmqp.Client{Servers: []string{qmqpA}, ConnectTimeout: 3 * time.Second, IOTimeout: 15 * time.Second}).Send(ctx, env, bytes.NewReader(body), int64(len(body)))
+		out["QMQP"] = res.Status
+	}
+	if smtpA != "" {
+		body := makeBody(marker + "-smtp")
+		c := &smtp.Client{TLS: smtp.TLSNone, LocalName: "probe.test", ConnectTimeout: 3 * time.Second, CommandTimeout: 15 * time.Second, ErrorLog: quietLog}
+		conn, err := c.Dial(ctx, "smtp://"+smtpA)
+		if err != nil {
+			out["SMTP"] = mail.StatusOf(err)
+		} else {
+			sts, err := conn.Send(ctx, env, bytes.NewReader(body))
+			conn.Close()
+			if len(sts) == 1 {
+				out["SMTP"] = sts[0]
+			} else {
+				out["SMTP"] = mail.StatusOf(err)
+			}
+		}
+	}
+	return out
+}
+
+// TestFaultDiskFull: the queue lives on a small tmpfs. While the next hop
+// refuses (so nothing leaves), senders over all three protocols fill it:
+// they must get temporary refusals, never a permanent one, and never an
+// acknowledgement for a message that was not stored. The daemon is killed
+// and restarted on the full disk. Then the next hop accepts and the queue
+// must drain on the still-small filesystem; finally space returns (a
+// remount) and new mail is accepted at once. Every acknowledged recipient
+// is delivered, intact.
+func TestFaultDiskFull(t *testing.T) {
+	h := newNetHost(t)
+	qs := newSink(t, "qmtp", h.addr(t))
+	qs.Refuse.Store(true)
+	qmtpA, qmqpA, smtpA := h.addr(t), h.addr(t), h.addr(t)
+	d := newDaemon(t, h, fmt.Sprintf(`
+hostname = "full.test"
+queue_dir = "{{DIR}}/fs/queue"
+rcpthosts = ["example.com"]
+[qmtp]
+listen = [%q]
+[qmqp]
+listen = [%q]
+allow = ["127.0.0.0/8"]
+[smtp]
+listen = [%q]
+[queue]
+retry_min = "300ms"
+retry_max = "1s"
+[[route]]
+domains = ["example.com"]
+via = "qmtp://%s"
+`, qmtpA, qmqpA, smtpA, qs.addr()))
+	fsDir := filepath.Join(d.dir, "fs")
+	size := fmt.Sprintf("%dm", scale(8, 32))
+	mountTmpfs(t, fsDir, size)
+	d.start()
+
+	led := newLedger()
+	ld := &load{QMTP: qmtpA, QMQP: qmqpA, SMTP: smtpA, Senders: 2, Sender: "sender@src.test",
+		Rcpts: pickRcpts("example.com", 3, 2), Ledger: led,
+		Size: func(r *rand.Rand) int { return 1<<10 + r.IntN(300<<10) }}
+	ld.start("full")
+	waitFor(t, "temporary refusals on every protocol once the disk is full", 2*time.Minute, func() bool {
+		return led.temps("QMTP") >= 5 && led.temps("QMQP") >= 5 && led.temps("SMTP") >= 5
+	})
+	ackedWhenFull := led.ackedCount()
+	free := fsFree(fsDir)
+	if !d.alive() {
+		t.Fatal("qmgate serve died on the full disk")
+	}
+	// A crash on a full disk must not keep the daemon from starting.
+	d.kill()
+	d.start()
+	before := led.temps("QMTP") + led.temps("QMQP") + led.temps("SMTP")
+	waitFor(t, "more refusals after the restart", time.Minute, func() bool {
+		return led.temps("QMTP")+led.temps("QMQP")+led.temps("SMTP") >= before+6
+	})
+	ld.finish()
+	tempText := led.lastTemp
+	if len(led.permFails) > 0 {
+		t.Errorf("permanent refusals on a full disk: %v", led.permFails)
+	}
+
+	// The next hop comes back: the queue must drain although the disk is
+	// still full (recording deliveries needs room too).
+	qs.Refuse.Store(false)
+	acked := led.ackedKeys()
+	drained := poll(2*time.Minute, func() bool {
+		ds := sinkSet(qs)
+		for k := range acked {
+			if ds.count[k] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if !drained {
+		t.Errorf("the queue did not drain on the full filesystem (%d of %d acknowledged recipients delivered)",
+			led.tally(sinkSet(qs)).Delivered, len(acked))
+	}
+
+	// Space returns: new mail is accepted at once.
+	remountTmpfs(t, fsDir, "256m")
+	var recovered time.Duration
+	t0 := time.Now()
+	ok := poll(30*time.Second, func() bool {
+		sts := probe(qmtpA, qmqpA, smtpA, "u0@example.com", fmt.Sprintf("full-probe-%d", time.Now().UnixNano()))
+		for _, p := range []string{"QMTP", "QMQP", "SMTP"} {
+			if !sts[p].IsAccept() {
+				return false
+			}
+		}
+		return true
+	})
+	recovered = time.Since(t0)
+	if !ok {
+		t.Errorf("mail still refused 30 s after space returned: %v", probe(qmtpA, qmqpA, smtpA, "u0@example.com", "full-probe-last"))
+	}
+	waitFor(t, "every acknowledged recipient at the next hop", 2*time.Minute, func() bool {
+		ds := sinkSet(qs)
+		for k := range acked {
+			if ds.count[k] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if !d.waitQueueEmpty(time.Minute) {
+		t.Errorf("queue not empty at the end: %d", d.queued())
+	}
+	d.stop()
+	tl := led.tally(sinkSet(qs))
+	report(t, &row{
+		Test:   "Full disk (queue on a tmpfs)",
+		Load:   fmt.Sprintf("2 senders each over QMTP, QMQP, SMTP; 1-300 KB messages; %s tmpfs", size),
+		Inputs: "ENOSPC while the next hop refuses; SIGKILL and restart on the full disk; next hop back on the full disk; then a remount to 256 MB",
+		Acked:  tl.Acked, Delivered: tl.Delivered, Lost: tl.Lost, Dups: tl.Dups,
+		Notes: fmt.Sprintf("%d acknowledged before the disk filled (%d bytes left); temporary refusals QMTP %d, QMQP %d, SMTP %d (e.g. %q), no permanent ones; "+
+			"the queue drained on the full filesystem: %v; after the remount all three protocols accepted again within %s.",
+			ackedWhenFull, free, led.temps("QMTP"), led.temps("QMQP"), led.temps("SMTP"), tempText, drained, recovered.Round(time.Millisecond)),
+	})
+	tl.check(t)
+}
