@@ -236,11 +236,15 @@ func (h *Hub) closeListeners() {
 // QueueOptions turns the configuration into queue options.
 func QueueOptions(cfg *config.Config, log *slog.Logger) queue.Options {
 	floor, ceil := cfg.Queue.RetryMin.D(), cfg.Queue.RetryMax.D()
+	delay := cfg.Queue.DelayNotice.D()
+	if delay == 0 {
+		delay = -1 // "0s" in the file turns the notice off; 0 is the queue's default
+	}
 	return queue.Options{
 		Hostname:           cfg.Hostname,
 		Postmaster:         cfg.Postmaster,
 		Lifetime:           cfg.Queue.Lifetime.D(),
-		DelayNotice:        cfg.Queue.DelayNotice.D(),
+		DelayNotice:        delay,
 		Retry:              queue.Backoff{Floor: floor, Cap: ceil, Jitter: 0.25},
 		DestinationBackoff: queue.Backoff{Floor: floor, Cap: ceil, Jitter: 0.25},
 		MaxRecipients:      max(cfg.MaxRecipients, 1),

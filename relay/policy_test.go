@@ -1,6 +1,10 @@
 package relay
 
 import (
+	"log/slog"
+	"time"
+
+	"github.com/qmgate/qmgate/internal/config"
 	"net"
 	"net/netip"
 	"testing"
@@ -92,5 +96,19 @@ func TestInPrefixes(t *testing.T) {
 	}
 	if InPrefixes(netip.Addr{}, nets) {
 		t.Error("invalid address matched")
+	}
+}
+
+func TestQueueOptionsDelayNoticeOff(t *testing.T) {
+	cfg, err := config.Parse("t", []byte("[queue]\ndelay_notice = \"0s\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := QueueOptions(cfg, slog.New(slog.DiscardHandler)).DelayNotice; d >= 0 {
+		t.Fatalf("delay_notice 0s gave %v; the queue reads 0 as its default", d)
+	}
+	cfg, _ = config.Parse("t", nil)
+	if d := QueueOptions(cfg, slog.New(slog.DiscardHandler)).DelayNotice; d != 4*time.Hour {
+		t.Fatalf("default %v", d)
 	}
 }
