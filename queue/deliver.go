@@ -179,6 +179,7 @@ func (q *Queue) Record(ctx context.Context, d *Delivery, results []Result) error
 		byAddr[results[i].Recipient] = &results[i]
 	}
 	var ups []rcptUpdate
+	var logs []deliveryLog
 	alive := map[string]bool{}
 	for _, i := range d.idx {
 		r := &m.rcpts[i]
@@ -217,9 +218,11 @@ func (q *Queue) Record(ctx context.Context, d *Delivery, results []Result) error
 		alive[dest] = alive[dest] || st.Class != mail.Temporary
 		r.apply(&u, q.opt.MaxHistory)
 		ups = append(ups, u)
-		q.log.Info("queue: delivery", "id", m.id, "rcpt", r.addr, "route", a.route, "host", a.host,
-			"status", st.Reply(), "state", u.state.String(), "delay", now.Sub(m.received).Round(time.Millisecond))
+		logs = append(logs, deliveryLog{rcpt: r.addr, route: a.route, host: a.host, status: st, state: u.state})
 	}
+	// Logged once the lock is released: a log write is a system call,
+	// and every commit and claim waits for q.mu.
+	defer q.logDeliveries(m.id, now.Sub(m.received), logs)
 	for dest, ok := range alive {
 		if ok {
 			q.destSuccessLocked(dest, now)
@@ -252,6 +255,21 @@ func (q *Queue) Record(ctx context.Context, d *Delivery, results []Result) error
 		q.sendNotices(ctx, m)
 	}
 	return nil
+}
+
+// deliveryLog is one recipient's "queue: delivery" log line, kept until
+// Record has released the queue's lock.
+type deliveryLog struct {
+	rcpt, route, host string
+	status            mail.Status
+	state             State
+}
+
+func (q *Queue) logDeliveries(id string, delay time.Duration, logs []deliveryLog) {
+	for _, l := range logs {
+		q.log.Info("queue: delivery", "id", id, "rcpt", l.rcpt, "route", l.route, "host", l.host,
+			"status", l.status.Reply(), "state", l.state.String(), "delay", delay.Round(time.Millisecond))
+	}
 }
 
 // statusExpired is the final status of a recipient still failing
