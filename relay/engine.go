@@ -243,13 +243,26 @@ func (e *Engine) deliver(ctx context.Context, rt *Route, ds []*queue.Delivery) {
 		return
 	}
 	rt.Transport.Deliver(ctx, jobs)
+	// The batch's results are recorded together: each Record waits for the
+	// journal flush that makes it durable, and one after another a batch
+	// of n deliveries would wait for n flushes instead of sharing one.
+	var wg sync.WaitGroup
 	for i, d := range live {
 		j := jobs[i]
 		if len(j.Results) != len(j.Envelope.Recipients) {
 			j.fill(mail.Temp("4.3.0", "transport gave no result"), "")
 		}
-		e.record(ctx, rt, d, j.Results, mail.Status{}, "")
+		if len(live) == 1 {
+			e.record(ctx, rt, d, j.Results, mail.Status{}, "")
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.record(ctx, rt, d, j.Results, mail.Status{}, "")
+		}()
 	}
+	wg.Wait()
 }
 
 // record turns transport results into queue results, logs one line per
