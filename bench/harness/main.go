@@ -129,10 +129,18 @@ func main() {
 	pprofDir := flag.String("pprof", "", "write CPU profiles of qmgate during the ingest runs to this directory")
 	plot := flag.String("plot", "", "the plot's PNG (default: bench/scaling.png beside the report)")
 	verbose := flag.Bool("v", false, "log every command")
+	drainMsgs := flag.Int("drain", 0, "messages for the drain measurement (default 100000; quick 200)")
+	ingestMsgs := flag.Int("ingest", 0, "messages per ingest run (default 20000; quick 200)")
 	flag.Parse()
 	h := &Harness{quick: *quick, verbose: *verbose, sizes: fullSizes, pprofDir: *pprofDir, started: time.Now()}
 	if *quick {
 		h.sizes = quickSizes
+	}
+	if *drainMsgs > 0 {
+		h.sizes.DrainMsgs = *drainMsgs
+	}
+	if *ingestMsgs > 0 {
+		h.sizes.IngestMsgs = *ingestMsgs
 	}
 	code := h.main(*out, *work, *only, *keep, *plot)
 	os.Exit(code)
