@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -218,6 +220,22 @@ func (h *Harness) ingest(p ingestProto) *Section {
 	}
 	s.printf("\n")
 
+	if len(results) > 0 {
+		last := results[len(results)-1]
+		sessions := last.q.Load.Sessions
+		rows, err := h.profileRun(p.name+"-ingest", func(q *Qmgate, msgs int) (Load, error) {
+			return p.source(h, p.qmgateAddr(q), sessions, msgs, z.Size)
+		}, max(last.q.Load.Rate(), 100))
+		if err != nil {
+			s.printf("The profile run failed: %v\n\n", err)
+		} else {
+			s.printf("Where qmgate's CPU goes: a CPU profile (pprof, %v) of a separate run of the same load at %d sessions. "+
+				"A sample counts for every part on its stack, so parts overlap; µs per message is the share of the daemon's measured CPU per accepted message.\n\n",
+				h.profileSeconds(), sessions)
+			s.table(rows)
+		}
+	}
+
 	for _, res := range results {
 		qr, pr, kr := res.q.Load.Rate(), res.pf.Load.Rate(), res.sk.Load.Rate()
 		t := Target{
@@ -226,7 +244,7 @@ func (h *Harness) ingest(p ingestProto) *Section {
 			Pass: pr > 0 && qr >= p.target*pr && res.q.Err == "",
 		}
 		if !t.Pass {
-			t.Limit = h.explainIngest(p, res.q, res.pf, res.sk)
+			t.Limit = h.explainIngest(p, res.q, res.pf, res.sk, p.target, false)
 		}
 		s.target(t)
 		if p.sinkTarget > 0 {
@@ -236,7 +254,7 @@ func (h *Harness) ingest(p ingestProto) *Section {
 				Pass: kr > 0 && qr >= p.sinkTarget*kr && res.q.Err == "",
 			}
 			if !t.Pass {
-				t.Limit = h.explainIngest(p, res.q, res.pf, res.sk)
+				t.Limit = h.explainIngest(p, res.q, res.pf, res.sk, p.sinkTarget, true)
 			}
 			s.target(t)
 		}
@@ -252,34 +270,55 @@ func (h *Harness) profileSeconds() time.Duration {
 	return 5 * time.Second
 }
 
-// explainIngest says, from this run's measurements, where an ingest run's
-// time went.
-func (h *Harness) explainIngest(p ingestProto, q, pf, sk Run) string {
-	n := float64(max(q.Load.Accepted, 1))
+// explainIngest says, from this run's measurements, what bounds an ingest
+// figure: the load generator's own ceiling (the sink), the CPU each party
+// spends per message on a machine whose cores they share, and the disk.
+func (h *Harness) explainIngest(p ingestProto, q, pf, sk Run, want float64, ofSink bool) string {
+	perMsg := func(d time.Duration, n int64) float64 {
+		if n <= 0 {
+			return 0
+		}
+		return float64(d.Microseconds()) / float64(n)
+	}
+	qUS := perMsg(q.ServerCPU, q.Load.Accepted)
+	pUS := perMsg(pf.ServerCPU, pf.Load.Accepted)
+	gUS := perMsg(q.Load.CPU, q.Load.Accepted)
+	skG := perMsg(sk.Load.CPU, sk.Load.Accepted)
+	qr, pr, kr := q.Load.Rate(), pf.Load.Rate(), sk.Load.Rate()
+	var b strings.Builder
+	goal := want * pr
+	what := fmt.Sprintf("%.0f× Postfix's %s msg/s", want, rate(pr))
+	if ofSink {
+		goal = want * kr
+		what = fmt.Sprintf("%.0f%% of %s's %s msg/s", 100*want, p.sinkName, rate(kr))
+	}
+	fmt.Fprintf(&b, "At %d sessions qmgate reached %s msg/s; the target, %s, is %s msg/s. ", q.Load.Sessions, rate(qr), what, rate(goal))
+	if kr > 0 && !ofSink {
+		fmt.Fprintf(&b, "That is %s of what `%s` drove against `%s`, a server that does no work (%s msg/s), in the same run. ",
+			pct(goal, kr), sk.Load.Tool, p.sinkName, rate(kr))
+	}
+	fmt.Fprintf(&b, "Per message, qmgate used %.0f µs of CPU (Postfix %.0f µs, %.1f× more), and `%s` itself %.0f µs against qmgate (%.0f µs against the sink). ",
+		qUS, pUS, pUS/max(qUS, 1), q.Load.Tool, gUS, skG)
+	need := (qUS + gUS) * goal / 1e6
+	fmt.Fprintf(&b, "At %s msg/s qmgate and the generator alone would need %.2f of the machine's %d cores, before the kernel's loopback TCP work for both ends; ",
+		rate(goal), need, runtime.NumCPU())
 	el := q.Load.Elapsed.Seconds()
-	wallUS := 1e6 * el / n * float64(q.Load.Sessions) // per message per session
-	srvUS := float64(q.ServerCPU.Microseconds()) / n
-	genUS := float64(q.Load.CPU.Microseconds()) / n
-	busy := q.Usage.CPUPercent()
-	other := float64((q.Usage.Busy - q.ServerCPU - q.Load.CPU).Microseconds()) / n
-	msg := fmt.Sprintf("At %d sessions qmgate took %s for %d messages: each session waited %.0f µs per message (connect, send, durable commit, reply). "+
-		"qmgate used %.0f µs of CPU per message, %s %.0f µs, and the rest of the machine (kernel work not charged to either, other processes) %.0f µs; "+
-		"the two cores were %.0f%% busy out of 200%%. ",
-		q.Load.Sessions, secs(q.Load.Elapsed), q.Load.Accepted, wallUS, srvUS, q.Load.Tool, genUS, other, busy)
-	if h.disk != "" {
-		msg += fmt.Sprintf("The disk completed %d cache flushes (%.1f per second; the flush test above reached %s per second with one fdatasync per append). ",
-			q.Usage.Flushes, float64(q.Usage.Flushes)/el, rate(h.flushLog1()))
+	share := func(d time.Duration) float64 { return 100 * d.Seconds() / max(el, 1e-9) }
+	fmt.Fprintf(&b, "during qmgate's run the cores were %.0f%% busy out of %d%%: qmgate %.0f%%, the generator %.0f%%, everything else "+
+		"(kernel work charged to no process, and other processes on this shared machine) %.0f%%. ",
+		q.Usage.CPUPercent(), 100*runtime.NumCPU(), share(q.ServerCPU), share(q.Load.CPU), q.Usage.CPUPercent()-share(q.ServerCPU)-share(q.Load.CPU))
+	if h.disk != "" && q.Load.Accepted > 0 && h.flush != nil {
+		fmt.Fprintf(&b, "The disk completed %.0f cache flushes a second (%.2f per message; one fdatasync per append reached %s a second in the flush test), so the disk was not the limit",
+			float64(q.Usage.Flushes)/el, float64(q.Usage.Flushes)/float64(q.Load.Accepted), rate(h.flushLog1()))
+		if float64(q.Usage.Flushes)/el > 0.8*h.flushLog1() {
+			b.WriteString(" — or it was close to it")
+		}
+		b.WriteString(". ")
 	}
-	if sk.Load.Accepted > 0 {
-		msg += fmt.Sprintf("%s against %s, which does no work at all, reached %s msg/s using %.0f µs of generator CPU per message. ",
-			sk.Load.Tool, p.sinkName, rate(sk.Load.Rate()), float64(sk.Load.CPU.Microseconds())/float64(sk.Load.Accepted))
-	}
-	if busy > 170 {
-		msg += "The machine was CPU-bound: qmgate, the generator and the kernel's loopback TCP work share two cores."
-	} else {
-		msg += "The machine was not CPU-bound, so the limit is latency: each session's round trip (one connect and one durable commit per message) times the number of sessions."
-	}
-	return msg
+	fmt.Fprintf(&b, "Each session waited %.0f µs per message end to end (connect, send, durable commit, reply, close) against %.0f µs with the sink.",
+		1e6*q.Load.Elapsed.Seconds()*float64(q.Load.Sessions)/float64(max(q.Load.Accepted, 1)),
+		1e6*sk.Load.Elapsed.Seconds()*float64(sk.Load.Sessions)/float64(max(sk.Load.Accepted, 1)))
+	return b.String()
 }
 
 func (h *Harness) flushLog1() float64 {

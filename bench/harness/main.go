@@ -108,6 +108,7 @@ type Harness struct {
 	disk      string // block device under work, for flush counts
 
 	qmgateBin string
+	bgCPU     float64 // percent of the cores busy with nothing of ours running, before the current measurement
 	flush     *FlushRates
 	checks    []Check
 
@@ -185,10 +186,11 @@ func (h *Harness) main(out, work, only string, keep bool, plot string) int {
 		if want != nil && !slices.Contains(want, s.key) {
 			continue
 		}
-		h.logf("== %s", s.title)
+		h.bgCPU = h.background()
+		h.logf("== %s (background CPU %.0f%%, load %s)", s.title, h.bgCPU, loadAverage())
 		t0 := time.Now()
 		sec := h.safeRun(s.run)
-		sec.Key, sec.Title, sec.Took = s.key, s.title, time.Since(t0)
+		sec.Key, sec.Title, sec.Took, sec.Background = s.key, s.title, time.Since(t0), h.bgCPU
 		sections = append(sections, sec)
 		h.logf("   %s took %v", s.key, sec.Took.Round(time.Second))
 	}
@@ -407,4 +409,17 @@ func loadAverage() string {
 		return ""
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// background measures how busy the cores are while the harness runs
+// nothing: other processes on a shared machine, which every figure after it
+// has to live with.
+func (h *Harness) background() float64 {
+	d := time.Second
+	if h.quick {
+		d = 200 * time.Millisecond
+	}
+	a := h.sample()
+	time.Sleep(d)
+	return since(a, h).CPUPercent()
 }

@@ -13,6 +13,7 @@ type Section struct {
 	Key, Title string
 	Err        string
 	Took       time.Duration
+	Background float64         // other processes' CPU before it ran, percent
 	Body       strings.Builder // markdown
 	Targets    []Target
 }
@@ -155,6 +156,7 @@ func (h *Harness) render(m Machine, load string, sections []*Section) string {
 			fmt.Fprintf(&b, "**This measurement failed to run:** `%s`\n\n", strings.ReplaceAll(s.Err, "\n", " "))
 		}
 		b.WriteString(s.Body.String())
+		fmt.Fprintf(&b, "_Took %v. Before it started, other processes kept the cores %.0f%% busy (of %d%%)._\n\n", s.Took.Round(time.Second), s.Background, 100*m.Cores)
 		for _, t := range s.Targets {
 			if !t.Pass && t.Limit != "" {
 				fmt.Fprintf(&b, "**Why \"%s\" fails here.** %s\n\n", t.Name, t.Limit)
