@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -46,9 +47,17 @@ func fsFree(dir string) int64 {
 	return int64(st.Bavail) * st.Bsize
 }
 
-// probe sends one message over each protocol and returns the statuses.
-func probe(qmtpA, qmqpA, smtpA, rcpt, marker string) map[string]mail.Status {
+// probe sends one message over each protocol and returns the statuses,
+// recording them in led.
+func probe(qmtpA, qmqpA, smtpA, rcpt, marker string, led *ledger) map[string]mail.Status {
 	out := map[string]mail.Status{}
+	defer func() {
+		for p, st := range out {
+			m := marker + "-" + strings.ToLower(p)
+			led.attempt(m)
+			led.result(p, m, rcpt, st)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	env := mail.Envelope{Sender: "probe@src.test", Recipients: []string{rcpt}}
@@ -140,17 +149,19 @@ via = "qmtp://%s"
 	d.start()
 	before := led.temps("QMTP") + led.temps("QMQP") + led.temps("SMTP")
 	waitFor(t, "more refusals after the restart", time.Minute, func() bool {
-		return led.temps("QMTP")+led.temps("QMQP")+led.temps("SMTP") >= before+6
+		return led.temps("QMTP")+led.temps("QMQP")+led.temps("SMTP") >= before+30
 	})
-	ld.finish()
 	tempText := led.lastTemp
+
+	// The next hop comes back while the senders keep pushing: the queue
+	// must drain although the disk stays nearly full (recording deliveries
+	// needs room too), and new mail gets in as space frees up.
+	qs.Refuse.Store(false)
+	time.Sleep(3 * time.Second)
+	ld.finish()
 	if len(led.permFails) > 0 {
 		t.Errorf("permanent refusals on a full disk: %v", led.permFails)
 	}
-
-	// The next hop comes back: the queue must drain although the disk is
-	// still full (recording deliveries needs room too).
-	qs.Refuse.Store(false)
 	acked := led.ackedKeys()
 	drained := poll(2*time.Minute, func() bool {
 		ds := sinkSet(qs)
@@ -166,12 +177,26 @@ via = "qmtp://%s"
 			led.tally(sinkSet(qs)).Delivered, len(acked))
 	}
 
+	// With the queue delivered, its space must be reusable on the same
+	// small filesystem.
+	t1 := time.Now()
+	reclaimed := poll(time.Duration(scale(10, 30))*time.Second, func() bool {
+		sts := probe(qmtpA, qmqpA, smtpA, "u0@example.com", fmt.Sprintf("full-reuse-%d", time.Now().UnixNano()), led)
+		return sts["QMTP"].IsAccept() && sts["QMQP"].IsAccept() && sts["SMTP"].IsAccept()
+	})
+	freeAfter, filesAfter := fsFree(fsDir), lsQueue(filepath.Join(fsDir, "queue"))
+	t.Logf("after draining: free %d bytes, reclaimed %v after %s; queue files: %s", freeAfter, reclaimed, time.Since(t1), filesAfter)
+	// A restart on that disk: deliveries whose records could not be written
+	// come back (duplicates, never losses).
+	d.kill()
+	d.start()
+
 	// Space returns: new mail is accepted at once.
 	remountTmpfs(t, fsDir, "256m")
 	var recovered time.Duration
 	t0 := time.Now()
 	ok := poll(30*time.Second, func() bool {
-		sts := probe(qmtpA, qmqpA, smtpA, "u0@example.com", fmt.Sprintf("full-probe-%d", time.Now().UnixNano()))
+		sts := probe(qmtpA, qmqpA, smtpA, "u0@example.com", fmt.Sprintf("full-probe-%d", time.Now().UnixNano()), led)
 		for _, p := range []string{"QMTP", "QMQP", "SMTP"} {
 			if !sts[p].IsAccept() {
 				return false
@@ -181,8 +206,9 @@ via = "qmtp://%s"
 	})
 	recovered = time.Since(t0)
 	if !ok {
-		t.Errorf("mail still refused 30 s after space returned: %v", probe(qmtpA, qmqpA, smtpA, "u0@example.com", "full-probe-last"))
+		t.Errorf("mail still refused 30 s after space returned: %v", probe(qmtpA, qmqpA, smtpA, "u0@example.com", "full-probe-last", led))
 	}
+	acked = led.ackedKeys()
 	waitFor(t, "every acknowledged recipient at the next hop", 2*time.Minute, func() bool {
 		ds := sinkSet(qs)
 		for k := range acked {
@@ -197,14 +223,42 @@ via = "qmtp://%s"
 	}
 	d.stop()
 	tl := led.tally(sinkSet(qs))
-	report(t, &row{
+	r := &row{
 		Test:   "Full disk (queue on a tmpfs)",
 		Load:   fmt.Sprintf("2 senders each over QMTP, QMQP, SMTP; 1-300 KB messages; %s tmpfs", size),
-		Inputs: "ENOSPC while the next hop refuses; SIGKILL and restart on the full disk; next hop back on the full disk; then a remount to 256 MB",
+		Inputs: "ENOSPC while the next hop refuses; SIGKILL and restart on the full disk; next hop back while senders keep pushing; SIGKILL and restart after the drain; then a remount to 256 MB",
 		Acked:  tl.Acked, Delivered: tl.Delivered, Lost: tl.Lost, Dups: tl.Dups,
 		Notes: fmt.Sprintf("%d acknowledged before the disk filled (%d bytes left); temporary refusals QMTP %d, QMQP %d, SMTP %d (e.g. %q), no permanent ones; "+
 			"the queue drained on the full filesystem: %v; after the remount all three protocols accepted again within %s.",
 			ackedWhenFull, free, led.temps("QMTP"), led.temps("QMQP"), led.temps("SMTP"), tempText, drained, recovered.Round(time.Millisecond)),
-	})
+	}
+	if !reclaimed {
+		knownIssue(t, r, "with the queue delivered, its space was not reused on the same small filesystem (%d bytes free; left: %s): "+
+			"the records of those deliveries failed with ENOSPC, so the bodies and journal segments they end stay, and a restart "+
+			"delivers them again (the duplicates here). The queue needs a free-space reserve for its own records (refuse new mail "+
+			"below it) and must keep a delivery whose record failed pending for a retry.", freeAfter, filesAfter)
+	}
+	report(t, r)
 	tl.check(t)
+}
+
+// lsQueue summarises what a queue directory holds.
+func lsQueue(dir string) string {
+	var nb, ns int
+	var bb, sb int64
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() {
+			return nil
+		}
+		switch filepath.Base(filepath.Dir(p)) {
+		case "body":
+			nb++
+			bb += fi.Size()
+		case "journal":
+			ns++
+			sb += fi.Size()
+		}
+		return nil
+	})
+	return fmt.Sprintf("%d body files (%d bytes), %d journal segments (%d bytes)", nb, bb, ns, sb)
 }

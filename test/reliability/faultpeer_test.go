@@ -15,8 +15,8 @@ import (
 )
 
 // faultPeer is a misbehaving next hop: a raw QMTP, QMQP or SMTP server
-// whose every connection follows the next entry of a fault schedule, the
-// last entry being "ok". It records what it accepted in ok connections (and
+// whose connections follow a fault schedule (each fault in turn, twice
+// round, then "ok" for good). It records what it accepted in ok connections (and
 // in the packages a "partial" QMTP connection answers before it hangs up).
 type faultPeer struct {
 	t      *testing.T
@@ -55,8 +55,8 @@ func newFaultPeer(t *testing.T, proto, addr string, faults []string) *faultPeer 
 			}
 			p.mu.Lock()
 			f := "ok"
-			if n := p.conns % (len(p.faults) + 1); n < len(p.faults) {
-				f = p.faults[n]
+			if p.conns < 2*len(p.faults) {
+				f = p.faults[p.conns%len(p.faults)]
 			}
 			p.conns++
 			p.tried[f]++
@@ -117,8 +117,13 @@ func (p *faultPeer) serve(c net.Conn, fault string) {
 	}
 }
 
-// stall waits until the client hangs up (or the deadline passes).
-func stall(br *bufio.Reader) { io.Copy(io.Discard, br) }
+// stall waits until the client hangs up, or 5 s pass (QMQP routes keep
+// qmail-qmqpc's 60 s timeout whatever [delivery] says; the stall still ends
+// in a reply that never came).
+func stall(c net.Conn, br *bufio.Reader) {
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.Copy(io.Discard, br)
+}
 
 // readNetstring reads one netstring of at most max bytes.
 func readNetstring(br *bufio.Reader, max int) ([]byte, error) {
@@ -193,14 +198,14 @@ func (p *faultPeer) serveQMTP(c net.Conn, br *bufio.Reader, fault string) {
 			return
 		case "stall-mid-reply":
 			c.Write([]byte("40:Kthis reply never ends"))
-			stall(br)
+			stall(c, br)
 			return
 		case "garbage-reply":
 			c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
 			return
 		case "bad-netstring":
 			c.Write([]byte("3:Kok;"))
-			stall(br)
+			stall(c, br)
 			return
 		case "drop-after-package":
 			return
@@ -242,7 +247,7 @@ func (p *faultPeer) serveQMQP(c net.Conn, br *bufio.Reader, fault string) {
 		c.Write([]byte(netstr("Zsorry, try again later (#4.3.0)")))
 		return
 	case "stall-before-reply":
-		stall(br)
+		stall(c, br)
 		return
 	case "garbage-reply":
 		c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
@@ -264,19 +269,24 @@ func (p *faultPeer) serveSMTP(c net.Conn, br *bufio.Reader, fault string) {
 		w("421 4.3.2 too busy, come back later\r\n")
 		return
 	case "greet-stall":
-		stall(br)
+		stall(c, br)
 		return
 	case "greet-garbage":
 		w("SSH-2.0-OpenSSH_9.6\r\n")
-		stall(br)
+		stall(c, br)
 		return
 	}
 	w("220 faulty.test ESMTP\r\n")
 	var from string
 	var rcpts []string
+	refused := false // a refusing connection refuses once, then hangs up
 	for {
 		line, err := br.ReadString('\n')
 		if err != nil {
+			return
+		}
+		if refused {
+			w("421 4.3.2 closing\r\n")
 			return
 		}
 		cmd := strings.ToUpper(strings.TrimRight(line, "\r\n"))
@@ -291,6 +301,7 @@ func (p *faultPeer) serveSMTP(c net.Conn, br *bufio.Reader, fault string) {
 		case strings.HasPrefix(cmd, "MAIL FROM:"):
 			if fault == "mail-451" {
 				w("451 4.3.0 temporary trouble\r\n")
+				refused = true
 				continue
 			}
 			from, rcpts = strings.Trim(strings.Fields(arg[len("MAIL FROM:"):] + " ")[0], "<>"), nil
@@ -298,6 +309,7 @@ func (p *faultPeer) serveSMTP(c net.Conn, br *bufio.Reader, fault string) {
 		case strings.HasPrefix(cmd, "RCPT TO:"):
 			if fault == "rcpt-450" {
 				w("450 4.2.0 mailbox busy\r\n")
+				refused = true
 				continue
 			}
 			rcpts = append(rcpts, strings.Trim(strings.Fields(arg[len("RCPT TO:"):] + " ")[0], "<>"))
@@ -326,10 +338,11 @@ func (p *faultPeer) serveSMTP(c net.Conn, br *bufio.Reader, fault string) {
 			}
 			switch fault {
 			case "stall-after-data":
-				stall(br)
+				stall(c, br)
 				return
 			case "data-452":
 				w("452 4.3.1 insufficient system storage\r\n")
+				refused = true
 				continue
 			}
 			p.record(from, rcpts, b.Bytes())

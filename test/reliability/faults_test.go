@@ -144,7 +144,7 @@ via = "qmtp://%s"
 		Load:   fmt.Sprintf("%d messages, 1-2 recipients over 4 next hops; delivery timeout 2 s", n),
 		Inputs: pq.String() + "; " + pp.String() + "; " + ps.String() + "; a QMTP hop that is down and comes back",
 		Acked:  tl.Acked, Delivered: tl.Delivered, Lost: tl.Lost, Dups: tl.Dups,
-		Notes:  fmt.Sprintf("every fault was a temporary failure and retried (%d deferrals logged); bounces: %d; duplicates must be 0 without a crash: %d.", temps, bounces, tl.Dups),
+		Notes: fmt.Sprintf("every fault was a temporary failure and retried (%d deferrals logged); bounces: %d; duplicates must be 0 without a crash: %d.", temps, bounces, tl.Dups),
 	})
 	tl.check(t)
 	if bounces > 0 {

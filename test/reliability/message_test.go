@@ -230,9 +230,9 @@ func (l *ledger) protoCounts() string {
 // tally compares deliveries with the ledger.
 type tally struct {
 	Acked, Delivered, Lost, Dups int
-	UnackedDelivered         int // delivered without the sender hearing K (a crash between commit and reply)
-	Corrupt, Unknown         []string
-	LostKeys                 []rcptKey
+	UnackedDelivered             int // delivered without the sender hearing K (a crash between commit and reply)
+	Corrupt, Unknown             []string
+	LostKeys                     []rcptKey
 }
 
 // delivered counts intact deliveries per recipient; corrupt and unknown
