@@ -242,25 +242,29 @@ func (e *Engine) deliver(ctx context.Context, rt *Route, ds []*queue.Delivery) {
 	if len(jobs) == 0 {
 		return
 	}
-	rt.Transport.Deliver(ctx, jobs)
-	// The batch's results are recorded together: each Record waits for the
-	// journal flush that makes it durable, and one after another a batch
-	// of n deliveries would wait for n flushes instead of sharing one.
+	// Each job is recorded as soon as the transport calls its Done (or,
+	// for those it did not, once Deliver returns), while the transport
+	// goes on with the rest of the batch: a crash repeats only deliveries
+	// not yet recorded, so recording a job early shrinks that window from
+	// a whole batch to one message. The records still share journal
+	// flushes: those appended while one flush runs go in the next.
 	var wg sync.WaitGroup
 	for i, d := range live {
 		j := jobs[i]
-		if len(j.Results) != len(j.Envelope.Recipients) {
-			j.fill(mail.Temp("4.3.0", "transport gave no result"), "")
+		j.done = func() {
+			if len(j.Results) != len(j.Envelope.Recipients) {
+				j.fill(mail.Temp("4.3.0", "transport gave no result"), "")
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				e.record(ctx, rt, d, j.Results, mail.Status{}, "")
+			}()
 		}
-		if len(live) == 1 {
-			e.record(ctx, rt, d, j.Results, mail.Status{}, "")
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			e.record(ctx, rt, d, j.Results, mail.Status{}, "")
-		}()
+	}
+	rt.Transport.Deliver(ctx, jobs)
+	for _, j := range jobs {
+		j.Done()
 	}
 	wg.Wait()
 }

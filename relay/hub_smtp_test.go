@@ -245,9 +245,10 @@ via = "maildir:DIR/maildir"
 	if !strings.Contains(h.logText(), "rcpt=refuse@raw.test") || !strings.Contains(h.logText(), "5.1.1") {
 		t.Errorf("the refused recipient's result is not logged:\n%s", h.logText())
 	}
-	if strings.Count(h.logText(), "msg=\"queue: delivery\"") < 23 {
-		t.Errorf("deliveries logged: %d", strings.Count(h.logText(), "msg=\"queue: delivery\""))
-	}
+	// The queue writes its delivery lines just after a message leaves it.
+	waitFor(t, "23 delivery lines in the log", 10*time.Second, func() bool {
+		return strings.Count(h.logText(), "msg=\"queue: delivery\"") >= 23
+	})
 }
 
 // fakeDNS answers MX, A and AAAA queries from a table, on loopback UDP.

@@ -96,6 +96,7 @@ func (m *Maildir) Deliver(ctx context.Context, jobs []*Job) {
 			}
 			j.Results[i] = m.deliverOne(j, rcpt)
 		}
+		j.Done()
 	}
 }
 
@@ -234,6 +235,7 @@ func (m *Mbox) Deliver(ctx context.Context, jobs []*Job) {
 			}
 			j.Results[i] = m.deliverOne(j, rcpt)
 		}
+		j.Done()
 	}
 }
 

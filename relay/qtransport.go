@@ -134,6 +134,7 @@ func (t *QMQP) Deliver(ctx context.Context, jobs []*Job) {
 			host = t.Client.Servers[0]
 		}
 		j.setAll(st, host)
+		j.Done()
 	}
 }
 

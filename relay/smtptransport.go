@@ -142,6 +142,7 @@ func deliverSMTP(ctx context.Context, conn *smtp.Conn, jobs []*Job, host string)
 				j.Results[i] = Result{Status: st, Host: host}
 			}
 		}
+		j.Done()
 	}
 	return len(jobs)
 }

@@ -29,6 +29,24 @@ type Job struct {
 	parent    *Job
 	parentIdx []int
 	subs      []*Job
+
+	// done, set by the engine, records the job; Done calls it once.
+	done     func()
+	finished bool
+}
+
+// Done tells the engine that the job's Results are final, so that it can
+// record them while the transport goes on with the rest of the batch.
+// Transports that deliver job after job call it after each; Results must
+// not change afterwards. The engine calls it for every job Deliver left
+// unmarked. It does nothing for the parts of a split job (their parent is
+// recorded once merged).
+func (j *Job) Done() {
+	if j.parent != nil || j.finished || j.done == nil {
+		return
+	}
+	j.finished = true
+	j.done()
 }
 
 // Result is the outcome of one recipient's delivery attempt.

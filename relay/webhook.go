@@ -61,6 +61,7 @@ func (w *Webhook) Deliver(ctx context.Context, jobs []*Job) {
 	for _, j := range jobs {
 		st := w.post(ctx, j)
 		j.setAll(st, w.URL)
+		j.Done()
 	}
 }
 
