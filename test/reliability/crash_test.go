@@ -254,6 +254,7 @@ tls = "none"
 	tl := led.tally(sinkSet(qs, ss))
 	var bad []string
 	var maxWindow time.Duration
+	dupsBy := map[string]int{}
 	for _, s := range []*sink{qs, ss} {
 		byKey := map[rcptKey][]sinkCopy{}
 		for _, c := range s.copies() {
@@ -273,6 +274,7 @@ tls = "none"
 			if len(cs) < 2 {
 				continue
 			}
+			dupsBy[s.proto] += len(cs) - 1
 			last := 0
 			for _, c := range cs {
 				last = max(last, c.Run)
@@ -294,8 +296,9 @@ tls = "none"
 		Acked:  tl.Acked, Delivered: tl.Delivered, Lost: tl.Lost, Dups: tl.Dups,
 		Notes: fmt.Sprintf("%d messages attempted; %d recipients delivered without an acknowledgement (allowed); every duplicate straddles a kill "+
 			"(each copy made by a different run: every run delivers to listeners of its own, and SMTP's EHLO name agrees); "+
-			"longest time from a repeated delivery to the kill that cut its record: %s.",
-			ld.sent.Load(), tl.UnackedDelivered, maxWindow.Round(time.Millisecond)),
+			"longest time from a repeated delivery to the kill that cut its record: %s. Duplicates at the SMTP sink %d (each message recorded once its transaction ends), "+
+			"at the QMTP sink %d (a pipelined batch of up to 64 packages is recorded when its last reply arrives).",
+			ld.sent.Load(), tl.UnackedDelivered, maxWindow.Round(time.Millisecond), dupsBy["smtp"], dupsBy["qmtp"]),
 	})
 	tl.check(t)
 	if len(bad) > 0 {
