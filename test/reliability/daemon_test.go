@@ -73,6 +73,7 @@ type daemon struct {
 	cfgPath string
 	logPath string
 	metrics string // host:port of /metrics and /healthz
+	pprof   string // host:port of the daemon's QMGATE_PPROF hook
 	toml    string // the configuration; "{{DIR}}" is dir, "{{RUN}}" the run number
 	// vars, when set, gives more substitutions for a run.
 	vars func(run int) map[string]string
@@ -105,6 +106,7 @@ func newDaemon(t *testing.T, h *netHost, doc string) *daemon {
 	os.Chmod(dir, 0o755)
 	d := &daemon{t: t, dir: dir, cfgPath: filepath.Join(dir, "qmgate.toml"), logPath: filepath.Join(dir, "daemon.log")}
 	d.metrics = h.addr(t)
+	d.pprof = h.addr(t)
 	head := ""
 	if os.Geteuid() == 0 {
 		head += "user = \"nobody\"\n"
@@ -163,7 +165,7 @@ func (d *daemon) startNoWait() error {
 	cmd := exec.Command(qmgateBin, "serve", "-config", d.cfgPath)
 	cmd.Dir = d.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), "QMGATE_PPROF="+d.pprof)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -390,6 +392,18 @@ func (d *daemon) metricsText() string {
 	resp, err := c.Get("http://" + d.metrics + "/metrics")
 	if err != nil {
 		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// goroutineDump returns the daemon's goroutines, grouped by stack.
+func (d *daemon) goroutineDump() string {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + d.pprof + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		return err.Error()
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
