@@ -109,6 +109,7 @@ type Harness struct {
 
 	qmgateBin string
 	bgCPU     float64 // percent of the cores busy with nothing of ours running, before the current measurement
+	idleWait  time.Duration
 	flush     *FlushRates
 	checks    []Check
 
@@ -132,8 +133,9 @@ func main() {
 	verbose := flag.Bool("v", false, "log every command")
 	drainMsgs := flag.Int("drain", 0, "messages for the drain measurement (default 100000; quick 200)")
 	ingestMsgs := flag.Int("ingest", 0, "messages per ingest run (default 20000; quick 200)")
+	idleWait := flag.Duration("idle-wait", 3*time.Minute, "before each measurement, wait up to this long for other processes to leave the cores under 25% busy (0: don't wait)")
 	flag.Parse()
-	h := &Harness{quick: *quick, verbose: *verbose, sizes: fullSizes, pprofDir: *pprofDir, started: time.Now()}
+	h := &Harness{quick: *quick, verbose: *verbose, sizes: fullSizes, pprofDir: *pprofDir, started: time.Now(), idleWait: *idleWait}
 	if *quick {
 		h.sizes = quickSizes
 	}
@@ -413,13 +415,21 @@ func loadAverage() string {
 
 // background measures how busy the cores are while the harness runs
 // nothing: other processes on a shared machine, which every figure after it
-// has to live with.
+// has to live with. It waits up to idleWait for them to calm down.
 func (h *Harness) background() float64 {
 	d := time.Second
 	if h.quick {
 		d = 200 * time.Millisecond
 	}
-	a := h.sample()
-	time.Sleep(d)
-	return since(a, h).CPUPercent()
+	deadline := time.Now().Add(h.idleWait)
+	for {
+		a := h.sample()
+		time.Sleep(d)
+		bg := since(a, h).CPUPercent()
+		if h.quick || bg < 25 || time.Now().After(deadline) {
+			return bg
+		}
+		h.logf("   waiting for other processes: the cores are %.0f%% busy", bg)
+		time.Sleep(5 * time.Second)
+	}
 }
