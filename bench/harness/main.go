@@ -390,8 +390,10 @@ func (h *Harness) cleanupTo(mark int) {
 	}
 }
 
+// cleanup stops everything: the run-wide servers first, then what setup
+// registered (the work directory's removal last of all: "postfix stop"
+// needs the instance's configuration directory).
 func (h *Harness) cleanup() {
-	h.cleanupTo(0)
 	h.mu.Lock()
 	rc := h.runCleanups
 	h.runCleanups = nil
@@ -399,6 +401,7 @@ func (h *Harness) cleanup() {
 	for i := len(rc) - 1; i >= 0; i-- {
 		rc[i]()
 	}
+	h.cleanupTo(0)
 }
 
 func loadAverage() string {

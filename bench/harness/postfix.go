@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -33,6 +34,7 @@ type Postfix struct {
 	h                                 *Harness
 	stopped                           bool
 	logOff, sent                      int64 // Delivered's progress through LogFile
+	master                            int   // the master daemon's pid
 }
 
 // postfixMain are the main.cf settings every instance gets. Anything not
@@ -159,6 +161,7 @@ func (h *Harness) startPostfix(name string, o PostfixOpts) (*Postfix, error) {
 			}
 		}
 	}
+	p.master = p.MasterPid()
 	h.vlog("postfix %s started in %s", name, dir)
 	return p, nil
 }
@@ -180,6 +183,10 @@ func (p *Postfix) Stop() {
 	p.stopped = true
 	if out, err := p.command(time.Minute, "postfix", "stop"); err != nil {
 		p.h.logf("postfix stop: %v %s", err, out)
+		// The master must not outlive the harness: stop it by its pid.
+		if p.master > 0 {
+			syscall.Kill(p.master, syscall.SIGTERM)
+		}
 	}
 }
 
