@@ -77,6 +77,8 @@ type daemon struct {
 	toml    string // the configuration; "{{DIR}}" is dir, "{{RUN}}" the run number
 	// vars, when set, gives more substitutions for a run.
 	vars func(run int) map[string]string
+	// wrap, when set, is a command that runs the daemon (prlimit ...).
+	wrap []string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -162,7 +164,8 @@ func (d *daemon) startNoWait() error {
 		return err
 	}
 	fmt.Fprintf(logf, "=== run %d at %s\n", d.runs, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(qmgateBin, "serve", "-config", d.cfgPath)
+	args := append(append([]string(nil), d.wrap...), qmgateBin, "serve", "-config", d.cfgPath)
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = d.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(cleanEnv(), "QMGATE_PPROF="+d.pprof)
@@ -467,6 +470,32 @@ func (d *daemon) uids() []string {
 func (d *daemon) openFDs() int {
 	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.pid()))
 	return len(ents)
+}
+
+// sample watches the daemon's descriptors and RSS until the returned
+// function is called, which reports the peaks.
+func (d *daemon) sample() func() (fds int, rss int64) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var fds int
+	var rss int64
+	go func() {
+		defer close(done)
+		for {
+			fds = max(fds, d.openFDs())
+			rss = max(rss, d.procStatus("VmRSS"))
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	return func() (int, int64) {
+		close(stop)
+		<-done
+		return fds, rss
+	}
 }
 
 // waitQueueEmpty waits until the daemon's queue holds nothing.
