@@ -63,7 +63,7 @@ via = "maildir:{{DIR}}/maildir"
 		Rcpts: pickRcpts("example.com", 5, 3), Ledger: led}
 	ld.start("kill")
 	rounds := scale(30, 60)
-	hi := time.Duration(scale(700, 2000)) * time.Millisecond
+	hi := time.Duration(scale(400, 2000)) * time.Millisecond
 	underLoad := killRounds(t, d, rounds, 30*time.Millisecond, hi, func() bool { return ld.busy.Load() > 0 }, nil)
 	time.Sleep(500 * time.Millisecond)
 	ld.finish()
@@ -229,7 +229,7 @@ tls = "none"
 	ld := &load{QMTP: qmtpA, QMQP: qmqpA, SMTP: smtpA, Senders: scale(2, 4), Sender: "sender@src.test",
 		Rcpts: pickRcptsIn([]string{"q.test", "s.test"}, 5, 3), Ledger: led}
 	ld.start("dkill")
-	hi := time.Duration(scale(700, 2000)) * time.Millisecond
+	hi := time.Duration(scale(400, 2000)) * time.Millisecond
 	midDelivery := killRounds(t, d, rounds, 30*time.Millisecond, hi, func() bool {
 		return qs.inflight.Load()+ss.inflight.Load() > 0
 	}, nil)

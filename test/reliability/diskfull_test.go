@@ -151,7 +151,7 @@ via = "qmtp://%s"
 	waitFor(t, "more refusals after the restart", time.Minute, func() bool {
 		return led.temps("QMTP")+led.temps("QMQP")+led.temps("SMTP") >= before+30
 	})
-	tempText := led.lastTemp
+	tempText := led.lastTempReply()
 
 	// The next hop comes back while the senders keep pushing: the queue
 	// must drain although the disk stays nearly full (recording deliveries
@@ -180,7 +180,7 @@ via = "qmtp://%s"
 	// With the queue delivered, its space must be reusable on the same
 	// small filesystem.
 	t1 := time.Now()
-	reclaimed := poll(time.Duration(scale(10, 30))*time.Second, func() bool {
+	reclaimed := poll(time.Duration(scale(5, 30))*time.Second, func() bool {
 		sts := probe(qmtpA, qmqpA, smtpA, "u0@example.com", fmt.Sprintf("full-reuse-%d", time.Now().UnixNano()), led)
 		return sts["QMTP"].IsAccept() && sts["QMQP"].IsAccept() && sts["SMTP"].IsAccept()
 	})

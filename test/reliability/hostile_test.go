@@ -18,8 +18,8 @@ import (
 )
 
 // hostileDaemon starts the daemon the hostile-input tests attack: 1 MB
-// messages, 20 connections per client address, 3 s per read, 20 s per
-// session, STARTTLS and AUTH on SMTP.
+// messages, 20 connections per client address, 3 s per read, the given
+// session cap, STARTTLS and AUTH on SMTP.
 func hostileDaemon(t *testing.T, h *netHost, session string) (d *daemon, qmtpA, qmqpA, smtpA string) {
 	pki := newPKI(t)
 	pw := passwordFile(t, "joe", "s3cret")
@@ -110,7 +110,8 @@ func describe(r exchangeResult) string {
 // bounded and its goroutines settle back once the attackers are gone.
 func TestHostileInput(t *testing.T) {
 	h := newNetHost(t)
-	d, qmtpA, qmqpA, smtpA := hostileDaemon(t, h, "20s")
+	sessionCap := time.Duration(scale(12, 20)) * time.Second
+	d, qmtpA, qmqpA, smtpA := hostileDaemon(t, h, sessionCap.String())
 	led := newLedger()
 	// Warm up (delivery workers start on first use), then take the
 	// goroutine count at rest.
@@ -128,7 +129,7 @@ func TestHostileInput(t *testing.T) {
 	slow.Add(1)
 	go func() {
 		defer slow.Done()
-		slowClients(t, hl, qmtpA, qmqpA, smtpA, h)
+		slowClients(t, hl, qmtpA, qmqpA, smtpA, h, sessionCap)
 	}()
 
 	// Netstrings, on the QMTP and QMQP listeners.
@@ -540,7 +541,7 @@ func authBruteForce(t *testing.T, addr string) bool {
 // slowClients: one byte per second (closed at the session cap), idle
 // connections (closed at the read timeout), and idle connections up to
 // the per-client cap (the next one refused politely).
-func slowClients(t *testing.T, hl *hostileLog, qmtpA, qmqpA, smtpA string, h *netHost) {
+func slowClients(t *testing.T, hl *hostileLog, qmtpA, qmqpA, smtpA string, h *netHost, sessionCap time.Duration) {
 	var wg sync.WaitGroup
 	trickle := func(name, addr string, input []byte, capAt time.Duration) {
 		defer wg.Done()
@@ -577,7 +578,6 @@ func slowClients(t *testing.T, hl *hostileLog, qmtpA, qmqpA, smtpA string, h *ne
 		rs, _ := replies(out)
 		hl.add(t, name, took < capAt+10*time.Second && !anyAccept(rs), "closed after %s (session cap %s)", took.Round(time.Millisecond), capAt)
 	}
-	const sessionCap = 20 * time.Second
 	wg.Add(3)
 	go trickle("QMTP one byte per second", qmtpA, qmtpPackage([]byte("Subject: slow\n\nx\n"), "s@x.test", "slow@example.com"), sessionCap)
 	go trickle("QMQP one byte per second", qmqpA, qmqpRequest([]byte("Subject: slow\n\nx\n"), "s@x.test", "slow@example.com"), sessionCap)

@@ -180,6 +180,13 @@ func (l *ledger) result(proto, marker, rcpt string, st mail.Status) {
 	}
 }
 
+// lastTempReply returns the latest temporary refusal.
+func (l *ledger) lastTempReply() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastTemp
+}
+
 // temps returns the temporary refusals seen per protocol.
 func (l *ledger) temps(proto string) int {
 	l.mu.Lock()
