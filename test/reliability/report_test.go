@@ -28,8 +28,19 @@ type row struct {
 var (
 	reportMu sync.Mutex
 	rows     []*row
+	sections []section
 	started  = time.Now()
 )
+
+// section is a block of Markdown after the table.
+type section struct{ title, body string }
+
+// addSection adds a titled block of Markdown to RELIABILITY.md.
+func addSection(title, body string) {
+	reportMu.Lock()
+	sections = append(sections, section{title, body})
+	reportMu.Unlock()
+}
 
 // report adds r to the table; whether the test passed is filled in when it
 // ends.
@@ -102,6 +113,9 @@ func writeReport(path string, passed bool) error {
 		if r.Notes != "" {
 			fmt.Fprintf(&b, "- **%s**: %s\n", r.Test, strings.TrimSpace(r.Notes))
 		}
+	}
+	for _, sec := range sections {
+		fmt.Fprintf(&b, "\n## %s\n\n%s\n", sec.title, strings.TrimSpace(sec.body))
 	}
 	if p := os.Getenv("QMGATE_FUZZ_SUMMARY"); p != "" {
 		if s, err := os.ReadFile(p); err == nil {
