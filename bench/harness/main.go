@@ -133,7 +133,7 @@ func main() {
 	verbose := flag.Bool("v", false, "log every command")
 	drainMsgs := flag.Int("drain", 0, "messages for the drain measurement (default 100000; quick 200)")
 	ingestMsgs := flag.Int("ingest", 0, "messages per ingest run (default 20000; quick 200)")
-	idleWait := flag.Duration("idle-wait", 3*time.Minute, "before each measurement, wait up to this long for other processes to leave the cores under 25% busy (0: don't wait)")
+	idleWait := flag.Duration("idle-wait", time.Minute, "before each measurement, wait up to this long for other processes to leave the cores under 25% busy (0: don't wait)")
 	flag.Parse()
 	h := &Harness{quick: *quick, verbose: *verbose, sizes: fullSizes, pprofDir: *pprofDir, started: time.Now(), idleWait: *idleWait}
 	if *quick {
