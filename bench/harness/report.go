@@ -45,6 +45,8 @@ type Target struct {
 	Got   string
 	Pass  bool
 	Limit string // for a failing target: what limits it, measured
+	// Shared names other failing targets that Limit explains too.
+	Shared []string
 }
 
 func (s *Section) target(t Target) { s.Targets = append(s.Targets, t) }
@@ -159,7 +161,12 @@ func (h *Harness) render(m Machine, load string, sections []*Section) string {
 		fmt.Fprintf(&b, "_Took %v. Before it started, other processes kept the cores %.0f%% busy (of %d%%)._\n\n", s.Took.Round(time.Second), s.Background, 100*m.Cores)
 		for _, t := range s.Targets {
 			if !t.Pass && t.Limit != "" {
-				fmt.Fprintf(&b, "**Why \"%s\" fails here.** %s\n\n", t.Name, t.Limit)
+				names := "\"" + strings.Join(append([]string{t.Name}, t.Shared...), "\" and \"") + "\""
+				verb := "fails"
+				if len(t.Shared) > 0 {
+					verb = "fail"
+				}
+				fmt.Fprintf(&b, "**Why %s %s here.** %s\n\n", names, verb, t.Limit)
 			}
 		}
 	}
