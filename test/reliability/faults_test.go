@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,11 +141,15 @@ via = "qmtp://%s"
 	}
 	temps := d.logCount("state=pending")
 	report(t, &row{
-		Test:   "Next hop faults (QMTP, QMQP, SMTP)",
-		Load:   fmt.Sprintf("%d messages, 1-2 recipients over 4 next hops; delivery timeout 2 s", n),
-		Inputs: pq.String() + "; " + pp.String() + "; " + ps.String() + "; a QMTP hop that is down and comes back",
-		Acked:  tl.Acked, Delivered: tl.Delivered, Lost: tl.Lost, Dups: tl.Dups,
-		Notes: fmt.Sprintf("every fault was a temporary failure and retried (%d deferrals logged); bounces: %d; duplicates must be 0 without a crash: %d.", temps, bounces, tl.Dups),
+		Test: "Next hop faults (QMTP, QMQP, SMTP)",
+		Load: fmt.Sprintf("%d messages, 1-2 recipients over 4 next hops; delivery timeout 2 s", n),
+		Inputs: "QMTP: " + strings.Join(qmtpFaults, ", ") + "; QMQP: " + strings.Join(qmqpFaults, ", ") + "; SMTP: " + strings.Join(smtpFaults, ", ") +
+			"; a QMTP hop that is down and comes back",
+		Acked: tl.Acked, Delivered: tl.Delivered, Lost: tl.Lost, Dups: tl.Dups,
+		Notes: fmt.Sprintf("connections per behaviour: %s; %s; %s. Every fault was a temporary failure and retried (%d deferrals logged); bounces: %d; "+
+			"duplicates, which must be 0 without a crash: %d (a pipelined batch cut after its first reply has that message recorded delivered, the rest retried). "+
+			"QMQP routes keep qmail-qmqpc's 60 s I/O timeout whatever [delivery] timeout says, so the QMQP stalls end when the peer hangs up after 5 s.",
+			pq, pp, ps, temps, bounces, tl.Dups),
 	})
 	tl.check(t)
 	if bounces > 0 {

@@ -172,8 +172,10 @@ via = "qmtp://%s"
 	report(t, &row{
 		Test:   "TLS and privileges",
 		Load:   "QMTPS with client_ca, SMTP with STARTTLS, certificates from a test CA",
-		Inputs: strings.Join(checks, "; "),
-		Notes:  "TLS 1.0 and 1.1 handshakes fail on both listeners, 1.2 and 1.3 succeed; only a client certificate from client_ca relays over QMTPS; started as root the daemon binds port 25 and runs as nobody (all four uids) with no capabilities; without `user` a root start exits 78 naming the setting; an ordinary user needs no configuration for it.",
+		Inputs: "TLS 1.0 to 1.3 on QMTPS and after STARTTLS; QMTPS with our client certificate, none, another CA's; a root start with and without `user`; an ordinary user's start",
+		Notes: "TLS 1.0 and 1.1 handshakes fail on both listeners, 1.2 and 1.3 succeed; only a client certificate from client_ca relays over QMTPS; started as root the daemon binds port 25 " +
+			"and runs as nobody (all four uids) with no capabilities, its queue private to it; without `user` a root start exits 78 naming the setting; an ordinary user needs no configuration for it. Checks: " +
+			strings.Join(checks, "; ") + ".",
 	})
 }
 
