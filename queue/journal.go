@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -207,6 +208,13 @@ func (q *Queue) commitLoop() {
 		close(b.done)
 		unlinks := len(q.unlinks) > 0
 		q.mu.Unlock()
+		// Let the writers just woken run before the next write and
+		// fdatasync: they sit on this goroutine's P, which a blocking
+		// system call keeps until the scheduler takes it back, so without
+		// this they could wait out the next flush too. Meanwhile more
+		// commits gather for the next batch (bench/: 5-10% less CPU per
+		// message, more messages per flush).
+		runtime.Gosched()
 		if closeF != nil {
 			closeF.Close()
 		}
