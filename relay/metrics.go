@@ -23,7 +23,6 @@ type Metrics struct {
 	Rejected   *prometheus.CounterVec // proto, reason
 	Deliveries *prometheus.CounterVec // route, result
 	Sessions   *prometheus.GaugeVec   // proto
-	Refused    *prometheus.CounterVec // proto: connections refused over limits
 }
 
 // NewMetrics creates the metrics. queueStats, when not nil, feeds the queue
@@ -43,11 +42,8 @@ func NewMetrics(queueStats func() (messages, recipients int, oldest time.Duratio
 		Sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "qmgate_sessions_open", Help: "Client connections open now, by protocol.",
 		}, []string{"proto"}),
-		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "qmgate_connections_refused_total", Help: "Connections refused over the connection limits, by protocol.",
-		}, []string{"proto"}),
 	}
-	m.Registry.MustRegister(m.Accepted, m.Rejected, m.Deliveries, m.Sessions, m.Refused,
+	m.Registry.MustRegister(m.Accepted, m.Rejected, m.Deliveries, m.Sessions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if queueStats != nil {
 		var mu sync.Mutex
