@@ -36,5 +36,19 @@
 //	QMGATE_RELIABILITY=full go test -count=1 -timeout 2h ./test/reliability/
 //
 // The tests that mount a filesystem or drop privileges need root; under CI
-// (QMGATE_CI=1) they fail without it, elsewhere they are skipped.
+// (QMGATE_CI=1) they fail without it, elsewhere they are skipped. As root,
+// every daemon is started with `user = "nobody"` and drops privileges.
+//
+// Other switches, all environment variables:
+//
+//	QMGATE_STRICT=1       defects of other packages that the battery found and
+//	                      that are not fixed yet ("KNOWN ISSUE" in the log and
+//	                      in RELIABILITY.md) fail the test instead of being noted
+//	QMGATE_KEEP=1         keep the daemons' directories and logs
+//	QMGATE_DAEMON_RACE=1  build the daemon with -race
+//	QMGATE_FUZZ_SUMMARY   a fuzz/run summary to put into RELIABILITY.md
+//
+// Every daemon listens on loopback addresses of its test's own
+// (127.B.N.x), so ports a killed daemon frees are not taken by other
+// tests, and clients can come from many source addresses.
 package reliability
