@@ -18,7 +18,10 @@
 //     Options.JanitorCutoff.
 //  5. A full disk, an I/O error, a failed fsync or a missing directory make
 //     Commit return an *Error, which is always temporary
-//     (mail.StatusQueueTrouble), and leave nothing half-visible.
+//     (mail.StatusQueueTrouble), and leave nothing half-visible. Before the
+//     disk is full, NewMessage already refuses new mail (temporarily) while
+//     less than Options.MinFreeBytes is free, keeping room for the records
+//     of deliveries under way.
 //  6. Bodies stream to disk: a writer holds at most Options.InlineMax bytes
 //     of body in memory, readers a small buffer.
 //

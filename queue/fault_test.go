@@ -312,6 +312,7 @@ func TestRealFullDisk(t *testing.T) {
 	dir := filepath.Join(mnt, "q")
 	opt := testOptions(newFakeClock())
 	opt.InlineMax = 16 << 10
+	opt.MinFreeBytes = -1 // the real ENOSPC path, not the reserve
 	q := openT(t, dir, opt)
 	ctx := context.Background()
 	good := map[string][]byte{}

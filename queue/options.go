@@ -108,6 +108,12 @@ type Options struct {
 	MaxHistory int
 	// MaxRecipients bounds the recipients of one message. Default 10000.
 	MaxRecipients int
+	// MinFreeBytes is the space kept free on the queue's file system: while
+	// less is free, NewMessage refuses new mail with a temporary error, so
+	// that the records of deliveries under way, retries and bounces still
+	// fit (a delivery whose record cannot be written is repeated after a
+	// restart). DefaultMinFreeBytes when 0; no reserve when negative.
+	MinFreeBytes int64
 	// JanitorCutoff is the age after which an unreferenced body file (left
 	// by a crashed or abandoned writer) is removed. It must exceed any
 	// writer's deadline. Default 36 hours.
@@ -128,6 +134,9 @@ type Options struct {
 }
 
 func (o *Options) setDefaults() {
+	if o.MinFreeBytes == 0 {
+		o.MinFreeBytes = DefaultMinFreeBytes
+	}
 	if o.Hostname == "" {
 		o.Hostname, _ = os.Hostname()
 		if o.Hostname == "" {

@@ -43,6 +43,7 @@ type Queue struct {
 	flushTimes         []time.Duration // benchmarks: each batch's write+sync
 
 	ids       idGen
+	space     spaceGuard
 	maintKick chan struct{}
 	stop      chan struct{}
 	wg        sync.WaitGroup

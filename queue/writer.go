@@ -51,6 +51,9 @@ func (q *Queue) NewMessage(ctx context.Context) (*Writer, error) {
 	if closed {
 		return nil, &Error{Op: "write", Err: errClosed}
 	}
+	if q.lowSpace() {
+		return nil, &Error{Op: "write", Err: ErrLowSpace}
+	}
 	bp := bufPool.Get().(*[]byte)
 	return &Writer{q: q, id: q.ids.next(q.now()), buf: (*bp)[:0]}, nil
 }

@@ -255,6 +255,7 @@ func QueueOptions(cfg *config.Config, log *slog.Logger) queue.Options {
 		Retry:              queue.Backoff{Floor: floor, Cap: ceil, Jitter: 0.25},
 		DestinationBackoff: queue.Backoff{Floor: floor, Cap: ceil, Jitter: 0.25},
 		MaxRecipients:      max(cfg.MaxRecipients, 1),
+		MinFreeBytes:       cfg.Queue.MinFreeBytes,
 		Logger:             log,
 	}
 }

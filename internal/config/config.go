@@ -141,6 +141,10 @@ type Queue struct {
 	DelayNotice *Duration `toml:"delay_notice"` // default 4h; "0s" disables
 	RetryMin    Duration  `toml:"retry_min"`    // backoff floor, default 1m
 	RetryMax    Duration  `toml:"retry_max"`    // backoff cap, default 1h
+	// MinFreeBytes is the free space kept on the queue's file system: below
+	// it new mail gets a temporary refusal, so deliveries can still be
+	// recorded. Default 16 MiB; -1 turns the reserve off.
+	MinFreeBytes int64 `toml:"min_free_bytes"`
 }
 
 // Delivery configures the delivery engine.

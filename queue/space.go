@@ -1,0 +1,59 @@
+package queue
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultMinFreeBytes is the default space reserve of the queue's file
+// system (Options.MinFreeBytes).
+const DefaultMinFreeBytes = 16 << 20
+
+// spaceCheckInterval bounds how often the free space is asked for: statfs is
+// cheap, but not at tens of thousands of messages a second.
+const spaceCheckInterval = 250 * time.Millisecond
+
+// ErrLowSpace is the cause of a refusal while the file system's free space
+// is under Options.MinFreeBytes.
+var ErrLowSpace = errors.New("queue: file system below its free-space reserve")
+
+// statfsFree returns the bytes available to unprivileged users on the file
+// system holding dir; a variable so tests can pretend.
+var statfsFree = func(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// spaceGuard remembers the last free-space answer for a short while.
+type spaceGuard struct {
+	mu  sync.Mutex
+	at  time.Time
+	low bool
+}
+
+// lowSpace reports whether new mail must wait for free space. An error
+// from statfs does not refuse mail: the writes themselves will tell.
+func (q *Queue) lowSpace() bool {
+	if q.opt.MinFreeBytes < 0 {
+		return false
+	}
+	g := &q.space
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if now := time.Now(); now.Sub(g.at) >= spaceCheckInterval {
+		g.at = now
+		free, err := statfsFree(q.journalDir)
+		g.low = err == nil && free < q.opt.MinFreeBytes
+		if g.low {
+			q.log.Warn("queue: free space below the reserve; refusing new mail for now",
+				"free", free, "reserve", q.opt.MinFreeBytes)
+		}
+	}
+	return g.low
+}
