@@ -86,6 +86,20 @@ via = "maildir:{{DIR}}/maildir"
 	ds := scanMaildirs(root)
 	tl := led.tally(ds)
 	dc := checkMaildirDuplicates(d, ds)
+	// A delivery the daemon logged must have its Maildir file, kills or
+	// not: the file and new/ are synced before the record.
+	checked, missing := 0, 0
+	for _, p := range deliveredLines(d.log()) {
+		if marker, ok := led.markerOf(p[0]); ok {
+			checked++
+			if ds.count[rcptKey{marker, p[1]}] == 0 {
+				missing++
+				if missing <= 5 {
+					t.Errorf("the daemon logged %s (%s) for %s as delivered, but its Maildir lacks it", p[0], marker, p[1])
+				}
+			}
+		}
+	}
 	report(t, &row{
 		Test:   "SIGKILL under load (ingest → Maildir)",
 		Load:   fmt.Sprintf("%d senders each over QMTP (1-4 pipelined), QMQP, SMTP (1-4 per connection); 1-3 recipients; 0-770 KB", ld.Senders),
@@ -93,8 +107,8 @@ via = "maildir:{{DIR}}/maildir"
 		Acked:  tl.Acked, Delivered: tl.Delivered, Lost: tl.Lost, Dups: tl.Dups,
 		Notes: fmt.Sprintf("%d messages attempted; acknowledged recipients by protocol: %s; %d temporary refusals (connections cut by kills); "+
 			"%d recipients delivered without an acknowledgement (kill between commit and reply, allowed); %d duplicates, each made by a later run than a killed one "+
-			"that had delivered without recording yet (longest delivery-to-kill window %s).",
-			ld.sent.Load(), led.protoCounts(), led.tempFails, tl.UnackedDelivered, tl.Dups, dc.MaxWindow.Round(time.Millisecond)),
+			"that had delivered without recording yet (longest delivery-to-kill window %s); all %d deliveries logged for acknowledged messages have their Maildir file (%d missing).",
+			ld.sent.Load(), led.protoCounts(), led.tempFails, tl.UnackedDelivered, tl.Dups, dc.MaxWindow.Round(time.Millisecond), checked, missing),
 	})
 	tl.check(t)
 	dc.check(t)
@@ -252,6 +266,26 @@ tls = "none"
 	d.stop()
 
 	tl := led.tally(sinkSet(qs, ss))
+	// Nothing the next hop did not acknowledge is recorded as delivered:
+	// every delivery the daemon logged is at a sink.
+	ds := sinkSet(qs, ss)
+	checked, unconfirmed := 0, 0
+	for _, p := range deliveredLines(d.log()) {
+		marker, ok := led.markerOf(p[0])
+		if !ok {
+			continue // a message whose acknowledgement a kill cut off
+		}
+		checked++
+		if ds.count[rcptKey{marker, p[1]}] == 0 {
+			unconfirmed++
+			if unconfirmed <= 5 {
+				t.Errorf("the daemon recorded %s (%s) for %s as delivered, but no sink has it", p[0], marker, p[1])
+			}
+		}
+	}
+	if checked == 0 {
+		t.Error("no delivery log lines could be matched to acknowledged messages")
+	}
 	var bad []string
 	var maxWindow time.Duration
 	dupsBy := map[string]int{}
@@ -294,11 +328,12 @@ tls = "none"
 		Load:   fmt.Sprintf("%d senders each over QMTP, QMQP, SMTP; 1-3 recipients split over a QMTP and an SMTP next hop that take 0-20 ms per message", ld.Senders),
 		Inputs: fmt.Sprintf("%d SIGKILLs (30 ms-%s apart), %d of them while a sink was taking a message", rounds, hi, midDelivery),
 		Acked:  tl.Acked, Delivered: tl.Delivered, Lost: tl.Lost, Dups: tl.Dups,
-		Notes: fmt.Sprintf("%d messages attempted; %d recipients delivered without an acknowledgement (allowed); every duplicate straddles a kill "+
+		Notes: fmt.Sprintf("%d messages attempted; %d recipients delivered without an acknowledgement (allowed); "+
+			"each of the %d deliveries the daemon logged for acknowledged messages is at a sink (%d not); every duplicate straddles a kill "+
 			"(each copy made by a different run: every run delivers to listeners of its own, and SMTP's EHLO name agrees); "+
 			"longest time from a repeated delivery to the kill that cut its record: %s. Duplicates at the SMTP sink %d (each message recorded once its transaction ends), "+
 			"at the QMTP sink %d (a pipelined batch of up to 64 packages is recorded when its last reply arrives).",
-			ld.sent.Load(), tl.UnackedDelivered, maxWindow.Round(time.Millisecond), dupsBy["smtp"], dupsBy["qmtp"]),
+			ld.sent.Load(), tl.UnackedDelivered, checked, unconfirmed, maxWindow.Round(time.Millisecond), dupsBy["smtp"], dupsBy["qmtp"]),
 	})
 	tl.check(t)
 	if len(bad) > 0 {

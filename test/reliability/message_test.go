@@ -149,10 +149,11 @@ type ledger struct {
 	permFails []string // unexpected permanent refusals
 	perProto  map[string]int
 	lastTemp  string
+	idMarker  map[string]string // the daemon's queue ID (from "ok ... qp ID") → marker
 }
 
 func newLedger() *ledger {
-	return &ledger{acked: map[rcptKey]bool{}, attempted: map[string]bool{}, perProto: map[string]int{}, tempProto: map[string]int{}}
+	return &ledger{acked: map[rcptKey]bool{}, attempted: map[string]bool{}, perProto: map[string]int{}, tempProto: map[string]int{}, idMarker: map[string]string{}}
 }
 
 func (l *ledger) attempt(marker string) {
@@ -169,6 +170,9 @@ func (l *ledger) result(proto, marker, rcpt string, st mail.Status) {
 	case st.IsAccept():
 		l.acked[rcptKey{marker, rcpt}] = true
 		l.perProto[proto]++
+		if m := qpRE.FindStringSubmatch(st.Text); m != nil {
+			l.idMarker[m[1]] = marker
+		}
 	case st.IsPermanent():
 		if len(l.permFails) < 20 {
 			l.permFails = append(l.permFails, fmt.Sprintf("%s %s %s: %s", proto, marker, rcpt, st.Reply()))
@@ -341,6 +345,46 @@ func scanMaildirs(root string, skip ...string) *deliveredSet {
 }
 
 var pidRE = regexp.MustCompile(`P(\d+)Q`)
+
+// qpRE finds the queue ID in qmgate's acceptance text.
+var qpRE = regexp.MustCompile(`\bqp ([0-9a-z]+)`)
+
+// markerOf returns the marker of a message by its queue ID.
+func (l *ledger) markerOf(id string) (string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m, ok := l.idMarker[id]
+	return m, ok
+}
+
+// deliveredLines returns the (queue ID, recipient) pairs the daemon logged
+// as delivered.
+func deliveredLines(log string) [][2]string {
+	var out [][2]string
+	for _, l := range strings.Split(log, "\n") {
+		if !strings.Contains(l, `msg="queue: delivery"`) || !strings.Contains(l, "state=delivered") {
+			continue
+		}
+		id, rcpt := fieldOf(l, "id"), fieldOf(l, "rcpt")
+		if id != "" && rcpt != "" {
+			out = append(out, [2]string{id, rcpt})
+		}
+	}
+	return out
+}
+
+// fieldOf returns the value of key=value in a slog text line.
+func fieldOf(line, key string) string {
+	i := strings.Index(line, " "+key+"=")
+	if i < 0 {
+		return ""
+	}
+	v := line[i+len(key)+2:]
+	if j := strings.IndexByte(v, ' '); j >= 0 {
+		v = v[:j]
+	}
+	return v
+}
 
 // maildirPID extracts the delivering process from a Maildir file name
 // (seconds.M<usec>P<pid>Q<seq>.host).
