@@ -142,15 +142,6 @@ func (s *sink) close() {
 	s.l.Close()
 }
 
-func (s *sink) connTime(c *mail.ConnInfo) time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c.RemoteAddr == nil {
-		return time.Time{}
-	}
-	return s.accepted[c.RemoteAddr.String()]
-}
-
 // take checks and records one accepted message.
 func (s *sink) take(c *mail.ConnInfo, env mail.Envelope, body []byte) mail.Status {
 	s.inflight.Add(1)
