@@ -138,6 +138,18 @@ func (h *Harness) render(m Machine, load string, sections []*Section) string {
 	row("load average at start", load)
 	fmt.Fprintf(&b, "\nEverything runs on this one machine: load generators, servers and sinks share its %d cores, "+
 		"so a server's figure is also bounded by what its load generator costs. Client and server talk over loopback.\n\n", m.Cores)
+	var bgMax, bgSum float64
+	for _, s := range sections {
+		bgMax = max(bgMax, s.Background)
+		bgSum += s.Background
+	}
+	if len(sections) > 0 && bgMax >= 25 {
+		fmt.Fprintf(&b, "> **This machine was not idle.** Before the measurements started, other processes kept the cores %.0f%% busy on average "+
+			"(up to %.0f%%, of %d%%; each section says its own). Every process here competes for the same cores, so the CPU-bound figures "+
+			"(ingest above all, where qmgate, the load generator and the kernel's loopback work share them) are lower than on an idle machine, "+
+			"for qmgate, Postfix and the sinks alike, and vary from run to run. Run `bench/run` on an idle machine for clean figures.\n\n",
+			bgSum/float64(len(sections)), bgMax, 100*m.Cores)
+	}
 
 	// Targets summary first: the reader's question.
 	var all []Target

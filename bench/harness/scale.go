@@ -155,15 +155,17 @@ set output %q
 set multiplot layout 1,2 title %q
 set logscale xy
 set grid xtics ytics mytics
-set key bottom left box opaque
+set key below
+set autoscale xfix
+set offsets graph 0.03, graph 0.03, 0, 0
 set ylabel "messages per second"
 set format y "%%.0f"
 set xlabel "message size (KiB), 10 sessions"
-plot %q using 1:2 with linespoints lw 2 pt 7 title %q, \
+plot %q using 1:2:xtic(1) with linespoints lw 2 pt 7 title %q, \
      %q using 1:3 with linespoints lw 2 pt 5 title %q, \
      %q using 1:4 with linespoints lw 2 dt 2 pt 9 title %q
 set xlabel "sessions, %d-byte messages"
-plot %q using 1:2 with linespoints lw 2 pt 7 title %q, \
+plot %q using 1:2:xtic(1) with linespoints lw 2 pt 7 title %q, \
      %q using 1:3 with linespoints lw 2 pt 5 title %q, \
      %q using 1:4 with linespoints lw 2 dt 2 pt 9 title %q
 unset multiplot
