@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/qmgate/qmgate/internal/config"
+	"github.com/qmgate/qmgate/internal/qmail"
 	"github.com/qmgate/qmgate/queue"
 	"github.com/qmgate/qmgate/relay"
 )
@@ -76,6 +77,11 @@ func runQueue(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 0
 		}
 		return fail(stderr, "queue", 69, "queue directory %s: %v", cfg.QueueDir, err)
+	}
+	// Root works on the queue as its owner (the daemon's user), so that
+	// nothing it writes there becomes root's.
+	if err := qmail.BecomeQueueOwner(cfg.QueueDir); err != nil {
+		return fail(stderr, "queue", 75, "%v", err)
 	}
 	adm, err := queue.OpenAdmin(cfg.QueueDir, relay.QueueOptions(cfg, newLogger(cfg, io.Discard)))
 	if err != nil {

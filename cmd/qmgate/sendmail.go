@@ -128,6 +128,11 @@ func listSpool(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer
 		}
 		dir = cfg.QueueDir
 	}
+	// Root reads the queue as its owner, so that nothing it opens there
+	// becomes root's.
+	if err := qmail.BecomeQueueOwner(dir); err != nil {
+		return fail(stderr, "sendmail", inject.ExitTempFail, "cannot read the queue in %s: %v", dir, err)
+	}
 	adm, err := queue.OpenAdmin(dir, queue.Options{Hostname: cfg.Hostname, Logger: discardLogger()})
 	if err != nil {
 		return fail(stderr, "sendmail", inject.ExitTempFail, "cannot read the queue in %s: %v", dir, err)

@@ -57,6 +57,18 @@ func CommitToQueue(ctx context.Context, dir string, env mail.Envelope, body io.R
 // queue: its QMQP socket is the way in.
 var ErrQueueBusy = errors.New("the queue is held by a running daemon, whose QMQP socket did not take the message")
 
+// BecomeQueueOwner makes root take the uid and gid of the owner of the queue
+// directory dir, so that what it writes there stays the daemon's; other
+// users stay who they are. It changes the identity of the whole process: for
+// short-lived commands (sendmail, qmgate queue) only.
+func BecomeQueueOwner(dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	return becomeOwner(st)
+}
+
 // becomeOwner makes root take the uid and gid of the queue directory's
 // owner. Other users stay who they are: the file permissions decide.
 func becomeOwner(st os.FileInfo) error {
