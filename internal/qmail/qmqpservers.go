@@ -58,11 +58,11 @@ func parseQMQPServer(line string) (string, bool) {
 		bare = word[1 : len(word)-1]
 	}
 	if a, err := netip.ParseAddr(bare); err == nil {
-		return net.JoinHostPort(a.String(), def), true
+		return joinAddr(a, def)
 	}
 	if host, port, err := net.SplitHostPort(word); err == nil && validPort(port) {
 		if a, err := netip.ParseAddr(host); err == nil {
-			return net.JoinHostPort(a.String(), port), true
+			return joinAddr(a, port)
 		}
 		if alone && validHostName(host) {
 			return net.JoinHostPort(host, port), true
@@ -83,6 +83,16 @@ func parseQMQPServer(line string) (string, bool) {
 		return net.JoinHostPort(word, def), true
 	}
 	return "", false
+}
+
+// joinAddr makes host:port of an address. netip accepts any text as an
+// IPv6 zone ("::%[" parses), and a zone holding a bracket gives a name that
+// no dialer can split again: such a line names no server.
+func joinAddr(a netip.Addr, port string) (string, bool) {
+	if strings.ContainsAny(a.Zone(), "[]") {
+		return "", false
+	}
+	return net.JoinHostPort(a.String(), port), true
 }
 
 func validPort(p string) bool {

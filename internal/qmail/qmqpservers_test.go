@@ -25,6 +25,8 @@ func TestParseQMQPServers(t *testing.T) {
 		"12345",
 		"host:0",
 		"-bad",
+		"::%[", // found by FuzzParseQMQPServers: a zone with a bracket
+		"[fe80::1%]]:628",
 	}
 	want := []string{
 		"192.0.2.1:628",
@@ -41,7 +43,7 @@ func TestParseQMQPServers(t *testing.T) {
 		"[fe80::1%eth0]:628",
 		"192.0.2.8:628",
 	}
-	wantSkipped := []string{"not a server!", "300.1.1.1", "12345", "host:0", "-bad"}
+	wantSkipped := []string{"not a server!", "300.1.1.1", "12345", "host:0", "-bad", "::%[", "[fe80::1%]]:628"}
 	got, skipped := ParseQMQPServers(in)
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("servers:\n got %q\nwant %q", got, want)
