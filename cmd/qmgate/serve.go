@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/qmgate/qmgate/internal/config"
+	"github.com/qmgate/qmgate/internal/logging"
 	"github.com/qmgate/qmgate/relay"
 )
 
@@ -39,34 +40,39 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 78
 	}
-	log := newLogger(cfg, stderr)
+	// Log lines are batched (at most logging.DefaultInterval late); the
+	// deferred Close flushes them on every way out. fail() writes to stderr
+	// directly, so flush first where both are used.
+	lw := logging.NewWriter(stderr, 0)
+	defer lw.Close()
+	log := newLogger(cfg, lw)
 
 	var drop *user.User
 	if os.Geteuid() == 0 {
 		if cfg.User == "" {
-			return fail(stderr, "serve", 78, "running as root: set `user = \"NAME\"` in %s so qmgate can drop privileges after binding (or start it as an ordinary user, e.g. under systemd with CAP_NET_BIND_SERVICE)", cfg.Source)
+			return failFlushed(lw, stderr, "serve", 78, "running as root: set `user = \"NAME\"` in %s so qmgate can drop privileges after binding (or start it as an ordinary user, e.g. under systemd with CAP_NET_BIND_SERVICE)", cfg.Source)
 		}
 		drop, err = user.Lookup(cfg.User)
 		if err != nil {
-			return fail(stderr, "serve", 78, "user %q: %v", cfg.User, err)
+			return failFlushed(lw, stderr, "serve", 78, "user %q: %v", cfg.User, err)
 		}
 	}
 
 	hub, err := relay.New(cfg, log)
 	if err != nil {
-		return fail(stderr, "serve", 78, "%v", err)
+		return failFlushed(lw, stderr, "serve", 78, "%v", err)
 	}
 	if err := hub.Listen(); err != nil {
-		return fail(stderr, "serve", 71, "%v", err)
+		return failFlushed(lw, stderr, "serve", 71, "%v", err)
 	}
 	if drop != nil {
 		if err := dropPrivileges(drop, cfg, hub.UnixSockets()); err != nil {
-			return fail(stderr, "serve", 71, "dropping privileges to %s: %v", cfg.User, err)
+			return failFlushed(lw, stderr, "serve", 71, "dropping privileges to %s: %v", cfg.User, err)
 		}
 		log.Info("dropped privileges", "user", cfg.User)
 	}
 	if err := hub.Start(); err != nil {
-		return fail(stderr, "serve", 75, "%v", err)
+		return failFlushed(lw, stderr, "serve", 75, "%v", err)
 	}
 
 	sigs := make(chan os.Signal, 4)
@@ -175,4 +181,11 @@ func dropPrivileges(u *user.User, cfg *config.Config, sockets []string) error {
 		return errors.New("still root after setuid")
 	}
 	return nil
+}
+
+// failFlushed writes out pending log lines before the one-line failure, so
+// the failure is the last thing on stderr.
+func failFlushed(lw *logging.Writer, stderr io.Writer, cmd string, code int, format string, args ...any) int {
+	lw.Flush()
+	return fail(stderr, cmd, code, format, args...)
 }
