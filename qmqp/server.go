@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/qmgate/qmgate/internal/connlimit"
+	"github.com/qmgate/qmgate/internal/workers"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/netstring"
 )
@@ -141,6 +142,7 @@ type Server struct {
 
 	allow    atomic.Pointer[[]netip.Prefix]
 	refusing atomic.Int32 // refusals lingering before close
+	workers  workers.Pool // goroutines reused across connections
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -220,11 +222,11 @@ func (s *Server) Serve(l net.Listener) error {
 			c.Close()
 			return ErrServerClosed
 		}
-		go func() {
+		s.workers.Go(func() {
 			defer s.untrack(sc)
 			info := &mail.ConnInfo{RemoteAddr: c.RemoteAddr(), LocalAddr: c.LocalAddr()}
 			_ = s.serve(ctx, c, info, true)
-		}()
+		})
 	}
 }
 
@@ -326,6 +328,7 @@ func (s *Server) release(ip netip.Addr) { s.lim.Release(ip) }
 // or with ctx's error when ctx ends first (the connections then go on; call
 // Close to end them).
 func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.workers.Close() // no goroutine left idle behind a stopped server
 	s.mu.Lock()
 	s.closing = true
 	for l := range s.listeners {
@@ -355,6 +358,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // connection and cancels the handlers' contexts. A message in progress is
 // not acknowledged, so its client will retry it.
 func (s *Server) Close() error {
+	defer s.workers.Close() // no goroutine left idle behind a stopped server
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closing = true

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/qmgate/qmgate/internal/connlimit"
+	"github.com/qmgate/qmgate/internal/workers"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/netstring"
 )
@@ -154,6 +155,7 @@ type Server struct {
 	drained    chan struct{} // closed when conns empties after Shutdown
 	drainedSet bool
 	rejecting  atomic.Int32
+	workers    workers.Pool // goroutines reused across connections
 
 	now func() time.Time // for tests; nil means time.Now
 }
@@ -251,7 +253,7 @@ func (s *Server) serve(l net.Listener, useTLS bool) error {
 			s.reject(c, useTLS)
 			continue
 		}
-		go s.serveNet(t, c, useTLS)
+		s.workers.Go(func() { s.serveNet(t, c, useTLS) })
 	}
 }
 
@@ -439,6 +441,7 @@ func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriter, info *mail.Con
 // they are reading (and reply to it), then returns once every session has
 // ended. If ctx ends first it returns ctx.Err(); call Close then.
 func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.workers.Close() // no goroutine left idle behind a stopped server
 	s.mu.Lock()
 	s.shutting.Store(true)
 	for l := range s.listeners {
@@ -471,6 +474,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // reply (the client counts that as a temporary failure). It does not wait
 // for the handlers to return.
 func (s *Server) Close() error {
+	defer s.workers.Close() // no goroutine left idle behind a stopped server
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.shutting.Store(true)

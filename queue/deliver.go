@@ -5,6 +5,7 @@ import (
 	"container/heap"
 	"context"
 	"io"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -178,8 +179,8 @@ func (q *Queue) Record(ctx context.Context, d *Delivery, results []Result) error
 	for i := range results {
 		byAddr[results[i].Recipient] = &results[i]
 	}
-	var ups []rcptUpdate
-	var logs []deliveryLog
+	ups := make([]rcptUpdate, 0, len(results))
+	logs := make([]deliveryLog, 0, len(results))
 	alive := map[string]bool{}
 	for _, i := range d.idx {
 		r := &m.rcpts[i]
@@ -235,7 +236,7 @@ func (q *Queue) Record(ctx context.Context, d *Delivery, results []Result) error
 		q.mu.Unlock()
 		return nil
 	}
-	b, err := q.appendStateLocked(m, recUpdate, encodeUpdate(nil, m.id, ups))
+	b, err := q.appendStateLocked(m, recUpdate, encodeUpdate(make([]byte, 0, updateSizeHint(m.id, ups)), m.id, ups))
 	if err != nil {
 		q.scheduleLocked(m, now)
 		q.mu.Unlock()
@@ -267,8 +268,10 @@ type deliveryLog struct {
 
 func (q *Queue) logDeliveries(id string, delay time.Duration, logs []deliveryLog) {
 	for _, l := range logs {
-		q.log.Info("queue: delivery", "id", id, "rcpt", l.rcpt, "route", l.route, "host", l.host,
-			"status", l.status.Reply(), "state", l.state.String(), "delay", delay.Round(time.Millisecond))
+		q.log.LogAttrs(context.Background(), slog.LevelInfo, "queue: delivery", slog.String("id", id),
+			slog.String("rcpt", l.rcpt), slog.String("route", l.route), slog.String("host", l.host),
+			slog.String("status", string(l.status.Reply())), slog.String("state", l.state.String()),
+			slog.Duration("delay", delay.Round(time.Millisecond)))
 	}
 }
 

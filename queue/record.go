@@ -416,6 +416,20 @@ func decodeSnapshot(b []byte) (*message, error) {
 }
 
 // encodeUpdate builds the meta of an 'R' record.
+// updateSizeHint guesses the encoded size of an update record, so that
+// encodeUpdate allocates once in the common case.
+func updateSizeHint(id string, ups []rcptUpdate) int {
+	n := 16 + len(id)
+	for i := range ups {
+		u := &ups[i]
+		n += 64 + len(u.dest) + len(u.final.Code) + len(u.final.Text)
+		if a := u.attempt; a != nil {
+			n += 48 + len(a.route) + len(a.host) + len(a.status.Code) + len(a.status.Text)
+		}
+	}
+	return n
+}
+
 func encodeUpdate(dst []byte, id string, ups []rcptUpdate) []byte {
 	e := enc{dst}
 	e.str(id)

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/workers"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/queue"
 )
@@ -48,6 +49,8 @@ type Engine struct {
 	workers map[*Route]*routeWorkers
 	tokens  chan struct{}
 	wg      sync.WaitGroup
+	// recorders run the Records of finished jobs on reused goroutines.
+	recorders workers.Pool
 }
 
 // routeWorkers is the FIFO of claimed deliveries waiting for one route.
@@ -88,6 +91,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		e.mu.Unlock()
 		e.wg.Wait()
+		e.recorders.Close()
 	}()
 	for {
 		free := e.MaxInFlight - len(e.tokens)
@@ -256,10 +260,10 @@ func (e *Engine) deliver(ctx context.Context, rt *Route, ds []*queue.Delivery) {
 				j.fill(mail.Temp("4.3.0", "transport gave no result"), "")
 			}
 			wg.Add(1)
-			go func() {
+			e.recorders.Go(func() {
 				defer wg.Done()
 				e.record(ctx, rt, d, j.Results, mail.Status{}, "")
-			}()
+			})
 		}
 	}
 	rt.Transport.Deliver(ctx, jobs)
@@ -277,6 +281,7 @@ func (e *Engine) record(ctx context.Context, rt *Route, d *queue.Delivery, resul
 		name, via = rt.Name, rt.Via
 	}
 	qr := make([]queue.Result, len(d.Recipients))
+	debug := e.Log.Enabled(ctx, slog.LevelDebug)
 	for i, rcpt := range d.Recipients {
 		r := Result{Status: st, Host: host}
 		if results != nil {
@@ -286,8 +291,10 @@ func (e *Engine) record(ctx context.Context, rt *Route, d *queue.Delivery, resul
 		if e.Metrics != nil {
 			e.Metrics.Deliveries.WithLabelValues(name, r.Status.Class.String()).Inc()
 		}
-		e.Log.Debug("delivery", "id", d.ID, "rcpt", rcpt, "route", via, "host", r.Host,
-			"status", string(r.Status.Reply()), "delay", time.Since(d.Received).Round(time.Millisecond))
+		if debug {
+			e.Log.Debug("delivery", "id", d.ID, "rcpt", rcpt, "route", via, "host", r.Host,
+				"status", string(r.Status.Reply()), "delay", time.Since(d.Received).Round(time.Millisecond))
+		}
 	}
 	// Record even when ctx is ending: a delivered recipient must be marked.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"io"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -54,8 +55,9 @@ func (h *Hub) logAccepted(proto string, c *mail.ConnInfo, id string, size int64,
 	} else if c.RemoteAddr != nil {
 		client = c.RemoteAddr.String()
 	}
-	h.log.Info("accepted", "id", id, "client", client, "proto", c.Proto, "size", size,
-		"from", env.Sender, "rcpts", len(env.Recipients), "auth", c.AuthUser)
+	h.log.LogAttrs(context.Background(), slog.LevelInfo, "accepted", slog.String("id", id),
+		slog.String("client", client), slog.String("proto", c.Proto), slog.Int64("size", size),
+		slog.String("from", env.Sender), slog.Int("rcpts", len(env.Recipients)), slog.String("auth", c.AuthUser))
 }
 
 // ServeQMTP commits a QMTP package: the body streams into a queue writer, the

@@ -17,6 +17,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/qmgate/qmgate/internal/connlimit"
+	"github.com/qmgate/qmgate/internal/workers"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -193,6 +194,7 @@ type Server struct {
 	lim       connlimit.Limiter // connections in total and per IP
 	limOnce   sync.Once
 	closing   bool
+	workers   workers.Pool // goroutines reused across connections
 }
 
 // limit returns v, or def when v is 0, or 0 (no limit) when v is negative.
@@ -278,10 +280,10 @@ func (s *Server) serve(l net.Listener, implicitTLS bool) error {
 			sc.Close()
 			return ErrServerClosed
 		}
-		go func() {
+		s.workers.Go(func() {
 			defer s.untrack(sc)
 			s.serveConn(sc, implicitTLS)
-		}()
+		})
 	}
 }
 
@@ -434,6 +436,7 @@ func (s *Server) release(ip netip.Addr) { s.lim.Release(ip) }
 // every open mail transaction finish, and returns when no connection is
 // left, or with ctx's error when ctx ends first (call Close then).
 func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.workers.Close() // no goroutine left idle behind a stopped server
 	s.mu.Lock()
 	s.closing = true
 	for l := range s.listeners {
@@ -466,6 +469,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // connection and cancels the handlers' contexts. A message in progress is
 // not acknowledged, so its client will send it again.
 func (s *Server) Close() error {
+	defer s.workers.Close() // no goroutine left idle behind a stopped server
 	s.mu.Lock()
 	s.closing = true
 	var err error

@@ -1,0 +1,183 @@
+package workers
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestRunsEverything(t *testing.T) {
+	var p Pool
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < 10000; i++ {
+		wg.Add(1)
+		p.Go(func() {
+			n.Add(1)
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	if got := n.Load(); got != 10000 {
+		t.Fatalf("ran %d of 10000", got)
+	}
+	if idle := p.Idle(); idle < 1 || idle > DefaultMaxIdle {
+		t.Fatalf("idle workers = %d, want 1..%d", idle, DefaultMaxIdle)
+	}
+}
+
+func TestReusesWorkers(t *testing.T) {
+	var p Pool
+	before := runtime.NumGoroutine()
+	done := make(chan struct{})
+	for i := 0; i < 100; i++ {
+		p.Go(func() { done <- struct{}{} })
+		<-done
+		waitIdle(t, &p, 1)
+	}
+	// One call at a time: one worker did all the work.
+	if got := runtime.NumGoroutine() - before; got != 1 {
+		t.Fatalf("%d goroutines more than before, want 1", got)
+	}
+}
+
+func TestNeverBlocks(t *testing.T) {
+	var p Pool
+	release := make(chan struct{})
+	var started sync.WaitGroup
+	for i := 0; i < 300; i++ {
+		started.Add(1)
+		p.Go(func() {
+			started.Done()
+			<-release
+		})
+	}
+	started.Wait() // all 300 run at once, beyond MaxIdle
+	close(release)
+	waitIdle(t, &p, DefaultMaxIdle) // the rest exit instead of parking
+}
+
+func TestIdleWorkersExit(t *testing.T) {
+	p := Pool{IdleTimeout: 20 * time.Millisecond, MaxIdle: 8}
+	before := runtime.NumGoroutine()
+	var wg sync.WaitGroup
+	release := make(chan struct{})
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		p.Go(func() { wg.Done(); <-release })
+	}
+	wg.Wait()
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before || p.Idle() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines and %d idle workers left after the idle timeout", runtime.NumGoroutine()-before, p.Idle())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestClose(t *testing.T) {
+	var p Pool
+	before := runtime.NumGoroutine()
+	var wg sync.WaitGroup
+	release := make(chan struct{})
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		p.Go(func() { wg.Done(); <-release })
+	}
+	wg.Wait()
+	close(release)
+	waitIdle(t, &p, 10)
+	busy := make(chan struct{})
+	p.Go(func() { <-busy }) // on a worker while Close runs
+	p.Close()
+	close(busy)
+	done := make(chan struct{})
+	p.Go(func() { close(done) }) // still works after Close
+	<-done
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines left after Close", runtime.NumGoroutine()-before)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if p.Idle() != 0 {
+		t.Fatalf("idle = %d after Close", p.Idle())
+	}
+}
+
+func TestNoIdle(t *testing.T) {
+	p := Pool{MaxIdle: -1}
+	done := make(chan struct{})
+	p.Go(func() { close(done) })
+	<-done
+	time.Sleep(10 * time.Millisecond)
+	if p.Idle() != 0 {
+		t.Fatalf("idle = %d with MaxIdle < 0", p.Idle())
+	}
+}
+
+// TestRaceWithTimeout hands work to workers whose idle timer fires at the
+// same moment: every function still runs exactly once.
+func TestRaceWithTimeout(t *testing.T) {
+	p := Pool{IdleTimeout: time.Microsecond, MaxIdle: 4}
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < 20000; i++ {
+		wg.Add(1)
+		p.Go(func() { n.Add(1); wg.Done() })
+		if i%100 == 0 {
+			time.Sleep(time.Microsecond)
+		}
+	}
+	wg.Wait()
+	if got := n.Load(); got != 20000 {
+		t.Fatalf("ran %d of 20000", got)
+	}
+}
+
+func waitIdle(t *testing.T, p *Pool, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Idle() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("idle workers = %d, want %d", p.Idle(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func BenchmarkGo(b *testing.B) {
+	var p Pool
+	var wg sync.WaitGroup
+	for b.Loop() {
+		wg.Add(1)
+		p.Go(deep(&wg))
+	}
+	wg.Wait()
+}
+
+func BenchmarkGoStatement(b *testing.B) {
+	var wg sync.WaitGroup
+	for b.Loop() {
+		wg.Add(1)
+		go deep(&wg)()
+	}
+	wg.Wait()
+}
+
+// deep returns work that needs a grown stack, like a server session.
+func deep(wg *sync.WaitGroup) func() {
+	return func() {
+		var buf [16 << 10]byte
+		use(buf[:])
+		wg.Done()
+	}
+}
+
+//go:noinline
+func use(b []byte) { b[len(b)-1] = 1 }
