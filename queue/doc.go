@@ -63,6 +63,13 @@
 //	meta     metalen bytes of fields
 //	body     bodylen bytes: the message body, exactly as given
 //
+// A new segment file is preallocated to Options.SegmentSize with
+// fallocate(2), so appends never change its size or allocate blocks and a
+// batch's fdatasync need not commit the file system's own journal; the
+// unwritten rest reads as zeros, and a record header of zeros (there is no
+// record type 0) marks the end of the records. Where fallocate fails, the
+// segment simply grows with its appends.
+//
 // Integers are little-endian; in meta, numbers are (zig-zag for signed)
 // varints, strings are a varint length and the bytes, times are Unix
 // nanoseconds (0 for none). Mixing the sequence number into the CRC means

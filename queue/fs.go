@@ -37,6 +37,15 @@ type file interface {
 	Name() string
 }
 
+// allocator is implemented by files that can reserve their blocks ahead
+// of the writes (fallocate(2)); the fault-injection and power-loss test
+// file systems do without.
+type allocator interface {
+	// Allocate reserves the blocks of [0, size) and sets the file's size
+	// to size.
+	Allocate(size int64) error
+}
+
 // osFS is the real file system.
 type osFS struct{}
 
@@ -73,6 +82,18 @@ func (f osFile) Datasync() error {
 		if err != unix.EINTR {
 			if err != nil {
 				return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+			}
+			return nil
+		}
+	}
+}
+
+func (f osFile) Allocate(size int64) error {
+	for {
+		err := unix.Fallocate(int(f.Fd()), 0, 0, size)
+		if err != unix.EINTR {
+			if err != nil {
+				return &os.PathError{Op: "fallocate", Path: f.Name(), Err: err}
 			}
 			return nil
 		}

@@ -3,9 +3,12 @@ package queue
 import (
 	"bytes"
 	"context"
+	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -41,6 +44,12 @@ func TestTornTailIgnored(t *testing.T) {
 			segs := segFiles(t, dir)
 			last := segs[len(segs)-1]
 			data, _ := os.ReadFile(last)
+			if int64(len(data)) != DefaultSegmentSize {
+				t.Fatalf("segment is %d bytes, want %d (preallocated)", len(data), DefaultSegmentSize)
+			}
+			// The records end where the preallocated zeros begin (the
+			// test bodies never end in NUL).
+			data = bytes.TrimRight(data, "\x00")
 			switch damage {
 			case "truncate": // a crash in the middle of the last record
 				data = data[:len(data)-300]
@@ -289,5 +298,63 @@ func TestJanitor(t *testing.T) {
 	}
 	if _, err := w.Commit(context.Background(), envelope("s@x", "r@y")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPreallocatedSegment: a new segment takes its whole size at once, and
+// the zeros after the last record read as the clean end of the journal, not
+// as a torn tail.
+func TestPreallocatedSegment(t *testing.T) {
+	dir := t.TempDir()
+	opt := testOptions(newFakeClock())
+	opt.SegmentSize = 1 << 20
+	q := openT(t, dir, opt)
+	for i := 0; i < 3; i++ {
+		putT(t, q, "s@x", bodyOf(500, i), "r@y")
+	}
+	q.Close()
+	segs := segFiles(t, dir)
+	st, err := os.Stat(segs[len(segs)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() != opt.SegmentSize {
+		t.Fatalf("segment is %d bytes, want %d", st.Size(), opt.SegmentSize)
+	}
+	var logs bytes.Buffer
+	opt.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	q = openT(t, dir, opt)
+	defer q.Close()
+	if n := len(claimAll(q)); n != 3 {
+		t.Fatalf("%d messages after reopening, want 3", n)
+	}
+	if strings.Contains(logs.String(), "torn") {
+		t.Fatalf("preallocated zeros taken for a torn tail:\n%s", logs.String())
+	}
+}
+
+// failingAllocator is a segment file whose fallocate reserves part of the
+// range and then fails, as a full disk can.
+type failingAllocator struct{ osFile }
+
+func (f failingAllocator) Allocate(size int64) error {
+	f.File.Truncate(size / 2)
+	return errors.New("fallocate: no space left on device")
+}
+
+func TestPreallocateFailureLeavesEmptySegment(t *testing.T) {
+	dir := t.TempDir()
+	q := openT(t, dir, testOptions(newFakeClock()))
+	defer q.Close()
+	f, err := os.Create(filepath.Join(dir, "scratch"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := &segment{seq: 99, f: failingAllocator{osFile{f}}}
+	q.preallocate(s)
+	st, _ := f.Stat()
+	if st.Size() != 0 {
+		t.Fatalf("after a failed preallocation the segment is %d bytes, want 0", st.Size())
 	}
 }

@@ -117,6 +117,7 @@ func (q *Queue) replaySegment(seq uint64, rs *replayState) (int64, error) {
 	for i := range seqb {
 		seqb[i] = byte(seq >> (8 * i))
 	}
+	end := false // reached the preallocated, never written part
 	for {
 		var rh [recHeaderLen]byte
 		if _, err := io.ReadFull(br, rh[:]); err != nil {
@@ -124,6 +125,12 @@ func (q *Queue) replaySegment(seq uint64, rs *replayState) (int64, error) {
 				break
 			}
 			return off, err
+		}
+		if rh == ([recHeaderLen]byte{}) {
+			// No record is all zeros (there is no type 0): this is
+			// where the writes ended in a preallocated segment.
+			end = true
+			break
 		}
 		typ := rh[4]
 		metaLen := int64(uint32(rh[5]) | uint32(rh[6])<<8 | uint32(rh[7])<<16 | uint32(rh[8])<<24)
@@ -155,7 +162,7 @@ func (q *Queue) replaySegment(seq uint64, rs *replayState) (int64, error) {
 		q.applyRecord(rs, typ, meta, seq, off, recHeaderLen+metaLen, bodyLen)
 		off += recHeaderLen + metaLen + bodyLen
 	}
-	if off < fileSize {
+	if off < fileSize && !end {
 		rs.torn++
 		q.log.Warn("queue: journal segment has a torn tail", "segment", seq, "valid", off, "size", fileSize)
 	}
