@@ -537,9 +537,10 @@ func (s *Server) refuse(c *deadlineConn, rw io.ReadWriter, st mail.Status, log *
 	return s.reply(c, rw, st, log, nil)
 }
 
-// reply sends st as the session's one reply and closes the connection. The
-// connection slot, if any, is released before the lingering close: the
-// message is done.
+// reply sends st as the session's one reply and closes the connection.
+// release is nil for a refusal sent before the request was read; otherwise
+// the request was read to its end, and the connection slot, if any, is
+// released before the close: the message is done.
 func (s *Server) reply(c *deadlineConn, rw io.ReadWriter, st mail.Status, log *slog.Logger, release func()) error {
 	_, err := c.Write(netstring.Append(nil, st.Reply()))
 	if release != nil {
@@ -554,7 +555,16 @@ func (s *Server) reply(c *deadlineConn, rw io.ReadWriter, st mail.Status, log *s
 		closeRW(rw)
 		return err
 	}
-	lingerClose(rw)
+	if release != nil {
+		// The request was read through its final comma, so nothing of
+		// the client's is left unread and a plain close sends a FIN
+		// behind the reply, never a reset (as qmail-qmqpd and Postfix's
+		// qmqpd do, which exit after the reply). A lingering close
+		// would cost a shutdown, a read and a wake-up per message.
+		closeRW(rw)
+		return nil
+	}
+	lingerClose(rw) // a refusal: the client's request is still unread
 	return nil
 }
 
