@@ -9,6 +9,11 @@
 //     With one message per flush this is the disk's flush rate; with
 //     -batch messages per flush it is what group commit can reach.
 //
+//   - log into a preallocated file (fallocate first, as qmgate's journal
+//     segments are), one fdatasync per message: appends that change
+//     neither the file's size nor its allocation, so no file system
+//     journal commit rides on the flush.
+//
 //     flushrate [-dir DIR] [-size BYTES] [-seconds S] [-writers N] [-batch N] [-json]
 //
 // Files are created in a fresh subdirectory of DIR and removed afterwards.
@@ -26,6 +31,11 @@ import (
 	"syscall"
 	"time"
 )
+
+// preallocBytes is what the preallocated log test reserves: more than it
+// writes in a few seconds on any disk it is likely to meet (past it, the
+// file simply grows).
+const preallocBytes = 256 << 20
 
 // Result is one measurement.
 type Result struct {
@@ -69,8 +79,11 @@ func main() {
 		}
 		res = append(res, r)
 	}
-	for _, b := range []int{1, *batch} {
-		r, err := logTest(work, msg, b, d)
+	for _, t := range []struct {
+		batch    int
+		prealloc bool
+	}{{1, false}, {*batch, false}, {1, true}} {
+		r, err := logTest(work, msg, t.batch, t.prealloc, d)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "flushrate:", err)
 			os.Exit(1)
@@ -149,30 +162,45 @@ func fileTest(work string, msg []byte, writers int, d time.Duration) (Result, er
 }
 
 // logTest appends batch messages with one write and one fdatasync, over and
-// over, to one preallocated-by-growth file.
-func logTest(work string, msg []byte, batch int, d time.Duration) (Result, error) {
-	f, err := os.OpenFile(filepath.Join(work, "log-"+strconv.Itoa(batch)), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+// over, to one file that grows with the appends or, with prealloc, was
+// preallocated with fallocate(2).
+func logTest(work string, msg []byte, batch int, prealloc bool, d time.Duration) (Result, error) {
+	name := "log"
+	if prealloc {
+		name = "log-preallocated"
+	}
+	f, err := os.OpenFile(filepath.Join(work, name+"-"+strconv.Itoa(batch)), os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return Result{}, err
 	}
 	defer f.Close()
+	if prealloc {
+		if err := syscall.Fallocate(int(f.Fd()), 0, 0, preallocBytes); err != nil {
+			return Result{}, fmt.Errorf("fallocate: %w", err)
+		}
+		if err := f.Sync(); err != nil {
+			return Result{}, err
+		}
+	}
 	buf := make([]byte, 0, len(msg)*batch)
 	for i := 0; i < batch; i++ {
 		buf = append(buf, msg...)
 	}
 	var flushes int64
 	start := time.Now()
+	var off int64
 	for time.Since(start) < d {
-		if _, err := f.Write(buf); err != nil {
+		if _, err := f.WriteAt(buf, off); err != nil {
 			return Result{}, err
 		}
+		off += int64(len(buf))
 		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
 			return Result{}, err
 		}
 		flushes++
 	}
 	el := time.Since(start)
-	r := Result{Name: "log", Writers: 1, Batch: batch, Flushes: flushes, Messages: flushes * int64(batch), Seconds: el.Seconds()}
+	r := Result{Name: name, Writers: 1, Batch: batch, Flushes: flushes, Messages: flushes * int64(batch), Seconds: el.Seconds()}
 	r.PerSec = float64(r.Messages) / el.Seconds()
 	r.FlushSec = float64(flushes) / el.Seconds()
 	if flushes > 0 {

@@ -11,7 +11,7 @@ import (
 
 // FlushRates are bench/flushrate's results on the work directory's disk.
 type FlushRates struct {
-	File1, FileN, Log1, LogBatch flushResult
+	File1, FileN, Log1, LogBatch, LogPre flushResult
 }
 
 type flushResult struct {
@@ -29,10 +29,10 @@ func (h *Harness) flushRate() *Section {
 		"-seconds", fmt.Sprint(h.sizes.FlushSeconds), "-writers", "16", "-batch", "32")
 	h.check(err)
 	var res []flushResult
-	if err := json.Unmarshal([]byte(r.Stdout), &res); err != nil || len(res) != 4 {
+	if err := json.Unmarshal([]byte(r.Stdout), &res); err != nil || len(res) != 5 {
 		h.fail("flushrate: %v %q %s", err, r.Stdout, r.Stderr)
 	}
-	h.flush = &FlushRates{File1: res[0], FileN: res[1], Log1: res[2], LogBatch: res[3]}
+	h.flush = &FlushRates{File1: res[0], FileN: res[1], Log1: res[2], LogBatch: res[3], LogPre: res[4]}
 	s.printf("bench/flushrate on the queue's filesystem, %d-byte messages, %.1f s each. Durable ingest cannot beat these without sharing flushes; "+
 		"the ingest tables below give each figure as a multiple of the first line.\n\n", h.sizes.Size, h.sizes.FlushSeconds)
 	s.table([][]string{
@@ -41,6 +41,7 @@ func (h *Harness) flushRate() *Section {
 		{fmt.Sprintf("one file per message, %d writers", res[1].Writers), rate(res[1].PerSec), rate(res[1].FlushSec), rate(res[1].Latency)},
 		{"append log, one fdatasync per message", rate(res[2].PerSec), rate(res[2].FlushSec), rate(res[2].Latency)},
 		{fmt.Sprintf("append log, one fdatasync per %d messages", res[3].Batch), rate(res[3].PerSec), rate(res[3].FlushSec), rate(res[3].Latency)},
+		{"append log in a preallocated file (as qmgate's journal), one fdatasync per message", rate(res[4].PerSec), rate(res[4].FlushSec), rate(res[4].Latency)},
 	})
 	return s
 }
@@ -341,6 +342,20 @@ func (h *Harness) explainIngest(p ingestProto, q, pf, sk Run, goals []goal) stri
 		"one connection per message, one connect at a time from `%s`, so throughput is sessions ÷ that time.",
 		1e6*el*float64(q.Load.Sessions)/float64(max(q.Load.Accepted, 1)),
 		1e6*sk.Load.Elapsed.Seconds()*float64(sk.Load.Sessions)/float64(max(sk.Load.Accepted, 1)), q.Load.Tool)
+	if top > 0 && sk.Load.Accepted > 0 && h.flush != nil && h.flush.LogPre.Latency > 0 {
+		budget := 1e6 * float64(q.Load.Sessions) / top
+		sinkUS := 1e6 * sk.Load.Elapsed.Seconds() * float64(sk.Load.Sessions) / float64(sk.Load.Accepted)
+		left := budget - sinkUS
+		flush := h.flush.LogPre.Latency
+		fmt.Fprintf(&b, " At %s msg/s a session may spend %.0f µs per message; with the sink, which stores nothing, it already spent %.0f µs, "+
+			"leaving %.0f µs to make the message durable, against %.0f µs for one fdatasync into a preallocated file on this disk (flush test above)",
+			rate(top), budget, sinkUS, left, flush)
+		if left < flush {
+			b.WriteString(": less than one flush, so no server that stores mail before it replies can reach the target here at this session count.")
+		} else {
+			fmt.Fprintf(&b, ", %.1f flushes' worth (a commit waits for the flush under way, then its own).", left/flush)
+		}
+	}
 	return b.String()
 }
 
