@@ -112,3 +112,22 @@ func parseConfig(text string) error {
 	_, err := config.Parse("bench.toml", []byte(text))
 	return err
 }
+
+func TestParseGoBench(t *testing.T) {
+	out := `goos: linux
+BenchmarkPut/journal/writers=64-2   	  100000	     34512 ns/op	     28975 msgs/s	        18.10 p99-ms	         1.60 flush-ms
+BenchmarkNextSmall-2   	 1000000	      1043 ns/op	 981.51 MB/s	        10.43 ns/netstring
+BenchmarkBroken-2   	 notanumber
+PASS
+`
+	res := parseGoBench(out)
+	if len(res) != 2 {
+		t.Fatalf("parsed %d results, want 2: %+v", len(res), res)
+	}
+	if r := res[0]; r.Name != "Put/journal/writers=64" || r.N != 100000 || r.Metrics["msgs/s"] != 28975 || r.Metrics["flush-ms"] != 1.6 {
+		t.Fatalf("first result %+v", r)
+	}
+	if r := res[1]; r.Name != "NextSmall" || r.Metrics["MB/s"] != 981.51 || len(r.Units) != 3 || r.Units[2] != "ns/netstring" {
+		t.Fatalf("second result %+v", r)
+	}
+}

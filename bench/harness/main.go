@@ -91,6 +91,7 @@ var scenarios = []struct {
 	{"scale", "5. How cost grows", (*Harness).scale},
 	{"memory", "6. Memory", (*Harness).memory},
 	{"crash", "Durability under kill -9", (*Harness).crash},
+	{"gobench", "7. Package benchmarks (go test -bench)", (*Harness).packageBenchmarks},
 }
 
 // Harness holds one run's state.
