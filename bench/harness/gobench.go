@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 )
@@ -52,10 +53,10 @@ func parseGoBench(out string) []goBenchResult {
 
 // goBench runs `go test -bench` in a package of this tree, with TMPDIR on
 // the work directory's disk (the queue benchmark's files go there).
-func (h *Harness) goBench(pkg, pattern, benchtime string) ([]goBenchResult, error) {
+func (h *Harness) goBench(pkg, pattern, benchtime string, env ...string) ([]goBenchResult, error) {
 	cmd := exec.Command("go", "test", "-run", "^$", "-bench", pattern, "-benchtime", benchtime, "-count", "1", pkg)
 	cmd.Dir = h.repo
-	cmd.Env = append(os.Environ(), "TMPDIR="+h.work)
+	cmd.Env = append(append(os.Environ(), "TMPDIR="+h.work), env...)
 	h.vlog("go test -bench %s -benchtime %s %s", pattern, benchtime, pkg)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -88,7 +89,7 @@ func (h *Harness) packageBenchmarks() *Section {
 		"by concurrent writers, against the baseline of one file per message (create, write, fsync, rename, directory fsync) in the same run. "+
 		"*Flush interval* is the mean time from one group commit to the next; the queue's promise is a 99th-percentile `Put` "+
 		"of at most two of them.\n\n", putTime)
-	rows := [][]string{{"writers", "journal msg/s", "one file per message msg/s", "ratio", "journal p99 Put", "flush interval", "p99 ÷ flush interval", "msgs per flush", "baseline p99"}}
+	rows := [][]string{{"writers", "journal msg/s", "one file per message msg/s", "ratio", "journal p50 / p90 / p99 Put", "flush interval", "p99 ÷ flush interval", "msgs per flush", "CPU per Put", "baseline p99"}}
 	for _, w := range []int{1, 16, 64} {
 		j, okj := byName[fmt.Sprintf("Put/journal/writers=%d", w)]
 		f, okf := byName[fmt.Sprintf("Put/baseline/writers=%d", w)]
@@ -97,8 +98,8 @@ func (h *Harness) packageBenchmarks() *Section {
 		}
 		ratio := j.Metrics["msgs/s"] / max(f.Metrics["msgs/s"], 1e-9)
 		rows = append(rows, []string{strconv.Itoa(w), rate(j.Metrics["msgs/s"]), rate(f.Metrics["msgs/s"]), fmt.Sprintf("%.1f×", ratio),
-			fmt.Sprintf("%.2f ms", j.Metrics["p99-ms"]), fmt.Sprintf("%.2f ms", j.Metrics["flush-ms"]), fmt.Sprintf("%.1f", j.Metrics["p99/flush"]),
-			fmt.Sprintf("%.1f", j.Metrics["msgs/flush"]), fmt.Sprintf("%.2f ms", f.Metrics["p99-ms"])})
+			fmt.Sprintf("%.2f / %.2f / %.2f ms", j.Metrics["p50-ms"], j.Metrics["p90-ms"], j.Metrics["p99-ms"]), fmt.Sprintf("%.2f ms", j.Metrics["flush-ms"]), fmt.Sprintf("%.1f", j.Metrics["p99/flush"]),
+			fmt.Sprintf("%.1f", j.Metrics["msgs/flush"]), fmt.Sprintf("%.1f µs", j.Metrics["cpu-us/msg"]), fmt.Sprintf("%.2f ms", f.Metrics["p99-ms"])})
 		if w == 64 {
 			s.target(Target{Name: "Queue: durable Put at 64 writers ≥ 10× one file per message", Want: "≥ 10×",
 				Got: fmt.Sprintf("%.1f× (%s vs %s msg/s)", ratio, rate(j.Metrics["msgs/s"]), rate(f.Metrics["msgs/s"])), Pass: ratio >= 10})
@@ -107,10 +108,7 @@ func (h *Harness) packageBenchmarks() *Section {
 				Got: fmt.Sprintf("%.1f (p99 %.2f ms, mean flush interval %.2f ms; %.1f× the p99 of one flush, %.2f ms)", p, j.Metrics["p99-ms"], j.Metrics["flush-ms"],
 					j.Metrics["p99-ms"]/max(j.Metrics["flush-p99-ms"], 1e-9), j.Metrics["flush-p99-ms"]), Pass: p <= 2}
 			if !t.Pass {
-				t.Limit = fmt.Sprintf("The p99 is the disk's slowest flushes, not waiting: the 99th percentile of a single group commit's write and fdatasync "+
-					"was %.2f ms in the same run (flush-p99), while the mean flush interval is %.2f ms; a Put waits for the flush under way and then its own, "+
-					"so its p99 is about the sum of the two slowest neighbours, and the mean interval understates the tail of a disk whose flush time varies.",
-					j.Metrics["flush-p99-ms"], j.Metrics["flush-ms"])
+				t.Limit = h.putTail(j, putTime)
 			}
 			s.target(t)
 		}
@@ -143,6 +141,33 @@ func (h *Harness) packageBenchmarks() *Section {
 		s.table(rows)
 	}
 	return s
+}
+
+// putTail explains, from measurements, why the 99th percentile of Put at 64
+// writers exceeds two flush intervals: it reruns that benchmark without the
+// garbage collector to show its share.
+func (h *Harness) putTail(j goBenchResult, putTime string) string {
+	iv := j.Metrics["flush-ms"]
+	in := func(ms float64) float64 { return ms / max(iv, 1e-9) }
+	var b strings.Builder
+	fmt.Fprintf(&b, "The median `Put` takes %.2f ms (%.1f flush intervals: the flush under way, then its own), p90 %.2f ms (%.1f). ",
+		j.Metrics["p50-ms"], in(j.Metrics["p50-ms"]), j.Metrics["p90-ms"], in(j.Metrics["p90-ms"]))
+	if fp := j.Metrics["flush-p99-ms"]; 2*fp < j.Metrics["p99-ms"] {
+		fmt.Fprintf(&b, "The tail is not the disk: the slowest 1%% of single flushes took %.2f ms, and two of them make %.2f ms. ", fp, 2*fp)
+	} else {
+		fmt.Fprintf(&b, "Part of the tail is the disk: the slowest 1%% of single flushes took %.2f ms. ", fp)
+	}
+	if res, err := h.goBench("./queue", "^BenchmarkPut$/^journal$/^writers=64$", putTime, "GOGC=off"); err == nil && len(res) == 1 {
+		g := res[0]
+		fmt.Fprintf(&b, "Garbage collection: the benchmark never delivers, so the queue's index holds every one of the %d messages it queued and each "+
+			"collection marks them all; run again without the collector (GOGC=off) the p99 is %.2f ms (%.1f intervals of %.2f ms). ",
+			j.N, g.Metrics["p99-ms"], g.Metrics["p99-ms"]/max(g.Metrics["flush-ms"], 1e-9), g.Metrics["flush-ms"])
+	}
+	fmt.Fprintf(&b, "The cores: a flush wakes its batch of %.0f writers at once on %d cores (%.1f µs of CPU per `Put`, writer and queue together), "+
+		"and a writer whose turn comes after the committer has taken the next batch waits for one flush more. "+
+		"At 16 writers, where fewer writers wake together, the p99 is nearer two intervals (table above).",
+		j.Metrics["msgs/flush"], runtime.NumCPU(), j.Metrics["cpu-us/msg"])
+	return b.String()
 }
 
 // trimFloat prints v with at most three significant decimals.
