@@ -102,6 +102,11 @@ type Server struct {
 	// to relay, as with qmail-qmqpd.
 	ConnContext func(ctx context.Context, info *mail.ConnInfo) (context.Context, error)
 
+	// OnRefuse, when set, is called for each connection refused before it
+	// is served: reason "limit" for one over MaxConns or MaxConnsPerIP, "access" for a client off the Allow list.
+	// It must not block (the accept loop calls it).
+	OnRefuse func(reason string)
+
 	// Hostname is the name in the "by" clause of the Received line. Empty
 	// means the local IP address, as qmail does without TCPLOCALHOST.
 	Hostname string
@@ -459,6 +464,7 @@ func (s *Server) serve(ctx context.Context, rw io.ReadWriter, info *mail.ConnInf
 	// not get to send a byte more than it already has.
 	if !s.allowed(info) {
 		log.Info("qmqp client not authorized")
+		s.refused("access")
 		st := mail.Perm("5.7.1", "client "+clientName(info)+" is not authorized to use this service")
 		return s.refuse(c, rw, st, log)
 	}
@@ -470,6 +476,7 @@ func (s *Server) serve(ctx context.Context, rw io.ReadWriter, info *mail.ConnInf
 		}
 		if !s.acquire(ip) {
 			log.Warn("qmqp connection limit reached")
+			s.refused("limit")
 			return s.refuse(c, rw, mail.StatusTooManyConns, log)
 		}
 		release = sync.OnceFunc(func() { s.release(ip) })
@@ -524,6 +531,12 @@ func (s *Server) serve(ctx context.Context, rw io.ReadWriter, info *mail.ConnInf
 // client's close after the reply; beyond it, under a flood, a refused
 // connection gets its reply and is closed at once.
 const maxLingeringRefusals = 64
+
+func (s *Server) refused(reason string) {
+	if s.OnRefuse != nil {
+		s.OnRefuse(reason)
+	}
+}
 
 // refuse sends a refusal before anything was read, and closes.
 func (s *Server) refuse(c *deadlineConn, rw io.ReadWriter, st mail.Status, log *slog.Logger) error {

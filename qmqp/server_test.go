@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -290,7 +291,12 @@ func readRefusal(t *testing.T, network, addr string) string {
 func TestAllowList(t *testing.T) {
 	t.Run("deny all by default", func(t *testing.T) {
 		h := &recorder{}
-		s := &Server{Handler: h, ErrorLog: (&logBuffer{}).logger()}
+		var refusals atomic.Int32
+		s := &Server{Handler: h, ErrorLog: (&logBuffer{}).logger(), OnRefuse: func(reason string) {
+			if reason == "access" {
+				refusals.Add(1)
+			}
+		}}
 		addr := startServer(t, s)
 		want := ns("Dclient 127.0.0.1 is not authorized to use this service (#5.7.1)")
 		if got := readRefusal(t, "tcp", addr); got != want {
@@ -301,6 +307,9 @@ func TestAllowList(t *testing.T) {
 		}
 		if len(h.deliveries()) != 0 {
 			t.Fatal("handler called for a refused client")
+		}
+		if n := refusals.Load(); n != 2 {
+			t.Fatalf("OnRefuse(access) called %d times for 2 refused clients", n)
 		}
 	})
 	t.Run("other prefix", func(t *testing.T) {
@@ -420,7 +429,12 @@ func TestConnectionLimits(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &blockingHandler{called: make(chan struct{}, 1), release: make(chan struct{})}
-			s := &Server{Handler: h, Allow: loopback, ErrorLog: (&logBuffer{}).logger()}
+			var refusals atomic.Int32
+			s := &Server{Handler: h, Allow: loopback, ErrorLog: (&logBuffer{}).logger(), OnRefuse: func(reason string) {
+				if reason == "limit" {
+					refusals.Add(1)
+				}
+			}}
 			if tc.cfg != nil {
 				tc.cfg(s)
 			}
@@ -441,6 +455,9 @@ func TestConnectionLimits(t *testing.T) {
 			want := ns("Ztoo many connections, try again later (#4.3.2)")
 			if got := readRefusal(t, "tcp", addr); got != want {
 				t.Fatalf("over the limit: %q, want %q", got, want)
+			}
+			if n := refusals.Load(); n != 1 {
+				t.Fatalf("OnRefuse(limit) called %d times for 1 refused client", n)
 			}
 			close(h.release)
 			out, _ := io.ReadAll(c1)

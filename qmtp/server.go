@@ -146,6 +146,11 @@ type Server struct {
 	// non-nil error closes the connection without a reply.
 	ConnContext func(ctx context.Context, info *mail.ConnInfo) (context.Context, error)
 
+	// OnRefuse, when set, is called for each connection refused before it
+	// is served: reason "limit" for one over MaxConns or MaxConnsPerIP.
+	// It must not block (the accept loop calls it).
+	OnRefuse func(reason string)
+
 	mu         sync.Mutex
 	listeners  map[net.Listener]struct{}
 	conns      map[*trackedConn]struct{}
@@ -347,6 +352,9 @@ const rejectTimeout = 5 * time.Second
 // closes it gracefully, so the reply is not lost to a reset.
 func (s *Server) reject(c net.Conn, useTLS bool) {
 	s.logger().Info("qmtp: too many connections", "client", c.RemoteAddr().String())
+	if s.OnRefuse != nil {
+		s.OnRefuse("limit")
+	}
 	if s.rejecting.Add(1) > maxRejecting {
 		s.rejecting.Add(-1)
 		c.Close()

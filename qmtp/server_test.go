@@ -326,6 +326,8 @@ func TestMaxConns(t *testing.T) {
 		env, _ := req.Envelope()
 		return answer(env.Recipients)
 	})
+	refused := make(chan string, 100)
+	srv.OnRefuse = func(reason string) { refused <- reason }
 	addr := startServer(t, srv, false)
 	c1 := dial(t, addr)
 	// Make sure the first connection is being served.
@@ -340,6 +342,9 @@ func TestMaxConns(t *testing.T) {
 	}
 	c2.(*net.TCPConn).CloseWrite()
 	expectEOF(t, c2)
+	if r := <-refused; r != "limit" {
+		t.Fatalf("OnRefuse(%q), want limit", r)
+	}
 
 	// Once the first leaves, there is room again.
 	c1.Close()

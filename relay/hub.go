@@ -361,6 +361,16 @@ func isClosedErr(err error) bool {
 		errors.Is(err, qmqp.ErrServerClosed) || errors.Is(err, smtp.ErrServerClosed)
 }
 
+// countRefused returns the servers' OnRefuse for proto: it counts refused
+// connections in qmgate_connections_refused_total.
+func (h *Hub) countRefused(proto string) func(reason string) {
+	return func(reason string) {
+		if h.metrics != nil {
+			h.metrics.Refused.WithLabelValues(proto, reason).Inc()
+		}
+	}
+}
+
 // buildServers makes the protocol servers from the configuration. Reloadable
 // parts (allow lists, relay clients, certificates, passwords) are read
 // through h.state on every connection.
@@ -368,6 +378,7 @@ func (h *Hub) buildServers() {
 	c := h.cfg
 	h.qmtpSrv = &qmtp.Server{
 		Handler:         qmtp.HandlerFunc(h.ServeQMTP),
+		OnRefuse:        h.countRefused("QMTP"),
 		Hostname:        c.Hostname,
 		MaxMessageBytes: c.MaxMessageBytes,
 		MaxRecipients:   c.MaxRecipients,
@@ -405,6 +416,7 @@ func (h *Hub) buildServers() {
 	}
 	h.qmqpSrv = &qmqp.Server{
 		Handler:         qmqp.HandlerFunc(h.ServeQMQP),
+		OnRefuse:        h.countRefused("QMQP"),
 		Hostname:        c.Hostname,
 		MaxMessageBytes: c.MaxMessageBytes,
 		MaxRecipients:   c.MaxRecipients,
@@ -426,6 +438,7 @@ func (h *Hub) buildServers() {
 	mkSMTP := func(requireAuth bool) *smtp.Server {
 		s := &smtp.Server{
 			Handler:           smtpHandler{h},
+			OnRefuse:          h.countRefused("SMTP"),
 			Hostname:          c.Hostname,
 			AllowInsecureAuth: c.SMTP.AuthWithoutTLS,
 			RequireAuth:       requireAuth,

@@ -23,6 +23,7 @@ type Metrics struct {
 	Rejected   *prometheus.CounterVec // proto, reason
 	Deliveries *prometheus.CounterVec // route, result
 	Sessions   *prometheus.GaugeVec   // proto
+	Refused    *prometheus.CounterVec // proto, reason
 }
 
 // NewMetrics creates the metrics. queueStats, when not nil, feeds the queue
@@ -42,8 +43,12 @@ func NewMetrics(queueStats func() (messages, recipients int, oldest time.Duratio
 		Sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "qmgate_sessions_open", Help: "Client connections open now, by protocol.",
 		}, []string{"proto"}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qmgate_connections_refused_total",
+			Help: "Connections refused before they were served, by protocol and reason (limit: over max_conns or max_conns_per_ip; access: off the QMQP allow list).",
+		}, []string{"proto", "reason"}),
 	}
-	m.Registry.MustRegister(m.Accepted, m.Rejected, m.Deliveries, m.Sessions,
+	m.Registry.MustRegister(m.Accepted, m.Rejected, m.Deliveries, m.Sessions, m.Refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if queueStats != nil {
 		var mu sync.Mutex

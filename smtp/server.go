@@ -187,6 +187,11 @@ type Server struct {
 	// ErrorLog receives the server's log lines; slog.Default() when nil.
 	ErrorLog *slog.Logger
 
+	// OnRefuse, when set, is called for each connection refused before it
+	// is served: reason "limit" for one over MaxConns or MaxConnsPerIP.
+	// It must not block.
+	OnRefuse func(reason string)
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
@@ -353,6 +358,9 @@ func (s *Server) reject(c net.Conn, implicitTLS bool) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(rejectTimeout))
 	s.logger().Info("smtp connection refused", "client", addrString(c.RemoteAddr()), "reason", "too many connections")
+	if s.OnRefuse != nil {
+		s.OnRefuse("limit")
+	}
 	w := c
 	if implicitTLS {
 		tc := tls.Server(c, s.TLSConfig)

@@ -244,7 +244,8 @@ func TestMaxRecipients(t *testing.T) {
 func TestConnectionLimits(t *testing.T) {
 	checkGoroutines(t)
 	h := &recHandler{}
-	srv := &Server{Handler: h, MaxConns: 3, MaxConnsPerIP: 2}
+	refused := make(chan string, 100)
+	srv := &Server{Handler: h, MaxConns: 3, MaxConnsPerIP: 2, OnRefuse: func(reason string) { refused <- reason }}
 	addr := startServer(t, srv)
 	a := dialRaw(t, addr)
 	a.expect("220")
@@ -253,6 +254,9 @@ func TestConnectionLimits(t *testing.T) {
 	c := dialRaw(t, addr) // third from 127.0.0.1: over the per-IP limit
 	c.expect("421 4.3.2 too many connections")
 	c.eof()
+	if r := <-refused; r != "limit" {
+		t.Fatalf("OnRefuse(%q), want limit", r)
+	}
 	b.cmd("QUIT", "221")
 	b.eof()
 	// The slot comes back once the server has seen the close; wait for it
