@@ -78,6 +78,14 @@ type Message struct {
 	// ends and goes with mode byte '\n' (encoding #2), which every QMTP
 	// server stores verbatim.
 	CRLF bool
+	// Replied, if set, is called once with the message's statuses, the
+	// slice Send returns for it, as soon as they are final: when the reply
+	// to its last recipient arrives, while later packages may still be
+	// under way; for a message that was not answered, just before Send
+	// returns. It runs on Send's goroutine. A relay uses it to record each
+	// message at once, so that a crash repeats as few deliveries as
+	// possible.
+	Replied func([]mail.Status)
 }
 
 // Client holds the settings for QMTP connections. The zero value is usable.
@@ -261,6 +269,15 @@ func (cn *Conn) Send(ctx context.Context, msgs ...*Message) ([][]mail.Status, er
 	defer cn.mu.Unlock()
 
 	res := make([][]mail.Status, len(msgs))
+	reported := make([]bool, len(msgs))
+	defer func() {
+		// Every message hears its outcome once, answered or not.
+		for i, m := range msgs {
+			if m != nil && m.Replied != nil && !reported[i] && res[i] != nil {
+				m.Replied(res[i])
+			}
+		}
+	}()
 	var errs []error
 	var todo []int
 	for i, m := range msgs {
@@ -339,6 +356,10 @@ func (cn *Conn) Send(ctx context.Context, msgs ...*Message) ([][]mail.Status, er
 		if connErr != nil {
 			k++
 			break
+		}
+		if m.Replied != nil {
+			reported[i] = true
+			m.Replied(st)
 		}
 	}
 	for ; k < len(todo); k++ {

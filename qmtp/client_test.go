@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -563,4 +564,104 @@ func TestClientCancelledBeforeSend(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantClass(t, "after", res[0], "K")
+}
+
+// TestClientRepliedPerMessage: Replied reports each message once, as soon as
+// its replies are in, in order, with the statuses Send returns; a message
+// without recipients is reported too.
+func TestClientRepliedPerMessage(t *testing.T) {
+	srv := newTestServer(nil)
+	srv.Handler = HandlerFunc(func(ctx context.Context, req *Request) []mail.Status {
+		env, _ := req.Envelope()
+		return answer(env.Recipients)
+	})
+	addr := startServer(t, srv, false)
+	var c Client
+	cn, err := c.Dial(context.Background(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cn.Close()
+	var got [][]mail.Status
+	var order []int
+	var msgs []*Message
+	for i := 0; i < 20; i++ {
+		m := &Message{Envelope: mail.Envelope{Sender: "s@x", Recipients: []string{fmt.Sprintf("r%d@x", i), "d@x"}},
+			Body: strings.NewReader("x\n"), Size: 2}
+		if i == 7 {
+			m.Envelope.Recipients = nil
+			m.Body, m.Size = nil, 0
+		}
+		m.Replied = func(st []mail.Status) { order = append(order, i); got = append(got, st) }
+		msgs = append(msgs, m)
+	}
+	res, _ := cn.Send(context.Background(), msgs...)
+	if len(order) != 20 {
+		t.Fatalf("Replied called %d times for 20 messages: %v", len(order), order)
+	}
+	seen := map[int]bool{}
+	for k, i := range order {
+		if seen[i] {
+			t.Fatalf("message %d reported twice", i)
+		}
+		seen[i] = true
+		if fmt.Sprint(got[k]) != fmt.Sprint(res[i]) {
+			t.Fatalf("message %d: Replied %v, Send returned %v", i, got[k], res[i])
+		}
+	}
+	// The answered ones in the order their replies came: pipelined order.
+	var answered []int
+	for _, i := range order {
+		if i != 7 {
+			answered = append(answered, i)
+		}
+	}
+	if !slices.IsSorted(answered) {
+		t.Fatalf("answered messages reported out of order: %v", answered)
+	}
+}
+
+// TestClientRepliedAfterFailure: when the connection dies, the unanswered
+// messages are still reported, with temporary failures.
+func TestClientRepliedAfterFailure(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		// Answer the first package's one recipient, then hang up.
+		netstring.NewReader(c).ReadBytes(1 << 20)
+		io.WriteString(c, "2:Kx,")
+		c.Close()
+	}()
+	var c Client
+	cn, err := c.Dial(context.Background(), l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cn.Close()
+	reports := map[int][]mail.Status{}
+	var msgs []*Message
+	for i := 0; i < 3; i++ {
+		m := &Message{Envelope: mail.Envelope{Sender: "s@x", Recipients: []string{"r@x"}}, Body: strings.NewReader("x\n"), Size: 2}
+		m.Replied = func(st []mail.Status) { reports[i] = st }
+		msgs = append(msgs, m)
+	}
+	cn.Send(context.Background(), msgs...)
+	if len(reports) != 3 {
+		t.Fatalf("%d of 3 messages reported", len(reports))
+	}
+	if !reports[0][0].IsAccept() {
+		t.Fatalf("first message: %v", reports[0])
+	}
+	for i := 1; i < 3; i++ {
+		if reports[i][0].Class != mail.Temporary {
+			t.Fatalf("message %d after the hang-up: %v, want temporary", i, reports[i])
+		}
+	}
 }

@@ -80,23 +80,37 @@ func (t *QMTP) Deliver(ctx context.Context, jobs []*Job) {
 func deliverQMTP(ctx context.Context, conn *qmtp.Conn, jobs []*Job, host string) {
 	msgs := make([]*qmtp.Message, 0, len(jobs))
 	bodies := make([]*lazyBody, 0, len(jobs))
+	fillJob := func(j *Job, st []mail.Status) {
+		j.Results = make([]Result, len(j.Envelope.Recipients))
+		for k := range j.Results {
+			s := mail.StatusNoReply
+			if k < len(st) {
+				s = st[k]
+			}
+			j.Results[k] = Result{Status: s, Host: host}
+		}
+	}
 	for _, j := range jobs {
 		b := &lazyBody{open: j.Open}
 		bodies = append(bodies, b)
-		msgs = append(msgs, &qmtp.Message{Envelope: j.Envelope, Body: b, Size: j.Size})
+		// Each message is recorded as its last reply arrives, while the
+		// rest of the pipelined batch is still under way.
+		msgs = append(msgs, &qmtp.Message{Envelope: j.Envelope, Body: b, Size: j.Size, Replied: func(st []mail.Status) {
+			fillJob(j, st)
+			j.Done()
+		}})
 	}
 	res, _ := conn.Send(ctx, msgs...)
 	for _, b := range bodies {
 		b.Close()
 	}
 	for i, j := range jobs {
-		j.Results = make([]Result, len(j.Envelope.Recipients))
-		for k := range j.Results {
-			st := mail.StatusNoReply
-			if i < len(res) && k < len(res[i]) {
-				st = res[i][k]
+		if j.Results == nil { // Send reports every message; this is a safety net
+			var st []mail.Status
+			if i < len(res) {
+				st = res[i]
 			}
-			j.Results[k] = Result{Status: st, Host: host}
+			fillJob(j, st)
 		}
 	}
 }
