@@ -332,7 +332,7 @@ tls = "none"
 			"each of the %d deliveries the daemon logged for acknowledged messages is at a sink (%d not); every duplicate straddles a kill "+
 			"(each copy made by a different run: every run delivers to listeners of its own, and SMTP's EHLO name agrees); "+
 			"longest time from a repeated delivery to the kill that cut its record: %s. Duplicates at the SMTP sink %d (each message recorded once its transaction ends), "+
-			"at the QMTP sink %d (a pipelined batch of up to 64 packages is recorded when its last reply arrives).",
+			"at the QMTP sink %d (each message recorded as its last reply arrives, while the rest of its pipelined batch of up to 64 is under way).",
 			ld.sent.Load(), tl.UnackedDelivered, checked, unconfirmed, maxWindow.Round(time.Millisecond), dupsBy["smtp"], dupsBy["qmtp"]),
 	})
 	tl.check(t)
