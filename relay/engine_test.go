@@ -1,14 +1,18 @@
 package relay
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/netstring"
+	"github.com/qmgate/qmgate/qmtp"
 	"github.com/qmgate/qmgate/queue"
 )
 
@@ -68,6 +72,81 @@ func TestEngineRecordsEachJobWhenDone(t *testing.T) {
 	for k, ok := range tr.waited {
 		if !ok {
 			t.Errorf("job %d started before the jobs ahead of it in the batch were recorded", k+1)
+		}
+	}
+	if m := q.Metrics().Messages; m != 0 {
+		t.Errorf("%d messages left after the batch", m)
+	}
+}
+
+// TestEngineRecordsQMTPPerMessage: over the QMTP transport, a pipelined
+// batch's messages are recorded one by one as their replies arrive. The
+// next hop here answers each package only once the queue has recorded the
+// ones before it; if the transport recorded the batch only at its end, the
+// hop would wait in vain.
+func TestEngineRecordsQMTPPerMessage(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	q, err := queue.Open(t.TempDir(), queue.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	const n = 5
+	for i := 0; i < n; i++ {
+		env := mail.Envelope{Sender: "s@x.test", Recipients: []string{"r@y.test"}}
+		if _, err := q.Put(context.Background(), env, strings.NewReader("Subject: step\n\nx\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	waited := make(chan []bool, 1)
+	go func() {
+		var got []bool
+		defer func() { waited <- got }()
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		ns := netstring.NewReader(bufio.NewReader(c))
+		for k := 0; k < n; k++ {
+			for part := 0; part < 3; part++ { // message, sender, recipients
+				if _, err := ns.ReadBytes(1 << 20); err != nil {
+					return
+				}
+			}
+			if k > 0 {
+				want := n - k // messages left once k are recorded
+				deadline := time.Now().Add(10 * time.Second)
+				for q.Metrics().Messages > want && time.Now().Before(deadline) {
+					time.Sleep(5 * time.Millisecond)
+				}
+				got = append(got, q.Metrics().Messages <= want)
+			}
+			if _, err := c.Write(netstring.Append(nil, []byte("Kok"))); err != nil {
+				return
+			}
+		}
+	}()
+	ds := q.Claim(n)
+	if len(ds) != n {
+		t.Fatalf("claimed %d deliveries, want %d", len(ds), n)
+	}
+	tr := NewQMTP(l.Addr().String(), &qmtp.Client{}, 1)
+	defer tr.Close()
+	e := &Engine{Queue: q, Log: log}
+	e.deliver(context.Background(), &Route{Name: "route[0]", Via: "qmtp://" + l.Addr().String(), Transport: tr}, ds)
+	got := <-waited
+	if len(got) != n-1 {
+		t.Fatalf("the next hop answered %d packages after the first, want %d", len(got), n-1)
+	}
+	for k, ok := range got {
+		if !ok {
+			t.Errorf("message %d answered before the ones ahead of it in the batch were recorded", k+2)
 		}
 	}
 	if m := q.Metrics().Messages; m != 0 {
