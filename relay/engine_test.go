@@ -30,12 +30,7 @@ type stepTransport struct {
 func (s *stepTransport) Deliver(ctx context.Context, jobs []*Job) {
 	for k, j := range jobs {
 		if k > 0 {
-			want := s.total - k // messages left once k jobs are recorded
-			deadline := time.Now().Add(10 * time.Second)
-			for s.q.Metrics().Messages > want && time.Now().Before(deadline) {
-				time.Sleep(5 * time.Millisecond)
-			}
-			s.waited = append(s.waited, s.q.Metrics().Messages <= want)
+			s.waited = append(s.waited, waitRecorded(s.q, s.total-k))
 		}
 		j.setAll(mail.OK("taken"), "step:")
 		j.Done()
@@ -44,24 +39,42 @@ func (s *stepTransport) Deliver(ctx context.Context, jobs []*Job) {
 
 func (s *stepTransport) Close() error { return nil }
 
-// TestEngineRecordsEachJobWhenDone: a transport that marks each job Done
-// gets it recorded while it is still delivering the rest of its batch, so
-// a crash mid-batch repeats at most the job under way (the crash window),
-// not the whole batch.
-func TestEngineRecordsEachJobWhenDone(t *testing.T) {
+// waitRecorded waits (up to 10 s) until at most left messages remain in q,
+// that is until the ones before have been recorded, and reports whether
+// they were.
+func waitRecorded(q *queue.Queue, left int) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for q.Metrics().Messages > left && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return q.Metrics().Messages <= left
+}
+
+// queueOfSteps opens a queue holding n one-recipient messages.
+func queueOfSteps(t *testing.T, n int) (*queue.Queue, *slog.Logger) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	q, err := queue.Open(t.TempDir(), queue.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer q.Close()
-	const n = 4
+	t.Cleanup(func() { q.Close() })
 	for i := 0; i < n; i++ {
 		env := mail.Envelope{Sender: "s@x.test", Recipients: []string{"r@y.test"}}
 		if _, err := q.Put(context.Background(), env, strings.NewReader("Subject: step\n\nx\n")); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return q, log
+}
+
+// TestEngineRecordsEachJobWhenDone: a transport that marks each job Done
+// gets it recorded while it is still delivering the rest of its batch, so
+// a crash mid-batch repeats at most the job under way (the crash window),
+// not the whole batch.
+func TestEngineRecordsEachJobWhenDone(t *testing.T) {
+	const n = 4
+	q, log := queueOfSteps(t, n)
 	ds := q.Claim(n)
 	if len(ds) != n {
 		t.Fatalf("claimed %d deliveries, want %d", len(ds), n)
@@ -85,19 +98,8 @@ func TestEngineRecordsEachJobWhenDone(t *testing.T) {
 // ones before it; if the transport recorded the batch only at its end, the
 // hop would wait in vain.
 func TestEngineRecordsQMTPPerMessage(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	q, err := queue.Open(t.TempDir(), queue.Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
 	const n = 5
-	for i := 0; i < n; i++ {
-		env := mail.Envelope{Sender: "s@x.test", Recipients: []string{"r@y.test"}}
-		if _, err := q.Put(context.Background(), env, strings.NewReader("Subject: step\n\nx\n")); err != nil {
-			t.Fatal(err)
-		}
-	}
+	q, log := queueOfSteps(t, n)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -120,12 +122,7 @@ func TestEngineRecordsQMTPPerMessage(t *testing.T) {
 				}
 			}
 			if k > 0 {
-				want := n - k // messages left once k are recorded
-				deadline := time.Now().Add(10 * time.Second)
-				for q.Metrics().Messages > want && time.Now().Before(deadline) {
-					time.Sleep(5 * time.Millisecond)
-				}
-				got = append(got, q.Metrics().Messages <= want)
+				got = append(got, waitRecorded(q, n-k))
 			}
 			if _, err := c.Write(netstring.Append(nil, []byte("Kok"))); err != nil {
 				return

@@ -45,31 +45,14 @@ func TestReusesWorkers(t *testing.T) {
 
 func TestNeverBlocks(t *testing.T) {
 	var p Pool
-	release := make(chan struct{})
-	var started sync.WaitGroup
-	for i := 0; i < 300; i++ {
-		started.Add(1)
-		p.Go(func() {
-			started.Done()
-			<-release
-		})
-	}
-	started.Wait() // all 300 run at once, beyond MaxIdle
-	close(release)
+	runTogether(&p, 300)            // all 300 run at once, beyond MaxIdle
 	waitIdle(t, &p, DefaultMaxIdle) // the rest exit instead of parking
 }
 
 func TestIdleWorkersExit(t *testing.T) {
 	p := Pool{IdleTimeout: 20 * time.Millisecond, MaxIdle: 8}
 	before := runtime.NumGoroutine()
-	var wg sync.WaitGroup
-	release := make(chan struct{})
-	for i := 0; i < 8; i++ {
-		wg.Add(1)
-		p.Go(func() { wg.Done(); <-release })
-	}
-	wg.Wait()
-	close(release)
+	runTogether(&p, 8)
 	deadline := time.Now().Add(5 * time.Second)
 	for runtime.NumGoroutine() > before || p.Idle() > 0 {
 		if time.Now().After(deadline) {
@@ -82,14 +65,7 @@ func TestIdleWorkersExit(t *testing.T) {
 func TestClose(t *testing.T) {
 	var p Pool
 	before := runtime.NumGoroutine()
-	var wg sync.WaitGroup
-	release := make(chan struct{})
-	for i := 0; i < 10; i++ {
-		wg.Add(1)
-		p.Go(func() { wg.Done(); <-release })
-	}
-	wg.Wait()
-	close(release)
+	runTogether(&p, 10)
 	waitIdle(t, &p, 10)
 	busy := make(chan struct{})
 	p.Go(func() { <-busy }) // on a worker while Close runs
@@ -138,6 +114,19 @@ func TestRaceWithTimeout(t *testing.T) {
 	if got := n.Load(); got != 20000 {
 		t.Fatalf("ran %d of 20000", got)
 	}
+}
+
+// runTogether runs n functions on p that each wait until all n have
+// started, so that n workers exist at once, then lets them finish.
+func runTogether(p *Pool, n int) {
+	var started sync.WaitGroup
+	release := make(chan struct{})
+	for range n {
+		started.Add(1)
+		p.Go(func() { started.Done(); <-release })
+	}
+	started.Wait()
+	close(release)
 }
 
 func waitIdle(t *testing.T, p *Pool, n int) {
