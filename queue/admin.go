@@ -416,6 +416,10 @@ type Metrics struct {
 	Segments          int
 	Batches           uint64 // group commits (flushes) so far
 	Records           uint64 // journal records so far
+	// Held batches: how many times, and for how long in all, the group
+	// committer held a batch open for callers it expected back.
+	Lingers    uint64
+	LingerTime time.Duration
 }
 
 // OldestAge returns how long the oldest message has waited.
@@ -431,7 +435,8 @@ func (q *Queue) Metrics() Metrics {
 	now := q.now()
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	mt := Metrics{Messages: len(q.msgs), Segments: len(q.segs), Batches: q.nBatches, Records: q.nRecords}
+	mt := Metrics{Messages: len(q.msgs), Segments: len(q.segs), Batches: q.nBatches, Records: q.nRecords,
+		Lingers: q.nLingers, LingerTime: q.lingerTime}
 	for _, s := range q.segs {
 		mt.JournalBytes += s.size
 	}

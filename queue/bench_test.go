@@ -39,14 +39,16 @@ func BenchmarkPut(b *testing.B) {
 			q.mu.Lock()
 			q.flushTimes = make([]time.Duration, 0, 1024)
 			q.mu.Unlock()
-			before := q.Metrics().Batches
+			m0 := q.Metrics()
+			before := m0.Batches
 			cpu0 := processCPU()
 			lat, elapsed := runWriters(b, w, func() error {
 				_, err := q.Put(ctx, env, bytes.NewReader(body))
 				return err
 			})
 			cpu := processCPU() - cpu0
-			batches := q.Metrics().Batches - before
+			m1 := q.Metrics()
+			batches := m1.Batches - before
 			q.mu.Lock()
 			flushes := q.flushTimes
 			q.flushTimes = nil
@@ -61,6 +63,9 @@ func BenchmarkPut(b *testing.B) {
 				b.ReportMetric(float64(percentile(flushes, 0.99))/1e6, "flush-p99-ms")
 				b.ReportMetric(p99/interval, "p99/flush")
 				b.ReportMetric(float64(len(lat))/float64(batches), "msgs/flush")
+				// Time the committer held batches open for callers it
+				// expected back (linger), per flush.
+				b.ReportMetric(float64((m1.LingerTime-m0.LingerTime).Microseconds())/float64(batches), "hold-us/flush")
 			}
 			// CPU per Put (the writer and the queue together): when a
 			// flush wakes its batch, the writers queue for the cores.

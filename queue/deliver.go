@@ -132,6 +132,9 @@ func (q *Queue) Wait(ctx context.Context) error {
 			q.mu.Unlock()
 			return errClosed
 		}
+		if q.wake == nil {
+			q.wake = make(chan struct{})
+		}
 		ch := q.wake
 		at, ok := q.nextDueLocked()
 		q.mu.Unlock()
@@ -242,6 +245,7 @@ func (q *Queue) Record(ctx context.Context, d *Delivery, results []Result) error
 		q.mu.Unlock()
 		return &Error{Op: "record", Err: err}
 	}
+	q.joinLocked(b)
 	notice := q.noticeDueLocked(m, now)
 	if m.done() {
 		q.dropLocked(m, b)
@@ -249,7 +253,7 @@ func (q *Queue) Record(ctx context.Context, d *Delivery, results []Result) error
 		q.scheduleLocked(m, now)
 	}
 	q.mu.Unlock()
-	if err := b.wait(ctx.Done()); err != nil {
+	if err := b.waitJoined(ctx.Done()); err != nil {
 		return err
 	}
 	if notice {

@@ -1,7 +1,7 @@
 package queue
 
 import (
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,29 +24,35 @@ const (
 // idGen hands out IDs that are unique and strictly increasing for the life
 // of a queue: a clock that steps back, or more than idSeqMax IDs in one
 // millisecond, borrow from the next millisecond instead of repeating.
+//
+// The last ID handed out is one word, lastMS<<idSeqBits | seq, advanced
+// with compare-and-swap: no writer ever parks here.
 type idGen struct {
-	mu     sync.Mutex
-	lastMS int64
-	seq    int64
+	last atomic.Uint64
 }
 
+const idSeqBits = 5 * idSeqChars
+
 func (g *idGen) next(now time.Time) string {
-	g.mu.Lock()
-	ms := now.UnixMilli()
-	if ms < 0 {
-		ms = 0
+	ms := max(now.UnixMilli(), 0)
+	var seq int64
+	for {
+		old := g.last.Load()
+		lastMS, lastSeq := int64(old>>idSeqBits), int64(old&idSeqMax)
+		switch {
+		case ms > lastMS:
+			lastMS, lastSeq = ms, 0
+		case lastSeq < idSeqMax:
+			lastSeq++
+		default:
+			lastMS++
+			lastSeq = 0
+		}
+		if g.last.CompareAndSwap(old, uint64(lastMS)<<idSeqBits|uint64(lastSeq)) {
+			ms, seq = lastMS, lastSeq
+			break
+		}
 	}
-	switch {
-	case ms > g.lastMS:
-		g.lastMS, g.seq = ms, 0
-	case g.seq < idSeqMax:
-		g.seq++
-	default:
-		g.lastMS++
-		g.seq = 0
-	}
-	ms, seq := g.lastMS, g.seq
-	g.mu.Unlock()
 	var b [IDLen]byte
 	for i := idTimeChars - 1; i >= 0; i-- {
 		b[i] = idAlphabet[ms&31]
@@ -66,11 +72,13 @@ func (g *idGen) observe(id string) {
 	if !ok {
 		return
 	}
-	g.mu.Lock()
-	if ms > g.lastMS || ms == g.lastMS && seq > g.seq {
-		g.lastMS, g.seq = ms, seq
+	v := uint64(ms)<<idSeqBits | uint64(seq)
+	for {
+		old := g.last.Load()
+		if v <= old || g.last.CompareAndSwap(old, v) {
+			return
+		}
 	}
-	g.mu.Unlock()
 }
 
 // parseID decodes an ID into its millisecond and sequence parts.

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -34,10 +35,24 @@ type batch struct {
 	create      bool // the batch creates the segment (and syncs the directory)
 	syncBodyDir bool // a record names a new file in body/
 	taken       bool // the committer has it: appends go to a new batch
+	waiters     int  // callers that wait for this batch (joinLocked)
 	done        chan struct{}
-	err         error
-	onDone      []func() // run under q.mu once the batch is durable
-	onFail      []func() // run under q.mu if it fails
+	// returning counts the waiters woken when the batch finished that
+	// have not run yet; the last one to run pokes the committer (linger).
+	returning atomic.Int32
+	poke      chan struct{} // the queue's lingerPoke
+	err       error
+	inserts   []pendingInsert // new messages, indexed once the batch is durable
+	onDone    []func()        // run under q.mu once the batch is durable
+	onFail    []func()        // run under q.mu if it fails
+}
+
+// pendingInsert is a message whose record is in a batch: it joins the
+// index when the batch is durable.
+type pendingInsert struct {
+	m   *message
+	seq uint64 // its record's segment
+	n   int64  // and length
 }
 
 // wait returns when the batch is durable (nil) or failed. A caller whose
@@ -48,7 +63,31 @@ func (b *batch) wait(done <-chan struct{}) error {
 	case <-b.done:
 		return b.err
 	case <-done:
-		return errors.New("queue: gave up waiting for the disk")
+		return errGaveUp
+	}
+}
+
+// waitJoined is wait for a caller counted by joinLocked: the last of them
+// to run after the batch is written tells a lingering committer.
+func (b *batch) waitJoined(done <-chan struct{}) error {
+	select {
+	case <-b.done:
+		if b.returning.Add(-1) == 0 {
+			poke(b.poke)
+		}
+		return b.err
+	case <-done:
+		return errGaveUp
+	}
+}
+
+var errGaveUp = errors.New("queue: gave up waiting for the disk")
+
+// poke wakes a lingering committer, which then looks again.
+func poke(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
 	}
 }
 
@@ -107,11 +146,23 @@ func (q *Queue) appendStateLocked(m *message, typ byte, meta []byte) (*batch, er
 }
 
 func (q *Queue) newBatchLocked(s *segment) *batch {
-	b := &batch{seg: s, off: s.size, done: make(chan struct{}), buf: q.batchBufLocked()}
+	b := &batch{seg: s, off: s.size, done: make(chan struct{}), buf: q.batchBufLocked(), inserts: q.insertsLocked(), poke: q.lingerPoke}
 	s.pending++
 	q.batches = append(q.batches, b)
 	q.cond.Signal()
+	if q.lingerB != nil {
+		poke(q.lingerPoke) // a batch queues behind the one held open
+	}
 	return b
+}
+
+// joinLocked counts a caller that will wait for b. The committer holds a
+// batch open while it expects more of them (see linger).
+func (q *Queue) joinLocked(b *batch) {
+	b.waiters++
+	if b == q.lingerB && q.lingerOverLocked(b, q.lingerPrev, q.lingerFor) {
+		poke(q.lingerPoke)
+	}
 }
 
 // batchBufLocked returns an empty buffer for a batch. Buffers of written
@@ -126,12 +177,28 @@ func (q *Queue) batchBufLocked() []byte {
 	return make([]byte, 0, 64<<10)
 }
 
-// recycleLocked keeps a written batch's buffer for a later batch; huge
-// ones (a burst of big inline bodies) go back to the garbage collector.
-func (q *Queue) recycleLocked(b []byte) {
-	if cap(b) <= maxRecycledBuf && len(q.freeBufs) < 4 {
-		q.freeBufs = append(q.freeBufs, b[:0])
+// insertsLocked returns an empty list for a batch's new messages.
+func (q *Queue) insertsLocked() []pendingInsert {
+	if n := len(q.freeInserts); n > 0 {
+		l := q.freeInserts[n-1]
+		q.freeInserts = q.freeInserts[:n-1]
+		return l
 	}
+	return nil
+}
+
+// recycleLocked keeps a finished batch's buffers for later batches (huge
+// ones, from a burst of big inline bodies, go back to the garbage
+// collector) and drops its references.
+func (q *Queue) recycleLocked(b *batch) {
+	if cap(b.buf) <= maxRecycledBuf && len(q.freeBufs) < 4 {
+		q.freeBufs = append(q.freeBufs, b.buf[:0])
+	}
+	if cap(b.inserts) <= maxRecycledInserts && len(q.freeInserts) < 4 {
+		clear(b.inserts)
+		q.freeInserts = append(q.freeInserts, b.inserts[:0])
+	}
+	b.buf, b.inserts, b.onDone, b.onFail = nil, nil, nil, nil
 }
 
 // rotateLocked starts a new segment; its first batch creates the file.
@@ -145,10 +212,13 @@ func (q *Queue) rotateLocked() {
 	q.segs = append(q.segs, s)
 	q.segBySeq[s.seq] = s
 	q.cur = s
-	b := &batch{seg: s, off: 0, create: true, done: make(chan struct{}), buf: append(q.batchBufLocked(), segmentHeader(s.seq)...)}
+	b := &batch{seg: s, off: 0, create: true, done: make(chan struct{}), buf: append(q.batchBufLocked(), segmentHeader(s.seq)...), poke: q.lingerPoke}
 	s.pending++
 	q.batches = append(q.batches, b)
 	q.cond.Signal()
+	if q.lingerB != nil {
+		poke(q.lingerPoke)
+	}
 	q.kickMaint()
 }
 
@@ -158,6 +228,11 @@ func (q *Queue) rotateLocked() {
 // commits that arrived during the previous one.
 func (q *Queue) commitLoop() {
 	defer q.wg.Done()
+	var (
+		expect int       // callers likely to join the next batch
+		prev   *batch    // the batch last written
+		freed  time.Time // when it was
+	)
 	q.mu.Lock()
 	for {
 		for len(q.batches) == 0 && !q.closing {
@@ -168,6 +243,9 @@ func (q *Queue) commitLoop() {
 			return
 		}
 		b := q.batches[0]
+		if prev != nil {
+			q.linger(b, prev, expect, freed.Add(q.opt.CommitLinger))
+		}
 		b.taken = true
 		q.mu.Unlock()
 
@@ -187,6 +265,10 @@ func (q *Queue) commitLoop() {
 		s.pending--
 		if err == nil {
 			s.durable = b.off + int64(len(b.buf))
+			for _, p := range b.inserts {
+				delete(q.inflight, p.m.id)
+				q.insertLocked(p.m, p.seq, p.n)
+			}
 			for _, fn := range b.onDone {
 				fn()
 			}
@@ -202,9 +284,17 @@ func (q *Queue) commitLoop() {
 			closeF, s.f = s.f, nil
 		}
 		q.nBatches++
+		// The callers woken now come back soon if they are in a loop
+		// (a busy client, the benchmark); with those already in the
+		// next batch, that batch may be held for them (linger).
+		expect = b.waiters
+		if len(q.batches) > 0 {
+			expect += q.batches[0].waiters
+		}
+		b.returning.Store(int32(b.waiters))
+		prev, freed = b, time.Now()
 		b.err = err
-		q.recycleLocked(b.buf)
-		b.buf, b.onDone, b.onFail = nil, nil, nil
+		q.recycleLocked(b)
 		close(b.done)
 		unlinks := len(q.unlinks) > 0
 		q.mu.Unlock()
@@ -223,6 +313,74 @@ func (q *Queue) commitLoop() {
 		}
 		q.mu.Lock()
 	}
+}
+
+// linger holds batch b open for callers expected back, so that one flush
+// carries them all. Called and returns with q.mu held.
+//
+// Without it, a steady set of busy callers splits into two cohorts that
+// alternate: those woken by one flush are still waiting for a processor
+// when the committer takes the next batch, so each waits out that whole
+// flush before its own; one the scheduler runs late waits a third. Held
+// for them, one batch carries everyone, and a commit waits for at most the
+// flush in progress and its own. This is MySQL's
+// binlog_group_commit_sync_delay with binlog_group_commit_sync_no_delay_count,
+// made adaptive: expect is the number of callers of prev (the batch just
+// written) and of b, and the hold ends as soon as lingerOverLocked says
+// that no more of them are on their way, or at the deadline
+// (Options.CommitLinger after prev was written).
+//
+// Only callers that are on a processor's run queue or blocked on q.mu are
+// waited for, never time: one that has gone back to its network peer does
+// not hold the batch, and a lone caller never holds its own. (A timer
+// would also be too coarse: Go rounds a short sleep in an idle process up
+// to a millisecond.)
+func (q *Queue) linger(b, prev *batch, expect int, deadline time.Time) {
+	var start time.Time
+	for !q.lingerOverLocked(b, prev, expect) {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			break
+		}
+		if start.IsZero() {
+			start = time.Now()
+		}
+		q.lingerB, q.lingerPrev, q.lingerFor = b, prev, expect
+		q.mu.Unlock()
+		if q.lingerT == nil {
+			q.lingerT = time.NewTimer(wait)
+		} else {
+			q.lingerT.Reset(wait)
+		}
+		timedOut := false
+		select {
+		case <-q.lingerPoke:
+		case <-q.lingerT.C:
+			timedOut = true
+		}
+		q.lingerT.Stop()
+		q.mu.Lock()
+		q.lingerB, q.lingerPrev = nil, nil
+		if timedOut {
+			break
+		}
+	}
+	if !start.IsZero() {
+		q.nLingers++
+		q.lingerTime += time.Since(start)
+	}
+}
+
+// lingerOverLocked reports whether the committer should stop holding b:
+// no Writer is waiting for q.mu to append, and either expect callers have
+// joined b or all of prev's callers, woken, have run (those that come
+// straight back are then appending or have joined); or another batch
+// queues behind b; or the queue is closing.
+func (q *Queue) lingerOverLocked(b, prev *batch, expect int) bool {
+	if len(q.batches) != 1 || q.closing {
+		return true
+	}
+	return q.committing.Load() == 0 && (b.waiters >= expect || prev.returning.Load() <= 0)
 }
 
 func (q *Queue) writeBatch(b *batch) error {
@@ -337,8 +495,7 @@ func (q *Queue) failSegmentLocked(s *segment, err error) {
 			fn()
 		}
 		b.err = err
-		q.recycleLocked(b.buf)
-		b.buf, b.onDone, b.onFail = nil, nil, nil
+		q.recycleLocked(b)
 		close(b.done)
 	}
 	q.batches = kept

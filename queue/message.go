@@ -126,6 +126,21 @@ type message struct {
 	dead       bool   // removed from the index
 }
 
+// newMessage returns an index entry with n recipients. The usual single
+// recipient comes in the same allocation: one object less per queued
+// message for the garbage collector to trace.
+func newMessage(n int) *message {
+	if n == 1 {
+		p := new(struct {
+			m message
+			r [1]rcpt
+		})
+		p.m.rcpts = p.r[:]
+		return &p.m
+	}
+	return &message{rcpts: make([]rcpt, n)}
+}
+
 func (m *message) flags() byte {
 	var f byte
 	if m.held {

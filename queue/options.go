@@ -46,6 +46,7 @@ const (
 	DefaultLeaseTime          = time.Hour
 	DefaultInlineMax          = 256 << 10
 	DefaultSegmentSize        = 64 << 20
+	DefaultCommitLinger       = time.Millisecond
 	DefaultMaxBounceHeader    = 64 << 10
 	DefaultMaxHistory         = 10
 	DefaultMaxRecipients      = 10000
@@ -54,6 +55,7 @@ const (
 	DefaultMaintenanceTick    = time.Minute
 	maxSealedSegments         = 16
 	maxRecycledBuf            = 8 << 20
+	maxRecycledInserts        = 4096
 	maxAttemptField           = 255 // bytes of route and host kept per attempt
 	defaultPostmasterUserPart = "postmaster"
 )
@@ -101,6 +103,12 @@ type Options struct {
 	// SegmentSize is the size at which the journal moves to a new segment
 	// file. Default 64 MiB.
 	SegmentSize int64
+	// CommitLinger caps how long after a flush the group committer may
+	// hold the next batch open for callers it expects back: those of the
+	// last two batches that are waiting for a processor or for the
+	// queue's lock, never callers away on the network (see linger in
+	// journal.go). Default 1 ms; negative turns the hold off.
+	CommitLinger time.Duration
 	// MaxBounceHeader bounds how much of the original header a bounce
 	// attaches (text/rfc822-headers). Default 64 KiB.
 	MaxBounceHeader int
@@ -174,6 +182,9 @@ func (o *Options) setDefaults() {
 	o.InlineMax = min(o.InlineMax, maxBodyLen)
 	if o.SegmentSize <= 0 {
 		o.SegmentSize = DefaultSegmentSize
+	}
+	if o.CommitLinger == 0 {
+		o.CommitLinger = DefaultCommitLinger
 	}
 	if o.MaxBounceHeader <= 0 {
 		o.MaxBounceHeader = DefaultMaxBounceHeader

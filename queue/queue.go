@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,24 +21,38 @@ type Queue struct {
 	log                      *slog.Logger
 	lockFile                 *os.File
 
-	mu       sync.Mutex
-	cond     *sync.Cond // the committer waits here for batches
-	closed   bool       // no more appends
-	closing  bool       // the committer drains and exits
-	msgs     map[string]*message
-	sched    schedHeap
-	dests    map[string]*destState
-	wake     chan struct{} // closed and replaced when work may be due
-	inflight map[string]bool
-	leaseSeq uint64
-	unlinks  []string // body files to remove once the lock is released
+	mu     sync.Mutex
+	cond   *sync.Cond // the committer waits here for batches
+	closed bool       // no more appends
+	// closedFlag is closed, for reading without the lock.
+	closedFlag atomic.Bool
+	closing    bool // the committer drains and exits
+	msgs       map[string]*message
+	sched      schedHeap
+	dests      map[string]*destState
+	wake       chan struct{} // closed when work may be due; nil when no one waits
+	inflight   map[string]bool
+	leaseSeq   uint64
+	unlinks    []string // body files to remove once the lock is released
 
-	segs     []*segment // every journal segment, oldest first
-	segBySeq map[uint64]*segment
-	cur      *segment
-	nextSeq  uint64
-	batches  []*batch
-	freeBufs [][]byte
+	segs        []*segment // every journal segment, oldest first
+	segBySeq    map[uint64]*segment
+	cur         *segment
+	nextSeq     uint64
+	batches     []*batch
+	freeBufs    [][]byte
+	freeInserts [][]pendingInsert
+
+	// The committer holding batch lingerB open for lingerFor callers.
+	lingerB    *batch
+	lingerPrev *batch
+	lingerFor  int
+	// committing counts Writers in Commit waiting for q.mu to append.
+	committing atomic.Int32
+	lingerPoke chan struct{} // buffered: poke
+	lingerT    *time.Timer   // the committer's
+	nLingers   uint64        // batches held open for callers expected back
+	lingerTime time.Duration // and the time they were held
 
 	nBatches, nRecords uint64
 	flushTimes         []time.Duration // benchmarks: each batch's write+sync
@@ -64,11 +79,11 @@ func Open(dir string, opt Options) (*Queue, error) {
 		log:        opt.Logger,
 		msgs:       make(map[string]*message),
 		dests:      make(map[string]*destState),
-		wake:       make(chan struct{}),
 		inflight:   make(map[string]bool),
 		segBySeq:   make(map[uint64]*segment),
 		nextSeq:    1,
 		maintKick:  make(chan struct{}, 1),
+		lingerPoke: make(chan struct{}, 1),
 		stop:       make(chan struct{}),
 	}
 	q.cond = sync.NewCond(&q.mu)
@@ -151,9 +166,11 @@ func (q *Queue) Close() error {
 	close(q.stop) // maintenance first: it may still append
 	q.mu.Lock()
 	q.closed = true
+	q.closedFlag.Store(true)
 	q.closing = true
 	q.notifyLocked()
 	q.cond.Broadcast()
+	poke(q.lingerPoke)
 	q.mu.Unlock()
 	q.wg.Wait()
 	q.flushUnlinks()
@@ -173,8 +190,10 @@ func (q *Queue) now() time.Time { return q.opt.Clock.Now() }
 
 // notifyLocked wakes every Wait.
 func (q *Queue) notifyLocked() {
-	close(q.wake)
-	q.wake = make(chan struct{})
+	if q.wake != nil {
+		close(q.wake)
+		q.wake = nil // made again by the next Wait: most commits find no one waiting
+	}
 }
 
 func (q *Queue) kickMaint() {

@@ -3,6 +3,7 @@ package queue
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -30,11 +31,13 @@ var statfsFree = func(dir string) (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
-// spaceGuard remembers the last free-space answer for a short while.
+// spaceGuard remembers the last free-space answer for a short while. It is
+// read without a lock: every NewMessage asks, and a writer parked on a
+// mutex here would miss the group commit it was about to join.
 type spaceGuard struct {
-	mu  sync.Mutex
-	at  time.Time
-	low bool
+	mu  sync.Mutex   // held by the one goroutine asking statfs
+	at  atomic.Int64 // when it last asked (Unix ns); 0: ask now
+	low atomic.Bool
 }
 
 // lowSpace reports whether new mail must wait for free space. An error
@@ -44,16 +47,20 @@ func (q *Queue) lowSpace() bool {
 		return false
 	}
 	g := &q.space
-	g.mu.Lock()
+	now := time.Now().UnixNano()
+	if at := g.at.Load(); at != 0 && now-at < int64(spaceCheckInterval) || !g.mu.TryLock() {
+		return g.low.Load() // fresh, or being asked by another writer
+	}
 	defer g.mu.Unlock()
-	if now := time.Now(); now.Sub(g.at) >= spaceCheckInterval {
-		g.at = now
+	if at := g.at.Load(); at == 0 || now-at >= int64(spaceCheckInterval) {
 		free, err := statfsFree(q.journalDir)
-		g.low = err == nil && free < q.opt.MinFreeBytes
-		if g.low {
+		low := err == nil && free < q.opt.MinFreeBytes
+		g.low.Store(low)
+		g.at.Store(now)
+		if low {
 			q.log.Warn("queue: free space below the reserve; refusing new mail for now",
 				"free", free, "reserve", q.opt.MinFreeBytes)
 		}
 	}
-	return g.low
+	return g.low.Load()
 }

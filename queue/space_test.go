@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/qmgate/qmgate/mail"
 )
@@ -27,7 +26,7 @@ func TestLowSpaceRefusesNewMail(t *testing.T) {
 		t.Fatalf("with room: %v", err)
 	}
 	free = 1 << 19
-	q.space.at = time.Time{} // forget the cached answer
+	q.space.at.Store(0) // forget the cached answer
 	_, err = q.Put(ctx, env, strings.NewReader("x\n"))
 	if !errors.Is(err, ErrLowSpace) || !mail.StatusOf(err).IsTemporary() {
 		t.Fatalf("below the reserve: %v", err)
@@ -41,7 +40,7 @@ func TestLowSpaceRefusesNewMail(t *testing.T) {
 		t.Fatalf("record below the reserve: %v", err)
 	}
 	free = 1 << 30
-	q.space.at = time.Time{}
+	q.space.at.Store(0)
 	if _, err := q.Put(ctx, env, strings.NewReader("x\n")); err != nil {
 		t.Fatalf("after space returned: %v", err)
 	}

@@ -27,6 +27,7 @@ type Writer struct {
 	q    *Queue
 	id   string
 	buf  []byte
+	bp   *[]byte // buf's pool entry
 	f    file
 	bw   *bufio.Writer
 	n    int64
@@ -45,17 +46,14 @@ func (q *Queue) NewMessage(ctx context.Context) (*Writer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, &Error{Op: "write", Err: err}
 	}
-	q.mu.Lock()
-	closed := q.closed
-	q.mu.Unlock()
-	if closed {
+	if q.closedFlag.Load() { // Commit checks again under the lock
 		return nil, &Error{Op: "write", Err: errClosed}
 	}
 	if q.lowSpace() {
 		return nil, &Error{Op: "write", Err: ErrLowSpace}
 	}
 	bp := bufPool.Get().(*[]byte)
-	return &Writer{q: q, id: q.ids.next(q.now()), buf: (*bp)[:0]}, nil
+	return &Writer{q: q, id: q.ids.next(q.now()), buf: (*bp)[:0], bp: bp}, nil
 }
 
 // ID returns the message's queue ID.
@@ -115,11 +113,11 @@ func (w *Writer) spill() error {
 }
 
 func (w *Writer) releaseBuf() {
-	if w.buf != nil && cap(w.buf) <= maxPooledBuf {
-		b := w.buf[:0]
-		bufPool.Put(&b)
+	if w.buf != nil && w.bp != nil && cap(w.buf) <= maxPooledBuf {
+		*w.bp = w.buf[:0]
+		bufPool.Put(w.bp)
 	}
-	w.buf = nil
+	w.buf, w.bp = nil, nil
 }
 
 // ReadFrom copies the body from r. An error from r is returned as it is
@@ -192,21 +190,25 @@ func (w *Writer) Commit(ctx context.Context, env mail.Envelope) (string, error) 
 		inline = w.buf
 	}
 	received := q.now()
-	meta := encodeMessage(nil, w.id, received, &env, body)
+	mp := bufPool.Get().(*[]byte)
+	meta := encodeMessage((*mp)[:0], w.id, received, &env, body)
+	defer putMeta(mp, meta)
 	if len(meta) > maxMetaLen/2 { // room for its snapshot's recipient states
 		w.Abort()
 		return "", mail.StatusTooManyRcpts
 	}
 	h := recordHeader(recMessage, len(meta), len(inline))
 	partial := partialCRC(&h, meta, inline)
-	m := &message{id: w.id, received: received, sender: env.Sender, body: body,
-		rcpts: make([]rcpt, len(env.Recipients))}
+	m := newMessage(len(env.Recipients))
+	m.id, m.received, m.sender, m.body = w.id, received, env.Sender, body
 	for i, a := range env.Recipients {
 		m.rcpts[i] = rcpt{addr: a, next: received, dest: q.opt.DestinationOf(a)}
 	}
 
+	q.committing.Add(1) // a lingering committer waits for this append
 	q.mu.Lock()
 	seq, off, b, err := q.appendLocked(recMessage, meta, inline, partial)
+	q.committing.Add(-1)
 	if err != nil {
 		q.mu.Unlock()
 		w.Abort()
@@ -219,10 +221,8 @@ func (w *Writer) Commit(ctx context.Context, env mail.Envelope) (string, error) 
 		m.body.seq, m.body.off = seq, off+int64(recHeaderLen+len(meta))
 	}
 	id := w.id
-	b.onDone = append(b.onDone, func() {
-		delete(q.inflight, id)
-		q.insertLocked(m, seq, n)
-	})
+	q.joinLocked(b)
+	b.inserts = append(b.inserts, pendingInsert{m: m, seq: seq, n: n})
 	if body.external {
 		b.onFail = append(b.onFail, func() {
 			delete(q.inflight, id)
@@ -233,7 +233,7 @@ func (w *Writer) Commit(ctx context.Context, env mail.Envelope) (string, error) 
 	w.done = true
 	w.releaseBuf() // appendLocked copied it
 
-	if err := b.wait(ctx.Done()); err != nil {
+	if err := b.waitJoined(ctx.Done()); err != nil {
 		var qe *Error
 		if errors.As(err, &qe) {
 			return "", err
@@ -241,6 +241,15 @@ func (w *Writer) Commit(ctx context.Context, env mail.Envelope) (string, error) 
 		return "", &Error{Op: "commit", Err: err}
 	}
 	return id, nil
+}
+
+// putMeta returns an encoding buffer to bufPool once appendLocked has
+// copied it.
+func putMeta(p *[]byte, meta []byte) {
+	if cap(meta) <= maxPooledBuf {
+		*p = meta[:0]
+		bufPool.Put(p)
+	}
 }
 
 // Abort discards the message. It is safe after a failed Write, twice, and
