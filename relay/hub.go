@@ -247,6 +247,10 @@ func QueueOptions(cfg *config.Config, log *slog.Logger) queue.Options {
 	if delay == 0 {
 		delay = -1 // "0s" in the file turns the notice off; 0 is the queue's default
 	}
+	linger := cfg.Queue.CommitLinger.D()
+	if linger == 0 {
+		linger = -1 // likewise
+	}
 	return queue.Options{
 		Hostname:           cfg.Hostname,
 		Postmaster:         cfg.Postmaster,
@@ -256,6 +260,7 @@ func QueueOptions(cfg *config.Config, log *slog.Logger) queue.Options {
 		DestinationBackoff: queue.Backoff{Floor: floor, Cap: ceil, Jitter: 0.25},
 		MaxRecipients:      max(cfg.MaxRecipients, 1),
 		MinFreeBytes:       cfg.Queue.MinFreeBytes,
+		CommitLinger:       linger,
 		Logger:             log,
 	}
 }

@@ -145,6 +145,10 @@ type Queue struct {
 	// it new mail gets a temporary refusal, so deliveries can still be
 	// recorded. Default 16 MiB; -1 turns the reserve off.
 	MinFreeBytes int64 `toml:"min_free_bytes"`
+	// CommitLinger caps how long after a flush the group committer may hold
+	// the next batch open for writers already on their way (queue/doc.go,
+	// "Group commit"). Default 1ms; "0s" turns the hold off.
+	CommitLinger *Duration `toml:"commit_linger"`
 }
 
 // Delivery configures the delivery engine.
@@ -345,6 +349,10 @@ func (c *Config) applyDefaults() {
 		d := Duration(4 * time.Hour)
 		c.Queue.DelayNotice = &d
 	}
+	if c.Queue.CommitLinger == nil {
+		d := Duration(time.Millisecond)
+		c.Queue.CommitLinger = &d
+	}
 	setDur(&c.Queue.RetryMin, time.Minute)
 	setDur(&c.Queue.RetryMax, time.Hour)
 
@@ -428,6 +436,9 @@ func (c *Config) validate() Errors {
 	}
 	if (len(c.SMTP.Submission) > 0 || len(c.SMTP.Submissions) > 0) && c.SMTP.AuthFile == "" {
 		bad("smtp.submission", "submission listeners require AUTH: set smtp.auth_file")
+	}
+	if d := c.Queue.CommitLinger.D(); d < 0 || d > time.Second {
+		bad("queue.commit_linger", "%v: want 0s (off) up to 1s", d)
 	}
 	if c.Queue.RetryMin > c.Queue.RetryMax {
 		bad("queue.retry_min", "greater than queue.retry_max")

@@ -97,6 +97,29 @@ func TestDelayNoticeOff(t *testing.T) {
 	}
 }
 
+func TestCommitLinger(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		want time.Duration
+		ok   bool
+	}{
+		{"", time.Millisecond, true},
+		{"[queue]\ncommit_linger = \"0s\"\n", 0, true},
+		{"[queue]\ncommit_linger = \"200us\"\n", 200 * time.Microsecond, true},
+		{"[queue]\ncommit_linger = \"2s\"\n", 0, false},
+		{"[queue]\ncommit_linger = \"-1ms\"\n", 0, false},
+	} {
+		c, err := Parse("t", []byte(tc.file))
+		if (err == nil) != tc.ok {
+			t.Errorf("%q: error %v", tc.file, err)
+			continue
+		}
+		if err == nil && c.Queue.CommitLinger.D() != tc.want {
+			t.Errorf("%q: commit_linger %v, want %v", tc.file, c.Queue.CommitLinger.D(), tc.want)
+		}
+	}
+}
+
 func TestPasswordHiddenInPrint(t *testing.T) {
 	c, err := Parse("t", []byte("[[route]]\ndomains=[\"*\"]\nvia=\"smtp://s:587\"\nusername=\"u\"\npassword=\"sekrit\"\n"))
 	if err != nil {
