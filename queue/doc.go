@@ -80,6 +80,15 @@
 // record type 0) marks the end of the records. Where fallocate fails, the
 // segment simply grows with its appends.
 //
+// Once the current segment is half full, the next one is made ahead of
+// need (segments of at least 1 MiB): created, preallocated, its header
+// written, the file and journal/ synced, all off the commit path, so that
+// the rotation is a switch instead of a few milliseconds' stall for a
+// whole batch. The spare takes its sequence number when it is started; if
+// a rotation comes first it would be older than the new segment, so it is
+// removed unused, and Close removes an unused spare. One left by a crash
+// is a header and no records, deleted like any empty segment.
+//
 // Integers are little-endian; in meta, numbers are (zig-zag for signed)
 // varints, strings are a varint length and the bytes, times are Unix
 // nanoseconds (0 for none). Mixing the sequence number into the CRC means

@@ -132,6 +132,9 @@ func (q *Queue) appendLocked(typ byte, meta, body []byte, partial uint32) (seq u
 	b.buf = append(b.buf, body...)
 	s.size += n
 	q.nRecords++
+	if s.size > q.opt.SegmentSize/2 && q.spare == nil && !q.spareBusy && q.opt.SegmentSize >= minSpareSegment {
+		q.prepareSpareLocked()
+	}
 	return s.seq, off, b, nil
 }
 
@@ -201,11 +204,23 @@ func (q *Queue) recycleLocked(b *batch) {
 	b.buf, b.inserts, b.onDone, b.onFail = nil, nil, nil, nil
 }
 
-// rotateLocked starts a new segment; its first batch creates the file.
+// rotateLocked starts a new segment: the spare one if it is ready, or else
+// one whose first batch creates the file.
 func (q *Queue) rotateLocked() {
 	if old := q.cur; old != nil && old.pending == 0 && old.f != nil {
 		old.f.Close() // the committer is done with it
 		old.f = nil
+	}
+	if s := q.spare; s != nil && !q.closing {
+		q.spare = nil
+		q.segs = append(q.segs, s)
+		q.segBySeq[s.seq] = s
+		q.cur = s
+		q.kickMaint()
+		return
+	}
+	if q.spareBusy {
+		q.spareStale = true // its number is now older than the current segment's
 	}
 	s := &segment{seq: q.nextSeq, size: segHeaderLen}
 	q.nextSeq++
@@ -220,6 +235,68 @@ func (q *Queue) rotateLocked() {
 		poke(q.lingerPoke)
 	}
 	q.kickMaint()
+}
+
+// prepareSpareLocked starts making the next segment file in the background
+// while the current one fills: creating it, reserving its blocks, writing
+// its header and syncing it and its directory cost a few milliseconds that
+// would otherwise stall a whole batch of commits at the rotation. The
+// spare takes its sequence number now; if a rotation comes first, the
+// spare is older than the new segment and is thrown away unused.
+func (q *Queue) prepareSpareLocked() {
+	seq := q.nextSeq
+	q.nextSeq++
+	q.spareBusy = true
+	q.wg.Add(1)
+	go func() {
+		defer q.wg.Done()
+		s, err := q.makeSegment(seq)
+		q.mu.Lock()
+		stale := q.spareStale || q.closing
+		q.spareBusy, q.spareStale = false, false
+		if err == nil && !stale {
+			q.spare = s
+			q.mu.Unlock()
+			return
+		}
+		q.mu.Unlock()
+		if err != nil {
+			q.log.Warn("queue: cannot prepare the next journal segment; it will be made when needed", "segment", seq, "err", err)
+			return
+		}
+		q.dropSpare(s)
+	}()
+}
+
+// makeSegment creates an empty, durable segment file ready for appends.
+func (q *Queue) makeSegment(seq uint64) (*segment, error) {
+	f, err := q.fs.OpenFile(q.segPath(seq), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	s := &segment{seq: seq, size: segHeaderLen, durable: segHeaderLen, f: f}
+	q.preallocate(s)
+	_, err = f.WriteAt(segmentHeader(seq), 0)
+	if err == nil {
+		err = f.Datasync()
+	}
+	if err == nil {
+		err = q.fs.SyncDir(q.journalDir)
+	}
+	if err != nil {
+		q.dropSpare(s)
+		return nil, err
+	}
+	return s, nil
+}
+
+// dropSpare closes and removes an unused spare segment. One left behind by
+// a crash is harmless: a header and no records.
+func (q *Queue) dropSpare(s *segment) {
+	s.f.Close()
+	if err := q.fs.Remove(q.segPath(s.seq)); err == nil {
+		q.fs.SyncDir(q.journalDir)
+	}
 }
 
 // commitLoop is the group committer: it takes the oldest batch, writes it,

@@ -358,3 +358,107 @@ func TestPreallocateFailureLeavesEmptySegment(t *testing.T) {
 		t.Fatalf("after a failed preallocation the segment is %d bytes, want 0", st.Size())
 	}
 }
+
+// TestSpareSegment checks the segment made ahead of need: used at the
+// rotation when ready, thrown away when a rotation comes first, removed by
+// Close, and in every case every message survives a reopen.
+func TestSpareSegment(t *testing.T) {
+	dir := t.TempDir()
+	release := make(chan struct{})
+	ffs := &faultFS{inner: osFS{}}
+	ffs.set(func(op, path string) error {
+		if op == "create" && filepath.Base(path) == segName(2) {
+			<-release // hold the first spare's making until the test says so
+		}
+		return nil
+	})
+	opt := Options{Logger: quietLogger(), Passive: true, SegmentSize: minSpareSegment, InlineMax: 16 << 10}
+	opt.fs = ffs
+	q := openT(t, dir, opt)
+	body := bodyOf(10<<10, 1)
+	var ids []string
+	put := func() {
+		ids = append(ids, putT(t, q, "a@example.org", body, "b@example.com"))
+	}
+	state := func() (cur uint64, spare uint64, busy bool) {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		if q.cur != nil {
+			cur = q.cur.seq
+		}
+		if q.spare != nil {
+			spare = q.spare.seq
+		}
+		return cur, spare, q.spareBusy
+	}
+	waitIdle := func() {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			if _, _, busy := state(); !busy {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("spare segment never finished")
+			}
+		}
+	}
+	// Fill segment 1 past the rotation while the spare (2) is held: the
+	// rotation must make segment 3 itself, and the late spare be dropped.
+	for {
+		put()
+		if cur, _, _ := state(); cur != 1 {
+			break
+		}
+	}
+	if cur, _, busy := state(); cur != 3 || !busy {
+		t.Fatalf("after the first rotation: current segment %d (busy %v), want 3 with the spare still being made", cur, busy)
+	}
+	close(release)
+	waitIdle()
+	if _, spare, _ := state(); spare != 0 {
+		t.Fatalf("stale spare %d kept", spare)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "journal", segName(2))); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale spare's file: %v", err)
+	}
+	// Fill segment 3 past half: spare 4 is made and used at the rotation.
+	for {
+		put()
+		if _, spare, busy := state(); spare != 0 || busy {
+			break
+		}
+	}
+	waitIdle()
+	if _, spare, _ := state(); spare != 4 {
+		t.Fatalf("spare %d, want 4", spare)
+	}
+	for {
+		put()
+		if cur, _, _ := state(); cur != 3 {
+			break
+		}
+	}
+	if cur, _, _ := state(); cur != 4 {
+		t.Fatalf("rotated to %d, want the spare 4", cur)
+	}
+	// Past half of segment 4, spare 5 is made; Close removes it.
+	for {
+		put()
+		if _, spare, busy := state(); spare != 0 || busy {
+			break
+		}
+	}
+	waitIdle()
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "journal", segName(5))); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("unused spare's file after Close: %v", err)
+	}
+	q = openT(t, dir, Options{Logger: quietLogger(), Passive: true})
+	for _, id := range ids {
+		if _, err := q.Show(context.Background(), id); err != nil {
+			t.Fatalf("message %s lost: %v", id, err)
+		}
+	}
+	t.Logf("%d messages across segments 1, 3 and 4", len(ids))
+}

@@ -56,7 +56,8 @@ const (
 	maxSealedSegments         = 16
 	maxRecycledBuf            = 8 << 20
 	maxRecycledInserts        = 4096
-	maxAttemptField           = 255 // bytes of route and host kept per attempt
+	minSpareSegment           = 1 << 20 // smaller segments are made when needed
+	maxAttemptField           = 255     // bytes of route and host kept per attempt
 	defaultPostmasterUserPart = "postmaster"
 )
 

@@ -35,13 +35,16 @@ type Queue struct {
 	leaseSeq   uint64
 	unlinks    []string // body files to remove once the lock is released
 
-	segs        []*segment // every journal segment, oldest first
-	segBySeq    map[uint64]*segment
-	cur         *segment
-	nextSeq     uint64
-	batches     []*batch
-	freeBufs    [][]byte
-	freeInserts [][]pendingInsert
+	segs     []*segment // every journal segment, oldest first
+	segBySeq map[uint64]*segment
+	cur      *segment
+	nextSeq  uint64
+	batches  []*batch
+	// spare is the next segment, made ahead of need (prepareSpareLocked).
+	spare                 *segment
+	spareBusy, spareStale bool
+	freeBufs              [][]byte
+	freeInserts           [][]pendingInsert
 
 	// The committer holding batch lingerB open for lingerFor callers.
 	lingerB    *batch
@@ -173,6 +176,10 @@ func (q *Queue) Close() error {
 	poke(q.lingerPoke)
 	q.mu.Unlock()
 	q.wg.Wait()
+	if q.spare != nil {
+		q.dropSpare(q.spare)
+		q.spare = nil
+	}
 	q.flushUnlinks()
 	for _, s := range q.segs {
 		if s.f != nil {
