@@ -121,24 +121,29 @@ type message struct {
 	delayNotified bool
 
 	segs       []segUse
-	gen        uint64 // schedule generation: heap entries with another gen are stale
+	seg0       [1]segUse // segs' first backing array: most messages use one segment
+	gen        uint64    // schedule generation: heap entries with another gen are stale
 	noticeBusy bool   // a bounce or delay notice is being written
 	dead       bool   // removed from the index
 }
 
 // newMessage returns an index entry with n recipients. The usual single
-// recipient comes in the same allocation: one object less per queued
-// message for the garbage collector to trace.
+// recipient, and the list of segments, come in the same allocation: fewer
+// objects per queued message for the garbage collector to trace.
 func newMessage(n int) *message {
+	var m *message
 	if n == 1 {
 		p := new(struct {
 			m message
 			r [1]rcpt
 		})
 		p.m.rcpts = p.r[:]
-		return &p.m
+		m = &p.m
+	} else {
+		m = &message{rcpts: make([]rcpt, n)}
 	}
-	return &message{rcpts: make([]rcpt, n)}
+	m.segs = m.seg0[:0]
+	return m
 }
 
 func (m *message) flags() byte {

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/qmgate/qmgate/mail"
@@ -210,8 +211,25 @@ func (w *Writer) Commit(ctx context.Context, env mail.Envelope) (string, error) 
 	h := recordHeader(recMessage, len(meta), len(inline))
 	partial := partialCRC(&h, meta, inline)
 	m := newMessage(len(env.Recipients))
-	m.id, m.received, m.sender, m.body = w.id, received, env.Sender, body
+	m.received, m.body = received, body
+	// The ID, sender and recipients the index keeps share one string: one
+	// object for the garbage collector instead of one each.
+	var sb strings.Builder
+	size := len(w.id) + len(env.Sender)
+	for _, a := range env.Recipients {
+		size += len(a)
+	}
+	sb.Grow(size)
+	sb.WriteString(w.id)
+	sb.WriteString(env.Sender)
+	for _, a := range env.Recipients {
+		sb.WriteString(a)
+	}
+	all := sb.String()
+	m.id, all = all[:len(w.id)], all[len(w.id):]
+	m.sender, all = all[:len(env.Sender)], all[len(env.Sender):]
 	for i, a := range env.Recipients {
+		a, all = all[:len(a)], all[len(a):]
 		m.rcpts[i] = rcpt{addr: a, next: received, dest: q.opt.DestinationOf(a)}
 	}
 
