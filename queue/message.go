@@ -123,8 +123,8 @@ type message struct {
 	segs       []segUse
 	seg0       [1]segUse // segs' first backing array: most messages use one segment
 	gen        uint64    // schedule generation: heap entries with another gen are stale
-	noticeBusy bool   // a bounce or delay notice is being written
-	dead       bool   // removed from the index
+	noticeBusy bool      // a bounce or delay notice is being written
+	dead       bool      // removed from the index
 }
 
 // newMessage returns an index entry with n recipients. The usual single
