@@ -135,7 +135,7 @@ func (q *Queue) rowLocked(m *message, now time.Time) Row {
 			continue
 		}
 		row.Pending = append(row.Pending, r.addr)
-		row.Attempts = max(row.Attempts, r.attempts)
+		row.Attempts = max(row.Attempts, int(r.attempts))
 		tried = tried || r.attempts > 0
 		if r.leased(now) {
 			active = true
@@ -274,13 +274,13 @@ func (q *Queue) Show(ctx context.Context, id string) (*Detail, error) {
 	d := &Detail{Row: q.rowLocked(m, now), Held: m.held, DelayNotified: m.delayNotified}
 	for i := range m.rcpts {
 		r := &m.rcpts[i]
-		rd := RecipientDetail{Address: r.addr, State: r.state, Active: r.leased(now), Attempts: r.attempts,
+		rd := RecipientDetail{Address: r.addr, State: r.state, Active: r.leased(now), Attempts: int(r.attempts),
 			Destination: r.dest, History: []Attempt{}}
 		if r.state == Pending {
 			rd.NextAttempt = r.next
 		}
 		if r.state == Failed {
-			rd.Final = smtpReply(r.final)
+			rd.Final = smtpReply(r.finalStatus())
 			rd.Bounced = r.notified
 		}
 		for _, a := range r.history {

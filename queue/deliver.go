@@ -110,7 +110,7 @@ func (q *Queue) Claim(n int) []*Delivery {
 				r := &m.rcpts[i]
 				r.lease, r.leaseUntil = d.lease, d.LeaseUntil
 				d.Recipients = append(d.Recipients, r.addr)
-				d.Attempts = max(d.Attempts, r.attempts)
+				d.Attempts = max(d.Attempts, int(r.attempts))
 			}
 			out = append(out, d)
 		}

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"math"
 	"time"
 
 	"github.com/qmgate/qmgate/mail"
@@ -50,10 +51,10 @@ type rcpt struct {
 	addr     string
 	state    State
 	notified bool // Failed only: the bounce (or its deliberate absence) is settled
-	attempts int
-	next     time.Time // next attempt (Pending only)
-	dest     string    // destination key for per-destination backoff
-	final    mail.Status
+	attempts int32
+	next     time.Time    // next attempt (Pending only)
+	dest     string       // destination key for per-destination backoff
+	final    *mail.Status // Failed only; nil keeps the index entry small
 	history  []attempt // the latest attempts, oldest first, at most Options.MaxHistory
 
 	// lease is the claim that currently owns the recipient (0: none);
@@ -63,8 +64,8 @@ type rcpt struct {
 }
 
 func (r *rcpt) update(i int) rcptUpdate {
-	return rcptUpdate{idx: i, state: r.state, notified: r.notified, attempts: r.attempts,
-		next: r.next, dest: r.dest, final: r.final}
+	return rcptUpdate{idx: i, state: r.state, notified: r.notified, attempts: int(r.attempts),
+		next: r.next, dest: r.dest, final: r.finalStatus()}
 }
 
 // apply sets the recipient to the state in u and appends u's attempt to the
@@ -72,16 +73,28 @@ func (r *rcpt) update(i int) rcptUpdate {
 func (r *rcpt) apply(u *rcptUpdate, maxHist int) {
 	r.state = u.state
 	r.notified = u.notified
-	r.attempts = u.attempts
+	r.attempts = int32(min(u.attempts, math.MaxInt32))
 	r.next = u.next
 	r.dest = u.dest
-	r.final = u.final
+	r.final = nil
+	if u.final != (mail.Status{}) {
+		f := u.final
+		r.final = &f
+	}
 	if u.attempt != nil {
 		r.history = append(r.history, *u.attempt)
 		if maxHist > 0 && len(r.history) > maxHist {
 			r.history = append(r.history[:0:0], r.history[len(r.history)-maxHist:]...)
 		}
 	}
+}
+
+// finalStatus is the recipient's final status (zero unless Failed).
+func (r *rcpt) finalStatus() mail.Status {
+	if r.final == nil {
+		return mail.Status{}
+	}
+	return *r.final
 }
 
 // settled reports whether nothing more will happen to the recipient.

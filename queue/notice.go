@@ -97,7 +97,7 @@ func (q *Queue) sendNotices(ctx context.Context, m *message) error {
 		for i := range m.rcpts {
 			if r := &m.rcpts[i]; r.state == Failed && !r.notified {
 				failed = append(failed, i)
-				d.rcpts = append(d.rcpts, dsnRcpt{addr: r.addr, action: actionFailed, status: r.final, last: copyAttempt(r.lastAttempt())})
+				d.rcpts = append(d.rcpts, dsnRcpt{addr: r.addr, action: actionFailed, status: r.finalStatus(), last: copyAttempt(r.lastAttempt())})
 			}
 		}
 	}

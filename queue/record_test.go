@@ -39,7 +39,7 @@ func TestRecordRoundTrip(t *testing.T) {
 		}
 	}
 	m := &message{id: "01jpak7y3g000", received: now, sender: "s", held: true, body: bodyRef{size: 5, crc: 9},
-		rcpts: []rcpt{{addr: "x@y", state: Failed, notified: true, attempts: 2, final: a.status, dest: "y", history: []attempt{a, a}},
+		rcpts: []rcpt{{addr: "x@y", state: Failed, notified: true, attempts: 2, final: &a.status, dest: "y", history: []attempt{a, a}},
 			{addr: "z@w", state: Pending, next: now, dest: "w"}}}
 	m2, err := decodeSnapshot(encodeSnapshot(nil, m))
 	if err != nil || m2.id != m.id || !m2.held || m2.delayNotified || m2.body != m.body || len(m2.rcpts) != 2 ||
