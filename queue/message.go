@@ -55,7 +55,7 @@ type rcpt struct {
 	next     time.Time    // next attempt (Pending only)
 	dest     string       // destination key for per-destination backoff
 	final    *mail.Status // Failed only; nil keeps the index entry small
-	history  []attempt // the latest attempts, oldest first, at most Options.MaxHistory
+	history  []attempt    // the latest attempts, oldest first, at most Options.MaxHistory
 
 	// lease is the claim that currently owns the recipient (0: none);
 	// leases live in memory only, so a restart frees every claim.
