@@ -12,6 +12,7 @@ package workers
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,9 +32,10 @@ type Pool struct {
 	// exits (0: DefaultIdleTimeout).
 	IdleTimeout time.Duration
 
-	mu     sync.Mutex
-	idle   []*worker // most recently parked last: the warmest stacks are reused first
-	closed bool
+	mu      sync.Mutex
+	idle    []*worker // most recently parked last: the warmest stacks are reused first
+	closed  bool
+	started atomic.Int64 // goroutines started, for tests
 }
 
 type worker struct {
@@ -53,6 +55,7 @@ func (p *Pool) Go(f func()) {
 		return
 	}
 	p.mu.Unlock()
+	p.started.Add(1)
 	go p.run(&worker{work: make(chan func(), 1)}, f)
 }
 
