@@ -430,6 +430,22 @@ func (m Metrics) OldestAge(now time.Time) time.Duration {
 	return now.Sub(m.Oldest)
 }
 
+// CommitStats counts the journal's group commits since Open; unlike
+// Metrics it is cheap (no walk over the queue), for scrapes.
+type CommitStats struct {
+	Flushes  uint64        // batches written and synced
+	Records  uint64        // records appended
+	Holds    uint64        // batches held open for writers on their way
+	HoldTime time.Duration // the time they were held, in all
+}
+
+// CommitStats returns the group commit's counters.
+func (q *Queue) CommitStats() CommitStats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return CommitStats{Flushes: q.nBatches, Records: q.nRecords, Holds: q.nLingers, HoldTime: q.lingerTime}
+}
+
 // Metrics returns the current counts.
 func (q *Queue) Metrics() Metrics {
 	now := q.now()

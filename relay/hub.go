@@ -282,6 +282,7 @@ func (h *Hub) Start() error {
 		m := q.Metrics()
 		return m.Messages, m.PendingRecipients, m.OldestAge(time.Now())
 	})
+	h.metrics.WatchCommits(q.CommitStats)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.buildServers()

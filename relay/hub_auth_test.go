@@ -112,7 +112,8 @@ via = "discard:"
 	resp.Body.Close()
 	for _, want := range []string{`qmgate_messages_accepted_total{proto="SMTP"} 2`, `qmgate_messages_accepted_total{proto="QMTP"} 1`,
 		`qmgate_messages_rejected_total{proto="QMTP",reason="relay"} 1`, `qmgate_messages_rejected_total{proto="SMTP",reason="relay"}`,
-		"qmgate_queue_messages", "qmgate_sessions_open", "qmgate_deliveries_total"} {
+		"qmgate_queue_messages", "qmgate_sessions_open", "qmgate_deliveries_total",
+		"qmgate_queue_flushes_total", "qmgate_queue_records_total", "qmgate_queue_commit_holds_total", "qmgate_queue_commit_hold_seconds_total"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("metrics lack %q", want)
 		}

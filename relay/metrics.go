@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/qmgate/qmgate/queue"
 )
 
 // Metrics are the daemon's Prometheus metrics, on a registry of their own so
@@ -75,6 +77,24 @@ func NewMetrics(queueStats func() (messages, recipients int, oldest time.Duratio
 		)
 	}
 	return m
+}
+
+// WatchCommits registers counters of the queue's group commit, read from
+// stats at scrape time.
+func (m *Metrics) WatchCommits(stats func() queue.CommitStats) {
+	counter := func(name, help string, v func(queue.CommitStats) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return v(stats()) })
+	}
+	m.Registry.MustRegister(
+		counter("qmgate_queue_flushes_total", "Group commits: journal writes made durable with one fdatasync each.",
+			func(s queue.CommitStats) float64 { return float64(s.Flushes) }),
+		counter("qmgate_queue_records_total", "Records appended to the journal (messages and state changes).",
+			func(s queue.CommitStats) float64 { return float64(s.Records) }),
+		counter("qmgate_queue_commit_holds_total", "Flushes whose batch was held open for writers on their way ([queue] commit_linger).",
+			func(s queue.CommitStats) float64 { return float64(s.Holds) }),
+		counter("qmgate_queue_commit_hold_seconds_total", "Time batches were held open for writers on their way.",
+			func(s queue.CommitStats) float64 { return s.HoldTime.Seconds() }),
+	)
 }
 
 // Serve runs the /metrics and /healthz listener until ctx ends. healthy
