@@ -137,6 +137,9 @@ func TestBusyWritersShareFlushes(t *testing.T) {
 		if m.Messages != writers*each {
 			t.Errorf("linger %v: %d messages indexed, want %d", linger, m.Messages, writers*each)
 		}
+		if cs := q.CommitStats(); cs.Flushes != m.Batches || cs.Records != m.Records || cs.Holds != m.Lingers || cs.HoldTime != m.LingerTime {
+			t.Errorf("CommitStats %+v disagrees with Metrics %+v", cs, m)
+		}
 		if linger < 0 && m.Lingers != 0 {
 			t.Errorf("CommitLinger < 0 but batches were held %d times", m.Lingers)
 		}
