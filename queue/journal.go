@@ -70,15 +70,11 @@ func (b *batch) wait(done <-chan struct{}) error {
 // waitJoined is wait for a caller counted by joinLocked: the last of them
 // to run after the batch is written tells a lingering committer.
 func (b *batch) waitJoined(done <-chan struct{}) error {
-	select {
-	case <-b.done:
-		if b.returning.Add(-1) == 0 {
-			poke(b.poke)
-		}
-		return b.err
-	case <-done:
-		return errGaveUp
+	err := b.wait(done)
+	if err != errGaveUp && b.returning.Add(-1) == 0 {
+		poke(b.poke)
 	}
+	return err
 }
 
 var errGaveUp = errors.New("queue: gave up waiting for the disk")
@@ -227,13 +223,9 @@ func (q *Queue) rotateLocked() {
 	q.segs = append(q.segs, s)
 	q.segBySeq[s.seq] = s
 	q.cur = s
-	b := &batch{seg: s, off: 0, create: true, done: make(chan struct{}), buf: append(q.batchBufLocked(), segmentHeader(s.seq)...), poke: q.lingerPoke}
-	s.pending++
-	q.batches = append(q.batches, b)
-	q.cond.Signal()
-	if q.lingerB != nil {
-		poke(q.lingerPoke)
-	}
+	b := q.newBatchLocked(s) // the committer takes it only once q.mu is free
+	b.off, b.create = 0, true
+	b.buf = append(b.buf, segmentHeader(s.seq)...)
 	q.kickMaint()
 }
 

@@ -391,6 +391,15 @@ func TestSpareSegment(t *testing.T) {
 		}
 		return cur, spare, q.spareBusy
 	}
+	// putUntil queues messages until done says so of the segments' state.
+	putUntil := func(done func(cur, spare uint64, busy bool) bool) {
+		for {
+			put()
+			if done(state()) {
+				return
+			}
+		}
+	}
 	waitIdle := func() {
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
 			if _, _, busy := state(); !busy {
@@ -403,12 +412,7 @@ func TestSpareSegment(t *testing.T) {
 	}
 	// Fill segment 1 past the rotation while the spare (2) is held: the
 	// rotation must make segment 3 itself, and the late spare be dropped.
-	for {
-		put()
-		if cur, _, _ := state(); cur != 1 {
-			break
-		}
-	}
+	putUntil(func(cur, _ uint64, _ bool) bool { return cur != 1 })
 	if cur, _, busy := state(); cur != 3 || !busy {
 		t.Fatalf("after the first rotation: current segment %d (busy %v), want 3 with the spare still being made", cur, busy)
 	}
@@ -421,32 +425,17 @@ func TestSpareSegment(t *testing.T) {
 		t.Fatalf("stale spare's file: %v", err)
 	}
 	// Fill segment 3 past half: spare 4 is made and used at the rotation.
-	for {
-		put()
-		if _, spare, busy := state(); spare != 0 || busy {
-			break
-		}
-	}
+	putUntil(func(_, spare uint64, busy bool) bool { return spare != 0 || busy })
 	waitIdle()
 	if _, spare, _ := state(); spare != 4 {
 		t.Fatalf("spare %d, want 4", spare)
 	}
-	for {
-		put()
-		if cur, _, _ := state(); cur != 3 {
-			break
-		}
-	}
+	putUntil(func(cur, _ uint64, _ bool) bool { return cur != 3 })
 	if cur, _, _ := state(); cur != 4 {
 		t.Fatalf("rotated to %d, want the spare 4", cur)
 	}
 	// Past half of segment 4, spare 5 is made; Close removes it.
-	for {
-		put()
-		if _, spare, busy := state(); spare != 0 || busy {
-			break
-		}
-	}
+	putUntil(func(_, spare uint64, busy bool) bool { return spare != 0 || busy })
 	waitIdle()
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
