@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,10 @@ import (
 //	freeport NAME...        $NAME is a free loopback host:port
 //	waitport ADDR           wait (up to 30 s) until ADDR accepts connections
 //	waitfiles DIR N         wait (up to 30 s) until DIR holds N files
+//	waitstdout REGEXP COMMAND [ARGS...]
+//	                        run COMMAND (for up to 30 s) until it succeeds
+//	                        and its stdout matches REGEXP; its stdout and
+//	                        stderr stay for the next commands
 //	asroot FILE             when running as root, add user = "nobody" to the
 //	                        configuration FILE and open the work directory to
 //	                        that user (serve refuses root without `user`)
@@ -65,6 +70,28 @@ func cmdWaitFiles(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		if time.Now().After(deadline) {
 			ts.Fatalf("%s holds %d files, want %d", args[0], len(ents), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// cmdWaitStdout waits for state the daemon reaches a little after a side
+// effect the script can see: a Maildir file is there before its delivery
+// is recorded and the message leaves the queue.
+func cmdWaitStdout(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: waitstdout REGEXP COMMAND [ARGS...]")
+	}
+	re, err := regexp.Compile("(?m)" + args[0])
+	ts.Check(err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := ts.Exec(args[1], args[2:]...)
+		if err == nil && re.MatchString(ts.ReadFile("stdout")) {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("%s: stdout never matched %q within 30 s (last exit: %v)", args[1], args[0], err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -77,6 +77,7 @@ func TestScripts(t *testing.T) {
 			"freeport":      cmdFreePort,
 			"waitport":      cmdWaitPort,
 			"waitfiles":     cmdWaitFiles,
+			"waitstdout":    cmdWaitStdout,
 			"asroot":        cmdAsRoot,
 		},
 		Condition: scriptCondition,
