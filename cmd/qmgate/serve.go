@@ -58,6 +58,14 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 
+	// Catch the signals before anything listens: once a listener answers,
+	// a supervisor (or a test) may send SIGHUP or SIGTERM at any moment,
+	// and the default action would end the process on the spot. A signal
+	// that comes during start-up waits in the channel.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
 	hub, err := relay.New(cfg, log)
 	if err != nil {
 		return failFlushed(lw, stderr, "serve", 78, "%v", err)
@@ -75,9 +83,6 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return failFlushed(lw, stderr, "serve", 75, "%v", err)
 	}
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	for {
 		select {
 		case sig := <-sigs:
