@@ -32,8 +32,8 @@ type sink struct {
 
 	mu       sync.Mutex
 	got      []sinkCopy
-	accepted map[string]time.Time // remote address → accept time
-	runs     map[string]int       // remote address → daemon run
+	accepted map[string]time.Time // connKey → accept time
+	runs     map[string]int       // connKey → daemon run
 	runAddrs []string             // per-run listeners: runAddrs[i] for run i+1
 	corrupt  []string
 	inflight atomic.Int32 // handler calls under way
@@ -64,12 +64,21 @@ type acceptLog struct {
 func (a acceptLog) Accept() (net.Conn, error) {
 	c, err := a.Listener.Accept()
 	if err == nil {
+		k := connKey(c.LocalAddr(), c.RemoteAddr())
 		a.s.mu.Lock()
-		a.s.accepted[c.RemoteAddr().String()] = time.Now()
-		a.s.runs[c.RemoteAddr().String()] = a.run
+		a.s.accepted[k] = time.Now()
+		a.s.runs[k] = a.run
 		a.s.mu.Unlock()
 	}
 	return c, err
+}
+
+// connKey names a connection by both its ends. The remote address alone is
+// not enough: a killed run's connection may still be served when the next
+// run's connection, to that run's own listener, gets the same source port
+// from the kernel.
+func connKey(local, remote net.Addr) string {
+	return local.String() + " " + remote.String()
 }
 
 // listenPerRun opens one more listener for each of n daemon runs. The
@@ -161,9 +170,10 @@ func (s *sink) take(c *mail.ConnInfo, env mail.Envelope, body []byte) mail.Statu
 		return mail.OK("") // accept and report it; a refusal would only hide it
 	}
 	recv, _, _ := strings.Cut(string(body), "\n")
+	k := connKey(c.LocalAddr, c.RemoteAddr)
 	for _, r := range env.Recipients {
-		s.got = append(s.got, sinkCopy{Key: rcptKey{marker, r}, Sender: env.Sender, ConnAt: s.accepted[c.RemoteAddr.String()],
-			At: now, Helo: c.Helo, Received: recv, Remote: c.RemoteAddr.String(), Run: s.runs[c.RemoteAddr.String()]})
+		s.got = append(s.got, sinkCopy{Key: rcptKey{marker, r}, Sender: env.Sender, ConnAt: s.accepted[k],
+			At: now, Helo: c.Helo, Received: recv, Remote: c.RemoteAddr.String(), Run: s.runs[k]})
 	}
 	return mail.OK("")
 }
