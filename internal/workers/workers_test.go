@@ -23,6 +23,12 @@ func TestRunsEverything(t *testing.T) {
 	if got := n.Load(); got != 10000 {
 		t.Fatalf("ran %d of 10000", got)
 	}
+	// A worker parks only after its function returned (and called
+	// wg.Done), so the last ones may not be idle yet: wait for one.
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Idle() < 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	if idle := p.Idle(); idle < 1 || idle > DefaultMaxIdle {
 		t.Fatalf("idle workers = %d, want 1..%d", idle, DefaultMaxIdle)
 	}
