@@ -266,7 +266,7 @@ func (q *Queue) Stat(ctx context.Context) (*Stats, error) {
 func (q *Queue) Show(ctx context.Context, id string) (*Detail, error) {
 	now := q.now()
 	q.mu.Lock()
-	m := q.msgs[id]
+	m := q.msgs.get(id)
 	if m == nil {
 		q.mu.Unlock()
 		return nil, notFound(id)
@@ -309,7 +309,7 @@ func (q *Queue) adminOp(ctx context.Context, ids []string, op func(m *message, n
 	var waits []*batch
 	q.mu.Lock()
 	for _, id := range ids {
-		m := q.msgs[id]
+		m := q.msgs.get(id)
 		if m == nil {
 			errs = append(errs, notFound(id))
 			continue

@@ -334,7 +334,8 @@ func verifyAfterCrash(t *testing.T, q *Queue, round int, exp *expectation, r *ra
 		m      *message
 	}
 	present := map[string]snap{}
-	for id, m := range q.msgs {
+	for _, m := range q.msgs {
+		id := m.id
 		s := snap{sender: m.sender, m: m}
 		for i := range m.rcpts {
 			s.rcpts = append(s.rcpts, m.rcpts[i].addr)

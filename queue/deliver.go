@@ -2,7 +2,6 @@ package queue
 
 import (
 	"cmp"
-	"container/heap"
 	"context"
 	"io"
 	"log/slog"
@@ -79,8 +78,7 @@ func (q *Queue) Claim(n int) []*Delivery {
 		if !ok || at > nowNS {
 			break
 		}
-		e := q.sched[0]
-		heap.Pop(&q.sched)
+		e := q.sched.pop()
 		m := e.m
 		var order []string
 		groups := map[string][]int{}
@@ -174,7 +172,7 @@ func (q *Queue) Record(ctx context.Context, d *Delivery, results []Result) error
 	now := q.now()
 	q.mu.Lock()
 	m := d.m
-	if m.dead || q.msgs[m.id] != m {
+	if m.dead || q.msgs.get(m.id) != m {
 		q.mu.Unlock()
 		return nil // removed while it was out: nothing to record
 	}

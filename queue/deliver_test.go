@@ -265,7 +265,7 @@ func TestLifetimeExpiry(t *testing.T) {
 func bounceBody(t *testing.T, q *Queue, id string) string {
 	t.Helper()
 	q.mu.Lock()
-	m := q.msgs[id]
+	m := q.msgs.get(id)
 	q.mu.Unlock()
 	if m == nil {
 		t.Fatalf("%s not queued", id)

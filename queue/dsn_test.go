@@ -46,7 +46,7 @@ func dsnScenario(t *testing.T, opt Options, clk *fakeClock, sender string, rcpts
 		t.Fatalf("want one notice, got %+v", rows)
 	}
 	q.mu.Lock()
-	m := q.msgs[notices[0].ID]
+	m := q.msgs.get(notices[0].ID)
 	q.mu.Unlock()
 	rc, err := q.openBody(m)
 	if err != nil {

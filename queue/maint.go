@@ -262,7 +262,7 @@ func (q *Queue) janitor() {
 			continue
 		}
 		q.mu.Lock()
-		m := q.msgs[id]
+		m := q.msgs.get(id)
 		busy := m != nil && m.body.external || q.inflight[id]
 		q.mu.Unlock()
 		if busy {

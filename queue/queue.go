@@ -27,7 +27,7 @@ type Queue struct {
 	// closedFlag is closed, for reading without the lock.
 	closedFlag atomic.Bool
 	closing    bool // the committer drains and exits
-	msgs       map[string]*message
+	msgs       index
 	sched      schedHeap
 	dests      map[string]*destState
 	wake       chan struct{} // closed when work may be due; nil when no one waits
@@ -80,7 +80,7 @@ func Open(dir string, opt Options) (*Queue, error) {
 		opt:        opt,
 		fs:         opt.fs,
 		log:        opt.Logger,
-		msgs:       make(map[string]*message),
+		msgs:       make(index),
 		dests:      make(map[string]*destState),
 		inflight:   make(map[string]bool),
 		segBySeq:   make(map[uint64]*segment),
@@ -266,7 +266,7 @@ func (q *Queue) releaseLocked(m *message, drop func(seq uint64) bool) {
 
 // insertLocked makes a committed message visible and due.
 func (q *Queue) insertLocked(m *message, seq uint64, n int64) {
-	q.msgs[m.id] = m
+	q.msgs.put(m)
 	q.useLocked(m, seq, n)
 	q.scheduleLocked(m, q.now())
 }
@@ -276,7 +276,7 @@ func (q *Queue) insertLocked(m *message, seq uint64, n int64) {
 func (q *Queue) dropLocked(m *message, b *batch) {
 	m.dead = true
 	m.gen++
-	delete(q.msgs, m.id)
+	q.msgs.drop(m.id)
 	q.unblockLocked(m)
 	b.onDone = append(b.onDone, func() {
 		q.releaseLocked(m, func(uint64) bool { return true })

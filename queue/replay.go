@@ -33,16 +33,17 @@ func (q *Queue) replay() error {
 		q.segBySeq[seq] = s
 		q.nextSeq = seq + 1
 	}
-	for id, m := range q.msgs {
+	for _, m := range q.msgs {
 		if !m.body.external {
 			continue
 		}
+		id := m.id
 		st, err := q.fs.Stat(q.bodyPath(id))
 		if err != nil || st.Size() != m.body.size {
 			// Only a commit that failed (and was never acknowledged) can
 			// leave a record whose body file is gone.
 			q.log.Error("queue: dropping message whose body file is missing or truncated", "id", id, "err", err)
-			delete(q.msgs, id)
+			q.msgs.drop(id)
 			continue
 		}
 		delete(rs.deadBodies, id)
@@ -186,7 +187,7 @@ func (q *Queue) applyRecord(rs *replayState, typ byte, meta []byte, seq uint64, 
 			return
 		}
 		rs.seen(mm.id)
-		if q.msgs[mm.id] != nil {
+		if q.msgs.get(mm.id) != nil {
 			q.log.Error("queue: duplicate message record ignored", "id", mm.id, "segment", seq)
 			return
 		}
@@ -199,7 +200,7 @@ func (q *Queue) applyRecord(rs *replayState, typ byte, meta []byte, seq uint64, 
 			m.rcpts[i] = rcpt{addr: a, next: mm.received, dest: q.opt.DestinationOf(a)}
 		}
 		m.segs = []segUse{{seq: seq, bytes: n}}
-		q.msgs[m.id] = m
+		q.msgs.put(m)
 	case recSnapshot:
 		m, err := decodeSnapshot(meta)
 		if err != nil || !m.body.external && m.body.size != bodyLen {
@@ -211,14 +212,14 @@ func (q *Queue) applyRecord(rs *replayState, typ byte, meta []byte, seq uint64, 
 			m.body.seq, m.body.off = seq, off+head
 		}
 		m.segs = []segUse{{seq: seq, bytes: n}}
-		q.msgs[m.id] = m
+		q.msgs.put(m)
 	case recUpdate:
 		id, ups, err := decodeUpdate(meta)
 		if err != nil {
 			q.log.Error("queue: malformed update record ignored", "segment", seq, "offset", off)
 			return
 		}
-		m := q.msgs[id]
+		m := q.msgs.get(id)
 		if m == nil {
 			return
 		}
@@ -236,7 +237,7 @@ func (q *Queue) applyRecord(rs *replayState, typ byte, meta []byte, seq uint64, 
 		if err != nil {
 			return
 		}
-		if m := q.msgs[id]; m != nil {
+		if m := q.msgs.get(id); m != nil {
 			m.setFlags(fl)
 			addUse(m, seq, n)
 		}
@@ -245,7 +246,7 @@ func (q *Queue) applyRecord(rs *replayState, typ byte, meta []byte, seq uint64, 
 		if err != nil {
 			return
 		}
-		if m := q.msgs[id]; m != nil {
+		if m := q.msgs.get(id); m != nil {
 			q.dropReplay(rs, m)
 		}
 	default:
@@ -254,7 +255,7 @@ func (q *Queue) applyRecord(rs *replayState, typ byte, meta []byte, seq uint64, 
 }
 
 func (q *Queue) dropReplay(rs *replayState, m *message) {
-	delete(q.msgs, m.id)
+	q.msgs.drop(m.id)
 	if m.body.external {
 		rs.deadBodies[m.id] = true
 	}

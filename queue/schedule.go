@@ -1,9 +1,6 @@
 package queue
 
-import (
-	"container/heap"
-	"time"
-)
+import "time"
 
 // schedEntry says message m may have work due at time at (Unix ns). Entries
 // are never updated in place: rescheduling bumps m.gen and pushes a new
@@ -14,18 +11,110 @@ type schedEntry struct {
 	gen uint64
 }
 
-type schedHeap []schedEntry
+// schedHeap is a min-heap of entries by time, kept in fixed-size blocks:
+// it grows a block at a time and never copies what it holds. (A slice that
+// doubled would copy the whole schedule under the queue's lock, stalling
+// every commit for milliseconds once hundreds of thousands of messages
+// wait; BenchmarkScheduleGrowth.)
+type schedHeap struct {
+	blocks [][]schedEntry // each schedBlock long
+	n      int
+}
 
-func (h schedHeap) Len() int           { return len(h) }
-func (h schedHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h schedHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *schedHeap) Push(x any)        { *h = append(*h, x.(schedEntry)) }
-func (h *schedHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = schedEntry{}
-	*h = old[:len(old)-1]
-	return e
+// schedBlock is the number of entries in one block of the schedule.
+const schedBlock = 4096
+
+func (h *schedHeap) len() int { return h.n }
+
+func (h *schedHeap) at(i int) *schedEntry { return &h.blocks[i/schedBlock][i%schedBlock] }
+
+// peek returns the earliest entry; the heap must not be empty.
+func (h *schedHeap) peek() *schedEntry { return h.at(0) }
+
+func (h *schedHeap) less(i, j int) bool { return h.at(i).at < h.at(j).at }
+
+func (h *schedHeap) swap(i, j int) {
+	a, b := h.at(i), h.at(j)
+	*a, *b = *b, *a
+}
+
+func (h *schedHeap) push(e schedEntry) {
+	if h.n == len(h.blocks)*schedBlock {
+		h.blocks = append(h.blocks, make([]schedEntry, schedBlock))
+	}
+	*h.at(h.n) = e
+	h.n++
+	h.up(h.n - 1)
+}
+
+// pop removes and returns the earliest entry; the heap must not be empty.
+func (h *schedHeap) pop() schedEntry {
+	top := *h.at(0)
+	h.n--
+	last := h.at(h.n)
+	*h.at(0) = *last
+	*last = schedEntry{} // no longer keeps its message alive
+	if h.n > 0 {
+		h.down(0)
+	}
+	h.shrink()
+	return top
+}
+
+// shrink frees blocks no entry uses, keeping one spare so that a heap
+// that hovers at a block's edge does not allocate on every push.
+func (h *schedHeap) shrink() {
+	for k := len(h.blocks); (k-2)*schedBlock >= h.n && k > 1; k-- {
+		h.blocks[k-1] = nil
+		h.blocks = h.blocks[:k-1]
+	}
+}
+
+func (h *schedHeap) up(j int) {
+	for j > 0 {
+		i := (j - 1) / 2
+		if !h.less(j, i) {
+			break
+		}
+		h.swap(i, j)
+		j = i
+	}
+}
+
+func (h *schedHeap) down(i int) {
+	for {
+		j := 2*i + 1
+		if j >= h.n {
+			return
+		}
+		if r := j + 1; r < h.n && h.less(r, j) {
+			j = r
+		}
+		if !h.less(j, i) {
+			return
+		}
+		h.swap(i, j)
+		i = j
+	}
+}
+
+// filter keeps the entries for which keep is true and restores the heap.
+func (h *schedHeap) filter(keep func(*schedEntry) bool) {
+	k := 0
+	for i := 0; i < h.n; i++ {
+		if e := h.at(i); keep(e) {
+			*h.at(k) = *e
+			k++
+		}
+	}
+	for i := k; i < h.n; i++ {
+		*h.at(i) = schedEntry{}
+	}
+	h.n = k
+	h.shrink()
+	for i := h.n/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
 }
 
 func (e *schedEntry) stale() bool { return e.gen != e.m.gen || e.m.dead || e.m.held }
@@ -77,11 +166,11 @@ func (q *Queue) scheduleLocked(m *message, now time.Time) {
 	if !ok {
 		return
 	}
-	heap.Push(&q.sched, schedEntry{at: at.UnixNano(), m: m, gen: m.gen})
-	if !at.After(now) || q.sched[0].m == m && q.sched[0].gen == m.gen {
+	q.sched.push(schedEntry{at: at.UnixNano(), m: m, gen: m.gen})
+	if e := q.sched.peek(); !at.After(now) || e.m == m && e.gen == m.gen {
 		q.notifyLocked() // due now, or a new earliest time: Wait must re-arm
 	}
-	if len(q.sched) > 2*len(q.msgs)+1024 {
+	if q.sched.len() > 2*len(q.msgs)+1024 {
 		q.pruneScheduleLocked()
 	}
 }
@@ -89,24 +178,16 @@ func (q *Queue) scheduleLocked(m *message, now time.Time) {
 // pruneScheduleLocked drops stale entries so the heap stays proportional
 // to the queue.
 func (q *Queue) pruneScheduleLocked() {
-	kept := q.sched[:0]
-	for _, e := range q.sched {
-		if !e.stale() {
-			kept = append(kept, e)
-		}
-	}
-	clear(q.sched[len(kept):])
-	q.sched = kept
-	heap.Init(&q.sched)
+	q.sched.filter(func(e *schedEntry) bool { return !e.stale() })
 }
 
 // nextDueLocked returns the time of the earliest live schedule entry.
 func (q *Queue) nextDueLocked() (int64, bool) {
-	for len(q.sched) > 0 {
-		if e := &q.sched[0]; !e.stale() {
+	for q.sched.len() > 0 {
+		if e := q.sched.peek(); !e.stale() {
 			return e.at, true
 		}
-		heap.Pop(&q.sched)
+		q.sched.pop()
 	}
 	return 0, false
 }
