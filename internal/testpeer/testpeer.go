@@ -8,7 +8,6 @@
 package testpeer
 
 import (
-	"net"
 	"os"
 	"os/exec"
 	"testing"
@@ -73,15 +72,16 @@ func missing(t testing.TB, msg string) {
 	t.Skip(msg)
 }
 
-// FreePort returns a loopback TCP address that was free a moment ago, for
-// peers that cannot be told to pick their own port.
+// FreePort returns a loopback TCP address for a peer that cannot be told to
+// pick its own port (or for an address nobody listens on), reserved with
+// Reserve until the test ends: the peer binds it whenever it starts, and
+// nothing else in the meantime can.
 func FreePort(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, release, err := Reserve("127.0.0.1", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
+	t.Cleanup(release)
 	return addr
 }
