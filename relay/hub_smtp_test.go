@@ -3,11 +3,11 @@ package relay
 import (
 	"bufio"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -317,24 +317,40 @@ func startFakeDNS(t *testing.T, d *fakeDNS) {
 	}()
 }
 
-// commonPort finds one port free on every address, so an MX route's fixed
-// QMTP and SMTP ports can reach servers on different loopback addresses.
+// commonPort reserves one port on every address (testpeer.Reserve) until
+// the test ends, so an MX route's fixed QMTP and SMTP ports can reach
+// servers on different loopback addresses. The kernel picks it on the first
+// address, so a second call returns another port; the servers bind it later
+// and nothing else can meanwhile.
 func commonPort(t *testing.T, ips ...string) int {
 	t.Helper()
 	for try := 0; try < 200; try++ {
-		p := 20000 + rand.IntN(30000)
-		ok := true
-		for _, ip := range ips {
-			l, err := net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(p)))
+		addr, release, err := testpeer.Reserve(ips[0], 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, port, _ := net.SplitHostPort(addr)
+		p, _ := strconv.Atoi(port)
+		releases := []func(){release}
+		for _, ip := range ips[1:] {
+			_, release, err := testpeer.Reserve(ip, p)
 			if err != nil {
-				ok = false
 				break
 			}
-			l.Close()
+			releases = append(releases, release)
 		}
-		if ok {
+		if len(releases) == len(ips) {
+			for _, r := range releases {
+				t.Cleanup(r)
+			}
 			return p
 		}
+		// Taken on one of the other addresses: keep the first one
+		// reserved so that the next try gets another port.
+		for _, r := range releases[1:] {
+			r()
+		}
+		t.Cleanup(release)
 	}
 	t.Fatal("no common free port")
 	return 0
