@@ -11,11 +11,14 @@ import (
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 // Script commands for scenarios that run `qmgate serve`:
 //
-//	freeport NAME...        $NAME is a free loopback host:port
+//	freeport NAME...        $NAME is a loopback host:port reserved for
+//	                        the script (a daemon it starts binds it)
 //	waitport ADDR           wait (up to 30 s) until ADDR accepts connections
 //	waitfiles DIR N         wait (up to 30 s) until DIR holds N files
 //	waitstdout REGEXP COMMAND [ARGS...]
@@ -30,11 +33,19 @@ import (
 
 func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
 	for _, name := range args {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		ts.Check(err)
-		ts.Setenv(name, l.Addr().String())
-		l.Close()
+		ts.Setenv(name, reservePort(ts))
 	}
+}
+
+// reservePort returns a loopback address reserved until the script ends
+// (testpeer.Reserve): scripts run in parallel and start listeners on port
+// 0, which could otherwise be given a port that a script picked for the
+// daemon it starts later, or for an address nobody listens on.
+func reservePort(ts *testscript.TestScript) string {
+	addr, release, err := testpeer.Reserve("127.0.0.1", 0)
+	ts.Check(err)
+	ts.Defer(release)
+	return addr
 }
 
 func cmdWaitPort(ts *testscript.TestScript, neg bool, args []string) {

@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 //	waitsocket PATH                    wait (up to 30 s) until the unix
 //	                                   socket PATH accepts connections
 //	deadport NAME                      $NAME is a loopback address nobody
-//	                                   listens on
+//	                                   listens on, reserved for the script
 //	subst FILE...                      in place: $VAR and ${VAR} from the
 //	                                   script's environment, <CR> to a CR,
 //	                                   and "<EOF>" plus its newline removed
@@ -192,11 +192,7 @@ func cmdDeadPort(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 1 {
 		ts.Fatalf("usage: deadport NAME")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	ts.Check(err)
-	a := l.Addr().String()
-	l.Close()
-	ts.Setenv(args[0], a)
+	ts.Setenv(args[0], reservePort(ts))
 }
 
 // scrubbers replace the parts of generated mail that differ between runs.
