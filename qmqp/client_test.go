@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -56,16 +57,9 @@ func (l *countingListener) Accept() (net.Conn, error) {
 	return c, err
 }
 
-// closedAddr returns a loopback address where nothing listens.
-func closedAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := l.Addr().String()
-	l.Close()
-	return a
-}
+// closedAddr returns a loopback address where nothing listens, reserved
+// until the test ends: a server started later on port 0 cannot be given it.
+func closedAddr(t *testing.T) string { return testpeer.FreePort(t) }
 
 func send(t *testing.T, c *Client, env mail.Envelope, body string) (Result, error) {
 	t.Helper()

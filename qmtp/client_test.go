@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/netstring"
 )
@@ -471,12 +472,7 @@ func TestClientContextCancel(t *testing.T) {
 }
 
 func TestClientDialFailure(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testpeer.FreePort(t) // nothing listens there
 	res, err := Send(context.Background(), addr, msg("x", false, "", "a@x", "b@x"))
 	var de *DialError
 	if !errors.As(err, &de) {

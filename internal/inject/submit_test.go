@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmqp"
 )
@@ -66,16 +67,9 @@ func (h *hub) count() int {
 	return len(h.got)
 }
 
-// deadAddr is a loopback address nobody listens on.
-func deadAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := l.Addr().String()
-	l.Close()
-	return a
-}
+// deadAddr is a loopback address nobody listens on, reserved until the
+// test ends: a hub started later on port 0 cannot be given it.
+func deadAddr(t *testing.T) string { return testpeer.FreePort(t) }
 
 // mute answers the connect and closes without a reply, after reading.
 func mute(t *testing.T) string {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmqp"
 )
@@ -33,15 +34,9 @@ func qmqpServer(t *testing.T, reply mail.Status) (string, *[]string) {
 	return l.Addr().String(), &bodies
 }
 
-func closedAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := l.Addr().String()
-	l.Close()
-	return a
-}
+// closedAddr returns a loopback address where nothing listens, reserved
+// until the test ends: a server started later on port 0 cannot be given it.
+func closedAddr(t *testing.T) string { return testpeer.FreePort(t) }
 
 func muteAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
