@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 // Proc is a server or tool the harness started and must stop. Its output
@@ -142,14 +144,19 @@ func (h *Harness) runTool(timeout time.Duration, prog string, args ...string) (T
 	return r, nil
 }
 
-// freePort returns a loopback address that was free a moment ago.
+// freePort returns a loopback address for a server the harness starts,
+// reserved until the harness exits (testpeer.Reserve; the reservation is a
+// bare descriptor, never released): the server binds the port whenever it
+// starts, and nothing else can take it in between. A port picked by
+// listening on port 0 and closing was once given to something else before
+// qmgate bound it (under go test ./..., beside other packages' tests), and
+// the measurement failed with "not listening after 30s".
 func freePort() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, _, err := testpeer.Reserve("127.0.0.1", 0)
 	if err != nil {
 		panic(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // waitListening waits until addr accepts a connection.
