@@ -206,8 +206,8 @@ func pickRcptsIn(domains []string, users, max int) func(r *rand.Rand) []string {
 // carried the first copy and the second copy.
 func TestCrashSIGKILLDuringDelivery(t *testing.T) {
 	h := newNetHost(t)
-	qs := newSink(t, "qmtp", h.sinkAddr(t))
-	ss := newSink(t, "smtp", h.sinkAddr(t))
+	qs := newSink(t, "qmtp", h.addr(t))
+	ss := newSink(t, "smtp", h.addr(t))
 	delay := func() time.Duration { return time.Duration(rand.IntN(20)) * time.Millisecond }
 	qs.Delay, ss.Delay = delay, delay
 	qmtpA, qmqpA, smtpA := h.addr(t), h.addr(t), h.addr(t)

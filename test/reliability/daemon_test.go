@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 // Every test's servers listen on loopback addresses of their own
@@ -33,8 +34,6 @@ var (
 type netHost struct {
 	prefix string // "127.B.N."
 	next   atomic.Int32
-	mu     sync.Mutex
-	given  map[string]bool // addresses addr has handed out
 }
 
 func newNetHost(t *testing.T) *netHost {
@@ -50,42 +49,22 @@ func newNetHost(t *testing.T) *netHost {
 // ip returns the network's address .x.
 func (h *netHost) ip(x int) string { return h.prefix + strconv.Itoa(x) }
 
-// addr returns a free TCP address on the network's first address, never
-// one it handed out before: the port is released at once, for a daemon or
-// peer to bind later, and the kernel could offer it again.
+// addr returns a free TCP address on the network's first address for a
+// daemon or peer to bind, reserved until the test ends (testpeer.Reserve):
+// nothing else, not even the test's own listeners on port 0
+// (sink.listenPerRun), can be given the port before its server binds it.
 func (h *netHost) addr(t *testing.T) string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.given == nil {
-		h.given = make(map[string]bool)
-	}
-	for {
-		a := freeAddr(t, h.ip(1))
-		if !h.given[a] {
-			h.given[a] = true
-			return a
-		}
-	}
-}
-
-// sinkAddr returns a free TCP address on the network's second address, for
-// a server the test runs itself and that adds listeners on port 0 as it
-// goes (sink.listenPerRun): on the first address those could take a port
-// that addr handed out and that a daemon has yet to bind.
-func (h *netHost) sinkAddr(t *testing.T) string { return freeAddr(t, h.ip(2)) }
-
-// cidr is the whole network, for allow lists.
-func (h *netHost) cidr() string { return h.prefix + "0/24" }
-
-func freeAddr(t *testing.T, ip string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	a, release, err := testpeer.Reserve(h.ip(1), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Cleanup(release)
+	return a
 }
+
+// cidr is the whole network, for allow lists.
+func (h *netHost) cidr() string { return h.prefix + "0/24" }
 
 // daemon is one `qmgate serve` process, restartable on the same
 // configuration, queue and ports.
