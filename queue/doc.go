@@ -49,15 +49,16 @@
 //
 // What the committer does under the queue's lock between one flush and
 // waking its callers is kept short and bounded whatever the queue's size,
-// since every caller of the batch waits for it: the index keys messages by
-// their fixed-size ID (with string keys, each growth of the hash map
-// re-read every key from wherever it lay in memory), and the schedule is a heap kept in fixed blocks that never
-// copies itself as it grows (a doubling slice copied the whole schedule,
-// several milliseconds at a few hundred thousand messages).
+// since every caller of the batch waits for it: the index keys messages
+// by their fixed-size ID (with string keys, each growth of the hash map
+// re-read every key from wherever it lay in memory), and the schedule is
+// a heap kept in fixed blocks that never copies itself as it grows (a
+// doubling slice copied the whole schedule, several milliseconds at a few
+// hundred thousand messages).
 //
-// The journal is the queue, as
-// qmail's author suggested ("a journal, separate from the queue, adequate
-// to rebuild it"), with the in-memory index rebuilt from it on Open.
+// The journal is the queue, as qmail's author suggested ("a journal,
+// separate from the queue, adequate to rebuild it"), with the in-memory
+// index rebuilt from it on Open.
 //
 // # Files
 //
