@@ -19,6 +19,7 @@ import (
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmqp"
 	"github.com/qmgate/qmgate/qmtp"
+	"github.com/qmgate/qmgate/relay"
 )
 
 func init() {
@@ -36,7 +37,8 @@ func init() {
 	}
 }
 
-// Exit codes of qmail-qmtpd and qmail-qmqpd (PROTOCOLS.md 2.2, 3.2).
+// Exit codes of qmail-qmtpd and qmail-qmqpd: 100 for a client that broke
+// the protocol, 111 for a temporary trouble (qmail's daemons exit so).
 const (
 	exitDaemonProtocol = 100 // the client broke the protocol
 	exitDaemonTrouble  = 111 // configuration or resources
@@ -100,7 +102,7 @@ func runQmqpc(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "qmgate qmail-qmqpc: %v\n", err)
 		return qmail.ExitConfig
 	}
-	sink := &qmail.QMQPSink{Servers: servers}
+	sink := &relay.QMQPSink{Servers: servers}
 	m, err := sink.Begin(context.Background())
 	if err != nil {
 		return qmail.ExitWriteError
@@ -153,8 +155,8 @@ func qmqpServers(home, cfgPath string) ([]string, error) {
 // daemonSink is where qmgate's own queue takes messages from local
 // programs: the daemon's unix-socket QMQP listener, then the queue
 // directory itself when the daemon is down and this user may write it.
-func daemonSink(cfg *config.Config) *qmail.QMQPSink {
-	return &qmail.QMQPSink{Servers: localQMQP(cfg), QueueDir: cfg.QueueDir, Timeout: cfg.QMQP.WriteTimeout.D()}
+func daemonSink(cfg *config.Config) *relay.QMQPSink {
+	return &relay.QMQPSink{Servers: localQMQP(cfg), QueueDir: cfg.QueueDir, Timeout: cfg.QMQP.WriteTimeout.D()}
 }
 
 // runQmailQueue is qmail-queue for qmail's front ends: any user may run it;
@@ -195,94 +197,53 @@ func runQmailQueue(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 	return res.Exit
 }
 
-// daemonSetup is what qmtpd and qmqpd share: the configuration, the
-// tcpserver environment, and the sink ($QMAILQUEUE's program, else qmgate's
-// queue through the daemon).
-func daemonSetup(name, proto string, args []string, stderr io.Writer) (*config.Config, qmail.Env, qmail.Sink, int) {
+// dropIn is what qmtpd and qmqpd share: the configuration, the tcpserver
+// environment, and the sink ($QMAILQUEUE's program, else qmgate's queue
+// through the daemon), for the hub's servers and handlers.
+func dropIn(name, proto string, args []string, stderr io.Writer) (*relay.DropIn, int) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (rcpthosts, sizes, the daemon's socket)")
 	if err := fs.Parse(args); err != nil {
-		return nil, qmail.Env{}, nil, exitDaemonTrouble
+		return nil, exitDaemonTrouble
 	}
 	cfg, err := config.Load(config.Locate(*cfgPath))
 	if err != nil {
 		fmt.Fprintf(stderr, "qmgate %s: %v\n", name, err)
-		return nil, qmail.Env{}, nil, exitDaemonTrouble
+		return nil, exitDaemonTrouble
 	}
-	env := qmail.ReadEnv(proto, os.LookupEnv)
-	var sink qmail.Sink = daemonSink(cfg)
+	d := &relay.DropIn{Config: cfg, Env: qmail.ReadEnv(proto, os.LookupEnv), Sink: daemonSink(cfg), Log: daemonLogger(cfg)}
 	if p := os.Getenv("QMAILQUEUE"); p != "" {
-		sink = qmail.ProgramSink{Queue: &qmail.Queue{Path: p, Stderr: os.Stderr}}
+		d.Sink, d.Program = qmail.ProgramSink{Queue: &qmail.Queue{Path: p, Stderr: os.Stderr}}, true
 	}
-	return cfg, env, sink, 0
+	return d, 0
 }
 
-// databytes is the size limit: $DATABYTES overrides the configuration, and
-// 0 means none, as in qmail.
-func databytes(cfg *config.Config, env qmail.Env) int64 {
-	n := cfg.MaxMessageBytes
-	if env.DataBytesSet {
-		n = env.DataBytes
-	}
-	if n == 0 {
-		return -1
-	}
-	return n
+// serveStdio serves the one connection on stdin and stdout until it ends or
+// SIGTERM comes.
+func serveStdio(d *relay.DropIn, stdin io.Reader, stdout io.Writer, serve func(context.Context, io.ReadWriter, *mail.ConnInfo) error) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, qmail.StreamConn(stdin, stdout), &d.Env.Conn)
 }
 
 func runQmtpd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	cfg, env, sink, code := daemonSetup("qmtpd", "QMTP", args, stderr)
+	d, code := dropIn("qmtpd", "QMTP", args, stderr)
 	if code != 0 {
 		return code
 	}
-	srv := &qmtp.Server{
-		Handler: &qmail.QMTPHandler{
-			Sink:         sink,
-			RcptHosts:    mail.HostList(cfg.RcptHosts),
-			RelayClients: config.Prefixes(cfg.QMTP.RelayClients),
-			RelayClient:  env.RelayClient,
-			RelaySet:     env.RelaySet,
-		},
-		MaxMessageBytes: databytes(cfg, env),
-		MaxRecipients:   cfg.MaxRecipients,
-		MaxHops:         cfg.MaxHops,
-		ReadTimeout:     cfg.QMTP.ReadTimeout.D(),
-		WriteTimeout:    cfg.QMTP.WriteTimeout.D(),
-		SessionTimeout:  cfg.QMTP.SessionTimeout.D(),
-		ErrorLog:        daemonLogger(cfg),
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-	defer stop()
-	err := srv.ServeConn(ctx, qmail.StreamConn(stdin, stdout), &env.Conn)
-	if errors.Is(err, qmtp.ErrProtocol) {
+	if err := serveStdio(d, stdin, stdout, d.QMTPServer().ServeConn); errors.Is(err, qmtp.ErrProtocol) {
 		return exitDaemonProtocol
 	}
 	return 0
 }
 
 func runQmqpd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	cfg, env, sink, code := daemonSetup("qmqpd", "QMQP", args, stderr)
+	d, code := dropIn("qmqpd", "QMQP", args, stderr)
 	if code != 0 {
 		return code
 	}
-	srv := &qmqp.Server{
-		Handler: &qmail.QMQPHandler{Sink: sink},
-		// tcpserver's rules decide who may connect, as for qmail-qmqpd;
-		// [qmqp] allow, when set, must agree.
-		AllowFunc:       qmail.AllowList(config.Prefixes(cfg.QMQP.Allow)),
-		MaxMessageBytes: databytes(cfg, env),
-		MaxRecipients:   cfg.MaxRecipients,
-		MaxHops:         cfg.MaxHops,
-		ReadTimeout:     cfg.QMQP.ReadTimeout.D(),
-		WriteTimeout:    cfg.QMQP.WriteTimeout.D(),
-		SessionTimeout:  cfg.QMQP.SessionTimeout.D(),
-		ErrorLog:        daemonLogger(cfg),
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-	defer stop()
-	err := srv.ServeConn(ctx, qmail.StreamConn(stdin, stdout), &env.Conn)
-	if errors.Is(err, qmqp.ErrMalformed) {
+	if err := serveStdio(d, stdin, stdout, d.QMQPServer().ServeConn); errors.Is(err, qmqp.ErrMalformed) {
 		return exitDaemonProtocol
 	}
 	return 0

@@ -52,6 +52,10 @@ type Result struct {
 	// Exit is the program's exit code; -1 when it did not start or was
 	// killed by a signal.
 	Exit int
+	// ID names the committed message in the sink's log lines: qmgate's
+	// queue ID, or the program's pid. Empty when nothing was committed or
+	// the sink gives no name.
+	ID string
 }
 
 // Put runs the program with body on fd 0 and env on fd 1, as qmail's
