@@ -95,9 +95,12 @@ func (d *DropIn) policy() *Policy {
 	if d.Env.RelaySet {
 		p.RelaySuffix = d.Env.RelayClient
 	}
-	if d.Program {
+	switch {
+	case d.Program:
 		p.LocalRecipients = true
-	} else {
+	case len(d.Config.Routes) > 0:
+		// A configuration without routes is one for the drop-in alone
+		// (the socket, sizes): the daemon's own routes are not known.
 		p.Router = routeTable(d.Config)
 	}
 	return p
