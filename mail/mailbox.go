@@ -62,3 +62,8 @@ func safeMailboxName(s string) bool {
 	}
 	return true
 }
+
+// EqualFoldASCII reports whether a and b are equal with ASCII letters
+// compared without case, and every other byte exactly: Unicode folding
+// (strings.EqualFold) would let "\u212Aate" (KELVIN SIGN) pass for "kate".
+func EqualFoldASCII(a, b string) bool { return equalFoldASCII(a, b) }

@@ -36,3 +36,9 @@ func TestMailboxName(t *testing.T) {
 		}
 	}
 }
+
+func TestEqualFoldASCII(t *testing.T) {
+	if !EqualFoldASCII("Kate@Example.NET", "kate@example.net") || EqualFoldASCII("\u212Aate", "kate") || EqualFoldASCII("kate", "kat") {
+		t.Fatal("EqualFoldASCII")
+	}
+}

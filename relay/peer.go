@@ -183,33 +183,12 @@ func (u *UnixPolicy) SenderAllowed(p *Peer, from string) bool {
 				return true
 			}
 		case strings.HasPrefix(pat, "@"):
-			if strings.IndexByte(from, '@') > 0 && equalFoldASCII(mail.Domain(from), pat[1:]) {
+			if strings.IndexByte(from, '@') > 0 && mail.EqualFoldASCII(mail.Domain(from), pat[1:]) {
 				return true
 			}
-		case equalFoldASCII(pat, from):
+		case mail.EqualFoldASCII(pat, from):
 			return true
 		}
 	}
 	return false
-}
-
-// equalFoldASCII compares with ASCII letters folded and nothing else: Unicode
-// folding would let "\u212Aate@" (KELVIN SIGN) pass for "kate@".
-func equalFoldASCII(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }

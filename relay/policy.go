@@ -15,7 +15,6 @@ type Route struct {
 	Via         string
 	Transport   Transport
 	Concurrency int
-	sem         chan struct{}
 }
 
 // Router is the ordered route table: the first route with a matching pattern

@@ -102,23 +102,26 @@ func runQmqpc(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "qmgate qmail-qmqpc: %v\n", err)
 		return qmail.ExitConfig
 	}
-	sink := &relay.QMQPSink{Servers: servers}
+	res, _ := putQueueInput(&relay.QMQPSink{Servers: servers}, nil, stdin, stdout, 0)
+	return res.Exit
+}
+
+// putQueueInput reads what qmail-queue reads into a message of sink, trace
+// first, and commits it. committed is false when nothing was committed
+// (res.Exit says why, or is 0 for an envelope without recipients: qmail-queue
+// takes one, and the message goes nowhere).
+func putQueueInput(sink qmail.Sink, trace []byte, stdin io.Reader, stdout io.Writer, maxRcpt int) (res qmail.Result, committed bool) {
 	m, err := sink.Begin(context.Background())
 	if err != nil {
-		return qmail.ExitWriteError
+		return qmail.Result{Exit: qmail.ExitWriteError}, false
 	}
-	env, code := readQueueInput(m, stdin, stdout, 0)
-	if code != 0 {
+	m.Write(trace)
+	env, code := readQueueInput(m, stdin, stdout, maxRcpt)
+	if code != 0 || len(env.Recipients) == 0 {
 		m.Abort()
-		return code
+		return qmail.Result{Exit: code}, false
 	}
-	if len(env.Recipients) == 0 {
-		// qmail-queue takes an envelope without recipients, and the
-		// message goes nowhere; there is nothing to send.
-		m.Abort()
-		return 0
-	}
-	return m.Commit(context.Background(), env).Exit
+	return m.Commit(context.Background(), env), true
 }
 
 func qmailHome() string {
@@ -173,25 +176,11 @@ func runQmailQueue(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "qmgate qmail-queue: %v\n", err)
 		return qmail.ExitConfig
 	}
-	m, err := daemonSink(cfg).Begin(context.Background())
-	if err != nil {
-		return qmail.ExitWriteError
-	}
 	// qmail-queue's own trace line, on top of the message.
 	b := []byte("Received: (qmgate " + strconv.Itoa(os.Getpid()) + " invoked by uid " + strconv.Itoa(os.Getuid()) + "); ")
 	b = mail.AppendDate822(b, time.Now())
-	m.Write(append(b, '\n'))
-	env, code := readQueueInput(m, stdin, stdout, cfg.MaxRecipients)
-	if code != 0 {
-		m.Abort()
-		return code
-	}
-	if len(env.Recipients) == 0 {
-		m.Abort()
-		return 0
-	}
-	res := m.Commit(context.Background(), env)
-	if !res.Status.IsAccept() {
+	res, committed := putQueueInput(daemonSink(cfg), append(b, '\n'), stdin, stdout, cfg.MaxRecipients)
+	if committed && !res.Status.IsAccept() {
 		fmt.Fprintf(stderr, "qmgate qmail-queue: %s\n", res.Status.Reply())
 	}
 	return res.Exit
