@@ -33,57 +33,20 @@ func (s QueueSink) Begin(ctx context.Context) (qmail.Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &queueMessage{w: w}, nil
+	return queueMessage{w: w}, nil
 }
 
-type queueMessage struct {
-	w   *queue.Writer
-	err error // the first storage error, reported by Commit
-}
+// queueMessage is a queue.Writer as a qmail.Message. Its Write and ReadFrom
+// fail on a storage error (and ReadFrom passes on the body's own error, a
+// limit say), so the handler stops reading into a message that cannot be
+// committed.
+type queueMessage struct{ w *queue.Writer }
 
-func (m *queueMessage) Write(p []byte) (int, error) {
-	if m.err == nil {
-		_, m.err = m.w.Write(p)
-	}
-	return len(p), nil
-}
+func (m queueMessage) Write(p []byte) (int, error)         { return m.w.Write(p) }
+func (m queueMessage) ReadFrom(r io.Reader) (int64, error) { return m.w.ReadFrom(r) }
+func (m queueMessage) Abort()                              { m.w.Abort() }
 
-// ReadFrom streams the body with the queue's own copy; an error reading r
-// is returned (a limit, say), a storage error waits for Commit.
-func (m *queueMessage) ReadFrom(r io.Reader) (int64, error) {
-	if m.err != nil {
-		return io.Copy(io.Discard, r)
-	}
-	er := &errReader{r: r}
-	n, err := m.w.ReadFrom(er)
-	if er.err != nil {
-		return n, er.err
-	}
-	m.err = err
-	return n, nil
-}
-
-// errReader keeps the error of the reader it wraps apart from the writer's.
-type errReader struct {
-	r   io.Reader
-	err error
-}
-
-func (e *errReader) Read(p []byte) (int, error) {
-	n, err := e.r.Read(p)
-	if err != nil && err != io.EOF {
-		e.err = err
-	}
-	return n, err
-}
-
-func (m *queueMessage) Abort() { m.w.Abort() }
-
-func (m *queueMessage) Commit(ctx context.Context, env mail.Envelope) qmail.Result {
-	if m.err != nil {
-		m.w.Abort()
-		return qmail.Result{Status: mail.StatusOf(m.err), Exit: qmail.ExitWriteError}
-	}
+func (m queueMessage) Commit(ctx context.Context, env mail.Envelope) qmail.Result {
 	id, err := m.w.Commit(ctx, env)
 	if err != nil {
 		st := mail.StatusOf(err)

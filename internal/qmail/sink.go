@@ -17,9 +17,11 @@ type Sink interface {
 	Begin(ctx context.Context) (Message, error)
 }
 
-// Message is one message on its way into a Sink. Write never fails (as
-// qmail's qmail_put): trouble is reported by Commit. After Commit or Abort
-// the Message is finished.
+// Message is one message on its way into a Sink. Write fails only when the
+// sink can take nothing more (qmgate's queue on a storage error), and the
+// writer then aborts; a program's Write never fails (as qmail's qmail_put),
+// its trouble is reported by Commit. After Commit or Abort the Message is
+// finished.
 type Message interface {
 	io.Writer
 	// Commit ends the message with its envelope and returns once the sink
