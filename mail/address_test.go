@@ -52,7 +52,7 @@ func TestVERP(t *testing.T) {
 		sender, rcpt, expanded, bounce string
 		verp                           bool
 	}{
-		// PROTOCOLS.md 5.6.
+		// qmail-send(8)'s VERP example.
 		{"owner-@list.example-@[]", "user@example.org", "owner-user=example.org@list.example", "owner-@list.example", true},
 		{"owner-@list.example-@[]", "User@Example.ORG", "owner-User=Example.ORG@list.example", "owner-@list.example", true},
 		// ezmlm's form.
