@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmqp"
 )
@@ -52,7 +53,7 @@ via = "maildir:DIR/maildir"
 		t.Fatal(st)
 	}
 	root := filepath.Join(h.dir, "maildir")
-	waitFor(t, "the message in the maildir", 30*time.Second, func() bool {
+	testpeer.WaitFor(t, "the message in the maildir", 30*time.Second, func() bool {
 		files, _ := filepath.Glob(filepath.Join(root, "example.com", "user", "new", "*"))
 		return len(files) == 1
 	})

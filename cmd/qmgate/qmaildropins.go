@@ -186,53 +186,42 @@ func runQmailQueue(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 	return res.Exit
 }
 
-// dropIn is what qmtpd and qmqpd share: the configuration, the tcpserver
-// environment, and the sink ($QMAILQUEUE's program, else qmgate's queue
-// through the daemon), for the hub's servers and handlers.
-func dropIn(name, proto string, args []string, stderr io.Writer) (*relay.DropIn, int) {
+func runQmtpd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return runDropIn("qmtpd", "QMTP", args, stdin, stdout, stderr)
+}
+
+func runQmqpd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return runDropIn("qmqpd", "QMQP", args, stdin, stdout, stderr)
+}
+
+// runDropIn serves the one connection on stdin and stdout with the hub's
+// QMTP or QMQP server (relay.DropIn) until it ends or SIGTERM comes. The
+// sink is $QMAILQUEUE's program, else qmgate's queue through the daemon.
+func runDropIn(name, proto string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (rcpthosts, sizes, the daemon's socket)")
 	if err := fs.Parse(args); err != nil {
-		return nil, exitDaemonTrouble
+		return exitDaemonTrouble
 	}
 	cfg, err := config.Load(config.Locate(*cfgPath))
 	if err != nil {
 		fmt.Fprintf(stderr, "qmgate %s: %v\n", name, err)
-		return nil, exitDaemonTrouble
+		return exitDaemonTrouble
 	}
 	d := &relay.DropIn{Config: cfg, Env: qmail.ReadEnv(proto, os.LookupEnv), Sink: daemonSink(cfg), Log: daemonLogger(cfg)}
 	if p := os.Getenv("QMAILQUEUE"); p != "" {
 		d.Sink, d.Program = qmail.ProgramSink{Queue: &qmail.Queue{Path: p, Stderr: os.Stderr}}, true
 	}
-	return d, 0
-}
-
-// serveStdio serves the one connection on stdin and stdout until it ends or
-// SIGTERM comes.
-func serveStdio(d *relay.DropIn, stdin io.Reader, stdout io.Writer, serve func(context.Context, io.ReadWriter, *mail.ConnInfo) error) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	return serve(ctx, qmail.StreamConn(stdin, stdout), &d.Env.Conn)
-}
-
-func runQmtpd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	d, code := dropIn("qmtpd", "QMTP", args, stderr)
-	if code != 0 {
-		return code
+	conn := qmail.StreamConn(stdin, stdout)
+	if proto == "QMTP" {
+		err = d.QMTPServer().ServeConn(ctx, conn, &d.Env.Conn)
+	} else {
+		err = d.QMQPServer().ServeConn(ctx, conn, &d.Env.Conn)
 	}
-	if err := serveStdio(d, stdin, stdout, d.QMTPServer().ServeConn); errors.Is(err, qmtp.ErrProtocol) {
-		return exitDaemonProtocol
-	}
-	return 0
-}
-
-func runQmqpd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	d, code := dropIn("qmqpd", "QMQP", args, stderr)
-	if code != 0 {
-		return code
-	}
-	if err := serveStdio(d, stdin, stdout, d.QMQPServer().ServeConn); errors.Is(err, qmqp.ErrMalformed) {
+	if errors.Is(err, qmtp.ErrProtocol) || errors.Is(err, qmqp.ErrMalformed) {
 		return exitDaemonProtocol
 	}
 	return 0
