@@ -78,7 +78,6 @@ func (c *counter) Write(p []byte) (int, error) {
 func (h *Handlers) begin(ctx context.Context, body io.Reader) (qmail.Message, *counter, error) {
 	msg, err := h.Sink.Begin(ctx)
 	if err != nil {
-		h.Log.Error("cannot start a message", "err", err)
 		io.Copy(io.Discard, body)
 		return nil, nil, err
 	}
@@ -94,9 +93,6 @@ func (h *Handlers) begin(ctx context.Context, body io.Reader) (qmail.Message, *c
 func (h *Handlers) commit(ctx context.Context, proto string, c *mail.ConnInfo, msg qmail.Message, size int64, env mail.Envelope) mail.Status {
 	res := msg.Commit(ctx, env)
 	if !res.Status.IsAccept() {
-		if res.Status.IsTemporary() {
-			h.Log.Error("commit failed", "proto", proto, "status", string(res.Status.Reply()))
-		}
 		h.countReject(proto, res.Status)
 		return res.Status
 	}

@@ -281,7 +281,7 @@ func (h *Hub) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.handlers = &Handlers{
-		Sink:    QueueSink{Queue: q},
+		Sink:    QueueSink{Queue: q, Log: h.log},
 		Policy:  func() *Policy { return h.state.Load().policy },
 		Log:     h.log,
 		Metrics: h.metrics,

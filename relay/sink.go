@@ -24,23 +24,37 @@ import (
 // runs $QMAILQUEUE's program.
 
 // QueueSink commits messages to the durable queue; the reply carries the
-// queue ID.
-type QueueSink struct{ Queue *queue.Queue }
+// queue ID. Storage errors are logged to Log (nil: not logged) and reach
+// the client as a temporary failure without their text.
+type QueueSink struct {
+	Queue *queue.Queue
+	Log   *slog.Logger
+}
 
 // Begin starts a message in the queue.
 func (s QueueSink) Begin(ctx context.Context) (qmail.Message, error) {
 	w, err := s.Queue.NewMessage(ctx)
 	if err != nil {
+		s.logError("queue: cannot start a message", err)
 		return nil, err
 	}
-	return queueMessage{w: w}, nil
+	return queueMessage{w: w, s: s}, nil
+}
+
+func (s QueueSink) logError(msg string, err error) {
+	if s.Log != nil {
+		s.Log.Error(msg, "err", err)
+	}
 }
 
 // queueMessage is a queue.Writer as a qmail.Message. Its Write and ReadFrom
 // fail on a storage error (and ReadFrom passes on the body's own error, a
 // limit say), so the handler stops reading into a message that cannot be
 // committed.
-type queueMessage struct{ w *queue.Writer }
+type queueMessage struct {
+	w *queue.Writer
+	s QueueSink
+}
 
 func (m queueMessage) Write(p []byte) (int, error)         { return m.w.Write(p) }
 func (m queueMessage) ReadFrom(r io.Reader) (int64, error) { return m.w.ReadFrom(r) }
@@ -50,6 +64,9 @@ func (m queueMessage) Commit(ctx context.Context, env mail.Envelope) qmail.Resul
 	id, err := m.w.Commit(ctx, env)
 	if err != nil {
 		st := mail.StatusOf(err)
+		if st.IsTemporary() {
+			m.s.logError("queue: commit failed", err)
+		}
 		return qmail.Result{Status: st, Exit: qmail.ExitForStatus(st)}
 	}
 	return qmail.Result{Status: acceptText(id), ID: id}
