@@ -97,7 +97,7 @@ func TestClose(t *testing.T) {
 
 // TestNoIdle: with MaxIdle < 0 a worker exits once its function returns,
 // so the goroutine count comes back down and nothing is ever idle; a worker
-// that parked instead would stay, with its default minute-long idle timer,
+// that parked instead would stay, until its idle timer (DefaultIdleTimeout, 10 s) fired,
 // and fail the wait.
 func TestNoIdle(t *testing.T) {
 	before := runtime.NumGoroutine()
@@ -105,7 +105,7 @@ func TestNoIdle(t *testing.T) {
 	done := make(chan struct{})
 	p.Go(func() { close(done) })
 	<-done
-	testpeer.WaitFor(t, "the worker to exit", 10*time.Second, func() bool { return runtime.NumGoroutine() <= before })
+	testpeer.WaitFor(t, "the worker to exit", 5*time.Second, func() bool { return runtime.NumGoroutine() <= before })
 	if p.Idle() != 0 {
 		t.Fatalf("idle = %d with MaxIdle < 0", p.Idle())
 	}
