@@ -57,13 +57,14 @@ func Lookup(userDir, rcpt, sender string, opt Options) (*Plan, error) {
 	if strings.Count(ext, "-") >= opt.maxExtParts() {
 		return nil, &Error{Status: mail.Perm("5.1.3", "the address extension has too many parts")}
 	}
+	// No directory yet (a mailbox never delivered to), or a file there (an
+	// mbox route's mailbox): no control files, the own mailbox.
+	if st, err := os.Stat(userDir); (err != nil && absent(err)) || (err == nil && !st.IsDir()) {
+		p.Deliveries = []Delivery{{Kind: Own}}
+		return p, nil
+	}
 	root, err := os.OpenRoot(userDir)
 	if err != nil {
-		if absent(err) {
-			// No directory yet: a mailbox that was never delivered to.
-			p.Deliveries = []Delivery{{Kind: Own}}
-			return p, nil
-		}
 		return nil, tempErr("4.3.0", "", 0, "cannot open the mailbox's directory: "+errnoText(err))
 	}
 	defer root.Close()
