@@ -75,8 +75,8 @@ func TestLoopCheck(t *testing.T) {
 		{"Delivered-To: joe-lists@example.com\nSubject: x\n\nbody\n", true},
 		{"Subject: x\nDelivered-To: joe-lists@example.com\n\nbody\n", true},
 		{"Delivered-To: joe-other@example.com\n\nDelivered-To: joe-lists@example.com\n", false}, // in the body
-		{"Delivered-To: JOE-lists@example.com\n\n", false},                                       // qmail compares exactly
-		{"Delivered-To: joe-lists@example.com", false},                                           // no newline: not the same line
+		{"Delivered-To: JOE-lists@example.com\n\n", false},                                      // qmail compares exactly
+		{"Delivered-To: joe-lists@example.com", false},                                          // no newline: not the same line
 		{"", false},
 	} {
 		err := p.LoopCheck(strings.NewReader(tc.msg), 0)
