@@ -53,7 +53,8 @@ type Delivery struct {
 	// in after the lookup still cannot lead outside the directory.
 	Rel string
 	// Path is Rel joined to the user's directory, for logs and for
-	// transports that do not use os.Root.
+	// transports that do not use os.Root. (From Parse alone, before
+	// Lookup has checked it, Path is the line as written.)
 	Path string
 	// Address is, for Forward, the address to forward to, with the
 	// recipient's domain added when the line had none.

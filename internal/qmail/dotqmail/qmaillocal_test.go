@@ -19,6 +19,13 @@ package dotqmail
 // Running the test with -qmail-local=BINARY writes golden.txt again from
 // such a binary; without it the test needs no qmail.
 //
+// A second set (env-cases.txt, env-golden.txt) checks the environment
+// qmail-local gives programs (Plan.Env). Its control files in homes/h5 hold
+// a program line that prints the variables; qmail-local ran those
+// addresses in its delivering mode (without -n, so the program ran), with
+// a three-line message on standard input, and its standard output was
+// recorded.
+//
 // Deliberate differences, checked as such: where qmail-local bounces
 // ("Sorry, no mailbox here by that name", no control file for user-ext),
 // qmgate delivers to the user's own mailbox; qmgate's lines are compared
@@ -57,8 +64,8 @@ func (c qlCase) key() string {
 	return c.home + " " + c.local + " " + s + " " + string(c.sep)
 }
 
-func readCases(t *testing.T) []qlCase {
-	data, err := os.ReadFile("testdata/qmail-local/cases.txt")
+func readCases(t *testing.T, name string) []qlCase {
+	data, err := os.ReadFile("testdata/qmail-local/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,14 +143,34 @@ func (r qlResult) String() string {
 }
 
 func runQmailLocal(t *testing.T, bin, homes string, c qlCase) qlResult {
+	return runQmailLocalMode(t, bin, homes, c, true)
+}
+
+func runQmailLocalMode(t *testing.T, bin, homes string, c qlCase, plan bool) qlResult {
 	_, ext, hasExt := SplitLocal(c.local, c.sep)
 	dash := ""
 	if hasExt {
 		dash = "-"
 	}
 	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(bin, "-n", "joe", filepath.Join(homes, c.home), c.local, dash, ext, "example.com", c.sender, "./")
+	args := []string{"joe", filepath.Join(homes, c.home), c.local, dash, ext, "example.com", c.sender, "./"}
+	if plan {
+		args = append([]string{"-n"}, args...)
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdin = strings.NewReader("")
+	if !plan {
+		// qmail-local rewinds the message, so it must be a file.
+		msg := filepath.Join(t.TempDir(), "msg")
+		os.WriteFile(msg, []byte("Subject: test\n\nbody\n"), 0o600)
+		f, err := os.Open(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		cmd.Stdin = f
+	}
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
 	err := cmd.Run()
 	r := qlResult{stderr: stderr.String()}
@@ -161,11 +188,11 @@ func runQmailLocal(t *testing.T, bin, homes string, c qlCase) qlResult {
 	return r
 }
 
-func writeGolden(t *testing.T, cases []qlCase, homes string) {
+func writeGolden(t *testing.T, cases []qlCase, homes, name string, plan bool) {
 	var b strings.Builder
-	b.WriteString("# qmail-local -n over cases.txt; see qmaillocal_test.go for how it was made.\n")
+	b.WriteString("# qmail-local over the cases; see qmaillocal_test.go for how it was made.\n")
 	for _, c := range cases {
-		r := runQmailLocal(t, *qmailLocal, homes, c)
+		r := runQmailLocalMode(t, *qmailLocal, homes, c, plan)
 		fmt.Fprintf(&b, "== %s\nexit %d\n", c.key(), r.exit)
 		for _, l := range r.lines {
 			fmt.Fprintf(&b, "out %s\n", l)
@@ -174,13 +201,13 @@ func writeGolden(t *testing.T, cases []qlCase, homes string) {
 			fmt.Fprintf(&b, "err %s\n", strings.TrimRight(strings.ReplaceAll(r.stderr, "\n", " "), " "))
 		}
 	}
-	if err := os.WriteFile("testdata/qmail-local/golden.txt", []byte(b.String()), 0o644); err != nil {
+	if err := os.WriteFile("testdata/qmail-local/"+name, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func readGolden(t *testing.T) map[string]qlResult {
-	f, err := os.Open("testdata/qmail-local/golden.txt")
+func readGolden(t *testing.T, name string) map[string]qlResult {
+	f, err := os.Open("testdata/qmail-local/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,12 +285,12 @@ func render(p *Plan, err error) qlResult {
 }
 
 func TestQmailLocalDifferential(t *testing.T) {
-	cases := readCases(t)
+	cases := readCases(t, "cases.txt")
 	homes := setupHomes(t)
 	if *qmailLocal != "" {
-		writeGolden(t, cases, homes)
+		writeGolden(t, cases, homes, "golden.txt", true)
 	}
-	golden := readGolden(t)
+	golden := readGolden(t, "golden.txt")
 	if len(golden) != len(cases) {
 		t.Fatalf("golden.txt has %d cases, cases.txt %d: write it again with -qmail-local", len(golden), len(cases))
 	}
@@ -293,6 +320,51 @@ func TestQmailLocalDifferential(t *testing.T) {
 		}
 		if g, w := strings.Join(normalize(got.lines), "\n"), strings.Join(normalize(want.lines), "\n"); g != w {
 			t.Errorf("%s:\ngot\n%s\nqmail-local\n%s", c.key(), g, w)
+		}
+	}
+}
+
+// envVars are the variables the programs in homes/h5 print, in order.
+var envVars = strings.Fields("SENDER NEWSENDER RECIPIENT USER HOST HOST2 HOST3 HOST4 LOCAL EXT EXT2 EXT3 EXT4 DEFAULT DTLINE RPLINE")
+
+func TestQmailLocalEnvironment(t *testing.T) {
+	cases := readCases(t, "env-cases.txt")
+	homes := setupHomes(t)
+	if *qmailLocal != "" {
+		writeGolden(t, cases, homes, "env-golden.txt", false)
+	}
+	golden := readGolden(t, "env-golden.txt")
+	if len(golden) != len(cases) {
+		t.Fatalf("env-golden.txt has %d cases, env-cases.txt %d", len(golden), len(cases))
+	}
+	for _, c := range cases {
+		want := golden[c.key()]
+		p, err := Lookup(filepath.Join(homes, c.home), c.local+"@example.com", c.sender, Options{Separator: c.sep, AllowPrograms: true})
+		if err != nil {
+			t.Errorf("%s: %v", c.key(), err)
+			continue
+		}
+		env := map[string]string{}
+		for _, kv := range p.Env("") {
+			k, v, _ := strings.Cut(kv, "=")
+			env[k] = v
+		}
+		var b strings.Builder
+		for _, k := range envVars {
+			v, ok := env[k]
+			if !ok {
+				v = "unset"
+			}
+			fmt.Fprintf(&b, "%s=%s\n", k, v)
+		}
+		var wantLines []string
+		for _, l := range want.lines {
+			if !strings.HasPrefix(l, "did ") {
+				wantLines = append(wantLines, l)
+			}
+		}
+		if g, w := strings.TrimRight(b.String(), "\n"), strings.TrimRight(strings.Join(wantLines, "\n"), "\n"); want.exit != 0 || g != w {
+			t.Errorf("%s: exit %d\ngot\n%s\nqmail-local\n%s", c.key(), want.exit, g, w)
 		}
 	}
 }

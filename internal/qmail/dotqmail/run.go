@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 
 	"github.com/qmgate/qmgate/mail"
 )
@@ -81,7 +82,7 @@ func (p *Plan) LoopCheck(msg io.Reader, max int64) error {
 		if line == "\n" || line == "\r\n" {
 			return nil
 		}
-		if line == want {
+		if line == want || strings.HasSuffix(line, "\r\n") && line[:len(line)-2]+"\n" == want {
 			return StatusLooping
 		}
 		if err == io.EOF {

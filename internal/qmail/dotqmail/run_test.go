@@ -78,6 +78,7 @@ func TestLoopCheck(t *testing.T) {
 		{"Delivered-To: JOE-lists@example.com\n\n", false},                                      // qmail compares exactly
 		{"Delivered-To: joe-lists@example.com", false},                                          // no newline: not the same line
 		{"", false},
+		{"Delivered-To: joe-lists@example.com\r\n\r\n", true},
 	} {
 		err := p.LoopCheck(strings.NewReader(tc.msg), 0)
 		if (err != nil) != tc.looping {
