@@ -278,3 +278,35 @@ func TestLookupReadsAtDeliveryTime(t *testing.T) {
 		t.Fatal("a changed file must be seen by the next lookup:", p.Deliveries)
 	}
 }
+
+// FuzzLookup checks the safety promise whatever a control file and an
+// address say: every mailbox stays inside the user's directory, and every
+// refusal is an *Error.
+func FuzzLookup(f *testing.F) {
+	f.Add([]byte("./Maildir/\n&a@example.net\n"), "x")
+	f.Add([]byte("./../x/\n"), "a-b")
+	f.Add([]byte("/etc/passwd\n"), "")
+	f.Add([]byte("./a/./b//c/\n./.\n"), "A.B")
+	f.Fuzz(func(t *testing.T, content []byte, ext string) {
+		dir := userDir(t, map[string]string{".qmail-default": string(content)})
+		p, err := Lookup(dir, "joe-"+ext+"@example.com", "s@example.org", Options{AllowPrograms: true})
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error %v (%T)", err, err)
+			}
+			return
+		}
+		for _, d := range p.Deliveries {
+			if d.Kind != Maildir && d.Kind != Mbox {
+				continue
+			}
+			if d.Rel != "." && !filepath.IsLocal(d.Rel) || strings.Contains("/"+d.Rel+"/", "/../") {
+				t.Fatalf("mailbox %q leaves the directory", d.Rel)
+			}
+			if rel, err := filepath.Rel(dir, d.Path); err != nil || rel != filepath.FromSlash(d.Rel) {
+				t.Fatalf("Path %q and Rel %q disagree", d.Path, d.Rel)
+			}
+		}
+	})
+}

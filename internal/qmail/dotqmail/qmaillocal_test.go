@@ -142,11 +142,10 @@ func (r qlResult) String() string {
 	return fmt.Sprintf("exit %d\n%s\nstderr %q", r.exit, strings.Join(r.lines, "\n"), r.stderr)
 }
 
-func runQmailLocal(t *testing.T, bin, homes string, c qlCase) qlResult {
-	return runQmailLocalMode(t, bin, homes, c, true)
-}
-
-func runQmailLocalMode(t *testing.T, bin, homes string, c qlCase, plan bool) qlResult {
+// runQmailLocal runs qmail-local for c: in -n mode when plan is set,
+// otherwise delivering (the programs of homes/h5 then print their
+// environment).
+func runQmailLocal(t *testing.T, bin, homes string, c qlCase, plan bool) qlResult {
 	_, ext, hasExt := SplitLocal(c.local, c.sep)
 	dash := ""
 	if hasExt {
@@ -192,7 +191,7 @@ func writeGolden(t *testing.T, cases []qlCase, homes, name string, plan bool) {
 	var b strings.Builder
 	b.WriteString("# qmail-local over the cases; see qmaillocal_test.go for how it was made.\n")
 	for _, c := range cases {
-		r := runQmailLocalMode(t, *qmailLocal, homes, c, plan)
+		r := runQmailLocal(t, *qmailLocal, homes, c, plan)
 		fmt.Fprintf(&b, "== %s\nexit %d\n", c.key(), r.exit)
 		for _, l := range r.lines {
 			fmt.Fprintf(&b, "out %s\n", l)
