@@ -35,8 +35,10 @@ const (
 // anything else temporary. It never runs a program as root.
 type Runner struct {
 	// Credential is the user and groups the program runs as (the
-	// mailbox's user). Nil means this process's user, which is refused
-	// when that is root; a Credential with Uid 0 is refused too.
+	// mailbox's user); switching needs root, so set it only when running
+	// as root (Groups nil drops every supplementary group). Nil means this
+	// process's user, which is refused when that is root; a Credential
+	// with Uid 0 is refused too.
 	Credential *syscall.Credential
 	// Shell runs the command; "/bin/sh" when empty.
 	Shell string

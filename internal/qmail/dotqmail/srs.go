@@ -124,15 +124,15 @@ func (s *SRS) hash(secret []byte, parts ...string) string {
 }
 
 // verify checks h against every secret, ignoring case as libsrs2 does
-// (some relays change the case of local parts).
+// (some relays change the case of local parts), in constant time.
 func (s *SRS) verify(h string, parts ...string) bool {
-	if len(h) < s.hashLen() {
+	if len(h) != s.hashLen() {
 		return false
 	}
+	got := []byte(strings.ToLower(h))
 	ok := false
 	for _, sec := range s.Secrets {
-		want := s.hash(sec, parts...)
-		if hmac.Equal([]byte(strings.ToLower(h[:len(want)])), []byte(strings.ToLower(want))) && len(h) == len(want) {
+		if hmac.Equal(got, []byte(strings.ToLower(s.hash(sec, parts...)))) {
 			ok = true
 		}
 	}
@@ -156,9 +156,11 @@ func IsSRS(addr string) bool {
 	return srsPrefix(local, "SRS0") || srsPrefix(local, "SRS1")
 }
 
-// Forward returns the sender to use when forwarding mail from sender: the
-// SRS address, or sender itself for a bounce (empty or #@[]), an address
-// without a domain, or one in the forwarder's own domain.
+// Forward returns the sender to use when forwarding mail from sender
+// (Plan.ForwardSender) to another site: the SRS address, or sender itself
+// for a bounce (empty or #@[]), an address without a domain, or one in
+// Domain. The caller leaves senders in its other local domains alone too,
+// and forwards within the site need no rewriting.
 func (s *SRS) Forward(sender string) (string, error) {
 	if len(s.Secrets) == 0 || s.Domain == "" {
 		return "", errors.New("SRS needs a secret and a domain")
@@ -197,6 +199,8 @@ func (s *SRS) Forward(sender string) (string, error) {
 // bounce) into the address it stands for: the original sender for SRS0,
 // the first forwarder's SRS0 address for SRS1. The hash must be right with
 // one of the secrets and an SRS0 address must not be older than MaxAge.
+// The domain after the '@' is not looked at: the caller reverses only
+// recipients in its SRS domain.
 func (s *SRS) Reverse(addr string) (string, error) {
 	local, _ := mail.Split(addr)
 	switch {
