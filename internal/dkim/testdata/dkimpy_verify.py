@@ -1,23 +1,33 @@
-# Verifies every DKIM-Signature of a message with dkimpy, the public keys
-# given on the command line instead of DNS.
-# usage: dkimpy_verify.py MESSAGE-FILE NAME=TXT...   (NAME: sel._domainkey.dom)
-# Prints one line per signature: "<index> pass" or "<index> fail".
+# Verifies every DKIM-Signature of some messages with dkimpy, the public keys
+# given in a JSON file instead of DNS (one process for many messages, since
+# starting Python and importing dkimpy is the slow part).
+# usage: dkimpy_verify.py JOB.json
+#   JOB: {"records": {"sel._domainkey.dom": "v=DKIM1; ..."}, "messages": [FILE, ...]}
+# Prints one line per message: FILE followed by "pass" or "fail" per signature.
+import json
 import sys
+
 import dkim
 
-msg = open(sys.argv[1], "rb").read()
-records = {}
-for a in sys.argv[2:]:
-    name, txt = a.split("=", 1)
-    records[name.lower().rstrip(".")] = txt.encode()
+job = json.load(open(sys.argv[1]))
+records = {k.lower().rstrip("."): v.encode() for k, v in job["records"].items()}
+
 
 def dnsfunc(name, timeout=5):
     if isinstance(name, bytes):
         name = name.decode()
     return records.get(name.lower().rstrip("."))
 
-d = dkim.DKIM(msg)
-n = sum(1 for k, v in d.headers if k.lower() == b"dkim-signature")
-for i in range(n):
-    ok = d.verify(idx=i, dnsfunc=dnsfunc)
-    print(i, "pass" if ok else "fail")
+
+for path in job["messages"]:
+    d = dkim.DKIM(open(path, "rb").read())
+    n = sum(1 for k, v in d.headers if k.lower() == b"dkim-signature")
+    res = []
+    for i in range(n):
+        try:
+            ok = d.verify(idx=i, dnsfunc=dnsfunc)
+        except dkim.ValidationError as e:
+            ok = False
+            print("#", path, i, e, file=sys.stderr)
+        res.append("pass" if ok else "fail")
+    print(path, *res)
