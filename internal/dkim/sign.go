@@ -62,6 +62,8 @@ type Options struct {
 type Signer struct {
 	domains   map[string]*domain
 	headers   []string
+	lower     []string // headers in lower case
+	over      []bool   // whether headers[i] is oversigned
 	oversign  map[string]bool
 	maxHeader int
 }
@@ -132,6 +134,19 @@ func New(opt Options) (*Signer, error) {
 	for _, h := range over {
 		s.oversign[strings.ToLower(h)] = true
 	}
+	seen := map[string]bool{}
+	var headers []string
+	for _, h := range s.headers {
+		l := strings.ToLower(h)
+		if seen[l] {
+			continue // a name listed twice is signed as often as it occurs, once
+		}
+		seen[l] = true
+		headers = append(headers, h)
+		s.lower = append(s.lower, l)
+		s.over = append(s.over, s.oversign[l])
+	}
+	s.headers = headers
 	return s, nil
 }
 
@@ -201,21 +216,19 @@ func (s *Signer) lookup(from string) *domain {
 // headerKeys is the h= list for a header: each configured field as often as
 // it occurs, oversigned fields once more.
 func (s *Signer) headerKeys(fields []field) []string {
-	count := map[string]int{}
+	count := make(map[string]int, len(fields))
 	for _, f := range fields {
 		count[f.name]++
 	}
-	var keys []string
-	for _, h := range s.headers {
-		l := strings.ToLower(h)
-		n := count[l]
-		if s.oversign[l] {
+	keys := make([]string, 0, len(fields)+len(s.headers))
+	for i, h := range s.headers {
+		n := count[s.lower[i]]
+		if s.over[i] {
 			n++
 		}
 		for range n {
 			keys = append(keys, h)
 		}
-		count[l] = 0 // a name listed twice in Headers is counted once
 	}
 	return keys
 }
