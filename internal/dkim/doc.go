@@ -10,7 +10,14 @@
 //
 // It knows nothing of the queue, the protocols or configuration files: a caller
 // decides which mail is signed (mail from its own clients, never mail that
-// merely arrives for its domains), streams the message through a Writer once,
-// and prepends the header fields the Writer returns. Only the header is held in
-// memory; the body passes through.
+// merely arrives for its domains) and signs each message once, at acceptance.
+//
+// Streaming: a signature covers the whole body but goes in front of it, so
+// the body is read before the signature exists. Rather than hold the message,
+// the Writer is fed once, beside the queue (io.MultiWriter while the message
+// streams to disk); only the header is kept (bounded), and Close returns the
+// DKIM-Signature fields, which the caller stores with the message and puts in
+// front of it when it sends it on. Signer.SignTo does the same for a spool
+// file it can read twice. Rewriting (package rewrite) comes before signing,
+// since it may change the From: field.
 package dkim
