@@ -231,8 +231,9 @@ func (r *Reader) Read(p []byte) (int, error) {
 // fill reads the header (or MaxHeaderBytes of it) and rewrites it.
 func (r *Reader) fill() error {
 	chunk := make([]byte, 4096)
+	from := 0 // where the blank line may start: earlier bytes were searched
 	for {
-		if end := headerEnd(r.buf); end >= 0 {
+		if end := headerEnd(r.buf, from); end >= 0 {
 			h, ch := r.rw.Header(r.buf[:end])
 			r.changes = ch
 			r.buf = append(h[:len(h):len(h)], r.buf[end:]...)
@@ -243,6 +244,7 @@ func (r *Reader) fill() error {
 			r.done = true // too long to rewrite: pass it through
 			return nil
 		}
+		from = max(0, len(r.buf)-2)
 		n, err := r.r.Read(chunk)
 		r.buf = append(r.buf, chunk[:n]...)
 		if err == io.EOF {
@@ -257,22 +259,25 @@ func (r *Reader) fill() error {
 	}
 }
 
-// headerEnd returns the offset just past the blank line ending the header, or -1.
-func headerEnd(b []byte) int {
+// headerEnd returns the offset just past the blank line ending the header,
+// looking from offset from on, or -1.
+func headerEnd(b []byte, from int) int {
 	if bytes.HasPrefix(b, []byte("\n")) {
 		return 1
 	}
 	if bytes.HasPrefix(b, []byte("\r\n")) {
 		return 2
 	}
-	if i := bytes.Index(b, []byte("\n\n")); i >= 0 {
-		if j := bytes.Index(b, []byte("\n\r\n")); j >= 0 && j < i {
-			return j + 3
+	for i := from; i < len(b); i++ {
+		if b[i] != '\n' {
+			continue
 		}
-		return i + 2
-	}
-	if j := bytes.Index(b, []byte("\n\r\n")); j >= 0 {
-		return j + 3
+		if i+1 < len(b) && b[i+1] == '\n' {
+			return i + 2
+		}
+		if i+2 < len(b) && b[i+1] == '\r' && b[i+2] == '\n' {
+			return i + 3
+		}
 	}
 	return -1
 }
