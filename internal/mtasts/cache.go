@@ -49,10 +49,20 @@ type Cache struct {
 	LookupTimeout  time.Duration // 0 means DefaultLookupTimeout
 	Now            func() time.Time
 
-	once   sync.Once
-	client *http.Client
-	mu     sync.Mutex
-	mem    map[string]Policy
+	once     sync.Once
+	client   *http.Client
+	mu       sync.Mutex
+	mem      map[string]Policy
+	inflight map[string]*call // one lookup per domain at a time
+}
+
+// call is one lookup in progress; deliveries to the same domain that ask
+// meanwhile wait for its answer instead of fetching the policy again.
+type call struct {
+	done    chan struct{}
+	waiters int
+	p       Policy
+	err     error
 }
 
 // Errors a fetch may end in, for the caller's logs.
@@ -81,6 +91,7 @@ func (c *Cache) init() {
 			},
 		}
 		c.mem = map[string]Policy{}
+		c.inflight = map[string]*call{}
 	})
 }
 
@@ -110,12 +121,41 @@ func (c *Cache) now() time.Time {
 //
 // The returned Policy is always usable; an error says that a lookup or
 // fetch failed and the policy returned is the cached one or none.
+//
+// Concurrent calls for one domain share one lookup.
 func (c *Cache) Policy(ctx context.Context, domain string) (Policy, error) {
 	c.init()
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
 	if !isHostname(domain) {
 		return Policy{Mode: ModeNone}, fmt.Errorf("mta-sts: %q is not a domain name", domain)
 	}
+	c.mu.Lock()
+	if cl := c.inflight[domain]; cl != nil {
+		cl.waiters++
+		c.mu.Unlock()
+		select {
+		case <-cl.done:
+			return cl.p, cl.err
+		case <-ctx.Done():
+			if p, ok := c.load(domain); ok && c.now().Before(p.Expires) {
+				return p, fmt.Errorf("mta-sts %s: %w (using the cached policy)", domain, ctx.Err())
+			}
+			return Policy{Mode: ModeNone, Domain: domain}, fmt.Errorf("mta-sts %s: %w", domain, ctx.Err())
+		}
+	}
+	cl := &call{done: make(chan struct{})}
+	c.inflight[domain] = cl
+	c.mu.Unlock()
+	cl.p, cl.err = c.policy(ctx, domain)
+	c.mu.Lock()
+	delete(c.inflight, domain)
+	c.mu.Unlock()
+	close(cl.done)
+	return cl.p, cl.err
+}
+
+// policy looks domain's policy up (Policy without the sharing).
+func (c *Cache) policy(ctx context.Context, domain string) (Policy, error) {
 	now := c.now()
 	cached, haveCache := c.load(domain)
 	if haveCache && !now.Before(cached.Expires) {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -321,5 +322,55 @@ func TestTooLargeRedirectAndUntrusted(t *testing.T) {
 	ps.set("mta-sts.example.net", site{body: enforce, ctype: "text/html"})
 	if p, err := c.Policy(ctx, "example.net"); err == nil || p.Active() {
 		t.Errorf("text/html: %+v %v", p, err)
+	}
+}
+
+// TestConcurrentLookupsShareOneFetch: deliveries to one domain that ask at
+// once wait for one fetch.
+func TestConcurrentLookupsShareOneFetch(t *testing.T) {
+	ps, dns, _, c := setup(t)
+	dns.setTXT("_mta-sts.example.net", "v=STSv1; id=1")
+	ps.set("mta-sts.example.net", site{body: enforce})
+	release := make(chan struct{})
+	inner := ps.srv.Config.Handler
+	ps.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		inner.ServeHTTP(w, r)
+	})
+	const n = 8
+	results := make(chan Policy, n)
+	for range n {
+		go func() {
+			p, _ := c.Policy(context.Background(), "example.net")
+			results <- p
+		}()
+	}
+	// Wait until one lookup is in flight and the others wait for it.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c.init()
+		c.mu.Lock()
+		cl := c.inflight["example.net"]
+		w := 0
+		if cl != nil {
+			w = cl.waiters
+		}
+		c.mu.Unlock()
+		if w == n-1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d callers waiting, want %d", w, n-1)
+		}
+		runtime.Gosched()
+	}
+	close(release)
+	for range n {
+		if p := <-results; p.Mode != ModeEnforce {
+			t.Errorf("policy %+v", p)
+		}
+	}
+	if h := ps.hitCount("mta-sts.example.net"); h != 1 {
+		t.Errorf("%d fetches, want 1", h)
 	}
 }
