@@ -2,6 +2,7 @@ package dkim
 
 import (
 	"crypto"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"io"
@@ -104,6 +105,11 @@ func New(opt Options) (*Signer, error) {
 			}
 			if k.Signer == nil {
 				return nil, fmt.Errorf("dkim: domain %s selector %s: no key", name, k.Selector)
+			}
+			if pub, ok := k.Signer.Public().(*rsa.PublicKey); ok {
+				if n := pub.N.BitLen(); n < MinRSABits || n > MaxRSABits {
+					return nil, fmt.Errorf("dkim: domain %s selector %s: RSA key of %d bits; DKIM keys must have %d to %d bits", name, k.Selector, n, MinRSABits, MaxRSABits)
+				}
 			}
 			txt, err := TXTRecord(k.Signer.Public())
 			if err != nil {

@@ -1,6 +1,8 @@
 package dkim
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
 	"bytes"
 	"strings"
 	"testing"
@@ -234,6 +236,13 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		if _, err := New(opt); err == nil {
 			t.Errorf("New(%+v) accepted", opt)
 		}
+	}
+	small, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Options{Domains: []Domain{{Name: "example.net", Keys: []Key{{Selector: "s", Signer: small}}}}}); err == nil {
+		t.Error("a 1024-bit RSA key accepted")
 	}
 	// From is added to a header list that lacks it.
 	s := mustSigner(t, Options{Domains: []Domain{{Name: "example.net", Keys: k}}, Headers: []string{"Subject"}})
