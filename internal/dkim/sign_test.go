@@ -1,9 +1,9 @@
 package dkim
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
-	"bytes"
 	"strings"
 	"testing"
 	"testing/iotest"
