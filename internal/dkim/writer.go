@@ -150,16 +150,34 @@ func (w *Writer) start(hdr []byte) {
 // sees the header without the other DKIM-Signature fields, which our
 // signatures never cover, so that it checks ours alone.
 func (w *Writer) startVerify(fields []field, hdr []byte) {
+	ours := func(f field) (string, bool) {
+		if f.name != "dkim-signature" {
+			return "", false
+		}
+		d, s := sigTags(f)
+		_, known := w.dom.txt[s]
+		return s, known && d == w.dom.Name
+	}
 	var keep bytes.Buffer
-	for _, f := range fields {
+	for i, f := range fields {
 		if f.name == "dkim-signature" {
-			d, s := sigTags(f)
-			if _, ours := w.dom.txt[s]; !ours || d != w.dom.Name || len(w.own) == maxOwnSignatures {
+			s, ok := ours(f)
+			if !ok || len(w.own) == maxOwnSignatures {
 				continue
+			}
+			if len(w.own) == 0 {
+				// The first of ours: the fields before it were skipped.
+				for _, g := range fields[:i] {
+					if g.name != "dkim-signature" {
+						keep.Write(g.raw)
+					}
+				}
 			}
 			w.own = append(w.own, s)
 		}
-		keep.Write(f.raw)
+		if len(w.own) > 0 {
+			keep.Write(f.raw)
+		}
 	}
 	if len(w.own) == 0 {
 		return
