@@ -1,13 +1,11 @@
-package relay
+package transport
 
 import (
 	"context"
-	"errors"
 	"io"
 	"time"
 
 	"github.com/qmgate/qmgate/mail"
-	"github.com/qmgate/qmgate/qmqp"
 	"github.com/qmgate/qmgate/qmtp"
 )
 
@@ -54,12 +52,31 @@ type QMTP struct {
 	pool connPool[*qmtp.Conn]
 }
 
-// NewQMTP returns a QMTP transport to addr keeping up to maxIdle idle
-// connections.
-func NewQMTP(addr string, c *qmtp.Client, maxIdle int) *QMTP {
+// QMTPOptions configure a QMTP transport.
+type QMTPOptions struct {
+	// Addr is the server's host:port.
+	Addr string
+	// Client dials the connections; nil means a zero qmtp.Client (its
+	// defaults, no TLS).
+	Client *qmtp.Client
+	// MaxIdle is how many idle connections are kept for reuse; default 1.
+	MaxIdle int
+	// IdleTimeout is how long an idle connection is kept; default
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
+}
+
+// NewQMTP returns a QMTP transport.
+func NewQMTP(o QMTPOptions) *QMTP {
+	c := o.Client
+	if c == nil {
+		c = &qmtp.Client{}
+	}
+	addr := o.Addr
 	return &QMTP{Addr: addr, pool: connPool[*qmtp.Conn]{
 		dial:    func(ctx context.Context) (*qmtp.Conn, error) { return c.Dial(ctx, addr) },
-		maxIdle: maxIdle,
+		maxIdle: o.MaxIdle,
+		timeout: o.IdleTimeout,
 	}}
 }
 
@@ -68,7 +85,7 @@ func (t *QMTP) Deliver(ctx context.Context, jobs []*Job) {
 	conn, err := t.pool.get(ctx)
 	if err != nil {
 		for _, j := range jobs {
-			j.setAll(mail.StatusConnectFailed, t.Addr)
+			j.SetAll(mail.StatusConnectFailed, t.Addr)
 		}
 		return
 	}
@@ -120,37 +137,3 @@ func (t *QMTP) Close() error {
 	t.pool.close()
 	return nil
 }
-
-// QMQP delivers over QMQP to an ordered list of servers, failing over only
-// when a connect fails (qmail-qmqpc's rule). QMQP carries one message per
-// connection and one reply for all its recipients.
-type QMQP struct {
-	Client *qmqp.Client
-}
-
-// Deliver implements Transport.
-func (t *QMQP) Deliver(ctx context.Context, jobs []*Job) {
-	for _, j := range jobs {
-		b := &lazyBody{open: j.Open}
-		res, err := t.Client.Send(ctx, j.Envelope, b, j.Size)
-		b.Close()
-		st := res.Status
-		host := res.Server
-		if err != nil {
-			var ce *qmqp.ConnectError
-			if errors.As(err, &ce) {
-				st = mail.StatusConnectFailed
-			} else if st.IsAccept() {
-				st = mail.StatusTempFailure // an error never delivers
-			}
-		}
-		if host == "" && len(t.Client.Servers) > 0 {
-			host = t.Client.Servers[0]
-		}
-		j.setAll(st, host)
-		j.Done()
-	}
-}
-
-// Close implements Transport.
-func (t *QMQP) Close() error { return nil }

@@ -1,0 +1,123 @@
+package transport
+
+import (
+	"context"
+	"time"
+
+	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/smtp"
+)
+
+// SMTP delivers to one smarthost over SMTP (smtp:// with STARTTLS as the
+// route says, smtps:// with implicit TLS), reusing connections for the
+// messages of a batch, with per-recipient results.
+type SMTP struct {
+	URL  string // smtp://host[:port] or smtps://host[:port]
+	pool connPool[*smtp.Conn]
+}
+
+// SMTPOptions configure an SMTP transport.
+type SMTPOptions struct {
+	// URL is smtp://host[:port] or smtps://host[:port].
+	URL string
+	// Client dials the connections: TLS policy, credentials, timeouts.
+	// Nil means a zero smtp.Client (TLS required, no AUTH).
+	Client *smtp.Client
+	// MaxIdle is how many idle connections are kept for reuse; default 1.
+	MaxIdle int
+	// IdleTimeout is how long an idle connection is kept; default
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
+}
+
+// NewSMTP returns an SMTP transport; a pooled connection is reset (RSET)
+// before reuse.
+func NewSMTP(o SMTPOptions) *SMTP {
+	c := o.Client
+	if c == nil {
+		c = &smtp.Client{}
+	}
+	url := o.URL
+	return &SMTP{URL: url, pool: connPool[*smtp.Conn]{
+		dial:    func(ctx context.Context) (*smtp.Conn, error) { return c.Dial(ctx, url) },
+		revive:  func(c *smtp.Conn) bool { return c.Reset() == nil },
+		maxIdle: o.MaxIdle,
+		timeout: o.IdleTimeout,
+	}}
+}
+
+// Deliver implements Transport.
+func (t *SMTP) Deliver(ctx context.Context, jobs []*Job) {
+	host := t.URL
+	for len(jobs) > 0 {
+		conn, err := t.pool.get(ctx)
+		if err != nil {
+			st := mail.StatusOf(err)
+			for _, j := range jobs {
+				j.SetAll(st, host)
+			}
+			return
+		}
+		done := deliverSMTP(ctx, conn, jobs, host)
+		t.pool.put(conn)
+		jobs = jobs[done:]
+	}
+}
+
+// deliverSMTP sends jobs one after the other over conn and returns how many
+// it finished; it stops early only when the connection broke, leaving the
+// rest for a new connection. A VERP sender is expanded here, one
+// transaction per recipient.
+func deliverSMTP(ctx context.Context, conn *smtp.Conn, jobs []*Job, host string) int {
+	for n, j := range jobs {
+		if conn.Broken() {
+			return n
+		}
+		j.Results = make([]Result, len(j.Envelope.Recipients))
+		groups := [][]int{}
+		if mail.IsVERP(j.Envelope.Sender) {
+			for i := range j.Envelope.Recipients {
+				groups = append(groups, []int{i})
+			}
+		} else {
+			all := make([]int, len(j.Envelope.Recipients))
+			for i := range all {
+				all[i] = i
+			}
+			groups = append(groups, all)
+		}
+		for _, g := range groups {
+			env := mail.Envelope{Sender: j.Envelope.Sender}
+			for _, i := range g {
+				env.Recipients = append(env.Recipients, j.Envelope.Recipients[i])
+			}
+			if len(g) == 1 {
+				env.Sender = mail.ExpandVERP(env.Sender, env.Recipients[0])
+			}
+			var sts []mail.Status
+			if conn.Broken() {
+				sts = nil
+			} else if body, err := j.Open(); err != nil {
+				sts = nil
+			} else {
+				sts, _ = conn.Send(ctx, env, body)
+				body.Close()
+			}
+			for k, i := range g {
+				st := mail.StatusNoReply
+				if k < len(sts) {
+					st = sts[k]
+				}
+				j.Results[i] = Result{Status: st, Host: host}
+			}
+		}
+		j.Done()
+	}
+	return len(jobs)
+}
+
+// Close implements Transport.
+func (t *SMTP) Close() error {
+	t.pool.close()
+	return nil
+}
