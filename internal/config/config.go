@@ -182,7 +182,7 @@ type Route struct {
 	// TLS for smtp:// routes: "required" (default), "opportunistic", "none".
 	TLS string `toml:"tls"`
 	// Username and Password (or PasswordFile) for SMTP AUTH at a smarthost.
-	// Credentials go only over verified TLS (tls "required" or smtps://).
+	// Credentials go only over verified TLS (tls "required", the default).
 	Username     string `toml:"username"`
 	Password     string `toml:"password"`
 	PasswordFile string `toml:"password_file"`
@@ -202,7 +202,7 @@ type Route struct {
 	UsersFile string `toml:"users_file"`
 	// MaxNewMailboxesPerHour bounds how many mailboxes a maildir or mbox
 	// route creates per hour; past it, deliveries to new mailboxes wait.
-	// Default 100; negative means no bound.
+	// Default 20; negative means no bound.
 	MaxNewMailboxesPerHour int `toml:"max_new_mailboxes_per_hour"`
 
 	// Parsed is Via parsed; set by Load.
@@ -497,8 +497,7 @@ func (c *Config) validate() Errors {
 		}
 		if r.Username != "" && r.Via == "mx" {
 			bad(key+".username", "mx routes send no credentials: every exchanger of every domain would get them")
-		} else if r.Username != "" && (r.TLS == "opportunistic" || r.TLS == "none") && !r.InsecureAuth &&
-			(u == nil || u.Scheme != "smtps") {
+		} else if r.Username != "" && (r.TLS == "opportunistic" || r.TLS == "none") && !r.InsecureAuth {
 			bad(key+".username", "credentials need verified TLS (tls = \"required\"); set insecure_auth = true to send them over %s TLS anyway", map[string]string{"opportunistic": "unverified", "none": "no"}[r.TLS])
 		}
 	}
