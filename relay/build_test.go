@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -255,6 +256,53 @@ insecure_auth = true
 		}
 		if !insecure && q.Metrics().Messages != 1 {
 			t.Errorf("the message left the queue without credentials being sent")
+		}
+	}
+}
+
+// TestPolicyAsksLocalRoutes: the hub refuses at RCPT what a Maildir or mbox
+// route would bounce: users not on its users_file (5.1.1) and names no
+// mailbox can have (5.1.3), for every client, so no forged sender gets a
+// bounce.
+func TestPolicyAsksLocalRoutes(t *testing.T) {
+	dir := t.TempDir()
+	users := dir + "/users"
+	if err := os.WriteFile(users, []byte("joe\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse("test.toml", []byte(fmt.Sprintf(`queue_dir = %q
+rcpthosts = ["local.test", "box.test"]
+[[route]]
+domains = ["local.test"]
+via = "maildir:%s/mail"
+users_file = %q
+[[route]]
+domains = ["box.test"]
+via = "mbox:%s/mbox"
+`, dir+"/queue", dir, users, dir)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := BuildRouter(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer router.Close()
+	p := &Policy{RcptHosts: mail.HostList(cfg.RcptHosts), Router: router}
+	for _, c := range []*mail.ConnInfo{{Proto: "SMTP"}, {Proto: "QMTP", RelayClient: true}, {Proto: "QMQP"}} {
+		for rcpt, code := range map[string]string{
+			"joe@local.test":     "",
+			"Joe-ext@local.test": "",
+			"ann@local.test":     "5.1.1",
+			"ann@box.test":       "",
+			"-x@box.test":        "5.1.3",
+			".x@box.test":        "5.1.3",
+			"\u212Aate@box.test": "5.1.3",
+		} {
+			st := p.Recipient(c, rcpt)
+			if code == "" && !st.IsAccept() || code != "" && st.Code != code {
+				t.Errorf("%s %q: %v, want %q", c.Proto, rcpt, st, code)
+			}
 		}
 	}
 }

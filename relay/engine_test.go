@@ -21,11 +21,10 @@ import (
 // job after the first waits until the queue has recorded the ones before
 // it: the record of a job must not wait for the rest of its batch.
 type stepTransport struct {
-	t       *testing.T
-	q       *queue.Queue
-	total   int
-	waited  []bool
-	started chan struct{}
+	t      *testing.T
+	q      *queue.Queue
+	total  int
+	waited []bool
 }
 
 func (s *stepTransport) Deliver(ctx context.Context, jobs []*transport.Job) {
@@ -152,7 +151,7 @@ func TestEngineRecordsQMTPPerMessage(t *testing.T) {
 	if len(ds) != n {
 		t.Fatalf("claimed %d deliveries, want %d", len(ds), n)
 	}
-	tr := transport.NewQMTP(transport.QMTPOptions{Addr: l.Addr().String(), Client: &qmtp.Client{}, MaxIdle: 1})
+	tr := transport.NewQMTP(l.Addr().String(), &qmtp.Client{}, transport.Reuse{MaxIdle: 1})
 	defer tr.Close()
 	e := &Engine{Queue: q, Log: log}
 	e.deliver(context.Background(), &Route{Name: "route[0]", Via: "qmtp://" + l.Addr().String(), Transport: tr}, wholeParts(e, ds))

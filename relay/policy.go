@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/relay/transport"
 )
 
 // Route sends the recipients whose domain matches one of its patterns through
@@ -90,8 +91,14 @@ func (p *Policy) Recipient(c *mail.ConnInfo, rcpt string) mail.Status {
 	if relay && !relayable(rcpt) {
 		return mail.Perm("5.1.3", "sorry, that address is not deliverable")
 	}
-	if p.Router != nil && p.Router.Lookup(rcpt) == nil {
-		return mail.Perm("5.1.2", "sorry, I have no route for that domain")
+	if p.Router != nil {
+		rt := p.Router.Lookup(rcpt)
+		if rt == nil {
+			return mail.Perm("5.1.2", "sorry, I have no route for that domain")
+		}
+		if c, ok := rt.Transport.(transport.RecipientChecker); ok {
+			return c.CheckRecipient(rcpt)
+		}
 	}
 	return mail.OK("")
 }

@@ -63,7 +63,7 @@ func BuildTransport(cfg *Config, rc *Route, log *slog.Logger) (transport.Transpo
 			c.TLSConfig = tc
 			addr = u.Host
 		}
-		return transport.NewQMTP(transport.QMTPOptions{Addr: addr, Client: c, MaxIdle: rc.Concurrency}), nil
+		return transport.NewQMTP(addr, c, transport.Reuse{MaxIdle: rc.Concurrency}), nil
 	case "qmqp":
 		var servers []string
 		for _, s := range strings.Split(u.Host, ",") {
@@ -90,7 +90,7 @@ func BuildTransport(cfg *Config, rc *Route, log *slog.Logger) (transport.Transpo
 			// override, opportunistic becomes required for this route.
 			c.TLS = smtp.TLSRequired
 		}
-		return transport.NewSMTP(transport.SMTPOptions{URL: u.Scheme + "://" + u.Host, Client: c, MaxIdle: rc.Concurrency}), nil
+		return transport.NewSMTP(u.Scheme+"://"+u.Host, c, transport.Reuse{MaxIdle: rc.Concurrency}), nil
 	case "mx":
 		return mxTransport(cfg, rc, log)
 	case "http", "https":

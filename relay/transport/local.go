@@ -181,16 +181,15 @@ func (m *Maildir) ensureMaildir(box string) (mail.Status, error) {
 	return mail.OK(""), nil
 }
 
+// syncDir makes dir's entries durable. Only Sync's answer matters: a
+// directory opened for reading has nothing to lose when it is closed.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	defer d.Close()
+	return d.Sync()
 }
 
 // newMailboxDestination keys the queue's per-destination backoff for mail

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"io"
 	"time"
@@ -49,48 +50,22 @@ func (b *lazyBody) Close() {
 // hub expands it, as qmail does for QMQP from ezmlm.
 type QMTP struct {
 	Addr string
-	pool connPool[*qmtp.Conn]
+	pooled[*qmtp.Conn]
 }
 
-// QMTPOptions configure a QMTP transport.
-type QMTPOptions struct {
-	// Addr is the server's host:port.
-	Addr string
-	// Client dials the connections; nil means a zero qmtp.Client (its
-	// defaults, no TLS).
-	Client *qmtp.Client
-	// MaxIdle is how many idle connections are kept for reuse; default 1.
-	MaxIdle int
-	// IdleTimeout is how long an idle connection is kept; default
-	// DefaultIdleTimeout.
-	IdleTimeout time.Duration
-}
-
-// NewQMTP returns a QMTP transport.
-func NewQMTP(o QMTPOptions) *QMTP {
-	c := o.Client
-	if c == nil {
-		c = &qmtp.Client{}
-	}
-	addr := o.Addr
-	return &QMTP{Addr: addr, pool: connPool[*qmtp.Conn]{
-		dial:    func(ctx context.Context) (*qmtp.Conn, error) { return c.Dial(ctx, addr) },
-		maxIdle: o.MaxIdle,
-		timeout: o.IdleTimeout,
+// NewQMTP returns a QMTP transport to addr (host:port) over connections
+// that c dials (nil: a zero qmtp.Client, no TLS), kept as r says.
+func NewQMTP(addr string, c *qmtp.Client, r Reuse) *QMTP {
+	c = cmp.Or(c, &qmtp.Client{})
+	return &QMTP{Addr: addr, pooled: pooled[*qmtp.Conn]{
+		host: addr,
+		pool: newConnPool(r, func(ctx context.Context) (*qmtp.Conn, error) { return c.Dial(ctx, addr) }, nil),
+		send: func(ctx context.Context, conn *qmtp.Conn, jobs []*Job, host string) int {
+			deliverQMTP(ctx, conn, jobs, host) // the whole batch, pipelined
+			return len(jobs)
+		},
+		dialFailed: func(error) mail.Status { return mail.StatusConnectFailed },
 	}}
-}
-
-// Deliver implements Transport.
-func (t *QMTP) Deliver(ctx context.Context, jobs []*Job) {
-	conn, err := t.pool.get(ctx)
-	if err != nil {
-		for _, j := range jobs {
-			j.SetAll(mail.StatusConnectFailed, t.Addr)
-		}
-		return
-	}
-	deliverQMTP(ctx, conn, jobs, t.Addr)
-	t.pool.put(conn)
 }
 
 // deliverQMTP sends jobs over one connection and fills their results.
@@ -130,10 +105,4 @@ func deliverQMTP(ctx context.Context, conn *qmtp.Conn, jobs []*Job, host string)
 			fillJob(j, st)
 		}
 	}
-}
-
-// Close implements Transport.
-func (t *QMTP) Close() error {
-	t.pool.close()
-	return nil
 }

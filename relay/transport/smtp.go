@@ -1,8 +1,8 @@
 package transport
 
 import (
+	"cmp"
 	"context"
-	"time"
 
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/smtp"
@@ -12,56 +12,22 @@ import (
 // route says, smtps:// with implicit TLS), reusing connections for the
 // messages of a batch, with per-recipient results.
 type SMTP struct {
-	URL  string // smtp://host[:port] or smtps://host[:port]
-	pool connPool[*smtp.Conn]
+	URL string // smtp://host[:port] or smtps://host[:port]
+	pooled[*smtp.Conn]
 }
 
-// SMTPOptions configure an SMTP transport.
-type SMTPOptions struct {
-	// URL is smtp://host[:port] or smtps://host[:port].
-	URL string
-	// Client dials the connections: TLS policy, credentials, timeouts.
-	// Nil means a zero smtp.Client (TLS required, no AUTH).
-	Client *smtp.Client
-	// MaxIdle is how many idle connections are kept for reuse; default 1.
-	MaxIdle int
-	// IdleTimeout is how long an idle connection is kept; default
-	// DefaultIdleTimeout.
-	IdleTimeout time.Duration
-}
-
-// NewSMTP returns an SMTP transport; a pooled connection is reset (RSET)
-// before reuse.
-func NewSMTP(o SMTPOptions) *SMTP {
-	c := o.Client
-	if c == nil {
-		c = &smtp.Client{}
-	}
-	url := o.URL
-	return &SMTP{URL: url, pool: connPool[*smtp.Conn]{
-		dial:    func(ctx context.Context) (*smtp.Conn, error) { return c.Dial(ctx, url) },
-		revive:  func(c *smtp.Conn) bool { return c.Reset() == nil },
-		maxIdle: o.MaxIdle,
-		timeout: o.IdleTimeout,
+// NewSMTP returns an SMTP transport to url over connections that c dials
+// (nil: a zero smtp.Client, TLS required, no AUTH), kept as r says; a
+// pooled connection is reset (RSET) before reuse.
+func NewSMTP(url string, c *smtp.Client, r Reuse) *SMTP {
+	c = cmp.Or(c, &smtp.Client{})
+	return &SMTP{URL: url, pooled: pooled[*smtp.Conn]{
+		host: url,
+		pool: newConnPool(r, func(ctx context.Context) (*smtp.Conn, error) { return c.Dial(ctx, url) },
+			func(c *smtp.Conn) bool { return c.Reset() == nil }),
+		send:       deliverSMTP,
+		dialFailed: mail.StatusOf,
 	}}
-}
-
-// Deliver implements Transport.
-func (t *SMTP) Deliver(ctx context.Context, jobs []*Job) {
-	host := t.URL
-	for len(jobs) > 0 {
-		conn, err := t.pool.get(ctx)
-		if err != nil {
-			st := mail.StatusOf(err)
-			for _, j := range jobs {
-				j.SetAll(st, host)
-			}
-			return
-		}
-		done := deliverSMTP(ctx, conn, jobs, host)
-		t.pool.put(conn)
-		jobs = jobs[done:]
-	}
 }
 
 // deliverSMTP sends jobs one after the other over conn and returns how many
@@ -114,10 +80,4 @@ func deliverSMTP(ctx context.Context, conn *smtp.Conn, jobs []*Job, host string)
 		j.Done()
 	}
 	return len(jobs)
-}
-
-// Close implements Transport.
-func (t *SMTP) Close() error {
-	t.pool.close()
-	return nil
 }

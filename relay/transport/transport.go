@@ -79,6 +79,14 @@ type Transport interface {
 	Close() error
 }
 
+// RecipientChecker is implemented by transports that know at once whether
+// they can deliver to a recipient (Maildir and Mbox: a safe mailbox name,
+// on the route's users list when it has one), so that the hub refuses at
+// RCPT what delivery would bounce.
+type RecipientChecker interface {
+	CheckRecipient(rcpt string) mail.Status
+}
+
 // Fill sets every unset result of j to st.
 func (j *Job) Fill(st mail.Status, host string) {
 	if len(j.Results) != len(j.Envelope.Recipients) {
