@@ -211,8 +211,9 @@ type Mailboxes struct {
 	// Users, when not nil, lists the valid users; other recipients are
 	// refused (5.1.1).
 	Users *Users
-	// MaxNewPerHour bounds the mailboxes created per hour; past it,
-	// deliveries to new mailboxes fail temporarily. Zero means
+	// MaxNewPerHour bounds the mailboxes created per hour (counted from
+	// the first creation, afresh for a transport built anew by a reload);
+	// past it, deliveries to new mailboxes fail temporarily. Zero means
 	// DefaultMaxNewMailboxesPerHour, negative no bound.
 	MaxNewPerHour int
 
