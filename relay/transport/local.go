@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/qmgate/qmgate/mail"
 )
@@ -32,25 +33,22 @@ func MailboxName(rcpt string) (domain, user string, err error) {
 	if i := strings.IndexByte(user, '-'); i >= 0 {
 		user = user[:i]
 	}
-	// ASCII only: Unicode case folding would turn U+212A KELVIN SIGN into
-	// k, and so one mailbox into another's.
-	user = asciiLower(user)
-	dom = asciiLower(strings.TrimSuffix(dom, "."))
+	// ASCII only (safeName refuses the rest anyway), and refused before
+	// folding: Unicode case folding would turn U+212A KELVIN SIGN into k,
+	// and so one mailbox into another's.
+	if !isASCII(user) || !isASCII(dom) {
+		return "", "", errors.New("unsafe mailbox name")
+	}
+	user = strings.ToLower(user)
+	dom = strings.ToLower(strings.TrimSuffix(dom, "."))
 	if !safeName(user) || !safeName(dom) {
 		return "", "", errors.New("unsafe mailbox name")
 	}
 	return dom, user, nil
 }
 
-// asciiLower lower-cases A-Z and leaves every other byte as it is.
-func asciiLower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
+func isASCII(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool { return r >= utf8.RuneSelf }) < 0
 }
 
 // safeName accepts names of [a-z0-9._+=] that do not start with a dot and
