@@ -114,7 +114,7 @@ func (p *Policy) Accept(c *mail.ConnInfo, rcpt string) (string, mail.Status) {
 		return rcpt, mail.StatusNotRcptHost
 	}
 	if !deliverable(rcpt, relay && p.LocalRecipients) {
-		return rcpt, statusUndeliverable
+		return rcpt, mail.StatusUndeliverable
 	}
 	if p.Router != nil {
 		rt := p.Router.Lookup(rcpt)
@@ -131,8 +131,6 @@ func (p *Policy) Accept(c *mail.ConnInfo, rcpt string) (string, mail.Status) {
 	}
 	return rcpt, mail.OK("")
 }
-
-var statusUndeliverable = mail.Perm("5.1.3", "sorry, that address is not deliverable")
 
 // deliverable refuses, from every client, forms that no transport can put on
 // a wire or into a file safely: control characters, and no local part or no

@@ -182,7 +182,7 @@ func (m *Mailboxes) CheckRecipient(rcpt string) mail.Status {
 func (m *Mailboxes) mailbox(rcpt string) (dom, user string, st mail.Status) {
 	dom, user, err := mail.MailboxName(rcpt)
 	if err != nil {
-		return "", "", mail.Perm("5.1.3", "cannot deliver to this address locally: "+err.Error())
+		return "", "", mail.StatusUndeliverable
 	}
 	if m.Users != nil && !m.Users.Has(user, dom) {
 		return "", "", mail.Perm("5.1.1", "sorry, no mailbox here by that name")
