@@ -15,11 +15,10 @@ package oauthtoken
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
-
-	"log/slog"
 
 	"github.com/qmgate/qmgate/internal/sasl"
 )
@@ -115,10 +114,25 @@ func (o *Options) Validate() error {
 	if o.DeviceAuthURL != "" && !strings.HasPrefix(o.DeviceAuthURL, "https://") && !loopbackHTTP(o.DeviceAuthURL) {
 		return errors.New("OAuth2 device authorization URL of route " + o.routeName() + " must be https:// (plain http only to loopback)")
 	}
+	if !printable(o.Username) {
+		// It is framed by ^A in the SASL exchange.
+		return errors.New("OAuth2 username of route " + o.routeName() + " must not contain spaces or control characters")
+	}
 	if !sasl.ValidMechanism(o.Mechanism) {
 		return errors.New("OAuth2 mechanism of route " + o.routeName() + " must be XOAUTH2 or OAUTHBEARER")
 	}
 	return nil
+}
+
+// printable reports whether s is visible ASCII only (%x21-7E): a username,
+// or an access token, which RFC 6750 2.1 restricts further (b64token).
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // loopbackHTTP allows plain http to a loopback token endpoint, for tests and

@@ -2,6 +2,7 @@ package oauthtoken
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -56,6 +57,12 @@ func (s *Source) Token(ctx context.Context) (*oauth2.Token, error) {
 		return t, nil
 	}
 	t, err := s.fetch(ctx)
+	if err == nil && (t.AccessToken == "" || !printable(t.AccessToken)) {
+		// The token goes between ^A separators in the SASL exchange;
+		// anything but a b64token (RFC 6750 2.1) there is the endpoint's
+		// fault, and temporary.
+		err = &Error{Route: s.opts.Route, Kind: Unavailable, Err: errors.New("the token endpoint returned a malformed access token")}
+	}
 	if err != nil {
 		if old := s.current(false); old != nil {
 			s.opts.logger().Warn("OAuth2 token refresh failed, using the current token until it expires",

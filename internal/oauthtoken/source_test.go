@@ -439,6 +439,7 @@ func TestValidate(t *testing.T) {
 		"no client":      func(o *Options) { o.ClientID = "" },
 		"no credentials": func(o *Options) { o.ClientSecretFile = "" },
 		"no username":    func(o *Options) { o.Username = "" },
+		"username ^A":    func(o *Options) { o.Username = "u\x01auth=x" },
 		"mechanism":      func(o *Options) { o.Mechanism = "PLAIN" },
 		"device http":    func(o *Options) { o.DeviceAuthURL = "http://login.example/device" },
 	} {
@@ -456,4 +457,13 @@ func TestValidate(t *testing.T) {
 	if err := o.Validate(); err != nil {
 		t.Errorf("loopback http refused: %v", err)
 	}
+}
+
+func TestMalformedToken(t *testing.T) {
+	e := newEndpoint(t, func(w http.ResponseWriter, r *http.Request, form url.Values) {
+		writeJSON(w, 200, map[string]any{"access_token": "ab\x01user=other", "token_type": "Bearer", "expires_in": 3600})
+	})
+	s, _ := New(ccOptions(t, e))
+	_, err := s.Token(context.Background())
+	wantError(t, err, Unavailable, "not available")
 }

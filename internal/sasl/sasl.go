@@ -81,6 +81,22 @@ func parseFailure(challenge []byte) *Failure {
 	return f
 }
 
+// errFraming refuses a value that would break out of its field.
+var errFraming = errors.New("sasl: username, token or host contains a control character")
+
+// unframed checks that no value holds ^A, the field separator of both
+// mechanisms, or another control character.
+func unframed(values ...string) error {
+	for _, v := range values {
+		for i := 0; i < len(v); i++ {
+			if v[i] < 0x20 || v[i] == 0x7f {
+				return errFraming
+			}
+		}
+	}
+	return nil
+}
+
 // errExtraChallenge ends an exchange in which the server sent a second
 // continuation after the client has answered its error: go-smtp then
 // cancels the AUTH with "*" (RFC 4954 4).
@@ -103,6 +119,9 @@ func NewXOAuth2(username, token string) *XOAuth2Client {
 
 // Start returns the mechanism name and the initial response.
 func (c *XOAuth2Client) Start() (string, []byte, error) {
+	if err := unframed(c.Username, c.Token); err != nil {
+		return "", nil, err
+	}
 	ir := "user=" + c.Username + "\x01auth=Bearer " + c.Token + "\x01\x01"
 	return XOAuth2, []byte(ir), nil
 }
@@ -145,6 +164,9 @@ func NewOAuthBearer(username, token, host string, port int) *OAuthBearerClient {
 
 // Start returns the mechanism name and the initial response.
 func (c *OAuthBearerClient) Start() (string, []byte, error) {
+	if err := unframed(c.Username, c.Token, c.Host); err != nil {
+		return "", nil, err
+	}
 	var b strings.Builder
 	b.WriteString("n,")
 	if c.Username != "" {

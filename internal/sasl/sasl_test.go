@@ -143,8 +143,8 @@ func TestChoose(t *testing.T) {
 		fixed   string
 		want    string // "" for an error
 	}{
-		{[]string{"LOGIN", "XOAUTH2"}, "", "XOAUTH2"},                                                 // Microsoft 365
-		{Offered("LOGIN PLAIN XOAUTH2 PLAIN-CLIENTTOKEN OAUTHBEARER XOAUTH"), "", "XOAUTH2"},           // Gmail
+		{[]string{"LOGIN", "XOAUTH2"}, "", "XOAUTH2"},                                                       // Microsoft 365
+		{Offered("LOGIN PLAIN XOAUTH2 PLAIN-CLIENTTOKEN OAUTHBEARER XOAUTH"), "", "XOAUTH2"},                // Gmail
 		{Offered("LOGIN PLAIN XOAUTH2 PLAIN-CLIENTTOKEN OAUTHBEARER XOAUTH"), "oauthbearer", "OAUTHBEARER"}, // fixed
 		{[]string{"oauthbearer"}, "", "OAUTHBEARER"},
 		{[]string{"XOAUTH2"}, "OAUTHBEARER", ""},
@@ -165,6 +165,19 @@ func TestChoose(t *testing.T) {
 	for name, want := range map[string]bool{"": true, "xoauth2": true, "OAUTHBEARER": true, "PLAIN": false} {
 		if ValidMechanism(name) != want {
 			t.Errorf("ValidMechanism(%q) != %v", name, want)
+		}
+	}
+}
+
+func TestFraming(t *testing.T) {
+	for _, c := range []Client{
+		NewXOAuth2("u\x01auth=Bearer other", "T"),
+		NewXOAuth2("u", "T\x01\x01"),
+		NewOAuthBearer("u", "T", "h\x01port=1", 0),
+		NewOAuthBearer("u", "T\r\n", "h", 0),
+	} {
+		if _, _, err := c.Start(); err == nil {
+			t.Errorf("%+v: started", c)
 		}
 	}
 }
