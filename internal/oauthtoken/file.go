@@ -47,8 +47,9 @@ func writeSecret(path, secret string) (err error) {
 	if err != nil {
 		return err
 	}
+	renamed := false
 	defer func() {
-		if err != nil {
+		if err != nil && !renamed {
 			tmp.Close()
 			os.Remove(tmp.Name())
 		}
@@ -68,6 +69,7 @@ func writeSecret(path, secret string) (err error) {
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
+	renamed = true
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
