@@ -13,14 +13,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/serve"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/netstring"
 )
 
 // Client defaults.
 const (
-	// DefaultConnectTimeout is qmail-remote's connect timeout.
-	DefaultConnectTimeout = 60 * time.Second
+	// DefaultConnectTimeout bounds the TCP connect, the same for the QMTP,
+	// QMQP and SMTP clients (see serve.DefaultConnectTimeout).
+	DefaultConnectTimeout = serve.DefaultConnectTimeout
 	// DefaultIOTimeout bounds each write and each wait for a reply: the
 	// RFC 5321 4.5.3.2.6 ten minutes for the answer after the end of the
 	// data, which is what a server committing a message may take.
@@ -128,7 +130,7 @@ func (c *Client) Dial(ctx context.Context, addr string) (*Conn, error) {
 		host, port = addr, strconv.Itoa(DefaultPort)
 		addr = net.JoinHostPort(host, port)
 	}
-	if t := pick(c.ConnectTimeout, DefaultConnectTimeout); t > 0 {
+	if t := serve.Pick(c.ConnectTimeout, DefaultConnectTimeout); t > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
@@ -160,11 +162,11 @@ func (c *Client) Dial(ctx context.Context, addr string) (*Conn, error) {
 // socket, a TLS connection set up by hand, a test pipe).
 func (c *Client) NewConn(nc net.Conn) *Conn {
 	var end time.Time
-	if st := pick(c.SessionTimeout, DefaultClientSessionTimeout); st > 0 {
+	if st := serve.Pick(c.SessionTimeout, DefaultClientSessionTimeout); st > 0 {
 		end = time.Now().Add(st)
 	}
-	io := pick(c.IOTimeout, DefaultIOTimeout)
-	ioc := newIOConn(nc, io, io, end)
+	io := serve.Pick(c.IOTimeout, DefaultIOTimeout)
+	ioc := serve.NewIOConn(nc, serve.Timing{ReadTimeout: io, WriteTimeout: io, End: end})
 	br := bufio.NewReaderSize(ioc, 4<<10)
 	return &Conn{
 		nc:  nc,
@@ -198,7 +200,7 @@ func (c *Client) Send(ctx context.Context, addr string, msgs ...*Message) ([][]m
 // while Err reports nil; one Send runs at a time.
 type Conn struct {
 	nc  net.Conn
-	io  *ioConn
+	io  *serve.IOConn
 	br  *bufio.Reader
 	ns  *netstring.Reader
 	bw  *bufio.Writer
