@@ -13,13 +13,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/serve"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/netstring"
 )
 
-// Client defaults, qmail-qmqpc's (PROTOCOLS.md 3.3, 8.16).
+// Client defaults. The I/O timeout is qmail-qmqpc's (60 s per read and
+// write); the connect timeout is the one all three clients share
+// (serve.DefaultConnectTimeout; qmail-qmqpc uses 10 s).
 const (
-	DefaultConnectTimeout       = 10 * time.Second
+	DefaultConnectTimeout       = serve.DefaultConnectTimeout
 	DefaultIOTimeout            = 60 * time.Second
 	DefaultClientSessionTimeout = time.Hour
 	// MaxReplyBytes bounds the reply netstring the client reads. Replies
@@ -293,7 +296,7 @@ func (c *Client) transfer(ctx context.Context, conn net.Conn, env mail.Envelope,
 	if d := timeoutOr(c.SessionTimeout, DefaultClientSessionTimeout); d > 0 {
 		end = time.Now().Add(d)
 	}
-	dc := newDeadlineConn(conn, ioTimeout, ioTimeout, end)
+	dc := serve.NewIOConn(conn, serve.Timing{ReadTimeout: ioTimeout, WriteTimeout: ioTimeout, End: end})
 
 	werr := writeRequest(dc, env, body, size)
 	var be bodyError
@@ -324,7 +327,7 @@ func (c *Client) transfer(ctx context.Context, conn net.Conn, env mail.Envelope,
 // writeRequest writes the whole request: the outer netstring around the
 // message, the sender and the recipients. The outer length is computed up
 // front from the declared size, so the body streams through.
-func writeRequest(w *deadlineConn, env mail.Envelope, body io.Reader, size int64) error {
+func writeRequest(w *serve.IOConn, env mail.Envelope, body io.Reader, size int64) error {
 	outer := netstring.Len(size) + netstring.Len(int64(len(env.Sender)))
 	for _, r := range env.Recipients {
 		outer += netstring.Len(int64(len(r)))
@@ -341,8 +344,8 @@ func writeRequest(w *deadlineConn, env mail.Envelope, body io.Reader, size int64
 		return err
 	}
 	if err := netstring.CopyExactly(bw, bodySource{body}, size); err != nil {
-		if w.writeErr != nil {
-			return w.writeErr
+		if w.WriteErr != nil {
+			return w.WriteErr
 		}
 		return err
 	}

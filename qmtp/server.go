@@ -191,9 +191,11 @@ func (s *Server) clock() time.Time {
 	return time.Now()
 }
 
-func (s *Server) maxMessageBytes() int64 { return serve.Pick(s.MaxMessageBytes, DefaultMaxMessageBytes) }
-func (s *Server) maxHops() int           { return serve.Pick(s.MaxHops, mail.DefaultMaxHops) }
-func (s *Server) maxRecipients() int     { return serve.Pick(s.MaxRecipients, DefaultMaxRecipients) }
+func (s *Server) maxMessageBytes() int64 {
+	return serve.Pick(s.MaxMessageBytes, DefaultMaxMessageBytes)
+}
+func (s *Server) maxHops() int       { return serve.Pick(s.MaxHops, mail.DefaultMaxHops) }
+func (s *Server) maxRecipients() int { return serve.Pick(s.MaxRecipients, DefaultMaxRecipients) }
 
 // Serve accepts connections on l and serves QMTP on each in its own
 // goroutine. It returns ErrServerClosed after Shutdown or Close, or the

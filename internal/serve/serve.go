@@ -145,6 +145,10 @@ type Listener struct {
 	// Serve serves one admitted connection; the connection is closed and
 	// untracked when it returns.
 	Serve func(t *Conn, c net.Conn)
+	// Uncounted, when set, names connections that are served without a
+	// slot: the QMQP server's clients off its allow list, whose session is
+	// one refusal and must not be answered as over a limit instead.
+	Uncounted func(c net.Conn) bool
 	// Refusal is the whole reply to a connection over a limit.
 	Refusal []byte
 	// TLS, when set, makes the refusal go out after a TLS handshake
@@ -259,7 +263,13 @@ func (c *Core) Serve(l net.Listener, h Listener) error {
 			continue
 		}
 		delay = 0
-		t, ok := c.admit(nc, h.Limits)
+		var t *Conn
+		var ok bool
+		if h.Uncounted != nil && h.Uncounted(nc) {
+			t, ok = c.Track(context.Background(), nc)
+		} else {
+			t, ok = c.admit(nc, h.Limits)
+		}
 		if !ok {
 			if c.shutting.Load() {
 				nc.Close()
