@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/qmgate/qmgate/internal/serve"
 )
 
 // Bounds on AUTH credentials, checked before the Authenticator sees them.
@@ -99,7 +101,7 @@ func (s *session) authFailed() error {
 	sc := s.sc
 	sc.authFailures++
 	srv.logger().Warn("smtp authentication failed", "client", addrString(s.info.RemoteAddr), "failures", sc.authFailures)
-	if d := limit(srv.AuthFailureDelay, DefaultAuthFailureDelay); d > 0 {
+	if d := serve.Pick(srv.AuthFailureDelay, DefaultAuthFailureDelay); d > 0 {
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
@@ -107,7 +109,7 @@ func (s *session) authFailed() error {
 			t.Stop()
 		}
 	}
-	if max := limit(srv.MaxAuthFailures, DefaultMaxAuthFailures); max > 0 && sc.authFailures >= max {
+	if max := serve.Pick(srv.MaxAuthFailures, DefaultMaxAuthFailures); max > 0 && sc.authFailures >= max {
 		sc.closeAfterReply()
 		return replyError(statusAuthTooMany)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/qmgate/qmgate/internal/serve"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -58,8 +59,9 @@ func (p TLSPolicy) String() string {
 
 // Defaults for the Client's timeouts (each applies when the field is zero).
 const (
-	// DefaultConnectTimeout is qmail-remote's timeoutconnect.
-	DefaultConnectTimeout = 60 * time.Second
+	// DefaultConnectTimeout bounds the TCP connect, the same for the QMTP,
+	// QMQP and SMTP clients (see serve.DefaultConnectTimeout).
+	DefaultConnectTimeout = serve.DefaultConnectTimeout
 	// DefaultCommandTimeout bounds each reply and each write of the message
 	// (RFC 5321 4.5.3.2: 5 minutes for commands, 3 for a data block).
 	DefaultCommandTimeout = 5 * time.Minute
@@ -195,7 +197,7 @@ func (c *Client) Dial(ctx context.Context, addr string) (*Conn, error) {
 }
 
 func (c *Client) dial(ctx context.Context, t target, tryTLS bool) (*Conn, error) {
-	connectTimeout := limit(c.ConnectTimeout, DefaultConnectTimeout)
+	connectTimeout := serve.Pick(c.ConnectTimeout, DefaultConnectTimeout)
 	dctx := ctx
 	if connectTimeout > 0 {
 		var cancel context.CancelFunc
@@ -212,7 +214,7 @@ func (c *Client) dial(ctx context.Context, t target, tryTLS bool) (*Conn, error)
 		c.logger().Info("smtp connect failed", "host", t.addr, "err", err)
 		return nil, mail.StatusConnectFailed
 	}
-	cc := &clientConn{Conn: raw, writeTimeout: limit(c.CommandTimeout, DefaultCommandTimeout)}
+	cc := &clientConn{Conn: raw, writeTimeout: serve.Pick(c.CommandTimeout, DefaultCommandTimeout)}
 	// The greeting and the STARTTLS exchange fall under ConnectTimeout too.
 	stop := context.AfterFunc(dctx, cc.cancel)
 	cn, err := c.setup(cc, t, tryTLS)
@@ -243,7 +245,7 @@ func statusTimedOut(what string) mail.Status {
 // handshake, reading a stand-in greeting and saying EHLO again, as RFC 3207
 // requires anyway.
 func (c *Client) setup(cc *clientConn, t target, tryTLS bool) (*Conn, error) {
-	cmdTimeout := limit(c.CommandTimeout, DefaultCommandTimeout)
+	cmdTimeout := serve.Pick(c.CommandTimeout, DefaultCommandTimeout)
 	name := c.localName()
 	var nc net.Conn = cc
 	var tlsState *tls.ConnectionState
@@ -320,8 +322,8 @@ func (c *Client) setup(cc *clientConn, t target, tryTLS bool) (*Conn, error) {
 	}
 
 	gc := gosmtp.NewClient(nc)
-	gc.CommandTimeout = limit(c.CommandTimeout, DefaultCommandTimeout)
-	gc.SubmissionTimeout = limit(c.DataTimeout, DefaultDataTimeout)
+	gc.CommandTimeout = serve.Pick(c.CommandTimeout, DefaultCommandTimeout)
+	gc.SubmissionTimeout = serve.Pick(c.DataTimeout, DefaultDataTimeout)
 	if err := gc.Hello(name); err != nil {
 		return nil, greetingStatus(err, "")
 	}

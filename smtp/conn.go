@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/qmgate/qmgate/internal/serve"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -47,10 +47,7 @@ const (
 type serverConn struct {
 	net.Conn // the raw connection
 	srv      *Server
-	ctx      context.Context
-	cancel   context.CancelFunc
-	ip       netip.Addr
-	slot     bool // holds a MaxConns slot to release
+	ctx      context.Context // the handler's calls; ConnContext may replace it
 
 	// info is the connection's part of every session's ConnInfo; only the
 	// connection's goroutine touches it after setup.
@@ -61,11 +58,9 @@ type serverConn struct {
 	// per-connection settings (its MaxMessageBytes) can change safely.
 	engine *gosmtp.Server
 
-	readTimeout, writeTimeout time.Duration
-	sessionEnd                time.Time // zero: no cap
-
 	mu            sync.Mutex
-	writeDeadline time.Time // set from outside (tls.Conn's close_notify)
+	tm            serve.Timing // the connection's clocks, under mu
+	writeDeadline time.Time    // set from outside (tls.Conn's close_notify)
 
 	busy            atomic.Bool  // a mail transaction is open
 	kicked          atomic.Bool  // Shutdown asked idle sessions to end
@@ -78,16 +73,13 @@ type serverConn struct {
 	done      chan struct{}
 }
 
-func newServerConn(srv *Server, c net.Conn) *serverConn {
+func newServerConn(srv *Server, c net.Conn, t *serve.Conn) *serverConn {
 	sc := &serverConn{
-		Conn:         c,
-		srv:          srv,
-		readTimeout:  limit(srv.ReadTimeout, DefaultReadTimeout),
-		writeTimeout: limit(srv.WriteTimeout, DefaultWriteTimeout),
-		done:         make(chan struct{}),
-	}
-	if d := limit(srv.SessionTimeout, DefaultSessionTimeout); d > 0 {
-		sc.sessionEnd = time.Now().Add(d)
+		Conn: c,
+		srv:  srv,
+		ctx:  t.Context(),
+		tm:   srv.settings().Timing(time.Now()),
+		done: make(chan struct{}),
 	}
 	sc.info = mail.ConnInfo{
 		Proto:      "SMTP",
@@ -95,8 +87,14 @@ func newServerConn(srv *Server, c net.Conn) *serverConn {
 		LocalAddr:  c.LocalAddr(),
 		LocalHost:  srv.Hostname,
 	}
-	sc.ip = sc.info.RemoteIP()
 	return sc
+}
+
+// started records the first HELO or EHLO: FirstTimeout no longer applies.
+func (sc *serverConn) started() {
+	sc.mu.Lock()
+	sc.tm.Started()
+	sc.mu.Unlock()
 }
 
 // timeoutError is an idle session's read timeout, the server's own or a
@@ -119,13 +117,9 @@ func (sc *serverConn) Read(p []byte) (int, error) {
 		if sc.kicked.Load() && !sc.busy.Load() {
 			return 0, sc.timedOut()
 		}
-		var dl time.Time
-		if sc.readTimeout > 0 {
-			dl = time.Now().Add(sc.readTimeout)
-		}
-		if !sc.sessionEnd.IsZero() && (dl.IsZero() || sc.sessionEnd.Before(dl)) {
-			dl = sc.sessionEnd
-		}
+		sc.mu.Lock()
+		dl := sc.tm.Deadline(sc.tm.ReadTimeout)
+		sc.mu.Unlock()
 		sc.Conn.SetReadDeadline(dl)
 		// Shutdown sets kicked before it moves the deadline into the past;
 		// checking after our own SetReadDeadline means one of the two
@@ -134,6 +128,14 @@ func (sc *serverConn) Read(p []byte) (int, error) {
 			return 0, sc.timedOut()
 		}
 		n, err := sc.Conn.Read(p)
+		sc.mu.Lock()
+		if e := sc.tm.ReadDone(n, err); e != err {
+			// Too slow, or no greeting in time: like a timeout.
+			sc.mu.Unlock()
+			sc.srv.logger().Info("smtp client dropped", "client", addrString(sc.info.RemoteAddr), "reason", e.Error())
+			return 0, sc.timedOut()
+		}
+		sc.mu.Unlock()
 		if n == 0 && err != nil && isTimeout(err) {
 			if sc.kicked.Load() && sc.busy.Load() && (dl.IsZero() || time.Now().Before(dl)) {
 				// The shutdown kick hit a session that had just opened a
@@ -166,11 +168,13 @@ func (sc *serverConn) timedOut() error {
 // Write writes with a fresh deadline per call, and ends the connection after
 // the reply that closeAfterWrite was armed for.
 func (sc *serverConn) Write(p []byte) (int, error) {
-	var dl time.Time
-	if sc.writeTimeout > 0 {
-		dl = time.Now().Add(sc.writeTimeout)
-	}
 	sc.mu.Lock()
+	sc.tm.Wrote()
+	// Not capped by the session's end: the 421 that ends it must go out.
+	var dl time.Time
+	if sc.tm.WriteTimeout > 0 {
+		dl = time.Now().Add(sc.tm.WriteTimeout)
+	}
 	if w := sc.writeDeadline; !w.IsZero() && (dl.IsZero() || w.Before(dl)) {
 		dl = w
 	}
@@ -245,9 +249,6 @@ func (sc *serverConn) Close() error {
 	sc.closeOnce.Do(func() {
 		sc.stopped.Store(true)
 		err = sc.Conn.Close()
-		if sc.slot {
-			sc.srv.release(sc.ip)
-		}
 		close(sc.done)
 	})
 	return err

@@ -22,6 +22,18 @@ func (b backend) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 	sc := b.sc
 	if !sc.infoDone {
 		sc.infoDone = true
+		sc.started()
+		if f := sc.srv.ConnContext; f != nil {
+			ctx, err := f(sc.ctx, &sc.info)
+			if err != nil {
+				sc.srv.logger().Info("smtp connection refused by ConnContext", "client", addrString(sc.info.RemoteAddr), "err", err)
+				sc.closeAfterReply()
+				return nil, replyError(statusConnRefused)
+			}
+			if ctx != nil {
+				sc.ctx = ctx
+			}
+		}
 		if f := sc.srv.FillConnInfo; f != nil {
 			f(sc.ctx, &sc.info)
 		}

@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"errors"
+	"fmt"
 	"net/textproto"
 	"strconv"
 	"strings"
@@ -22,6 +23,13 @@ func replyError(st mail.Status) *gosmtp.SMTPError {
 		EnhancedCode: gosmtp.EnhancedCode(st.EnhancedCodeParts()),
 		Message:      st.SMTPText(),
 	}
+}
+
+// replyLine renders st as one whole SMTP reply line, for the replies the
+// server writes itself (a refusal before go-smtp has the connection).
+func replyLine(st mail.Status) []byte {
+	r := replyError(st)
+	return fmt.Appendf(nil, "%d %d.%d.%d %s\r\n", r.Code, r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2], r.Message)
 }
 
 // statusReply returns nil for an acceptance and the rendered reply otherwise.
@@ -50,6 +58,7 @@ var (
 	statusTimeout421   = mail.Status{Class: mail.Temporary, Code: "4.4.2", Text: "timeout, closing connection", SMTP: 421}
 	statusConnError    = mail.Status{Class: mail.Temporary, Code: "4.4.2", Text: "connection error", SMTP: 451}
 	statusNoHandler    = mail.Status{Class: mail.Temporary, Code: "4.3.0", Text: "mail not accepted now", SMTP: 451}
+	statusConnRefused  = mail.Status{Class: mail.Temporary, Code: "4.3.0", Text: "service not available, closing connection", SMTP: 421}
 	statusNestedMail   = mail.Status{Class: mail.Permanent, Code: "5.5.1", Text: "nested MAIL command", SMTP: 503}
 )
 
