@@ -22,12 +22,13 @@ import (
 // write); the connect timeout is the one all three clients share
 // (serve.DefaultConnectTimeout; qmail-qmqpc uses 10 s).
 const (
-	DefaultConnectTimeout       = serve.DefaultConnectTimeout
-	DefaultIOTimeout            = 60 * time.Second
-	DefaultClientSessionTimeout = time.Hour
 	// MaxReplyBytes bounds the reply netstring the client reads. Replies
 	// are one human-readable line; Postfix's qmqp-source allows 10240.
 	MaxReplyBytes = 10240
+
+	DefaultConnectTimeout       = serve.DefaultConnectTimeout
+	DefaultIOTimeout            = 60 * time.Second
+	DefaultClientSessionTimeout = time.Hour
 )
 
 // Client errors. ConnectError and TransferError carry the details.

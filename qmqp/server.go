@@ -39,10 +39,8 @@ const (
 	// as Postfix's qmqpd_timeout does; DefaultSessionTimeout caps a whole
 	// connection, as qmqp.txt asks and qmail-qmqpd's alarm(3600) does;
 	// DefaultFirstTimeout bounds the wait for the request to begin.
-	DefaultReadTimeout    = serve.DefaultReadTimeout
-	DefaultWriteTimeout   = serve.DefaultWriteTimeout
-	DefaultSessionTimeout = serve.DefaultSessionTimeout
-	DefaultFirstTimeout   = serve.DefaultFirstTimeout
+	DefaultReadTimeout, DefaultWriteTimeout    = serve.DefaultReadTimeout, serve.DefaultWriteTimeout
+	DefaultSessionTimeout, DefaultFirstTimeout = serve.DefaultSessionTimeout, serve.DefaultFirstTimeout
 	// DefaultMaxConns bounds concurrent TCP connections;
 	// DefaultMaxConnsPerIP bounds them per client IP address (or IPv6 /64);
 	// DefaultMaxUnixConns bounds those on unix-domain sockets, a budget of
@@ -132,9 +130,7 @@ type Server struct {
 	// connection (DefaultReadTimeout, DefaultWriteTimeout when 0; none when
 	// negative). SessionTimeout caps the whole connection, the handler's
 	// time included (DefaultSessionTimeout when 0; none when negative).
-	ReadTimeout    time.Duration
-	WriteTimeout   time.Duration
-	SessionTimeout time.Duration
+	ReadTimeout, WriteTimeout, SessionTimeout time.Duration
 	// FirstTimeout bounds the time from the connection to the start of the
 	// request (DefaultFirstTimeout when 0; none when negative).
 	FirstTimeout time.Duration
@@ -149,8 +145,7 @@ type Server struct {
 	// A client over a limit gets one Z reply (#4.3.2), sent before
 	// anything is read, and the connection closes. ServeConn is not
 	// counted: its caller (tcpserver, say) does its own limiting.
-	MaxConns      int
-	MaxConnsPerIP int
+	MaxConns, MaxConnsPerIP int
 	// MaxUnixConns bounds the connections on unix-domain listeners, a
 	// budget apart from MaxConns (DefaultMaxUnixConns when 0; none when
 	// negative).
@@ -196,7 +191,8 @@ func (s *Server) maxHops() int       { return serve.Pick(s.MaxHops, mail.Default
 // listener, and serves each in its own goroutine. It returns ErrServerClosed
 // after Shutdown or Close, or the listener's error. l is closed on return.
 func (s *Server) Serve(l net.Listener) error {
-	err := s.core.Serve(l, serve.Listener{
+	return s.core.Serve(l, serve.Listener{
+		Closed: ErrServerClosed,
 		Serve: func(t *serve.Conn, c net.Conn) {
 			info := &mail.ConnInfo{RemoteAddr: c.RemoteAddr(), LocalAddr: c.LocalAddr()}
 			_ = s.serve(t, c, info)
@@ -209,10 +205,6 @@ func (s *Server) Serve(l net.Listener) error {
 		OnRefuse: s.OnRefuse,
 		Limits:   s.settings().Limits(DefaultMaxConns, DefaultMaxConnsPerIP, DefaultMaxUnixConns),
 	})
-	if err == serve.ErrClosed {
-		return ErrServerClosed
-	}
-	return err
 }
 
 // settings gathers the connection fields for the shared server core.

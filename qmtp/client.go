@@ -18,23 +18,6 @@ import (
 	"github.com/qmgate/qmgate/netstring"
 )
 
-// Client defaults.
-const (
-	// DefaultConnectTimeout bounds the TCP connect, the same for the QMTP,
-	// QMQP and SMTP clients (see serve.DefaultConnectTimeout).
-	DefaultConnectTimeout = serve.DefaultConnectTimeout
-	// DefaultIOTimeout bounds each write and each wait for a reply: the
-	// RFC 5321 4.5.3.2.6 ten minutes for the answer after the end of the
-	// data, which is what a server committing a message may take.
-	DefaultIOTimeout = 10 * time.Minute
-	// DefaultClientSessionTimeout caps a connection's life; the QMTP spec
-	// says a session should take at most an hour.
-	DefaultClientSessionTimeout = time.Hour
-	// MaxReplyBytes bounds one reply netstring. Replies are short texts
-	// (mail.MaxStatusText); a longer one is treated as garbage.
-	MaxReplyBytes = 4 << 10
-)
-
 // Client errors. Any error a Send returns leaves the statuses filled in; the
 // errors are for logs and for deciding whether the connection can be reused.
 var (
@@ -55,6 +38,23 @@ var (
 	ErrSessionExpired = errors.New("qmtp: session time limit reached")
 	// ErrUnexpectedData: the server sent bytes that answer nothing we sent.
 	ErrUnexpectedData = errors.New("qmtp: unsolicited data from server")
+)
+
+// Client defaults.
+const (
+	// DefaultConnectTimeout bounds the TCP connect, the same for the QMTP,
+	// QMQP and SMTP clients (see serve.DefaultConnectTimeout).
+	DefaultConnectTimeout = serve.DefaultConnectTimeout
+	// DefaultIOTimeout bounds each write and each wait for a reply: the
+	// RFC 5321 4.5.3.2.6 ten minutes for the answer after the end of the
+	// data, which is what a server committing a message may take.
+	DefaultIOTimeout = 10 * time.Minute
+	// DefaultClientSessionTimeout caps a connection's life; the QMTP spec
+	// says a session should take at most an hour.
+	DefaultClientSessionTimeout = time.Hour
+	// MaxReplyBytes bounds one reply netstring. Replies are short texts
+	// (mail.MaxStatusText); a longer one is treated as garbage.
+	MaxReplyBytes = 4 << 10
 )
 
 var errDeadline = os.ErrDeadlineExceeded

@@ -117,6 +117,9 @@ type Server struct {
 	// QMTP server has no hop counting (PROTOCOLS.md 8.12).
 	MaxHops int
 
+	// TLSConfig is used by ServeTLS for implicit-TLS (QMTPS) listeners.
+	TLSConfig *tls.Config
+
 	// ReadTimeout and WriteTimeout bound each network read and write. 0
 	// means the defaults (5 minutes); negative means none. They apply only
 	// to connections that support deadlines (net.Conn).
@@ -152,9 +155,6 @@ type Server struct {
 	// Exempt, when set, names client addresses that MaxConnsPerIP does not
 	// apply to (trusted networks); they still count towards MaxConns.
 	Exempt func(netip.Addr) bool
-
-	// TLSConfig is used by ServeTLS for implicit-TLS (QMTPS) listeners.
-	TLSConfig *tls.Config
 
 	// ErrorLog receives one line per notable event (handler panics, protocol
 	// errors, limit rejections). Nil means slog.Default().
@@ -205,16 +205,11 @@ func (s *Server) Serve(l net.Listener) error { return s.serve(l, false) }
 // ServeTLS is Serve for implicit-TLS (QMTPS) listeners: each connection
 // starts with a TLS handshake using TLSConfig, and the Received line says
 // "with QMTPS".
-func (s *Server) ServeTLS(l net.Listener) error {
-	if s.TLSConfig == nil {
-		l.Close()
-		return errors.New("qmtp: ServeTLS needs Server.TLSConfig")
-	}
-	return s.serve(l, true)
-}
+func (s *Server) ServeTLS(l net.Listener) error { return s.serve(l, true) }
 
 func (s *Server) serve(l net.Listener, useTLS bool) error {
 	h := serve.Listener{
+		Closed: ErrServerClosed,
 		Serve: func(t *serve.Conn, c net.Conn) {
 			info := &mail.ConnInfo{Proto: "QMTP", RemoteAddr: c.RemoteAddr(), LocalAddr: c.LocalAddr()}
 			var rw net.Conn = c
@@ -224,18 +219,13 @@ func (s *Server) serve(l net.Listener, useTLS bool) error {
 			}
 			s.serveSession(t, rw, info)
 		},
-		Refusal:  netstring.Append(nil, mail.StatusTooManyConns.Reply()),
-		Log:      s.logger().With("proto", "QMTP"),
-		OnRefuse: s.OnRefuse,
-		Limits:   s.settings().Limits(DefaultMaxConns, DefaultMaxConnsPerIP, DefaultMaxUnixConns),
+		Refusal:     netstring.Append(nil, mail.StatusTooManyConns.Reply()),
+		Log:         s.logger().With("proto", "QMTP"),
+		OnRefuse:    s.OnRefuse,
+		Limits:      s.settings().Limits(DefaultMaxConns, DefaultMaxConnsPerIP, DefaultMaxUnixConns),
+		ImplicitTLS: useTLS, TLS: s.TLSConfig,
 	}
-	if useTLS {
-		h.TLS = s.TLSConfig
-	}
-	if err := s.core.Serve(l, h); err != serve.ErrClosed {
-		return err
-	}
-	return ErrServerClosed
+	return s.core.Serve(l, h)
 }
 
 // settings gathers the connection fields for the shared server core.

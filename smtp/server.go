@@ -4,13 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
@@ -47,10 +44,8 @@ const (
 	// and write (RFC 5321 4.5.3.2 suggests 5 minutes for commands);
 	// DefaultSessionTimeout caps a whole connection; DefaultFirstTimeout
 	// bounds the wait for the first HELO or EHLO.
-	DefaultReadTimeout    = serve.DefaultReadTimeout
-	DefaultWriteTimeout   = serve.DefaultWriteTimeout
-	DefaultSessionTimeout = serve.DefaultSessionTimeout
-	DefaultFirstTimeout   = serve.DefaultFirstTimeout
+	DefaultReadTimeout, DefaultWriteTimeout    = serve.DefaultReadTimeout, serve.DefaultWriteTimeout
+	DefaultSessionTimeout, DefaultFirstTimeout = serve.DefaultSessionTimeout, serve.DefaultFirstTimeout
 	// DefaultMaxConns bounds concurrent connections, DefaultMaxConnsPerIP
 	// those from one IP address or IPv6 /64 (Postfix's
 	// smtpd_client_connection_count_limit is 50 too), DefaultMaxUnixConns
@@ -70,39 +65,6 @@ const (
 // ErrServerClosed is returned by Serve, ServeTLS and ServeConn after
 // Shutdown or Close.
 var ErrServerClosed = errors.New("smtp: server closed")
-
-// Handler decides on each envelope address and commits messages. Policy
-// (rcpthosts, relay clients, authenticated users) sits in Sender and
-// Recipient; Deliver puts the message into the queue.
-//
-// Every method returns a mail.Status, rendered as the SMTP reply: an
-// acceptance as 250, anything else with its code, enhanced code and text.
-// The zero Status is a temporary failure, never an acceptance. The
-// mail.ConnInfo is a copy made for the call: read it, do not keep it.
-type Handler interface {
-	// Sender is asked at MAIL FROM. from is the raw reverse-path: quoting
-	// removed, "" for the null sender <>.
-	Sender(ctx context.Context, c *mail.ConnInfo, from string) mail.Status
-	// Recipient is asked at each RCPT TO; only the recipients it accepts
-	// become part of the envelope.
-	Recipient(ctx context.Context, c *mail.ConnInfo, from, rcpt string) mail.Status
-	// Deliver commits one message. body starts with the server's Received
-	// line, followed by the message with LF line ends. A Read error (the
-	// size limit: mail.StatusTooBig; the hop limit: mail.StatusTooManyHops; a
-	// bare CR; a broken connection) means the message is not to be
-	// committed: Deliver must then return a failure, and the server replies
-	// with the read error's status whatever Deliver returned. Deliver
-	// returns an acceptance only once the message is durable, and only after
-	// reading body to io.EOF.
-	Deliver(ctx context.Context, c *mail.ConnInfo, env mail.Envelope, body io.Reader) mail.Status
-}
-
-// Authenticator checks a user name and password (AUTH PLAIN and LOGIN). A
-// wrong password is ok == false with a nil error; an error means the check
-// could not be made (a temporary failure, 454 4.7.0).
-type Authenticator interface {
-	Authenticate(ctx context.Context, username, password string) (ok bool, err error)
-}
 
 // Server is an SMTP server on go-smtp, with qmgate's limits and policy
 // hooks. Its exported fields are set before the first Serve and not changed
@@ -173,11 +135,6 @@ type Server struct {
 	// FirstTimeout bounds the time from the connection to the client's
 	// first HELO or EHLO (DefaultFirstTimeout when 0; none when negative).
 	FirstTimeout time.Duration
-	// MinDataRate is the slowest a client may send, in bytes a second,
-	// measured over two minutes from its first byte after each reply
-	// (serve.DefaultMinDataRate, 64, when 0; none when negative). A
-	// slower client gets 421 4.4.2 and is disconnected.
-	MinDataRate int64
 
 	// MaxConns bounds concurrent connections and MaxConnsPerIP those from
 	// one IP address or IPv6 network (DefaultMaxConns,
@@ -197,6 +154,11 @@ type Server struct {
 	// Exempt, when set, names client addresses that MaxConnsPerIP does not
 	// apply to (trusted networks); they still count towards MaxConns.
 	Exempt func(netip.Addr) bool
+	// MinDataRate is the slowest a client may send, in bytes a second,
+	// measured over two minutes from its first byte after each reply
+	// (serve.DefaultMinDataRate, 64, when 0; none when negative). A
+	// slower client gets 421 4.4.2 and is disconnected.
+	MinDataRate int64
 
 	// ConnContext, when set, is called once per connection, at its first
 	// HELO or EHLO, to complete the ConnInfo the handler will see:
@@ -254,13 +216,7 @@ func (s *Server) Serve(l net.Listener) error { return s.serve(l, false) }
 // ServeTLS is Serve for implicit TLS (RFC 8314 "submissions", port 465):
 // every connection starts with a TLS handshake under TLSConfig, which must be
 // set.
-func (s *Server) ServeTLS(l net.Listener) error {
-	if s.TLSConfig == nil {
-		l.Close()
-		return errors.New("smtp: ServeTLS needs a TLSConfig")
-	}
-	return s.serve(l, true)
-}
+func (s *Server) ServeTLS(l net.Listener) error { return s.serve(l, true) }
 
 // settings gathers the connection fields for the shared server core.
 func (s *Server) settings() serve.Settings {
@@ -273,23 +229,19 @@ func (s *Server) settings() serve.Settings {
 
 func (s *Server) serve(l net.Listener, implicitTLS bool) error {
 	h := serve.Listener{
+		Closed: ErrServerClosed,
 		Serve: func(t *serve.Conn, c net.Conn) {
 			sc := newServerConn(s, c, t)
 			t.OnShutdown(sc.kick)
 			s.serveConn(sc, implicitTLS)
 		},
-		Refusal:  replyLine(mail.StatusTooManyConns),
-		Log:      s.logger().With("proto", "SMTP"),
-		OnRefuse: s.OnRefuse,
-		Limits:   s.settings().Limits(DefaultMaxConns, DefaultMaxConnsPerIP, DefaultMaxUnixConns),
+		Refusal:     replyLine(mail.StatusTooManyConns),
+		Log:         s.logger().With("proto", "SMTP"),
+		OnRefuse:    s.OnRefuse,
+		Limits:      s.settings().Limits(DefaultMaxConns, DefaultMaxConnsPerIP, DefaultMaxUnixConns),
+		ImplicitTLS: implicitTLS, TLS: s.TLSConfig,
 	}
-	if implicitTLS {
-		h.TLS = s.TLSConfig
-	}
-	if err := s.core.Serve(l, h); err != serve.ErrClosed {
-		return err
-	}
-	return ErrServerClosed
+	return s.core.Serve(l, h)
 }
 
 // ServeConn serves one plaintext connection in the calling goroutine and
@@ -371,21 +323,3 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.core.Shutdown(ct
 // connection and cancels the handlers' contexts. A message in progress is
 // not acknowledged, so its client will send it again.
 func (s *Server) Close() error { return s.core.Close() }
-
-// engineLog adapts go-smtp's logger to slog. go-smtp logs connection errors
-// (failed TLS handshakes, resets) and recovered panics.
-type engineLog struct {
-	log    *slog.Logger
-	client net.Addr
-}
-
-func (l engineLog) Printf(format string, v ...any) { l.Println(fmt.Sprintf(format, v...)) }
-
-func (l engineLog) Println(v ...any) {
-	msg := strings.TrimSpace(fmt.Sprintln(v...))
-	if strings.Contains(msg, "panic") {
-		l.log.Error("smtp session panic", "client", addrString(l.client), "err", msg)
-		return
-	}
-	l.log.Info("smtp session error", "client", addrString(l.client), "err", msg)
-}

@@ -13,7 +13,6 @@ package serve
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -71,95 +70,9 @@ const (
 // maps it to its own ErrServerClosed.
 var ErrClosed = errors.New("server closed")
 
-// Pick returns v when positive, def when v is 0, and 0 (none) when v is
-// negative: the meaning of every limit field of the servers.
-func Pick[T ~int | ~int64](v, def T) T {
-	switch {
-	case v > 0:
-		return v
-	case v < 0:
-		return 0
-	}
-	return def
-}
-
-// Limits are a server's admission limits, resolved (0 means none).
-type Limits struct {
-	MaxConns      int // connections over TCP (or any non-unix listener)
-	MaxConnsPerIP int // per client address (or IPv6 network)
-	MaxUnixConns  int // connections on unix-domain sockets, a budget of their own
-	IPv6PrefixLen int // leading bits of an IPv6 address counted as one client
-	// Exempt, when set, names addresses that count towards MaxConns only,
-	// never towards MaxConnsPerIP (trusted networks behind one NAT).
-	Exempt func(netip.Addr) bool
-}
-
-// Settings are a server's connection fields as its user set them: 0 means
-// the default, negative means none.
-type Settings struct {
-	MaxConns, MaxConnsPerIP, MaxUnixConns, IPv6PrefixLen int
-	Exempt                                               func(netip.Addr) bool
-	ReadTimeout, WriteTimeout                            time.Duration
-	SessionTimeout, FirstTimeout                         time.Duration
-	MinDataRate                                          int64
-}
-
-// Limits resolves the admission limits, with the server's own defaults for
-// the connection counts.
-func (s Settings) Limits(defMax, defPerIP, defUnix int) Limits {
-	v6 := s.IPv6PrefixLen
-	if v6 == 0 {
-		v6 = DefaultIPv6PrefixLen
-	}
-	return Limits{
-		MaxConns:      Pick(s.MaxConns, defMax),
-		MaxConnsPerIP: Pick(s.MaxConnsPerIP, defPerIP),
-		MaxUnixConns:  Pick(s.MaxUnixConns, defUnix),
-		IPv6PrefixLen: v6,
-		Exempt:        s.Exempt,
-	}
-}
-
-// Timing resolves the clocks of a connection that starts at start.
-func (s Settings) Timing(start time.Time) Timing {
-	t := Timing{
-		ReadTimeout:  Pick(s.ReadTimeout, DefaultReadTimeout),
-		WriteTimeout: Pick(s.WriteTimeout, DefaultWriteTimeout),
-		MinRate:      Pick(s.MinDataRate, DefaultMinDataRate),
-		RateWindow:   DefaultRateWindow,
-	}
-	if d := Pick(s.SessionTimeout, DefaultSessionTimeout); d > 0 {
-		t.End = start.Add(d)
-	}
-	if d := Pick(s.FirstTimeout, DefaultFirstTimeout); d > 0 {
-		t.First = start.Add(d)
-	}
-	return t
-}
-
-// Listener describes how Serve answers on one listener.
-type Listener struct {
-	// Limits are the admission limits; those of the first Serve apply to
-	// every listener of the Core.
-	Limits Limits
-	// Serve serves one admitted connection; the connection is closed and
-	// untracked when it returns.
-	Serve func(t *Conn, c net.Conn)
-	// Uncounted, when set, names connections that are served without a
-	// slot: the QMQP server's clients off its allow list, whose session is
-	// one refusal and must not be answered as over a limit instead.
-	Uncounted func(c net.Conn) bool
-	// Refusal is the whole reply to a connection over a limit.
-	Refusal []byte
-	// TLS, when set, makes the refusal go out after a TLS handshake
-	// (implicit-TLS listeners).
-	TLS *tls.Config
-	// Log receives one line per refusal and accept error.
-	Log *slog.Logger
-	// OnRefuse, when set, is called with "limit" for each connection
-	// refused; it must not block.
-	OnRefuse func(reason string)
-}
+// ErrNoTLSConfig is what Serve returns for an implicit-TLS listener
+// without a TLS configuration.
+var ErrNoTLSConfig = errors.New("ServeTLS needs a TLSConfig")
 
 // Core is the state a server keeps about its listeners and connections.
 // The zero value is ready to use.
@@ -234,9 +147,20 @@ func (c *Core) limits(l Limits) {
 }
 
 // Serve accepts connections on l until Shutdown or Close (then it returns
-// ErrClosed) or a permanent accept error. It closes l when it returns.
+// h.Closed) or a permanent accept error. It closes l when it returns.
 func (c *Core) Serve(l net.Listener, h Listener) error {
+	err := c.serve(l, h)
+	if err == ErrClosed && h.Closed != nil {
+		return h.Closed
+	}
+	return err
+}
+
+func (c *Core) serve(l net.Listener, h Listener) error {
 	defer l.Close()
+	if h.ImplicitTLS && h.TLS == nil {
+		return ErrNoTLSConfig
+	}
 	if !c.trackListener(l, true) {
 		return ErrClosed
 	}
@@ -360,55 +284,6 @@ func (c *Core) trackListener(l net.Listener, add bool) bool {
 	}
 	c.listeners[l] = struct{}{}
 	return true
-}
-
-// reject answers a connection over a limit with h.Refusal and closes it
-// gracefully, so the reply is not lost to a reset; at most MaxRejecting at
-// once, the others are closed without a word.
-func (c *Core) reject(nc net.Conn, h Listener) {
-	if c.rejecting.Add(1) > MaxRejecting {
-		c.rejecting.Add(-1)
-		nc.Close()
-		return
-	}
-	t, ok := c.Track(context.Background(), nc)
-	if !ok {
-		c.rejecting.Add(-1)
-		nc.Close()
-		return
-	}
-	go func() {
-		defer c.rejecting.Add(-1)
-		defer c.Done(t)
-		nc.SetDeadline(time.Now().Add(RejectTimeout))
-		var w net.Conn = nc
-		if h.TLS != nil {
-			tc := tls.Server(nc, h.TLS)
-			if tc.Handshake() != nil {
-				nc.Close()
-				return
-			}
-			w = tc
-		}
-		if _, err := w.Write(h.Refusal); err != nil {
-			nc.Close()
-			return
-		}
-		LingerClose(nc)
-	}()
-}
-
-// LingerClose half-closes rw, reads and discards what the client may still
-// send (bounded by the deadline already set and 1 MiB), and closes it, as
-// far as rw supports each step: closing with unread input would make the
-// kernel answer with a reset that can destroy the reply in flight.
-func LingerClose(rw io.ReadWriter) {
-	if cw, ok := rw.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-		io.CopyN(io.Discard, rw, lingerBytes)
-	}
-	if cl, ok := rw.(io.Closer); ok {
-		cl.Close()
-	}
 }
 
 // Go runs f on a reused goroutine (ServeConn-style entry points do not need
