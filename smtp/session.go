@@ -150,6 +150,10 @@ func (s *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 	if s.sc.stopped.Load() {
 		return replyError(statusConnError)
 	}
+	if strings.EqualFold(to, "postmaster") {
+		// RCPT TO:<Postmaster> (RFC 5321 4.1.1.3): this host's postmaster.
+		to = "postmaster@" + s.srv().hostname()
+	}
 	if !acceptableAddress(to) || to == "" {
 		return replyError(mail.StatusBadAddresses)
 	}
