@@ -51,8 +51,8 @@ var (
 // qmail-qmqpc does: the servers are tried in order and the next one only when
 // the connection to the current one cannot be made. Once connected, any
 // failure is a temporary failure for the message and no other server is
-// tried, because the first server may already have queued it (PROTOCOLS.md
-// 3.3, 8.17).
+// tried, because the first server may already have queued it (qmail-qmqpc.c
+// fails over only when connect fails).
 //
 // The zero Client has no servers; the other zero fields mean the defaults. A
 // Client is safe for concurrent use; it keeps no connections (QMQP carries
@@ -251,7 +251,8 @@ func (c *Client) Send(ctx context.Context, env mail.Envelope, body io.Reader, si
 	return Result{Status: mail.StatusConnectFailed}, &cerr
 }
 
-// checkEnvelope refuses what no QMQP server accepts (PROTOCOLS.md 3.2, 8.9).
+// checkEnvelope refuses what no QMQP server accepts: no recipients, or an
+// address qmail-qmqpd.c would refuse (1000 bytes or more, or a NUL).
 func checkEnvelope(env mail.Envelope) (mail.Status, bool) {
 	if len(env.Recipients) == 0 {
 		return mail.StatusNoRecipients, false

@@ -167,7 +167,7 @@ func (r *Request) readEnvelope() error {
 			return r.fail(err)
 		}
 		// An empty recipient passes qmail-qmqpd, but a gateway has nowhere
-		// to deliver it (PROTOCOLS.md 8.9).
+		// to deliver it.
 		ok = ok && (rcpt != "" || !keepRcpt(r.maxRcpts, count))
 		bad = bad || !ok
 		if ok && keepRcpt(r.maxRcpts, count) {

@@ -109,7 +109,8 @@ type Client struct {
 }
 
 // DialError is the error of a failed Dial: nothing was sent, so under MXPS
-// the caller may fall back to SMTP on the same host (PROTOCOLS.md 4).
+// the caller may fall back to SMTP on the same host (MXPS: only a failed
+// QMTP connection attempt may fall back, never a failed delivery).
 type DialError struct {
 	Addr string
 	Err  error

@@ -18,7 +18,7 @@ import (
 
 // Defaults for the Server's zero-valued fields, and fixed bounds.
 const (
-	// DefaultPort is QMTP's TCP port [QMTP §7]. QMTPS has no registered
+	// DefaultPort is QMTP's TCP port (qmtp.txt). QMTPS has no registered
 	// port; the package never assumes one.
 	DefaultPort = 209
 
@@ -114,7 +114,8 @@ type Server struct {
 	// MaxHops is the loop limit: a message whose header holds this many
 	// Received: and Delivered-To: lines gets mail.StatusTooManyHops. 0 means
 	// mail.DefaultMaxHops (100); negative turns hop counting off. qmail's
-	// QMTP server has no hop counting (PROTOCOLS.md 8.12).
+	// QMTP server has no hop counting (qmail-qmtpd.c leaves it to
+	// qmail-send).
 	MaxHops int
 
 	// TLSConfig is used by ServeTLS for implicit-TLS (QMTPS) listeners.
