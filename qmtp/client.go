@@ -123,13 +123,13 @@ func (e *DialError) Unwrap() error { return e.Err }
 // plain QMTP, and is an error for QMTPS, which has no registered port).
 // Errors are *DialError.
 func (c *Client) Dial(ctx context.Context, addr string) (*Conn, error) {
-	host, port, err := net.SplitHostPort(addr)
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		if c.TLSConfig != nil {
 			return nil, &DialError{addr, errors.New("QMTPS needs an explicit port")}
 		}
-		host, port = addr, strconv.Itoa(DefaultPort)
-		addr = net.JoinHostPort(host, port)
+		host = addr
+		addr = net.JoinHostPort(host, strconv.Itoa(DefaultPort))
 	}
 	if t := serve.Pick(c.ConnectTimeout, DefaultConnectTimeout); t > 0 {
 		var cancel context.CancelFunc

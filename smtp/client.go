@@ -11,7 +11,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -443,7 +442,6 @@ type clientConn struct {
 	net.Conn
 	writeTimeout time.Duration
 	cancelled    atomic.Bool
-	mu           sync.Mutex
 }
 
 var errCancelled = errors.New("smtp: delivery cancelled")

@@ -25,10 +25,6 @@ const (
 	lingerTimeout = 10 * time.Second
 	// lingerMaxBytes bounds what it discards meanwhile.
 	lingerMaxBytes = 64 << 20
-	// rejectTimeout bounds the exchange with a client refused for a
-	// connection limit: the TLS handshake on an implicit-TLS listener and the
-	// one 421 line.
-	rejectTimeout = 10 * time.Second
 )
 
 // serverConn is the server's view of one client connection. go-smtp reads and

@@ -9,8 +9,10 @@ import (
 func TestLimiter(t *testing.T) {
 	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 	l := &Limiter{Max: 3, PerIP: 2}
-	if !l.Acquire(a) || !l.Acquire(a) {
-		t.Fatal("first two from a refused")
+	for i := 0; i < 2; i++ {
+		if !l.Acquire(a) {
+			t.Fatalf("connection %d from a refused", i+1)
+		}
 	}
 	if l.Acquire(a) {
 		t.Fatal("third from a admitted over PerIP")
