@@ -487,7 +487,8 @@ func (s *Server) readHeader(c *serve.IOConn, info *mail.ConnInfo, now time.Time)
 	r.Size = n
 	r.tooBig = s.maxMessageBytes() > 0 && n > s.maxMessageBytes()
 	r.msg = msg
-	r.body = mail.NewBodyReader(msg, s.maxMessageBytes(), s.maxHops())
+	r.nul = serve.RefuseNUL(msg)
+	r.body = mail.NewBodyReader(r.nul, s.maxMessageBytes(), s.maxHops())
 	r.Body = &bodyReader{req: r, received: info.Received(now), body: r.body}
 	return r, nil
 }

@@ -101,7 +101,7 @@ type pkg struct {
 	body     *mail.BodyReader
 	hdr      string // Received line not yet handed out
 	bodyEOF  bool
-	limitErr error // mail.StatusTooBig or mail.StatusTooManyHops
+	limitErr error // mail.StatusTooBig, mail.StatusTooManyHops or serve.StatusNUL
 	ioErr    error // protocol or I/O error: close without reply
 
 	envDone    bool
@@ -254,7 +254,7 @@ func (s *session) servePackage() error {
 		// Known from the declaration alone; the data is still drained.
 		p.limitErr = mail.StatusTooBig
 	}
-	p.body = mail.NewBodyReader(src, s.maxBytes, s.maxHops)
+	p.body = mail.NewBodyReader(serve.RefuseNUL(src), s.maxBytes, s.maxHops)
 	req := &Request{Conn: s.info, Body: bodyReader{p}, Size: n - 1, CRLF: mode == '\r', pkg: p}
 
 	statuses, handled := s.callHandler(req)

@@ -10,6 +10,7 @@ import (
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/qmgate/qmgate/internal/serve"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -203,7 +204,8 @@ func (s *session) Data(r io.Reader) error {
 		f.drain()
 		return replyError(mail.StatusNoRecipients)
 	}
-	br := mail.NewBodyReader(f, srv.maxMessageBytes(), srv.maxHops())
+	nul := serve.RefuseNUL(f)
+	br := mail.NewBodyReader(nul, srv.maxMessageBytes(), srv.maxHops())
 	body := io.MultiReader(strings.NewReader(info.Received(time.Now())), br)
 	var st mail.Status
 	if srv.Handler == nil {
@@ -238,6 +240,8 @@ func (s *session) Data(r io.Reader) error {
 		}
 	case f.bareCR:
 		st = statusBareCR
+	case nul.Err() != nil:
+		st = serve.StatusNUL
 	case br.Err() != nil:
 		st = mail.StatusOf(br.Err())
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/netstring"
 	"github.com/qmgate/qmgate/qmqp"
 	"github.com/qmgate/qmgate/qmtp"
@@ -35,6 +36,9 @@ type server struct {
 	start func(k knobs) (serve func(net.Listener) error, shutdown func(context.Context) error, closed error)
 	// probe makes the smallest exchange and returns the first reply.
 	probe func(c net.Conn) string
+	// send sends one message on a new connection and returns the reply
+	// to it.
+	send func(c net.Conn, msg string) string
 	// refused tells a refusal for too many connections.
 	refused string
 }
@@ -44,42 +48,30 @@ func servers() []server {
 		{
 			name: "QMTP",
 			start: func(k knobs) (func(net.Listener) error, func(context.Context) error, error) {
-				s := &qmtp.Server{MaxConns: k.MaxConns, MaxConnsPerIP: k.MaxConnsPerIP, MaxUnixConns: k.MaxUnixConns,
+				s := &qmtp.Server{Handler: qmtpAccept, MaxConns: k.MaxConns, MaxConnsPerIP: k.MaxConnsPerIP, MaxUnixConns: k.MaxUnixConns,
 					FirstTimeout: k.FirstTimeout, Exempt: k.Exempt, ErrorLog: quiet()}
 				return s.Serve, s.Shutdown, qmtp.ErrServerClosed
 			},
-			probe: func(c net.Conn) string {
-				var p []byte
-				p = netstring.AppendString(p, "\nSubject: x\n\nhi\n")
-				p = netstring.AppendString(p, "a@example.org")
-				p = netstring.Append(p, netstring.AppendString(nil, "b@example.org"))
-				c.Write(p)
-				return readNetstring(c)
-			},
+			probe:   func(c net.Conn) string { return qmtpSend(c, "Subject: x\n\nhi\n") },
+			send:    qmtpSend,
 			refused: "Ztoo many connections",
 		},
 		{
 			name: "QMQP",
 			start: func(k knobs) (func(net.Listener) error, func(context.Context) error, error) {
-				s := &qmqp.Server{MaxConns: k.MaxConns, MaxConnsPerIP: k.MaxConnsPerIP, MaxUnixConns: k.MaxUnixConns,
+				s := &qmqp.Server{Handler: qmqpAccept, MaxConns: k.MaxConns, MaxConnsPerIP: k.MaxConnsPerIP, MaxUnixConns: k.MaxUnixConns,
 					FirstTimeout: k.FirstTimeout, Exempt: k.Exempt, ErrorLog: quiet(),
 					Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 				return s.Serve, s.Shutdown, qmqp.ErrServerClosed
 			},
-			probe: func(c net.Conn) string {
-				var p []byte
-				p = netstring.AppendString(p, "Subject: x\n\nhi\n")
-				p = netstring.AppendString(p, "a@example.org")
-				p = netstring.AppendString(p, "b@example.org")
-				c.Write(netstring.Append(nil, p))
-				return readNetstring(c)
-			},
+			probe:   func(c net.Conn) string { return qmqpSend(c, "Subject: x\n\nhi\n") },
+			send:    qmqpSend,
 			refused: "Ztoo many connections",
 		},
 		{
 			name: "SMTP",
 			start: func(k knobs) (func(net.Listener) error, func(context.Context) error, error) {
-				s := &smtp.Server{MaxConns: k.MaxConns, MaxConnsPerIP: k.MaxConnsPerIP, MaxUnixConns: k.MaxUnixConns,
+				s := &smtp.Server{Handler: smtpAccept{}, MaxConns: k.MaxConns, MaxConnsPerIP: k.MaxConnsPerIP, MaxUnixConns: k.MaxUnixConns,
 					FirstTimeout: k.FirstTimeout, Exempt: k.Exempt, ErrorLog: quiet(), Hostname: "mx.test"}
 				return s.Serve, s.Shutdown, smtp.ErrServerClosed
 			},
@@ -87,6 +79,7 @@ func servers() []server {
 				line, _ := bufio.NewReader(c).ReadString('\n')
 				return line
 			},
+			send:    smtpSend,
 			refused: "421 4.3.2 ",
 		},
 	}
@@ -255,6 +248,100 @@ func TestFirstTimeout(t *testing.T) {
 			}
 			if srv.name == "SMTP" && !strings.Contains(string(rest), "\r\n421 4.4.2 ") {
 				t.Errorf("SMTP client got %q, want a 421 after the greeting", rest)
+			}
+		})
+	}
+}
+
+func qmtpSend(c net.Conn, msg string) string {
+	var p []byte
+	p = netstring.AppendString(p, "\n"+msg)
+	p = netstring.AppendString(p, "a@example.org")
+	p = netstring.Append(p, netstring.AppendString(nil, "b@example.org"))
+	c.Write(p)
+	return readNetstring(c)
+}
+
+func qmqpSend(c net.Conn, msg string) string {
+	var p []byte
+	p = netstring.AppendString(p, msg)
+	p = netstring.AppendString(p, "a@example.org")
+	p = netstring.AppendString(p, "b@example.org")
+	c.Write(netstring.Append(nil, p))
+	return readNetstring(c)
+}
+
+// smtpSend sends msg (LF line ends) in one DATA transaction and returns
+// the reply to the final dot.
+func smtpSend(c net.Conn, msg string) string {
+	r := bufio.NewReader(c)
+	reply := func() string {
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil || len(line) < 4 || line[3] != '-' {
+				return line
+			}
+		}
+	}
+	reply() // greeting
+	for _, cmd := range []string{"EHLO x", "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.org>", "DATA"} {
+		c.Write([]byte(cmd + "\r\n"))
+		reply()
+	}
+	c.Write([]byte(strings.ReplaceAll(msg, "\n", "\r\n") + ".\r\n"))
+	return reply()
+}
+
+var qmtpAccept = qmtp.HandlerFunc(func(ctx context.Context, req *qmtp.Request) []mail.Status {
+	_, err := io.Copy(io.Discard, req.Body)
+	env, eerr := req.Envelope()
+	st := mail.OK("queued")
+	if err != nil || eerr != nil {
+		st = mail.StatusOf(errors.Join(err, eerr))
+	}
+	out := make([]mail.Status, len(env.Recipients))
+	for i := range out {
+		out[i] = st
+	}
+	return out
+})
+
+var qmqpAccept = qmqp.HandlerFunc(func(ctx context.Context, req *qmqp.Request) mail.Status {
+	if _, err := io.Copy(io.Discard, req.Body); err != nil {
+		return mail.StatusOf(err)
+	}
+	if _, err := req.Envelope(); err != nil {
+		return mail.StatusOf(err)
+	}
+	return mail.OK("queued")
+})
+
+type smtpAccept struct{}
+
+func (smtpAccept) Sender(context.Context, *mail.ConnInfo, string) mail.Status { return mail.OK("") }
+func (smtpAccept) Recipient(context.Context, *mail.ConnInfo, string, string) mail.Status {
+	return mail.OK("")
+}
+func (smtpAccept) Deliver(ctx context.Context, c *mail.ConnInfo, env mail.Envelope, body io.Reader) mail.Status {
+	if _, err := io.Copy(io.Discard, body); err != nil {
+		return mail.StatusOf(err)
+	}
+	return mail.OK("queued")
+}
+
+// TestNUL: a message with a NUL byte is refused at the door by every
+// server, permanently, with enhanced code 5.6.0; the same message without
+// it is accepted.
+func TestNUL(t *testing.T) {
+	want := map[string]string{"QMTP": "Dsorry, message contains a NUL byte (#5.6.0)", "QMQP": "Dsorry, message contains a NUL byte (#5.6.0)", "SMTP": "554 5.6.0 sorry, message contains a NUL byte\r\n"}
+	for _, srv := range servers() {
+		t.Run(srv.name, func(t *testing.T) {
+			addr := run(t, srv, knobs{}, "tcp")[0]
+			if got := srv.send(dial(t, "tcp", addr), "Subject: x\n\nclean\n"); strings.HasPrefix(got, "D") || strings.HasPrefix(got, "5") || strings.HasPrefix(got, "error") {
+				t.Fatalf("clean message refused: %q", got)
+			}
+			if got := srv.send(dial(t, "tcp", addr), "Subject: x\n\nnul \x00 here\n"); got != want[srv.name] {
+				t.Fatalf("message with NUL: got %q, want %q", got, want[srv.name])
 			}
 		})
 	}
