@@ -1,7 +1,12 @@
 package smtp
 
 import (
+	"context"
+	"encoding/base64"
+	"strconv"
+	"sync"
 	"testing"
+	"time"
 )
 
 // TestRcptPostmaster: RCPT TO:<Postmaster> without a domain must be
@@ -18,5 +23,117 @@ func TestRcptPostmaster(t *testing.T) {
 	defer h.mu.Unlock()
 	if len(h.recipients) != 1 || h.recipients[0] != "postmaster@mx.test" {
 		t.Fatalf("handler saw %q", h.recipients)
+	}
+}
+
+// countingAuth counts the checks, and the most that ran at once; each
+// check waits until `parallel` run together, or a short while.
+type countingAuth struct {
+	mu       sync.Mutex
+	calls    int
+	inside   int
+	most     int
+	parallel int
+	full     chan struct{}
+}
+
+func (a *countingAuth) Authenticate(ctx context.Context, user, pass string) (bool, error) {
+	a.mu.Lock()
+	a.calls++
+	a.inside++
+	a.most = max(a.most, a.inside)
+	if a.inside == a.parallel && a.full != nil {
+		close(a.full)
+		a.full = nil
+	}
+	full := a.full
+	a.mu.Unlock()
+	if full != nil {
+		select {
+		case <-full:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	a.mu.Lock()
+	a.inside--
+	a.mu.Unlock()
+	return pass == "right", nil
+}
+
+// counts returns the checks made and the most run at once.
+func (a *countingAuth) counts() (calls, most int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.calls, a.most
+}
+
+func authLine(user, pass string) string {
+	return "AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+pass))
+}
+
+// TestAuthChecksBounded: no more than MaxAuthChecks password checks run at
+// once, however many clients try.
+func TestAuthChecksBounded(t *testing.T) {
+	const clients = 6
+	a := &countingAuth{parallel: clients, full: make(chan struct{})}
+	addr := startServer(t, &Server{Handler: &recHandler{}, Auth: a, AllowInsecureAuth: true,
+		MaxAuthChecks: 2, AuthFailureDelay: -1, MaxAuthFailuresPerIP: -1})
+	var wg sync.WaitGroup
+	for i := 0; i < clients; i++ {
+		c := dialRaw(t, addr)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.expect("220")
+			c.cmd("EHLO x", "250")
+			c.cmd(authLine("u", "wrong"+strconv.Itoa(i)), "535")
+		}()
+	}
+	wg.Wait()
+	if _, most := a.counts(); most > 2 {
+		t.Fatalf("%d password checks ran at once, want at most 2", most)
+	}
+}
+
+// TestAuthFailuresPerAddress: failures count per client address across
+// connections; past the limit AUTH is refused without a check.
+func TestAuthFailuresPerAddress(t *testing.T) {
+	a := &countingAuth{}
+	addr := startServer(t, &Server{Handler: &recHandler{}, Auth: a, AllowInsecureAuth: true,
+		MaxAuthFailuresPerIP: 2, MaxAuthFailures: -1, AuthFailureDelay: -1})
+	c := dialRaw(t, addr)
+	c.expect("220")
+	c.cmd("EHLO x", "250")
+	c.cmd(authLine("u", "one"), "535")
+	c.cmd(authLine("u", "two"), "535")
+	c = dialRaw(t, addr)
+	c.expect("220")
+	c.cmd("EHLO x", "250")
+	c.cmd(authLine("u", "right"), "421 4.7.0")
+	c.eof()
+	if calls, _ := a.counts(); calls != 2 {
+		t.Fatalf("%d password checks, want 2", calls)
+	}
+}
+
+// TestAuthRepeatedFailureCheap: the same wrong (user, password) again is
+// refused without a second check; the right password still works.
+func TestAuthRepeatedFailureCheap(t *testing.T) {
+	a := &countingAuth{}
+	addr := startServer(t, &Server{Handler: &recHandler{}, Auth: a, AllowInsecureAuth: true,
+		MaxAuthFailuresPerIP: -1, MaxAuthFailures: -1, AuthFailureDelay: -1})
+	c := dialRaw(t, addr)
+	c.expect("220")
+	c.cmd("EHLO x", "250")
+	for i := 0; i < 3; i++ {
+		c.cmd(authLine("u", "wrong"), "535")
+	}
+	if calls, _ := a.counts(); calls != 1 {
+		t.Fatalf("%d password checks for one wrong password tried three times, want 1", calls)
+	}
+	c.cmd(authLine("u", "right"), "235")
+	c.cmd(authLine("u", "right"), "503") // already authenticated
+	if calls, _ := a.counts(); calls != 2 {
+		t.Fatalf("%d password checks, want 2", calls)
 	}
 }

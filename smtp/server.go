@@ -60,6 +60,12 @@ const (
 	// which slows down password guessing (Postfix's smtpd_error_sleep_time
 	// is 1s as well).
 	DefaultAuthFailureDelay = time.Second
+	// DefaultMaxAuthFailuresPerIP is how many failed AUTH attempts one
+	// client address (or IPv6 /64) gets within DefaultAuthFailureWindow,
+	// across all its connections; after that AUTH is refused without a
+	// password check.
+	DefaultMaxAuthFailuresPerIP = 10
+	DefaultAuthFailureWindow    = 15 * time.Minute
 )
 
 // ErrServerClosed is returned by Serve, ServeTLS and ServeConn after
@@ -104,6 +110,20 @@ type Server struct {
 	// AuthFailureDelay pauses before each failure reply
 	// (DefaultAuthFailureDelay when 0, none when negative).
 	AuthFailureDelay time.Duration
+	// MaxAuthChecks bounds the password checks running at once (0: the
+	// number of CPUs; negative: no bound); further AUTH attempts wait for
+	// a free slot, so a flood of attempts cannot take every core.
+	MaxAuthChecks int
+	// MaxAuthFailuresPerIP bounds the failed AUTH attempts of one client
+	// address (or IPv6 network, see IPv6PrefixLen) within
+	// AuthFailureWindow, across connections (DefaultMaxAuthFailuresPerIP
+	// when 0; none when negative). Past it, AUTH is answered
+	// 421 4.7.0 without a password check and the connection closes.
+	MaxAuthFailuresPerIP int
+	// AuthFailureWindow is how long failures are counted against an
+	// address, and how long a (user, password) pair that just failed is
+	// refused again without a check (DefaultAuthFailureWindow when 0).
+	AuthFailureWindow time.Duration
 
 	// MaxMessageBytes bounds a message as stored: LF line ends, without
 	// the server's Received line (DefaultMaxMessageBytes when 0, no limit
@@ -183,6 +203,7 @@ type Server struct {
 	OnRefuse func(reason string)
 
 	core serve.Core
+	auth authGuard
 }
 
 func (s *Server) logger() *slog.Logger {
