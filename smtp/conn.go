@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -65,6 +66,12 @@ type serverConn struct {
 
 	authFailures int // owned by the connection's goroutine
 
+	// The plaintext view (plain.go).
+	tlsConn *tls.Conn   // the implicit TLS the server terminates itself; nil if none
+	opaque  atomic.Bool // go-smtp's STARTTLS: the stream below go-smtp is ciphertext now
+	dcState int         // scanDotCR's state, owned by the reading goroutine
+	dotCR   atomic.Bool // CR LF "." CR X was read
+
 	closeOnce sync.Once
 	done      chan struct{}
 }
@@ -124,6 +131,9 @@ func (sc *serverConn) Read(p []byte) (int, error) {
 			return 0, sc.timedOut()
 		}
 		n, err := sc.Conn.Read(p)
+		if n > 0 && !sc.opaque.Load() {
+			sc.scanDotCR(p[:n])
+		}
 		sc.mu.Lock()
 		if e := sc.tm.ReadDone(n, err); e != err {
 			// Too slow, or no greeting in time: like a timeout.
@@ -176,7 +186,18 @@ func (sc *serverConn) Write(p []byte) (int, error) {
 	}
 	sc.mu.Unlock()
 	sc.Conn.SetWriteDeadline(dl)
-	n, err := sc.Conn.Write(p)
+	q, changed := p, false
+	if !sc.opaque.Load() {
+		q, changed = sc.rewrite(p)
+	}
+	n, err := sc.Conn.Write(q)
+	if changed {
+		// The caller counts what it asked to write.
+		n = len(p)
+		if err != nil {
+			n = 0
+		}
+	}
 	switch sc.closeAfterWrite.Swap(0) {
 	case closePlain:
 		sc.Close()

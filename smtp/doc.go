@@ -177,6 +177,13 @@
 // parsed; go-smtp hands over the bare local part, which the session turns
 // into postmaster@Hostname):
 //
+//   - Its data reader drops the ".\r" of a line CR LF "." CR X without a
+//     word. serverConn watches the plaintext the client sends for that
+//     sequence (plain.go) and the message is refused with 554 5.6.0, like
+//     any other bare CR.
+//   - Its success replies carry fixed texts ("Roger, accepting mail from",
+//     "I'll make sure <x> gets this"); serverConn replaces them on the way
+//     out with plain ones (plain.go).
 //   - Errors from session methods other than *SMTPError become replies with
 //     err.Error() as text (554 from Data). Every error here is converted.
 //   - Read and write timeouts are per command and off by default; DATA has

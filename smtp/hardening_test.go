@@ -2,8 +2,10 @@ package smtp
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -135,5 +137,64 @@ func TestAuthRepeatedFailureCheap(t *testing.T) {
 	c.cmd(authLine("u", "right"), "503") // already authenticated
 	if calls, _ := a.counts(); calls != 2 {
 		t.Fatalf("%d password checks, want 2", calls)
+	}
+}
+
+// TestDotCR: CR LF "." CR X in DATA is a bare CR, refused with 554 5.6.0
+// (go-smtp's reader would drop the ".\r" without a word), on a plain
+// connection and under implicit TLS; the session goes on.
+func TestDotCR(t *testing.T) {
+	for _, implicit := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "implicit TLS"}[implicit], func(t *testing.T) {
+			h := &recHandler{}
+			s := &Server{Handler: h}
+			if implicit {
+				s.TLSConfig = serverTLSConfig(t)
+			}
+			addr := startServerTLS(t, s, implicit)
+			c := dialRaw(t, addr)
+			if implicit {
+				tc := tls.Client(c.c, clientTLSConfig(t))
+				c.useConn(tc)
+			}
+			c.expect("220")
+			c.cmd("EHLO x", "250")
+			c.cmd("MAIL FROM:<a@b.example>", "250")
+			c.cmd("RCPT TO:<c@d.example>", "250")
+			c.cmd("DATA", "354")
+			c.send("Subject: x\r\n\r\nline\r\n.\rX smuggled\r\n.\r\n")
+			c.expect("554 5.6.0")
+			c.cmd("MAIL FROM:<a@b.example>", "250")
+			c.cmd("RCPT TO:<c@d.example>", "250")
+			c.cmd("DATA", "354")
+			c.send("Subject: x\r\n\r\nclean\r\n..stuffed dot is fine\r\n.\r\n")
+			c.expect("250")
+			if n := len(h.messages()); n != 1 {
+				t.Fatalf("%d messages committed, want 1", n)
+			}
+		})
+	}
+}
+
+// TestReplyTexts: replies carry qmgate's own plain texts, not go-smtp's.
+func TestReplyTexts(t *testing.T) {
+	addr := startServer(t, &Server{Handler: &recHandler{}})
+	c := dialRaw(t, addr)
+	c.expect("220")
+	c.cmd("EHLO x", "250")
+	var all []string
+	all = append(all, c.cmd("MAIL FROM:<a@b.example>", "250 2.0.0 sender <a@b.example> ok")...)
+	all = append(all, c.cmd("RCPT TO:<c@d.example>", "250 2.0.0 recipient <c@d.example> ok")...)
+	all = append(all, c.cmd("NOOP", "250")...)
+	all = append(all, c.cmd("DATA", "354")...)
+	c.send("\r\n.\r\n")
+	all = append(all, c.expect("250")...)
+	all = append(all, c.cmd("QUIT", "221")...)
+	for _, l := range all {
+		for _, joke := range []string{"Roger", "I'll make sure", "successfully done nothing", "Go ahead", "Bye"} {
+			if strings.Contains(l, joke) {
+				t.Errorf("reply %q carries go-smtp's text", l)
+			}
+		}
 	}
 }

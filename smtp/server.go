@@ -316,7 +316,13 @@ func (s *Server) serveConn(sc *serverConn, implicitTLS bool) {
 
 	var nc net.Conn = sc
 	if implicitTLS {
-		nc = tls.Server(sc, s.TLSConfig)
+		// The server terminates implicit TLS below serverConn, so that
+		// it sees the plaintext (plain.go); go-smtp sees a plain
+		// connection and must not offer STARTTLS on it.
+		sc.tlsConn = tls.Server(sc.Conn, s.TLSConfig)
+		sc.Conn = sc.tlsConn
+		sc.Conn.SetReadDeadline(sc.tm.Deadline(sc.tm.ReadTimeout))
+		e.TLSConfig = nil
 		sc.info.Proto = "ESMTPS"
 	}
 	l := newOneConnListener(nc, sc.done)

@@ -42,6 +42,9 @@ func (b backend) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 	s := &session{sc: sc, conn: c, info: sc.info}
 	if st, ok := c.TLSConnectionState(); ok {
 		s.info.TLS = &st
+	} else if sc.tlsConn != nil {
+		st := sc.tlsConn.ConnectionState()
+		s.info.TLS = &st
 	}
 	return s, nil
 }
@@ -126,6 +129,7 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	if err := statusReply(srv.Handler.Sender(s.sc.ctx, &info, from)); err != nil {
 		return err
 	}
+	s.sc.takeDotCR() // what came before this transaction is not its data
 	s.mu.Lock()
 	s.from, s.utf8, s.rcpts, s.tx = from, utf8, nil, info
 	s.mu.Unlock()
@@ -198,6 +202,9 @@ func (s *session) Data(r io.Reader) error {
 
 	_, bdat := r.(*io.PipeReader)
 	f := newDataFilter(r, bdat)
+	if !bdat {
+		f.dotCR = s.sc.takeDotCR
+	}
 	if len(env.Recipients) == 0 {
 		// Cannot happen through go-smtp's checks and the nested-MAIL
 		// refusal; never hand a handler an envelope without recipients.
