@@ -66,11 +66,17 @@ type serverConn struct {
 
 	authFailures int // owned by the connection's goroutine
 
-	// The plaintext view (plain.go).
-	tlsConn *tls.Conn   // the implicit TLS the server terminates itself; nil if none
-	opaque  atomic.Bool // go-smtp's STARTTLS: the stream below go-smtp is ciphertext now
-	dcState int         // scanDotCR's state, owned by the reading goroutine
-	dotCR   atomic.Bool // CR LF "." CR X was read
+	// The plaintext view (plain.go). The server terminates TLS itself,
+	// implicit or after STARTTLS, so that go-smtp and this view see
+	// plaintext. stream, tlsConn, sess, lastRead and startTLS belong to
+	// go-smtp's goroutine for the connection.
+	stream   net.Conn  // what Read and Write use: the connection or its TLS
+	tlsConn  *tls.Conn // nil until TLS is on
+	sess     *session  // the current session, for its TLS state
+	lastRead []byte    // the end of the last read, to spot commands after STARTTLS
+	startTLS bool      // the reply being written accepts STARTTLS
+	dcState  int       // scanDotCR's state
+	dotCR    atomic.Bool
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -78,11 +84,12 @@ type serverConn struct {
 
 func newServerConn(srv *Server, c net.Conn, t *serve.Conn) *serverConn {
 	sc := &serverConn{
-		Conn: c,
-		srv:  srv,
-		ctx:  t.Context(),
-		tm:   srv.settings().Timing(time.Now()),
-		done: make(chan struct{}),
+		Conn:   c,
+		stream: c,
+		srv:    srv,
+		ctx:    t.Context(),
+		tm:     srv.settings().Timing(time.Now()),
+		done:   make(chan struct{}),
 	}
 	sc.info = mail.ConnInfo{
 		Proto:      "SMTP",
@@ -130,9 +137,10 @@ func (sc *serverConn) Read(p []byte) (int, error) {
 		if sc.kicked.Load() && !sc.busy.Load() {
 			return 0, sc.timedOut()
 		}
-		n, err := sc.Conn.Read(p)
-		if n > 0 && !sc.opaque.Load() {
+		n, err := sc.stream.Read(p)
+		if n > 0 {
 			sc.scanDotCR(p[:n])
+			sc.lastRead = append(sc.lastRead[:0], p[max(0, n-16):n]...)
 		}
 		sc.mu.Lock()
 		if e := sc.tm.ReadDone(n, err); e != err {
@@ -186,16 +194,19 @@ func (sc *serverConn) Write(p []byte) (int, error) {
 	}
 	sc.mu.Unlock()
 	sc.Conn.SetWriteDeadline(dl)
-	q, changed := p, false
-	if !sc.opaque.Load() {
-		q, changed = sc.rewrite(p)
-	}
-	n, err := sc.Conn.Write(q)
+	q, changed := sc.rewrite(p)
+	n, err := sc.stream.Write(q)
 	if changed {
 		// The caller counts what it asked to write.
 		n = len(p)
 		if err != nil {
 			n = 0
+		}
+	}
+	if sc.startTLS {
+		sc.startTLS = false
+		if err == nil {
+			err = sc.handshake()
 		}
 	}
 	switch sc.closeAfterWrite.Swap(0) {

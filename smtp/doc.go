@@ -177,6 +177,12 @@
 // parsed; go-smtp hands over the bare local part, which the session turns
 // into postmaster@Hostname):
 //
+//   - Its STARTTLS wraps the connection it was given in a TLS of its own,
+//     below which the plaintext cannot be seen. The server therefore
+//     terminates TLS itself, implicit TLS and STARTTLS alike (go-smtp is
+//     given no TLSConfig; the server offers STARTTLS in the EHLO reply and
+//     answers the command, refusing a client that sent more behind it,
+//     RFC 3207 5), and go-smtp reads plaintext from serverConn.
 //   - Its data reader drops the ".\r" of a line CR LF "." CR X without a
 //     word. serverConn watches the plaintext the client sends for that
 //     sequence (plain.go) and the message is refused with 554 5.6.0, like

@@ -142,23 +142,26 @@ func TestAuthRepeatedFailureCheap(t *testing.T) {
 
 // TestDotCR: CR LF "." CR X in DATA is a bare CR, refused with 554 5.6.0
 // (go-smtp's reader would drop the ".\r" without a word), on a plain
-// connection and under implicit TLS; the session goes on.
+// connection, under implicit TLS and after STARTTLS; the session goes on.
 func TestDotCR(t *testing.T) {
-	for _, implicit := range []bool{false, true} {
-		t.Run(map[bool]string{false: "plain", true: "implicit TLS"}[implicit], func(t *testing.T) {
+	for _, mode := range []string{"plain", "implicit TLS", "STARTTLS"} {
+		t.Run(mode, func(t *testing.T) {
 			h := &recHandler{}
 			s := &Server{Handler: h}
-			if implicit {
+			if mode != "plain" {
 				s.TLSConfig = serverTLSConfig(t)
 			}
-			addr := startServerTLS(t, s, implicit)
+			addr := startServerTLS(t, s, mode == "implicit TLS")
 			c := dialRaw(t, addr)
-			if implicit {
+			if mode == "implicit TLS" {
 				tc := tls.Client(c.c, clientTLSConfig(t))
 				c.useConn(tc)
 			}
 			c.expect("220")
 			c.cmd("EHLO x", "250")
+			if mode == "STARTTLS" {
+				startTLS(t, c)
+			}
 			c.cmd("MAIL FROM:<a@b.example>", "250")
 			c.cmd("RCPT TO:<c@d.example>", "250")
 			c.cmd("DATA", "354")
@@ -196,5 +199,23 @@ func TestReplyTexts(t *testing.T) {
 				t.Errorf("reply %q carries go-smtp's text", l)
 			}
 		}
+	}
+}
+
+// TestSTARTTLSInjection: commands sent in plaintext behind STARTTLS are
+// never taken as sent under TLS (RFC 3207 5): the server closes.
+func TestSTARTTLSInjection(t *testing.T) {
+	h := &recHandler{}
+	addr := startServer(t, &Server{Handler: h, TLSConfig: serverTLSConfig(t)})
+	c := dialRaw(t, addr)
+	c.expect("220")
+	c.cmd("EHLO x", "250")
+	c.send("STARTTLS\r\nMAIL FROM:<injected@example.org>\r\n")
+	c.expect("421 4.7.0")
+	c.eof()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.senders) != 0 {
+		t.Fatalf("injected command reached the handler: %q", h.senders)
 	}
 }

@@ -317,14 +317,15 @@ func (s *Server) serveConn(sc *serverConn, implicitTLS bool) {
 	var nc net.Conn = sc
 	if implicitTLS {
 		// The server terminates implicit TLS below serverConn, so that
-		// it sees the plaintext (plain.go); go-smtp sees a plain
-		// connection and must not offer STARTTLS on it.
+		// it sees the plaintext (plain.go).
 		sc.tlsConn = tls.Server(sc.Conn, s.TLSConfig)
-		sc.Conn = sc.tlsConn
+		sc.stream = sc.tlsConn
 		sc.Conn.SetReadDeadline(sc.tm.Deadline(sc.tm.ReadTimeout))
-		e.TLSConfig = nil
 		sc.info.Proto = "ESMTPS"
 	}
+	// STARTTLS too is the server's (plain.go): go-smtp would wrap the
+	// connection in a TLS of its own, below which nothing can be seen.
+	e.TLSConfig = nil
 	l := newOneConnListener(nc, sc.done)
 	e.Serve(l)
 	// Serve returns once the connection is closed; Shutdown waits for

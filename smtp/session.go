@@ -46,6 +46,7 @@ func (b backend) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 		st := sc.tlsConn.ConnectionState()
 		s.info.TLS = &st
 	}
+	sc.sess = s
 	return s, nil
 }
 
