@@ -74,15 +74,19 @@ func Temp(code, text string) Status { return Status{Class: Temporary, Code: code
 func Perm(code, text string) Status { return Status{Class: Permanent, Code: code, Text: text} }
 
 // Statuses that several packages render identically, with qmail's texts
-// (PROTOCOLS.md 2.2, 3.2, 5.5) where qmail has one.
+// (qmail-qmtpd.c, qmail-qmqpd.c, qmail-smtpd.c) where qmail has one.
 var (
 	StatusTooBig       = Status{Class: Permanent, Code: "5.3.4", Text: "sorry, that message size exceeds my databytes limit", SMTP: 552}
 	StatusBadRecipient = Status{Class: Permanent, Code: "5.1.3", Text: "sorry, I can't handle that recipient", SMTP: 553}
 	StatusBadSender    = Status{Class: Permanent, Code: "5.1.7", Text: "unacceptable sender", SMTP: 553}
 	StatusBadAddresses = Status{Class: Permanent, Code: "5.1.3", Text: "sorry, I can't accept addresses like that", SMTP: 553}
-	StatusTooManyHops  = Status{Class: Permanent, Code: "5.4.6", Text: "too many hops, this message is looping", SMTP: 554}
-	StatusNotRcptHost  = Status{Class: Permanent, Code: "5.7.1", Text: "sorry, that domain isn't in my list of allowed rcpthosts", SMTP: 553}
-	StatusNoRecipients = Status{Class: Permanent, Code: "5.5.1", Text: "no recipients", SMTP: 554}
+	// StatusUndeliverable refuses an address no transport can deliver
+	// safely: control characters, no domain, or a mailbox name local
+	// delivery refuses (MailboxName).
+	StatusUndeliverable = Status{Class: Permanent, Code: "5.1.3", Text: "sorry, that address is not deliverable"}
+	StatusTooManyHops   = Status{Class: Permanent, Code: "5.4.6", Text: "too many hops, this message is looping", SMTP: 554}
+	StatusNotRcptHost   = Status{Class: Permanent, Code: "5.7.1", Text: "sorry, that domain isn't in my list of allowed rcpthosts", SMTP: 553}
+	StatusNoRecipients  = Status{Class: Permanent, Code: "5.5.1", Text: "no recipients", SMTP: 554}
 	// StatusTooManyRcpts is temporary on purpose (RFC 5321 4.5.3.1.10 and
 	// RFC 3463 X.5.3): the client sends the excess recipients again in a
 	// later transaction instead of bouncing them.
@@ -293,7 +297,7 @@ func validEnhanced(c string) bool {
 
 // ParseReply reads a QMTP/QMQP reply body (the netstring's data). K is an
 // acceptance, D a permanent failure; Z, an empty reply and any other first
-// byte are temporary (PROTOCOLS.md 8.5: only a received D is permanent). A
+// byte are temporary (qmtp.txt and qmqp.txt: only a received D is permanent). A
 // trailing "(#x.y.z)" (trailing white space allowed) becomes the Code and is
 // removed from the Text; a code whose class contradicts the letter is
 // dropped, because the letter decides. The Text is kept raw: renderers
