@@ -98,8 +98,11 @@ type Client struct {
 	CommandTimeout time.Duration
 	DataTimeout    time.Duration
 
-	// DialContext, when set, opens the TCP connections (for proxies and
-	// tests).
+	// Dialer makes the TCP connections (source address, keep-alive...), as
+	// in the QMTP and QMQP clients; nil means a zero net.Dialer.
+	Dialer *net.Dialer
+	// DialContext, when set, opens the TCP connections instead of Dialer
+	// (for proxies and tests).
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// ErrorLog receives the Client's log lines; slog.Default() when nil.
@@ -205,7 +208,10 @@ func (c *Client) dial(ctx context.Context, t target, tryTLS bool) (*Conn, error)
 	}
 	dial := c.DialContext
 	if dial == nil {
-		var d net.Dialer
+		d := c.Dialer
+		if d == nil {
+			d = &net.Dialer{}
+		}
 		dial = d.DialContext
 	}
 	raw, err := dial(dctx, "tcp", t.addr)
