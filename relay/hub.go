@@ -441,9 +441,10 @@ func (h *Hub) buildServers() {
 			MaxConns:          c.SMTP.MaxConns,
 			MaxConnsPerIP:     c.SMTP.MaxConnsPerIP,
 			ErrorLog:          h.log.With("proto", "smtp"),
-			FillConnInfo: func(ctx context.Context, info *mail.ConnInfo) {
+			ConnContext: func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
 				info.LocalHost = c.Hostname
 				info.RelayClient = InPrefixes(info.RemoteIP(), h.state.Load().policy.SMTPRelay)
+				return ctx, nil
 			},
 		}
 		if c.SMTP.TLSCert != "" {
