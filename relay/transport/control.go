@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/qmgate/qmgate/internal/qmail/dotqmail"
 	"github.com/qmgate/qmgate/mail"
@@ -23,6 +24,37 @@ import (
 // The user's directory is DIR/domain/user for maildir routes (the user's
 // maildir itself) and DIR/domain/.home/user for mbox routes, whose
 // DIR/domain/user is the mbox file.
+
+// UserControl configures how a Maildir or Mbox route follows its users'
+// control files (qmail's .qmail files, read at each delivery through
+// package dotqmail). The zero value is qmail's behaviour: separator '-',
+// Maildir++ folders on, programs refused, no SRS.
+type UserControl struct {
+	// Separator splits the user from the address extension: '-' when
+	// zero (qmail), or '+'.
+	Separator byte
+	// NoFolders turns off delivery of user-ext into the Maildir++ folder
+	// .ext of the user's maildir when no control file matches. Mbox
+	// routes have no folders.
+	NoFolders bool
+	// Programs lets control files run programs ('|' lines), as this
+	// process's user (the mail user every mailbox of the route belongs
+	// to), never as root. Off: such a file is a temporary failure.
+	Programs bool
+	// ProgramTimeout bounds one program delivery;
+	// dotqmail.DefaultProgramTimeout when zero.
+	ProgramTimeout time.Duration
+	// SRS, when not nil, rewrites the sender of forwards that leave the
+	// site (addresses outside LocalDomains) and reverses bounces sent to
+	// SRS addresses at SRS.Domain, which must be one of the route's
+	// domains.
+	SRS *dotqmail.SRS
+	// LocalDomains are the site's domains (rcpthosts): forwards to them
+	// keep the sender even with SRS.
+	LocalDomains mail.HostList
+	// Log records refused control files; slog.Default() when nil.
+	Log *slog.Logger
+}
 
 // RequeueFunc queues a message again, from env.Sender to env.Recipients,
 // as prefix followed by body. The hub provides it (SetRequeue). An error

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/qmgate/qmgate/internal/qmail/dotqmail"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -204,33 +202,8 @@ type Mailboxes struct {
 	// DefaultMaxNewMailboxesPerHour, negative no bound.
 	MaxNewPerHour int
 
-	// The user's control files (qmail's .qmail files, read at each
-	// delivery through package dotqmail; see control.go).
-
-	// Separator splits the user from the address extension: '-' when
-	// zero (qmail), or '+'.
-	Separator byte
-	// NoFolders turns off delivery of user-ext into the Maildir++ folder
-	// .ext of the user's maildir when no control file matches. Mbox
-	// routes have no folders.
-	NoFolders bool
-	// Programs lets control files run programs ('|' lines), as this
-	// process's user (the mail user every mailbox of the route belongs
-	// to), never as root. Off: such a file is a temporary failure.
-	Programs bool
-	// ProgramTimeout bounds one program delivery;
-	// dotqmail.DefaultProgramTimeout when zero.
-	ProgramTimeout time.Duration
-	// SRS, when not nil, rewrites the sender of forwards that leave the
-	// site (addresses outside LocalDomains) and reverses bounces sent to
-	// SRS addresses at SRS.Domain, which must be one of the route's
-	// domains.
-	SRS *dotqmail.SRS
-	// LocalDomains are the site's domains (rcpthosts): forwards to them
-	// keep the sender even with SRS.
-	LocalDomains mail.HostList
-	// Log records refused control files; slog.Default() when nil.
-	Log *slog.Logger
+	// UserControl configures the users' control files (control.go).
+	UserControl
 
 	requeue atomic.Pointer[RequeueFunc]
 
