@@ -96,8 +96,8 @@ func intoMaildir(root *os.Root, rel, name, prefix string, j *Job) error {
 	return writeMaildir(root, rel, name, prefix, j)
 }
 
-// writeMaildir writes the message as name into rel/tmp, fsyncs it, renames it into
-// rel/new and fsyncs rel/new.
+// writeMaildir writes the message as name into rel/tmp, fsyncs it,
+// renames it into rel/new and fsyncs rel/new.
 func writeMaildir(root *os.Root, rel, name, prefix string, j *Job) error {
 	tmp := path.Join(rel, "tmp", name)
 	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
