@@ -78,6 +78,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
+	h.wireRequeue(st.router)
 	h.state.Store(st)
 	return h, nil
 }
@@ -502,6 +503,7 @@ func (h *Hub) Reload(cfg *config.Config) error {
 	if changed := nonReloadable(h.cfg, cfg); changed != "" {
 		h.log.Warn("reload: these settings need a restart and were not changed", "settings", changed)
 	}
+	h.wireRequeue(st.router)
 	old := h.state.Swap(st)
 	// The engine starts workers for the new routes on demand and lets the
 	// old ones drain; close the old transports once they are idle.
