@@ -99,6 +99,17 @@ type QMQP struct {
 	// authentication: empty means nobody (unix-socket clients are governed by
 	// the socket's file permissions).
 	Allow []string `toml:"allow"`
+	// TrustTCPServer makes the qmqpd drop-in leave access to tcpserver's
+	// rules (qmail-qmqpd's way) instead of applying Allow as serve does.
+	TrustTCPServer bool `toml:"trust_tcpserver"`
+	// UnixAllow names the local users, and "@group" the groups, who may
+	// submit over the unix-domain socket. Empty: every local user.
+	UnixAllow []string `toml:"unix_allow"`
+	// UnixSenders restricts the envelope senders a local user of the unix
+	// socket may use: user name (or "*" for everyone not named) to
+	// patterns: "addr@domain", "@domain", "<>" (the null sender) or "*".
+	// Users not named, with no "*" entry, may use any sender.
+	UnixSenders map[string][]string `toml:"unix_senders"`
 	ListenLimit
 }
 
@@ -182,13 +193,28 @@ type Route struct {
 	// TLS for smtp:// routes: "required" (default), "opportunistic", "none".
 	TLS string `toml:"tls"`
 	// Username and Password (or PasswordFile) for SMTP AUTH at a smarthost.
+	// Credentials go only over verified TLS (tls "required", the default).
 	Username     string `toml:"username"`
 	Password     string `toml:"password"`
 	PasswordFile string `toml:"password_file"`
+	// InsecureAuth allows credentials with tls "opportunistic" or "none"
+	// (a smarthost on loopback, say): whoever is on the path can read them.
+	InsecureAuth bool `toml:"insecure_auth"`
 	// CAFile verifies the next hop's certificate instead of the system roots.
 	CAFile string `toml:"ca_file"`
 	// Headers are extra HTTP headers for webhook routes ("Name: value").
 	Headers []string `toml:"headers"`
+	// RedirectPermanent makes a webhook's 3xx answer a permanent failure;
+	// by default it is temporary. Redirects are never followed.
+	RedirectPermanent bool `toml:"redirect_permanent"`
+	// UsersFile, for maildir and mbox routes, lists the valid local users,
+	// one a line ("#" starts a comment); others are refused at RCPT.
+	// Empty: every safe name is a user. Reloaded with the configuration.
+	UsersFile string `toml:"users_file"`
+	// MaxNewMailboxesPerHour bounds how many mailboxes a maildir or mbox
+	// route creates per hour; past it, deliveries to new mailboxes wait.
+	// Default 20; negative means no bound.
+	MaxNewMailboxesPerHour int `toml:"max_new_mailboxes_per_hour"`
 
 	// Parsed is Via parsed; set by Load.
 	Parsed *url.URL `toml:"-"`
@@ -420,6 +446,21 @@ func (c *Config) validate() Errors {
 		}
 	}
 	checkNets("qmqp.allow", c.QMQP.Allow)
+	for i, u := range c.QMQP.UnixAllow {
+		if strings.TrimPrefix(u, "@") == "" || strings.ContainsAny(u, " \t:") {
+			bad(fmt.Sprintf("qmqp.unix_allow[%d]", i), "%q: want a user name or @group", u)
+		}
+	}
+	for u, pats := range c.QMQP.UnixSenders {
+		if u == "" || strings.ContainsAny(u, " \t:@") {
+			bad("qmqp.unix_senders", "%q: want a user name or *", u)
+		}
+		for i, p := range pats {
+			if p == "" || strings.ContainsAny(p, " \t") || (p != "*" && p != "<>" && !strings.Contains(p, "@")) {
+				bad(fmt.Sprintf("qmqp.unix_senders.%s[%d]", u, i), "%q: want addr@domain, @domain, <> or *", p)
+			}
+		}
+	}
 	checkNets("qmtp.relay_clients", c.QMTP.RelayClients)
 	checkNets("smtp.relay_clients", c.SMTP.RelayClients)
 	if len(c.QMTP.ListenTLS) > 0 && (c.QMTP.TLSCert == "" || c.QMTP.TLSKey == "") {
@@ -479,6 +520,11 @@ func (c *Config) validate() Errors {
 		}
 		if r.Password != "" && r.PasswordFile != "" {
 			bad(key+".password", "set password or password_file, not both")
+		}
+		if r.Username != "" && r.Via == "mx" {
+			bad(key+".username", "mx routes send no credentials: every exchanger of every domain would get them")
+		} else if r.Username != "" && (r.TLS == "opportunistic" || r.TLS == "none") && !r.InsecureAuth {
+			bad(key+".username", "credentials need verified TLS (tls = \"required\"); set insecure_auth = true to send them over %s TLS anyway", map[string]string{"opportunistic": "unverified", "none": "no"}[r.TLS])
 		}
 	}
 	if c.User != "" {
