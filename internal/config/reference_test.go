@@ -16,6 +16,7 @@ import (
 
 	"github.com/qmgate/qmgate/internal/config"
 	"github.com/qmgate/qmgate/queue"
+	"github.com/qmgate/qmgate/relay/transport"
 )
 
 // referencePage is qmgate.toml(5)'s source: the reference administrators read.
@@ -42,7 +43,8 @@ func init() {
 // zeroMeansElsewhere are keys the configuration leaves at zero for the
 // component that reads them to default; the value that component uses.
 var zeroMeansElsewhere = map[string]any{
-	"queue.min_free_bytes": int64(queue.DefaultMinFreeBytes),
+	"queue.min_free_bytes":             int64(queue.DefaultMinFreeBytes),
+	"route.max_new_mailboxes_per_hour": transport.DefaultMaxNewMailboxesPerHour,
 }
 
 // docKey is one key as qmgate.toml(5) documents it.
