@@ -132,3 +132,10 @@ func (c *Config) CheckFiles() Errors {
 	}
 	return errs
 }
+
+// IsSet reports whether the file sets key ("queue_dir", "qmtp.listen",
+// "route[0].via"), as opposed to the value being a default.
+func (c *Config) IsSet(key string) bool {
+	_, ok := c.lines[key]
+	return ok
+}
