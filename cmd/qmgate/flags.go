@@ -8,8 +8,11 @@ import (
 	"strings"
 )
 
-// configFlagHelp is the help of every -config flag.
-const configFlagHelp = "configuration file (default: $QMGATE_CONFIG, then /etc/qmgate/qmgate.toml, then the embedded default)"
+// configFlagHelp is the help of every -config flag (FILE names its value).
+const configFlagHelp = "the configuration `FILE` (default: $QMGATE_CONFIG, then /etc/qmgate/qmgate.toml, then the embedded default)"
+
+// configDefaultHelp is configFlagHelp for help texts written out in full.
+const configDefaultHelp = "the configuration file (default: $QMGATE_CONFIG, then /etc/qmgate/qmgate.toml, then the embedded default)"
 
 // newFlags returns a flag set for the command or subcommand name whose help
 // is text followed by every flag with its default.

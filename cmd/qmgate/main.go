@@ -115,7 +115,7 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	// The commands whose flag parsing lives elsewhere get their help here,
 	// before they could read stdin or start anything.
-	if c.usage == "" && name != "sendmail" && len(args) > 0 && isHelp(args[0]) {
+	if _, ok := helpText[name]; ok && len(args) > 0 && isHelp(args[0]) {
 		return printHelp(stdout, c)
 	}
 	return c.run(args, stdin, stdout, stderr)

@@ -36,7 +36,7 @@ flags (sendmail's own; unknown ones are ignored, as other sendmails do):
   -bs           SMTP on stdin and stdout
   -q            a queue run: nothing to do (default: off)
   -v            say what happens on stderr (default: off)
-  -config FILE  ` + configFlagHelp
+  -config FILE  ` + configDefaultHelp
 
 // runSendmail is `qmgate sendmail` and the binary run as sendmail or mailq.
 // The flags and exit codes are internal/inject's.
