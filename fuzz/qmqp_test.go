@@ -162,7 +162,7 @@ func FuzzQMQPSession(f *testing.F) {
 }
 
 // qmqpExpect predicts the reply letter for a session, or 0 for none, by its
-// own reading of the grammar (PROTOCOLS.md 3.1) and of the server's limits.
+// own reading of the grammar (qmqp.txt) and of the server's limits.
 func qmqpExpect(in []byte) byte {
 	outer, rest, ok := qmqpNS(in)
 	if !ok || len(rest) == 0 || rest[0] != ',' {

@@ -21,7 +21,7 @@ type Envelope struct {
 const DoubleBounceSender = "#@[]"
 
 // ValidAddress reports whether a is acceptable at all on the wire: shorter
-// than MaxAddressLen and free of NUL bytes (PROTOCOLS.md 2.2 step 6).
+// than MaxAddressLen and free of NUL bytes (qmail-qmtpd.c refuses a NUL in an address).
 func ValidAddress(a string) bool {
 	return len(a) < MaxAddressLen && strings.IndexByte(a, 0) < 0
 }
@@ -52,7 +52,7 @@ func IsBounceSender(sender string) bool {
 }
 
 // IsVERP reports whether sender has qmail's VERP form pre@host-@[]
-// (PROTOCOLS.md 5.6).
+// (qmail-send(8), "VARIABLE ENVELOPE RETURN PATHS").
 func IsVERP(sender string) bool {
 	return strings.HasSuffix(sender, "-@[]") && strings.IndexByte(sender, '@') < len(sender)-4
 }
@@ -83,7 +83,7 @@ func BounceAddress(sender string) string {
 }
 
 // HostList is a list of domain patterns with qmail's rcpthosts semantics
-// (PROTOCOLS.md 2.3): an entry matches the domain exactly, and an entry that
+// (qmail-smtpd(8), control/rcpthosts): an entry matches the domain exactly, and an entry that
 // starts with "." matches every subdomain. The entry "*" matches every
 // domain (used by route tables; never put it in rcpthosts unless you mean an
 // open relay). An empty entry matches nothing.

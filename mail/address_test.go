@@ -52,7 +52,7 @@ func TestVERP(t *testing.T) {
 		sender, rcpt, expanded, bounce string
 		verp                           bool
 	}{
-		// PROTOCOLS.md 5.6.
+		// qmail-send(8)'s VERP example.
 		{"owner-@list.example-@[]", "user@example.org", "owner-user=example.org@list.example", "owner-@list.example", true},
 		{"owner-@list.example-@[]", "User@Example.ORG", "owner-User=Example.ORG@list.example", "owner-@list.example", true},
 		// ezmlm's form.
@@ -174,8 +174,8 @@ func TestPunycode(t *testing.T) {
 		// RFC 3492 7.1 (L) 3<nen>B<gumi><kinpachi><sensei>.
 		"3\u5E74B\u7D44\u91D1\u516B\u5148\u751F": "3B-ww4c5e180e575a65lsy2b",
 	} {
-		if got := punycode(in); got != want {
-			t.Errorf("punycode(%q) = %q, want %q", in, got, want)
+		if got, ok := aLabel(in); !ok || got != "xn--"+want {
+			t.Errorf("aLabel(%q) = %q, %v, want %q", in, got, ok, "xn--"+want)
 		}
 	}
 	for in, want := range map[string]string{

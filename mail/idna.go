@@ -3,6 +3,8 @@ package mail
 import (
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 // Domain names are compared the way DNS compares them: ASCII letters ignore
@@ -69,6 +71,18 @@ func isASCII(s string) bool {
 	return true
 }
 
+// aLabel returns the A-label of one valid UTF-8 label: "xn--" and its
+// RFC 3492 Punycode, through x/net/idna's Punycode profile, which does the
+// raw conversion with no Unicode mapping or normalization (see above). It
+// reports false where the conversion fails; the label is then kept as bytes.
+func aLabel(label string) (string, bool) {
+	a, err := idna.Punycode.ToASCII(label)
+	if err != nil || !strings.HasPrefix(a, "xn--") {
+		return "", false
+	}
+	return a, true
+}
+
 // domainKey returns the comparison form of a domain: ASCII lower case, and
 // every non-ASCII label as its lower-case A-label.
 func domainKey(d string) string {
@@ -81,7 +95,9 @@ func domainKey(d string) string {
 		if isASCII(l) || len(l) > maxLabelKey || !utf8.ValidString(l) {
 			continue
 		}
-		labels[i] = "xn--" + punycode(l)
+		if a, ok := aLabel(l); ok {
+			labels[i] = a
+		}
 	}
 	return strings.Join(labels, ".")
 }
@@ -93,95 +109,3 @@ func domainKey(d string) string {
 // the caller to have a valid U-label already); labels that are not valid
 // UTF-8 are returned unchanged.
 func DomainToASCII(domain string) string { return domainKey(domain) }
-
-// RFC 3492 section 5 parameters.
-const (
-	pcBase        = 36
-	pcTMin        = 1
-	pcTMax        = 26
-	pcSkew        = 38
-	pcDamp        = 700
-	pcInitialBias = 72
-	pcInitialN    = 128
-)
-
-// punycode encodes a valid UTF-8 label of at most maxLabelKey bytes with the
-// RFC 3492 section 6.3 algorithm. The bound keeps every intermediate value
-// far below overflow even with 32-bit ints (delta < 0x110000 * 256).
-func punycode(label string) string {
-	runes := []rune(label)
-	out := make([]byte, 0, len(label)+8)
-	for _, r := range runes {
-		if r < 0x80 {
-			out = append(out, byte(r))
-		}
-	}
-	b := len(out)
-	h := b
-	if b > 0 {
-		out = append(out, '-')
-	}
-	n := rune(pcInitialN)
-	delta, bias := 0, pcInitialBias
-	for h < len(runes) {
-		m := rune(utf8.MaxRune + 1)
-		for _, r := range runes {
-			if r >= n && r < m {
-				m = r
-			}
-		}
-		delta += int(m-n) * (h + 1)
-		n = m
-		for _, r := range runes {
-			if r < n {
-				delta++
-			}
-			if r != n {
-				continue
-			}
-			q := delta
-			for k := pcBase; ; k += pcBase {
-				t := k - bias
-				if t < pcTMin {
-					t = pcTMin
-				} else if t > pcTMax {
-					t = pcTMax
-				}
-				if q < t {
-					break
-				}
-				out = append(out, punyDigit(t+(q-t)%(pcBase-t)))
-				q = (q - t) / (pcBase - t)
-			}
-			out = append(out, punyDigit(q))
-			bias = punyAdapt(delta, h+1, h == b)
-			delta = 0
-			h++
-		}
-		delta++
-		n++
-	}
-	return string(out)
-}
-
-func punyDigit(d int) byte {
-	if d < 26 {
-		return byte('a' + d)
-	}
-	return byte('0' + d - 26)
-}
-
-func punyAdapt(delta, numPoints int, first bool) int {
-	if first {
-		delta /= pcDamp
-	} else {
-		delta /= 2
-	}
-	delta += delta / numPoints
-	k := 0
-	for delta > ((pcBase-pcTMin)*pcTMax)/2 {
-		delta /= pcBase - pcTMin
-		k += pcBase
-	}
-	return k + (pcBase-pcTMin+1)*delta/(delta+pcSkew)
-}

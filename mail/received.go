@@ -60,7 +60,7 @@ func addrIP(a net.Addr) netip.Addr {
 }
 
 // Received returns qmail's Received line for this connection, with its
-// trailing LF (PROTOCOLS.md 2.4):
+// trailing LF (qmail's received.c, as qmail-qmtpd and qmail-qmqpd write it):
 //
 //	Received: from HOST (HELO helo) (info@IP)
 //	  by LOCAL with PROTO; 26 Sep 1995 04:46:54 -0000

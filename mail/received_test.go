@@ -12,7 +12,7 @@ func TestAppendDate822(t *testing.T) {
 		t    time.Time
 		want string
 	}{
-		// qmail's own example (PROTOCOLS.md 2.4).
+		// qmail's own example (qmail's date822fmt.c).
 		{time.Date(1995, 9, 26, 4, 46, 54, 0, time.UTC), "26 Sep 1995 04:46:54 -0000"},
 		// One-digit day, no padding; midnight.
 		{time.Date(2024, 1, 5, 0, 0, 0, 0, time.UTC), "5 Jan 2024 00:00:00 -0000"},

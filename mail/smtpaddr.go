@@ -4,7 +4,7 @@ import "strings"
 
 // QuoteSMTP renders a raw address as an RFC 5321 mailbox for MAIL FROM and
 // RCPT TO (without the angle brackets). QMTP and QMQP addresses are raw bytes
-// (PROTOCOLS.md 8.9): a local part that is not a dot-string, such as
+// (qmtp.txt, "Recipient and sender addresses"): a local part that is not a dot-string, such as
 // "Hate.The Quoting" or "\Backslashes!", is sent as a quoted-string with '"' and
 // '\' escaped. Bytes of 0x80 and above pass as they are (SMTPUTF8). Not
 // every raw address has an SMTP form: check QuotableSMTP first.

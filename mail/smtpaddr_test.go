@@ -13,7 +13,7 @@ func TestQuoteSMTP(t *testing.T) {
 		{"a+tag@example.org", "a+tag@example.org", true},
 		{"!#$%&'*+-/=?^_`{|}~@example.org", "!#$%&'*+-/=?^_`{|}~@example.org", true},
 		{"postmaster", "postmaster", true},
-		// The QMTP specification's examples (PROTOCOLS.md 2.1).
+		// The QMTP specification's examples (qmtp.txt).
 		{"Hate.The Quoting@silverton.berkeley.edu", `"Hate.The Quoting"@silverton.berkeley.edu`, true},
 		{`\Backslashes!@silverton.berkeley.EDU`, `"\\Backslashes!"@silverton.berkeley.EDU`, true},
 		// Not a dot-string: quoted, with '"' and '\' escaped.

@@ -74,7 +74,7 @@ func Temp(code, text string) Status { return Status{Class: Temporary, Code: code
 func Perm(code, text string) Status { return Status{Class: Permanent, Code: code, Text: text} }
 
 // Statuses that several packages render identically, with qmail's texts
-// (PROTOCOLS.md 2.2, 3.2, 5.5) where qmail has one.
+// (qmail-qmtpd.c, qmail-qmqpd.c, qmail-smtpd.c) where qmail has one.
 var (
 	StatusTooBig       = Status{Class: Permanent, Code: "5.3.4", Text: "sorry, that message size exceeds my databytes limit", SMTP: 552}
 	StatusBadRecipient = Status{Class: Permanent, Code: "5.1.3", Text: "sorry, I can't handle that recipient", SMTP: 553}
@@ -293,7 +293,7 @@ func validEnhanced(c string) bool {
 
 // ParseReply reads a QMTP/QMQP reply body (the netstring's data). K is an
 // acceptance, D a permanent failure; Z, an empty reply and any other first
-// byte are temporary (PROTOCOLS.md 8.5: only a received D is permanent). A
+// byte are temporary (qmtp.txt and qmqp.txt: only a received D is permanent). A
 // trailing "(#x.y.z)" (trailing white space allowed) becomes the Code and is
 // removed from the Text; a code whose class contradicts the letter is
 // dropped, because the letter decides. The Text is kept raw: renderers

@@ -19,7 +19,7 @@ func TestReply(t *testing.T) {
 		{Temp("", ""), "Zfailure (#4.3.0)"},
 		{Perm("", ""), "Dfailure (#5.0.0)"},
 		{Temp("4.2.2", "mailbox full"), "Zmailbox full (#4.2.2)"},
-		// qmail's exact texts (PROTOCOLS.md 2.2 step 9).
+		// qmail's exact texts (qmail-qmtpd.c).
 		{StatusBadRecipient, "Dsorry, I can't handle that recipient (#5.1.3)"},
 		{StatusNotRcptHost, "Dsorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"},
 		{StatusTooBig, "Dsorry, that message size exceeds my databytes limit (#5.3.4)"},
@@ -55,7 +55,7 @@ func TestReply(t *testing.T) {
 			t.Errorf("AppendReply = %q", got)
 		}
 	}
-	// The rcpthosts reply is the 66-byte netstring of PROTOCOLS.md 2.2.
+	// The rcpthosts reply is the 66-byte netstring qmail-qmtpd sends.
 	if n := len(StatusNotRcptHost.Reply()); n != 66 {
 		t.Errorf("rcpthosts reply length = %d, want 66", n)
 	}

@@ -8,7 +8,7 @@
 // gives the limit for each netstring; lengths are parsed with a cap on digits
 // and on value, so no input can overflow an integer.
 //
-// Leniency is a documented choice (PROTOCOLS.md 1): like qmail and Postfix,
+// Leniency is a documented choice (netstrings.txt asks for no leading zeros): like qmail and Postfix,
 // the Reader accepts leading zeros ("007:") and an empty length (":" for 0)
 // unless Strict is set. Non-digits, overflow, a length over the caller's
 // limit, a missing comma and truncation are distinct errors. The writer is

@@ -24,7 +24,8 @@ func readAll(r *Reader, limit int64) ([]string, error) {
 	}
 }
 
-// TestReader covers the grammar of PROTOCOLS.md 1 and the leniency of 8.2,
+// TestReader covers the grammar of netstrings.txt and the leniency qmail's and
+// Postfix's parsers show (leading zeros, an empty length),
 // in both modes, through ReadBytes.
 func TestReader(t *testing.T) {
 	const limit = 1000
@@ -367,7 +368,7 @@ func TestReadBytesGrowth(t *testing.T) {
 
 // TestHugeDeclarationAllocatesNothing: a declared length of 1 GiB with no
 // data behind it costs the same allocations as a declared length of 1 byte
-// (PROTOCOLS.md 8.2, nullmailer's VLA).
+// (nullmailer's reader sizes a stack buffer from it).
 func TestHugeDeclarationAllocatesNothing(t *testing.T) {
 	const gib = 1 << 30
 	hugeIn := []byte("1073741824:abc")

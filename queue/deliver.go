@@ -38,7 +38,7 @@ func (d *Delivery) Envelope() mail.Envelope {
 
 // SenderFor returns the envelope sender to use on the wire for rcpt: the
 // sender itself, or a VERP sender pre@host-@[] expanded for rcpt
-// (PROTOCOLS.md 5.6). A VERP sender must never leave unexpanded.
+// (qmail-send(8), "VARIABLE ENVELOPE RETURN PATHS"). A VERP sender must never leave unexpanded.
 func (d *Delivery) SenderFor(rcpt string) string { return mail.ExpandVERP(d.Sender, rcpt) }
 
 // Open returns the body, exactly as committed. The reader checks the

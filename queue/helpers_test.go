@@ -3,7 +3,6 @@ package queue
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"log/slog"
@@ -99,8 +98,6 @@ func readAll(t testing.TB, d *Delivery) []byte {
 	}
 	return b
 }
-
-func sum(b []byte) string { h := sha256.Sum256(b); return fmt.Sprintf("%x", h[:8]) }
 
 // claimAll claims everything due now.
 func claimAll(q *Queue) []*Delivery { return q.Claim(1 << 20) }

@@ -185,17 +185,6 @@ func (m *message) done() bool {
 	return true
 }
 
-// pending counts recipients still to be delivered.
-func (m *message) pending() int {
-	n := 0
-	for i := range m.rcpts {
-		if m.rcpts[i].state == Pending {
-			n++
-		}
-	}
-	return n
-}
-
 func (m *message) anyLeased(now time.Time) bool {
 	for i := range m.rcpts {
 		if m.rcpts[i].leased(now) {

@@ -168,7 +168,7 @@ func TestHostileInput(t *testing.T) {
 		hl.add(t, fmt.Sprintf("%s truncation at each of %d offsets", l.proto, len(valid)), bad == 0, "%d offsets misbehaved", bad)
 	}
 
-	// Leading zeros are accepted, as qmail does (PROTOCOLS.md 8.2).
+	// Leading zeros are accepted, as qmail does (qmail-qmtpd.c's getlen).
 	{
 		marker := "hostile-zeros"
 		b := makeBody(marker)
