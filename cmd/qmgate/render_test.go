@@ -56,12 +56,12 @@ func TestWriteMailq(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------
-01m8tdtzca000     2000 Tue Dec  1 10:00:00  alice@example.org
+01m8tdtzca000      2000 Tue Dec  1 10:00:00  alice@example.org
 (mx.example.com said: 451 4.4.1 connection refused)
                                          bob@example.com
                                          carol@example.com
 
-01m8tdtzcb000!     100 Tue Dec  1 10:01:00  MAILER-DAEMON
+01m8tdtzcb000!      100 Tue Dec  1 10:01:00  MAILER-DAEMON
                                          eve@example.com
 
 -- 2 Kbytes in 2 Requests.
