@@ -119,7 +119,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	var lv slog.Level
 	lv.UnmarshalText([]byte(cfg.Log.Level))
-	opt := &slog.HandlerOptions{Level: lv}
+	opt := &slog.HandlerOptions{Level: lv, ReplaceAttr: logging.ReplaceAttr}
 	if cfg.Log.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opt))
 	}
