@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/qmgate/qmgate/internal/config"
 )
 
 // command is one subcommand.
@@ -115,10 +117,37 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	// The commands whose flag parsing lives elsewhere get their help here,
 	// before they could read stdin or start anything.
-	if _, ok := helpText[name]; ok && len(args) > 0 && isHelp(args[0]) {
-		return printHelp(stdout, c)
+	if _, ok := helpText[name]; ok {
+		if len(args) > 0 && isHelp(args[0]) {
+			return printHelp(stdout, c)
+		}
+		if a := strayArg(args); a != "" {
+			fmt.Fprintf(stderr, "qmgate %s: unexpected argument %q\n", name, a)
+			printHelp(stderr, c)
+			return 64
+		}
 	}
 	return c.run(args, stdin, stdout, stderr)
+}
+
+// strayArg returns the first argument that is neither a flag nor the value
+// of -config or -qmail: the commands of helpText take no other.
+func strayArg(args []string) string {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			if i+1 < len(args) {
+				return args[i+1]
+			}
+			return ""
+		case a == "-config" || a == "--config" || a == "-qmail" || a == "--qmail":
+			i++
+		case !strings.HasPrefix(a, "-"):
+			return a
+		}
+	}
+	return ""
 }
 
 func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" }
@@ -205,4 +234,14 @@ func fail(stderr io.Writer, cmd string, code int, format string, args ...any) in
 	msg := fmt.Sprintf(format, args...)
 	fmt.Fprintf(stderr, "qmgate %s: %s\n", cmd, strings.TrimRight(msg, "\n"))
 	return code
+}
+
+// rootNeedsUser says how to name the user a root daemon drops to: in the
+// configuration file, or, on the embedded default (which cannot be edited),
+// in a file of one's own.
+func rootNeedsUser(cfg *config.Config) string {
+	if cfg.Source == config.Embedded {
+		return fmt.Sprintf("the embedded default names no user; write a configuration file with `user = \"NAME\"` (qmgate config print > %s gives a start) and name it with -config or $%s", config.DefaultPath, config.EnvVar)
+	}
+	return fmt.Sprintf("set `user = \"NAME\"` in %s", cfg.Source)
 }

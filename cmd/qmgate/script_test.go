@@ -32,6 +32,7 @@ func TestMain(m *testing.M) {
 		"mailq":       main,
 		"qmail-queue": main,
 		"qmail-qmqpc": main,
+		"newaliases":  main,
 	})
 }
 
