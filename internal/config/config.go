@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -382,17 +383,42 @@ func Load(path string) (*Config, error) {
 // used in error messages.
 func Parse(name string, data []byte) (*Config, error) {
 	c := &Config{}
+	var errs Errors
 	if err := decodeStrict(name, data, c); err != nil {
-		return nil, err
+		de, ok := err.(Errors)
+		if !ok || len(de) == 1 && de[0].Key == "" {
+			return nil, err // a syntax error: nothing else can be read
+		}
+		errs = de
 	}
 	c.Source = name
 	c.lines = keyLines(data)
 	c.applyDefaults()
-	if errs := c.validate(); len(errs) > 0 {
+	// Every error at once: the values' own checks too, except about a key
+	// whose value could not be read at all.
+	for _, e := range c.validate() {
+		if !reported(errs, e.Key) {
+			errs = append(errs, e)
+		}
+	}
+	if len(errs) > 0 {
 		locate(name, data, errs)
+		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
 		return nil, errs
 	}
 	return c, nil
+}
+
+// reported reports whether errs holds an error about key, or about a key
+// that contains it or that it contains.
+func reported(errs Errors, key string) bool {
+	for _, e := range errs {
+		if e.Key == key || strings.HasPrefix(key, e.Key+".") || strings.HasPrefix(key, e.Key+"[") ||
+			strings.HasPrefix(e.Key, key+".") || strings.HasPrefix(e.Key, key+"[") {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Config) applyDefaults() {

@@ -172,6 +172,7 @@ func TestEveryErrorAtOnce(t *testing.T) {
 		"t.toml:1: max_message_bytes: want an integer number of bytes",
 		"t.toml:2: hostnme: unknown key (did you mean `hostname`?)",
 		"t.toml:4: queue.lifetime: want a duration",
+		"t.toml:6: qmqp.allow[0]: \"ten\" is not an address",
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v\nlacks %q", err, want)
