@@ -15,7 +15,14 @@ const configUsage = `usage: qmgate config check [FILE] [-strict] [-config FILE]
               never match and rcpthosts domains no route delivers
   print       the effective configuration, every default filled in; -n only
               what the file sets (like postconf -n); -doc one line per key
-  from-qmail  a configuration converted from qmail's control files in DIR`
+  from-qmail  a configuration converted from qmail's control files in DIR
+
+flags:
+  -config FILE  ` + configDefaultHelp + `
+  -strict       check: treat warnings as errors (default: false)
+  -n            print: only the settings the file makes (default: false)
+  -doc          print: every key with a one-line description (default: false)
+qmgate config COMMAND -h shows one command's help.`
 
 func init() {
 	register(&command{name: "config", summary: "check|print [FILE] | from-qmail DIR: validate, show or convert configuration",

@@ -44,7 +44,7 @@ func writeUsage(w io.Writer, fs *flag.FlagSet, text string) {
 		default:
 			help += " (default: " + def + ")"
 		}
-		fmt.Fprintf(w, "  %-14s %s\n", name, help)
+		fmt.Fprintf(w, "  %-16s %s\n", name, help)
 	})
 }
 

@@ -25,7 +25,12 @@ const queueUsage = `usage: qmgate queue COMMAND [ID ...] [-config FILE] [-json]
   remove ID...      delete the messages without a bounce
   flush [ID...]     make the messages (all without IDs) due now
 Flags may come before or after the IDs. Safe while qmgate serve runs: the
-commands then go through the daemon's control socket in the queue directory.`
+commands then go through the daemon's control socket in the queue directory.
+
+flags:
+  -config FILE     ` + configDefaultHelp + `
+  -json            list, stat, show: machine-readable output (default: false)
+qmgate queue COMMAND -h shows one command's help.`
 
 var queueSubUsage = map[string]string{
 	"list":    "usage: qmgate queue list [-config FILE] [-json]\n\nOne row per message: ID AGE SIZE STATE NEXT SENDER NPENDING PENDING LAST-ERROR.\nWith -json, one JSON object per message per line (postqueue -j's fields and qmgate's own).",

@@ -38,11 +38,11 @@ const (
 
 func runSend(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := newFlags("send", sendUsage)
-	via := fs.String("via", "", "qmtp://HOST:PORT, qmtps://HOST:PORT, qmqp://HOST:PORT[,HOST:PORT...] or smtp://HOST:PORT")
-	from := fs.String("from", "", "envelope sender (empty for the null sender)")
+	via := fs.String("via", "", "the server `URL`: qmtp://HOST:PORT, qmtps://HOST:PORT, qmqp://HOST:PORT[,HOST:PORT...] or smtp://HOST:PORT")
+	from := fs.String("from", "", "envelope sender `ADDR`; empty for the null sender")
 	var to multiFlag
-	fs.Var(&to, "to", "recipient (repeat for several)")
-	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
+	fs.Var(&to, "to", "recipient `ADDR`; repeat for several")
+	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this `DURATION`")
 	insecure := fs.Bool("insecure", false, "smtp/qmtps: do not verify the server's certificate (tests only)")
 	pos, code, ok := parseFlags(fs, args, stdout, stderr)
 	if !ok {
