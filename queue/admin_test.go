@@ -178,3 +178,50 @@ func TestIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestFlushDoesNotPunish: an attempt a flush forces during an outage does
+// not lengthen the wait. The retry schedule is 1m, 2m, 4m...; a message
+// that failed once waits 1m; a flush 10s later fails again, and the next
+// attempt is still the one at 1m (not 2m after the flush), after which the
+// wait is 2m (not 4m).
+func TestFlushDoesNotPunish(t *testing.T) {
+	clk := newFakeClock()
+	opt := testOptions(clk)
+	opt.Retry = Backoff{Floor: time.Minute, Cap: time.Hour}
+	q := openT(t, t.TempDir(), opt)
+	defer q.Close()
+	ctx := context.Background()
+	id := putT(t, q, "s@x", []byte("a\n"), "r@dead.example")
+	fail := func() {
+		t.Helper()
+		ds := claimAll(q)
+		if len(ds) != 1 {
+			t.Fatalf("claimed %d deliveries, want 1", len(ds))
+		}
+		q.Record(ctx, ds[0], results(ds[0], tempFail, "mx"))
+	}
+	next := func() time.Duration {
+		t.Helper()
+		d, err := q.Show(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Recipient[0].NextAttempt.Sub(clk.Now())
+	}
+	t0 := clk.Now()
+	fail()
+	if got := next(); got != time.Minute {
+		t.Fatalf("after the first failure the wait is %v, want 1m", got)
+	}
+	clk.Advance(10 * time.Second)
+	q.Flush(ctx, id)
+	fail()
+	if got := clk.Now().Add(next()); !got.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("after a flushed failure the next attempt is at +%v, want +1m", got.Sub(t0))
+	}
+	clk.Advance(50 * time.Second)
+	fail()
+	if got := next(); got != 2*time.Minute {
+		t.Fatalf("after the second scheduled failure the wait is %v, want 2m", got)
+	}
+}

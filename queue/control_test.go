@@ -8,10 +8,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 func TestAdminWhileDaemonRuns(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, 10*time.Second)
 	// A long directory name exercises the /proc/self/fd route around
 	// sun_path's 108 bytes.
 	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 90))

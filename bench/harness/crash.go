@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 // crash kills a hub with SIGKILL while it takes and relays mail, restarts
@@ -30,7 +32,7 @@ func (h *Harness) crash() *Section {
 	}()
 	// Kill once a third of the messages are in.
 	var atKill int64
-	waitFor(5*time.Minute, 5*time.Millisecond, func() bool {
+	testpeer.Poll(5*time.Minute, 5*time.Millisecond, func() bool {
 		a, _, _, err := q.Counters()
 		atKill = a
 		return err == nil && a >= int64(z.CrashMsgs/3)
@@ -46,7 +48,7 @@ func (h *Harness) crash() *Section {
 	h.check(err)
 	var seen map[int64]bool
 	var missing int
-	waitFor(5*time.Minute, 100*time.Millisecond, func() bool {
+	testpeer.Poll(5*time.Minute, 100*time.Millisecond, func() bool {
 		seen, err = sink.Seqs()
 		if err != nil {
 			return false

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 // QmgateOpts configures one `qmgate serve` instance.
@@ -105,7 +107,7 @@ func (q *Qmgate) start() error {
 		return err
 	}
 	q.Proc = p
-	ok := waitFor(time.Minute, 20*time.Millisecond, func() bool {
+	ok := testpeer.Poll(time.Minute, 20*time.Millisecond, func() bool {
 		if p.Exited() {
 			return true
 		}

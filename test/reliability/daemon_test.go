@@ -470,26 +470,6 @@ func (d *daemon) logCount(s string) int {
 	return bytes.Count([]byte(d.log()), []byte(s))
 }
 
-// waitFor polls cond until it holds or the deadline passes. It waits for
-// outcomes (files appearing, a queue emptying), never as synchronisation.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	if !poll(timeout, cond) {
-		t.Fatalf("timed out after %s waiting for %s", timeout, what)
-	}
-}
-
-func poll(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	return true
-}
-
 // grepLog returns up to n log lines containing s.
 func grepLog(log, s string, n int) string {
 	var out []string
