@@ -7,7 +7,7 @@ import (
 
 func init() {
 	register(&command{name: "help", summary: "COMMAND: print a command's help", noConfig: true, run: runHelp,
-		usage: "usage: qmgate help [COMMAND]\n\nPrint the help of COMMAND, or the list of commands."})
+		usage: "usage: qmgate help [COMMAND [SUBCOMMAND]]\n\nPrint the help of COMMAND (queue list, config check, ...), or the list of commands."})
 	register(&command{name: "newaliases", summary: "nothing to do: qmgate keeps no aliases database (also run as newaliases)", noConfig: true, run: runNewaliases,
 		usage: "usage: qmgate newaliases   (also run as newaliases)\n\nqmgate keeps no aliases database, so there is nothing to rebuild; this exits 0\nso that scripts and packages that run newaliases keep working."})
 }
@@ -17,6 +17,10 @@ func runHelp(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case len(args) == 0:
 		usage(stdout)
 		return 0
+	case len(args) == 2 && args[0] == "queue" && queueSubUsage[args[1]] != "":
+		return runQueue([]string{args[1], "-h"}, nil, stdout, stderr)
+	case len(args) == 2 && args[0] == "config" && (args[1] == "check" || args[1] == "print"):
+		return runConfig([]string{args[1], "-h"}, nil, stdout, stderr)
 	case len(args) > 1:
 		fmt.Fprintf(stderr, "qmgate help: unexpected argument %q\n", args[1])
 		printHelp(stderr, commands["help"])
