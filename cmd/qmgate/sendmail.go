@@ -14,6 +14,7 @@ import (
 	"github.com/qmgate/qmgate/internal/inject"
 	"github.com/qmgate/qmgate/internal/qmail"
 	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/relay"
 	"github.com/qmgate/qmgate/smtp"
 )
 
@@ -120,7 +121,7 @@ func nullclient(cfg *config.Config, verbose func(string, ...any)) *inject.Nullcl
 		n.Local = s[0]
 	}
 	if n.SpoolDir != "" {
-		n.Commit = qmail.CommitToQueue
+		n.Commit = relay.CommitToQueue
 	}
 	return n
 }

@@ -111,6 +111,17 @@ type QMQP struct {
 	// authentication: empty means nobody (unix-socket clients are governed by
 	// the socket's file permissions).
 	Allow []string `toml:"allow"`
+	// TrustTCPServer makes the qmqpd drop-in leave access to tcpserver's
+	// rules (qmail-qmqpd's way) instead of applying Allow as serve does.
+	TrustTCPServer bool `toml:"trust_tcpserver"`
+	// UnixAllow names the local users, and "@group" the groups, who may
+	// submit over the unix-domain socket. Empty: every local user.
+	UnixAllow []string `toml:"unix_allow"`
+	// UnixSenders restricts the envelope senders a local user of the unix
+	// socket may use: user name (or "*" for everyone not named) to
+	// patterns: "addr@domain", "@domain", "<>" (the null sender) or "*".
+	// Users not named, with no "*" entry, may use any sender.
+	UnixSenders map[string][]string `toml:"unix_senders"`
 	ListenLimit
 }
 
@@ -533,6 +544,21 @@ func (c *Config) validate() Errors {
 		}
 	}
 	checkNets("qmqp.allow", c.QMQP.Allow)
+	for i, u := range c.QMQP.UnixAllow {
+		if strings.TrimPrefix(u, "@") == "" || strings.ContainsAny(u, " \t:") {
+			bad(fmt.Sprintf("qmqp.unix_allow[%d]", i), "%q: want a user name or @group", u)
+		}
+	}
+	for u, pats := range c.QMQP.UnixSenders {
+		if u == "" || strings.ContainsAny(u, " \t:@") {
+			bad("qmqp.unix_senders", "%q: want a user name or *", u)
+		}
+		for i, p := range pats {
+			if p == "" || strings.ContainsAny(p, " \t") || (p != "*" && p != "<>" && !strings.Contains(p, "@")) {
+				bad(fmt.Sprintf("qmqp.unix_senders.%s[%d]", u, i), "%q: want addr@domain, @domain, <> or *", p)
+			}
+		}
+	}
 	checkNets("qmtp.relay_clients", c.QMTP.RelayClients)
 	checkNets("smtp.relay_clients", c.SMTP.RelayClients)
 	if len(c.QMTP.ListenTLS) > 0 && (c.QMTP.TLSCert == "" || c.QMTP.TLSKey == "") {

@@ -289,3 +289,17 @@ func TestDurationString(t *testing.T) {
 		}
 	}
 }
+
+func TestMapKey(t *testing.T) {
+	c, err := Parse("t", []byte("[qmqp]\nunix_senders = { alice = [\"@example.net\"], \"*\" = [\"<>\"] }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.QMQP.UnixSenders["alice"]; len(got) != 1 || got[0] != "@example.net" || c.QMQP.UnixSenders["*"][0] != "<>" {
+		t.Fatalf("unix_senders %v", c.QMQP.UnixSenders)
+	}
+	_, err = Parse("t", []byte("[qmqp]\nunix_senders = { alice = 7 }\n"))
+	if err == nil || !strings.Contains(err.Error(), "t:2: qmqp.unix_senders.alice: want a list") {
+		t.Fatalf("err = %v", err)
+	}
+}

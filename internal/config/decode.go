@@ -205,6 +205,19 @@ func (d *decoder) value(v reflect.Value, x any, key string) {
 			d.value(s.Index(i), e, key+"["+strconv.Itoa(i)+"]")
 		}
 		v.Set(s)
+	case reflect.Map:
+		m, ok := x.(map[string]any)
+		if !ok {
+			d.bad(key, "want a table such as { name = ... }, got %s", describe(x))
+			return
+		}
+		out := reflect.MakeMapWithSize(v.Type(), len(m))
+		for k, e := range m {
+			ev := reflect.New(v.Type().Elem()).Elem()
+			d.value(ev, e, key+"."+k)
+			out.SetMapIndex(reflect.ValueOf(k).Convert(v.Type().Key()), ev)
+		}
+		v.Set(out)
 	default:
 		d.bad(key, "cannot be set from TOML")
 	}

@@ -35,8 +35,11 @@ var keyDoc = map[string]string{
 	"limits.write_timeout":    "longest wait for each write to a client (default 5m)",
 	"limits.session_timeout":  "longest a whole connection may last (default 1h)",
 
-	"qmqp.listen": "QMQP listen addresses, ip:port or unix:/path (default none)",
-	"qmqp.allow":  "networks allowed to send over QMQP, which has no authentication (default nobody)",
+	"qmqp.listen":          "QMQP listen addresses, ip:port or unix:/path (default none)",
+	"qmqp.allow":           "networks allowed to send over QMQP, which has no authentication (default nobody)",
+	"qmqp.trust_tcpserver": "qmgate qmqpd leaves access to tcpserver's rules instead of applying allow, as qmail-qmqpd does (default false)",
+	"qmqp.unix_allow":      "local users (name, or @group) who may submit over the QMQP unix socket (default: every local user)",
+	"qmqp.unix_senders":    "per local user (or \"*\"), the envelope senders allowed over the unix socket: addr@domain, @domain, <> or * (default: any)",
 
 	"qmtp.listen":        "QMTP listen addresses, ip:port or unix:/path (default none)",
 	"qmtp.listen_tls":    "QMTPS (implicit TLS) listen addresses; need tls_cert and tls_key",

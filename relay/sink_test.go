@@ -1,16 +1,20 @@
-package qmail
+package relay
 
 import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/qmgate/qmgate/internal/qmail"
 	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmqp"
+	"github.com/qmgate/qmgate/queue"
 )
 
 func qmqpServer(t *testing.T, reply mail.Status) (string, *[]string) {
@@ -58,7 +62,7 @@ func muteAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func sinkPut(t *testing.T, s Sink, body string) Result {
+func sinkPut(t *testing.T, s qmail.Sink, body string) qmail.Result {
 	t.Helper()
 	m, err := s.Begin(context.Background())
 	if err != nil {
@@ -109,5 +113,37 @@ func TestQMQPSinkExitCodes(t *testing.T) {
 	}
 	if len(*bodies) == 0 || !strings.HasSuffix((*bodies)[0], "\nSubject: s\n\nbody\n") {
 		t.Fatalf("bodies %q", *bodies)
+	}
+}
+
+func TestCommitToQueue(t *testing.T) {
+	dir := t.TempDir()
+	body := "Subject: spooled\n\nbody\n"
+	env := mail.Envelope{Sender: "app@example.net", Recipients: []string{"a@example.org", "b@example.org"}}
+	id, err := CommitToQueue(context.Background(), dir, env, strings.NewReader(body+"extra"), int64(len(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.Open(dir, queue.Options{Passive: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := q.List(context.Background())
+	if err != nil || len(rows) != 1 || rows[0].ID != id || rows[0].Size != int64(len(body)) || rows[0].Sender != env.Sender || len(rows[0].Pending) != 2 {
+		t.Fatalf("%+v %v", rows, err)
+	}
+	// While a process holds the queue, a direct commit is refused.
+	_, err = CommitToQueue(context.Background(), dir, env, strings.NewReader(body), int64(len(body)))
+	if !errors.Is(err, ErrQueueBusy) {
+		t.Fatalf("got %v", err)
+	}
+	q.Close()
+}
+
+func TestCommitToQueueMissingDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "absent")
+	_, err := CommitToQueue(context.Background(), dir, mail.Envelope{Recipients: []string{"a@x"}}, strings.NewReader("x"), 1)
+	if err == nil {
+		t.Fatal("a missing queue directory was created")
 	}
 }
