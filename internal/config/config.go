@@ -61,16 +61,16 @@ type Config struct {
 	// Postmaster receives double bounces. Default "postmaster@" + Hostname.
 	Postmaster string `toml:"postmaster"`
 
-	Log        Log         `toml:"log"`
-	QMQP       QMQP        `toml:"qmqp"`
-	QMTP       QMTP        `toml:"qmtp"`
-	SMTP       SMTP        `toml:"smtp"`
-	Queue      Queue       `toml:"queue"`
-	Delivery   Delivery    `toml:"delivery"`
-	Routes     []Route     `toml:"route"`
-	Metrics    Metrics     `toml:"metrics"`
-	Nullclient Nullclient  `toml:"nullclient"`
-	Limits     Limits      `toml:"limits"`
+	Log        Log        `toml:"log"`
+	QMQP       QMQP       `toml:"qmqp"`
+	QMTP       QMTP       `toml:"qmtp"`
+	SMTP       SMTP       `toml:"smtp"`
+	Queue      Queue      `toml:"queue"`
+	Delivery   Delivery   `toml:"delivery"`
+	Routes     []Route    `toml:"route"`
+	Metrics    Metrics    `toml:"metrics"`
+	Nullclient Nullclient `toml:"nullclient"`
+	Limits     Limits     `toml:"limits"`
 
 	// Source is the file the configuration came from ("(embedded default)"
 	// for the built-in one). Not a TOML key.

@@ -35,8 +35,8 @@ exempt_relay_clients = true
 		"[limits]\nsender_domain_recipients = [\"5/w\"]\n":    "limits.sender_domain_recipients[0]: rate \"5/w\": unknown unit",
 		"[limits]\nclient_ipv6_prefix = 129\n":                "limits.client_ipv6_prefix: 129: want 1 to 128",
 		"[limits]\nclient_ipv4_prefix = -1\n":                 "limits.client_ipv4_prefix: -1: want 1 to 32",
-		"[limits]\nexempt = [\"ten\"]\n":                       "limits.exempt[0]: \"ten\" is not an address",
-		"[limits]\nuid_mesages = [\"1/m\"]\n":                  "limits.uid_mesages",
+		"[limits]\nexempt = [\"ten\"]\n":                      "limits.exempt[0]: \"ten\" is not an address",
+		"[limits]\nuid_mesages = [\"1/m\"]\n":                 "limits.uid_mesages",
 	} {
 		_, err := Parse("t.toml", []byte(doc))
 		if err == nil || !strings.Contains(err.Error(), want) {
