@@ -33,7 +33,14 @@ func gathered(t *testing.T, c prometheus.Collector, name, limit string) float64 
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c)
-	mfs, err := reg.Gather()
+	return gatherValue(t, reg, name, limit)
+}
+
+// gatherValue reads the value of metric name{limit=limit} from g, -1 when
+// it has none.
+func gatherValue(t *testing.T, g prometheus.Gatherer, name, limit string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
