@@ -198,6 +198,7 @@ type Tally struct {
 	from  string
 	keys  [nLimitWho]string // "" where a kind does not apply
 	rcpts int               // recipients reserved, not yet counted
+	now   time.Time         // when the message began: its checks' clock
 }
 
 // Start begins the tally of a message from c with envelope sender from; nil
@@ -206,7 +207,7 @@ func (l *Limits) Start(c *mail.ConnInfo, from string) *Tally {
 	if l == nil || !l.active || l.exempted(c) {
 		return nil
 	}
-	t := &Tally{l: l, c: c, from: from}
+	t := &Tally{l: l, c: c, from: from, now: time.Now()}
 	if ip := c.RemoteIP(); ip.IsValid() && (l.messages[byClient] != nil || l.recipients[byClient] != nil) {
 		t.keys[byClient], _ = l.clientKey(ip)
 	}
@@ -227,12 +228,11 @@ func (t *Tally) Recipients(n int) mail.Status {
 	if t == nil {
 		return mail.OK("")
 	}
-	now := time.Now()
 	for w, r := range t.l.recipients {
 		if r == nil || t.keys[w] == "" {
 			continue
 		}
-		if room, by := r.counts.Room(t.keys[w], now); room < t.rcpts+n {
+		if room, by := r.counts.Room(t.keys[w], t.now); room < t.rcpts+n {
 			return t.refuse(limitWho(w), r, by)
 		}
 	}
@@ -245,7 +245,7 @@ func (t *Tally) Recipients(n int) mail.Status {
 func (t *Tally) CountRecipient() mail.Status {
 	st := t.Recipients(1)
 	if t != nil && st.IsAccept() {
-		t.add(t.l.recipients, t.rcpts)
+		t.add(t.l.recipients, t.rcpts, t.now)
 		t.rcpts = 0
 	}
 	return st
@@ -257,12 +257,11 @@ func (t *Tally) Message() mail.Status {
 	if t == nil {
 		return mail.OK("")
 	}
-	now := time.Now()
 	for w, r := range t.l.messages {
 		if r == nil || t.keys[w] == "" {
 			continue
 		}
-		if room, by := r.counts.Room(t.keys[w], now); room < 1 {
+		if room, by := r.counts.Room(t.keys[w], t.now); room < 1 {
 			return t.refuse(limitWho(w), r, by)
 		}
 	}
@@ -275,16 +274,16 @@ func (t *Tally) Count() {
 	if t == nil {
 		return
 	}
-	t.add(t.l.messages, 1)
-	t.add(t.l.recipients, t.rcpts)
+	now := time.Now()
+	t.add(t.l.messages, 1, now)
+	t.add(t.l.recipients, t.rcpts, now)
 	t.rcpts = 0
 }
 
-func (t *Tally) add(rules [nLimitWho]*limitRule, n int) {
+func (t *Tally) add(rules [nLimitWho]*limitRule, n int, now time.Time) {
 	if n <= 0 {
 		return
 	}
-	now := time.Now()
 	for w, r := range rules {
 		if r != nil && t.keys[w] != "" {
 			r.counts.Add(t.keys[w], n, now)
