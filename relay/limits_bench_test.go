@@ -116,7 +116,7 @@ sender_domain_recipients = ["100000000/m", "1000000000/d"]
 	c := &mail.ConnInfo{Proto: "QMQP", RelayClient: true, RemoteAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}}
 	b.ResetTimer()
 	cpu0 := cpuTime(b)
-	defer func() { b.ReportMetric(float64((cpuTime(b) - cpu0).Nanoseconds())/float64(b.N), "cpu-ns/msg") }()
+	defer func() { b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/msg") }()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			t := l.Start(c, "app@example.net")
