@@ -208,6 +208,12 @@ client_recipients = ["4/m"]
 			t.Fatalf("message %d: %q, want %q", i, got, tc.want)
 		}
 	}
+	if n := gatherValue(t, h.hub.metrics.Registry, "qmgate_limit_keys", "client_messages"); n != 1 {
+		t.Fatalf("qmgate_limit_keys{limit=\"client_messages\"} = %v, want 1", n)
+	}
+	if n := h.refusals("client_recipients"); n != 1 {
+		t.Fatalf("qmgate_limit_refusals_total{limit=\"client_recipients\"} = %v, want 1", n)
+	}
 	h.reload(doc)
 	if got := sendQMQP(t, addr, "d@x.org"); got != "Ztoo much mail from this client: 2/m (#4.7.1)" {
 		t.Fatalf("after a reload with the same rates: %q", got)
