@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 
@@ -23,10 +24,10 @@ func BuildRouter(cfg *config.Config, log *slog.Logger) (*Router, error) {
 		t, err := config.BuildTransport(cfg, rc, log)
 		if err != nil {
 			r.Close()
-			return nil, fmt.Errorf("route[%d] %s: %w", i, rc.Via, err)
+			return nil, fmt.Errorf("route %s (%s): %w", rc.Name, rc.Via, err)
 		}
 		r.Routes = append(r.Routes, &Route{
-			Name:        fmt.Sprintf("route[%d]", i),
+			Name:        cmp.Or(rc.Name, fmt.Sprintf("route[%d]", i)),
 			Patterns:    mail.HostList(rc.Domains),
 			Via:         rc.Via,
 			Transport:   t,

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -348,13 +349,13 @@ func (e *Engine) finish(ctx context.Context, rt *Route, p *part, results []trans
 			break
 		}
 		r, rcpt := results[k], c.d.Recipients[i]
-		c.results[i] = queue.Result{Recipient: rcpt, Status: r.Status, Route: via, Host: r.Host, Destination: r.Destination}
+		c.results[i] = queue.Result{Recipient: rcpt, Status: r.Status, Route: cmp.Or(name, via), Host: r.Host, Destination: r.Destination}
 		c.has[i] = true
 		if e.Metrics != nil {
 			e.Metrics.Deliveries.WithLabelValues(name, r.Status.Class.String()).Inc()
 		}
 		if debug {
-			e.Log.Debug("delivery", "id", c.d.ID, "rcpt", rcpt, "route", via, "host", r.Host,
+			e.Log.Debug("delivery", "id", c.d.ID, "rcpt", rcpt, "route", name, "via", via, "host", r.Host,
 				"status", string(r.Status.Reply()), "delay", time.Since(c.d.Received).Round(time.Millisecond))
 		}
 	}

@@ -86,6 +86,12 @@ type Client struct {
 	// password is the administrator's to fix, not the sender's.
 	Username, Password string
 	AllowInsecureAuth  bool
+	// Authenticate, when set, runs instead of Username/Password once the
+	// session is up (after TLS): its own SASL exchange over gc (OAuth2, with
+	// a token refreshed between tries), for the host and port dialled. Its
+	// mail.Status (errors.As) is kept, temporary; any other error becomes a
+	// temporary authentication failure. Same TLS rule as a password.
+	Authenticate func(ctx context.Context, gc *gosmtp.Client, host string, port int) error
 
 	// LocalName is the EHLO name; the system's host name when empty.
 	LocalName string
@@ -215,7 +221,7 @@ func (c *Client) dial(ctx context.Context, t target, tryTLS bool) (*Conn, error)
 	cc := &clientConn{Conn: raw, writeTimeout: limit(c.CommandTimeout, DefaultCommandTimeout)}
 	// The greeting and the STARTTLS exchange fall under ConnectTimeout too.
 	stop := context.AfterFunc(dctx, cc.cancel)
-	cn, err := c.setup(cc, t, tryTLS)
+	cn, err := c.setup(ctx, cc, t, tryTLS)
 	if !stop() && err == nil {
 		// The connect deadline passed just as setup finished.
 		cn.gc.Close()
@@ -242,7 +248,7 @@ func statusTimedOut(what string) mail.Status {
 // STARTTLS are done here with net/textproto; go-smtp takes over after the
 // handshake, reading a stand-in greeting and saying EHLO again, as RFC 3207
 // requires anyway.
-func (c *Client) setup(cc *clientConn, t target, tryTLS bool) (*Conn, error) {
+func (c *Client) setup(ctx context.Context, cc *clientConn, t target, tryTLS bool) (*Conn, error) {
 	cmdTimeout := limit(c.CommandTimeout, DefaultCommandTimeout)
 	name := c.localName()
 	var nc net.Conn = cc
@@ -326,7 +332,12 @@ func (c *Client) setup(cc *clientConn, t target, tryTLS bool) (*Conn, error) {
 		return nil, greetingStatus(err, "")
 	}
 	cn := &Conn{client: c, gc: gc, cc: cc, tls: tlsState, host: t.addr}
-	if c.Username != "" {
+	if c.Authenticate != nil {
+		if err := cn.authHook(ctx, t); err != nil {
+			gc.Close()
+			return nil, err
+		}
+	} else if c.Username != "" {
 		if err := cn.auth(); err != nil {
 			gc.Close()
 			return nil, err
@@ -512,4 +523,29 @@ func (cn *Conn) auth() error {
 		return st
 	}
 	return nil
+}
+
+// authHook runs the Client's Authenticate.
+func (cn *Conn) authHook(ctx context.Context, t target) error {
+	if cn.tls == nil && !cn.client.AllowInsecureAuth {
+		return mail.Status{Class: mail.Temporary, Code: "4.7.0", Text: "not sending credentials without TLS"}
+	}
+	_, p, _ := net.SplitHostPort(t.addr)
+	port, _ := strconv.Atoi(p)
+	err := cn.client.Authenticate(ctx, cn.gc, t.host, port)
+	if err == nil {
+		return nil
+	}
+	var st mail.Status
+	if !errors.As(err, &st) {
+		st = clientErrorStatus(err)
+		st.Text = "authentication failed: " + st.Text
+	}
+	if !st.IsAccept() {
+		st.Class, st.SMTP = mail.Temporary, 0
+		if st.Code == "" || st.Code[0] != '4' {
+			st.Code = "4.7.0"
+		}
+	}
+	return st
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/oauthtoken"
 	"github.com/qmgate/qmgate/qmqp"
 	"github.com/qmgate/qmgate/qmtp"
 	"github.com/qmgate/qmgate/relay/transport"
@@ -85,7 +86,7 @@ func BuildTransport(cfg *Config, rc *Route, log *slog.Logger) (transport.Transpo
 		case "none":
 			c.TLS = smtp.TLSNone
 		}
-		if c.Username != "" && c.TLS == smtp.TLSOpportunistic && !rc.InsecureAuth {
+		if (c.Username != "" || c.Authenticate != nil) && c.TLS == smtp.TLSOpportunistic && !rc.InsecureAuth {
 			// Credentials go only over verified TLS: without the
 			// override, opportunistic becomes required for this route.
 			c.TLS = smtp.TLSRequired
@@ -144,6 +145,13 @@ func routeTLS(rc *Route, serverName string) (*tls.Config, error) {
 		}
 		tc.RootCAs = pool
 	}
+	if rc.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(rc.CertFile, rc.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cert_file/key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
 	return tc, nil
 }
 
@@ -167,12 +175,24 @@ func smtpClient(cfg *Config, rc *Route, log *slog.Logger) (*smtp.Client, error) 
 		}
 		c.Password = strings.TrimRight(string(b), "\r\n")
 	}
-	if rc.CAFile != "" {
+	if rc.PasswordEnv != "" {
+		c.Password = os.Getenv(rc.PasswordEnv)
+	}
+	if rc.CAFile != "" || rc.CertFile != "" {
 		tc, err := routeTLS(rc, "")
 		if err != nil {
 			return nil, err
 		}
 		c.TLSConfig = tc
+	}
+	if o, ok := rc.OAuth2Options(); ok && rc.Via != "mx" {
+		o.Logger = log
+		src, err := oauthtoken.New(o)
+		if err != nil {
+			return nil, fmt.Errorf("oauth2: %w", err)
+		}
+		c.Username, c.Password = "", ""
+		c.Authenticate = (&transport.OAuth2{Source: src, Log: log}).Authenticate
 	}
 	return c, nil
 }
@@ -193,7 +213,7 @@ func mxTransport(cfg *Config, rc *Route, log *slog.Logger) (transport.Transport,
 	if err != nil {
 		return nil, err
 	}
-	c.Username, c.Password, c.AllowInsecureAuth = "", "", false
+	c.Username, c.Password, c.AllowInsecureAuth, c.Authenticate = "", "", false, nil
 	c.TLS = smtp.TLSOpportunistic
 	if rc.TLS == "required" {
 		c.TLS = smtp.TLSRequired

@@ -182,6 +182,11 @@ type Delivery struct {
 
 // Route sends mail for some domains through one transport.
 type Route struct {
+	// Name names the route in logs, metrics, `queue stat`, fallback and
+	// `qmgate oauth2`: letters, digits, '.', '_' and '-'. Default: derived
+	// from the first domain and the transport (DefaultRouteName), so it
+	// does not change when routes are reordered.
+	Name string `toml:"name"`
 	// Domains: exact ("example.net"), suffix (".example.net") or "*".
 	Domains []string `toml:"domains"`
 	// Via is the transport URL: qmtp://H[:P], qmtps://H[:P], qmqp://H[:P][,H[:P]...],
@@ -197,6 +202,29 @@ type Route struct {
 	Username     string `toml:"username"`
 	Password     string `toml:"password"`
 	PasswordFile string `toml:"password_file"`
+	// PasswordEnv names an environment variable holding the password.
+	PasswordEnv string `toml:"password_env"`
+	// OAuth2 authenticates to an smtp or smtps smarthost with XOAUTH2 or
+	// OAUTHBEARER instead of a password.
+	OAuth2 *OAuth2 `toml:"oauth2"`
+	// CertFile and KeyFile are a client certificate presented in the TLS
+	// handshake (STARTTLS or smtps), for smarthosts that authenticate by
+	// certificate.
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// Rate paces the route's deliveries ("30/m", "2000/d"); for mx routes
+	// each destination domain is paced separately. Mail beyond it waits in
+	// the queue, in arrival order, with no attempt counted. Empty: no pace.
+	Rate string `toml:"rate"`
+	// ThrottleTexts are extra phrases (case-insensitive) that mark a 4xx
+	// reply as the next hop's rate limit, which slows the route down.
+	ThrottleTexts []string `toml:"throttle_texts"`
+	// Fallback names a route (a smarthost) that takes an mx route's mail
+	// after FallbackAfter failed attempts (default 3), or at once for the
+	// failures FallbackOn names ("connect-timeout", "connect").
+	Fallback      string   `toml:"fallback"`
+	FallbackAfter int      `toml:"fallback_after"`
+	FallbackOn    []string `toml:"fallback_on"`
 	// InsecureAuth allows credentials with tls "opportunistic" or "none"
 	// (a smarthost on loopback, say): whoever is on the path can read them.
 	InsecureAuth bool `toml:"insecure_auth"`
@@ -218,6 +246,20 @@ type Route struct {
 
 	// Parsed is Via parsed; set by Load.
 	Parsed *url.URL `toml:"-"`
+}
+
+// OAuth2 is a route's OAuth2 client (see internal/oauthtoken): client
+// credentials when RefreshTokenFile is empty, else the refresh token grant.
+// The mailbox is the route's username.
+type OAuth2 struct {
+	TokenURL         string   `toml:"token_url"`
+	DeviceAuthURL    string   `toml:"device_auth_url"`
+	ClientID         string   `toml:"client_id"`
+	ClientSecretFile string   `toml:"client_secret_file"`
+	Scopes           []string `toml:"scopes"`
+	RefreshTokenFile string   `toml:"refresh_token_file"`
+	// Mechanism fixes XOAUTH2 or OAUTHBEARER; empty chooses from the offer.
+	Mechanism string `toml:"mechanism"`
 }
 
 // Metrics configures the optional metrics and health listener.
@@ -390,7 +432,11 @@ func (c *Config) applyDefaults() {
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		setInt(&r.Concurrency, c.Delivery.Concurrency)
+		if r.Fallback != "" {
+			setInt(&r.FallbackAfter, 3)
+		}
 	}
+	nameRoutes(c.Routes)
 	setDur(&c.Nullclient.Timeout, 60*time.Second)
 }
 
@@ -518,9 +564,10 @@ func (c *Config) validate() Errors {
 		if r.Concurrency < 1 {
 			bad(key+".concurrency", "must be at least 1")
 		}
-		if r.Password != "" && r.PasswordFile != "" {
-			bad(key+".password", "set password or password_file, not both")
+		if n := b2i(r.Password != "") + b2i(r.PasswordFile != "") + b2i(r.PasswordEnv != ""); n > 1 {
+			bad(key+".password", "set one of password, password_file and password_env")
 		}
+		errs = append(errs, validateSmarthost(c, i)...)
 		if r.Username != "" && r.Via == "mx" {
 			bad(key+".username", "mx routes send no credentials: every exchanger of every domain would get them")
 		} else if r.Username != "" && (r.TLS == "opportunistic" || r.TLS == "none") && !r.InsecureAuth {
