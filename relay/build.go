@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/qmgate/qmgate/internal/config"
+	"github.com/qmgate/qmgate/internal/ratelimit"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/relay/transport"
 )
@@ -26,7 +27,17 @@ func BuildRouter(cfg *config.Config, log *slog.Logger) (*Router, error) {
 			r.Close()
 			return nil, fmt.Errorf("route %s (%s): %w", rc.Name, rc.Via, err)
 		}
+		var pace *Pacing
+		if rc.Rate != "" {
+			rate, err := ratelimit.ParseRate(rc.Rate)
+			if err != nil {
+				r.Close()
+				return nil, fmt.Errorf("route %s: rate: %w", rc.Name, err)
+			}
+			pace = NewPacing(rate, rc.Via == "mx", rc.ThrottleTexts)
+		}
 		r.Routes = append(r.Routes, &Route{
+			Pacing:      pace,
 			Name:        cmp.Or(rc.Name, fmt.Sprintf("route[%d]", i)),
 			Patterns:    mail.HostList(rc.Domains),
 			Via:         rc.Via,

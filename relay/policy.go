@@ -16,6 +16,8 @@ type Route struct {
 	Via         string
 	Transport   Transport
 	Concurrency int
+	// Pacing, when set, spaces the route's deliveries (see pace.go).
+	Pacing *Pacing
 }
 
 // Router is the ordered route table: the first route with a matching pattern
