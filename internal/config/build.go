@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -25,6 +26,64 @@ import (
 // (ca_file, password_file, users_file) are read now, so building again
 // (a reload) picks up their changes.
 func BuildTransport(cfg *Config, rc *Route, log *slog.Logger) (transport.Transport, error) {
+	if len(rc.Hosts) > 1 {
+		return failover(cfg, rc, log)
+	}
+	return buildOne(cfg, rc, nil, log)
+}
+
+// failover builds a route with several next hops: one transport per hop
+// behind a transport.Failover, with one OAuth2 token Source for them all.
+func failover(cfg *Config, rc *Route, log *slog.Logger) (transport.Transport, error) {
+	src, err := oauthSource(rc, log)
+	if err != nil {
+		return nil, err
+	}
+	f := &transport.Failover{}
+	for _, h := range rc.Hosts {
+		one := *rc
+		one.ViaValue, one.Via, one.Hosts = h, h, []string{h}
+		if one.Parsed, err = ParseVia(h); err != nil {
+			f.Close()
+			return nil, err
+		}
+		t, err := buildOne(cfg, &one, src, log)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: %w", h, err)
+		}
+		f.Hops = append(f.Hops, transport.Hop{Host: hostKey(one.Parsed), Transport: t})
+	}
+	return f, nil
+}
+
+// hostKey names a next hop in the shared health table and the metrics:
+// its URL without user information or path.
+func hostKey(u *url.URL) string {
+	if u.Host == "" {
+		return u.String()
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// oauthSource makes the route's token Source, or nil when it has no
+// [route.oauth2].
+func oauthSource(rc *Route, log *slog.Logger) (*oauthtoken.Source, error) {
+	o, ok := rc.OAuth2Options()
+	if !ok || rc.Via == "mx" {
+		return nil, nil
+	}
+	o.Logger = log
+	src, err := oauthtoken.New(o)
+	if err != nil {
+		return nil, fmt.Errorf("oauth2: %w", err)
+	}
+	return src, nil
+}
+
+// buildOne builds the transport of a route with one next hop; src, when
+// set, is the route's shared OAuth2 token Source.
+func buildOne(cfg *Config, rc *Route, src *oauthtoken.Source, log *slog.Logger) (transport.Transport, error) {
 	u := rc.Parsed
 	if u == nil {
 		var err error
@@ -77,6 +136,15 @@ func BuildTransport(cfg *Config, rc *Route, log *slog.Logger) (transport.Transpo
 		c, err := smtpClient(cfg, rc, log)
 		if err != nil {
 			return nil, err
+		}
+		if src == nil {
+			if src, err = oauthSource(rc, log); err != nil {
+				return nil, err
+			}
+		}
+		if src != nil {
+			c.Username, c.Password = "", ""
+			c.Authenticate = (&transport.OAuth2{Source: src, Log: log}).Authenticate
 		}
 		switch rc.TLS {
 		case "", "required":
@@ -184,15 +252,6 @@ func smtpClient(cfg *Config, rc *Route, log *slog.Logger) (*smtp.Client, error) 
 			return nil, err
 		}
 		c.TLSConfig = tc
-	}
-	if o, ok := rc.OAuth2Options(); ok && rc.Via != "mx" {
-		o.Logger = log
-		src, err := oauthtoken.New(o)
-		if err != nil {
-			return nil, fmt.Errorf("oauth2: %w", err)
-		}
-		c.Username, c.Password = "", ""
-		c.Authenticate = (&transport.OAuth2{Source: src, Log: log}).Authenticate
 	}
 	return c, nil
 }

@@ -191,8 +191,14 @@ type Route struct {
 	Domains []string `toml:"domains"`
 	// Via is the transport URL: qmtp://H[:P], qmtps://H[:P], qmqp://H[:P][,H[:P]...],
 	// smtp://H[:P], smtps://H[:P], mx, maildir:DIR, mbox:DIR, discard:,
-	// https://URL, http://URL (loopback only).
-	Via string `toml:"via"`
+	// https://URL, http://URL (loopback only). In the file it may be a
+	// list of such URLs, next hops tried in order (the first healthy one
+	// takes the mail); Via is then the first and Hosts all of them.
+	ViaValue any `toml:"via"`
+	// Via is the (first) transport URL; set by Load from the via key.
+	Via string `toml:"-"`
+	// Hosts are all next hops of via, in order; set by Load.
+	Hosts []string `toml:"-"`
 	// Concurrency overrides [delivery] concurrency for this route.
 	Concurrency int `toml:"concurrency"`
 	// TLS for smtp:// routes: "required" (default), "opportunistic", "none".
@@ -246,6 +252,7 @@ type Route struct {
 
 	// Parsed is Via parsed; set by Load.
 	Parsed *url.URL `toml:"-"`
+	viaErr string
 }
 
 // OAuth2 is a route's OAuth2 client (see internal/oauthtoken): client
@@ -432,6 +439,7 @@ func (c *Config) applyDefaults() {
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		setInt(&r.Concurrency, c.Delivery.Concurrency)
+		r.setVia()
 		if r.Fallback != "" {
 			setInt(&r.FallbackAfter, 3)
 		}
@@ -551,11 +559,21 @@ func (c *Config) validate() Errors {
 				bad(fmt.Sprintf("%s.domains[%d]", key, j), "%q: want example.net, .example.net or *", d)
 			}
 		}
+		if r.viaErr != "" {
+			bad(key+".via", "%s", r.viaErr)
+		}
 		u, err := ParseVia(r.Via)
 		if err != nil {
 			bad(key+".via", "%v", err)
 		}
 		r.Parsed = u
+		for j, h := range r.Hosts[min(1, len(r.Hosts)):] {
+			if hu, err := ParseVia(h); err != nil {
+				bad(fmt.Sprintf("%s.via[%d]", key, j+1), "%v", err)
+			} else if h == "mx" || hu.Scheme == "maildir" || hu.Scheme == "mbox" || hu.Scheme == "discard" || u != nil && u.Scheme == "mx" {
+				bad(fmt.Sprintf("%s.via[%d]", key, j+1), "%q: a list of next hops names remote hosts, not mx or local delivery", h)
+			}
+		}
 		switch r.TLS {
 		case "", "required", "opportunistic", "none":
 		default:

@@ -188,3 +188,32 @@ func (r *Route) OAuth2Options() (o oauthtoken.Options, ok bool) {
 		RefreshTokenFile: a.RefreshTokenFile, Username: r.Username, Mechanism: a.Mechanism,
 	}, true
 }
+
+// setVia fills Via and Hosts from the via key: one URL or a list of them.
+func (r *Route) setVia() {
+	switch v := r.ViaValue.(type) {
+	case nil:
+		if r.Via != "" && len(r.Hosts) == 0 {
+			r.Hosts = []string{r.Via}
+		}
+	case string:
+		r.Via, r.Hosts = v, []string{v}
+	case []any:
+		r.Hosts = nil
+		for _, h := range v {
+			s, ok := h.(string)
+			if !ok {
+				r.viaErr = "want a transport URL or a list of them"
+				return
+			}
+			r.Hosts = append(r.Hosts, s)
+		}
+		if len(r.Hosts) == 0 {
+			r.viaErr = "an empty list of next hops"
+			return
+		}
+		r.Via = r.Hosts[0]
+	default:
+		r.viaErr = "want a transport URL or a list of them"
+	}
+}

@@ -78,6 +78,7 @@ via = "mx"
 // (go-sasl's server: an independent implementation of RFC 7628) with one
 // valid token and stores what it gets.
 type oauthHost struct {
+	open  bool // no AUTH needed
 	mu    sync.Mutex
 	valid string
 	seen  []string
@@ -119,7 +120,7 @@ func (r refuse535) Next(resp []byte) ([]byte, bool, error) {
 }
 
 func (s *oauthSession) Mail(string, *gosmtp.MailOptions) error {
-	if !s.auth {
+	if !s.auth && !s.h.open {
 		return &gosmtp.SMTPError{Code: 530, EnhancedCode: gosmtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
 	}
 	return nil
@@ -250,3 +251,90 @@ scopes = ["https://outlook.office365.com/.default"]
 
 // revokedFor reads the transport's revoked-grant count of a route.
 func revokedFor(route string) uint64 { return transport.RevokedGrants()[route] }
+
+// greeter421 accepts connections and greets each with 421, counting them.
+func greeter421(t *testing.T) (string, func() int) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	n := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			n++
+			mu.Unlock()
+			c.Write([]byte("421 4.3.2 busy, try another host\r\n"))
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String(), func() int { mu.Lock(); defer mu.Unlock(); return n }
+}
+
+// TestSeveralHosts: a route with a list of next hops skips one that
+// refuses connections and one that greets with 4xx, delivers each message
+// to one host only, marks the failed hosts down in the shared health table,
+// and skips them while they back off.
+func TestSeveralHosts(t *testing.T) {
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	busy, greeted := greeter421(t)
+	h := &oauthHost{open: true}
+	good := serveOAuthHost(t, h)
+	dir := t.TempDir()
+	doc := `queue_dir = "` + dir + `/queue"
+[[route]]
+domains = ["*"]
+via = ["smtp://` + deadAddr + `", "smtp://` + busy + `", "smtp://` + good + `"]
+tls = "none"
+`
+	cfg, err := Parse("t.toml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Routes[0].Via; got != "smtp://"+deadAddr {
+		t.Fatalf("via %q", got)
+	}
+	tr, err := BuildTransport(cfg, &cfg.Routes[0], slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if r := deliverOne(t, tr, "x@example.com"); !r.Status.IsAccept() || r.HostDown {
+		t.Fatalf("first delivery: %+v", r)
+	}
+	up := map[string]bool{}
+	for _, hh := range transport.Nexthops.Snapshot() {
+		up[hh.Host] = hh.Up
+	}
+	if up["smtp://"+deadAddr] || up["smtp://"+busy] || !up["smtp://"+good] {
+		t.Fatalf("health %v", up)
+	}
+	if greeted() != 1 {
+		t.Fatalf("busy host greeted %d times", greeted())
+	}
+	if r := deliverOne(t, tr, "y@example.com"); !r.Status.IsAccept() {
+		t.Fatalf("second delivery: %+v", r)
+	}
+	if greeted() != 1 {
+		t.Errorf("host in its backoff was tried again: %d connections", greeted())
+	}
+	h.mu.Lock()
+	got := strings.Join(h.got, ",")
+	h.mu.Unlock()
+	if got != "x@example.com,y@example.com" {
+		t.Errorf("good host got %s", got)
+	}
+}

@@ -68,6 +68,10 @@ type Result struct {
 	// nothing about the next hop's health must not hold back its other
 	// mail.
 	Destination string
+	// HostDown says the next hop itself failed before any transaction
+	// (connect, TLS, authentication, greeting): the same job may go to
+	// another next hop at once (see Failover).
+	HostDown bool
 }
 
 // Transport delivers jobs. Deliver must fill every job's Results (the engine
