@@ -36,7 +36,12 @@ func BuildRouter(cfg *config.Config, log *slog.Logger) (*Router, error) {
 			}
 			pace = NewPacing(rate, rc.Via == "mx", rc.ThrottleTexts)
 		}
+		var fb *Fallback
+		if rc.Fallback != "" {
+			fb = &Fallback{Route: rc.Fallback, After: rc.FallbackAfter, On: rc.FallbackOn}
+		}
 		r.Routes = append(r.Routes, &Route{
+			Fallback:    fb,
 			Pacing:      pace,
 			Name:        cmp.Or(rc.Name, fmt.Sprintf("route[%d]", i)),
 			Patterns:    mail.HostList(rc.Domains),

@@ -196,6 +196,11 @@ func (e *Engine) dispatch(ctx context.Context, router *Router, d *queue.Delivery
 			none = append(none, i)
 			continue
 		}
+		if f := rt.Fallback; f != nil && f.After > 0 && d.Attempts >= f.After {
+			if fb := router.byName(f.Route); fb != nil {
+				rt = fb
+			}
+		}
 		k := 0
 		for k < len(routes) && routes[k] != rt {
 			k++
@@ -414,7 +419,11 @@ func (e *Engine) deliver(ctx context.Context, rt *Route, ps []*part) {
 			if len(j.Results) != len(j.Envelope.Recipients) {
 				j.Fill(mail.Temp("4.3.0", "transport gave no result"), "")
 			}
-			e.finish(ctx, rt, p, j.Results)
+			fp, rs := p, j.Results
+			if rt.Fallback != nil && len(rt.Fallback.On) > 0 {
+				fp, rs = e.fallBack(ctx, rt, p, rs)
+			}
+			e.finish(ctx, rt, fp, rs)
 		}
 		jobs = append(jobs, j)
 		jobParts = append(jobParts, p)

@@ -18,6 +18,8 @@ type Route struct {
 	Concurrency int
 	// Pacing, when set, spaces the route's deliveries (see pace.go).
 	Pacing *Pacing
+	// Fallback, for mx routes, names the route that takes over.
+	Fallback *Fallback
 }
 
 // Router is the ordered route table: the first route with a matching pattern

@@ -166,6 +166,11 @@ func parseTarget(s string) (target, error) {
 	return t, nil
 }
 
+// StatusConnectTimedOut is Dial's failure when the TCP connection timed
+// out (a filtered port, such as 25 on many networks), as opposed to
+// mail.StatusConnectFailed for a refused or unreachable one.
+var StatusConnectTimedOut = mail.Status{Class: mail.Temporary, Code: "4.4.1", Text: "timeout connecting to remote host"}
+
 // errHandshake marks a failed TLS handshake after STARTTLS: the case where
 // TLSOpportunistic connects again without TLS.
 var errHandshake = errors.New("smtp: TLS handshake failed")
@@ -216,6 +221,9 @@ func (c *Client) dial(ctx context.Context, t target, tryTLS bool) (*Conn, error)
 	raw, err := dial(dctx, "tcp", t.addr)
 	if err != nil {
 		c.logger().Info("smtp connect failed", "host", t.addr, "err", err)
+		if isTimeout(err) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, StatusConnectTimedOut
+		}
 		return nil, mail.StatusConnectFailed
 	}
 	cc := &clientConn{Conn: raw, writeTimeout: limit(c.CommandTimeout, DefaultCommandTimeout)}
