@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/qmgate/qmgate/internal/config"
@@ -181,13 +182,13 @@ func bind(kind, addr string) (*boundListener, error) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, fmt.Errorf("%s listen %s: %w", kind, addr, err)
 		}
+		// Mode 0666 through the umask at bind time: a chmod by path
+		// afterwards would follow whatever link was put there meanwhile.
+		old := syscall.Umask(0o111)
 		l, err := net.Listen("unix", path)
+		syscall.Umask(old)
 		if err != nil {
 			return nil, fmt.Errorf("%s listen %s: %w", kind, addr, err)
-		}
-		if err := os.Chmod(path, 0o666); err != nil {
-			l.Close()
-			return nil, err
 		}
 		return &boundListener{kind: kind, addr: addr, l: l, unix: path}, nil
 	}
