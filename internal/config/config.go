@@ -570,9 +570,12 @@ func (c *Config) validate() Errors {
 		for j, h := range r.Hosts[min(1, len(r.Hosts)):] {
 			if hu, err := ParseVia(h); err != nil {
 				bad(fmt.Sprintf("%s.via[%d]", key, j+1), "%v", err)
-			} else if h == "mx" || hu.Scheme == "maildir" || hu.Scheme == "mbox" || hu.Scheme == "discard" || u != nil && u.Scheme == "mx" {
-				bad(fmt.Sprintf("%s.via[%d]", key, j+1), "%q: a list of next hops names remote hosts, not mx or local delivery", h)
+			} else if !failoverScheme(hu.Scheme) {
+				bad(fmt.Sprintf("%s.via[%d]", key, j+1), "%q: a list of next hops takes qmtp, qmtps, smtp and smtps URLs (qmqp has its own: qmqp://H1,H2)", h)
 			}
+		}
+		if len(r.Hosts) > 1 && u != nil && !failoverScheme(u.Scheme) {
+			bad(key+".via[0]", "%q: a list of next hops takes qmtp, qmtps, smtp and smtps URLs (qmqp has its own: qmqp://H1,H2)", r.Hosts[0])
 		}
 		switch r.TLS {
 		case "", "required", "opportunistic", "none":

@@ -217,3 +217,9 @@ func (r *Route) setVia() {
 		r.viaErr = "want a transport URL or a list of them"
 	}
 }
+
+// failoverScheme reports whether a transport can be one of several next
+// hops: those that tell a failed connection from a failed delivery.
+func failoverScheme(s string) bool {
+	return s == "qmtp" || s == "qmtps" || s == "smtp" || s == "smtps"
+}

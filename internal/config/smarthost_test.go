@@ -67,6 +67,10 @@ via = "mx"
 		"[[route]]\ndomains=[\"a\"]\nvia=\"mx\"\n[route.oauth2]\ntoken_url=\"http://127.0.0.1/t\"\nclient_id=\"c\"\nclient_secret_file=\"/s\"\n",
 		"[[route]]\ndomains=[\"a\"]\nvia=\"smtp://127.0.0.1\"\n[route.oauth2]\ntoken_url=\"http://127.0.0.1/t\"\nclient_id=\"c\"\nclient_secret_file=\"/s\"\n",
 		"[[route]]\ndomains=[\"a\"]\nvia=\"smtp://127.0.0.1\"\ncert_file=\"/c\"\n",
+		"[[route]]\ndomains=[\"a\"]\nvia=[\"smtp://127.0.0.1\", \"mx\"]\n",
+		"[[route]]\ndomains=[\"a\"]\nvia=[\"https://x.example/h\", \"smtp://127.0.0.1\"]\n",
+		"[[route]]\ndomains=[\"a\"]\nvia=[]\n",
+		"[[route]]\ndomains=[\"a\"]\nvia=[1]\n",
 	} {
 		if _, err := Parse("t.toml", []byte(doc(bad))); err == nil {
 			t.Errorf("accepted:\n%s", bad)
