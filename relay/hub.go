@@ -78,6 +78,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
+	h.wireRequeue(st.router)
 	h.state.Store(st)
 	return h, nil
 }
@@ -441,9 +442,10 @@ func (h *Hub) buildServers() {
 			MaxConns:          c.SMTP.MaxConns,
 			MaxConnsPerIP:     c.SMTP.MaxConnsPerIP,
 			ErrorLog:          h.log.With("proto", "smtp"),
-			FillConnInfo: func(ctx context.Context, info *mail.ConnInfo) {
+			ConnContext: func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
 				info.LocalHost = c.Hostname
 				info.RelayClient = InPrefixes(info.RemoteIP(), h.state.Load().policy.SMTPRelay)
+				return ctx, nil
 			},
 		}
 		if c.SMTP.TLSCert != "" {
@@ -501,6 +503,7 @@ func (h *Hub) Reload(cfg *config.Config) error {
 	if changed := nonReloadable(h.cfg, cfg); changed != "" {
 		h.log.Warn("reload: these settings need a restart and were not changed", "settings", changed)
 	}
+	h.wireRequeue(st.router)
 	old := h.state.Swap(st)
 	// The engine starts workers for the new routes on demand and lets the
 	// old ones drain; close the old transports once they are idle.

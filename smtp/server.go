@@ -189,10 +189,6 @@ type Server struct {
 	// and closes the connection. It is the hook of the same name in the
 	// QMTP and QMQP servers.
 	ConnContext func(ctx context.Context, info *mail.ConnInfo) (context.Context, error)
-	// FillConnInfo is called like ConnContext, after it.
-	//
-	// Deprecated: use ConnContext.
-	FillConnInfo func(ctx context.Context, info *mail.ConnInfo)
 
 	// ErrorLog receives the server's log lines; slog.Default() when nil.
 	ErrorLog *slog.Logger
@@ -270,7 +266,7 @@ func (s *Server) serve(l net.Listener, implicitTLS bool) error {
 // stdin/stdout joined into a net.Conn under tcpserver. STARTTLS is offered
 // when TLSConfig is set. info, when not nil, replaces the ConnInfo the
 // server would build from the connection's addresses (tcpserver's
-// TCPREMOTEIP and friends); FillConnInfo still runs. ctx bounds the
+// TCPREMOTEIP and friends); ConnContext still runs. ctx bounds the
 // handler's calls. No connection limits apply.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn, info *mail.ConnInfo) error {
 	t, ok := s.core.Track(ctx, c)

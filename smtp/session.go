@@ -35,9 +35,6 @@ func (b backend) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 				sc.ctx = ctx
 			}
 		}
-		if f := sc.srv.FillConnInfo; f != nil {
-			f(sc.ctx, &sc.info)
-		}
 	}
 	s := &session{sc: sc, conn: c, info: sc.info}
 	if st, ok := c.TLSConnectionState(); ok {
