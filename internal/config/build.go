@@ -249,6 +249,9 @@ func smtpClient(cfg *Config, rc *Route, log *slog.Logger) (*smtp.Client, error) 
 	}
 	if rc.PasswordEnv != "" {
 		c.Password = os.Getenv(rc.PasswordEnv)
+		if c.Password == "" {
+			return nil, fmt.Errorf("password_env: environment variable %s is not set", rc.PasswordEnv)
+		}
 	}
 	if rc.CAFile != "" || rc.CertFile != "" {
 		tc, err := routeTLS(rc, "")

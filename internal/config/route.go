@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/qmgate/qmgate/internal/oauthtoken"
@@ -119,8 +118,8 @@ func validateSmarthost(c *Config, i int) Errors {
 			bad("name", "%q is also the name of route[%d]", r.Name, j)
 		}
 	}
-	if r.PasswordEnv != "" && os.Getenv(r.PasswordEnv) == "" {
-		bad("password_env", "environment variable %s is not set", r.PasswordEnv)
+	if r.PasswordEnv != "" && (strings.ContainsAny(r.PasswordEnv, "= \t") || r.PasswordEnv != strings.TrimSpace(r.PasswordEnv)) {
+		bad("password_env", "%q is not an environment variable name", r.PasswordEnv)
 	}
 	if o := r.OAuth2; o != nil {
 		switch {
