@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -197,11 +198,19 @@ func (f *Failover) Deliver(ctx context.Context, jobs []*Job) {
 
 func down(rs []Result) bool {
 	for _, r := range rs {
-		if !r.HostDown {
+		if !r.HostDown || routeLevel(r.Status) {
 			return false
 		}
 	}
 	return len(rs) > 0
+}
+
+// routeLevel reports whether st is the route's own trouble rather than the
+// host's: the route has no OAuth2 token (every status of internal/oauthtoken
+// starts so). Another host would fail the same way, and this one is not to
+// blame.
+func routeLevel(st mail.Status) bool {
+	return strings.HasPrefix(st.Text, "OAuth2 ")
 }
 
 func firstText(js []*Job) string {
