@@ -59,7 +59,7 @@ func TestClientCertificate(t *testing.T) {
 		Subject: pkix.Name{CommonName: "127.0.0.1"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature})
 	_, _, cliCert, cliKey := certPair(t, dir, "client", ca, caKey, &x509.Certificate{SerialNumber: big.NewInt(3),
-		Subject: pkix.Name{CommonName: "hub.example"},
+		Subject:     pkix.Name{CommonName: "hub.example"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature})
 	pair, err := tls.LoadX509KeyPair(srvCert, srvKey)
 	if err != nil {
