@@ -141,3 +141,32 @@ func TestEnginePacedRoute(t *testing.T) {
 		t.Errorf("delivered in order %v, want %v", tr.ids, ids)
 	}
 }
+
+// TestThrottleSlowsRoute: a throttling reply stretches the pace of its key
+// (per domain on mx routes), an accepted one eases it back, and a plain
+// deferral changes nothing.
+func TestThrottleSlowsRoute(t *testing.T) {
+	r, _ := ratelimit.ParseRate("60/m")
+	p := NewPacing(r, true, nil)
+	now := time.Unix(1_800_000_000, 0)
+	busy := transport.Result{Status: mail.Status{Class: mail.Temporary, SMTP: 421, Code: "4.7.0", Text: "remote host said: 421 4.7.0 too many messages"}}
+	plain := transport.Result{Status: mail.Temp("4.2.1", "remote host said: 450 4.2.1 mailbox busy")}
+	p.observe("a.test", []transport.Result{plain}, now)
+	if p.pacer("a.test").Slowdown() != 1 {
+		t.Fatalf("plain deferral slowed the route")
+	}
+	p.observe("a.test", []transport.Result{busy}, now)
+	if got := p.pacer("a.test").Slowdown(); got != 2 {
+		t.Fatalf("slowdown %v after a throttle, want 2", got)
+	}
+	if p.pacer("b.test").Slowdown() != 1 {
+		t.Fatalf("another domain slowed down too")
+	}
+	p.observe("a.test", []transport.Result{{Status: mail.OK("ok")}}, now)
+	if got := p.pacer("a.test").Slowdown(); got >= 2 || got < 1 {
+		t.Fatalf("slowdown %v after a success", got)
+	}
+	if p.Slowdown() < 1.5 {
+		t.Fatalf("route slowdown %v", p.Slowdown())
+	}
+}
