@@ -330,6 +330,12 @@ func (w *routeWorkers) take(max int) (out []*part, giveBack bool) {
 		wait := time.Duration(-1)
 		rest := make([]*part, 0, len(w.pending))
 		for _, p := range w.pending {
+			if len(out) < max && p.c != nil && p.c.d.LeaseUntil.Sub(now) < leaseMargin {
+				// Its lease is running out: deliver lets it go back to the
+				// queue, which takes no slot of the pace.
+				out = append(out, p)
+				continue
+			}
 			if k := w.pace.key(p); len(out) < max && !blocked[k] {
 				ok, d := w.pace.pacer(k).Take(now)
 				if ok {
