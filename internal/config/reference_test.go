@@ -300,12 +300,17 @@ func TestReferenceExamplesLoad(t *testing.T) {
 		case "":
 			b.WriteString(ex + "\n")
 		case "route":
+			// Keys of local delivery need a maildir route of an exact domain.
+			dom, via := "*", "smtp://smarthost.example.net"
+			if localRouteKeys[k] {
+				dom, via = "example.net", "maildir:/var/lib/qmgate/maildir"
+			}
 			b.WriteString("[[route]]\n")
 			if name != "domains" {
-				b.WriteString("domains = [\"*\"]\n")
+				b.WriteString("domains = [\"" + dom + "\"]\n")
 			}
 			if name != "via" {
-				b.WriteString("via = \"smtp://smarthost.example.net\"\n")
+				b.WriteString("via = \"" + via + "\"\n")
 			}
 			b.WriteString(ex + "\n")
 		default:
@@ -319,6 +324,8 @@ func TestReferenceExamplesLoad(t *testing.T) {
 			b.WriteString("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n")
 		case "smtp.submission", "smtp.submissions":
 			b.WriteString("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nauth_file = \"passwd\"\n")
+		case "route.srs_domain":
+			b.WriteString("srs_secret_file = \"srs.secret\"\n")
 		case "user":
 			continue // names a user this machine may not have
 		}
@@ -365,4 +372,10 @@ func TestReferenceExamplesLoad(t *testing.T) {
 			t.Errorf("%s:%d: %s: example does not load: %v\n%s", referencePage, d.line, k, err, text)
 		}
 	}
+}
+
+// localRouteKeys are the route keys only maildir and mbox routes take.
+var localRouteKeys = map[string]bool{
+	"route.separator": true, "route.folders": true, "route.programs": true,
+	"route.srs_secret_file": true, "route.srs_domain": true,
 }
