@@ -100,6 +100,11 @@ var keyDoc = map[string]string{
 	"route.oauth2.scopes":              "OAuth2 scopes requested",
 	"route.oauth2.refresh_token_file":  "file holding the refresh token that qmgate oauth2 login stored (default: client credentials)",
 	"route.oauth2.mechanism":           "XOAUTH2 or OAUTHBEARER (default: chosen from the server's offer)",
+	"route.separator":                  "maildir and mbox routes: what splits user from extension in user-EXT (\"-\" default, or \"+\")",
+	"route.folders":                    "maildir routes: deliver user-EXT into the IMAP folder .EXT when no control file matches (default true)",
+	"route.programs":                   "maildir and mbox routes: let users' control files run programs, as the mail user (default false)",
+	"route.srs_secret_file":            "maildir and mbox routes: SRS secrets, one a line, for forwards leaving rcpthosts",
+	"route.srs_domain":                 "maildir and mbox routes: the domain of SRS-rewritten senders (default: the route's first exact domain)",
 
 	"metrics.listen": "loopback ip:port serving /metrics and /healthz (default off)",
 
