@@ -9,6 +9,7 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/qmgate/qmgate/internal/privdrop"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/queue"
 )
@@ -79,15 +80,5 @@ func becomeOwner(st os.FileInfo) error {
 	if !ok || sys.Uid == 0 {
 		return nil
 	}
-	// Go applies these to every thread of the process (Linux, Go 1.16+).
-	if err := syscall.Setgroups([]int{int(sys.Gid)}); err != nil {
-		return fmt.Errorf("dropping privileges: %w", err)
-	}
-	if err := syscall.Setgid(int(sys.Gid)); err != nil {
-		return fmt.Errorf("dropping privileges: %w", err)
-	}
-	if err := syscall.Setuid(int(sys.Uid)); err != nil {
-		return fmt.Errorf("dropping privileges: %w", err)
-	}
-	return nil
+	return privdrop.To(int(sys.Uid), int(sys.Gid))
 }
