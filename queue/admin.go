@@ -395,6 +395,9 @@ func (q *Queue) flushLocked(m *message, now time.Time) {
 	for i := range m.rcpts {
 		if r := &m.rcpts[i]; r.state == Pending {
 			if r.next.After(now) {
+				if r.flushedFrom == 0 {
+					r.flushedFrom = r.next.UnixNano()
+				}
 				r.next = now
 			}
 			if ds := q.dests[r.dest]; ds != nil {

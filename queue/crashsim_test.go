@@ -453,7 +453,6 @@ func simWorkload(q *Queue, seed uint64, say func(string, ...any), crashed <-chan
 				}
 				body := selfCheckingBody(r, sender, rcpts)
 				if r.IntN(3) == 0 {
-					body = body[:min(len(body), 1500)]
 					body = selfCheckingBody(rand.New(rand.NewPCG(seed, uint64(i))), sender, rcpts)
 				}
 				id, err := q.Put(ctx, mail.Envelope{Sender: sender, Recipients: rcpts}, bytes.NewReader(body))

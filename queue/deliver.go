@@ -183,6 +183,7 @@ func (q *Queue) Record(ctx context.Context, d *Delivery, results []Result) error
 	ups := make([]rcptUpdate, 0, len(results))
 	logs := make([]deliveryLog, 0, len(results))
 	alive := map[string]bool{}
+	scheduled := map[string]bool{} // a destination failed an attempt no flush forced
 	for _, i := range d.idx {
 		r := &m.rcpts[i]
 		if r.lease == d.lease {
@@ -214,9 +215,11 @@ func (q *Queue) Record(ctx context.Context, d *Delivery, results []Result) error
 				u.state, u.next, u.final = Failed, time.Time{}, statusExpired
 				u.notified = q.noticeSettled(m, r.addr, statusExpired)
 			} else {
-				u.next = now.Add(q.opt.Retry.Delay(u.attempts, q.opt.Rand.Float64()))
+				scheduled[dest] = scheduled[dest] || r.flushedFrom == 0
+				u.next = q.retryAfterLocked(r, u.attempts, now)
 			}
 		}
+		r.flushedFrom = 0
 		alive[dest] = alive[dest] || st.Class != mail.Temporary
 		r.apply(&u, q.opt.MaxHistory)
 		ups = append(ups, u)
@@ -228,7 +231,9 @@ func (q *Queue) Record(ctx context.Context, d *Delivery, results []Result) error
 	for dest, ok := range alive {
 		if ok {
 			q.destSuccessLocked(dest, now)
-		} else {
+		} else if scheduled[dest] {
+			// Only failures of attempts the schedule made back the
+			// destination off; a flush's forced attempt leaves it be.
 			q.destFailureLocked(dest, now)
 		}
 	}
@@ -258,6 +263,19 @@ func (q *Queue) Record(ctx context.Context, d *Delivery, results []Result) error
 		q.sendNotices(ctx, m)
 	}
 	return nil
+}
+
+// retryAfterLocked schedules r's next attempt after a temporary failure,
+// its attempts-th. An attempt a flush pulled forward does not punish the
+// destination: it keeps the schedule the flush replaced, and the backoff
+// counts only the scheduled attempts, so one round of failures counts once
+// however often an operator flushes.
+func (q *Queue) retryAfterLocked(r *rcpt, attempts int, now time.Time) time.Time {
+	if r.flushedFrom != 0 {
+		r.forced++
+		return time.Unix(0, r.flushedFrom)
+	}
+	return now.Add(q.opt.Retry.Delay(attempts-int(r.forced), q.opt.Rand.Float64()))
 }
 
 // deliveryLog is one recipient's "queue: delivery" log line, kept until

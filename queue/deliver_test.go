@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -460,7 +461,7 @@ func TestRecordWithoutResultsReturnsWork(t *testing.T) {
 }
 
 func TestWaitWakes(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, 10*time.Second)
 	q := openT(t, t.TempDir(), Options{Logger: quietLogger(), Passive: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

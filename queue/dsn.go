@@ -3,6 +3,7 @@ package queue
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -139,7 +140,7 @@ func (d *dsn) writeRcptText(b *bytes.Buffer, r dsnRcpt) {
 	}
 	if r.last != nil {
 		if r.last.host != "" {
-			fmt.Fprintf(b, "%s said: %s\n", textSafe(r.last.host), smtpReply(r.last.status))
+			fmt.Fprintf(b, "%s said: %s\n", textSafe(remoteMTA(r.last.host)), smtpReply(r.last.status))
 		} else {
 			fmt.Fprintf(b, "%s\n", smtpReply(r.last.status))
 		}
@@ -159,7 +160,7 @@ func (d *dsn) writeStatus(b *bytes.Buffer) {
 		diag := r.status
 		if r.last != nil {
 			if r.last.host != "" {
-				fmt.Fprintf(b, "Remote-MTA: dns; %s\n", textSafe(r.last.host))
+				fmt.Fprintf(b, "Remote-MTA: dns; %s\n", textSafe(remoteMTA(r.last.host)))
 			}
 			diag = r.last.status
 		}
@@ -179,7 +180,42 @@ func smtpReply(s mail.Status) string {
 	if t == "" {
 		t = s.Class.String()
 	}
+	// A remote server's own reply is quoted once, verbatim: the SMTP client
+	// keeps it as "remote host said: 550 5.1.1 text" (qmail-remote's
+	// convention), which already carries the codes.
+	if r, ok := strings.CutPrefix(t, remoteSaid); ok && len(r) >= 3 && isDigits(r[:3]) {
+		return r
+	}
 	return fmt.Sprintf("%d %s %s", s.SMTPCode(), s.EnhancedCode(), t)
+}
+
+// remoteSaid prefixes a remote server's reply in a status text.
+const remoteSaid = "remote host said: "
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// remoteMTA is the host name of the remote MTA that answered, for the
+// Remote-MTA field (RFC 3464 2.3.5: a name of type dns): a transport may
+// record its next hop as a URL ("smtp://mx.example.com:25"), whose scheme
+// and port are dropped here.
+func remoteMTA(host string) string {
+	if _, rest, ok := strings.Cut(host, "://"); ok {
+		host = rest
+	}
+	if i := strings.IndexAny(host, "/?#"); i >= 0 {
+		host = host[:i]
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return host
 }
 
 // headerSafe keeps a value on one header line: control bytes become '?'.

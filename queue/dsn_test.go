@@ -364,3 +364,42 @@ func parseDSN2(t *testing.T, raw []byte) *dsnReport {
 	}
 	return rep
 }
+
+// TestDSNQuotesRemoteReplyOnce: a reply the SMTP client recorded as
+// "remote host said: 550 5.1.1 ..." is quoted once in Diagnostic-Code, and a
+// next hop recorded as a URL is named by its host alone in Remote-MTA.
+func TestDSNQuotesRemoteReplyOnce(t *testing.T) {
+	opt, clk := dsnOptions()
+	_, raw := dsnScenario(t, opt, clk, "alice@example.org", []string{"bob@example.com"}, func(q *Queue, ds []*Delivery) {
+		for _, d := range ds {
+			q.Record(context.Background(), d, []Result{{Recipient: d.Recipients[0],
+				Status: mail.Status{Class: mail.Permanent, Code: "5.1.1", Text: "remote host said: 550 5.1.1 no such user", SMTP: 550},
+				Route:  "smtp://127.0.0.1:24027", Host: "smtp://127.0.0.1:24027"}})
+		}
+	})
+	r := parseDSN(t, raw).perRcpt[0]
+	if got := r.Get("Diagnostic-Code"); got != "smtp; 550 5.1.1 no such user" {
+		t.Errorf("Diagnostic-Code: %q", got)
+	}
+	if got := r.Get("Remote-MTA"); got != "dns; 127.0.0.1" {
+		t.Errorf("Remote-MTA: %q", got)
+	}
+	if !strings.Contains(string(raw), "127.0.0.1 said: 550 5.1.1 no such user\n") {
+		t.Errorf("text part:\n%s", raw)
+	}
+}
+
+func TestRemoteMTA(t *testing.T) {
+	for in, want := range map[string]string{
+		"mx.example.com":             "mx.example.com",
+		"smtp://mx.example.com:25":   "mx.example.com",
+		"qmtp://[::1]:209":           "::1",
+		"https://hook.example/x?y=1": "hook.example",
+		"mx.example.com:2525":        "mx.example.com",
+		"":                           "",
+	} {
+		if got := remoteMTA(in); got != want {
+			t.Errorf("remoteMTA(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -3,12 +3,10 @@ package queue
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -100,8 +98,6 @@ func readAll(t testing.TB, d *Delivery) []byte {
 	return b
 }
 
-func sum(b []byte) string { h := sha256.Sum256(b); return fmt.Sprintf("%x", h[:8]) }
-
 // claimAll claims everything due now.
 func claimAll(q *Queue) []*Delivery { return q.Claim(1 << 20) }
 
@@ -119,23 +115,6 @@ func results(d *Delivery, st mail.Status, host string) []Result {
 		rs = append(rs, Result{Recipient: r, Status: st, Route: "qmtp://" + host, Host: host})
 	}
 	return rs
-}
-
-// checkGoroutines fails if goroutines started during the test outlive it.
-func checkGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				n := runtime.Stack(buf, true)
-				t.Errorf("goroutines leaked: %d > %d\n%s", runtime.NumGoroutine(), before, buf[:n])
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
 }
 
 func envelope(sender string, rcpts ...string) mail.Envelope {

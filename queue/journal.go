@@ -244,19 +244,23 @@ func (q *Queue) prepareSpareLocked() {
 		defer q.wg.Done()
 		s, err := q.makeSegment(seq)
 		q.mu.Lock()
-		stale := q.spareStale || q.closing
-		q.spareBusy, q.spareStale = false, false
-		if err == nil && !stale {
+		if err == nil && !q.spareStale && !q.closing {
 			q.spare = s
+			q.spareBusy, q.spareStale = false, false
 			q.mu.Unlock()
 			return
 		}
 		q.mu.Unlock()
 		if err != nil {
 			q.log.Warn("queue: cannot prepare the next journal segment; it will be made when needed", "segment", seq, "err", err)
-			return
+		} else {
+			q.dropSpare(s)
 		}
-		q.dropSpare(s)
+		// Busy until a stale spare's file is gone, so that no one sees the
+		// spare finished while its file still exists.
+		q.mu.Lock()
+		q.spareBusy, q.spareStale = false, false
+		q.mu.Unlock()
 	}()
 }
 

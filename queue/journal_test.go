@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 func segFiles(t *testing.T, dir string) []string {
@@ -152,7 +154,7 @@ func TestMissingBodyDirectory(t *testing.T) {
 }
 
 func TestCompactionAndSegmentDeletion(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, 10*time.Second)
 	dir := t.TempDir()
 	clk := newFakeClock()
 	opt := testOptions(clk)

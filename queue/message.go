@@ -52,10 +52,16 @@ type rcpt struct {
 	state    State
 	notified bool // Failed only: the bounce (or its deliberate absence) is settled
 	attempts int32
-	next     time.Time    // next attempt (Pending only)
-	dest     string       // destination key for per-destination backoff
-	final    *mail.Status // Failed only; nil keeps the index entry small
-	history  []attempt    // the latest attempts, oldest first, at most Options.MaxHistory
+	// forced counts attempts a flush pulled forward; they are left out of
+	// the retry backoff. flushedFrom is the next attempt the latest flush
+	// replaced (Unix ns, 0: none). Both live in memory only: after a
+	// restart each earlier forced attempt counts once more.
+	forced      int32
+	flushedFrom int64
+	next        time.Time    // next attempt (Pending only)
+	dest        string       // destination key for per-destination backoff
+	final       *mail.Status // Failed only; nil keeps the index entry small
+	history     []attempt    // the latest attempts, oldest first, at most Options.MaxHistory
 
 	// lease is the claim that currently owns the recipient (0: none);
 	// leases live in memory only, so a restart frees every claim.
@@ -183,17 +189,6 @@ func (m *message) done() bool {
 		}
 	}
 	return true
-}
-
-// pending counts recipients still to be delivered.
-func (m *message) pending() int {
-	n := 0
-	for i := range m.rcpts {
-		if m.rcpts[i].state == Pending {
-			n++
-		}
-	}
-	return n
 }
 
 func (m *message) anyLeased(now time.Time) bool {

@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 )
 
 func TestPutReopenIntact(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, 10*time.Second)
 	dir := t.TempDir()
 	clk := newFakeClock()
 	opt := testOptions(clk)
@@ -99,7 +101,7 @@ func TestEnvelopeChecks(t *testing.T) {
 }
 
 func TestConcurrentPutsShareFlushes(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, 10*time.Second)
 	dir := t.TempDir()
 	opt := testOptions(newFakeClock())
 	q := openT(t, dir, opt)

@@ -7,10 +7,26 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/qmail"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmqp"
 	"github.com/qmgate/qmgate/qmtp"
 )
+
+// Handlers are the hub's protocol handlers: each message streams into a
+// Sink message, its recipients pass the Policy, and only the accepted ones
+// are committed; the client hears K or 250 only after the commit. `qmgate
+// serve` commits to the durable queue (QueueSink), the tcpserver drop-ins
+// to $QMAILQUEUE's program (qmail.ProgramSink) or to the daemon's QMQP
+// socket (QMQPSink).
+type Handlers struct {
+	Sink qmail.Sink
+	// Policy returns the policy in force (it changes on reload).
+	Policy func() *Policy
+	Log    *slog.Logger
+	// Metrics counts accepted and refused messages; nil counts nothing.
+	Metrics *Metrics
+}
 
 // rejectReason names a refusal for the rejected-messages metric.
 func rejectReason(st mail.Status) string {
@@ -39,15 +55,49 @@ func acceptText(id string) mail.Status {
 	return mail.OK("ok " + strconv.FormatInt(time.Now().Unix(), 10) + " qp " + id)
 }
 
-func (h *Hub) countReject(proto string, st mail.Status) {
-	if h.metrics != nil && !st.IsAccept() {
-		h.metrics.Rejected.WithLabelValues(proto, rejectReason(st)).Inc()
+func (h *Handlers) countReject(proto string, st mail.Status) {
+	if h.Metrics != nil && !st.IsAccept() {
+		h.Metrics.Rejected.WithLabelValues(proto, rejectReason(st)).Inc()
 	}
 }
 
-func (h *Hub) logAccepted(proto string, c *mail.ConnInfo, id string, size int64, env mail.Envelope) {
-	if h.metrics != nil {
-		h.metrics.Accepted.WithLabelValues(proto).Inc()
+// counter counts the body bytes on their way into a sink message.
+type counter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *counter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// begin starts a sink message and streams body into it. A nil message
+// comes with the error to answer with.
+func (h *Handlers) begin(ctx context.Context, body io.Reader) (qmail.Message, *counter, error) {
+	msg, err := h.Sink.Begin(ctx)
+	if err != nil {
+		io.Copy(io.Discard, body)
+		return nil, nil, err
+	}
+	c := &counter{w: msg}
+	if _, err := io.Copy(c, body); err != nil {
+		msg.Abort()
+		return nil, nil, err
+	}
+	return msg, c, nil
+}
+
+// commit ends a sink message, logs and counts the outcome.
+func (h *Handlers) commit(ctx context.Context, proto string, c *mail.ConnInfo, msg qmail.Message, size int64, env mail.Envelope) mail.Status {
+	res := msg.Commit(ctx, env)
+	if !res.Status.IsAccept() {
+		h.countReject(proto, res.Status)
+		return res.Status
+	}
+	if h.Metrics != nil {
+		h.Metrics.Accepted.WithLabelValues(proto).Inc()
 	}
 	client := ""
 	if ip := c.RemoteIP(); ip.IsValid() {
@@ -55,47 +105,37 @@ func (h *Hub) logAccepted(proto string, c *mail.ConnInfo, id string, size int64,
 	} else if c.RemoteAddr != nil {
 		client = c.RemoteAddr.String()
 	}
-	h.log.LogAttrs(context.Background(), slog.LevelInfo, "accepted", slog.String("id", id),
+	h.Log.LogAttrs(ctx, slog.LevelInfo, "accepted", slog.String("id", res.ID),
 		slog.String("client", client), slog.String("proto", c.Proto), slog.Int64("size", size),
 		slog.String("from", env.Sender), slog.Int("rcpts", len(env.Recipients)), slog.String("auth", c.AuthUser))
+	return res.Status
 }
 
-// ServeQMTP commits a QMTP package: the body streams into a queue writer, the
-// recipients pass policy one by one, and only the accepted ones are
-// committed. Every accepted recipient hears K only after the commit.
-func (h *Hub) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.Status {
-	pol := h.state.Load().policy
-	w, werr := h.queue.NewMessage(ctx)
-	var cerr error
-	if werr == nil {
-		_, cerr = w.ReadFrom(req.Body)
-	}
+// ServeQMTP commits a QMTP package: the recipients pass policy one by one
+// (qmail-qmtpd refuses a bad recipient alone), and the accepted ones share
+// the commit's one result.
+func (h *Handlers) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.Status {
+	pol := h.Policy()
+	msg, n, berr := h.begin(ctx, req.Body)
 	env, err := req.Envelope()
 	if err != nil {
-		if w != nil {
-			w.Abort()
+		if msg != nil {
+			msg.Abort()
 		}
-		return nil // the server answers (or closes) for malformed packages
+		return nil // the server answers (or closes) for limits and broken packages
 	}
 	out := make([]mail.Status, len(env.Recipients))
-	fail := func(st mail.Status) []mail.Status {
+	if berr != nil {
+		st := mail.StatusOf(berr)
 		for i := range out {
 			out[i] = st
 		}
 		h.countReject("QMTP", st)
 		return out
 	}
-	if werr != nil {
-		h.log.Error("queue: cannot start a message", "err", werr)
-		return fail(mail.StatusOf(werr))
-	}
-	if cerr != nil {
-		w.Abort()
-		return fail(mail.StatusOf(cerr))
-	}
 	var accepted []string
 	for i, r := range env.Recipients {
-		out[i] = pol.Recipient(req.Conn, r)
+		r, out[i] = pol.Accept(req.Conn, r)
 		if out[i].IsAccept() {
 			accepted = append(accepted, r)
 		} else {
@@ -103,18 +143,10 @@ func (h *Hub) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.Status {
 		}
 	}
 	if len(accepted) == 0 {
-		w.Abort()
+		msg.Abort()
 		return out
 	}
-	id, err := w.Commit(ctx, mail.Envelope{Sender: env.Sender, Recipients: accepted})
-	st := acceptText(id)
-	if err != nil {
-		h.log.Error("queue: commit failed", "err", err)
-		st = mail.StatusOf(err)
-		h.countReject("QMTP", st)
-	} else {
-		h.logAccepted("QMTP", req.Conn, id, w.Size(), mail.Envelope{Sender: env.Sender, Recipients: accepted})
-	}
+	st := h.commit(ctx, "QMTP", req.Conn, msg, n.n, mail.Envelope{Sender: env.Sender, Recipients: accepted})
 	for i := range out {
 		if out[i].IsAccept() {
 			out[i] = st
@@ -125,92 +157,67 @@ func (h *Hub) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.Status {
 
 // ServeQMQP commits a QMQP request. QMQP has one reply for the whole
 // message, so a recipient refused by policy refuses the message.
-func (h *Hub) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Status {
-	pol := h.state.Load().policy
-	w, werr := h.queue.NewMessage(ctx)
-	var cerr error
-	if werr == nil {
-		_, cerr = w.ReadFrom(req.Body)
+func (h *Handlers) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Status {
+	pol := h.Policy()
+	var msg qmail.Message
+	var n *counter
+	err := pol.Unix.admit(req.Conn)
+	if err == nil {
+		msg, n, err = h.begin(ctx, req.Body)
 	}
-	env, err := req.Envelope()
-	switch {
-	case err != nil:
-		if w != nil {
-			w.Abort()
+	env, eerr := req.Envelope()
+	if eerr == nil && err == nil {
+		if st := pol.Sender(req.Conn, env.Sender); !st.IsAccept() {
+			err = st
+		}
+		for i, r := range env.Recipients {
+			if err != nil {
+				break
+			}
+			var st mail.Status
+			if env.Recipients[i], st = pol.Accept(req.Conn, r); !st.IsAccept() {
+				err = st
+			}
+		}
+	}
+	if eerr != nil || err != nil {
+		if msg != nil {
+			msg.Abort()
+		}
+		if eerr != nil {
+			err = eerr
 		}
 		st := mail.StatusOf(err)
 		h.countReject("QMQP", st)
 		return st
-	case werr != nil:
-		h.log.Error("queue: cannot start a message", "err", werr)
-		st := mail.StatusOf(werr)
-		h.countReject("QMQP", st)
-		return st
-	case cerr != nil:
-		w.Abort()
-		st := mail.StatusOf(cerr)
-		h.countReject("QMQP", st)
-		return st
 	}
-	for _, r := range env.Recipients {
-		if st := pol.Recipient(req.Conn, r); !st.IsAccept() {
-			w.Abort()
-			h.countReject("QMQP", st)
-			return st
-		}
-	}
-	id, err := w.Commit(ctx, env)
-	if err != nil {
-		h.log.Error("queue: commit failed", "err", err)
-		st := mail.StatusOf(err)
-		h.countReject("QMQP", st)
-		return st
-	}
-	h.logAccepted("QMQP", req.Conn, id, w.Size(), env)
-	return acceptText(id)
+	return h.commit(ctx, "QMQP", req.Conn, msg, n.n, env)
 }
 
 // smtpHandler is the hub as smtp.Handler.
-type smtpHandler struct{ h *Hub }
+type smtpHandler struct{ h *Handlers }
 
 // Sender accepts any syntactically valid reverse-path: qmgate does no sender
 // verification (the recipients' side decides on relaying).
 func (s smtpHandler) Sender(ctx context.Context, c *mail.ConnInfo, from string) mail.Status {
-	if !mail.ValidAddress(from) {
-		return mail.StatusBadSender
-	}
-	return mail.OK("")
+	return s.h.Policy().Sender(c, from)
 }
 
 // Recipient applies the policy: rcpthosts for everyone, anywhere for relay
 // clients and authenticated users.
 func (s smtpHandler) Recipient(ctx context.Context, c *mail.ConnInfo, from, rcpt string) mail.Status {
-	st := s.h.state.Load().policy.Recipient(c, rcpt)
+	st := s.h.Policy().Recipient(c, rcpt)
 	s.h.countReject("SMTP", st)
 	return st
 }
 
 // Deliver commits the message; 250 only once it is durable.
 func (s smtpHandler) Deliver(ctx context.Context, c *mail.ConnInfo, env mail.Envelope, body io.Reader) mail.Status {
-	w, err := s.h.queue.NewMessage(ctx)
+	msg, n, err := s.h.begin(ctx, body)
 	if err != nil {
-		s.h.log.Error("queue: cannot start a message", "err", err)
-		io.Copy(io.Discard, body)
-		return mail.StatusOf(err)
-	}
-	if _, err := w.ReadFrom(body); err != nil {
-		w.Abort()
 		st := mail.StatusOf(err)
 		s.h.countReject("SMTP", st)
 		return st
 	}
-	id, err := w.Commit(ctx, env)
-	if err != nil {
-		s.h.log.Error("queue: commit failed", "err", err)
-		st := mail.StatusOf(err)
-		s.h.countReject("SMTP", st)
-		return st
-	}
-	s.h.logAccepted("SMTP", c, id, w.Size(), env)
-	return acceptText(id)
+	return s.h.commit(ctx, "SMTP", c, msg, n.n, env)
 }

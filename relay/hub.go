@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/qmgate/qmgate/internal/config"
@@ -30,12 +31,13 @@ import (
 // Reload (swaps routes, allow lists, relay clients, certificates and
 // passwords without dropping a connection), Shutdown.
 type Hub struct {
-	log     *slog.Logger
-	cfg     *config.Config // the listeners' configuration (not reloadable)
-	state   atomic.Pointer[hubState]
-	queue   *queue.Queue
-	metrics *Metrics
-	engine  *Engine
+	log      *slog.Logger
+	cfg      *config.Config // the listeners' configuration (not reloadable)
+	state    atomic.Pointer[hubState]
+	queue    *queue.Queue
+	metrics  *Metrics
+	engine   *Engine
+	handlers *Handlers
 
 	listeners []*boundListener
 	qmtpSrv   *qmtp.Server
@@ -76,6 +78,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
+	h.wireRequeue(st.router)
 	h.state.Store(st)
 	return h, nil
 }
@@ -89,13 +92,7 @@ func buildState(cfg *config.Config, log *slog.Logger) (*hubState, error) {
 		return nil, err
 	}
 	st.router = router
-	st.policy = &Policy{
-		RcptHosts: mail.HostList(cfg.RcptHosts),
-		QMTPRelay: config.Prefixes(cfg.QMTP.RelayClients),
-		SMTPRelay: config.Prefixes(cfg.SMTP.RelayClients),
-		QMQPAllow: config.Prefixes(cfg.QMQP.Allow),
-		Router:    router,
-	}
+	st.policy = newPolicy(cfg, router)
 	if cfg.SMTP.TLSCert != "" {
 		c, err := tls.LoadX509KeyPair(cfg.SMTP.TLSCert, cfg.SMTP.TLSKey)
 		if err != nil {
@@ -186,13 +183,13 @@ func bind(kind, addr string) (*boundListener, error) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, fmt.Errorf("%s listen %s: %w", kind, addr, err)
 		}
+		// Mode 0666 through the umask at bind time: a chmod by path
+		// afterwards would follow whatever link was put there meanwhile.
+		old := syscall.Umask(0o111)
 		l, err := net.Listen("unix", path)
+		syscall.Umask(old)
 		if err != nil {
 			return nil, fmt.Errorf("%s listen %s: %w", kind, addr, err)
-		}
-		if err := os.Chmod(path, 0o666); err != nil {
-			l.Close()
-			return nil, err
 		}
 		return &boundListener{kind: kind, addr: addr, l: l, unix: path}, nil
 	}
@@ -285,10 +282,19 @@ func (h *Hub) Start() error {
 	h.metrics.WatchCommits(q.CommitStats)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
+	h.handlers = &Handlers{
+		Sink:    QueueSink{Queue: q, Log: h.log},
+		Policy:  func() *Policy { return h.state.Load().policy },
+		Log:     h.log,
+		Metrics: h.metrics,
+	}
 	h.buildServers()
 	for _, bl := range h.listeners {
-		bl := bl
-		l := countingListener{Listener: bl.l, g: h.metrics.Sessions.WithLabelValues(protoLabel(bl.kind))}
+		var inner net.Listener = bl.l
+		if bl.kind == "qmqp" && bl.unix != "" {
+			inner = peerListener{inner} // local users are named by their uid
+		}
+		l := countingListener{Listener: inner, g: h.metrics.Sessions.WithLabelValues(protoLabel(bl.kind))}
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
@@ -382,26 +388,14 @@ func (h *Hub) countRefused(proto string) func(reason string) {
 // through h.state on every connection.
 func (h *Hub) buildServers() {
 	c := h.cfg
-	h.qmtpSrv = &qmtp.Server{
-		Handler:         qmtp.HandlerFunc(h.ServeQMTP),
-		OnRefuse:        h.countRefused("QMTP"),
-		Hostname:        c.Hostname,
-		MaxMessageBytes: c.MaxMessageBytes,
-		MaxRecipients:   c.MaxRecipients,
-		MaxHops:         c.MaxHops,
-		ReadTimeout:     c.QMTP.ReadTimeout.D(),
-		WriteTimeout:    c.QMTP.WriteTimeout.D(),
-		SessionTimeout:  c.QMTP.SessionTimeout.D(),
-		MaxConns:        c.QMTP.MaxConns,
-		MaxConnsPerIP:   c.QMTP.MaxConnsPerIP,
-		ErrorLog:        h.log,
-		ConnContext: func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
-			st := h.state.Load()
-			info.LocalHost = c.Hostname
-			info.RelayClient = InPrefixes(info.RemoteIP(), st.policy.QMTPRelay) ||
-				(info.TLS != nil && len(info.TLS.VerifiedChains) > 0)
-			return ctx, nil
-		},
+	h.qmtpSrv = newQMTPServer(c, h.handlers, h.log)
+	h.qmtpSrv.OnRefuse = h.countRefused("QMTP")
+	h.qmtpSrv.ConnContext = func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
+		st := h.state.Load()
+		info.LocalHost = c.Hostname
+		info.RelayClient = InPrefixes(info.RemoteIP(), st.policy.QMTPRelay) ||
+			(info.TLS != nil && len(info.TLS.VerifiedChains) > 0)
+		return ctx, nil
 	}
 	if len(c.QMTP.ListenTLS) > 0 {
 		h.qmtpSrv.TLSConfig = &tls.Config{
@@ -420,30 +414,21 @@ func (h *Hub) buildServers() {
 			},
 		}
 	}
-	h.qmqpSrv = &qmqp.Server{
-		Handler:         qmqp.HandlerFunc(h.ServeQMQP),
-		OnRefuse:        h.countRefused("QMQP"),
-		Hostname:        c.Hostname,
-		MaxMessageBytes: c.MaxMessageBytes,
-		MaxRecipients:   c.MaxRecipients,
-		MaxHops:         c.MaxHops,
-		ReadTimeout:     c.QMQP.ReadTimeout.D(),
-		WriteTimeout:    c.QMQP.WriteTimeout.D(),
-		SessionTimeout:  c.QMQP.SessionTimeout.D(),
-		MaxConns:        c.QMQP.MaxConns,
-		MaxConnsPerIP:   c.QMQP.MaxConnsPerIP,
-		ErrorLog:        h.log,
-		AllowFunc: func(info *mail.ConnInfo) bool {
-			return InPrefixes(info.RemoteIP(), h.state.Load().policy.QMQPAllow)
-		},
-		ConnContext: func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
-			info.LocalHost = c.Hostname
-			return ctx, nil
-		},
+	h.qmqpSrv = newQMQPServer(c, h.handlers, h.log)
+	h.qmqpSrv.OnRefuse = h.countRefused("QMQP")
+	h.qmqpSrv.AllowFunc = func(info *mail.ConnInfo) bool {
+		return InPrefixes(info.RemoteIP(), h.state.Load().policy.QMQPAllow)
+	}
+	h.qmqpSrv.ConnContext = func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
+		info.LocalHost = c.Hostname
+		if p, ok := info.RemoteAddr.(*Peer); ok {
+			info.RemoteInfo = p.traceInfo()
+		}
+		return ctx, nil
 	}
 	mkSMTP := func(requireAuth bool) *smtp.Server {
 		s := &smtp.Server{
-			Handler:           smtpHandler{h},
+			Handler:           smtpHandler{h.handlers},
 			OnRefuse:          h.countRefused("SMTP"),
 			Hostname:          c.Hostname,
 			AllowInsecureAuth: c.SMTP.AuthWithoutTLS,
@@ -457,9 +442,10 @@ func (h *Hub) buildServers() {
 			MaxConns:          c.SMTP.MaxConns,
 			MaxConnsPerIP:     c.SMTP.MaxConnsPerIP,
 			ErrorLog:          h.log.With("proto", "smtp"),
-			FillConnInfo: func(ctx context.Context, info *mail.ConnInfo) {
+			ConnContext: func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
 				info.LocalHost = c.Hostname
 				info.RelayClient = InPrefixes(info.RemoteIP(), h.state.Load().policy.SMTPRelay)
+				return ctx, nil
 			},
 		}
 		if c.SMTP.TLSCert != "" {
@@ -517,6 +503,7 @@ func (h *Hub) Reload(cfg *config.Config) error {
 	if changed := nonReloadable(h.cfg, cfg); changed != "" {
 		h.log.Warn("reload: these settings need a restart and were not changed", "settings", changed)
 	}
+	h.wireRequeue(st.router)
 	old := h.state.Swap(st)
 	// The engine starts workers for the new routes on demand and lets the
 	// old ones drain; close the old transports once they are idle.

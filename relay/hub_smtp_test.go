@@ -150,10 +150,10 @@ via = "qmtp://%s"
 		t.Fatalf("smtp-source: %v\n%s", err, out)
 	}
 	root := filepath.Join(b.dir, "maildir")
-	waitFor(t, "200 smtp-source messages at B", 60*time.Second, func() bool {
+	testpeer.WaitFor(t, "200 smtp-source messages at B", 60*time.Second, func() bool {
 		return len(maildirFiles(t, root, "example.com", "bulk")) == 200
 	})
-	waitFor(t, "the swaks message at B", 30*time.Second, func() bool {
+	testpeer.WaitFor(t, "the swaks message at B", 30*time.Second, func() bool {
 		return len(maildirFiles(t, root, "example.com", "swaks")) == 1
 	})
 	m := maildirFiles(t, root, "example.com", "swaks")[0]
@@ -181,7 +181,7 @@ func TestHubQMTPtoSMTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitFor(t, "smtp-sink to listen", 10*time.Second, func() bool {
+	testpeer.WaitFor(t, "smtp-sink to listen", 10*time.Second, func() bool {
 		c, err := net.Dial("tcp", pfAddr)
 		if err == nil {
 			c.Close()
@@ -215,7 +215,7 @@ via = "maildir:DIR/maildir"
 	for i := 0; i < 20; i++ {
 		sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "s@x.test", Recipients: []string{fmt.Sprintf("u%d@postfix.test", i)}}, "Subject: pf\n\nx\n")
 	}
-	waitFor(t, "an empty queue", 30*time.Second, func() bool { return h.hub.Queue().Metrics().Messages == 0 })
+	testpeer.WaitFor(t, "an empty queue", 30*time.Second, func() bool { return h.hub.Queue().Metrics().Messages == 0 })
 	// The refusal bounced to the VERP sender's unexpanded address.
 	if len(maildirFiles(t, filepath.Join(h.dir, "maildir"), "list.example", "owner")) != 1 {
 		t.Errorf("no bounce for refuse@raw.test at owner-@list.example")
@@ -246,7 +246,7 @@ via = "maildir:DIR/maildir"
 		t.Errorf("the refused recipient's result is not logged:\n%s", h.logText())
 	}
 	// The queue writes its delivery lines just after a message leaves it.
-	waitFor(t, "23 delivery lines in the log", 10*time.Second, func() bool {
+	testpeer.WaitFor(t, "23 delivery lines in the log", 10*time.Second, func() bool {
 		return strings.Count(h.logText(), "msg=\"queue: delivery\"") >= 23
 	})
 }
@@ -411,13 +411,13 @@ via = "mx"
 			t.Fatalf("%s: %v", rcpt, st[0])
 		}
 	}
-	waitFor(t, "QMTP delivery to the QMTP-slice MX", 30*time.Second, func() bool {
+	testpeer.WaitFor(t, "QMTP delivery to the QMTP-slice MX", 30*time.Second, func() bool {
 		return len(maildirFiles(t, filepath.Join(b.dir, "maildir"), "qmtp.test", "u")) == 1
 	})
-	waitFor(t, "SMTP deliveries", 30*time.Second, func() bool {
+	testpeer.WaitFor(t, "SMTP deliveries", 30*time.Second, func() bool {
 		return len(smtp3.transactions()) == 2 && len(smtp4.transactions()) == 1
 	})
-	waitFor(t, "the NXDOMAIN bounce", 30*time.Second, func() bool {
+	testpeer.WaitFor(t, "the NXDOMAIN bounce", 30*time.Second, func() bool {
 		return len(maildirFiles(t, filepath.Join(h.dir, "maildir"), "a.example", "alice")) == 1
 	})
 	dsn := maildirFiles(t, filepath.Join(h.dir, "maildir"), "a.example", "alice")[0]
@@ -427,7 +427,7 @@ via = "mx"
 	// The SERVFAIL recipient waits for a retry, it does not bounce. (Once
 	// it is the only message left, its first attempt may still be under
 	// way: wait for the attempt's record too.)
-	waitFor(t, "only the SERVFAIL message left, its attempt recorded", 30*time.Second, func() bool {
+	testpeer.WaitFor(t, "only the SERVFAIL message left, its attempt recorded", 30*time.Second, func() bool {
 		rows, err := h.hub.Queue().List(t.Context())
 		return err == nil && len(rows) == 1 && rows[0].Attempts > 0
 	})

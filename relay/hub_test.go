@@ -121,19 +121,6 @@ func maildirFiles(t *testing.T, root, domain, user string) []string {
 	return out
 }
 
-// waitFor polls cond until it holds or the deadline passes. Polling here
-// waits for an outcome; it never stands in for synchronisation.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 var traceRE = regexp.MustCompile(`(?m)\A((Return-Path|Delivered-To): [^\n]*\n|Received: [^\n]*\n(  [^\n]*\n)*)+`)
 
 // stripTrace removes the trace lines hubs add at the top of a message.
@@ -180,7 +167,7 @@ via = "qmtp://%s"
 		t.Fatalf("qmqp-source: %v\n%s", err, out)
 	}
 	root := filepath.Join(b.dir, "maildir")
-	waitFor(t, "all messages in hub B's maildir", 60*time.Second, func() bool {
+	testpeer.WaitFor(t, "all messages in hub B's maildir", 60*time.Second, func() bool {
 		files, _ := filepath.Glob(filepath.Join(root, "example.com", "user", "new", "*"))
 		return len(files) >= n
 	})
@@ -203,7 +190,7 @@ via = "qmtp://%s"
 			t.Fatalf("message %d body differs", i)
 		}
 	}
-	waitFor(t, "hub A's queue to empty", 30*time.Second, func() bool { return a.hub.Queue().Metrics().Messages == 0 })
+	testpeer.WaitFor(t, "hub A's queue to empty", 30*time.Second, func() bool { return a.hub.Queue().Metrics().Messages == 0 })
 }
 
 // TestHubRetryAndBounce: hub B down → mail waits and is delivered once B is
@@ -234,7 +221,7 @@ via = "qmtp://%s"
 			t.Fatalf("hub A refused: %v", st)
 		}
 	}
-	waitFor(t, "a failed attempt", 20*time.Second, func() bool {
+	testpeer.WaitFor(t, "a failed attempt", 20*time.Second, func() bool {
 		return strings.Contains(a.logText(), "could not connect")
 	})
 	if a.hub.Queue().Metrics().Messages != 1 {
@@ -251,14 +238,14 @@ listen = [%q]
 domains = ["b.example"]
 via = "maildir:DIR/maildir"
 `, bAddr))
-	waitFor(t, "delivery at B", 30*time.Second, func() bool {
+	testpeer.WaitFor(t, "delivery at B", 30*time.Second, func() bool {
 		return len(maildirFiles(t, filepath.Join(b.dir, "maildir"), "b.example", "bob")) == 1
 	})
 	got := maildirFiles(t, filepath.Join(b.dir, "maildir"), "b.example", "bob")[0]
 	if stripTrace(got) != body {
 		t.Fatalf("body at B: %q", got)
 	}
-	waitFor(t, "the bounce in alice's maildir", 30*time.Second, func() bool {
+	testpeer.WaitFor(t, "the bounce in alice's maildir", 30*time.Second, func() bool {
 		return len(maildirFiles(t, filepath.Join(a.dir, "maildir"), "a.example", "alice")) == 1
 	})
 	dsn := maildirFiles(t, filepath.Join(a.dir, "maildir"), "a.example", "alice")[0]
@@ -290,7 +277,7 @@ via = "maildir:DIR/maildir"
 	if !st[0].IsAccept() {
 		t.Fatal(st[0])
 	}
-	waitFor(t, "delivery", 20*time.Second, func() bool {
+	testpeer.WaitFor(t, "delivery", 20*time.Second, func() bool {
 		return len(maildirFiles(t, filepath.Join(h.dir, "maildir"), "example.com", "joe")) == 1
 	})
 	m := maildirFiles(t, filepath.Join(h.dir, "maildir"), "example.com", "joe")[0]
@@ -378,15 +365,15 @@ via = "%s/hook"
 			t.Fatal(st[0])
 		}
 	}
-	waitFor(t, "the bounce for strict@", 30*time.Second, func() bool {
+	testpeer.WaitFor(t, "the bounce for strict@", 30*time.Second, func() bool {
 		return len(maildirFiles(t, filepath.Join(h.dir, "maildir"), "a.example", "alice")) == 1
 	})
-	waitFor(t, "the flaky webhook's success", 30*time.Second, func() bool {
+	testpeer.WaitFor(t, "the flaky webhook's success", 30*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(bodies) == 1
 	})
-	waitFor(t, "an empty queue", 30*time.Second, func() bool { return h.hub.Queue().Metrics().Messages == 0 })
+	testpeer.WaitFor(t, "an empty queue", 30*time.Second, func() bool { return h.hub.Queue().Metrics().Messages == 0 })
 	mu.Lock()
 	defer mu.Unlock()
 	if calls["flaky@hooks.test"] != 3 || calls["strict@hooks.test"] != 1 {
@@ -461,7 +448,7 @@ concurrency = %d
 	if n != senders*perSender {
 		t.Fatalf("accepted %d of %d", n, senders*perSender)
 	}
-	waitFor(t, "every message delivered", 60*time.Second, func() bool {
+	testpeer.WaitFor(t, "every message delivered", 60*time.Second, func() bool {
 		return len(maildirFiles(t, filepath.Join(h.dir, "maildir"), "example.com", "user")) == n
 	})
 	seen := map[string]int{}
@@ -517,12 +504,12 @@ via = "maildir:DIR/maildir"
 			}
 		}
 	}
-	waitFor(t, "local deliveries while the other hub hangs", 30*time.Second, func() bool {
+	testpeer.WaitFor(t, "local deliveries while the other hub hangs", 30*time.Second, func() bool {
 		return len(maildirFiles(t, filepath.Join(h.dir, "maildir"), "local.test", "user")) == 30
 	})
 	// A maildir file is there before its delivery is recorded and the message
 	// leaves the queue, so wait for the queue to drain to the stuck ones.
-	waitFor(t, "the queue to hold only the stuck hub's mail", 30*time.Second, func() bool {
+	testpeer.WaitFor(t, "the queue to hold only the stuck hub's mail", 30*time.Second, func() bool {
 		return h.hub.Queue().Metrics().Messages == 30
 	})
 }

@@ -2,8 +2,10 @@ package relay
 
 import (
 	"net/netip"
+	"strings"
 
 	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/relay/transport"
 )
 
 // Route sends the recipients whose domain matches one of its patterns through
@@ -14,7 +16,6 @@ type Route struct {
 	Via         string
 	Transport   Transport
 	Concurrency int
-	sem         chan struct{}
 }
 
 // Router is the ordered route table: the first route with a matching pattern
@@ -53,9 +54,20 @@ type Policy struct {
 	SMTPRelay []netip.Prefix
 	// QMQPAllow are the networks allowed to use QMQP at all.
 	QMQPAllow []netip.Prefix
-	// Router is consulted so that mail nobody could route is refused at the
-	// door rather than bounced later.
+	// Router is consulted so that mail nobody could route, or a mailbox
+	// name local delivery would refuse, is refused at the door rather than
+	// bounced later. Only its patterns and Via are used; nil: no check.
 	Router *Router
+	// RelaySuffix is appended to every recipient of a relay client: the
+	// value of tcpserver's RELAYCLIENT, as qmail-qmtpd does.
+	RelaySuffix string
+	// LocalRecipients lets relay clients name recipients without a domain,
+	// for a qmail-queue program that qualifies them itself (the drop-ins
+	// with $QMAILQUEUE); qmgate's own queue cannot route them.
+	LocalRecipients bool
+	// Unix governs clients of the QMQP unix-domain socket; nil lets every
+	// local user submit with any sender.
+	Unix *UnixPolicy
 }
 
 // InPrefixes reports whether ip falls in any of the networks.
@@ -73,40 +85,80 @@ func InPrefixes(ip netip.Addr, nets []netip.Prefix) bool {
 }
 
 // Recipient decides whether one recipient is acceptable from this
-// connection: relay clients (ConnInfo.RelayClient, set from the listener's
-// relay_clients or a verified client certificate) and authenticated SMTP
-// users may send anywhere; everyone else only to rcpthosts (qmail's rules,
-// PROTOCOLS.md 2.3, minus qmail's open door for a missing rcpthosts and for
-// addresses without a domain). QMQP clients passed the allow list and may
-// send anywhere, as qmail-qmqpd does.
+// connection (Accept without the rewritten address).
 func (p *Policy) Recipient(c *mail.ConnInfo, rcpt string) mail.Status {
-	if !mail.ValidAddress(rcpt) || rcpt == "" {
-		return mail.StatusBadRecipient
-	}
-	relay := c.RelayClient || c.AuthUser != "" || c.Proto == "QMQP"
-	if !relay && !p.RcptHosts.RecipientAllowed(rcpt) {
-		return mail.StatusNotRcptHost
-	}
-	if relay && !relayable(rcpt) {
-		return mail.Perm("5.1.3", "sorry, that address is not deliverable")
-	}
-	if p.Router != nil && p.Router.Lookup(rcpt) == nil {
-		return mail.Perm("5.1.2", "sorry, I have no route for that domain")
-	}
-	return mail.OK("")
+	_, st := p.Accept(c, rcpt)
+	return st
 }
 
-// relayable refuses, even from relay clients, forms that no transport can put
-// on a wire safely: no domain at all, or control characters.
-func relayable(rcpt string) bool {
-	local, dom := mail.Split(rcpt)
-	if local == "" || dom == "" {
-		return false
+// Accept decides whether one recipient is acceptable from this connection
+// and returns it as it is to be committed. Relay clients (ConnInfo.RelayClient,
+// set from the listener's relay_clients, a verified client certificate or
+// tcpserver's RELAYCLIENT) and authenticated SMTP users may send anywhere,
+// and get RelaySuffix appended; everyone else only to rcpthosts (qmail's
+// rules, see qmail-smtpd(8) and qmail-control(5), minus qmail's open door
+// for a missing rcpthosts and for addresses without a domain). QMQP clients
+// passed the allow list and may send anywhere, as qmail-qmqpd does. For
+// everyone, the address must be safe to put on a wire (no control
+// characters), routable, and, where it is delivered locally, name a mailbox
+// local delivery accepts (mail.MailboxName).
+func (p *Policy) Accept(c *mail.ConnInfo, rcpt string) (string, mail.Status) {
+	relay := c.RelayClient || c.AuthUser != "" || c.Proto == "QMQP"
+	if relay && rcpt != "" {
+		rcpt += p.RelaySuffix
 	}
+	if !mail.ValidAddress(rcpt) || rcpt == "" {
+		return rcpt, mail.StatusBadRecipient
+	}
+	if !relay && !p.RcptHosts.RecipientAllowed(rcpt) {
+		return rcpt, mail.StatusNotRcptHost
+	}
+	if !deliverable(rcpt, relay && p.LocalRecipients) {
+		return rcpt, mail.StatusUndeliverable
+	}
+	if p.Router != nil {
+		rt := p.Router.Lookup(rcpt)
+		if rt == nil {
+			return rcpt, mail.Perm("5.1.2", "sorry, I have no route for that domain")
+		}
+		// Local routes know their mailboxes: a name local delivery would
+		// refuse (5.1.3) or a user not on the route's list (5.1.1).
+		if chk, ok := rt.Transport.(transport.RecipientChecker); ok {
+			if st := chk.CheckRecipient(rcpt); !st.IsAccept() {
+				return rcpt, st
+			}
+		}
+	}
+	return rcpt, mail.OK("")
+}
+
+// deliverable refuses, from every client, forms that no transport can put on
+// a wire or into a file safely: control characters, and no local part or no
+// domain (unless bare names are allowed).
+func deliverable(rcpt string, bare bool) bool {
 	for i := 0; i < len(rcpt); i++ {
 		if rcpt[i] < 0x20 || rcpt[i] == 0x7f {
 			return false
 		}
 	}
-	return true
+	if bare && strings.IndexByte(rcpt, '@') < 0 {
+		return true
+	}
+	local, dom := mail.Split(rcpt)
+	return local != "" && dom != ""
 }
+
+// Sender decides whether a client may use this envelope sender: any
+// syntactically valid reverse-path (qmgate does no sender verification),
+// except that a local user of the QMQP socket is held to Unix.Senders.
+func (p *Policy) Sender(c *mail.ConnInfo, from string) mail.Status {
+	if !mail.ValidAddress(from) {
+		return mail.StatusBadSender
+	}
+	if peer, ok := c.RemoteAddr.(*Peer); ok && p.Unix != nil && !p.Unix.SenderAllowed(peer, from) {
+		return statusSenderNotOwned
+	}
+	return mail.OK("")
+}
+
+var statusSenderNotOwned = mail.Perm("5.7.1", "sorry, that sender is not yours to use")

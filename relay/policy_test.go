@@ -4,10 +4,12 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/qmgate/qmgate/internal/config"
 	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/qmgate/qmgate/internal/config"
+	"github.com/qmgate/qmgate/relay/transport"
 
 	"github.com/qmgate/qmgate/mail"
 )
@@ -110,5 +112,88 @@ func TestQueueOptionsDelayNoticeOff(t *testing.T) {
 	cfg, _ = config.Parse("t", nil)
 	if d := QueueOptions(cfg, slog.New(slog.DiscardHandler)).DelayNotice; d != 4*time.Hour {
 		t.Fatalf("default %v", d)
+	}
+}
+
+// Recipients local delivery would refuse (mail.MailboxName) are refused at
+// the door for every client, strangers included, so no bounce carries a
+// forged sender's message back; and a control character is refused from
+// strangers as from relay clients.
+func TestPolicyRefusesUndeliverableAtTheDoor(t *testing.T) {
+	p := testPolicy()
+	p.Router.Routes[0].Via = "maildir:" + t.TempDir()
+	p.Router.Routes[0].Transport = &transport.Maildir{Mailboxes: transport.Mailboxes{Dir: t.TempDir()}}
+	stranger := &mail.ConnInfo{Proto: "QMTP", RemoteAddr: &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 1}}
+	relay := &mail.ConnInfo{Proto: "QMTP", RelayClient: true}
+	qmqp := &mail.ConnInfo{Proto: "QMQP"}
+	auth := &mail.ConnInfo{Proto: "ESMTPSA", AuthUser: "joe"}
+	for _, c := range []*mail.ConnInfo{stranger, relay, qmqp, auth} {
+		for _, rcpt := range []string{
+			"../x@example.net",
+			"\"../x\"@example.net",
+			"a/b@example.net",
+			"-x@example.net",
+			".x@example.net",
+			"a\nb@example.net",
+			"a\rb@example.net",
+			"a\x7fb@example.net",
+			"\u212Aate@example.net", // KELVIN SIGN must not reach kate's mailbox
+		} {
+			if st := p.Recipient(c, rcpt); st.IsAccept() || st.EnhancedCode() != "5.1.3" {
+				t.Errorf("%s: %q: %v", c.Proto, rcpt, st)
+			}
+		}
+		if st := p.Recipient(c, "Kate-Lists@example.net"); !st.IsAccept() {
+			t.Errorf("%s: a good local recipient refused: %v", c.Proto, st)
+		}
+	}
+	// Routes that do not deliver into mailboxes keep their own rules.
+	if st := p.Recipient(relay, "-x@other.org"); !st.IsAccept() {
+		t.Errorf("a remote recipient was held to mailbox names: %v", st)
+	}
+	if st := p.Recipient(relay, "a\nb@other.org"); st.IsAccept() {
+		t.Error("a control character accepted for a remote route")
+	}
+}
+
+func TestPolicyRelaySuffix(t *testing.T) {
+	p := &Policy{RcptHosts: mail.HostList{"example.net"}, RelaySuffix: ".relay", LocalRecipients: true}
+	relay := &mail.ConnInfo{Proto: "QMTP", RelayClient: true}
+	if r, st := p.Accept(relay, "a@other.org"); !st.IsAccept() || r != "a@other.org.relay" {
+		t.Fatalf("%q %v", r, st)
+	}
+	if r, st := p.Accept(relay, "postmaster"); !st.IsAccept() || r != "postmaster.relay" {
+		t.Fatalf("a local name for a qmail-queue program: %q %v", r, st)
+	}
+	stranger := &mail.ConnInfo{Proto: "QMTP"}
+	if r, st := p.Accept(stranger, "a@example.net"); !st.IsAccept() || r != "a@example.net" {
+		t.Fatalf("a stranger's recipient changed: %q %v", r, st)
+	}
+}
+
+func TestUnixPolicy(t *testing.T) {
+	alice := &Peer{UID: 1000, GID: 1000, User: "alice"}
+	bob := &Peer{UID: 1001, GID: 1001, User: "bob"}
+	u := &UnixPolicy{Users: []string{"alice"}, Senders: map[string][]string{
+		"alice": {"alice@example.net", "@lists.example.net", "<>"},
+		"*":     {"@example.org"},
+	}}
+	if !u.Allowed(alice) || u.Allowed(bob) {
+		t.Fatal("unix_allow not applied")
+	}
+	for from, want := range map[string]bool{
+		"alice@example.net": true, "ALICE@Example.NET": true, "x@lists.example.net": true, "": true,
+		"bob@example.net": false, "alice@example.org": false, "\u212Alice@example.net": false,
+		"x@LISTS.example.net": true, "x@sub.lists.example.net": false,
+	} {
+		if got := u.SenderAllowed(alice, from); got != want {
+			t.Errorf("alice as %q: %v", from, got)
+		}
+	}
+	if !u.SenderAllowed(bob, "bob@example.org") || u.SenderAllowed(bob, "bob@example.net") || u.SenderAllowed(bob, "") {
+		t.Error("the * entry is not applied to users not named")
+	}
+	if !(&UnixPolicy{}).Allowed(bob) || !(&UnixPolicy{}).SenderAllowed(bob, "x@y") {
+		t.Error("an empty policy must let everyone in")
 	}
 }

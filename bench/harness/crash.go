@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 // crash kills a hub with SIGKILL while it takes and relays mail, restarts
@@ -32,7 +34,7 @@ func (h *Harness) crash() *Section {
 	}()
 	// Kill once a third of the messages are in.
 	var atKill int64
-	waitFor(5*time.Minute, 5*time.Millisecond, func() bool {
+	testpeer.Poll(5*time.Minute, 5*time.Millisecond, func() bool {
 		a, _, _, err := q.Counters()
 		atKill = a
 		return err == nil && a >= int64(z.CrashMsgs/3)
@@ -48,7 +50,7 @@ func (h *Harness) crash() *Section {
 	h.check(err)
 	var seen map[int64]bool
 	var missing int
-	waitFor(5*time.Minute, 100*time.Millisecond, func() bool {
+	testpeer.Poll(5*time.Minute, 100*time.Millisecond, func() bool {
 		seen, err = sink.Seqs()
 		if err != nil {
 			return false

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 // FlushRates are bench/flushrate's results on the work directory's disk.
@@ -92,7 +94,7 @@ func (h *Harness) measure(server string, cpu func() time.Duration, gen func() (L
 // accepted), records the comparison, and returns what the far end got.
 func (h *Harness) awaitDelivered(what string, want int64, count func() int64, timeout time.Duration) int64 {
 	var got int64
-	waitFor(timeout, 50*time.Millisecond, func() bool {
+	testpeer.Poll(timeout, 50*time.Millisecond, func() bool {
 		got = count()
 		return got >= want
 	})
@@ -183,7 +185,7 @@ func (h *Harness) ingest(p ingestProto) *Section {
 		res.pf = h.measure("Postfix "+p.postfixD, pf.CPU, func() (Load, error) { return p.source(h, p.postfixAdr(pf), sessions, z.IngestMsgs, z.Size) })
 		res.pf.Received = h.awaitDelivered(fmt.Sprintf("%s ingest, Postfix %s, %d sessions", p.name, p.postfixD, sessions),
 			res.pf.Load.Accepted, func() int64 { return pf.Delivered() - base }, 5*time.Minute)
-		waitFor(2*time.Minute, 100*time.Millisecond, func() bool { return pf.QueueCount() == 0 })
+		testpeer.Poll(2*time.Minute, 100*time.Millisecond, func() bool { return pf.QueueCount() == 0 })
 
 		q, err := h.startQmgate(fmt.Sprintf("ingest-%s-%d", p.name, sessions), QmgateOpts{Route: "discard:"})
 		h.check(err)

@@ -9,6 +9,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 func (h *Harness) memory() *Section {
@@ -34,7 +36,7 @@ func (h *Harness) memory() *Section {
 			h.fail("opening %d idle %s connections: %v (file limit %d)", z.IdleConns, proto, err, fileLimit())
 		}
 		open := int64(0)
-		waitFor(time.Minute, 50*time.Millisecond, func() bool {
+		testpeer.Poll(time.Minute, 50*time.Millisecond, func() bool {
 			open = q.gauge("qmgate_sessions_open", proto)
 			return open >= int64(len(conns))
 		})
@@ -67,7 +69,7 @@ func (h *Harness) memory() *Section {
 		h.fail("sending the %s message: %v\n%s", mib(z.BigMessage), err, q.Proc.Tail(2000))
 	}
 	var st QMTPStats
-	ok := waitFor(10*time.Minute, 50*time.Millisecond, func() bool {
+	ok := testpeer.Poll(10*time.Minute, 50*time.Millisecond, func() bool {
 		st, _ = sink.QMTPStats()
 		return st.Messages >= 1
 	})

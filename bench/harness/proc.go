@@ -177,20 +177,6 @@ func waitListening(addr string, d time.Duration) error {
 	}
 }
 
-// waitFor polls cond every interval until it holds or d passes.
-func waitFor(d, interval time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(interval)
-	}
-}
-
 // Memory is a process's resident set, from /proc/PID/status.
 type Memory struct {
 	RSS, HWM int64 // bytes

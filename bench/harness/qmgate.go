@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 // QmgateOpts configures one `qmgate serve` instance.
@@ -107,7 +109,7 @@ func (q *Qmgate) start() error {
 		return err
 	}
 	q.Proc = p
-	ok := waitFor(time.Minute, 20*time.Millisecond, func() bool {
+	ok := testpeer.Poll(time.Minute, 20*time.Millisecond, func() bool {
 		if p.Exited() {
 			return true
 		}

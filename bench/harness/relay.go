@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 // endToEnd runs gen and returns its load and the time from its start until
@@ -25,7 +27,7 @@ func (h *Harness) endToEnd(gen func() (Load, error), far func() int64, timeout t
 		return l, 0, 0, err
 	}
 	var got int64
-	ok := waitFor(timeout, 10*time.Millisecond, func() bool {
+	ok := testpeer.Poll(timeout, 10*time.Millisecond, func() bool {
 		got = far()
 		return got >= l.Accepted
 	})
@@ -59,7 +61,7 @@ func (h *Harness) hubToHub() *Section {
 	cpuA, cpuB := hubA.CPU()-ca, hubB.CPU()-cb
 	<-prof
 	h.addCheck(Check{What: "hub to hub: qmtp-source K → hub B delivered", Acked: ql.Accepted, Received: qgot, OK: qgot == ql.Accepted && qerr == nil})
-	waitFor(time.Minute, 50*time.Millisecond, func() bool { _, _, n, _ := hubA.Counters(); return n == 0 })
+	testpeer.Poll(time.Minute, 50*time.Millisecond, func() bool { _, _, n, _ := hubA.Counters(); return n == 0 })
 	hubA.Stop()
 	hubB.Stop()
 	qrate := float64(ql.Accepted) / qel.Seconds()
@@ -159,14 +161,14 @@ func (h *Harness) drain() *Section {
 		c0 := q.CPU()
 		h.check(q.Flush())
 		var got int64
-		ok := waitFor(15*time.Minute, 20*time.Millisecond, func() bool {
+		ok := testpeer.Poll(15*time.Minute, 20*time.Millisecond, func() bool {
 			got = sink.Received()
 			return got >= fill.Accepted
 		})
 		u := since(before, h)
 		cpu := q.CPU() - c0
 		// Not timed: the queue gauge is refreshed once a second.
-		ok = ok && waitFor(time.Minute, 100*time.Millisecond, func() bool { _, _, n, _ := q.Counters(); return n == 0 })
+		ok = ok && testpeer.Poll(time.Minute, 100*time.Millisecond, func() bool { _, _, n, _ := q.Counters(); return n == 0 })
 		h.addCheck(Check{What: fmt.Sprintf("drain: qmgate queue → %s", sink.Name), Acked: fill.Accepted, Received: got, OK: ok && got == fill.Accepted})
 		name := "qmgate → QMTP → qmtp-sink"
 		if kind == "smtp" {
@@ -189,7 +191,7 @@ func (h *Harness) drain() *Section {
 	}
 	h.logf("   Postfix queue filled: %d messages at %.0f msg/s", fill.Accepted, fill.Rate())
 	// Every message has been tried once (and deferred) before the clock starts.
-	waitFor(10*time.Minute, 200*time.Millisecond, func() bool { return pf.queueCountIn("deferred") >= int(fill.Accepted) })
+	testpeer.Poll(10*time.Minute, 200*time.Millisecond, func() bool { return pf.queueCountIn("deferred") >= int(fill.Accepted) })
 	sink, err := h.startSMTPSink(addr)
 	h.check(err)
 	before := h.sample()
@@ -198,13 +200,13 @@ func (h *Harness) drain() *Section {
 		h.fail("postqueue -f: %v %s", err, out)
 	}
 	var got int64
-	ok := waitFor(20*time.Minute, 20*time.Millisecond, func() bool {
+	ok := testpeer.Poll(20*time.Minute, 20*time.Millisecond, func() bool {
 		got = sink.Received()
 		return got >= fill.Accepted
 	})
 	u := since(before, h)
 	cpu := pf.CPU() - c0
-	ok = ok && waitFor(time.Minute, 100*time.Millisecond, func() bool { return pf.QueueCount() == 0 })
+	ok = ok && testpeer.Poll(time.Minute, 100*time.Millisecond, func() bool { return pf.QueueCount() == 0 })
 	h.addCheck(Check{What: "drain: Postfix queue → smtp-sink", Acked: fill.Accepted, Received: got, OK: ok && got == fill.Accepted})
 	h.logf("   %-28s %7.0f msg/s (%d in %v)", "Postfix → smtp-sink", float64(got)/u.Elapsed.Seconds(), got, u.Elapsed.Round(time.Millisecond))
 	add("Postfix → SMTP → smtp-sink", got, u.Elapsed, cpu, u)

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 // curvePoint is one x value of a curve: a rate per server.
@@ -56,7 +58,7 @@ func (h *Harness) scale() *Section {
 			case 1:
 				h.awaitDelivered(fmt.Sprintf("scale: Postfix qmqpd, %d sessions, %d bytes", sessions, size), l.Accepted,
 					func() int64 { return pf.Delivered() - deliveredBefore }, 10*time.Minute)
-				waitFor(2*time.Minute, 100*time.Millisecond, func() bool { return pf.QueueCount() == 0 })
+				testpeer.Poll(2*time.Minute, 100*time.Millisecond, func() bool { return pf.QueueCount() == 0 })
 			}
 		}
 		h.logf("   sessions=%-3d size=%-8d n=%-5d qmgate %7.0f  Postfix %7.0f  sink %7.0f msg/s", sessions, size, n, p.rates[0], p.rates[1], p.rates[2])

@@ -19,6 +19,7 @@ import (
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmqp"
 	"github.com/qmgate/qmgate/qmtp"
+	"github.com/qmgate/qmgate/relay"
 )
 
 func init() {
@@ -36,7 +37,8 @@ func init() {
 	}
 }
 
-// Exit codes of qmail-qmtpd and qmail-qmqpd (PROTOCOLS.md 2.2, 3.2).
+// Exit codes of qmail-qmtpd and qmail-qmqpd: 100 for a client that broke
+// the protocol, 111 for a temporary trouble (qmail's daemons exit so).
 const (
 	exitDaemonProtocol = 100 // the client broke the protocol
 	exitDaemonTrouble  = 111 // configuration or resources
@@ -100,23 +102,26 @@ func runQmqpc(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "qmgate qmail-qmqpc: %v\n", err)
 		return qmail.ExitConfig
 	}
-	sink := &qmail.QMQPSink{Servers: servers}
+	res, _ := putQueueInput(&relay.QMQPSink{Servers: servers}, nil, stdin, stdout, 0)
+	return res.Exit
+}
+
+// putQueueInput reads what qmail-queue reads into a message of sink, trace
+// first, and commits it. committed is false when nothing was committed
+// (res.Exit says why, or is 0 for an envelope without recipients: qmail-queue
+// takes one, and the message goes nowhere).
+func putQueueInput(sink qmail.Sink, trace []byte, stdin io.Reader, stdout io.Writer, maxRcpt int) (res qmail.Result, committed bool) {
 	m, err := sink.Begin(context.Background())
 	if err != nil {
-		return qmail.ExitWriteError
+		return qmail.Result{Exit: qmail.ExitWriteError}, false
 	}
-	env, code := readQueueInput(m, stdin, stdout, 0)
-	if code != 0 {
+	m.Write(trace)
+	env, code := readQueueInput(m, stdin, stdout, maxRcpt)
+	if code != 0 || len(env.Recipients) == 0 {
 		m.Abort()
-		return code
+		return qmail.Result{Exit: code}, false
 	}
-	if len(env.Recipients) == 0 {
-		// qmail-queue takes an envelope without recipients, and the
-		// message goes nowhere; there is nothing to send.
-		m.Abort()
-		return 0
-	}
-	return m.Commit(context.Background(), env).Exit
+	return m.Commit(context.Background(), env), true
 }
 
 func qmailHome() string {
@@ -153,8 +158,8 @@ func qmqpServers(home, cfgPath string) ([]string, error) {
 // daemonSink is where qmgate's own queue takes messages from local
 // programs: the daemon's unix-socket QMQP listener, then the queue
 // directory itself when the daemon is down and this user may write it.
-func daemonSink(cfg *config.Config) *qmail.QMQPSink {
-	return &qmail.QMQPSink{Servers: localQMQP(cfg), QueueDir: cfg.QueueDir, Timeout: cfg.QMQP.WriteTimeout.D()}
+func daemonSink(cfg *config.Config) *relay.QMQPSink {
+	return &relay.QMQPSink{Servers: localQMQP(cfg), QueueDir: cfg.QueueDir, Timeout: cfg.QMQP.WriteTimeout.D()}
 }
 
 // runQmailQueue is qmail-queue for qmail's front ends: any user may run it;
@@ -171,118 +176,56 @@ func runQmailQueue(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "qmgate qmail-queue: %v\n", err)
 		return qmail.ExitConfig
 	}
-	m, err := daemonSink(cfg).Begin(context.Background())
-	if err != nil {
-		return qmail.ExitWriteError
-	}
 	// qmail-queue's own trace line, on top of the message.
 	b := []byte("Received: (qmgate " + strconv.Itoa(os.Getpid()) + " invoked by uid " + strconv.Itoa(os.Getuid()) + "); ")
 	b = mail.AppendDate822(b, time.Now())
-	m.Write(append(b, '\n'))
-	env, code := readQueueInput(m, stdin, stdout, cfg.MaxRecipients)
-	if code != 0 {
-		m.Abort()
-		return code
-	}
-	if len(env.Recipients) == 0 {
-		m.Abort()
-		return 0
-	}
-	res := m.Commit(context.Background(), env)
-	if !res.Status.IsAccept() {
+	res, committed := putQueueInput(daemonSink(cfg), append(b, '\n'), stdin, stdout, cfg.MaxRecipients)
+	if committed && !res.Status.IsAccept() {
 		fmt.Fprintf(stderr, "qmgate qmail-queue: %s\n", res.Status.Reply())
 	}
 	return res.Exit
 }
 
-// daemonSetup is what qmtpd and qmqpd share: the configuration, the
-// tcpserver environment, and the sink ($QMAILQUEUE's program, else qmgate's
-// queue through the daemon).
-func daemonSetup(name, proto string, args []string, stderr io.Writer) (*config.Config, qmail.Env, qmail.Sink, int) {
+func runQmtpd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return runDropIn("qmtpd", "QMTP", args, stdin, stdout, stderr)
+}
+
+func runQmqpd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return runDropIn("qmqpd", "QMQP", args, stdin, stdout, stderr)
+}
+
+// runDropIn serves the one connection on stdin and stdout with the hub's
+// QMTP or QMQP server (relay.DropIn) until it ends or SIGTERM comes. The
+// sink is $QMAILQUEUE's program, else qmgate's queue through the daemon.
+func runDropIn(name, proto string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (rcpthosts, sizes, the daemon's socket)")
 	if err := fs.Parse(args); err != nil {
-		return nil, qmail.Env{}, nil, exitDaemonTrouble
+		return exitDaemonTrouble
 	}
 	cfg, err := config.Load(config.Locate(*cfgPath))
 	if err != nil {
 		fmt.Fprintf(stderr, "qmgate %s: %v\n", name, err)
-		return nil, qmail.Env{}, nil, exitDaemonTrouble
+		return exitDaemonTrouble
 	}
-	env := qmail.ReadEnv(proto, os.LookupEnv)
-	var sink qmail.Sink = daemonSink(cfg)
+	d := &relay.DropIn{Config: cfg, Env: qmail.ReadEnv(proto, os.LookupEnv), Sink: daemonSink(cfg), Log: daemonLogger(cfg)}
 	if p := os.Getenv("QMAILQUEUE"); p != "" {
-		sink = qmail.ProgramSink{Queue: &qmail.Queue{Path: p, Stderr: os.Stderr}}
+		d.Sink, d.Program = qmail.ProgramSink{Queue: &qmail.Queue{Path: p, Stderr: os.Stderr}}, true
 	}
-	return cfg, env, sink, 0
-}
-
-// databytes is the size limit: $DATABYTES overrides the configuration, and
-// 0 means none, as in qmail.
-func databytes(cfg *config.Config, env qmail.Env) int64 {
-	n := cfg.MaxMessageBytes
-	if env.DataBytesSet {
-		n = env.DataBytes
-	}
-	if n == 0 {
-		return -1
-	}
-	return n
-}
-
-func runQmtpd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	cfg, env, sink, code := daemonSetup("qmtpd", "QMTP", args, stderr)
-	if code != 0 {
-		return code
-	}
-	srv := &qmtp.Server{
-		Handler: &qmail.QMTPHandler{
-			Sink:         sink,
-			RcptHosts:    mail.HostList(cfg.RcptHosts),
-			RelayClients: config.Prefixes(cfg.QMTP.RelayClients),
-			RelayClient:  env.RelayClient,
-			RelaySet:     env.RelaySet,
-		},
-		MaxMessageBytes: databytes(cfg, env),
-		MaxRecipients:   cfg.MaxRecipients,
-		MaxHops:         cfg.MaxHops,
-		ReadTimeout:     cfg.QMTP.ReadTimeout.D(),
-		WriteTimeout:    cfg.QMTP.WriteTimeout.D(),
-		SessionTimeout:  cfg.QMTP.SessionTimeout.D(),
-		ErrorLog:        daemonLogger(cfg),
+	if err := d.LoadRoutes(); err != nil {
+		fmt.Fprintf(stderr, "qmgate %s: %v\n", name, err)
+		return exitDaemonTrouble
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	err := srv.ServeConn(ctx, qmail.StreamConn(stdin, stdout), &env.Conn)
-	if errors.Is(err, qmtp.ErrProtocol) {
-		return exitDaemonProtocol
+	conn := qmail.StreamConn(stdin, stdout)
+	if proto == "QMTP" {
+		err = d.QMTPServer().ServeConn(ctx, conn, &d.Env.Conn)
+	} else {
+		err = d.QMQPServer().ServeConn(ctx, conn, &d.Env.Conn)
 	}
-	return 0
-}
-
-func runQmqpd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	cfg, env, sink, code := daemonSetup("qmqpd", "QMQP", args, stderr)
-	if code != 0 {
-		return code
-	}
-	srv := &qmqp.Server{
-		Handler: &qmail.QMQPHandler{Sink: sink},
-		// tcpserver's rules decide who may connect, as for qmail-qmqpd;
-		// [qmqp] allow, when set, must agree.
-		AllowFunc:       qmail.AllowList(config.Prefixes(cfg.QMQP.Allow)),
-		MaxMessageBytes: databytes(cfg, env),
-		MaxRecipients:   cfg.MaxRecipients,
-		MaxHops:         cfg.MaxHops,
-		ReadTimeout:     cfg.QMQP.ReadTimeout.D(),
-		WriteTimeout:    cfg.QMQP.WriteTimeout.D(),
-		SessionTimeout:  cfg.QMQP.SessionTimeout.D(),
-		ErrorLog:        daemonLogger(cfg),
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-	defer stop()
-	err := srv.ServeConn(ctx, qmail.StreamConn(stdin, stdout), &env.Conn)
-	if errors.Is(err, qmqp.ErrMalformed) {
+	if errors.Is(err, qmtp.ErrProtocol) || errors.Is(err, qmqp.ErrMalformed) {
 		return exitDaemonProtocol
 	}
 	return 0

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/qmgate/qmgate/internal/config"
 	"github.com/qmgate/qmgate/internal/logging"
 	"github.com/qmgate/qmgate/internal/privdrop"
+	"github.com/qmgate/qmgate/internal/safedir"
 	"github.com/qmgate/qmgate/relay"
 )
 
@@ -51,7 +51,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var drop *user.User
 	if os.Geteuid() == 0 {
 		if cfg.User == "" {
-			return failFlushed(lw, stderr, "serve", 78, "running as root: set `user = \"NAME\"` in %s so qmgate can drop privileges after binding (or start it as an ordinary user, e.g. under systemd with CAP_NET_BIND_SERVICE)", cfg.Source)
+			return failFlushed(lw, stderr, "serve", 78, "running as root: %s so qmgate can drop privileges after binding (or start it as an ordinary user, e.g. under systemd with CAP_NET_BIND_SERVICE)", rootNeedsUser(cfg))
 		}
 		drop, err = user.Lookup(cfg.User)
 		if err != nil {
@@ -120,7 +120,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	var lv slog.Level
 	lv.UnmarshalText([]byte(cfg.Log.Level))
-	opt := &slog.HandlerOptions{Level: lv}
+	opt := &slog.HandlerOptions{Level: lv, ReplaceAttr: logging.ReplaceAttr}
 	if cfg.Log.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opt))
 	}
@@ -146,15 +146,11 @@ func dropPrivileges(u *user.User, cfg *config.Config, sockets []string) error {
 			return err
 		}
 	}
-	// Parents traversable, the queue itself private to u.
-	if err := os.MkdirAll(filepath.Dir(cfg.QueueDir), 0o755); err != nil {
-		return err
-	}
-	if err := os.Mkdir(cfg.QueueDir, 0o700); err != nil && !os.IsExist(err) {
-		return err
-	}
-	if err := os.Chown(cfg.QueueDir, uid, gid); err != nil {
-		return err
+	// Parents traversable, the queue itself private to u; made and given
+	// away without following links, under parents no third user can
+	// rename things in (safedir).
+	if _, err := safedir.MakeOwned(cfg.QueueDir, 0o700, uid, gid, false); err != nil {
+		return fmt.Errorf("queue_dir: %w", err)
 	}
 	// Local delivery roots the daemon creates are u's; existing ones (say
 	// /var/mail) are left as the administrator made them.
@@ -162,16 +158,8 @@ func dropPrivileges(u *user.User, cfg *config.Config, sockets []string) error {
 		if r.Parsed == nil || (r.Parsed.Scheme != "maildir" && r.Parsed.Scheme != "mbox") {
 			continue
 		}
-		dir := config.Dir(r.Parsed)
-		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-			return err
-		}
-		if err := os.Mkdir(dir, 0o700); err == nil {
-			if err := os.Chown(dir, uid, gid); err != nil {
-				return err
-			}
-		} else if !os.IsExist(err) {
-			return err
+		if _, err := safedir.MakeOwned(config.Dir(r.Parsed), 0o700, uid, gid, true); err != nil {
+			return fmt.Errorf("route %s: %w", r.Via, err)
 		}
 	}
 	return privdrop.To(uid, gid)

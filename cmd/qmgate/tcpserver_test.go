@@ -260,7 +260,7 @@ func TestTCPServerQMTPDProtocolError(t *testing.T) {
 
 func TestTCPServerQMQPD(t *testing.T) {
 	dir := t.TempDir()
-	addr := tcpserve(t, "qmqpd", hubConfig, "QMAILQUEUE="+recorder(t, dir, 0, ""))
+	addr := tcpserve(t, "qmqpd", hubConfig+qmqpTrustTCPServer, "QMAILQUEUE="+recorder(t, dir, 0, ""))
 	body := "Subject: qmqp\r\n\nkept as sent, CR and all\n."
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -275,7 +275,7 @@ func TestTCPServerQMQPD(t *testing.T) {
 		t.Fatalf("%q %q", msgs, envs)
 	}
 
-	addr = tcpserve(t, "qmqpd", hubConfig, "QMAILQUEUE="+recorder(t, t.TempDir(), 0, ""), "DATABYTES=10")
+	addr = tcpserve(t, "qmqpd", hubConfig+qmqpTrustTCPServer, "QMAILQUEUE="+recorder(t, t.TempDir(), 0, ""), "DATABYTES=10")
 	res, err = qmqp.Send(ctx, []string{addr}, mail.Envelope{Recipients: []string{"a@x"}}, strings.NewReader(body), int64(len(body)))
 	if err != nil || !res.Status.IsPermanent() || res.Status.EnhancedCode() != "5.3.4" {
 		t.Fatalf("DATABYTES: %q %v", res.Status.Reply(), err)

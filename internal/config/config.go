@@ -16,6 +16,8 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -23,6 +25,10 @@ import (
 // DefaultPath is where the configuration lives when neither -config nor
 // $QMGATE_CONFIG names one.
 const DefaultPath = "/etc/qmgate/qmgate.toml"
+
+// DefaultMinFreeBytes is queue.min_free_bytes when the file sets none (the
+// queue's own default).
+const DefaultMinFreeBytes = 16 << 20
 
 // EnvVar names the environment variable that points at the configuration.
 const EnvVar = "QMGATE_CONFIG"
@@ -73,6 +79,12 @@ type Config struct {
 	// Source is the file the configuration came from ("(embedded default)"
 	// for the built-in one). Not a TOML key.
 	Source string `toml:"-"`
+	// Origin says what named Source: "-config", "$QMGATE_CONFIG",
+	// DefaultPath or "the embedded default". Set by LoadFrom.
+	Origin string `toml:"-"`
+
+	// lines maps the keys set in the file to their lines.
+	lines map[string]int
 }
 
 // Log configures logging.
@@ -99,6 +111,17 @@ type QMQP struct {
 	// authentication: empty means nobody (unix-socket clients are governed by
 	// the socket's file permissions).
 	Allow []string `toml:"allow"`
+	// TrustTCPServer makes the qmqpd drop-in leave access to tcpserver's
+	// rules (qmail-qmqpd's way) instead of applying Allow as serve does.
+	TrustTCPServer bool `toml:"trust_tcpserver"`
+	// UnixAllow names the local users, and "@group" the groups, who may
+	// submit over the unix-domain socket. Empty: every local user.
+	UnixAllow []string `toml:"unix_allow"`
+	// UnixSenders restricts the envelope senders a local user of the unix
+	// socket may use: user name (or "*" for everyone not named) to
+	// patterns: "addr@domain", "@domain", "<>" (the null sender) or "*".
+	// Users not named, with no "*" entry, may use any sender.
+	UnixSenders map[string][]string `toml:"unix_senders"`
 	ListenLimit
 }
 
@@ -182,13 +205,45 @@ type Route struct {
 	// TLS for smtp:// routes: "required" (default), "opportunistic", "none".
 	TLS string `toml:"tls"`
 	// Username and Password (or PasswordFile) for SMTP AUTH at a smarthost.
+	// Credentials go only over verified TLS (tls "required", the default).
 	Username     string `toml:"username"`
 	Password     string `toml:"password"`
 	PasswordFile string `toml:"password_file"`
+	// InsecureAuth allows credentials with tls "opportunistic" or "none"
+	// (a smarthost on loopback, say): whoever is on the path can read them.
+	InsecureAuth bool `toml:"insecure_auth"`
 	// CAFile verifies the next hop's certificate instead of the system roots.
 	CAFile string `toml:"ca_file"`
 	// Headers are extra HTTP headers for webhook routes ("Name: value").
 	Headers []string `toml:"headers"`
+	// RedirectPermanent makes a webhook's 3xx answer a permanent failure;
+	// by default it is temporary. Redirects are never followed.
+	RedirectPermanent bool `toml:"redirect_permanent"`
+	// UsersFile, for maildir and mbox routes, lists the valid local users,
+	// one a line ("#" starts a comment); others are refused at RCPT.
+	// Empty: every safe name is a user. Reloaded with the configuration.
+	UsersFile string `toml:"users_file"`
+	// MaxNewMailboxesPerHour bounds how many mailboxes a maildir or mbox
+	// route creates per hour; past it, deliveries to new mailboxes wait.
+	// Default 20; negative means no bound.
+	MaxNewMailboxesPerHour int `toml:"max_new_mailboxes_per_hour"`
+	// Separator, for maildir and mbox routes, splits the user from the
+	// address extension that the user's control files (.qmail-EXT) look
+	// at: "-" (default, qmail) or "+".
+	Separator string `toml:"separator"`
+	// Folders, for maildir routes, delivers user-EXT into the user's IMAP
+	// folder .EXT (Maildir++) when no control file matches. Default on.
+	Folders *bool `toml:"folders"`
+	// Programs lets the users' control files run programs ("|command"
+	// lines) as the daemon's mail user, never as root. Default off.
+	Programs bool `toml:"programs"`
+	// SRSSecretFile turns on the Sender Rewriting Scheme for forwards
+	// leaving rcpthosts: one secret a line, the first signs, all verify.
+	SRSSecretFile string `toml:"srs_secret_file"`
+	// SRSDomain is the domain of rewritten senders, where bounces come
+	// back; it must be one of the route's exact domains. Default: the
+	// route's first exact domain.
+	SRSDomain string `toml:"srs_domain"`
 
 	// Parsed is Via parsed; set by Load.
 	Parsed *url.URL `toml:"-"`
@@ -211,24 +266,45 @@ type Nullclient struct {
 	Timeout Duration `toml:"timeout"`
 }
 
-// Duration is a time.Duration written as "90s", "5m", "168h" in TOML.
+// Duration is a time.Duration written as "90s", "5m", "168h" or "7d" in TOML.
 type Duration time.Duration
 
 // UnmarshalText implements encoding.TextUnmarshaler.
 func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
+	v, err := ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("bad duration %q (use forms like \"30s\", \"5m\", \"168h\")", b)
-	}
-	if v < 0 {
-		return fmt.Errorf("negative duration %q", b)
+		return err
 	}
 	*d = Duration(v)
 	return nil
 }
 
 // MarshalText implements encoding.TextMarshaler.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// String writes the duration as a person would: "7d", "4h", "1m30s", "1ms".
+func (d Duration) String() string {
+	v := time.Duration(d)
+	if v == 0 {
+		return "0s"
+	}
+	var days string
+	if v >= 24*time.Hour {
+		days = strconv.FormatInt(int64(v/(24*time.Hour)), 10) + "d"
+		v %= 24 * time.Hour
+		if v == 0 {
+			return days
+		}
+	}
+	s := v.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return days + s
+}
 
 // D returns the value as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
@@ -267,6 +343,48 @@ func (es Errors) Error() string {
 	return strings.Join(parts, "\n")
 }
 
+// Embedded is the Source of the embedded default configuration.
+const Embedded = "(embedded default)"
+
+// Find picks the configuration file as Locate does and says what named it:
+// "-config", "$QMGATE_CONFIG", DefaultPath, or "the embedded default" (path
+// "").
+func Find(flagValue string) (path, origin string) {
+	if flagValue != "" {
+		return flagValue, "-config"
+	}
+	if v := os.Getenv(EnvVar); v != "" {
+		return v, "$" + EnvVar
+	}
+	if _, err := os.Stat(DefaultPath); err == nil {
+		return DefaultPath, DefaultPath
+	}
+	return "", "the embedded default"
+}
+
+// LoadFrom is Load for a file Find picked: the configuration's Origin is
+// set, and a file that cannot be read is reported with what named it.
+func LoadFrom(path, origin string) (*Config, error) {
+	if path != "" {
+		if _, err := os.Stat(path); err != nil {
+			why := "cannot be read"
+			switch {
+			case os.IsNotExist(err):
+				why = "does not exist"
+			case os.IsPermission(err):
+				why = "cannot be read: permission denied"
+			}
+			return nil, &Error{File: path, Msg: fmt.Sprintf("configuration file %s (named by %s)", why, origin)}
+		}
+	}
+	c, err := Load(path)
+	if err != nil {
+		return nil, err
+	}
+	c.Origin = origin
+	return c, nil
+}
+
 // Locate picks the configuration file as every subcommand does: the flag,
 // then $QMGATE_CONFIG, then DefaultPath if it exists, then "" (the embedded
 // default).
@@ -287,11 +405,19 @@ func Locate(flagValue string) string {
 // path is "".
 func Load(path string) (*Config, error) {
 	if path == "" {
-		return Parse("(embedded default)", defaultTOML)
+		c, err := Parse(Embedded, defaultTOML)
+		if c != nil {
+			c.Origin = "the embedded default"
+		}
+		return c, err
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, &Error{File: path, Msg: "cannot read the configuration file: " + err.Error()}
 	}
 	return Parse(path, data)
 }
@@ -300,16 +426,42 @@ func Load(path string) (*Config, error) {
 // used in error messages.
 func Parse(name string, data []byte) (*Config, error) {
 	c := &Config{}
+	var errs Errors
 	if err := decodeStrict(name, data, c); err != nil {
-		return nil, err
+		de, ok := err.(Errors)
+		if !ok || len(de) == 1 && de[0].Key == "" {
+			return nil, err // a syntax error: nothing else can be read
+		}
+		errs = de
 	}
 	c.Source = name
+	c.lines = keyLines(data)
 	c.applyDefaults()
-	if errs := c.validate(); len(errs) > 0 {
+	// Every error at once: the values' own checks too, except about a key
+	// whose value could not be read at all.
+	for _, e := range c.validate() {
+		if !reported(errs, e.Key) {
+			errs = append(errs, e)
+		}
+	}
+	if len(errs) > 0 {
 		locate(name, data, errs)
+		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
 		return nil, errs
 	}
 	return c, nil
+}
+
+// reported reports whether errs holds an error about key, or about a key
+// that contains it or that it contains.
+func reported(errs Errors, key string) bool {
+	for _, e := range errs {
+		if e.Key == key || strings.HasPrefix(key, e.Key+".") || strings.HasPrefix(key, e.Key+"[") ||
+			strings.HasPrefix(e.Key, key+".") || strings.HasPrefix(e.Key, key+"[") {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Config) applyDefaults() {
@@ -353,6 +505,7 @@ func (c *Config) applyDefaults() {
 		d := Duration(time.Millisecond)
 		c.Queue.CommitLinger = &d
 	}
+	setInt64(&c.Queue.MinFreeBytes, DefaultMinFreeBytes)
 	setDur(&c.Queue.RetryMin, time.Minute)
 	setDur(&c.Queue.RetryMax, time.Hour)
 
@@ -364,6 +517,9 @@ func (c *Config) applyDefaults() {
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		setInt(&r.Concurrency, c.Delivery.Concurrency)
+		if strings.HasPrefix(r.Via, "smtp") {
+			setStr(&r.TLS, "required")
+		}
 	}
 	setDur(&c.Nullclient.Timeout, 60*time.Second)
 }
@@ -420,6 +576,21 @@ func (c *Config) validate() Errors {
 		}
 	}
 	checkNets("qmqp.allow", c.QMQP.Allow)
+	for i, u := range c.QMQP.UnixAllow {
+		if strings.TrimPrefix(u, "@") == "" || strings.ContainsAny(u, " \t:") {
+			bad(fmt.Sprintf("qmqp.unix_allow[%d]", i), "%q: want a user name or @group", u)
+		}
+	}
+	for u, pats := range c.QMQP.UnixSenders {
+		if u == "" || strings.ContainsAny(u, " \t:@") {
+			bad("qmqp.unix_senders", "%q: want a user name or *", u)
+		}
+		for i, p := range pats {
+			if p == "" || strings.ContainsAny(p, " \t") || (p != "*" && p != "<>" && !strings.Contains(p, "@")) {
+				bad(fmt.Sprintf("qmqp.unix_senders.%s[%d]", u, i), "%q: want addr@domain, @domain, <> or *", p)
+			}
+		}
+	}
 	checkNets("qmtp.relay_clients", c.QMTP.RelayClients)
 	checkNets("smtp.relay_clients", c.SMTP.RelayClients)
 	if len(c.QMTP.ListenTLS) > 0 && (c.QMTP.TLSCert == "" || c.QMTP.TLSKey == "") {
@@ -477,8 +648,14 @@ func (c *Config) validate() Errors {
 		if r.Concurrency < 1 {
 			bad(key+".concurrency", "must be at least 1")
 		}
+		validateUserControl(r, key, bad)
 		if r.Password != "" && r.PasswordFile != "" {
 			bad(key+".password", "set password or password_file, not both")
+		}
+		if r.Username != "" && r.Via == "mx" {
+			bad(key+".username", "mx routes send no credentials: every exchanger of every domain would get them")
+		} else if r.Username != "" && (r.TLS == "opportunistic" || r.TLS == "none") && !r.InsecureAuth {
+			bad(key+".username", "credentials need verified TLS (tls = \"required\"); set insecure_auth = true to send them over %s TLS anyway", map[string]string{"opportunistic": "unverified", "none": "no"}[r.TLS])
 		}
 	}
 	if c.User != "" {
@@ -611,4 +788,41 @@ func setDur(p *Duration, v time.Duration) {
 	if *p == 0 {
 		*p = Duration(v)
 	}
+}
+
+// validateUserControl checks a route's settings for user control files.
+func validateUserControl(r *Route, key string, bad func(field, format string, args ...any)) {
+	local := r.Parsed != nil && (r.Parsed.Scheme == "maildir" || r.Parsed.Scheme == "mbox")
+	switch r.Separator {
+	case "", "-", "+":
+	default:
+		bad(key+".separator", "%q: use \"-\" or \"+\"", r.Separator)
+	}
+	if !local && (r.Separator != "" || r.Folders != nil || r.Programs || r.SRSSecretFile != "" || r.SRSDomain != "") {
+		bad(key, "separator, folders, programs and srs_* are for maildir and mbox routes")
+		return
+	}
+	if r.Folders != nil && *r.Folders && r.Parsed != nil && r.Parsed.Scheme == "mbox" {
+		bad(key+".folders", "mbox routes have no IMAP folders")
+	}
+	if r.SRSDomain != "" && r.SRSSecretFile == "" {
+		bad(key+".srs_domain", "needs srs_secret_file")
+	}
+	if r.SRSSecretFile != "" && SRSDomain(r) == "" {
+		bad(key+".srs_domain", "set it to one of the route's exact domains: SRS bounces must come back to this route")
+	}
+}
+
+// SRSDomain is the route's SRS domain: srs_domain if it is one of the
+// route's exact domains, else the first exact domain; "" when none fits.
+func SRSDomain(r *Route) string {
+	for _, d := range r.Domains {
+		if d == "*" || strings.HasPrefix(d, ".") {
+			continue
+		}
+		if r.SRSDomain == "" || strings.EqualFold(r.SRSDomain, d) {
+			return strings.ToLower(d)
+		}
+	}
+	return ""
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/qmgate/qmgate/mail"
 )
 
-// qmail-queue's exit codes (qmail-queue(8), PROTOCOLS.md 5.2). 11 to 40 are
+// qmail-queue's exit codes (qmail-queue(8)). 11 to 40 are
 // permanent, every other non-zero code temporary.
 const (
 	ExitOK             = 0

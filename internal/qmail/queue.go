@@ -18,7 +18,7 @@ import (
 const DefaultQueueProgram = "/var/qmail/bin/qmail-queue"
 
 // MaxCustomReply is the longest reply notqmail takes from fd 6 after exit
-// 82 (PROTOCOLS.md 5.1).
+// 82 (notqmail's qmail-queue(8): the text on fd 6 is the reply).
 const MaxCustomReply = 255
 
 // customReplyWait bounds how long Queue waits for the fd 6 text once the
@@ -52,6 +52,10 @@ type Result struct {
 	// Exit is the program's exit code; -1 when it did not start or was
 	// killed by a signal.
 	Exit int
+	// ID names the committed message in the sink's log lines: qmgate's
+	// queue ID, or the program's pid. Empty when nothing was committed or
+	// the sink gives no name.
+	ID string
 }
 
 // Put runs the program with body on fd 0 and env on fd 1, as qmail's
@@ -246,7 +250,7 @@ var (
 )
 
 // StatusForExit returns the Status qmail's daemons report for a qmail-queue
-// exit code (qmail.c's qmail_close, PROTOCOLS.md 5.3). code -1 means the
+// exit code (qmail.c's qmail_close). code -1 means the
 // program could not be started, -2 that it was killed by a signal. For 82,
 // custom is the text the program wrote on fd 6: used as it is (letter D or Z
 // first) when longer than 2 bytes, as notqmail does; otherwise, and by

@@ -5,6 +5,10 @@
 // Under CI (QMGATE_CI=1, set by .ci/run) a missing peer fails the test: an
 // interop test must never be skipped silently there. Elsewhere the test is
 // skipped with a message that names .ci/deps, which installs them all.
+//
+// It is also the one home of the helpers every package's tests share:
+// loopback ports reserved until a test ends (Reserve, FreePort), waiting for
+// an outcome (Poll, WaitFor) and the goroutine-leak check (CheckGoroutines).
 package testpeer
 
 import (

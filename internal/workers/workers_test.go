@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 func TestRunsEverything(t *testing.T) {
@@ -93,12 +95,17 @@ func TestClose(t *testing.T) {
 	}
 }
 
+// TestNoIdle: with MaxIdle < 0 a worker exits once its function returns,
+// so the goroutine count comes back down and nothing is ever idle; a worker
+// that parked instead would stay, until its idle timer (DefaultIdleTimeout, 10 s) fired,
+// and fail the wait.
 func TestNoIdle(t *testing.T) {
+	before := runtime.NumGoroutine()
 	p := Pool{MaxIdle: -1}
 	done := make(chan struct{})
 	p.Go(func() { close(done) })
 	<-done
-	time.Sleep(10 * time.Millisecond)
+	testpeer.WaitFor(t, "the worker to exit", 5*time.Second, func() bool { return runtime.NumGoroutine() <= before })
 	if p.Idle() != 0 {
 		t.Fatalf("idle = %d with MaxIdle < 0", p.Idle())
 	}

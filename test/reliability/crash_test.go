@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 func randDuration(lo, hi time.Duration) time.Duration {
@@ -72,7 +74,7 @@ via = "maildir:{{DIR}}/maildir"
 
 	root := filepath.Join(d.dir, "maildir")
 	acked := led.ackedKeys()
-	waitFor(t, "every acknowledged recipient in its Maildir", 3*time.Minute, func() bool {
+	testpeer.WaitFor(t, "every acknowledged recipient in its Maildir", 3*time.Minute, func() bool {
 		ds := scanMaildirs(root)
 		for k := range acked {
 			if ds.count[k] == 0 {
@@ -253,7 +255,7 @@ tls = "none"
 	ld.finish()
 
 	acked := led.ackedKeys()
-	waitFor(t, "every acknowledged recipient at a sink", 3*time.Minute, func() bool {
+	testpeer.WaitFor(t, "every acknowledged recipient at a sink", 3*time.Minute, func() bool {
 		ds := sinkSet(qs, ss)
 		for k := range acked {
 			if ds.count[k] == 0 {

@@ -65,9 +65,6 @@ func (h *netHost) addr(t *testing.T) string {
 	return a
 }
 
-// cidr is the whole network, for allow lists.
-func (h *netHost) cidr() string { return h.prefix + "0/24" }
-
 // daemon is one `qmgate serve` process, restartable on the same
 // configuration, queue and ports.
 type daemon struct {
@@ -276,17 +273,6 @@ func (d *daemon) kill() {
 	d.mu.Unlock()
 }
 
-// current returns the running process and its run number (1 for the
-// first start).
-func (d *daemon) current() (pid, run int) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.cmd != nil {
-		pid = d.cmd.Process.Pid
-	}
-	return pid, d.runs
-}
-
 // run returns what is known of the run with process id pid.
 func (d *daemon) run(pid int) (runInfo, bool) {
 	d.mu.Lock()
@@ -297,19 +283,6 @@ func (d *daemon) run(pid int) (runInfo, bool) {
 		}
 	}
 	return runInfo{}, false
-}
-
-// killTimes lists when the daemon was killed.
-func (d *daemon) killTimes() []time.Time {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var out []time.Time
-	for _, r := range d.history {
-		if !r.Killed.IsZero() {
-			out = append(out, r.Killed)
-		}
-	}
-	return out
 }
 
 // stop sends SIGTERM and expects a clean exit within the daemon's grace.
@@ -335,25 +308,6 @@ func (d *daemon) stop() {
 	if err != nil {
 		d.t.Errorf("qmgate serve exited with %v after SIGTERM", err)
 	}
-}
-
-// wait waits for the process to exit by itself and returns its exit code.
-func (d *daemon) wait(timeout time.Duration) (int, bool) {
-	d.mu.Lock()
-	done := d.done
-	d.mu.Unlock()
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		return 0, false
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.cmd = nil
-	if ee, ok := d.exitErr.(*exec.ExitError); ok {
-		return ee.ExitCode(), true
-	}
-	return 0, true
 }
 
 func (d *daemon) log() string {
@@ -516,26 +470,6 @@ func (d *daemon) waitQueueEmpty(timeout time.Duration) bool {
 // logCount counts log lines containing s.
 func (d *daemon) logCount(s string) int {
 	return bytes.Count([]byte(d.log()), []byte(s))
-}
-
-// waitFor polls cond until it holds or the deadline passes. It waits for
-// outcomes (files appearing, a queue emptying), never as synchronisation.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	if !poll(timeout, cond) {
-		t.Fatalf("timed out after %s waiting for %s", timeout, what)
-	}
-}
-
-func poll(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	return true
 }
 
 // grepLog returns up to n log lines containing s.

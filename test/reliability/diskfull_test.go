@@ -138,7 +138,7 @@ via = "qmtp://%s"
 		Rcpts: pickRcpts("example.com", 3, 2), Ledger: led,
 		Size: func(r *rand.Rand) int { return 1<<10 + r.IntN(300<<10) }}
 	ld.start("full")
-	waitFor(t, "temporary refusals on every protocol once the disk is full", 2*time.Minute, func() bool {
+	testpeer.WaitFor(t, "temporary refusals on every protocol once the disk is full", 2*time.Minute, func() bool {
 		return led.temps("QMTP") >= 5 && led.temps("QMQP") >= 5 && led.temps("SMTP") >= 5
 	})
 	ackedWhenFull := led.ackedCount()
@@ -150,7 +150,7 @@ via = "qmtp://%s"
 	d.kill()
 	d.start()
 	before := led.temps("QMTP") + led.temps("QMQP") + led.temps("SMTP")
-	waitFor(t, "more refusals after the restart", time.Minute, func() bool {
+	testpeer.WaitFor(t, "more refusals after the restart", time.Minute, func() bool {
 		return led.temps("QMTP")+led.temps("QMQP")+led.temps("SMTP") >= before+30
 	})
 	tempText := led.lastTempReply()
@@ -165,7 +165,7 @@ via = "qmtp://%s"
 		t.Errorf("permanent refusals on a full disk: %v", led.permFails)
 	}
 	acked := led.ackedKeys()
-	drained := poll(2*time.Minute, func() bool {
+	drained := testpeer.Poll(2*time.Minute, 25*time.Millisecond, func() bool {
 		ds := sinkSet(qs)
 		for k := range acked {
 			if ds.count[k] == 0 {
@@ -182,7 +182,7 @@ via = "qmtp://%s"
 	// With the queue delivered, its space must be reusable on the same
 	// small filesystem.
 	t1 := time.Now()
-	reclaimed := poll(time.Duration(scale(5, 30))*time.Second, func() bool {
+	reclaimed := testpeer.Poll(time.Duration(scale(5, 30))*time.Second, 25*time.Millisecond, func() bool {
 		sts := probe(qmtpA, qmqpA, smtpA, "u0@example.com", fmt.Sprintf("full-reuse-%d", time.Now().UnixNano()), led)
 		return sts["QMTP"].IsAccept() && sts["QMQP"].IsAccept() && sts["SMTP"].IsAccept()
 	})
@@ -197,7 +197,7 @@ via = "qmtp://%s"
 	remountTmpfs(t, fsDir, "256m")
 	var recovered time.Duration
 	t0 := time.Now()
-	ok := poll(30*time.Second, func() bool {
+	ok := testpeer.Poll(30*time.Second, 25*time.Millisecond, func() bool {
 		sts := probe(qmtpA, qmqpA, smtpA, "u0@example.com", fmt.Sprintf("full-probe-%d", time.Now().UnixNano()), led)
 		for _, p := range []string{"QMTP", "QMQP", "SMTP"} {
 			if !sts[p].IsAccept() {
@@ -211,7 +211,7 @@ via = "qmtp://%s"
 		t.Errorf("mail still refused 30 s after space returned: %v", probe(qmtpA, qmqpA, smtpA, "u0@example.com", "full-probe-last", led))
 	}
 	acked = led.ackedKeys()
-	waitFor(t, "every acknowledged recipient at the next hop", 2*time.Minute, func() bool {
+	testpeer.WaitFor(t, "every acknowledged recipient at the next hop", 2*time.Minute, func() bool {
 		ds := sinkSet(qs)
 		for k := range acked {
 			if ds.count[k] == 0 {

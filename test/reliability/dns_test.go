@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"golang.org/x/net/dns/dnsmessage"
 )
 
@@ -200,10 +201,10 @@ via = "mx"
 			return true
 		}
 	}
-	waitFor(t, "a temporary failure for every domain with a dead resolver", 2*time.Minute, pendingEach(1))
+	testpeer.WaitFor(t, "a temporary failure for every domain with a dead resolver", 2*time.Minute, pendingEach(1))
 	d.stop()
 	d.start()
-	waitFor(t, "more temporary failures for every domain", 2*time.Minute, pendingEach(scale(2, 4)))
+	testpeer.WaitFor(t, "more temporary failures for every domain", 2*time.Minute, pendingEach(scale(2, 4)))
 	failed := d.logCount("state=failed")
 	bouncesBefore := countMaildir(filepath.Join(d.dir, "maildir"), "local.test", "sender")
 	if got := len(qs.copies()); got != 0 {
@@ -218,7 +219,7 @@ via = "mx"
 	dns.mode["mx.afail.test"] = ""
 	dns.mu.Unlock()
 	acked := led.ackedKeys()
-	waitFor(t, "every recipient delivered once DNS answers", 3*time.Minute, func() bool {
+	testpeer.WaitFor(t, "every recipient delivered once DNS answers", 3*time.Minute, func() bool {
 		ds := sinkSet(qs)
 		for k := range acked {
 			if ds.count[k] == 0 {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmtp"
 )
@@ -112,13 +113,13 @@ via = "qmtp://%s"
 	n := scale(40, 200)
 	inject(t, qmtpA, "hop", "sender@local.test", n, pickRcptsIn([]string{"q.test", "p.test", "s.test", "down.test"}, 4, 2), led)
 	peers := []*faultPeer{pq, pp, ps}
-	waitFor(t, "every fault tried", 2*time.Minute, func() bool {
+	testpeer.WaitFor(t, "every fault tried", 2*time.Minute, func() bool {
 		return len(pq.triedAll())+len(pp.triedAll())+len(ps.triedAll()) == 0
 	})
 	// The missing next hop comes up.
 	down := newSink(t, "qmtp", downAddr)
 	acked := led.ackedKeys()
-	waitFor(t, "every acknowledged recipient delivered", 3*time.Minute, func() bool {
+	testpeer.WaitFor(t, "every acknowledged recipient delivered", 3*time.Minute, func() bool {
 		ds := peersSet(peers, down)
 		for k := range acked {
 			if ds.count[k] == 0 {

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 // floodOutcome classifies one flood connection.
@@ -69,7 +71,7 @@ func flood(t *testing.T, conns []*floodConn, led *ledger, settle bool) map[strin
 	dialWG.Wait()
 	// Let the daemon accept (and so admit or refuse) the whole backlog:
 	// a connection accepted after others finish could take a freed slot.
-	if settle && !poll(time.Minute, func() bool {
+	if settle && !testpeer.Poll(time.Minute, 25*time.Millisecond, func() bool {
 		for a := range listeners {
 			if n, ok := acceptBacklog(a); !ok || n > 0 {
 				return false
@@ -320,7 +322,7 @@ func TestFlood(t *testing.T) {
 	slices.Sort(refusedCounts)
 	// Back to normal at once.
 	t1 := time.Now()
-	normal := poll(10*time.Second, func() bool {
+	normal := testpeer.Poll(10*time.Second, 25*time.Millisecond, func() bool {
 		st := probe(qmtpA, qmqpA, smtpA, "after@example.com", fmt.Sprintf("flood-after-%d", time.Now().UnixNano()), led)
 		return st["QMTP"].IsAccept() && st["QMQP"].IsAccept() && st["SMTP"].IsAccept()
 	})
@@ -329,7 +331,7 @@ func TestFlood(t *testing.T) {
 		t.Error("service not back to normal 10 s after the flood")
 	}
 	acked := led.ackedKeys()
-	waitFor(t, "every served message at the next hop", 2*time.Minute, func() bool {
+	testpeer.WaitFor(t, "every served message at the next hop", 2*time.Minute, func() bool {
 		ds := sinkSet(qs)
 		for k := range acked {
 			if ds.count[k] == 0 {
@@ -396,7 +398,7 @@ func TestFloodDescriptorExhaustion(t *testing.T) {
 	}
 	emfile := strings.Count(d.log(), "too many open files")
 	t1 := time.Now()
-	normal := poll(30*time.Second, func() bool {
+	normal := testpeer.Poll(30*time.Second, 25*time.Millisecond, func() bool {
 		st := probe(qmtpA, qmqpA, smtpA, "after@example.com", fmt.Sprintf("fdx-after-%d", time.Now().UnixNano()), led)
 		return st["QMTP"].IsAccept() && st["QMQP"].IsAccept() && st["SMTP"].IsAccept()
 	})
@@ -405,7 +407,7 @@ func TestFloodDescriptorExhaustion(t *testing.T) {
 		t.Error("service not back to normal 30 s after the flood")
 	}
 	acked := led.ackedKeys()
-	waitFor(t, "every acknowledged message at the next hop", 2*time.Minute, func() bool {
+	testpeer.WaitFor(t, "every acknowledged message at the next hop", 2*time.Minute, func() bool {
 		ds := sinkSet(qs)
 		for k := range acked {
 			if ds.count[k] == 0 {

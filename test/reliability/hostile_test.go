@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -273,7 +274,7 @@ func TestHostileInput(t *testing.T) {
 	// transactions reached nobody.
 	root := filepath.Join(d.dir, "maildir")
 	acked := led.ackedKeys()
-	waitFor(t, "every acknowledged message in its Maildir", 2*time.Minute, func() bool {
+	testpeer.WaitFor(t, "every acknowledged message in its Maildir", 2*time.Minute, func() bool {
 		ds := scanMaildirs(root, "barelf", "barecr", "smuggle", "trunc", "lfcmd")
 		for k := range acked {
 			if ds.count[k] == 0 {
@@ -298,7 +299,7 @@ func TestHostileInput(t *testing.T) {
 	}
 	peak := d.procStatus("VmHWM")
 	var settled int
-	ok := poll(30*time.Second, func() bool {
+	ok := testpeer.Poll(30*time.Second, 25*time.Millisecond, func() bool {
 		settled = d.goroutines()
 		return settled <= baseGoroutines+10
 	})

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -91,12 +90,9 @@ func noFileLimit() uint64 {
 	return lim.Cur
 }
 
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
-}
+// goTool is the go command: go test puts its own toolchain's bin first on
+// the PATH of the tests it runs.
+func goTool() string { return "go" }
 
 func findRepoRoot() (string, error) {
 	out, err := exec.Command(goTool(), "env", "GOMOD").Output()

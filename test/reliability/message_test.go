@@ -200,13 +200,6 @@ func (l *ledger) temps(proto string) int {
 	return l.tempProto[proto]
 }
 
-// acks returns the acknowledgements seen per protocol.
-func (l *ledger) acks(proto string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.perProto[proto]
-}
-
 func (l *ledger) ackedCount() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -169,7 +170,7 @@ via = "qmtp://%s"
 	rs, _ = replies(r.Out)
 	send("QMQP client on the allow list", "QMQP", len(rs) == 1 && strings.HasPrefix(rs[0], "K"), marker)
 
-	waitFor(t, "the relayed messages at the foreign next hop", time.Minute, func() bool { return len(foreign.copies()) >= 4 })
+	testpeer.WaitFor(t, "the relayed messages at the foreign next hop", time.Minute, func() bool { return len(foreign.copies()) >= 4 })
 	d.waitQueueEmpty(time.Minute)
 	d.stop()
 	leaked := 0

@@ -118,7 +118,7 @@ via = "qmtp://%s"
 	ok("QMTPS without a client certificate delivers locally", st.IsAccept(), "%s", st.Reply())
 	st = send(&pki.Stranger, "friend@foreign.test", "tls-relay-stranger")
 	ok("QMTPS with another CA's certificate may not relay", !st.IsAccept(), "%s", st.Reply())
-	waitFor(t, "the relayed message", 30*time.Second, func() bool { return len(foreign.copies()) >= 1 })
+	testpeer.WaitFor(t, "the relayed message", 30*time.Second, func() bool { return len(foreign.copies()) >= 1 })
 	for _, c := range foreign.copies() {
 		if c.Key.Marker != "tls-relay-cert" {
 			t.Errorf("%s reached the foreign hop", c.Key.Marker)
@@ -163,7 +163,7 @@ via = "qmtp://%s"
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	served := poll(30*time.Second, func() bool {
+	served := testpeer.Poll(30*time.Second, 25*time.Millisecond, func() bool {
 		st := probe("", "", userSMTP, "joe@example.com", fmt.Sprintf("asuser-%d", time.Now().UnixNano()), newLedger())
 		return st["SMTP"].IsAccept()
 	})

@@ -1,0 +1,107 @@
+package dkim
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
+)
+
+// dkimpy returns a python3 that can import dkimpy (Debian's python3-dkim),
+// the verifier qmgate did not write. Under CI a missing one fails the test.
+func dkimpy(t *testing.T) string {
+	t.Helper()
+	for _, py := range []string{"/usr/bin/python3", "python3"} {
+		if p, err := exec.LookPath(py); err == nil && exec.Command(p, "-c", "import dkim, nacl").Run() == nil {
+			return p
+		}
+	}
+	if testpeer.CI() {
+		t.Fatal("python3-dkim (dkimpy, with python3-nacl) is not installed; .ci/deps installs it")
+	}
+	t.Skip("python3-dkim not installed")
+	return ""
+}
+
+// TestDkimpyVerifies has dkimpy verify our signatures, with the public keys
+// handed to it instead of DNS: RSA-2048, Ed25519 and both at once, for a
+// message stored with CR LF and one stored with LF line ends (sent as CR LF,
+// as every SMTP client does; dkimpy is also given the LF form as stored).
+func TestDkimpyVerifies(t *testing.T) {
+	py := dkimpy(t)
+	r1, _, ed := testKeys(t)
+	rsaK, edK := Key{Selector: "r2026", Signer: r1}, Key{Selector: "e2026", Signer: ed}
+	dir := t.TempDir()
+	want := map[string]string{}
+	var files []string
+	add := func(name, msg, verdict string) {
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, []byte(msg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+		want[f] = verdict
+	}
+	for _, set := range []struct {
+		name string
+		keys []Key
+	}{{"rsa", []Key{rsaK}}, {"ed25519", []Key{edK}}, {"dual", []Key{rsaK, edK}}} {
+		s := mustSigner(t, Options{Domains: []Domain{{Name: "example.net", Keys: set.keys, Subdomains: true}}})
+		for _, ends := range []string{"lf", "crlf"} {
+			msg := testMsg
+			if ends == "crlf" {
+				msg = crlf(msg)
+			}
+			out, res := signMsg(t, s, []byte(msg))
+			if len(res.Selectors) != len(set.keys) {
+				t.Fatalf("%s/%s: %+v", set.name, ends, res)
+			}
+			pass := strings.TrimSpace(strings.Repeat(" pass", len(set.keys)))
+			fail := strings.TrimSpace(strings.Repeat(" fail", len(set.keys)))
+			name := set.name + "-" + ends
+			add(name+"-as-stored", string(out), pass)
+			if ends == "lf" {
+				add(name+"-as-sent", crlf(string(out)), pass)
+			}
+			// A changed body fails in dkimpy too: the check is real.
+			add(name+"-changed", strings.Replace(string(out), "Backup finished.", "Backup failed.", 1), fail)
+		}
+	}
+	got := runDkimpy(t, py, dir, files, records(t, "example.net", rsaK, edK))
+	for _, f := range files {
+		if got[f] != want[f] {
+			t.Errorf("%s: dkimpy says %q, want %q", filepath.Base(f), got[f], want[f])
+		}
+	}
+}
+
+// runDkimpy verifies files with dkimpy and returns its verdicts by file.
+func runDkimpy(t *testing.T, py, dir string, files []string, recs map[string]string) map[string]string {
+	t.Helper()
+	job, err := json.Marshal(map[string]any{"records": recs, "messages": files})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jf := filepath.Join(dir, "job.json")
+	if err := os.WriteFile(jf, job, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(py, "testdata/dkimpy_verify.py", jf)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("dkimpy: %v\n%s", err, stderr.String())
+	}
+	t.Logf("dkimpy notes:\n%s", stderr.String())
+	got := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f, verdict, _ := strings.Cut(l, " ")
+		got[f] = verdict
+	}
+	return got
+}

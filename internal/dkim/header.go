@@ -1,0 +1,122 @@
+package dkim
+
+import (
+	"bytes"
+	"net/mail"
+	"strings"
+)
+
+// field is one header field: its name in lower case and its raw bytes,
+// continuation lines and line end included.
+type field struct {
+	name string
+	raw  []byte
+}
+
+// splitHeader cuts a header (without its ending blank line) into fields. A
+// line that starts with a space or tab continues the field before it; a
+// leading line without a colon becomes a field with an empty name, which no
+// rule matches.
+func splitHeader(h []byte) []field {
+	var fields []field
+	for len(h) > 0 {
+		end := bytes.IndexByte(h, '\n')
+		if end < 0 {
+			end = len(h)
+		} else {
+			end++
+		}
+		line := h[:end]
+		h = h[end:]
+		if (line[0] == ' ' || line[0] == '\t') && len(fields) > 0 {
+			f := &fields[len(fields)-1]
+			f.raw = f.raw[:len(f.raw)+len(line)] // lines are contiguous in h
+			continue
+		}
+		name := ""
+		if i := bytes.IndexByte(line, ':'); i > 0 {
+			name = strings.ToLower(strings.TrimSpace(string(line[:i])))
+		}
+		fields = append(fields, field{name: name, raw: line})
+	}
+	return fields
+}
+
+// value returns a field's unfolded value.
+func (f field) value() string {
+	i := bytes.IndexByte(f.raw, ':')
+	v := string(f.raw[i+1:])
+	v = strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(v)
+	return strings.TrimSpace(v)
+}
+
+// fromDomain returns the domain of the author in the message's From: field,
+// or a reason in plain words why there is none to sign for.
+func fromDomain(fields []field) (string, string) {
+	var from *field
+	for i := range fields {
+		if fields[i].name == "from" {
+			if from != nil {
+				return "", "the message has more than one From: field"
+			}
+			from = &fields[i]
+		}
+	}
+	if from == nil {
+		return "", "the message has no From: field"
+	}
+	v := from.value()
+	var doms []string
+	if list, err := mail.ParseAddressList(v); err == nil {
+		for _, a := range list {
+			doms = append(doms, addrDomain(a.Address))
+		}
+	} else {
+		// A From: that net/mail cannot parse (bad quoting in the display
+		// name, say) still names its address in angle brackets or alone.
+		a := v
+		if i := strings.LastIndexByte(a, '<'); i >= 0 {
+			a = a[i+1:]
+			if j := strings.IndexByte(a, '>'); j >= 0 {
+				a = a[:j]
+			}
+		}
+		doms = append(doms, addrDomain(strings.TrimSpace(a)))
+	}
+	d := doms[0]
+	for _, o := range doms[1:] {
+		if o != d {
+			return "", "the From: field names authors in more than one domain"
+		}
+	}
+	if d == "" {
+		return "", "the From: address has no domain"
+	}
+	return d, ""
+}
+
+func addrDomain(a string) string {
+	i := strings.LastIndexByte(a, '@')
+	if i < 0 {
+		return ""
+	}
+	return normDomain(a[i+1:])
+}
+
+// sigTags returns the d= and s= tags of a DKIM-Signature field.
+func sigTags(f field) (d, s string) {
+	for _, t := range strings.Split(f.value(), ";") {
+		k, v, ok := strings.Cut(t, "=")
+		if !ok {
+			continue
+		}
+		v = strings.Join(strings.Fields(v), "")
+		switch strings.TrimSpace(k) {
+		case "d":
+			d = normDomain(v)
+		case "s":
+			s = v
+		}
+	}
+	return d, s
+}

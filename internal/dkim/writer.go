@@ -1,0 +1,316 @@
+package dkim
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strconv"
+	"strings"
+
+	msgdkim "github.com/emersion/go-msgauth/dkim"
+)
+
+// Writer signs one message written through it. It holds the header (up to
+// Options.MaxHeaderBytes) until the blank line that ends it, then chooses the
+// domain and keys and streams the body to the signers without keeping it.
+// Close finishes the signatures; Result then returns them.
+//
+// The caller writes the message to its own store at the same time (an
+// io.MultiWriter, or a second read of a spool file) and prepends
+// Result().Header when it sends the message on. A Writer is for one goroutine;
+// Close must always be called, also after an error, to release the signers.
+type Writer struct {
+	s       *Signer
+	hdr     []byte
+	inBody  bool
+	closed  bool
+	err     error
+	res     Result
+	crlf    bool
+	dom     *domain
+	keys    []Key
+	signers []*msgdkim.Signer
+	sinks   []io.Writer
+
+	// The check for a signature of ours already present.
+	own      []string // selectors of our signatures, in header order
+	verifyW  *io.PipeWriter
+	verified chan []*msgdkim.Verification
+}
+
+// NewWriter starts signing one message.
+func (s *Signer) NewWriter() *Writer { return &Writer{s: s} }
+
+// Write takes the next bytes of the message. It never keeps body bytes.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.closed {
+		return 0, errors.New("dkim: write after close")
+	}
+	if w.inBody {
+		return len(p), w.body(p)
+	}
+	old := len(w.hdr)
+	w.hdr = append(w.hdr, p...)
+	end := headerEnd(w.hdr, max(0, old-2))
+	if end < 0 {
+		if len(w.hdr) > w.s.maxHeader {
+			w.skip("the header is larger than " + strconv.Itoa(w.s.maxHeader) + " bytes")
+			w.inBody, w.hdr = true, nil
+		}
+		return len(p), nil
+	}
+	if end > w.s.maxHeader {
+		w.skip("the header is larger than " + strconv.Itoa(w.s.maxHeader) + " bytes")
+		w.inBody, w.hdr = true, nil
+		return len(p), nil
+	}
+	rest := w.hdr[end:]
+	w.start(w.hdr[:end])
+	w.inBody = true
+	if w.err == nil && len(rest) > 0 {
+		w.err = w.body(rest)
+	}
+	w.hdr = nil
+	return len(p), w.err
+}
+
+// headerEnd returns the offset just past the blank line that ends the header
+// in b, searching from from, or -1. A message that starts with a blank line
+// has an empty header.
+func headerEnd(b []byte, from int) int {
+	if bytes.HasPrefix(b, []byte("\n")) {
+		return 1
+	}
+	if bytes.HasPrefix(b, []byte("\r\n")) {
+		return 2
+	}
+	for i := from; i < len(b); i++ {
+		if b[i] != '\n' {
+			continue
+		}
+		switch {
+		case i+1 < len(b) && b[i+1] == '\n':
+			return i + 2
+		case i+2 < len(b) && b[i+1] == '\r' && b[i+2] == '\n':
+			return i + 3
+		}
+	}
+	return -1
+}
+
+func (w *Writer) skip(reason string) {
+	if w.res.Skipped == "" {
+		w.res.Skipped = reason
+	}
+}
+
+// start looks at the complete header (blank line included) and sets up the
+// signers, and the verifier when the message already has signatures of ours.
+func (w *Writer) start(hdr []byte) {
+	if i := bytes.IndexByte(hdr, '\n'); i > 0 && hdr[i-1] == '\r' {
+		w.crlf = true
+	}
+	fields := splitHeader(trimBlankLine(hdr))
+	from, why := fromDomain(fields)
+	if from == "" {
+		w.skip(why)
+		return
+	}
+	d := w.s.lookup(from)
+	if d == nil {
+		w.skip("no signing key for " + from)
+		return
+	}
+	w.dom, w.keys = d, d.Keys
+	w.res.Domain = d.Name
+	hkeys := w.s.headerKeys(fields)
+	for _, k := range w.keys {
+		sg, err := msgdkim.NewSigner(signOptions(d, k, hkeys))
+		if err != nil {
+			w.err = err
+			return
+		}
+		w.signers = append(w.signers, sg)
+		w.sinks = append(w.sinks, sg)
+	}
+	w.startVerify(fields, hdr)
+	for _, sk := range w.sinks {
+		if _, err := sk.Write(hdr); err != nil {
+			w.err = err
+			return
+		}
+	}
+}
+
+// startVerify checks the message's own earlier signatures (same d= and s=
+// as one of our keys) against our public keys, without DNS. The verifier
+// sees the header without the other DKIM-Signature fields, which our
+// signatures never cover, so that it checks ours alone.
+func (w *Writer) startVerify(fields []field, hdr []byte) {
+	ours := func(f field) (string, bool) {
+		if f.name != "dkim-signature" {
+			return "", false
+		}
+		d, s := sigTags(f)
+		_, known := w.dom.txt[s]
+		return s, known && d == w.dom.Name
+	}
+	var keep bytes.Buffer
+	for i, f := range fields {
+		if f.name == "dkim-signature" {
+			s, ok := ours(f)
+			if !ok || len(w.own) == maxOwnSignatures {
+				continue
+			}
+			if len(w.own) == 0 {
+				// The first of ours: the fields before it were skipped.
+				for _, g := range fields[:i] {
+					if g.name != "dkim-signature" {
+						keep.Write(g.raw)
+					}
+				}
+			}
+			w.own = append(w.own, s)
+		}
+		if len(w.own) > 0 {
+			keep.Write(f.raw)
+		}
+	}
+	if len(w.own) == 0 {
+		return
+	}
+	if w.crlf {
+		keep.WriteString("\r\n")
+	} else {
+		keep.WriteString("\n")
+	}
+	pr, pw := io.Pipe()
+	w.verifyW = pw
+	w.verified = make(chan []*msgdkim.Verification, 1)
+	dom := w.dom
+	go func() {
+		vs, _ := msgdkim.VerifyWithOptions(pr, &msgdkim.VerifyOptions{
+			LookupTXT: func(name string) ([]string, error) {
+				sel, ok := strings.CutSuffix(strings.ToLower(name), "._domainkey."+dom.Name)
+				if txt, found := dom.txt[sel]; ok && found {
+					return []string{txt}, nil
+				}
+				return nil, errors.New("not one of our keys")
+			},
+		})
+		// Verify may stop before the end of the body; drain the pipe so
+		// that writes never block.
+		io.Copy(io.Discard, pr)
+		w.verified <- vs
+	}()
+	w.sinks = append(w.sinks, &pipeSink{pw: pw, prefix: keep.Bytes()})
+}
+
+// pipeSink feeds the verifier: its header first, then (ignoring the real
+// header the Writer passes) the body.
+type pipeSink struct {
+	pw     *io.PipeWriter
+	prefix []byte
+	sent   bool
+}
+
+func (p *pipeSink) Write(b []byte) (int, error) {
+	if !p.sent {
+		p.sent = true
+		_, err := p.pw.Write(p.prefix)
+		return len(b), err
+	}
+	return p.pw.Write(b)
+}
+
+func (w *Writer) body(p []byte) error {
+	for _, sk := range w.sinks {
+		if _, err := sk.Write(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// trimBlankLine drops the blank line that ends a header.
+func trimBlankLine(h []byte) []byte {
+	if bytes.HasSuffix(h, []byte("\r\n")) {
+		return h[:len(h)-2]
+	}
+	return bytes.TrimSuffix(h, []byte("\n"))
+}
+
+// Close finishes the signatures. It must be called once the whole message
+// has been written, and also after an error; it is safe to call twice.
+func (w *Writer) Close() error {
+	if w.closed {
+		return w.err
+	}
+	w.closed = true
+	if !w.inBody && w.err == nil {
+		// The message ended inside its header: sign it as a header with
+		// an empty body, as it will be sent.
+		nl := []byte("\r\n")
+		if i := bytes.IndexByte(w.hdr, '\n'); i == 0 || i > 0 && w.hdr[i-1] != '\r' {
+			nl = []byte("\n")
+		}
+		hdr := w.hdr
+		if len(hdr) > 0 && hdr[len(hdr)-1] != '\n' {
+			hdr = append(hdr, nl...)
+		}
+		hdr = append(hdr, nl...)
+		w.start(hdr)
+		w.hdr = nil
+		w.inBody = true
+	}
+	var vs []*msgdkim.Verification
+	if w.verifyW != nil {
+		w.verifyW.Close()
+		vs = <-w.verified
+	}
+	sigs := make([]string, len(w.signers))
+	for i, sg := range w.signers {
+		if err := sg.Close(); err != nil && w.err == nil {
+			w.err = err
+		} else if err == nil {
+			sigs[i] = sg.Signature()
+		}
+	}
+	if w.err != nil {
+		return w.err
+	}
+	if w.dom == nil {
+		return nil
+	}
+	kept := map[string]bool{}
+	for i, v := range vs {
+		if i < len(w.own) && v != nil && v.Err == nil {
+			kept[w.own[i]] = true
+		}
+	}
+	var out strings.Builder
+	for i, k := range w.keys {
+		if kept[k.Selector] {
+			w.res.Kept = append(w.res.Kept, k.Selector)
+			continue
+		}
+		w.res.Selectors = append(w.res.Selectors, k.Selector)
+		out.WriteString(sigs[i])
+	}
+	if out.Len() == 0 {
+		w.skip("the message already carries our valid signatures")
+		return nil
+	}
+	h := out.String()
+	if !w.crlf {
+		h = strings.ReplaceAll(h, "\r\n", "\n")
+	}
+	w.res.Header = []byte(h)
+	return nil
+}
+
+// Result returns what Close did; it is complete only after Close returned nil.
+func (w *Writer) Result() Result { return w.res }
