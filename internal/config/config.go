@@ -69,6 +69,8 @@ type Config struct {
 	Metrics    Metrics     `toml:"metrics"`
 	Nullclient Nullclient  `toml:"nullclient"`
 	Limits     ListenLimit `toml:"limits"`
+	DKIM       []DKIM      `toml:"dkim"`    // signing keys (identity.go)
+	Rewrite    Rewrite     `toml:"rewrite"` // masquerading (identity.go)
 
 	// Source is the file the configuration came from ("(embedded default)"
 	// for the built-in one). Not a TOML key.
@@ -520,6 +522,7 @@ func (c *Config) validate() Errors {
 			bad(fmt.Sprintf("nullclient.qmqp_servers[%d]", i), "empty server")
 		}
 	}
+	c.validateIdentity(bad)
 	return errs
 }
 
