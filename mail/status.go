@@ -80,9 +80,13 @@ var (
 	StatusBadRecipient = Status{Class: Permanent, Code: "5.1.3", Text: "sorry, I can't handle that recipient", SMTP: 553}
 	StatusBadSender    = Status{Class: Permanent, Code: "5.1.7", Text: "unacceptable sender", SMTP: 553}
 	StatusBadAddresses = Status{Class: Permanent, Code: "5.1.3", Text: "sorry, I can't accept addresses like that", SMTP: 553}
-	StatusTooManyHops  = Status{Class: Permanent, Code: "5.4.6", Text: "too many hops, this message is looping", SMTP: 554}
-	StatusNotRcptHost  = Status{Class: Permanent, Code: "5.7.1", Text: "sorry, that domain isn't in my list of allowed rcpthosts", SMTP: 553}
-	StatusNoRecipients = Status{Class: Permanent, Code: "5.5.1", Text: "no recipients", SMTP: 554}
+	// StatusUndeliverable refuses an address no transport can deliver
+	// safely: control characters, no domain, or a mailbox name local
+	// delivery refuses (MailboxName).
+	StatusUndeliverable = Status{Class: Permanent, Code: "5.1.3", Text: "sorry, that address is not deliverable"}
+	StatusTooManyHops   = Status{Class: Permanent, Code: "5.4.6", Text: "too many hops, this message is looping", SMTP: 554}
+	StatusNotRcptHost   = Status{Class: Permanent, Code: "5.7.1", Text: "sorry, that domain isn't in my list of allowed rcpthosts", SMTP: 553}
+	StatusNoRecipients  = Status{Class: Permanent, Code: "5.5.1", Text: "no recipients", SMTP: 554}
 	// StatusTooManyRcpts is temporary on purpose (RFC 5321 4.5.3.1.10 and
 	// RFC 3463 X.5.3): the client sends the excess recipients again in a
 	// later transaction instead of bouncing them.

@@ -35,6 +35,9 @@ type Writer struct {
 	crc  uint32
 	err  error
 	done bool
+	// counted is what Write added to the space guard's count of body
+	// bytes; Abort gives it back.
+	counted int64
 
 	prefix string // SetPrefix
 }
@@ -49,7 +52,7 @@ var ErrPrefixTooLarge = errors.New("queue: message prefix larger than the limit"
 
 // SetPrefix sets header bytes (whole header lines, such as DKIM-Signature
 // fields computed while the body streamed) that go in front of the body
-// whenever it is read back: Delivery.Open, Delivery.Size and bounces see
+// whenever a delivery reads it back: Delivery.Open and Delivery.Size see
 // prefix and body as one message. It is stored in the message's journal
 // record, committed with the envelope. Call it before Commit; the last
 // call wins.
@@ -104,6 +107,17 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	if w.done {
 		return 0, &Error{Op: "write", Err: errors.New("message already committed or aborted")}
+	}
+	if w.q.opt.MinFreeBytes >= 0 {
+		// The bytes count against the reserve before they are written,
+		// so concurrent messages cannot all pass a check made before any
+		// of them wrote.
+		w.q.space.written.Add(int64(len(p)))
+		w.counted += int64(len(p))
+		if w.q.lowSpace() {
+			w.err = &Error{Op: "write", Err: ErrLowSpace}
+			return 0, w.err
+		}
 	}
 	if w.f == nil && int64(len(w.buf)+len(p)) <= w.q.opt.InlineMax {
 		w.buf = append(w.buf, p...)
@@ -316,6 +330,10 @@ func (w *Writer) Abort() error {
 		w.f.Close()
 		w.f = nil
 	}
+	// The body is discarded (its file removed below): its bytes no longer
+	// count against the reserve.
+	w.q.space.written.Add(-w.counted)
+	w.counted = 0
 	q := w.q
 	q.mu.Lock()
 	had := q.inflight[w.id]

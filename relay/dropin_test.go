@@ -56,7 +56,16 @@ func dropIn(t *testing.T, doc string, env qmail.Env, sink qmail.Sink, program bo
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &DropIn{Config: cfg, Env: env, Sink: sink, Program: program, Log: quiet()}
+	d := &DropIn{Config: cfg, Env: env, Sink: sink, Program: program, Log: quiet()}
+	if err := d.LoadRoutes(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if d.Routes != nil {
+			d.Routes.Close()
+		}
+	})
+	return d
 }
 
 func serveQMTP(t *testing.T, srv *qmtp.Server) string {

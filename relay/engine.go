@@ -11,6 +11,7 @@ import (
 	"github.com/qmgate/qmgate/internal/workers"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/queue"
+	"github.com/qmgate/qmgate/relay/transport"
 )
 
 // Engine defaults.
@@ -28,10 +29,14 @@ const (
 )
 
 // Engine moves mail from the queue to the transports: it claims due work,
-// routes each recipient group, runs it on the route's workers (at most the
-// route's concurrency at once, batching messages that wait for the same
-// route), and records the per-recipient results in the queue, which
-// reschedules, backs off per destination and bounces.
+// routes each recipient (the queue groups recipients by next hop, but two
+// routes may share one with different TLS, credentials or headers, so a
+// claimed delivery is split by route, never sent whole through the route
+// of its first recipient), runs each part on its route's workers (at most
+// the route's concurrency at once, batching messages that wait for the
+// same route), and records the per-recipient results of a delivery in the
+// queue once all its parts are done; the queue reschedules, backs off per
+// destination and bounces.
 type Engine struct {
 	Queue *queue.Queue
 	// Routes returns the current route table; a reload swaps it.
@@ -47,20 +52,46 @@ type Engine struct {
 
 	mu      sync.Mutex
 	workers map[*Route]*routeWorkers
-	tokens  chan struct{}
-	wg      sync.WaitGroup
-	// recorders run the Records of finished jobs on reused goroutines.
+	// tokens holds one entry per claimed delivery not yet recorded.
+	tokens chan struct{}
+	wg     sync.WaitGroup
+	// recorders run the Records of finished deliveries on reused
+	// goroutines; records counts those not yet done.
 	recorders workers.Pool
+	records   sync.WaitGroup
 }
 
-// routeWorkers is the FIFO of claimed deliveries waiting for one route.
+// claimed is one delivery claimed from the queue on its way through one
+// or more routes. It is recorded once, when its last part is done: a
+// Record releases the lease of every recipient of the delivery, and one
+// still being delivered by another route must not be handed out again.
+type claimed struct {
+	d       *queue.Delivery
+	mu      sync.Mutex
+	results []queue.Result // one per recipient, valid where has is set
+	has     []bool
+	left    int  // parts not yet done
+	tried   bool // some part reached its transport or was given a status
+}
+
+func newClaimed(d *queue.Delivery) *claimed {
+	return &claimed{d: d, results: make([]queue.Result, len(d.Recipients)), has: make([]bool, len(d.Recipients))}
+}
+
+// part is the share of a claimed delivery that one route serves: the
+// indexes of its recipients in the delivery.
+type part struct {
+	c   *claimed
+	idx []int
+}
+
+// routeWorkers is the FIFO of parts waiting for one route.
 type routeWorkers struct {
 	route   *Route
 	mu      sync.Mutex
 	cond    *sync.Cond
-	pending []*queue.Delivery
+	pending []*part
 	closed  bool
-	running int
 }
 
 // Run delivers until ctx ends, then waits for deliveries under way to be
@@ -91,6 +122,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		e.mu.Unlock()
 		e.wg.Wait()
+		e.records.Wait()
 		e.recorders.Close()
 	}()
 	for {
@@ -118,16 +150,50 @@ func (e *Engine) Run(ctx context.Context) error {
 		router := e.Routes()
 		for _, d := range ds {
 			e.tokens <- struct{}{}
-			rt := router.Lookup(d.Recipients[0])
-			if rt == nil {
-				// A reload removed the route after acceptance: keep the
-				// mail and say why; the administrator can add a route.
-				e.record(dctx, nil, d, nil, mail.Temp("4.4.4", "no route for this domain"), "")
-				<-e.tokens
-				continue
-			}
-			e.worker(dctx, rt).push(d)
+			e.dispatch(dctx, router, d)
 		}
+	}
+}
+
+// dispatch splits d by the route of each recipient and hands each part to
+// its route's workers. Recipients no route serves (a reload removed their
+// route after acceptance) keep their mail with a temporary failure that
+// says why; the administrator can add a route.
+func (e *Engine) dispatch(ctx context.Context, router *Router, d *queue.Delivery) {
+	c := newClaimed(d)
+	var routes []*Route
+	var idx [][]int
+	var none []int
+	for i, rcpt := range d.Recipients {
+		rt := router.Lookup(rcpt)
+		if rt == nil {
+			none = append(none, i)
+			continue
+		}
+		k := 0
+		for k < len(routes) && routes[k] != rt {
+			k++
+		}
+		if k == len(routes) {
+			routes = append(routes, rt)
+			idx = append(idx, nil)
+		}
+		idx[k] = append(idx[k], i)
+	}
+	c.left = len(routes)
+	if len(none) > 0 {
+		c.left++
+	}
+	for k, rt := range routes {
+		e.worker(ctx, rt).push(&part{c: c, idx: idx[k]})
+	}
+	if len(none) > 0 {
+		st := mail.Temp("4.4.4", "no route for this domain")
+		rs := make([]transport.Result, len(none))
+		for i := range rs {
+			rs[i] = transport.Result{Status: st}
+		}
+		e.finish(ctx, nil, &part{c: c, idx: none}, rs)
 	}
 }
 
@@ -170,9 +236,9 @@ func containsRoute(r *Router, rt *Route) bool {
 	return false
 }
 
-func (w *routeWorkers) push(d *queue.Delivery) {
+func (w *routeWorkers) push(p *part) {
 	w.mu.Lock()
-	w.pending = append(w.pending, d)
+	w.pending = append(w.pending, p)
 	w.mu.Unlock()
 	w.cond.Signal()
 }
@@ -184,9 +250,9 @@ func (w *routeWorkers) close() {
 	w.cond.Broadcast()
 }
 
-// take waits for work and returns up to max deliveries, or nil once closed
-// and drained.
-func (w *routeWorkers) take(max int) []*queue.Delivery {
+// take waits for work and returns up to max parts, or nil once closed and
+// drained.
+func (w *routeWorkers) take(max int) []*part {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for len(w.pending) == 0 {
@@ -196,7 +262,7 @@ func (w *routeWorkers) take(max int) []*queue.Delivery {
 		w.cond.Wait()
 	}
 	n := min(max, len(w.pending))
-	out := make([]*queue.Delivery, n)
+	out := make([]*part, n)
 	copy(out, w.pending)
 	w.pending = append(w.pending[:0], w.pending[n:]...)
 	if len(w.pending) > 0 {
@@ -207,99 +273,116 @@ func (w *routeWorkers) take(max int) []*queue.Delivery {
 
 func (e *Engine) work(ctx context.Context, w *routeWorkers) {
 	for {
-		ds := w.take(e.MaxBatch)
-		if ds == nil {
+		ps := w.take(e.MaxBatch)
+		if ps == nil {
 			return
 		}
-		e.deliver(ctx, w.route, ds)
-		for range ds {
-			<-e.tokens
-		}
+		e.deliver(ctx, w.route, ps)
 	}
 }
 
-// deliver runs one batch through the route's transport and records it.
-func (e *Engine) deliver(ctx context.Context, rt *Route, ds []*queue.Delivery) {
+// deliver runs one batch of parts through the route's transport. Each part
+// is done as soon as the transport calls its job's Done (or, for those it
+// did not, once Deliver returns), while the transport goes on with the rest
+// of the batch: a crash repeats only deliveries not yet recorded, so
+// recording a delivery early shrinks that window from a whole batch to one
+// message. The records still share journal flushes: those appended while
+// one flush runs go in the next.
+func (e *Engine) deliver(ctx context.Context, rt *Route, ps []*part) {
 	now := time.Now()
-	jobs := make([]*Job, 0, len(ds))
-	live := make([]*queue.Delivery, 0, len(ds))
-	for _, d := range ds {
+	jobs := make([]*transport.Job, 0, len(ps))
+	for _, p := range ps {
+		d := p.c.d
 		if d.LeaseUntil.Sub(now) < leaseMargin {
 			// Waited too long: the queue may already have handed these
 			// recipients to someone else. Leave them to it.
 			e.Log.Warn("delivery lease expired before start", "id", d.ID, "route", rt.Name)
+			e.finish(ctx, rt, p, nil)
 			continue
 		}
 		if ctx.Err() != nil {
-			e.Queue.Record(context.Background(), d, nil)
+			e.finish(ctx, rt, p, []transport.Result{})
 			continue
 		}
-		d := d
-		jobs = append(jobs, &Job{
+		env := mail.Envelope{Sender: d.Sender, Recipients: make([]string, len(p.idx))}
+		for k, i := range p.idx {
+			env.Recipients[k] = d.Recipients[i]
+		}
+		j := &transport.Job{
 			ID:       d.ID,
-			Envelope: d.Envelope(),
+			Envelope: env,
 			Size:     d.Size,
 			Open:     func() (io.ReadCloser, error) { return d.Open() },
-		})
-		live = append(live, d)
+		}
+		j.OnDone = func() {
+			if len(j.Results) != len(j.Envelope.Recipients) {
+				j.Fill(mail.Temp("4.3.0", "transport gave no result"), "")
+			}
+			e.finish(ctx, rt, p, j.Results)
+		}
+		jobs = append(jobs, j)
 	}
 	if len(jobs) == 0 {
 		return
-	}
-	// Each job is recorded as soon as the transport calls its Done (or,
-	// for those it did not, once Deliver returns), while the transport
-	// goes on with the rest of the batch: a crash repeats only deliveries
-	// not yet recorded, so recording a job early shrinks that window from
-	// a whole batch to one message. The records still share journal
-	// flushes: those appended while one flush runs go in the next.
-	var wg sync.WaitGroup
-	for i, d := range live {
-		j := jobs[i]
-		j.done = func() {
-			if len(j.Results) != len(j.Envelope.Recipients) {
-				j.fill(mail.Temp("4.3.0", "transport gave no result"), "")
-			}
-			wg.Add(1)
-			e.recorders.Go(func() {
-				defer wg.Done()
-				e.record(ctx, rt, d, j.Results, mail.Status{}, "")
-			})
-		}
 	}
 	rt.Transport.Deliver(ctx, jobs)
 	for _, j := range jobs {
 		j.Done()
 	}
-	wg.Wait()
 }
 
-// record turns transport results into queue results, logs one line per
-// recipient and counts them. With results nil, every recipient gets st.
-func (e *Engine) record(ctx context.Context, rt *Route, d *queue.Delivery, results []Result, st mail.Status, host string) {
+// finish files the results of one part (nil: not attempted, a lease that
+// ran out; empty: stopped before it started) and, when it was the last
+// part of its delivery, records the delivery and frees its slot.
+func (e *Engine) finish(ctx context.Context, rt *Route, p *part, results []transport.Result) {
+	c := p.c
 	name, via := "", ""
 	if rt != nil {
 		name, via = rt.Name, rt.Via
 	}
-	qr := make([]queue.Result, len(d.Recipients))
 	debug := e.Log.Enabled(ctx, slog.LevelDebug)
-	for i, rcpt := range d.Recipients {
-		r := Result{Status: st, Host: host}
-		if results != nil {
-			r = results[i]
+	c.mu.Lock()
+	c.tried = c.tried || results != nil
+	for k, i := range p.idx {
+		if k >= len(results) {
+			break
 		}
-		qr[i] = queue.Result{Recipient: rcpt, Status: r.Status, Route: via, Host: r.Host}
+		r, rcpt := results[k], c.d.Recipients[i]
+		c.results[i] = queue.Result{Recipient: rcpt, Status: r.Status, Route: via, Host: r.Host, Destination: r.Destination}
+		c.has[i] = true
 		if e.Metrics != nil {
 			e.Metrics.Deliveries.WithLabelValues(name, r.Status.Class.String()).Inc()
 		}
 		if debug {
-			e.Log.Debug("delivery", "id", d.ID, "rcpt", rcpt, "route", via, "host", r.Host,
-				"status", string(r.Status.Reply()), "delay", time.Since(d.Received).Round(time.Millisecond))
+			e.Log.Debug("delivery", "id", c.d.ID, "rcpt", rcpt, "route", via, "host", r.Host,
+				"status", string(r.Status.Reply()), "delay", time.Since(c.d.Received).Round(time.Millisecond))
 		}
 	}
-	// Record even when ctx is ending: a delivered recipient must be marked.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	if err := e.Queue.Record(rctx, d, qr); err != nil && !errors.Is(err, context.Canceled) {
-		e.Log.Error("cannot record delivery results", "id", d.ID, "err", err)
+	c.left--
+	last := c.left == 0
+	c.mu.Unlock()
+	if !last {
+		return
 	}
+	e.records.Add(1)
+	e.recorders.Go(func() {
+		defer e.records.Done()
+		defer func() { <-e.tokens }()
+		if !c.tried {
+			return // every part's lease ran out: the queue has them back
+		}
+		qr := make([]queue.Result, 0, len(c.results))
+		for i, r := range c.results {
+			if c.has[i] {
+				qr = append(qr, r)
+			}
+		}
+		// Record even when ctx is ending: a delivered recipient must be
+		// marked.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if err := e.Queue.Record(rctx, c.d, qr); err != nil && !errors.Is(err, context.Canceled) {
+			e.Log.Error("cannot record delivery results", "id", c.d.ID, "err", err)
+		}
+	})
 }

@@ -14,25 +14,25 @@ import (
 	"github.com/qmgate/qmgate/netstring"
 	"github.com/qmgate/qmgate/qmtp"
 	"github.com/qmgate/qmgate/queue"
+	"github.com/qmgate/qmgate/relay/transport"
 )
 
 // stepTransport delivers job after job, marking each Done, and before each
 // job after the first waits until the queue has recorded the ones before
 // it: the record of a job must not wait for the rest of its batch.
 type stepTransport struct {
-	t       *testing.T
-	q       *queue.Queue
-	total   int
-	waited  []bool
-	started chan struct{}
+	t      *testing.T
+	q      *queue.Queue
+	total  int
+	waited []bool
 }
 
-func (s *stepTransport) Deliver(ctx context.Context, jobs []*Job) {
+func (s *stepTransport) Deliver(ctx context.Context, jobs []*transport.Job) {
 	for k, j := range jobs {
 		if k > 0 {
 			s.waited = append(s.waited, waitRecorded(s.q, s.total-k))
 		}
-		j.setAll(mail.OK("taken"), "step:")
+		j.SetAll(mail.OK("taken"), "step:")
 		j.Done()
 	}
 }
@@ -51,6 +51,23 @@ func waitRecorded(q *queue.Queue, left int) bool {
 }
 
 // queueOfSteps opens a queue holding n one-recipient messages.
+// wholeParts makes each claimed delivery one part, as the engine does when
+// one route serves all its recipients, and takes its slot.
+func wholeParts(e *Engine, ds []*queue.Delivery) []*part {
+	e.tokens = make(chan struct{}, len(ds))
+	ps := make([]*part, len(ds))
+	for k, d := range ds {
+		e.tokens <- struct{}{}
+		c := newClaimed(d)
+		c.left = 1
+		ps[k] = &part{c: c}
+		for i := range d.Recipients {
+			ps[k].idx = append(ps[k].idx, i)
+		}
+	}
+	return ps
+}
+
 func queueOfSteps(t *testing.T, n int) (*queue.Queue, *slog.Logger) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -81,7 +98,8 @@ func TestEngineRecordsEachJobWhenDone(t *testing.T) {
 	}
 	tr := &stepTransport{t: t, q: q, total: n}
 	e := &Engine{Queue: q, Log: log}
-	e.deliver(context.Background(), &Route{Name: "route[0]", Via: "step:", Transport: tr}, ds)
+	e.deliver(context.Background(), &Route{Name: "route[0]", Via: "step:", Transport: tr}, wholeParts(e, ds))
+	e.records.Wait()
 	for k, ok := range tr.waited {
 		if !ok {
 			t.Errorf("job %d started before the jobs ahead of it in the batch were recorded", k+1)
@@ -133,10 +151,11 @@ func TestEngineRecordsQMTPPerMessage(t *testing.T) {
 	if len(ds) != n {
 		t.Fatalf("claimed %d deliveries, want %d", len(ds), n)
 	}
-	tr := NewQMTP(l.Addr().String(), &qmtp.Client{}, 1)
+	tr := transport.NewQMTP(l.Addr().String(), &qmtp.Client{}, transport.Reuse{MaxIdle: 1})
 	defer tr.Close()
 	e := &Engine{Queue: q, Log: log}
-	e.deliver(context.Background(), &Route{Name: "route[0]", Via: "qmtp://" + l.Addr().String(), Transport: tr}, ds)
+	e.deliver(context.Background(), &Route{Name: "route[0]", Via: "qmtp://" + l.Addr().String(), Transport: tr}, wholeParts(e, ds))
+	e.records.Wait()
 	got := <-waited
 	if len(got) != n-1 {
 		t.Fatalf("the next hop answered %d packages after the first, want %d", len(got), n-1)

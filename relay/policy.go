@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/relay/transport"
 )
 
 // Route sends the recipients whose domain matches one of its patterns through
@@ -113,28 +114,22 @@ func (p *Policy) Accept(c *mail.ConnInfo, rcpt string) (string, mail.Status) {
 		return rcpt, mail.StatusNotRcptHost
 	}
 	if !deliverable(rcpt, relay && p.LocalRecipients) {
-		return rcpt, statusUndeliverable
+		return rcpt, mail.StatusUndeliverable
 	}
 	if p.Router != nil {
 		rt := p.Router.Lookup(rcpt)
 		if rt == nil {
 			return rcpt, mail.Perm("5.1.2", "sorry, I have no route for that domain")
 		}
-		if rt.local() {
-			if _, _, err := mail.MailboxName(rcpt); err != nil {
-				return rcpt, statusUndeliverable
+		// Local routes know their mailboxes: a name local delivery would
+		// refuse (5.1.3) or a user not on the route's list (5.1.1).
+		if chk, ok := rt.Transport.(transport.RecipientChecker); ok {
+			if st := chk.CheckRecipient(rcpt); !st.IsAccept() {
+				return rcpt, st
 			}
 		}
 	}
 	return rcpt, mail.OK("")
-}
-
-var statusUndeliverable = mail.Perm("5.1.3", "sorry, that address is not deliverable")
-
-// local reports whether the route delivers into mailboxes on this host,
-// whose names follow mail.MailboxName.
-func (rt *Route) local() bool {
-	return strings.HasPrefix(rt.Via, "maildir:") || strings.HasPrefix(rt.Via, "mbox:")
 }
 
 // deliverable refuses, from every client, forms that no transport can put on

@@ -4,10 +4,12 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/qmgate/qmgate/internal/config"
 	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/qmgate/qmgate/internal/config"
+	"github.com/qmgate/qmgate/relay/transport"
 
 	"github.com/qmgate/qmgate/mail"
 )
@@ -119,7 +121,8 @@ func TestQueueOptionsDelayNoticeOff(t *testing.T) {
 // strangers as from relay clients.
 func TestPolicyRefusesUndeliverableAtTheDoor(t *testing.T) {
 	p := testPolicy()
-	p.Router.Routes[0].Via = "maildir:/var/mail"
+	p.Router.Routes[0].Via = "maildir:" + t.TempDir()
+	p.Router.Routes[0].Transport = &transport.Maildir{Mailboxes: transport.Mailboxes{Dir: t.TempDir()}}
 	stranger := &mail.ConnInfo{Proto: "QMTP", RemoteAddr: &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 1}}
 	relay := &mail.ConnInfo{Proto: "QMTP", RelayClient: true}
 	qmqp := &mail.ConnInfo{Proto: "QMQP"}

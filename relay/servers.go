@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 
 	"github.com/qmgate/qmgate/internal/config"
@@ -60,17 +59,6 @@ func newPolicy(cfg *config.Config, router *Router) *Policy {
 	}
 }
 
-// routeTable is the route table of cfg for lookups only, without
-// transports: what the daemon's policy consults, for a drop-in that hands
-// its mail to the daemon.
-func routeTable(cfg *config.Config) *Router {
-	r := &Router{Routes: make([]*Route, len(cfg.Routes))}
-	for i, rc := range cfg.Routes {
-		r.Routes[i] = &Route{Name: fmt.Sprintf("route[%d]", i), Patterns: mail.HostList(rc.Domains), Via: rc.Via}
-	}
-	return r
-}
-
 // DropIn serves one connection the way qmail-qmtpd and qmail-qmqpd do under
 // tcpserver (qmgate's qmtpd and qmqpd): the servers, handlers and policy of
 // `qmgate serve`, with tcpserver's environment (RELAYCLIENT, DATABYTES,
@@ -86,7 +74,28 @@ type DropIn struct {
 	// recipient the daemon would refuse is refused alone, as qmail-qmtpd
 	// refuses a bad recipient, instead of failing the whole package.
 	Program bool
-	Log     *slog.Logger
+	// Routes is the daemon's route table (BuildRouter of Config), which
+	// the daemon's policy consults; nil when Program is set or the
+	// configuration has no routes (it is then one for the drop-in alone:
+	// the socket, sizes), and the daemon's own routes are not known.
+	Routes *Router
+	Log    *slog.Logger
+}
+
+// LoadRoutes builds Routes from Config with the daemon's own builder, for
+// a drop-in that hands its mail to the daemon; a drop-in that runs a
+// qmail-queue program, or whose configuration has no routes, has none.
+func (d *DropIn) LoadRoutes() error {
+	if d.Program || len(d.Config.Routes) == 0 {
+		d.Routes = nil
+		return nil
+	}
+	r, err := BuildRouter(d.Config, d.Log)
+	if err != nil {
+		return err
+	}
+	d.Routes = r
+	return nil
 }
 
 func (d *DropIn) policy() *Policy {
@@ -95,13 +104,10 @@ func (d *DropIn) policy() *Policy {
 	if d.Env.RelaySet {
 		p.RelaySuffix = d.Env.RelayClient
 	}
-	switch {
-	case d.Program:
+	if d.Program {
 		p.LocalRecipients = true
-	case len(d.Config.Routes) > 0:
-		// A configuration without routes is one for the drop-in alone
-		// (the socket, sizes): the daemon's own routes are not known.
-		p.Router = routeTable(d.Config)
+	} else {
+		p.Router = d.Routes
 	}
 	return p
 }

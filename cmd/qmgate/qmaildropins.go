@@ -213,6 +213,10 @@ func runDropIn(name, proto string, args []string, stdin io.Reader, stdout, stder
 	if p := os.Getenv("QMAILQUEUE"); p != "" {
 		d.Sink, d.Program = qmail.ProgramSink{Queue: &qmail.Queue{Path: p, Stderr: os.Stderr}}, true
 	}
+	if err := d.LoadRoutes(); err != nil {
+		fmt.Fprintf(stderr, "qmgate %s: %v\n", name, err)
+		return exitDaemonTrouble
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	conn := qmail.StreamConn(stdin, stdout)

@@ -195,13 +195,28 @@ type Route struct {
 	// TLS for smtp:// routes: "required" (default), "opportunistic", "none".
 	TLS string `toml:"tls"`
 	// Username and Password (or PasswordFile) for SMTP AUTH at a smarthost.
+	// Credentials go only over verified TLS (tls "required", the default).
 	Username     string `toml:"username"`
 	Password     string `toml:"password"`
 	PasswordFile string `toml:"password_file"`
+	// InsecureAuth allows credentials with tls "opportunistic" or "none"
+	// (a smarthost on loopback, say): whoever is on the path can read them.
+	InsecureAuth bool `toml:"insecure_auth"`
 	// CAFile verifies the next hop's certificate instead of the system roots.
 	CAFile string `toml:"ca_file"`
 	// Headers are extra HTTP headers for webhook routes ("Name: value").
 	Headers []string `toml:"headers"`
+	// RedirectPermanent makes a webhook's 3xx answer a permanent failure;
+	// by default it is temporary. Redirects are never followed.
+	RedirectPermanent bool `toml:"redirect_permanent"`
+	// UsersFile, for maildir and mbox routes, lists the valid local users,
+	// one a line ("#" starts a comment); others are refused at RCPT.
+	// Empty: every safe name is a user. Reloaded with the configuration.
+	UsersFile string `toml:"users_file"`
+	// MaxNewMailboxesPerHour bounds how many mailboxes a maildir or mbox
+	// route creates per hour; past it, deliveries to new mailboxes wait.
+	// Default 20; negative means no bound.
+	MaxNewMailboxesPerHour int `toml:"max_new_mailboxes_per_hour"`
 
 	// Parsed is Via parsed; set by Load.
 	Parsed *url.URL `toml:"-"`
@@ -507,6 +522,11 @@ func (c *Config) validate() Errors {
 		}
 		if r.Password != "" && r.PasswordFile != "" {
 			bad(key+".password", "set password or password_file, not both")
+		}
+		if r.Username != "" && r.Via == "mx" {
+			bad(key+".username", "mx routes send no credentials: every exchanger of every domain would get them")
+		} else if r.Username != "" && (r.TLS == "opportunistic" || r.TLS == "none") && !r.InsecureAuth {
+			bad(key+".username", "credentials need verified TLS (tls = \"required\"); set insecure_auth = true to send them over %s TLS anyway", map[string]string{"opportunistic": "unverified", "none": "no"}[r.TLS])
 		}
 	}
 	if c.User != "" {

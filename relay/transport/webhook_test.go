@@ -1,4 +1,4 @@
-package relay
+package transport
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,7 +32,7 @@ func TestWebhook(t *testing.T) {
 		calls++
 	}))
 	defer srv.Close()
-	wh := NewWebhook(srv.URL, http.Header{"Authorization": {"Bearer t"}}, nil, 10*time.Second, slog.New(slog.DiscardHandler))
+	wh := NewWebhook(WebhookOptions{URL: srv.URL, Headers: http.Header{"Authorization": {"Bearer t"}}, Timeout: 10 * time.Second})
 	wh.client.RetryWaitMin, wh.client.RetryWaitMax = time.Millisecond, 5*time.Millisecond
 	defer wh.Close()
 	j := testJob("s@x.example", "Subject: x\n\nbody\n", "a@y.example", "b@y.example")
@@ -68,7 +69,7 @@ func TestWebhookPermanent(t *testing.T) {
 		w.WriteHeader(400)
 	}))
 	defer srv.Close()
-	wh := NewWebhook(srv.URL, nil, nil, 10*time.Second, slog.New(slog.DiscardHandler))
+	wh := NewWebhook(WebhookOptions{URL: srv.URL, Timeout: 10 * time.Second})
 	j := testJob("", "x\n", "a@y.example")
 	wh.Deliver(context.Background(), []*Job{j})
 	if !j.Results[0].Status.IsPermanent() {
@@ -80,11 +81,52 @@ func TestWebhookUnreachable(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL
 	srv.Close()
-	wh := NewWebhook(url, nil, nil, 5*time.Second, slog.New(slog.DiscardHandler))
+	wh := NewWebhook(WebhookOptions{URL: url, Timeout: 5 * time.Second})
 	wh.client.RetryWaitMin, wh.client.RetryWaitMax = time.Millisecond, 5*time.Millisecond
 	j := testJob("", "x\n", "a@y.example")
 	wh.Deliver(context.Background(), []*Job{j})
 	if !j.Results[0].Status.IsTemporary() {
 		t.Fatalf("want temporary, got %v", j.Results[0].Status)
+	}
+}
+
+// TestWebhookNoRedirects: a 303 (which would turn the POST into a body-less
+// GET) and a 307 (which would send the message and its headers elsewhere)
+// are failures, temporary unless the route says permanent, and the target
+// never sees a request.
+func TestWebhookNoRedirects(t *testing.T) {
+	var mu sync.Mutex
+	var elsewhere int
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		elsewhere++
+		mu.Unlock()
+	}))
+	defer target.Close()
+	for _, code := range []int{301, 302, 303, 307, 308} {
+		for _, perm := range []bool{false, true} {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				http.Redirect(w, r, target.URL+"/other", code)
+			}))
+			var logged strings.Builder
+			log := slog.New(slog.NewTextHandler(&logged, nil))
+			wh := NewWebhook(WebhookOptions{URL: srv.URL, Headers: http.Header{"Authorization": {"Bearer t"}},
+				Timeout: 10 * time.Second, RedirectPermanent: perm, Log: log})
+			j := testJob("s@x.example", "x\n", "a@y.example")
+			wh.Deliver(context.Background(), []*Job{j})
+			st := j.Results[0].Status
+			if st.IsAccept() || st.IsPermanent() != perm {
+				t.Errorf("%d (permanent %v): got %v", code, perm, st)
+			}
+			if !strings.Contains(logged.String(), target.URL+"/other") {
+				t.Errorf("%d: the log does not say where the redirect pointed: %s", code, logged.String())
+			}
+			wh.Close()
+			srv.Close()
+		}
+	}
+	if elsewhere != 0 {
+		t.Fatalf("the redirect target got %d requests", elsewhere)
 	}
 }

@@ -1,4 +1,11 @@
-package relay
+// Package transport delivers queued mail to its next hop: QMTP (with
+// pipelining and per-recipient replies), QMQP (ordered servers, failover),
+// SMTP to a smarthost, MX (DNS, with MXPS), Maildir, mbox, HTTP webhooks and
+// discard. Each transport is built from plain values (an options struct or
+// a client from the protocol packages); none reads a configuration file.
+// It knows mail types and the protocol clients, not the queue, policy or
+// routing.
+package transport
 
 import (
 	"context"
@@ -8,8 +15,8 @@ import (
 )
 
 // Job is one queued message for those of its recipients that one route
-// serves. The engine builds jobs from the queue's due work; a transport
-// delivers them and fills Results.
+// serves. A delivery engine builds jobs from the queue's due work; a
+// transport delivers them and fills Results.
 type Job struct {
 	ID string
 	// Envelope holds the sender (unexpanded: a VERP sender stays pre@host-@[]
@@ -24,15 +31,17 @@ type Job struct {
 	// Results has one entry per Envelope.Recipients, filled by the transport.
 	Results []Result
 
+	// OnDone, set by whoever runs the transport (the delivery engine),
+	// records the job; Done calls it once. Transports call Done, never
+	// OnDone.
+	OnDone func()
+
 	// A transport that must split a job (by domain, say) keeps the parts
 	// here and folds their results back with mergeSplit.
 	parent    *Job
 	parentIdx []int
 	subs      []*Job
-
-	// done, set by the engine, records the job; Done calls it once.
-	done     func()
-	finished bool
+	finished  bool
 }
 
 // Done tells the engine that the job's Results are final, so that it can
@@ -42,11 +51,11 @@ type Job struct {
 // unmarked. It does nothing for the parts of a split job (their parent is
 // recorded once merged).
 func (j *Job) Done() {
-	if j.parent != nil || j.finished || j.done == nil {
+	if j.parent != nil || j.finished || j.OnDone == nil {
 		return
 	}
 	j.finished = true
-	j.done()
+	j.OnDone()
 }
 
 // Result is the outcome of one recipient's delivery attempt.
@@ -54,6 +63,11 @@ type Result struct {
 	Status mail.Status
 	// Host names what answered: a remote host, a mailbox path, a URL.
 	Host string
+	// Destination, when set, keys the queue's per-destination backoff for
+	// this result instead of the route's next hop: a failure that says
+	// nothing about the next hop's health must not hold back its other
+	// mail.
+	Destination string
 }
 
 // Transport delivers jobs. Deliver must fill every job's Results (the engine
@@ -65,8 +79,16 @@ type Transport interface {
 	Close() error
 }
 
-// fill sets every unset result of j to st.
-func (j *Job) fill(st mail.Status, host string) {
+// RecipientChecker is implemented by transports that know at once whether
+// they can deliver to a recipient (Maildir and Mbox: a safe mailbox name,
+// on the route's users list when it has one), so that the hub refuses at
+// RCPT what delivery would bounce.
+type RecipientChecker interface {
+	CheckRecipient(rcpt string) mail.Status
+}
+
+// Fill sets every unset result of j to st.
+func (j *Job) Fill(st mail.Status, host string) {
 	if len(j.Results) != len(j.Envelope.Recipients) {
 		j.Results = make([]Result, len(j.Envelope.Recipients))
 	}
@@ -77,22 +99,24 @@ func (j *Job) fill(st mail.Status, host string) {
 	}
 }
 
-// setAll sets every result of j to st.
-func (j *Job) setAll(st mail.Status, host string) {
+// SetAll sets every result of j to st.
+func (j *Job) SetAll(st mail.Status, host string) {
 	j.Results = make([]Result, len(j.Envelope.Recipients))
 	for i := range j.Results {
 		j.Results[i] = Result{Status: st, Host: host}
 	}
 }
 
-// discard accepts everything and stores nothing: for tests and benchmarks,
+// Discard accepts everything and stores nothing: for tests and benchmarks,
 // where it measures acceptance into the durable queue.
-type discard struct{}
+type Discard struct{}
 
-func (discard) Deliver(_ context.Context, jobs []*Job) {
+// Deliver implements Transport.
+func (Discard) Deliver(_ context.Context, jobs []*Job) {
 	for _, j := range jobs {
-		j.setAll(mail.OK("discarded"), "discard:")
+		j.SetAll(mail.OK("discarded"), "discard:")
 	}
 }
 
-func (discard) Close() error { return nil }
+// Close implements Transport.
+func (Discard) Close() error { return nil }

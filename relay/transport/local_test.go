@@ -1,7 +1,8 @@
-package relay
+package transport
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -37,16 +38,16 @@ func TestMailboxName(t *testing.T) {
 		{"joe\x00@example.com", "", "", false},
 		{"joe@", "", "", false},
 	} {
-		dom, user, err := mailboxName(tc.rcpt)
+		dom, user, err := mail.MailboxName(tc.rcpt)
 		if (err == nil) != tc.ok || dom != tc.dom || user != tc.user {
-			t.Errorf("mailboxName(%q) = %q, %q, %v; want %q, %q, ok=%v", tc.rcpt, dom, user, err, tc.dom, tc.user, tc.ok)
+			t.Errorf("MailboxName(%q) = %q, %q, %v; want %q, %q, ok=%v", tc.rcpt, dom, user, err, tc.dom, tc.user, tc.ok)
 		}
 	}
 }
 
 func TestMaildirDelivery(t *testing.T) {
 	dir := t.TempDir()
-	md := &Maildir{Dir: dir, Hostname: "hub.example"}
+	md := &Maildir{Mailboxes: Mailboxes{Dir: dir}, Hostname: "hub.example"}
 	body := "Subject: hi\n\nhello\n"
 	j := testJob("sender@example.org", body, "joe-ext@Example.com", "joe@example.com", "../x@example.com")
 	md.Deliver(context.Background(), []*Job{j})
@@ -87,7 +88,7 @@ func TestMaildirUnwritable(t *testing.T) {
 	// A file where the domain directory should be fails even for root.
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "example.com"), nil, 0o600)
-	md := &Maildir{Dir: dir}
+	md := &Maildir{Mailboxes: Mailboxes{Dir: dir}}
 	j := testJob("", "x\n", "joe@example.com")
 	md.Deliver(context.Background(), []*Job{j})
 	if !j.Results[0].Status.IsTemporary() {
@@ -97,7 +98,7 @@ func TestMaildirUnwritable(t *testing.T) {
 
 func TestMboxDelivery(t *testing.T) {
 	dir := t.TempDir()
-	mb := &Mbox{Dir: dir}
+	mb := &Mbox{Mailboxes: Mailboxes{Dir: dir}}
 	body := "Subject: x\n\nFrom me\n>From you\nno newline at end"
 	mb.Deliver(context.Background(), []*Job{testJob("a@b.example", body, "joe@example.com")})
 	mb.Deliver(context.Background(), []*Job{testJob("", "Subject: y\n\nsecond\n", "joe-x@example.com")})
@@ -135,10 +136,100 @@ func TestMboxrdCopyLongLine(t *testing.T) {
 
 func TestDiscard(t *testing.T) {
 	j := testJob("", "x", "a@b", "c@d")
-	discard{}.Deliver(context.Background(), []*Job{j})
+	Discard{}.Deliver(context.Background(), []*Job{j})
 	for _, r := range j.Results {
 		if !r.Status.IsAccept() {
 			t.Fatal(r)
+		}
+	}
+}
+
+// TestMailboxNameASCIIOnly: only ASCII is lower-cased, so U+212A KELVIN
+// SIGN does not land in kate's mailbox.
+func TestMailboxNameASCIIOnly(t *testing.T) {
+	for _, rcpt := range []string{"\u212Aate@example.com", "kate@\u212Aexample.com", "\u0130an@example.com"} {
+		if dom, user, err := mail.MailboxName(rcpt); err == nil {
+			t.Errorf("MailboxName(%q) = %q, %q; want refused", rcpt, dom, user)
+		}
+	}
+}
+
+func TestUsersFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users")
+	os.WriteFile(path, []byte("# valid users\njoe\n\nAnn@Example.COM\n"), 0o600)
+	users, err := LoadUsers(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := &Maildir{Mailboxes: Mailboxes{Dir: t.TempDir(), Users: users}}
+	for rcpt, code := range map[string]string{
+		"joe@example.com":      "",
+		"Joe-lists@other.test": "",
+		"ann@example.com":      "",
+		"ann@other.test":       "5.1.1",
+		"bob@example.com":      "5.1.1",
+		"../x@example.com":     "5.1.3",
+		"-x@example.com":       "5.1.3",
+	} {
+		st := md.CheckRecipient(rcpt)
+		if code == "" && !st.IsAccept() || code != "" && (!st.IsPermanent() || st.Code != code) {
+			t.Errorf("CheckRecipient(%q) = %v, want %q", rcpt, st, code)
+		}
+	}
+	// Delivery applies the same list (the list may have changed since the
+	// recipient was accepted).
+	j := testJob("s@x.example", "x\n", "joe@example.com", "bob@example.com")
+	md.Deliver(context.Background(), []*Job{j})
+	if !j.Results[0].Status.IsAccept() || j.Results[1].Status.Code != "5.1.1" {
+		t.Fatalf("results %v", j.Results)
+	}
+	for _, bad := range []string{"a b\n", "../x\n", "x@y@z\n"} {
+		os.WriteFile(path, []byte(bad), 0o600)
+		if _, err := LoadUsers(path); err == nil {
+			t.Errorf("LoadUsers accepted %q", bad)
+		}
+	}
+}
+
+// TestNewMailboxBound: one package of many recipients creates at most
+// MaxNewPerHour mailboxes; the rest wait (temporarily, under a destination
+// of their own), while existing mailboxes still get their mail.
+func TestNewMailboxBound(t *testing.T) {
+	for _, kind := range []string{"maildir", "mbox"} {
+		dir := t.TempDir()
+		var tr Transport = &Maildir{Mailboxes: Mailboxes{Dir: dir, MaxNewPerHour: 3}}
+		if kind == "mbox" {
+			tr = &Mbox{Mailboxes: Mailboxes{Dir: dir, MaxNewPerHour: 3}}
+		}
+		var rcpts []string
+		for i := range 10 {
+			rcpts = append(rcpts, fmt.Sprintf("u%d@example.com", i))
+		}
+		j := testJob("s@x.example", "x\n", rcpts...)
+		tr.Deliver(context.Background(), []*Job{j})
+		ok := 0
+		for _, r := range j.Results {
+			switch {
+			case r.Status.IsAccept():
+				ok++
+			case !r.Status.IsTemporary() || r.Destination == "":
+				t.Errorf("%s: %v (destination %q), want a temporary failure with its own destination", kind, r.Status, r.Destination)
+			}
+		}
+		if ok != 3 {
+			t.Errorf("%s: %d mailboxes created, want 3", kind, ok)
+		}
+		ents, _ := os.ReadDir(filepath.Join(dir, "example.com"))
+		if len(ents) != 3 {
+			t.Errorf("%s: %d entries on disk, want 3", kind, len(ents))
+		}
+		// Mailboxes that exist take mail beyond the bound.
+		j = testJob("s@x.example", "x\n", rcpts[:3]...)
+		tr.Deliver(context.Background(), []*Job{j})
+		for _, r := range j.Results {
+			if !r.Status.IsAccept() {
+				t.Errorf("%s: existing mailbox: %v", kind, r.Status)
+			}
 		}
 	}
 }

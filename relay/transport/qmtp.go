@@ -1,13 +1,12 @@
-package relay
+package transport
 
 import (
+	"cmp"
 	"context"
-	"errors"
 	"io"
 	"time"
 
 	"github.com/qmgate/qmgate/mail"
-	"github.com/qmgate/qmgate/qmqp"
 	"github.com/qmgate/qmgate/qmtp"
 )
 
@@ -51,29 +50,22 @@ func (b *lazyBody) Close() {
 // hub expands it, as qmail does for QMQP from ezmlm.
 type QMTP struct {
 	Addr string
-	pool connPool[*qmtp.Conn]
+	pooled[*qmtp.Conn]
 }
 
-// NewQMTP returns a QMTP transport to addr keeping up to maxIdle idle
-// connections.
-func NewQMTP(addr string, c *qmtp.Client, maxIdle int) *QMTP {
-	return &QMTP{Addr: addr, pool: connPool[*qmtp.Conn]{
-		dial:    func(ctx context.Context) (*qmtp.Conn, error) { return c.Dial(ctx, addr) },
-		maxIdle: maxIdle,
+// NewQMTP returns a QMTP transport to addr (host:port) over connections
+// that c dials (nil: a zero qmtp.Client, no TLS), kept as r says.
+func NewQMTP(addr string, c *qmtp.Client, r Reuse) *QMTP {
+	c = cmp.Or(c, &qmtp.Client{})
+	return &QMTP{Addr: addr, pooled: pooled[*qmtp.Conn]{
+		host: addr,
+		pool: newConnPool(r, func(ctx context.Context) (*qmtp.Conn, error) { return c.Dial(ctx, addr) }, nil),
+		send: func(ctx context.Context, conn *qmtp.Conn, jobs []*Job, host string) int {
+			deliverQMTP(ctx, conn, jobs, host) // the whole batch, pipelined
+			return len(jobs)
+		},
+		dialFailed: func(error) mail.Status { return mail.StatusConnectFailed },
 	}}
-}
-
-// Deliver implements Transport.
-func (t *QMTP) Deliver(ctx context.Context, jobs []*Job) {
-	conn, err := t.pool.get(ctx)
-	if err != nil {
-		for _, j := range jobs {
-			j.setAll(mail.StatusConnectFailed, t.Addr)
-		}
-		return
-	}
-	deliverQMTP(ctx, conn, jobs, t.Addr)
-	t.pool.put(conn)
 }
 
 // deliverQMTP sends jobs over one connection and fills their results.
@@ -114,43 +106,3 @@ func deliverQMTP(ctx context.Context, conn *qmtp.Conn, jobs []*Job, host string)
 		}
 	}
 }
-
-// Close implements Transport.
-func (t *QMTP) Close() error {
-	t.pool.close()
-	return nil
-}
-
-// QMQP delivers over QMQP to an ordered list of servers, failing over only
-// when a connect fails (qmail-qmqpc's rule). QMQP carries one message per
-// connection and one reply for all its recipients.
-type QMQP struct {
-	Client *qmqp.Client
-}
-
-// Deliver implements Transport.
-func (t *QMQP) Deliver(ctx context.Context, jobs []*Job) {
-	for _, j := range jobs {
-		b := &lazyBody{open: j.Open}
-		res, err := t.Client.Send(ctx, j.Envelope, b, j.Size)
-		b.Close()
-		st := res.Status
-		host := res.Server
-		if err != nil {
-			var ce *qmqp.ConnectError
-			if errors.As(err, &ce) {
-				st = mail.StatusConnectFailed
-			} else if st.IsAccept() {
-				st = mail.StatusTempFailure // an error never delivers
-			}
-		}
-		if host == "" && len(t.Client.Servers) > 0 {
-			host = t.Client.Servers[0]
-		}
-		j.setAll(st, host)
-		j.Done()
-	}
-}
-
-// Close implements Transport.
-func (t *QMQP) Close() error { return nil }

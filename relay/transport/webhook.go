@@ -1,4 +1,4 @@
-package relay
+package transport
 
 import (
 	"context"
@@ -27,40 +27,71 @@ import (
 //
 // A 2xx answer delivers; a 4xx other than 408 and 429 fails permanently;
 // everything else (5xx, 408, 429, connection and TLS errors, timeouts) is
-// temporary. go-retryablehttp retries a few times within one attempt; the
+// temporary. Redirects are never followed (a 303 would turn the POST into a
+// body-less GET, a 307 would hand the message and its secret headers to
+// another host): a 3xx is a temporary failure, or a permanent one with
+// WebhookOptions.RedirectPermanent, and the log says where it pointed. go-retryablehttp retries a few times within one attempt; the
 // queue's backoff handles longer outages. The body streams from the queue
 // file on every try; nothing is buffered.
 type Webhook struct {
 	URL     string
 	Headers http.Header
-	client  *retryablehttp.Client
+	// RedirectPermanent makes a 3xx answer a permanent failure.
+	RedirectPermanent bool
+	client            *retryablehttp.Client
+	log               *slog.Logger
 }
 
-// NewWebhook returns a webhook transport. client may carry a custom TLS
-// configuration; nil uses a default transport.
-func NewWebhook(url string, headers http.Header, hc *http.Client, timeout time.Duration, log *slog.Logger) *Webhook {
+// WebhookOptions configure a webhook transport.
+type WebhookOptions struct {
+	// URL receives the POSTs.
+	URL string
+	// Headers are added to every request (authorization, say).
+	Headers http.Header
+	// HTTPClient may carry a custom TLS configuration; nil uses a default
+	// transport.
+	HTTPClient *http.Client
+	// Timeout bounds each HTTP request; zero means none beyond ctx.
+	Timeout time.Duration
+	// RedirectPermanent makes a 3xx answer a permanent failure; by default
+	// it is temporary. Redirects are never followed.
+	RedirectPermanent bool
+	// Log receives the retry client's lines and refused redirects; nil
+	// discards them.
+	Log *slog.Logger
+}
+
+// NewWebhook returns a webhook transport.
+func NewWebhook(o WebhookOptions) *Webhook {
 	c := retryablehttp.NewClient()
-	if hc != nil {
-		c.HTTPClient = hc
+	if o.HTTPClient != nil {
+		hc := *o.HTTPClient
+		c.HTTPClient = &hc
 	}
-	if timeout > 0 {
-		c.HTTPClient.Timeout = timeout
+	c.HTTPClient.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	if o.Timeout > 0 {
+		c.HTTPClient.Timeout = o.Timeout
 	}
 	c.RetryMax = 2
 	c.RetryWaitMin = 500 * time.Millisecond
 	c.RetryWaitMax = 5 * time.Second
-	c.Logger = slogLeveled{log.With("transport", "webhook")}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("transport", "webhook")
+	c.Logger = slogLeveled{log}
 	// Give the caller the last response instead of an error after retries,
 	// so the status code decides the class.
 	c.ErrorHandler = retryablehttp.PassthroughErrorHandler
-	return &Webhook{URL: url, Headers: headers, client: c}
+	return &Webhook{URL: o.URL, Headers: o.Headers, RedirectPermanent: o.RedirectPermanent, client: c, log: log}
 }
 
 // Deliver implements Transport.
 func (w *Webhook) Deliver(ctx context.Context, jobs []*Job) {
 	for _, j := range jobs {
 		st := w.post(ctx, j)
-		j.setAll(st, w.URL)
+		j.SetAll(st, w.URL)
 		j.Done()
 	}
 }
@@ -99,7 +130,24 @@ func (w *Webhook) post(ctx context.Context, j *Job) mail.Status {
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	return webhookStatus(resp.StatusCode, resp.Status)
+	st := webhookStatus(resp.StatusCode, resp.Status)
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		st.Text += " (a redirect; redirects are not followed)"
+		if w.RedirectPermanent {
+			st.Class, st.Code = mail.Permanent, "5.4.6"
+		}
+		w.log.Warn("webhook redirected; not followed", "id", j.ID, "url", w.URL,
+			"status", resp.StatusCode, "location", headerSafe(truncate(resp.Header.Get("Location"), 512)))
+	}
+	return st
+}
+
+// truncate keeps s to at most n bytes.
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 // webhookStatus classifies an HTTP answer.
@@ -113,6 +161,10 @@ func webhookStatus(code int, status string) mail.Status {
 		return mail.OK(text)
 	case code == http.StatusRequestTimeout, code == http.StatusTooManyRequests:
 		return mail.Temp("4.4.2", text)
+	case code >= 300 && code < 400:
+		// RFC 3463 4.4.6: routing loop or redirect, here temporary unless
+		// the route says otherwise.
+		return mail.Temp("4.4.6", text)
 	case code >= 400 && code < 500:
 		return mail.Perm("5.0.0", text)
 	}

@@ -1,162 +1,21 @@
-package relay
+package transport
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"os"
 	"strings"
-	"time"
 
-	"github.com/qmgate/qmgate/internal/config"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmtp"
 	"github.com/qmgate/qmgate/smtp"
 )
 
-// SMTP delivers to one smarthost over SMTP (smtp:// with STARTTLS as the
-// route says, smtps:// with implicit TLS), reusing connections for the
-// messages of a batch, with per-recipient results.
-type SMTP struct {
-	URL  string // smtp://host[:port] or smtps://host[:port]
-	pool connPool[*smtp.Conn]
-}
-
-// NewSMTP returns an SMTP transport to url keeping up to maxIdle idle
-// connections; a pooled connection is reset (RSET) before reuse.
-func NewSMTP(url string, c *smtp.Client, maxIdle int) *SMTP {
-	return &SMTP{URL: url, pool: connPool[*smtp.Conn]{
-		dial:    func(ctx context.Context) (*smtp.Conn, error) { return c.Dial(ctx, url) },
-		revive:  func(c *smtp.Conn) bool { return c.Reset() == nil },
-		maxIdle: maxIdle,
-	}}
-}
-
-func newSMTPTransport(cfg *config.Config, rc *config.Route, log *slog.Logger) (Transport, error) {
-	c, err := smtpClient(cfg, rc, log)
-	if err != nil {
-		return nil, err
-	}
-	switch rc.TLS {
-	case "", "required":
-		c.TLS = smtp.TLSRequired
-	case "opportunistic":
-		c.TLS = smtp.TLSOpportunistic
-	case "none":
-		c.TLS = smtp.TLSNone
-	}
-	return NewSMTP(rc.Parsed.Scheme+"://"+rc.Parsed.Host, c, rc.Concurrency), nil
-}
-
-func smtpClient(cfg *config.Config, rc *config.Route, log *slog.Logger) (*smtp.Client, error) {
-	c := &smtp.Client{
-		LocalName:      cfg.Hostname,
-		ConnectTimeout: cfg.Delivery.ConnectTimeout.D(),
-		CommandTimeout: min(cfg.Delivery.Timeout.D(), 5*time.Minute),
-		DataTimeout:    cfg.Delivery.Timeout.D(),
-		ErrorLog:       log.With("transport", "smtp"),
-		Username:       rc.Username,
-		Password:       rc.Password,
-	}
-	if rc.PasswordFile != "" {
-		b, err := os.ReadFile(rc.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("password_file: %w", err)
-		}
-		c.Password = strings.TrimRight(string(b), "\r\n")
-	}
-	if rc.CAFile != "" {
-		tc, err := routeTLS(rc, "")
-		if err != nil {
-			return nil, err
-		}
-		c.TLSConfig = tc
-	}
-	return c, nil
-}
-
-// Deliver implements Transport.
-func (t *SMTP) Deliver(ctx context.Context, jobs []*Job) {
-	host := t.URL
-	for len(jobs) > 0 {
-		conn, err := t.pool.get(ctx)
-		if err != nil {
-			st := mail.StatusOf(err)
-			for _, j := range jobs {
-				j.setAll(st, host)
-			}
-			return
-		}
-		done := deliverSMTP(ctx, conn, jobs, host)
-		t.pool.put(conn)
-		jobs = jobs[done:]
-	}
-}
-
-// deliverSMTP sends jobs one after the other over conn and returns how many
-// it finished; it stops early only when the connection broke, leaving the
-// rest for a new connection. A VERP sender is expanded here, one
-// transaction per recipient.
-func deliverSMTP(ctx context.Context, conn *smtp.Conn, jobs []*Job, host string) int {
-	for n, j := range jobs {
-		if conn.Broken() {
-			return n
-		}
-		j.Results = make([]Result, len(j.Envelope.Recipients))
-		groups := [][]int{}
-		if mail.IsVERP(j.Envelope.Sender) {
-			for i := range j.Envelope.Recipients {
-				groups = append(groups, []int{i})
-			}
-		} else {
-			all := make([]int, len(j.Envelope.Recipients))
-			for i := range all {
-				all[i] = i
-			}
-			groups = append(groups, all)
-		}
-		for _, g := range groups {
-			env := mail.Envelope{Sender: j.Envelope.Sender}
-			for _, i := range g {
-				env.Recipients = append(env.Recipients, j.Envelope.Recipients[i])
-			}
-			if len(g) == 1 {
-				env.Sender = mail.ExpandVERP(env.Sender, env.Recipients[0])
-			}
-			var sts []mail.Status
-			if conn.Broken() {
-				sts = nil
-			} else if body, err := j.Open(); err != nil {
-				sts = nil
-			} else {
-				sts, _ = conn.Send(ctx, env, body)
-				body.Close()
-			}
-			for k, i := range g {
-				st := mail.StatusNoReply
-				if k < len(sts) {
-					st = sts[k]
-				}
-				j.Results[i] = Result{Status: st, Host: host}
-			}
-		}
-		j.Done()
-	}
-	return len(jobs)
-}
-
-// Close implements Transport.
-func (t *SMTP) Close() error {
-	t.pool.close()
-	return nil
-}
-
 // MX delivers to each recipient domain's mail exchangers, found in DNS, in
-// preference order. MXPS (PROTOCOLS.md 4): an exchanger with a preference in
-// QMTP's slice (12801, 12817, ...) is tried over QMTP first, and over SMTP
-// on the same host only if the QMTP connection cannot be made. SMTP uses
+// preference order. MXPS (cr.yp.to/proto/mxps.txt): an exchanger with a
+// preference in QMTP's slice (12801, 12817, ...) is tried over QMTP first,
+// and over SMTP on the same host only if the QMTP connection cannot be made. SMTP uses
 // STARTTLS opportunistically: when offered, unverified, falling back to
 // plain text only if the TLS handshake fails (that is the smtp package's
 // TLSOpportunistic). The next exchanger is tried only when a connection
@@ -171,36 +30,6 @@ type MX struct {
 	SMTP     *smtp.Client
 	QMTPPort int
 	SMTPPort int
-}
-
-func newMXTransport(cfg *config.Config, rc *config.Route, log *slog.Logger) (Transport, error) {
-	r := net.DefaultResolver
-	if cfg.Delivery.Resolver != "" {
-		addr := cfg.Delivery.Resolver
-		r = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		}}
-	}
-	c, err := smtpClient(cfg, rc, log)
-	if err != nil {
-		return nil, err
-	}
-	c.TLS = smtp.TLSOpportunistic
-	if rc.TLS == "required" {
-		c.TLS = smtp.TLSRequired
-	} else if rc.TLS == "none" {
-		c.TLS = smtp.TLSNone
-	}
-	dialer := &net.Dialer{Resolver: r}
-	c.DialContext = dialer.DialContext
-	return &MX{
-		Resolver: r,
-		QMTP:     &qmtp.Client{Dialer: dialer, ConnectTimeout: cfg.Delivery.ConnectTimeout.D(), IOTimeout: cfg.Delivery.Timeout.D()},
-		SMTP:     c,
-		QMTPPort: cfg.Delivery.QMTPPort,
-		SMTPPort: cfg.Delivery.SMTPPort,
-	}, nil
 }
 
 // Deliver implements Transport.
@@ -269,7 +98,7 @@ func (j *Job) mergeSplit() {
 	}
 	j.Results = make([]Result, len(j.Envelope.Recipients))
 	for _, s := range j.subs {
-		s.fill(mail.Temp("4.3.0", "transport gave no result"), "")
+		s.Fill(mail.Temp("4.3.0", "transport gave no result"), "")
 		for k, i := range s.parentIdx {
 			j.Results[i] = s.Results[k]
 		}
@@ -281,7 +110,7 @@ func (t *MX) deliverDomain(ctx context.Context, domain string, jobs []*Job) {
 	hops, st := t.plan(ctx, domain)
 	if !st.IsAccept() {
 		for _, j := range jobs {
-			j.setAll(st, domain)
+			j.SetAll(st, domain)
 		}
 		return
 	}
@@ -302,7 +131,7 @@ func (t *MX) deliverDomain(ctx context.Context, domain string, jobs []*Job) {
 			var status mail.Status
 			if errors.As(err, &status) && status.IsPermanent() {
 				for _, j := range jobs {
-					j.setAll(status, host)
+					j.SetAll(status, host)
 				}
 				return
 			}
@@ -316,7 +145,7 @@ func (t *MX) deliverDomain(ctx context.Context, domain string, jobs []*Job) {
 			if len(rest) > 0 {
 				if conn, err = t.SMTP.Dial(ctx, net.JoinHostPort(host, fmt.Sprint(t.SMTPPort))); err != nil {
 					for _, j := range rest {
-						j.setAll(mail.StatusOf(err), host)
+						j.SetAll(mail.StatusOf(err), host)
 					}
 					return
 				}
@@ -325,7 +154,7 @@ func (t *MX) deliverDomain(ctx context.Context, domain string, jobs []*Job) {
 		return
 	}
 	for _, j := range jobs {
-		j.setAll(mail.Temp("4.4.1", "could not connect to any mail exchanger of "+domain), domain)
+		j.SetAll(mail.Temp("4.4.1", "could not connect to any mail exchanger of "+domain), domain)
 	}
 }
 

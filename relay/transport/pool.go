@@ -1,10 +1,57 @@
-package relay
+package transport
 
 import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/qmgate/qmgate/mail"
 )
+
+// Reuse says how a transport that keeps connections (QMTP, SMTP) reuses
+// them.
+type Reuse struct {
+	// MaxIdle is how many idle connections are kept; default 1.
+	MaxIdle int
+	// IdleTimeout is how long an idle connection is kept; default
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
+}
+
+// pooled delivers over reused connections of one kind: the Deliver and
+// Close of the QMTP and SMTP transports.
+type pooled[C pooledConn] struct {
+	host string
+	pool connPool[C]
+	// send delivers jobs over one connection and returns how many it
+	// finished; the rest go over another connection.
+	send func(ctx context.Context, conn C, jobs []*Job, host string) int
+	// dialFailed is every result when no connection can be had.
+	dialFailed func(error) mail.Status
+}
+
+// Deliver implements Transport.
+func (p *pooled[C]) Deliver(ctx context.Context, jobs []*Job) {
+	for len(jobs) > 0 {
+		conn, err := p.pool.get(ctx)
+		if err != nil {
+			st := p.dialFailed(err)
+			for _, j := range jobs {
+				j.SetAll(st, p.host)
+			}
+			return
+		}
+		done := p.send(ctx, conn, jobs, p.host)
+		p.pool.put(conn)
+		jobs = jobs[done:]
+	}
+}
+
+// Close implements Transport: it closes the idle connections.
+func (p *pooled[C]) Close() error {
+	p.pool.close()
+	return nil
+}
 
 // pooledConn is what a connection pool keeps: QMTP and SMTP client
 // connections.
@@ -25,6 +72,10 @@ type connPool[C pooledConn] struct {
 
 	mu   sync.Mutex
 	idle []idleConn[C]
+}
+
+func newConnPool[C pooledConn](r Reuse, dial func(context.Context) (C, error), revive func(C) bool) connPool[C] {
+	return connPool[C]{dial: dial, revive: revive, maxIdle: r.MaxIdle, timeout: r.IdleTimeout}
 }
 
 type idleConn[C pooledConn] struct {

@@ -1,60 +1,22 @@
-package relay
+package transport
 
 import (
 	"bufio"
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/qmgate/qmgate/mail"
 )
-
-// mailboxName turns a recipient into the two path components of its mailbox:
-// the domain and the local part before the first '-' (qmail's user-ext
-// convention: user-anything@domain lands in user's mailbox). Both are
-// lower-cased and must be made of safe characters, so no address can name a
-// path outside the tree ("..", "/", NUL, leading dots are refused).
-func mailboxName(rcpt string) (domain, user string, err error) {
-	local, dom := mail.Split(rcpt)
-	if strings.IndexByte(rcpt, '@') < 0 {
-		return "", "", errors.New("address has no domain")
-	}
-	user = local
-	if i := strings.IndexByte(user, '-'); i >= 0 {
-		user = user[:i]
-	}
-	user = strings.ToLower(user)
-	dom = strings.ToLower(strings.TrimSuffix(dom, "."))
-	if !safeName(user) || !safeName(dom) {
-		return "", "", errors.New("unsafe mailbox name")
-	}
-	return dom, user, nil
-}
-
-// safeName accepts names of [a-z0-9._+=] that do not start with a dot and
-// are at most 255 bytes: enough for real mailboxes and domains, nothing that
-// can climb out of a directory.
-func safeName(s string) bool {
-	if s == "" || len(s) > 255 || s[0] == '.' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '_', c == '+', c == '=':
-		default:
-			return false
-		}
-	}
-	return true
-}
 
 // traceHeader is what local delivery prepends, as qmail-local does:
 // Return-Path with the envelope sender and Delivered-To with the full
@@ -80,34 +42,26 @@ func headerSafe(s string) string {
 // first delivery. Each message is written to tmp/, fsynced, renamed into new/,
 // and new/ is fsynced, so a delivery that returns success survives a crash.
 type Maildir struct {
-	Dir      string
+	Mailboxes
 	Hostname string
 	seq      atomic.Uint64
 }
 
 // Deliver implements Transport.
 func (m *Maildir) Deliver(ctx context.Context, jobs []*Job) {
-	for _, j := range jobs {
-		j.Results = make([]Result, len(j.Envelope.Recipients))
-		for i, rcpt := range j.Envelope.Recipients {
-			if ctx.Err() != nil {
-				j.Results[i] = Result{Status: mail.Temp("4.3.0", "delivery interrupted")}
-				continue
-			}
-			j.Results[i] = m.deliverOne(j, rcpt)
-		}
-		j.Done()
-	}
+	m.deliverEach(ctx, jobs, m.deliverOne)
 }
 
 func (m *Maildir) deliverOne(j *Job, rcpt string) Result {
-	dom, user, err := mailboxName(rcpt)
-	if err != nil {
-		return Result{Status: mail.Perm("5.1.3", "cannot deliver to this address locally: "+err.Error())}
+	dom, user, st := m.mailbox(rcpt)
+	if !st.IsAccept() {
+		return Result{Status: st}
 	}
 	box := filepath.Join(m.Dir, dom, user)
-	if err := ensureMaildir(box); err != nil {
+	if st, err := m.ensureMaildir(box); err != nil {
 		return Result{Status: localTemp("cannot create the mailbox", err), Host: box}
+	} else if !st.IsAccept() {
+		return Result{Status: st, Host: box, Destination: newMailboxDestination}
 	}
 	name := m.uniqueName()
 	tmp := filepath.Join(box, "tmp", name)
@@ -150,35 +104,127 @@ func (m *Maildir) uniqueName() string {
 // Close implements Transport.
 func (m *Maildir) Close() error { return nil }
 
-func ensureMaildir(box string) error {
+// ensureMaildir makes box unless it exists. The status is not an
+// acceptance when the route's bound on new mailboxes refuses it.
+func (m *Maildir) ensureMaildir(box string) (mail.Status, error) {
 	if st, err := os.Stat(filepath.Join(box, "new")); err == nil && st.IsDir() {
-		return nil
+		return mail.OK(""), nil
+	}
+	if st := m.newMailbox(); !st.IsAccept() {
+		return st, nil
 	}
 	for _, sub := range []string{"tmp", "new", "cur"} {
 		if err := os.MkdirAll(filepath.Join(box, sub), 0o700); err != nil {
-			return err
+			return mail.Status{}, err
 		}
 	}
 	// Make the new directories themselves durable: the maildir, the domain
 	// directory and the root they were created in.
 	for _, d := range []string{box, filepath.Dir(box), filepath.Dir(filepath.Dir(box))} {
 		if err := syncDir(d); err != nil {
-			return err
+			return mail.Status{}, err
 		}
 	}
-	return nil
+	return mail.OK(""), nil
 }
 
+// syncDir makes dir's entries durable. Only Sync's answer matters: a
+// directory opened for reading has nothing to lose when it is closed.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
+	defer d.Close()
+	return d.Sync()
+}
+
+// newMailboxDestination keys the queue's per-destination backoff for mail
+// held back by the bound on new mailboxes, so that it does not hold back
+// the route's deliveries to mailboxes that exist.
+const newMailboxDestination = "new-mailbox"
+
+// DefaultMaxNewMailboxesPerHour bounds how many mailboxes a Maildir or
+// Mbox transport creates per hour when Mailboxes.MaxNewPerHour is zero: one
+// package of many recipients cannot fill a disk with empty mailboxes.
+const DefaultMaxNewMailboxesPerHour = 20
+
+// Mailboxes is what the Maildir and Mbox transports share: the tree of
+// mailboxes, the optional list of valid users and the bound on new
+// mailboxes.
+type Mailboxes struct {
+	// Dir is the root: mailboxes are Dir/domain/user.
+	Dir string
+	// Users, when not nil, lists the valid users; other recipients are
+	// refused (5.1.1).
+	Users *Users
+	// MaxNewPerHour bounds the mailboxes created per hour (counted from
+	// the first creation, afresh for a transport built anew by a reload);
+	// past it, deliveries to new mailboxes fail temporarily. Zero means
+	// DefaultMaxNewMailboxesPerHour, negative no bound.
+	MaxNewPerHour int
+
+	mu          sync.Mutex
+	windowStart time.Time
+	created     int
+}
+
+// CheckRecipient says whether rcpt can be delivered here: its mailbox name
+// is safe (5.1.3 otherwise) and, with a user list, the user is on it (5.1.1
+// otherwise). The hub calls it at RCPT time so that mail the transport
+// would refuse is refused at the door instead of bounced.
+func (m *Mailboxes) CheckRecipient(rcpt string) mail.Status {
+	_, _, st := m.mailbox(rcpt)
+	return st
+}
+
+// mailbox returns rcpt's domain and user, or the refusal.
+func (m *Mailboxes) mailbox(rcpt string) (dom, user string, st mail.Status) {
+	dom, user, err := mail.MailboxName(rcpt)
+	if err != nil {
+		return "", "", mail.StatusUndeliverable
 	}
-	return err
+	if m.Users != nil && !m.Users.Has(user, dom) {
+		return "", "", mail.Perm("5.1.1", "sorry, no mailbox here by that name")
+	}
+	return dom, user, mail.OK("")
+}
+
+// newMailbox takes one creation from this hour's allowance.
+func (m *Mailboxes) newMailbox() mail.Status {
+	limit := m.MaxNewPerHour
+	if limit == 0 {
+		limit = DefaultMaxNewMailboxesPerHour
+	}
+	if limit < 0 {
+		return mail.OK("")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	if now.Sub(m.windowStart) >= time.Hour {
+		m.windowStart, m.created = now, 0
+	}
+	if m.created >= limit {
+		return mail.Temp("4.3.0", "too many new mailboxes this hour; will try again")
+	}
+	m.created++
+	return mail.OK("")
+}
+
+// deliverEach delivers every recipient of every job with one, in order.
+func (m *Mailboxes) deliverEach(ctx context.Context, jobs []*Job, one func(*Job, string) Result) {
+	for _, j := range jobs {
+		j.Results = make([]Result, len(j.Envelope.Recipients))
+		for i, rcpt := range j.Envelope.Recipients {
+			if ctx.Err() != nil {
+				j.Results[i] = Result{Status: mail.Temp("4.3.0", "delivery interrupted")}
+				continue
+			}
+			j.Results[i] = one(j, rcpt)
+		}
+		j.Done()
+	}
 }
 
 // localTemp is a temporary failure for a local I/O problem; the error's text
@@ -221,38 +267,35 @@ func writeMessage(w io.Writer, prefix string, j *Job, transform func(io.Writer, 
 // flock for the append; a failed append is truncated back so the mailbox is
 // never left with half a message.
 type Mbox struct {
-	Dir string
+	Mailboxes
 }
 
 // Deliver implements Transport.
 func (m *Mbox) Deliver(ctx context.Context, jobs []*Job) {
-	for _, j := range jobs {
-		j.Results = make([]Result, len(j.Envelope.Recipients))
-		for i, rcpt := range j.Envelope.Recipients {
-			if ctx.Err() != nil {
-				j.Results[i] = Result{Status: mail.Temp("4.3.0", "delivery interrupted")}
-				continue
-			}
-			j.Results[i] = m.deliverOne(j, rcpt)
-		}
-		j.Done()
-	}
+	m.deliverEach(ctx, jobs, m.deliverOne)
 }
 
 // Close implements Transport.
 func (m *Mbox) Close() error { return nil }
 
 func (m *Mbox) deliverOne(j *Job, rcpt string) Result {
-	dom, user, err := mailboxName(rcpt)
-	if err != nil {
-		return Result{Status: mail.Perm("5.1.3", "cannot deliver to this address locally: "+err.Error())}
+	dom, user, st := m.mailbox(rcpt)
+	if !st.IsAccept() {
+		return Result{Status: st}
 	}
 	dir := filepath.Join(m.Dir, dom)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return Result{Status: localTemp("cannot create the mailbox directory", err), Host: dir}
-	}
 	path := filepath.Join(dir, user)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	flags := os.O_RDWR | os.O_APPEND
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		if st := m.newMailbox(); !st.IsAccept() {
+			return Result{Status: st, Host: path, Destination: newMailboxDestination}
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return Result{Status: localTemp("cannot create the mailbox directory", err), Host: dir}
+		}
+		flags |= os.O_CREATE
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
 	if err != nil {
 		return Result{Status: localTemp("cannot open the mailbox", err), Host: path}
 	}
@@ -261,11 +304,11 @@ func (m *Mbox) deliverOne(j *Job, rcpt string) Result {
 		return Result{Status: localTemp("cannot lock the mailbox", err), Host: path}
 	}
 	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	st, err := f.Stat()
+	fi, err := f.Stat()
 	if err != nil {
 		return Result{Status: localTemp("cannot stat the mailbox", err), Host: path}
 	}
-	start := st.Size()
+	start := fi.Size()
 	sender := j.Envelope.Sender
 	if sender == "" {
 		sender = "MAILER-DAEMON"
