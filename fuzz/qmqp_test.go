@@ -195,6 +195,8 @@ func qmqpExpect(in []byte) byte {
 		return 'D'
 	case qmqpHops(msg) >= qmqpFuzzMaxHops:
 		return 'D'
+	case bytes.IndexByte(msg, 0) >= 0:
+		return 'D'
 	case bad, rcpts > qmqpFuzzMaxRcpts, rcpts == 0:
 		return 'D'
 	}

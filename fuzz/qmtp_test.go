@@ -162,7 +162,7 @@ func qmtpExpect(in []byte) []byte {
 			stored = qmtpCRLF(stored)
 		}
 		refuse := len(stored) > qmtpFuzzMaxBytes || qmtpHops(stored) >= qmtpFuzzMaxHops ||
-			!mail.ValidAddress(string(sender))
+			bytes.IndexByte(stored, 0) >= 0 || !mail.ValidAddress(string(sender))
 		// The handler's quirks, keyed on the declared size and the
 		// sender.
 		noEnv := len(msg)-1 == qmtpFuzzNoEnvelope

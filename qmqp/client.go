@@ -13,18 +13,22 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/serve"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/netstring"
 )
 
-// Client defaults, qmail-qmqpc's (PROTOCOLS.md 3.3, 8.16).
+// Client defaults. The I/O timeout is qmail-qmqpc's (60 s per read and
+// write); the connect timeout is the one all three clients share
+// (serve.DefaultConnectTimeout; qmail-qmqpc uses 10 s).
 const (
-	DefaultConnectTimeout       = 10 * time.Second
-	DefaultIOTimeout            = 60 * time.Second
-	DefaultClientSessionTimeout = time.Hour
 	// MaxReplyBytes bounds the reply netstring the client reads. Replies
 	// are one human-readable line; Postfix's qmqp-source allows 10240.
 	MaxReplyBytes = 10240
+
+	DefaultConnectTimeout       = serve.DefaultConnectTimeout
+	DefaultIOTimeout            = 60 * time.Second
+	DefaultClientSessionTimeout = time.Hour
 )
 
 // Client errors. ConnectError and TransferError carry the details.
@@ -47,8 +51,8 @@ var (
 // qmail-qmqpc does: the servers are tried in order and the next one only when
 // the connection to the current one cannot be made. Once connected, any
 // failure is a temporary failure for the message and no other server is
-// tried, because the first server may already have queued it (PROTOCOLS.md
-// 3.3, 8.17).
+// tried, because the first server may already have queued it (qmail-qmqpc.c
+// fails over only when connect fails).
 //
 // The zero Client has no servers; the other zero fields mean the defaults. A
 // Client is safe for concurrent use; it keeps no connections (QMQP carries
@@ -247,7 +251,8 @@ func (c *Client) Send(ctx context.Context, env mail.Envelope, body io.Reader, si
 	return Result{Status: mail.StatusConnectFailed}, &cerr
 }
 
-// checkEnvelope refuses what no QMQP server accepts (PROTOCOLS.md 3.2, 8.9).
+// checkEnvelope refuses what no QMQP server accepts: no recipients, or an
+// address qmail-qmqpd.c would refuse (1000 bytes or more, or a NUL).
 func checkEnvelope(env mail.Envelope) (mail.Status, bool) {
 	if len(env.Recipients) == 0 {
 		return mail.StatusNoRecipients, false
@@ -293,7 +298,7 @@ func (c *Client) transfer(ctx context.Context, conn net.Conn, env mail.Envelope,
 	if d := timeoutOr(c.SessionTimeout, DefaultClientSessionTimeout); d > 0 {
 		end = time.Now().Add(d)
 	}
-	dc := newDeadlineConn(conn, ioTimeout, ioTimeout, end)
+	dc := serve.NewIOConn(conn, serve.Timing{ReadTimeout: ioTimeout, WriteTimeout: ioTimeout, End: end})
 
 	werr := writeRequest(dc, env, body, size)
 	var be bodyError
@@ -324,7 +329,7 @@ func (c *Client) transfer(ctx context.Context, conn net.Conn, env mail.Envelope,
 // writeRequest writes the whole request: the outer netstring around the
 // message, the sender and the recipients. The outer length is computed up
 // front from the declared size, so the body streams through.
-func writeRequest(w *deadlineConn, env mail.Envelope, body io.Reader, size int64) error {
+func writeRequest(w *serve.IOConn, env mail.Envelope, body io.Reader, size int64) error {
 	outer := netstring.Len(size) + netstring.Len(int64(len(env.Sender)))
 	for _, r := range env.Recipients {
 		outer += netstring.Len(int64(len(r)))
@@ -341,8 +346,8 @@ func writeRequest(w *deadlineConn, env mail.Envelope, body io.Reader, size int64
 		return err
 	}
 	if err := netstring.CopyExactly(bw, bodySource{body}, size); err != nil {
-		if w.writeErr != nil {
-			return w.writeErr
+		if w.WriteErr != nil {
+			return w.WriteErr
 		}
 		return err
 	}

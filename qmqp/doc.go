@@ -31,7 +31,8 @@
 // # Server
 //
 // A Server is deny-all until Allow (or AllowFunc) names its clients: QMQP
-// relays anywhere, so an open QMQP port is an open relay (PROTOCOLS.md 8.10,
+// relays anywhere, so an open QMQP port is an open relay (qmail-qmqpd(8):
+// "It should be invoked only for connections from preauthorized users";
 // Postfix's qmqpd_authorized_clients works the same way). SetAllow replaces
 // the list while the server runs, for a daemon reloading on SIGHUP.
 // Connections on unix-domain sockets carry no address and are always
@@ -148,7 +149,7 @@
 // "unix:/path". It moves on to the next server only when the connection
 // cannot be made. Once connected, any failure is a temporary failure for the
 // message and no other server is tried, because the first one may already
-// have queued it (qmail-qmqpc's rule; PROTOCOLS.md 3.3 and 8.17).
+// have queued it (qmail-qmqpc's rule, qmail-qmqpc.c).
 //
 // Send streams the body, whose size must be known up front (the outer
 // netstring's length depends on it), so nothing is buffered: a caller with a

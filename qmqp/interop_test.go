@@ -109,7 +109,7 @@ func TestInteropPostfixQmqpd(t *testing.T) {
 }
 
 // TestInteropPostfixEarlyRefusals: Postfix replies D before it has read the
-// request and closes (PROTOCOLS.md 8.6); the client must report that D, not
+// request and closes (qmqpd.c); the client must report that D, not
 // a broken connection, even though its write fails.
 func TestInteropPostfixEarlyRefusals(t *testing.T) {
 	pf := testpeer.StartPostfix(t, testpeer.PostfixConfig{QMQP: true, QMQPClients: "none"})
@@ -161,7 +161,7 @@ func nullmailerSend(t *testing.T, prog, addr string, env mail.Envelope, msg stri
 
 // TestInteropNullmailer: nullmailer's QMQP module sends to our server; its
 // exit code follows our reply: 0 for K, 16 (temporary) for Z, 35
-// (permanent: bit 32) for D (PROTOCOLS.md 3.6).
+// (permanent: bit 32) for D (nullmailer errcodes.h).
 func TestInteropNullmailer(t *testing.T) {
 	prog := testpeer.Need(t, "nullmailer-qmqp")
 	msg := "Received: (nullmailer pid 1 invoked by uid 0);\n\tThu, 01 Jan 2026 00:00:00 -0000\n" +

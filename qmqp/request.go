@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/qmgate/qmgate/internal/serve"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/netstring"
 )
@@ -46,7 +47,8 @@ type Request struct {
 	done   bool
 	env    mail.Envelope
 	envErr error
-	proto  error // grammar or I/O failure: no reply
+	nul    *serve.NULReader // the message under body: no NUL bytes
+	proto  error            // grammar or I/O failure: no reply
 }
 
 // errReleased is what a Body kept beyond ServeQMQP reads.
@@ -167,7 +169,7 @@ func (r *Request) readEnvelope() error {
 			return r.fail(err)
 		}
 		// An empty recipient passes qmail-qmqpd, but a gateway has nowhere
-		// to deliver it (PROTOCOLS.md 8.9).
+		// to deliver it.
 		ok = ok && (rcpt != "" || !keepRcpt(r.maxRcpts, count))
 		bad = bad || !ok
 		if ok && keepRcpt(r.maxRcpts, count) {
@@ -183,6 +185,8 @@ func (r *Request) readEnvelope() error {
 		return mail.StatusTooBig
 	case r.body.Err() != nil:
 		return r.body.Err()
+	case r.nul != nil && r.nul.Err() != nil:
+		return r.nul.Err()
 	case bad:
 		return mail.StatusBadAddresses
 	case r.maxRcpts > 0 && count > r.maxRcpts:

@@ -14,8 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/qmgate/qmgate/internal/connlimit"
-	"github.com/qmgate/qmgate/internal/workers"
+	"github.com/qmgate/qmgate/internal/serve"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/netstring"
 )
@@ -37,16 +36,19 @@ const (
 	// addresses in memory.
 	DefaultMaxRecipients = 10000
 	// DefaultReadTimeout and DefaultWriteTimeout bound each read and write,
-	// as Postfix's qmqpd_timeout does.
-	DefaultReadTimeout  = 5 * time.Minute
-	DefaultWriteTimeout = 5 * time.Minute
-	// DefaultSessionTimeout caps a whole connection, as the QMQP
-	// specification asks and qmail-qmqpd's alarm(3600) does.
-	DefaultSessionTimeout = time.Hour
-	// DefaultMaxConns bounds concurrent connections; DefaultMaxConnsPerIP
-	// bounds them per client IP address.
+	// as Postfix's qmqpd_timeout does; DefaultSessionTimeout caps a whole
+	// connection, as qmqp.txt asks and qmail-qmqpd's alarm(3600) does;
+	// DefaultFirstTimeout bounds the wait for the request to begin.
+	DefaultReadTimeout, DefaultWriteTimeout    = serve.DefaultReadTimeout, serve.DefaultWriteTimeout
+	DefaultSessionTimeout, DefaultFirstTimeout = serve.DefaultSessionTimeout, serve.DefaultFirstTimeout
+	// DefaultMaxConns bounds concurrent TCP connections;
+	// DefaultMaxConnsPerIP bounds them per client IP address (or IPv6 /64);
+	// DefaultMaxUnixConns bounds those on unix-domain sockets, a budget of
+	// their own so that local submitters and network clients cannot lock
+	// each other out.
 	DefaultMaxConns      = 200
 	DefaultMaxConnsPerIP = 50
+	DefaultMaxUnixConns  = 100
 )
 
 // ErrServerClosed is returned by Serve and ServeConn after Shutdown or Close.
@@ -74,7 +76,7 @@ func (f HandlerFunc) ServeQMQP(ctx context.Context, req *Request) mail.Status { 
 // or ServeConn and not changed afterwards, except the allow list, which
 // SetAllow replaces at any time. The zero Server with a Handler is usable and
 // refuses every TCP client: QMQP has no authentication, so access is an
-// explicit allow list (PROTOCOLS.md 8.10).
+// explicit allow list, as qmail-qmqpd relies on tcpserver rules for.
 type Server struct {
 	// Handler queues messages. A nil Handler answers every message with a
 	// temporary failure.
@@ -128,40 +130,40 @@ type Server struct {
 	// connection (DefaultReadTimeout, DefaultWriteTimeout when 0; none when
 	// negative). SessionTimeout caps the whole connection, the handler's
 	// time included (DefaultSessionTimeout when 0; none when negative).
-	ReadTimeout    time.Duration
-	WriteTimeout   time.Duration
-	SessionTimeout time.Duration
+	ReadTimeout, WriteTimeout, SessionTimeout time.Duration
+	// FirstTimeout bounds the time from the connection to the start of the
+	// request (DefaultFirstTimeout when 0; none when negative).
+	FirstTimeout time.Duration
+	// MinDataRate is the slowest a client may send its request, in bytes a
+	// second measured over two minutes (serve.DefaultMinDataRate, 64, when
+	// 0; none when negative). A slower client is disconnected.
+	MinDataRate int64
 
-	// MaxConns bounds the connections Serve holds at once and
-	// MaxConnsPerIP those from one IP address (DefaultMaxConns,
-	// DefaultMaxConnsPerIP when 0; none when negative). A client over a
-	// limit gets one Z reply (#4.3.2), sent before anything is read, and
-	// the connection closes. Unix-socket connections count towards
-	// MaxConns only. ServeConn is not counted: its caller (tcpserver, say)
-	// does its own limiting.
-	MaxConns      int
-	MaxConnsPerIP int
+	// MaxConns bounds the TCP connections Serve holds at once and
+	// MaxConnsPerIP those from one IP address or IPv6 network
+	// (DefaultMaxConns, DefaultMaxConnsPerIP when 0; none when negative).
+	// A client over a limit gets one Z reply (#4.3.2), sent before
+	// anything is read, and the connection closes. ServeConn is not
+	// counted: its caller (tcpserver, say) does its own limiting.
+	MaxConns, MaxConnsPerIP int
+	// MaxUnixConns bounds the connections on unix-domain listeners, a
+	// budget apart from MaxConns (DefaultMaxUnixConns when 0; none when
+	// negative).
+	MaxUnixConns int
+	// IPv6PrefixLen is how many leading bits of an IPv6 client address
+	// count as one client for MaxConnsPerIP: 0 means 64, 128 (or negative)
+	// the whole address.
+	IPv6PrefixLen int
+	// Exempt, when set, names client addresses that MaxConnsPerIP does not
+	// apply to (trusted networks); they still count towards MaxConns.
+	Exempt func(netip.Addr) bool
 
 	// ErrorLog receives the server's log lines; slog.Default() when nil.
 	ErrorLog *slog.Logger
 
 	allow    atomic.Pointer[[]netip.Prefix]
 	refusing atomic.Int32 // refusals lingering before close
-	workers  workers.Pool // goroutines reused across connections
-
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	conns     map[*serverConn]struct{}
-	active    int               // connections holding a slot (MaxConns)
-	lim       connlimit.Limiter // connections in total and per IP
-	limOnce   sync.Once
-	closing   bool
-}
-
-// serverConn is one tracked connection.
-type serverConn struct {
-	closer io.Closer // nil if the stream cannot be closed
-	cancel context.CancelFunc
+	core     serve.Core
 }
 
 // SetAllow replaces the allow list while the server runs, for a daemon that
@@ -179,60 +181,37 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// limit returns v, or def when v is 0, or 0 (no limit) when v is negative.
-func limit[T int | int64 | time.Duration](v, def T) T {
-	switch {
-	case v == 0:
-		return def
-	case v < 0:
-		return 0
-	}
-	return v
+func (s *Server) maxMessageBytes() int64 {
+	return serve.Pick(s.MaxMessageBytes, DefaultMaxMessageBytes)
 }
-
-func (s *Server) maxMessageBytes() int64 { return limit(s.MaxMessageBytes, DefaultMaxMessageBytes) }
-func (s *Server) maxRecipients() int     { return limit(s.MaxRecipients, DefaultMaxRecipients) }
-func (s *Server) maxHops() int           { return limit(s.MaxHops, mail.DefaultMaxHops) }
+func (s *Server) maxRecipients() int { return serve.Pick(s.MaxRecipients, DefaultMaxRecipients) }
+func (s *Server) maxHops() int       { return serve.Pick(s.MaxHops, mail.DefaultMaxHops) }
 
 // Serve accepts connections on l, which may be a TCP or a unix-domain
 // listener, and serves each in its own goroutine. It returns ErrServerClosed
 // after Shutdown or Close, or the listener's error. l is closed on return.
 func (s *Server) Serve(l net.Listener) error {
-	if !s.trackListener(l, true) {
-		l.Close()
-		return ErrServerClosed
-	}
-	defer s.trackListener(l, false)
-	defer l.Close()
-	var backoff time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if s.isClosing() {
-				return ErrServerClosed
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return err
-			}
-			// Out of file descriptors and similar: back off and retry,
-			// as net/http does, rather than give up serving.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.logger().Error("qmqp accept failed", "err", err, "retry_in", backoff)
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
-		sc, ctx := s.track(context.Background(), c)
-		if sc == nil {
-			c.Close()
-			return ErrServerClosed
-		}
-		s.workers.Go(func() {
-			defer s.untrack(sc)
+	return s.core.Serve(l, serve.Listener{
+		Closed: ErrServerClosed,
+		Serve: func(t *serve.Conn, c net.Conn) {
 			info := &mail.ConnInfo{RemoteAddr: c.RemoteAddr(), LocalAddr: c.LocalAddr()}
-			_ = s.serve(ctx, c, info, true)
-		})
-	}
+			_ = s.serve(t, c, info)
+		},
+		Uncounted: func(c net.Conn) bool {
+			return !s.allowed(&mail.ConnInfo{RemoteAddr: c.RemoteAddr(), LocalAddr: c.LocalAddr()})
+		},
+		Refusal:  netstring.Append(nil, mail.StatusTooManyConns.Reply()),
+		Log:      s.logger().With("proto", "QMQP"),
+		OnRefuse: s.OnRefuse,
+		Limits:   s.settings().Limits(DefaultMaxConns, DefaultMaxConnsPerIP, DefaultMaxUnixConns),
+	})
+}
+
+// settings gathers the connection fields for the shared server core.
+func (s *Server) settings() serve.Settings {
+	return serve.Settings{MaxConns: s.MaxConns, MaxConnsPerIP: s.MaxConnsPerIP, MaxUnixConns: s.MaxUnixConns,
+		IPv6PrefixLen: s.IPv6PrefixLen, Exempt: s.Exempt, ReadTimeout: s.ReadTimeout, WriteTimeout: s.WriteTimeout,
+		SessionTimeout: s.SessionTimeout, FirstTimeout: s.FirstTimeout, MinDataRate: s.MinDataRate}
 }
 
 // ServeConn serves one QMQP session on rw: a connection someone else
@@ -259,145 +238,30 @@ func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriter, info *mail.Con
 			info.RemoteAddr, info.LocalAddr = nc.RemoteAddr(), nc.LocalAddr()
 		}
 	}
-	sc, ctx := s.track(ctx, rw)
-	if sc == nil {
+	closer, _ := rw.(io.Closer)
+	t, ok := s.core.Track(ctx, closer)
+	if !ok {
 		closeRW(rw)
 		return ErrServerClosed
 	}
-	defer s.untrack(sc)
-	return s.serve(ctx, rw, info, false)
+	defer s.core.Done(t)
+	return s.serve(t, rw, info)
 }
-
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
-}
-
-func (s *Server) trackListener(l net.Listener, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if add {
-		if s.closing {
-			return false
-		}
-		if s.listeners == nil {
-			s.listeners = make(map[net.Listener]struct{})
-		}
-		s.listeners[l] = struct{}{}
-	} else {
-		delete(s.listeners, l)
-	}
-	return true
-}
-
-// track registers a connection so that Shutdown waits for it and Close can
-// end it. It returns nil once the server is closing.
-func (s *Server) track(ctx context.Context, rw io.ReadWriter) (*serverConn, context.Context) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return nil, nil
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	sc := &serverConn{cancel: cancel}
-	sc.closer, _ = rw.(io.Closer)
-	if s.conns == nil {
-		s.conns = make(map[*serverConn]struct{})
-	}
-	s.conns[sc] = struct{}{}
-	return sc, ctx
-}
-
-func (s *Server) untrack(sc *serverConn) {
-	sc.cancel()
-	s.mu.Lock()
-	delete(s.conns, sc)
-	s.mu.Unlock()
-}
-
-// acquire takes a connection slot for ip (the zero Addr for unix sockets),
-// or reports false when a limit is reached.
-func (s *Server) acquire(ip netip.Addr) bool {
-	s.limOnce.Do(func() {
-		s.lim.Max = limit(s.MaxConns, DefaultMaxConns)
-		s.lim.PerIP = limit(s.MaxConnsPerIP, DefaultMaxConnsPerIP)
-	})
-	return s.lim.Acquire(ip)
-}
-
-func (s *Server) release(ip netip.Addr) { s.lim.Release(ip) }
 
 // Shutdown stops the server gracefully: it closes the listeners, lets every
 // connection in progress finish its message, and returns when none is left,
 // or with ctx's error when ctx ends first (the connections then go on; call
 // Close to end them).
-func (s *Server) Shutdown(ctx context.Context) error {
-	defer s.workers.Close() // no goroutine left idle behind a stopped server
-	s.mu.Lock()
-	s.closing = true
-	for l := range s.listeners {
-		l.Close()
-	}
-	s.mu.Unlock()
-	wait := time.Millisecond
-	for {
-		s.mu.Lock()
-		n := len(s.conns)
-		s.mu.Unlock()
-		if n == 0 {
-			return nil
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		wait = min(2*wait, 100*time.Millisecond)
-	}
-}
+func (s *Server) Shutdown(ctx context.Context) error { return s.core.Shutdown(ctx) }
 
 // Close stops the server at once: it closes the listeners and every
 // connection and cancels the handlers' contexts. A message in progress is
 // not acknowledged, so its client will retry it.
-func (s *Server) Close() error {
-	defer s.workers.Close() // no goroutine left idle behind a stopped server
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closing = true
-	var err error
-	for l := range s.listeners {
-		if e := l.Close(); e != nil && err == nil && !errors.Is(e, net.ErrClosed) {
-			err = e
-		}
-	}
-	for sc := range s.conns {
-		sc.cancel()
-		if sc.closer != nil {
-			sc.closer.Close()
-		}
-	}
-	return err
-}
+func (s *Server) Close() error { return s.core.Close() }
 
 // isUnix reports whether the connection is on a unix-domain socket.
 func isUnix(info *mail.ConnInfo) bool {
-	for _, a := range []net.Addr{info.RemoteAddr, info.LocalAddr} {
-		switch v := a.(type) {
-		case *net.UnixAddr:
-			if v != nil {
-				return true
-			}
-		case nil:
-		default:
-			if a.Network() == "unix" {
-				return true
-			}
-		}
-	}
-	return false
+	return serve.IsUnix(info.RemoteAddr) || serve.IsUnix(info.LocalAddr)
 }
 
 // allowed applies the access policy.
@@ -435,9 +299,9 @@ func clientName(info *mail.ConnInfo) string {
 	return "unknown"
 }
 
-// serve runs one session on a tracked connection. counted says whether the
-// connection takes a slot under MaxConns and MaxConnsPerIP.
-func (s *Server) serve(ctx context.Context, rw io.ReadWriter, info *mail.ConnInfo, counted bool) error {
+// serve runs one session on a tracked connection.
+func (s *Server) serve(t *serve.Conn, rw io.ReadWriter, info *mail.ConnInfo) error {
+	ctx := t.Context()
 	start := time.Now()
 	if info.Proto == "" {
 		info.Proto = "QMQP"
@@ -445,11 +309,10 @@ func (s *Server) serve(ctx context.Context, rw io.ReadWriter, info *mail.ConnInf
 	if info.LocalHost == "" {
 		info.LocalHost = s.Hostname
 	}
-	var end time.Time
-	if d := limit(s.SessionTimeout, DefaultSessionTimeout); d > 0 {
-		end = start.Add(d)
+	timing := s.settings().Timing(start)
+	if !timing.End.IsZero() {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, end)
+		ctx, cancel = context.WithDeadline(ctx, timing.End)
 		defer cancel()
 	}
 	if cl, ok := rw.(io.Closer); ok {
@@ -457,7 +320,7 @@ func (s *Server) serve(ctx context.Context, rw io.ReadWriter, info *mail.ConnInf
 		stop := context.AfterFunc(ctx, func() { cl.Close() })
 		defer stop()
 	}
-	c := newDeadlineConn(rw, limit(s.ReadTimeout, DefaultReadTimeout), limit(s.WriteTimeout, DefaultWriteTimeout), end)
+	c := serve.NewIOConn(rw, timing)
 	log := s.logger().With("proto", info.Proto, "client", clientName(info))
 
 	// Refusals come before anything is read: an unauthorised client must
@@ -468,20 +331,7 @@ func (s *Server) serve(ctx context.Context, rw io.ReadWriter, info *mail.ConnInf
 		st := mail.Perm("5.7.1", "client "+clientName(info)+" is not authorized to use this service")
 		return s.refuse(c, rw, st, log)
 	}
-	release := func() {}
-	if counted {
-		ip := info.RemoteIP()
-		if isUnix(info) {
-			ip = netip.Addr{}
-		}
-		if !s.acquire(ip) {
-			log.Warn("qmqp connection limit reached")
-			s.refused("limit")
-			return s.refuse(c, rw, mail.StatusTooManyConns, log)
-		}
-		release = sync.OnceFunc(func() { s.release(ip) })
-		defer release()
-	}
+	release := t.Release
 
 	info.RelayClient = true
 	if s.ConnContext != nil {
@@ -539,7 +389,7 @@ func (s *Server) refused(reason string) {
 }
 
 // refuse sends a refusal before anything was read, and closes.
-func (s *Server) refuse(c *deadlineConn, rw io.ReadWriter, st mail.Status, log *slog.Logger) error {
+func (s *Server) refuse(c *serve.IOConn, rw io.ReadWriter, st mail.Status, log *slog.Logger) error {
 	if s.refusing.Add(1) > maxLingeringRefusals {
 		s.refusing.Add(-1)
 		_, err := c.Write(netstring.Append(nil, st.Reply()))
@@ -554,7 +404,7 @@ func (s *Server) refuse(c *deadlineConn, rw io.ReadWriter, st mail.Status, log *
 // release is nil for a refusal sent before the request was read; otherwise
 // the request was read to its end, and the connection slot, if any, is
 // released before the close: the message is done.
-func (s *Server) reply(c *deadlineConn, rw io.ReadWriter, st mail.Status, log *slog.Logger, release func()) error {
+func (s *Server) reply(c *serve.IOConn, rw io.ReadWriter, st mail.Status, log *slog.Logger, release func()) error {
 	_, err := c.Write(netstring.Append(nil, st.Reply()))
 	if release != nil {
 		release()
@@ -608,7 +458,7 @@ func (s *Server) logReadError(log *slog.Logger, err error) {
 
 // readHeader reads the outer length and the message length and prepares the
 // Request whose body streams from the connection.
-func (s *Server) readHeader(c *deadlineConn, info *mail.ConnInfo, now time.Time) (*Request, error) {
+func (s *Server) readHeader(c *serve.IOConn, info *mail.ConnInfo, now time.Time) (*Request, error) {
 	// The outer reader only parses the outer length and comma; the inner
 	// reader's buffer does the real buffering, and its reads bypass the
 	// small outer buffer.
@@ -617,6 +467,7 @@ func (s *Server) readHeader(c *deadlineConn, info *mail.ConnInfo, now time.Time)
 	if err != nil {
 		return nil, readErr(err)
 	}
+	c.Started() // the request has begun: FirstTimeout is met
 	br := getReader(outerData)
 	r := &Request{
 		Conn:     info,
@@ -636,7 +487,8 @@ func (s *Server) readHeader(c *deadlineConn, info *mail.ConnInfo, now time.Time)
 	r.Size = n
 	r.tooBig = s.maxMessageBytes() > 0 && n > s.maxMessageBytes()
 	r.msg = msg
-	r.body = mail.NewBodyReader(msg, s.maxMessageBytes(), s.maxHops())
+	r.nul = serve.RefuseNUL(msg)
+	r.body = mail.NewBodyReader(r.nul, s.maxMessageBytes(), s.maxHops())
 	r.Body = &bodyReader{req: r, received: info.Received(now), body: r.body}
 	return r, nil
 }

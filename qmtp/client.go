@@ -13,24 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/serve"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/netstring"
-)
-
-// Client defaults.
-const (
-	// DefaultConnectTimeout is qmail-remote's connect timeout.
-	DefaultConnectTimeout = 60 * time.Second
-	// DefaultIOTimeout bounds each write and each wait for a reply: the
-	// RFC 5321 4.5.3.2.6 ten minutes for the answer after the end of the
-	// data, which is what a server committing a message may take.
-	DefaultIOTimeout = 10 * time.Minute
-	// DefaultClientSessionTimeout caps a connection's life; the QMTP spec
-	// says a session should take at most an hour.
-	DefaultClientSessionTimeout = time.Hour
-	// MaxReplyBytes bounds one reply netstring. Replies are short texts
-	// (mail.MaxStatusText); a longer one is treated as garbage.
-	MaxReplyBytes = 4 << 10
 )
 
 // Client errors. Any error a Send returns leaves the statuses filled in; the
@@ -53,6 +38,23 @@ var (
 	ErrSessionExpired = errors.New("qmtp: session time limit reached")
 	// ErrUnexpectedData: the server sent bytes that answer nothing we sent.
 	ErrUnexpectedData = errors.New("qmtp: unsolicited data from server")
+)
+
+// Client defaults.
+const (
+	// DefaultConnectTimeout bounds the TCP connect, the same for the QMTP,
+	// QMQP and SMTP clients (see serve.DefaultConnectTimeout).
+	DefaultConnectTimeout = serve.DefaultConnectTimeout
+	// DefaultIOTimeout bounds each write and each wait for a reply: the
+	// RFC 5321 4.5.3.2.6 ten minutes for the answer after the end of the
+	// data, which is what a server committing a message may take.
+	DefaultIOTimeout = 10 * time.Minute
+	// DefaultClientSessionTimeout caps a connection's life; the QMTP spec
+	// says a session should take at most an hour.
+	DefaultClientSessionTimeout = time.Hour
+	// MaxReplyBytes bounds one reply netstring. Replies are short texts
+	// (mail.MaxStatusText); a longer one is treated as garbage.
+	MaxReplyBytes = 4 << 10
 )
 
 var errDeadline = os.ErrDeadlineExceeded
@@ -107,7 +109,8 @@ type Client struct {
 }
 
 // DialError is the error of a failed Dial: nothing was sent, so under MXPS
-// the caller may fall back to SMTP on the same host (PROTOCOLS.md 4).
+// the caller may fall back to SMTP on the same host (MXPS: only a failed
+// QMTP connection attempt may fall back, never a failed delivery).
 type DialError struct {
 	Addr string
 	Err  error
@@ -120,15 +123,15 @@ func (e *DialError) Unwrap() error { return e.Err }
 // plain QMTP, and is an error for QMTPS, which has no registered port).
 // Errors are *DialError.
 func (c *Client) Dial(ctx context.Context, addr string) (*Conn, error) {
-	host, port, err := net.SplitHostPort(addr)
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		if c.TLSConfig != nil {
 			return nil, &DialError{addr, errors.New("QMTPS needs an explicit port")}
 		}
-		host, port = addr, strconv.Itoa(DefaultPort)
-		addr = net.JoinHostPort(host, port)
+		host = addr
+		addr = net.JoinHostPort(host, strconv.Itoa(DefaultPort))
 	}
-	if t := pick(c.ConnectTimeout, DefaultConnectTimeout); t > 0 {
+	if t := serve.Pick(c.ConnectTimeout, DefaultConnectTimeout); t > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
@@ -160,11 +163,11 @@ func (c *Client) Dial(ctx context.Context, addr string) (*Conn, error) {
 // socket, a TLS connection set up by hand, a test pipe).
 func (c *Client) NewConn(nc net.Conn) *Conn {
 	var end time.Time
-	if st := pick(c.SessionTimeout, DefaultClientSessionTimeout); st > 0 {
+	if st := serve.Pick(c.SessionTimeout, DefaultClientSessionTimeout); st > 0 {
 		end = time.Now().Add(st)
 	}
-	io := pick(c.IOTimeout, DefaultIOTimeout)
-	ioc := newIOConn(nc, io, io, end)
+	io := serve.Pick(c.IOTimeout, DefaultIOTimeout)
+	ioc := serve.NewIOConn(nc, serve.Timing{ReadTimeout: io, WriteTimeout: io, End: end})
 	br := bufio.NewReaderSize(ioc, 4<<10)
 	return &Conn{
 		nc:  nc,
@@ -198,7 +201,7 @@ func (c *Client) Send(ctx context.Context, addr string, msgs ...*Message) ([][]m
 // while Err reports nil; one Send runs at a time.
 type Conn struct {
 	nc  net.Conn
-	io  *ioConn
+	io  *serve.IOConn
 	br  *bufio.Reader
 	ns  *netstring.Reader
 	bw  *bufio.Writer

@@ -6,7 +6,7 @@ import (
 )
 
 // crlfReader converts a message sent in QMTP encoding #1 (mode byte '\r') to
-// the stored form exactly as qmail-qmtpd does (PROTOCOLS.md 2.2 step 3): each
+// the stored form exactly as qmail-qmtpd.c does (qmtp.txt, encoding #1): each
 // CR LF pair becomes LF, a CR not followed by LF is kept (so CR CR LF becomes
 // CR LF), a CR that is the last byte of the data is kept, and every other
 // byte, bare LF included, passes through.

@@ -10,7 +10,7 @@ import (
 
 // IsQMTPPreference reports whether an MX preference is in MXPS's QMTP slice:
 // 12800 <= pref <= 13055 and pref%16 == 1 (12801, 12817, …, 13041). Every
-// other preference means SMTP [MXPS97], PROTOCOLS.md 4.
+// other preference means SMTP (the MXPS proposal, cr.yp.to/proto/mxps.txt).
 func IsQMTPPreference(pref uint16) bool {
 	return pref >= 12800 && pref <= 13055 && pref%16 == 1
 }

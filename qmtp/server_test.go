@@ -422,7 +422,7 @@ func TestShutdown(t *testing.T) {
 		shut <- srv.Shutdown(ctx)
 	}()
 	expectEOF(t, idle) // the idle session is closed at once
-	for !srv.isShutting() {
+	for !srv.core.Shutting() {
 		time.Sleep(time.Millisecond)
 	}
 	select {

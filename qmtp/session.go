@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 
+	"github.com/qmgate/qmgate/internal/serve"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/netstring"
 )
@@ -100,7 +101,7 @@ type pkg struct {
 	body     *mail.BodyReader
 	hdr      string // Received line not yet handed out
 	bodyEOF  bool
-	limitErr error // mail.StatusTooBig or mail.StatusTooManyHops
+	limitErr error // mail.StatusTooBig, mail.StatusTooManyHops or serve.StatusNUL
 	ioErr    error // protocol or I/O error: close without reply
 
 	envDone    bool
@@ -171,7 +172,8 @@ func (p *pkg) noteBodyErr(err error) error {
 // session is one connection's package loop.
 type session struct {
 	srv  *Server
-	t    *trackedConn
+	t    *serve.Conn
+	io   *serve.IOConn
 	ctx  context.Context
 	info *mail.ConnInfo
 	br   *bufio.Reader
@@ -201,11 +203,11 @@ func (s *session) run() error {
 			if err := s.bw.Flush(); err != nil {
 				return err
 			}
-			if !s.srv.setIdle(s.t, true) {
+			if !s.t.SetIdle(true) {
 				return ErrServerClosed
 			}
 			_, err := s.br.Peek(1)
-			if !s.srv.setIdle(s.t, false) {
+			if !s.t.SetIdle(false) {
 				return ErrServerClosed
 			}
 			if err == io.EOF {
@@ -214,7 +216,7 @@ func (s *session) run() error {
 			if err != nil {
 				return err
 			}
-		} else if s.srv.isShutting() {
+		} else if s.srv.core.Shutting() {
 			s.bw.Flush()
 			return ErrServerClosed
 		}
@@ -232,6 +234,7 @@ func (s *session) servePackage() error {
 	if err != nil {
 		return protocolError(err)
 	}
+	s.io.Started() // the first package has begun: FirstTimeout is met
 	if n == 0 {
 		return errZeroLength
 	}
@@ -251,7 +254,7 @@ func (s *session) servePackage() error {
 		// Known from the declaration alone; the data is still drained.
 		p.limitErr = mail.StatusTooBig
 	}
-	p.body = mail.NewBodyReader(src, s.maxBytes, s.maxHops)
+	p.body = mail.NewBodyReader(serve.RefuseNUL(src), s.maxBytes, s.maxHops)
 	req := &Request{Conn: s.info, Body: bodyReader{p}, Size: n - 1, CRLF: mode == '\r', pkg: p}
 
 	statuses, handled := s.callHandler(req)
@@ -362,7 +365,7 @@ func (p *pkg) readEnvelope() {
 			a := s.addr[:l]
 			switch {
 			case bytes.IndexByte(a, 0) >= 0:
-			case good >= s.maxRcpts:
+			case s.maxRcpts > 0 && good >= s.maxRcpts:
 				kind = kindExcess
 			default:
 				kind = kindGood

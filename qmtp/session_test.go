@@ -35,7 +35,7 @@ func pk(msg, sender string, rcpts ...string) string {
 	return ns(msg) + ns(sender) + ns(list.String())
 }
 
-// Exact reply texts qmail sends (PROTOCOLS.md 2.2 step 8 and 9).
+// Exact reply texts qmail-qmtpd.c sends for a bad recipient and the rest.
 const (
 	replyBadRcpt   = "Dsorry, I can't handle that recipient (#5.1.3)"
 	replyBadSender = "Dunacceptable sender (#5.1.7)"

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/qmgate/qmgate/internal/config"
@@ -79,6 +80,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
+	h.wireRequeue(st.router)
 	h.state.Store(st)
 	return h, nil
 }
@@ -187,13 +189,13 @@ func bind(kind, addr string) (*boundListener, error) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, fmt.Errorf("%s listen %s: %w", kind, addr, err)
 		}
+		// Mode 0666 through the umask at bind time: a chmod by path
+		// afterwards would follow whatever link was put there meanwhile.
+		old := syscall.Umask(0o111)
 		l, err := net.Listen("unix", path)
+		syscall.Umask(old)
 		if err != nil {
 			return nil, fmt.Errorf("%s listen %s: %w", kind, addr, err)
-		}
-		if err := os.Chmod(path, 0o666); err != nil {
-			l.Close()
-			return nil, err
 		}
 		return &boundListener{kind: kind, addr: addr, l: l, unix: path}, nil
 	}
@@ -447,9 +449,10 @@ func (h *Hub) buildServers() {
 			MaxConns:          c.SMTP.MaxConns,
 			MaxConnsPerIP:     c.SMTP.MaxConnsPerIP,
 			ErrorLog:          h.log.With("proto", "smtp"),
-			FillConnInfo: func(ctx context.Context, info *mail.ConnInfo) {
+			ConnContext: func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
 				info.LocalHost = c.Hostname
 				info.RelayClient = InPrefixes(info.RemoteIP(), h.state.Load().policy.SMTPRelay)
+				return ctx, nil
 			},
 		}
 		if c.SMTP.TLSCert != "" {
@@ -508,6 +511,7 @@ func (h *Hub) Reload(cfg *config.Config) error {
 	if changed := nonReloadable(h.cfg, cfg); changed != "" {
 		h.log.Warn("reload: these settings need a restart and were not changed", "settings", changed)
 	}
+	h.wireRequeue(st.router)
 	old := h.state.Swap(st)
 	// The engine starts workers for the new routes on demand and lets the
 	// old ones drain; close the old transports once they are idle.

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/qmgate/qmgate/internal/serve"
 )
 
 // Bounds on AUTH credentials, checked before the Authenticator sees them.
@@ -78,13 +80,31 @@ func (s *session) checkPassword(user, pass string) ([]byte, bool, error) {
 		!utf8.ValidString(user) || strings.IndexByte(user, 0) >= 0 {
 		return nil, false, s.authFailed()
 	}
-	ok, err := s.srv().Auth.Authenticate(s.sc.ctx, user, pass)
+	srv, g := s.srv(), &s.srv().auth
+	g.init(srv)
+	now := time.Now()
+	addr := srv.authAddr(s.info.RemoteIP())
+	if g.blocked(addr, serve.Pick(srv.MaxAuthFailuresPerIP, DefaultMaxAuthFailuresPerIP), now) {
+		srv.logger().Warn("smtp authentication refused unchecked", "client", addrString(s.info.RemoteAddr), "reason", "too many failures from this address")
+		s.sc.closeAfterReply()
+		return nil, false, replyError(statusAuthAddrBlocked)
+	}
+	k := g.credKey(user, pass)
+	if g.knownBad(k, now) {
+		return nil, false, s.authFailed()
+	}
+	if !g.acquire(s.sc.ctx) {
+		return nil, false, replyError(statusAuthTemp)
+	}
+	ok, err := srv.Auth.Authenticate(s.sc.ctx, user, pass)
+	g.release()
 	if err != nil {
-		s.srv().logger().Warn("smtp authentication unavailable", "client", addrString(s.info.RemoteAddr), "err", err)
+		srv.logger().Warn("smtp authentication unavailable", "client", addrString(s.info.RemoteAddr), "err", err)
 		return nil, false, replyError(statusAuthTemp)
 	}
 	if !ok {
-		return nil, false, s.authFailed()
+		g.failed(addr, &k, s.authWindow(), time.Now())
+		return nil, false, s.authFailedCounted()
 	}
 	s.info.AuthUser = user
 	s.srv().logger().Info("smtp authenticated", "client", addrString(s.info.RemoteAddr), "user", user)
@@ -96,10 +116,23 @@ func (s *session) checkPassword(user, pass string) ([]byte, bool, error) {
 // the session. The user name is not logged: people type passwords into it.
 func (s *session) authFailed() error {
 	srv := s.srv()
+	srv.auth.init(srv)
+	srv.auth.failed(srv.authAddr(s.info.RemoteIP()), nil, s.authWindow(), time.Now())
+	return s.authFailedCounted()
+}
+
+func (s *session) authWindow() time.Duration {
+	return serve.Pick(s.srv().AuthFailureWindow, DefaultAuthFailureWindow)
+}
+
+// authFailedCounted is authFailed for a failure already recorded with the
+// guard.
+func (s *session) authFailedCounted() error {
+	srv := s.srv()
 	sc := s.sc
 	sc.authFailures++
 	srv.logger().Warn("smtp authentication failed", "client", addrString(s.info.RemoteAddr), "failures", sc.authFailures)
-	if d := limit(srv.AuthFailureDelay, DefaultAuthFailureDelay); d > 0 {
+	if d := serve.Pick(srv.AuthFailureDelay, DefaultAuthFailureDelay); d > 0 {
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
@@ -107,7 +140,7 @@ func (s *session) authFailed() error {
 			t.Stop()
 		}
 	}
-	if max := limit(srv.MaxAuthFailures, DefaultMaxAuthFailures); max > 0 && sc.authFailures >= max {
+	if max := serve.Pick(srv.MaxAuthFailures, DefaultMaxAuthFailures); max > 0 && sc.authFailures >= max {
 		sc.closeAfterReply()
 		return replyError(statusAuthTooMany)
 	}

@@ -193,19 +193,20 @@ func TestImplicitTLS(t *testing.T) {
 	b.expect("421 4.3.2")
 }
 
-// FillConnInfo runs once per connection, STARTTLS or not, and what it sets
+// ConnContext runs once per connection, STARTTLS or not, and what it sets
 // reaches the handler with the server's own fields kept current.
-func TestFillConnInfo(t *testing.T) {
+func TestConnContextOnce(t *testing.T) {
 	h := &recHandler{}
 	srv := authServer(t, h)
 	var calls atomic.Int32
-	srv.FillConnInfo = func(ctx context.Context, info *mail.ConnInfo) {
+	srv.ConnContext = func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
 		calls.Add(1)
 		if info.Proto != "SMTP" || !info.RemoteIP().IsLoopback() || info.LocalHost != "mx.test" {
-			t.Errorf("FillConnInfo got %+v", info)
+			t.Errorf("ConnContext got %+v", info)
 		}
 		info.RemoteHost = "client.example"
 		info.RelayClient = true
+		return ctx, nil
 	}
 	addr := startServer(t, srv)
 	c := dialRaw(t, addr)
@@ -220,7 +221,7 @@ func TestFillConnInfo(t *testing.T) {
 	c.cmd("QUIT", "221")
 	c.eof()
 	if n := calls.Load(); n != 1 {
-		t.Errorf("FillConnInfo called %d times", n)
+		t.Errorf("ConnContext called %d times", n)
 	}
 	m := h.messages()[0]
 	if !m.info.RelayClient || m.info.RemoteHost != "client.example" || m.info.Helo != "client.test" || m.info.Proto != "ESMTPS" {

@@ -11,13 +11,13 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/qmgate/qmgate/internal/serve"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -58,8 +58,9 @@ func (p TLSPolicy) String() string {
 
 // Defaults for the Client's timeouts (each applies when the field is zero).
 const (
-	// DefaultConnectTimeout is qmail-remote's timeoutconnect.
-	DefaultConnectTimeout = 60 * time.Second
+	// DefaultConnectTimeout bounds the TCP connect, the same for the QMTP,
+	// QMQP and SMTP clients (see serve.DefaultConnectTimeout).
+	DefaultConnectTimeout = serve.DefaultConnectTimeout
 	// DefaultCommandTimeout bounds each reply and each write of the message
 	// (RFC 5321 4.5.3.2: 5 minutes for commands, 3 for a data block).
 	DefaultCommandTimeout = 5 * time.Minute
@@ -97,8 +98,11 @@ type Client struct {
 	CommandTimeout time.Duration
 	DataTimeout    time.Duration
 
-	// DialContext, when set, opens the TCP connections (for proxies and
-	// tests).
+	// Dialer makes the TCP connections (source address, keep-alive...), as
+	// in the QMTP and QMQP clients; nil means a zero net.Dialer.
+	Dialer *net.Dialer
+	// DialContext, when set, opens the TCP connections instead of Dialer
+	// (for proxies and tests).
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// ErrorLog receives the Client's log lines; slog.Default() when nil.
@@ -195,7 +199,7 @@ func (c *Client) Dial(ctx context.Context, addr string) (*Conn, error) {
 }
 
 func (c *Client) dial(ctx context.Context, t target, tryTLS bool) (*Conn, error) {
-	connectTimeout := limit(c.ConnectTimeout, DefaultConnectTimeout)
+	connectTimeout := serve.Pick(c.ConnectTimeout, DefaultConnectTimeout)
 	dctx := ctx
 	if connectTimeout > 0 {
 		var cancel context.CancelFunc
@@ -204,7 +208,10 @@ func (c *Client) dial(ctx context.Context, t target, tryTLS bool) (*Conn, error)
 	}
 	dial := c.DialContext
 	if dial == nil {
-		var d net.Dialer
+		d := c.Dialer
+		if d == nil {
+			d = &net.Dialer{}
+		}
 		dial = d.DialContext
 	}
 	raw, err := dial(dctx, "tcp", t.addr)
@@ -212,7 +219,7 @@ func (c *Client) dial(ctx context.Context, t target, tryTLS bool) (*Conn, error)
 		c.logger().Info("smtp connect failed", "host", t.addr, "err", err)
 		return nil, mail.StatusConnectFailed
 	}
-	cc := &clientConn{Conn: raw, writeTimeout: limit(c.CommandTimeout, DefaultCommandTimeout)}
+	cc := &clientConn{Conn: raw, writeTimeout: serve.Pick(c.CommandTimeout, DefaultCommandTimeout)}
 	// The greeting and the STARTTLS exchange fall under ConnectTimeout too.
 	stop := context.AfterFunc(dctx, cc.cancel)
 	cn, err := c.setup(cc, t, tryTLS)
@@ -243,7 +250,7 @@ func statusTimedOut(what string) mail.Status {
 // handshake, reading a stand-in greeting and saying EHLO again, as RFC 3207
 // requires anyway.
 func (c *Client) setup(cc *clientConn, t target, tryTLS bool) (*Conn, error) {
-	cmdTimeout := limit(c.CommandTimeout, DefaultCommandTimeout)
+	cmdTimeout := serve.Pick(c.CommandTimeout, DefaultCommandTimeout)
 	name := c.localName()
 	var nc net.Conn = cc
 	var tlsState *tls.ConnectionState
@@ -320,8 +327,8 @@ func (c *Client) setup(cc *clientConn, t target, tryTLS bool) (*Conn, error) {
 	}
 
 	gc := gosmtp.NewClient(nc)
-	gc.CommandTimeout = limit(c.CommandTimeout, DefaultCommandTimeout)
-	gc.SubmissionTimeout = limit(c.DataTimeout, DefaultDataTimeout)
+	gc.CommandTimeout = serve.Pick(c.CommandTimeout, DefaultCommandTimeout)
+	gc.SubmissionTimeout = serve.Pick(c.DataTimeout, DefaultDataTimeout)
 	if err := gc.Hello(name); err != nil {
 		return nil, greetingStatus(err, "")
 	}
@@ -441,7 +448,6 @@ type clientConn struct {
 	net.Conn
 	writeTimeout time.Duration
 	cancelled    atomic.Bool
-	mu           sync.Mutex
 }
 
 var errCancelled = errors.New("smtp: delivery cancelled")

@@ -2,10 +2,10 @@ package smtp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -13,6 +13,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/qmgate/qmgate/internal/serve"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -25,10 +26,6 @@ const (
 	lingerTimeout = 10 * time.Second
 	// lingerMaxBytes bounds what it discards meanwhile.
 	lingerMaxBytes = 64 << 20
-	// rejectTimeout bounds the exchange with a client refused for a
-	// connection limit: the TLS handshake on an implicit-TLS listener and the
-	// one 421 line.
-	rejectTimeout = 10 * time.Second
 )
 
 // serverConn is the server's view of one client connection. go-smtp reads and
@@ -47,10 +44,7 @@ const (
 type serverConn struct {
 	net.Conn // the raw connection
 	srv      *Server
-	ctx      context.Context
-	cancel   context.CancelFunc
-	ip       netip.Addr
-	slot     bool // holds a MaxConns slot to release
+	ctx      context.Context // the handler's calls; ConnContext may replace it
 
 	// info is the connection's part of every session's ConnInfo; only the
 	// connection's goroutine touches it after setup.
@@ -61,11 +55,9 @@ type serverConn struct {
 	// per-connection settings (its MaxMessageBytes) can change safely.
 	engine *gosmtp.Server
 
-	readTimeout, writeTimeout time.Duration
-	sessionEnd                time.Time // zero: no cap
-
 	mu            sync.Mutex
-	writeDeadline time.Time // set from outside (tls.Conn's close_notify)
+	tm            serve.Timing // the connection's clocks, under mu
+	writeDeadline time.Time    // set from outside (tls.Conn's close_notify)
 
 	busy            atomic.Bool  // a mail transaction is open
 	kicked          atomic.Bool  // Shutdown asked idle sessions to end
@@ -74,20 +66,30 @@ type serverConn struct {
 
 	authFailures int // owned by the connection's goroutine
 
+	// The plaintext view (plain.go). The server terminates TLS itself,
+	// implicit or after STARTTLS, so that go-smtp and this view see
+	// plaintext. stream, tlsConn, sess, lastRead and startTLS belong to
+	// go-smtp's goroutine for the connection.
+	stream   net.Conn  // what Read and Write use: the connection or its TLS
+	tlsConn  *tls.Conn // nil until TLS is on
+	sess     *session  // the current session, for its TLS state
+	lastRead []byte    // the end of the last read, to spot commands after STARTTLS
+	startTLS bool      // the reply being written accepts STARTTLS
+	dcState  int       // scanDotCR's state
+	dotCR    atomic.Bool
+
 	closeOnce sync.Once
 	done      chan struct{}
 }
 
-func newServerConn(srv *Server, c net.Conn) *serverConn {
+func newServerConn(srv *Server, c net.Conn, t *serve.Conn) *serverConn {
 	sc := &serverConn{
-		Conn:         c,
-		srv:          srv,
-		readTimeout:  limit(srv.ReadTimeout, DefaultReadTimeout),
-		writeTimeout: limit(srv.WriteTimeout, DefaultWriteTimeout),
-		done:         make(chan struct{}),
-	}
-	if d := limit(srv.SessionTimeout, DefaultSessionTimeout); d > 0 {
-		sc.sessionEnd = time.Now().Add(d)
+		Conn:   c,
+		stream: c,
+		srv:    srv,
+		ctx:    t.Context(),
+		tm:     srv.settings().Timing(time.Now()),
+		done:   make(chan struct{}),
 	}
 	sc.info = mail.ConnInfo{
 		Proto:      "SMTP",
@@ -95,8 +97,14 @@ func newServerConn(srv *Server, c net.Conn) *serverConn {
 		LocalAddr:  c.LocalAddr(),
 		LocalHost:  srv.Hostname,
 	}
-	sc.ip = sc.info.RemoteIP()
 	return sc
+}
+
+// started records the first HELO or EHLO: FirstTimeout no longer applies.
+func (sc *serverConn) started() {
+	sc.mu.Lock()
+	sc.tm.Started()
+	sc.mu.Unlock()
 }
 
 // timeoutError is an idle session's read timeout, the server's own or a
@@ -119,13 +127,9 @@ func (sc *serverConn) Read(p []byte) (int, error) {
 		if sc.kicked.Load() && !sc.busy.Load() {
 			return 0, sc.timedOut()
 		}
-		var dl time.Time
-		if sc.readTimeout > 0 {
-			dl = time.Now().Add(sc.readTimeout)
-		}
-		if !sc.sessionEnd.IsZero() && (dl.IsZero() || sc.sessionEnd.Before(dl)) {
-			dl = sc.sessionEnd
-		}
+		sc.mu.Lock()
+		dl := sc.tm.Deadline(sc.tm.ReadTimeout)
+		sc.mu.Unlock()
 		sc.Conn.SetReadDeadline(dl)
 		// Shutdown sets kicked before it moves the deadline into the past;
 		// checking after our own SetReadDeadline means one of the two
@@ -133,7 +137,19 @@ func (sc *serverConn) Read(p []byte) (int, error) {
 		if sc.kicked.Load() && !sc.busy.Load() {
 			return 0, sc.timedOut()
 		}
-		n, err := sc.Conn.Read(p)
+		n, err := sc.stream.Read(p)
+		if n > 0 {
+			sc.scanDotCR(p[:n])
+			sc.lastRead = append(sc.lastRead[:0], p[max(0, n-16):n]...)
+		}
+		sc.mu.Lock()
+		if e := sc.tm.ReadDone(n, err); e != err {
+			// Too slow, or no greeting in time: like a timeout.
+			sc.mu.Unlock()
+			sc.srv.logger().Info("smtp client dropped", "client", addrString(sc.info.RemoteAddr), "reason", e.Error())
+			return 0, sc.timedOut()
+		}
+		sc.mu.Unlock()
 		if n == 0 && err != nil && isTimeout(err) {
 			if sc.kicked.Load() && sc.busy.Load() && (dl.IsZero() || time.Now().Before(dl)) {
 				// The shutdown kick hit a session that had just opened a
@@ -166,17 +182,33 @@ func (sc *serverConn) timedOut() error {
 // Write writes with a fresh deadline per call, and ends the connection after
 // the reply that closeAfterWrite was armed for.
 func (sc *serverConn) Write(p []byte) (int, error) {
-	var dl time.Time
-	if sc.writeTimeout > 0 {
-		dl = time.Now().Add(sc.writeTimeout)
-	}
 	sc.mu.Lock()
+	sc.tm.Wrote()
+	// Not capped by the session's end: the 421 that ends it must go out.
+	var dl time.Time
+	if sc.tm.WriteTimeout > 0 {
+		dl = time.Now().Add(sc.tm.WriteTimeout)
+	}
 	if w := sc.writeDeadline; !w.IsZero() && (dl.IsZero() || w.Before(dl)) {
 		dl = w
 	}
 	sc.mu.Unlock()
 	sc.Conn.SetWriteDeadline(dl)
-	n, err := sc.Conn.Write(p)
+	q, changed := sc.rewrite(p)
+	n, err := sc.stream.Write(q)
+	if changed {
+		// The caller counts what it asked to write.
+		n = len(p)
+		if err != nil {
+			n = 0
+		}
+	}
+	if sc.startTLS {
+		sc.startTLS = false
+		if err == nil {
+			err = sc.handshake()
+		}
+	}
 	switch sc.closeAfterWrite.Swap(0) {
 	case closePlain:
 		sc.Close()
@@ -245,9 +277,6 @@ func (sc *serverConn) Close() error {
 	sc.closeOnce.Do(func() {
 		sc.stopped.Store(true)
 		err = sc.Conn.Close()
-		if sc.slot {
-			sc.srv.release(sc.ip)
-		}
 		close(sc.done)
 	})
 	return err

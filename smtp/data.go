@@ -45,6 +45,10 @@ type dataFilter struct {
 	suspect   int  // progress through "." CR LF at a line go-smtp missed
 	missedEnd bool
 
+	// dotCR, when set, reports at the end of the data whether the client
+	// sent CR LF "." CR X, which go-smtp's reader hides (see scanDotCR).
+	dotCR func() bool
+
 	slowOnly bool // tests: byte by byte throughout
 }
 
@@ -97,6 +101,9 @@ func (f *dataFilter) Read(p []byte) (int, error) {
 		if err != nil && f.cr && f.bdat {
 			f.cr = false
 			f.bareCR = true // a BDAT message that ends in CR
+		}
+		if err == io.EOF && f.dotCR != nil && f.dotCR() {
+			f.bareCR = true
 		}
 		if f.bareCR || f.missedEnd {
 			f.err = statusBareCR

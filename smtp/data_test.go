@@ -215,15 +215,15 @@ func TestDataFilterFastPath(t *testing.T) {
 			in[i] = alphabet[rng.IntN(len(alphabet))]
 		}
 		chunk := 1 + rng.IntN(8)
-		run := func(slow bool) (string, error, *dataFilter) {
+		run := func(slow bool) (string, *dataFilter, error) {
 			f := newDataFilter(oneByteOrChunk(bytes.NewReader(in), chunk), false)
 			f.slowOnly = slow
 			out, err := io.ReadAll(oneByteOrChunk(f, chunk))
 			f.drain()
-			return string(out), err, f
+			return string(out), f, err
 		}
-		fo, fe, ff := run(false)
-		so, se, sf := run(true)
+		fo, ff, fe := run(false)
+		so, sf, se := run(true)
 		if fo != so || fe != se || ff.bareCR != sf.bareCR || ff.missedEnd != sf.missedEnd {
 			t.Fatalf("%q (chunk %d): fast %q %v %v %v, slow %q %v %v %v", in, chunk,
 				fo, fe, ff.bareCR, ff.missedEnd, so, se, sf.bareCR, sf.missedEnd)

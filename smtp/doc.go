@@ -163,16 +163,33 @@
 // a line end; a last line without LF gets CR LF (qmail-remote refuses such a
 // message with #5.6.2; a gateway delivers it).
 //
-// Timeouts: ConnectTimeout (60 s) for the TCP connection, greeting and
+// Timeouts: ConnectTimeout (30 s, the same for the QMTP and QMQP clients)
+// for the TCP connection, greeting and
 // TLS set-up; CommandTimeout (5 min) for each reply and each write of the
 // message; DataTimeout (10 min) for the reply after the final ".". The
 // context of Send and Dial cancels at once.
 //
 // # go-smtp notes
 //
-// Things go-smtp v0.25.1 does that this package works around, for whoever
-// upgrades it:
+// Things go-smtp v0.26.0 does that this package works around, for whoever
+// upgrades it (v0.26.0 made one workaround unnecessary: RCPT
+// TO:<Postmaster> without a domain, which RFC 5321 4.5.1 requires, is now
+// parsed; go-smtp hands over the bare local part, which the session turns
+// into postmaster@Hostname):
 //
+//   - Its STARTTLS wraps the connection it was given in a TLS of its own,
+//     below which the plaintext cannot be seen. The server therefore
+//     terminates TLS itself, implicit TLS and STARTTLS alike (go-smtp is
+//     given no TLSConfig; the server offers STARTTLS in the EHLO reply and
+//     answers the command, refusing a client that sent more behind it,
+//     RFC 3207 5), and go-smtp reads plaintext from serverConn.
+//   - Its data reader drops the ".\r" of a line CR LF "." CR X without a
+//     word. serverConn watches the plaintext the client sends for that
+//     sequence (plain.go) and the message is refused with 554 5.6.0, like
+//     any other bare CR.
+//   - Its success replies carry fixed texts ("Roger, accepting mail from",
+//     "I'll make sure <x> gets this"); serverConn replaces them on the way
+//     out with plain ones (plain.go).
 //   - Errors from session methods other than *SMTPError become replies with
 //     err.Error() as text (554 from Data). Every error here is converted.
 //   - Read and write timeouts are per command and off by default; DATA has
@@ -192,6 +209,4 @@
 //     on without TLS; the greeting, first EHLO and STARTTLS are done with
 //     net/textproto and go-smtp's client takes over after the handshake. Its
 //     Reset makes it say EHLO again before the next MAIL.
-//   - A RCPT TO:<postmaster> without a domain is refused by go-smtp's
-//     parser (501), against RFC 5321 4.5.1.
 package smtp

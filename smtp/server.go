@@ -4,20 +4,15 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"strings"
-	"sync"
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
 
-	"github.com/qmgate/qmgate/internal/connlimit"
-	"github.com/qmgate/qmgate/internal/workers"
+	"github.com/qmgate/qmgate/internal/serve"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -46,16 +41,18 @@ const (
 	// line ends the session with 500 5.4.0.
 	DefaultMaxLineLength = 64 << 10
 	// DefaultReadTimeout and DefaultWriteTimeout bound every single read
-	// and write (RFC 5321 4.5.3.2 suggests 5 minutes for commands).
-	DefaultReadTimeout  = 5 * time.Minute
-	DefaultWriteTimeout = 5 * time.Minute
-	// DefaultSessionTimeout caps a whole connection.
-	DefaultSessionTimeout = time.Hour
+	// and write (RFC 5321 4.5.3.2 suggests 5 minutes for commands);
+	// DefaultSessionTimeout caps a whole connection; DefaultFirstTimeout
+	// bounds the wait for the first HELO or EHLO.
+	DefaultReadTimeout, DefaultWriteTimeout    = serve.DefaultReadTimeout, serve.DefaultWriteTimeout
+	DefaultSessionTimeout, DefaultFirstTimeout = serve.DefaultSessionTimeout, serve.DefaultFirstTimeout
 	// DefaultMaxConns bounds concurrent connections, DefaultMaxConnsPerIP
-	// those from one IP address (Postfix's
-	// smtpd_client_connection_count_limit is 50 too).
+	// those from one IP address or IPv6 /64 (Postfix's
+	// smtpd_client_connection_count_limit is 50 too), DefaultMaxUnixConns
+	// those on unix-domain sockets.
 	DefaultMaxConns      = 200
 	DefaultMaxConnsPerIP = 50
+	DefaultMaxUnixConns  = 100
 	// DefaultMaxAuthFailures is how many failed AUTH attempts a connection
 	// gets; at the last the server answers 421 4.7.0 and closes.
 	DefaultMaxAuthFailures = 3
@@ -63,44 +60,17 @@ const (
 	// which slows down password guessing (Postfix's smtpd_error_sleep_time
 	// is 1s as well).
 	DefaultAuthFailureDelay = time.Second
+	// DefaultMaxAuthFailuresPerIP is how many failed AUTH attempts one
+	// client address (or IPv6 /64) gets within DefaultAuthFailureWindow,
+	// across all its connections; after that AUTH is refused without a
+	// password check.
+	DefaultMaxAuthFailuresPerIP = 10
+	DefaultAuthFailureWindow    = 15 * time.Minute
 )
 
 // ErrServerClosed is returned by Serve, ServeTLS and ServeConn after
 // Shutdown or Close.
 var ErrServerClosed = errors.New("smtp: server closed")
-
-// Handler decides on each envelope address and commits messages. Policy
-// (rcpthosts, relay clients, authenticated users) sits in Sender and
-// Recipient; Deliver puts the message into the queue.
-//
-// Every method returns a mail.Status, rendered as the SMTP reply: an
-// acceptance as 250, anything else with its code, enhanced code and text.
-// The zero Status is a temporary failure, never an acceptance. The
-// mail.ConnInfo is a copy made for the call: read it, do not keep it.
-type Handler interface {
-	// Sender is asked at MAIL FROM. from is the raw reverse-path: quoting
-	// removed, "" for the null sender <>.
-	Sender(ctx context.Context, c *mail.ConnInfo, from string) mail.Status
-	// Recipient is asked at each RCPT TO; only the recipients it accepts
-	// become part of the envelope.
-	Recipient(ctx context.Context, c *mail.ConnInfo, from, rcpt string) mail.Status
-	// Deliver commits one message. body starts with the server's Received
-	// line, followed by the message with LF line ends. A Read error (the
-	// size limit: mail.StatusTooBig; the hop limit: mail.StatusTooManyHops; a
-	// bare CR; a broken connection) means the message is not to be
-	// committed: Deliver must then return a failure, and the server replies
-	// with the read error's status whatever Deliver returned. Deliver
-	// returns an acceptance only once the message is durable, and only after
-	// reading body to io.EOF.
-	Deliver(ctx context.Context, c *mail.ConnInfo, env mail.Envelope, body io.Reader) mail.Status
-}
-
-// Authenticator checks a user name and password (AUTH PLAIN and LOGIN). A
-// wrong password is ok == false with a nil error; an error means the check
-// could not be made (a temporary failure, 454 4.7.0).
-type Authenticator interface {
-	Authenticate(ctx context.Context, username, password string) (ok bool, err error)
-}
 
 // Server is an SMTP server on go-smtp, with qmgate's limits and policy
 // hooks. Its exported fields are set before the first Serve and not changed
@@ -140,6 +110,20 @@ type Server struct {
 	// AuthFailureDelay pauses before each failure reply
 	// (DefaultAuthFailureDelay when 0, none when negative).
 	AuthFailureDelay time.Duration
+	// MaxAuthChecks bounds the password checks running at once (0: the
+	// number of CPUs; negative: no bound); further AUTH attempts wait for
+	// a free slot, so a flood of attempts cannot take every core.
+	MaxAuthChecks int
+	// MaxAuthFailuresPerIP bounds the failed AUTH attempts of one client
+	// address (or IPv6 network, see IPv6PrefixLen) within
+	// AuthFailureWindow, across connections (DefaultMaxAuthFailuresPerIP
+	// when 0; none when negative). Past it, AUTH is answered
+	// 421 4.7.0 without a password check and the connection closes.
+	MaxAuthFailuresPerIP int
+	// AuthFailureWindow is how long failures are counted against an
+	// address, and how long a (user, password) pair that just failed is
+	// refused again without a check (DefaultAuthFailureWindow when 0).
+	AuthFailureWindow time.Duration
 
 	// MaxMessageBytes bounds a message as stored: LF line ends, without
 	// the server's Received line (DefaultMaxMessageBytes when 0, no limit
@@ -168,21 +152,43 @@ type Server struct {
 	ReadTimeout    time.Duration
 	WriteTimeout   time.Duration
 	SessionTimeout time.Duration
+	// FirstTimeout bounds the time from the connection to the client's
+	// first HELO or EHLO (DefaultFirstTimeout when 0; none when negative).
+	FirstTimeout time.Duration
 
 	// MaxConns bounds concurrent connections and MaxConnsPerIP those from
-	// one IP address (DefaultMaxConns, DefaultMaxConnsPerIP when 0; none
-	// when negative). A client over a limit gets
-	// "421 4.3.2 too many connections, try again later" before anything
-	// is read, and the connection closes.
+	// one IP address or IPv6 network (DefaultMaxConns,
+	// DefaultMaxConnsPerIP when 0; none when negative). A client over a
+	// limit gets "421 4.3.2 too many connections, try again later" before
+	// anything is read, and the connection closes.
 	MaxConns      int
 	MaxConnsPerIP int
+	// MaxUnixConns bounds the connections on unix-domain listeners, a
+	// budget apart from MaxConns (DefaultMaxUnixConns when 0; none when
+	// negative).
+	MaxUnixConns int
+	// IPv6PrefixLen is how many leading bits of an IPv6 client address
+	// count as one client for MaxConnsPerIP: 0 means 64, 128 (or negative)
+	// the whole address.
+	IPv6PrefixLen int
+	// Exempt, when set, names client addresses that MaxConnsPerIP does not
+	// apply to (trusted networks); they still count towards MaxConns.
+	Exempt func(netip.Addr) bool
+	// MinDataRate is the slowest a client may send, in bytes a second,
+	// measured over two minutes from its first byte after each reply
+	// (serve.DefaultMinDataRate, 64, when 0; none when negative). A
+	// slower client gets 421 4.4.2 and is disconnected.
+	MinDataRate int64
 
-	// FillConnInfo, when set, is called once per connection, at its first
+	// ConnContext, when set, is called once per connection, at its first
 	// HELO or EHLO, to complete the ConnInfo the handler will see:
 	// RemoteHost (a verified reverse lookup), RelayClient. The server has
 	// set Proto, the addresses and LocalHost; it keeps Helo, TLS and
-	// AuthUser up to date itself.
-	FillConnInfo func(ctx context.Context, info *mail.ConnInfo)
+	// AuthUser up to date itself. It returns the context of the handler's
+	// calls (nil keeps ctx); an error answers the greeting with 421 4.3.0
+	// and closes the connection. It is the hook of the same name in the
+	// QMTP and QMQP servers.
+	ConnContext func(ctx context.Context, info *mail.ConnInfo) (context.Context, error)
 
 	// ErrorLog receives the server's log lines; slog.Default() when nil.
 	ErrorLog *slog.Logger
@@ -192,25 +198,8 @@ type Server struct {
 	// It must not block.
 	OnRefuse func(reason string)
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	conns     map[*serverConn]struct{}
-	active    int               // connections holding a slot (MaxConns)
-	lim       connlimit.Limiter // connections in total and per IP
-	limOnce   sync.Once
-	closing   bool
-	workers   workers.Pool // goroutines reused across connections
-}
-
-// limit returns v, or def when v is 0, or 0 (no limit) when v is negative.
-func limit[T int | int64 | time.Duration](v, def T) T {
-	switch {
-	case v == 0:
-		return def
-	case v < 0:
-		return 0
-	}
-	return v
+	core serve.Core
+	auth authGuard
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -230,8 +219,10 @@ func (s *Server) hostname() string {
 	return "localhost"
 }
 
-func (s *Server) maxMessageBytes() int64 { return limit(s.MaxMessageBytes, DefaultMaxMessageBytes) }
-func (s *Server) maxHops() int           { return limit(s.MaxHops, mail.DefaultMaxHops) }
+func (s *Server) maxMessageBytes() int64 {
+	return serve.Pick(s.MaxMessageBytes, DefaultMaxMessageBytes)
+}
+func (s *Server) maxHops() int { return serve.Pick(s.MaxHops, mail.DefaultMaxHops) }
 
 // Serve accepts connections on l and serves each in its own goroutine:
 // plain SMTP, with STARTTLS when TLSConfig is set. It returns
@@ -242,54 +233,32 @@ func (s *Server) Serve(l net.Listener) error { return s.serve(l, false) }
 // ServeTLS is Serve for implicit TLS (RFC 8314 "submissions", port 465):
 // every connection starts with a TLS handshake under TLSConfig, which must be
 // set.
-func (s *Server) ServeTLS(l net.Listener) error {
-	if s.TLSConfig == nil {
-		l.Close()
-		return errors.New("smtp: ServeTLS needs a TLSConfig")
+func (s *Server) ServeTLS(l net.Listener) error { return s.serve(l, true) }
+
+// settings gathers the connection fields for the shared server core.
+func (s *Server) settings() serve.Settings {
+	return serve.Settings{
+		MaxConns: s.MaxConns, MaxConnsPerIP: s.MaxConnsPerIP, MaxUnixConns: s.MaxUnixConns, IPv6PrefixLen: s.IPv6PrefixLen,
+		Exempt: s.Exempt, ReadTimeout: s.ReadTimeout, WriteTimeout: s.WriteTimeout, SessionTimeout: s.SessionTimeout,
+		FirstTimeout: s.FirstTimeout, MinDataRate: s.MinDataRate,
 	}
-	return s.serve(l, true)
 }
 
 func (s *Server) serve(l net.Listener, implicitTLS bool) error {
-	if !s.trackListener(l, true) {
-		l.Close()
-		return ErrServerClosed
-	}
-	defer s.trackListener(l, false)
-	defer l.Close()
-	var backoff time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if s.isClosing() {
-				return ErrServerClosed
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return err
-			}
-			// Out of file descriptors and the like: back off and retry,
-			// as net/http does, rather than stop serving.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.logger().Error("smtp accept failed", "err", err, "retry_in", backoff)
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
-		sc := newServerConn(s, c)
-		if !s.acquire(sc.ip) {
-			go s.reject(c, implicitTLS)
-			continue
-		}
-		sc.slot = true
-		if !s.track(context.Background(), sc) {
-			sc.Close()
-			return ErrServerClosed
-		}
-		s.workers.Go(func() {
-			defer s.untrack(sc)
+	h := serve.Listener{
+		Closed: ErrServerClosed,
+		Serve: func(t *serve.Conn, c net.Conn) {
+			sc := newServerConn(s, c, t)
+			t.OnShutdown(sc.kick)
 			s.serveConn(sc, implicitTLS)
-		})
+		},
+		Refusal:     replyLine(mail.StatusTooManyConns),
+		Log:         s.logger().With("proto", "SMTP"),
+		OnRefuse:    s.OnRefuse,
+		Limits:      s.settings().Limits(DefaultMaxConns, DefaultMaxConnsPerIP, DefaultMaxUnixConns),
+		ImplicitTLS: implicitTLS, TLS: s.TLSConfig,
 	}
+	return s.core.Serve(l, h)
 }
 
 // ServeConn serves one plaintext connection in the calling goroutine and
@@ -297,10 +266,17 @@ func (s *Server) serve(l net.Listener, implicitTLS bool) error {
 // stdin/stdout joined into a net.Conn under tcpserver. STARTTLS is offered
 // when TLSConfig is set. info, when not nil, replaces the ConnInfo the
 // server would build from the connection's addresses (tcpserver's
-// TCPREMOTEIP and friends); FillConnInfo still runs. ctx bounds the
+// TCPREMOTEIP and friends); ConnContext still runs. ctx bounds the
 // handler's calls. No connection limits apply.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn, info *mail.ConnInfo) error {
-	sc := newServerConn(s, c)
+	t, ok := s.core.Track(ctx, c)
+	if !ok {
+		c.Close()
+		return ErrServerClosed
+	}
+	defer s.core.Done(t)
+	sc := newServerConn(s, c, t)
+	t.OnShutdown(sc.kick)
 	if info != nil {
 		sc.info = *info
 		if sc.info.Proto == "" {
@@ -309,13 +285,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, info *mail.ConnInfo)
 		if sc.info.LocalHost == "" {
 			sc.info.LocalHost = s.Hostname
 		}
-		sc.ip = sc.info.RemoteIP()
 	}
-	if !s.track(ctx, sc) {
-		c.Close()
-		return ErrServerClosed
-	}
-	defer s.untrack(sc)
 	s.serveConn(sc, false)
 	return nil
 }
@@ -328,8 +298,8 @@ func (s *Server) serveConn(sc *serverConn, implicitTLS bool) {
 	e.Domain = s.hostname()
 	e.TLSConfig = s.TLSConfig
 	e.MaxMessageBytes = s.maxMessageBytes()
-	e.MaxRecipients = limit(s.MaxRecipients, DefaultMaxRecipients)
-	e.MaxLineLength = limit(s.MaxLineLength, DefaultMaxLineLength)
+	e.MaxRecipients = serve.Pick(s.MaxRecipients, DefaultMaxRecipients)
+	e.MaxLineLength = serve.Pick(s.MaxLineLength, DefaultMaxLineLength)
 	// The session enforces the TLS requirement itself; go-smtp's own check
 	// would keep it from asking the session for its mechanisms, which is
 	// how the session learns that the client said EHLO (see AuthMechanisms).
@@ -342,35 +312,22 @@ func (s *Server) serveConn(sc *serverConn, implicitTLS bool) {
 
 	var nc net.Conn = sc
 	if implicitTLS {
-		nc = tls.Server(sc, s.TLSConfig)
+		// The server terminates implicit TLS below serverConn, so that
+		// it sees the plaintext (plain.go).
+		sc.tlsConn = tls.Server(sc.Conn, s.TLSConfig)
+		sc.stream = sc.tlsConn
+		sc.Conn.SetReadDeadline(sc.tm.Deadline(sc.tm.ReadTimeout))
 		sc.info.Proto = "ESMTPS"
 	}
+	// STARTTLS too is the server's (plain.go): go-smtp would wrap the
+	// connection in a TLS of its own, below which nothing can be seen.
+	e.TLSConfig = nil
 	l := newOneConnListener(nc, sc.done)
 	e.Serve(l)
 	// Serve returns once the connection is closed; Shutdown waits for
 	// go-smtp's connection goroutine to finish as well.
 	e.Shutdown(context.Background())
 	sc.Close()
-}
-
-// reject answers a connection over a limit with 421 and closes it.
-func (s *Server) reject(c net.Conn, implicitTLS bool) {
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(rejectTimeout))
-	s.logger().Info("smtp connection refused", "client", addrString(c.RemoteAddr()), "reason", "too many connections")
-	if s.OnRefuse != nil {
-		s.OnRefuse("limit")
-	}
-	w := c
-	if implicitTLS {
-		tc := tls.Server(c, s.TLSConfig)
-		if tc.Handshake() != nil {
-			return
-		}
-		w = tc
-	}
-	r := replyError(mail.StatusTooManyConns)
-	fmt.Fprintf(w, "%d %d.%d.%d %s\r\n", r.Code, r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2], r.Message)
 }
 
 func addrString(a net.Addr) string {
@@ -380,139 +337,13 @@ func addrString(a net.Addr) string {
 	return a.String()
 }
 
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
-}
-
-func (s *Server) trackListener(l net.Listener, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if add {
-		if s.closing {
-			return false
-		}
-		if s.listeners == nil {
-			s.listeners = make(map[net.Listener]struct{})
-		}
-		s.listeners[l] = struct{}{}
-	} else {
-		delete(s.listeners, l)
-	}
-	return true
-}
-
-// track registers a connection so that Shutdown waits for it and Close can
-// end it. It reports false once the server is closing.
-func (s *Server) track(ctx context.Context, sc *serverConn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	sc.ctx, sc.cancel = context.WithCancel(ctx)
-	if s.conns == nil {
-		s.conns = make(map[*serverConn]struct{})
-	}
-	s.conns[sc] = struct{}{}
-	return true
-}
-
-func (s *Server) untrack(sc *serverConn) {
-	sc.cancel()
-	sc.Close()
-	s.mu.Lock()
-	delete(s.conns, sc)
-	s.mu.Unlock()
-}
-
-// acquire takes a connection slot for ip (the zero Addr when unknown), or
-// reports false when a limit is reached.
-func (s *Server) acquire(ip netip.Addr) bool {
-	s.limOnce.Do(func() {
-		s.lim.Max = limit(s.MaxConns, DefaultMaxConns)
-		s.lim.PerIP = limit(s.MaxConnsPerIP, DefaultMaxConnsPerIP)
-	})
-	return s.lim.Acquire(ip)
-}
-
-func (s *Server) release(ip netip.Addr) { s.lim.Release(ip) }
-
 // Shutdown stops the server gracefully: it closes the listeners, ends every
 // idle session (the client gets "421 4.4.2" and may come back later), lets
 // every open mail transaction finish, and returns when no connection is
 // left, or with ctx's error when ctx ends first (call Close then).
-func (s *Server) Shutdown(ctx context.Context) error {
-	defer s.workers.Close() // no goroutine left idle behind a stopped server
-	s.mu.Lock()
-	s.closing = true
-	for l := range s.listeners {
-		l.Close()
-	}
-	for sc := range s.conns {
-		sc.kick()
-	}
-	s.mu.Unlock()
-	wait := time.Millisecond
-	for {
-		s.mu.Lock()
-		n := len(s.conns)
-		s.mu.Unlock()
-		if n == 0 {
-			return nil
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		wait = min(2*wait, 100*time.Millisecond)
-	}
-}
+func (s *Server) Shutdown(ctx context.Context) error { return s.core.Shutdown(ctx) }
 
 // Close stops the server at once: it closes the listeners and every
 // connection and cancels the handlers' contexts. A message in progress is
 // not acknowledged, so its client will send it again.
-func (s *Server) Close() error {
-	defer s.workers.Close() // no goroutine left idle behind a stopped server
-	s.mu.Lock()
-	s.closing = true
-	var err error
-	for l := range s.listeners {
-		if e := l.Close(); e != nil && err == nil && !errors.Is(e, net.ErrClosed) {
-			err = e
-		}
-	}
-	conns := make([]*serverConn, 0, len(s.conns))
-	for sc := range s.conns {
-		conns = append(conns, sc)
-	}
-	s.mu.Unlock()
-	// Outside the lock: closing gives back connection slots, which locks.
-	for _, sc := range conns {
-		sc.cancel()
-		sc.Close()
-	}
-	return err
-}
-
-// engineLog adapts go-smtp's logger to slog. go-smtp logs connection errors
-// (failed TLS handshakes, resets) and recovered panics.
-type engineLog struct {
-	log    *slog.Logger
-	client net.Addr
-}
-
-func (l engineLog) Printf(format string, v ...any) { l.Println(fmt.Sprintf(format, v...)) }
-
-func (l engineLog) Println(v ...any) {
-	msg := strings.TrimSpace(fmt.Sprintln(v...))
-	if strings.Contains(msg, "panic") {
-		l.log.Error("smtp session panic", "client", addrString(l.client), "err", msg)
-		return
-	}
-	l.log.Info("smtp session error", "client", addrString(l.client), "err", msg)
-}
+func (s *Server) Close() error { return s.core.Close() }

@@ -10,6 +10,7 @@ import (
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/qmgate/qmgate/internal/serve"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -22,14 +23,27 @@ func (b backend) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 	sc := b.sc
 	if !sc.infoDone {
 		sc.infoDone = true
-		if f := sc.srv.FillConnInfo; f != nil {
-			f(sc.ctx, &sc.info)
+		sc.started()
+		if f := sc.srv.ConnContext; f != nil {
+			ctx, err := f(sc.ctx, &sc.info)
+			if err != nil {
+				sc.srv.logger().Info("smtp connection refused by ConnContext", "client", addrString(sc.info.RemoteAddr), "err", err)
+				sc.closeAfterReply()
+				return nil, replyError(statusConnRefused)
+			}
+			if ctx != nil {
+				sc.ctx = ctx
+			}
 		}
 	}
 	s := &session{sc: sc, conn: c, info: sc.info}
 	if st, ok := c.TLSConnectionState(); ok {
 		s.info.TLS = &st
+	} else if sc.tlsConn != nil {
+		st := sc.tlsConn.ConnectionState()
+		s.info.TLS = &st
 	}
+	sc.sess = s
 	return s, nil
 }
 
@@ -113,6 +127,7 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	if err := statusReply(srv.Handler.Sender(s.sc.ctx, &info, from)); err != nil {
 		return err
 	}
+	s.sc.takeDotCR() // what came before this transaction is not its data
 	s.mu.Lock()
 	s.from, s.utf8, s.rcpts, s.tx = from, utf8, nil, info
 	s.mu.Unlock()
@@ -137,6 +152,10 @@ func acceptableAddress(a string) bool {
 func (s *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 	if s.sc.stopped.Load() {
 		return replyError(statusConnError)
+	}
+	if strings.EqualFold(to, "postmaster") {
+		// RCPT TO:<Postmaster> (RFC 5321 4.1.1.3): this host's postmaster.
+		to = "postmaster@" + s.srv().hostname()
 	}
 	if !acceptableAddress(to) || to == "" {
 		return replyError(mail.StatusBadAddresses)
@@ -181,13 +200,17 @@ func (s *session) Data(r io.Reader) error {
 
 	_, bdat := r.(*io.PipeReader)
 	f := newDataFilter(r, bdat)
+	if !bdat {
+		f.dotCR = s.sc.takeDotCR
+	}
 	if len(env.Recipients) == 0 {
 		// Cannot happen through go-smtp's checks and the nested-MAIL
 		// refusal; never hand a handler an envelope without recipients.
 		f.drain()
 		return replyError(mail.StatusNoRecipients)
 	}
-	br := mail.NewBodyReader(f, srv.maxMessageBytes(), srv.maxHops())
+	nul := serve.RefuseNUL(f)
+	br := mail.NewBodyReader(nul, srv.maxMessageBytes(), srv.maxHops())
 	body := io.MultiReader(strings.NewReader(info.Received(time.Now())), br)
 	var st mail.Status
 	if srv.Handler == nil {
@@ -222,6 +245,8 @@ func (s *session) Data(r io.Reader) error {
 		}
 	case f.bareCR:
 		st = statusBareCR
+	case nul.Err() != nil:
+		st = serve.StatusNUL
 	case br.Err() != nil:
 		st = mail.StatusOf(br.Err())
 	}

@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"errors"
+	"fmt"
 	"net/textproto"
 	"strconv"
 	"strings"
@@ -24,6 +25,13 @@ func replyError(st mail.Status) *gosmtp.SMTPError {
 	}
 }
 
+// replyLine renders st as one whole SMTP reply line, for the replies the
+// server writes itself (a refusal before go-smtp has the connection).
+func replyLine(st mail.Status) []byte {
+	r := replyError(st)
+	return fmt.Appendf(nil, "%d %d.%d.%d %s\r\n", r.Code, r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2], r.Message)
+}
+
 // statusReply returns nil for an acceptance and the rendered reply otherwise.
 // The nil must be an untyped nil: a nil *SMTPError in an error interface
 // would read as a failure to go-smtp.
@@ -36,21 +44,23 @@ func statusReply(st mail.Status) error {
 
 // Statuses of the SMTP server that mail has no counterpart for.
 var (
-	statusAuthRequired = mail.Status{Class: mail.Permanent, Code: "5.7.0", Text: "authentication required", SMTP: 530}
-	statusEncryptAuth  = mail.Status{Class: mail.Permanent, Code: "5.7.11", Text: "encryption required for requested authentication mechanism", SMTP: 538}
-	statusAuthFailed   = mail.Status{Class: mail.Permanent, Code: "5.7.8", Text: "authentication failed", SMTP: 535}
-	statusAuthTemp     = mail.Status{Class: mail.Temporary, Code: "4.7.0", Text: "temporary authentication failure", SMTP: 454}
-	statusAuthTooMany  = mail.Status{Class: mail.Temporary, Code: "4.7.0", Text: "too many authentication failures", SMTP: 421}
-	statusAuthNone     = mail.Status{Class: mail.Permanent, Code: "5.5.1", Text: "authentication not available", SMTP: 502}
-	statusAuthMech     = mail.Status{Class: mail.Permanent, Code: "5.5.4", Text: "unrecognized authentication type", SMTP: 504}
-	statusAuthSyntax   = mail.Status{Class: mail.Permanent, Code: "5.5.2", Text: "malformed authentication response", SMTP: 501}
-	statusAuthInTx     = mail.Status{Class: mail.Permanent, Code: "5.5.1", Text: "AUTH not permitted during a mail transaction", SMTP: 503}
-	statusBareCR       = mail.Status{Class: mail.Permanent, Code: "5.6.0", Text: "message contains a bare CR; lines must end with CRLF", SMTP: 554}
-	statusLongLine     = mail.Status{Class: mail.Permanent, Code: "5.6.0", Text: "message contains an overlong line", SMTP: 554}
-	statusTimeout421   = mail.Status{Class: mail.Temporary, Code: "4.4.2", Text: "timeout, closing connection", SMTP: 421}
-	statusConnError    = mail.Status{Class: mail.Temporary, Code: "4.4.2", Text: "connection error", SMTP: 451}
-	statusNoHandler    = mail.Status{Class: mail.Temporary, Code: "4.3.0", Text: "mail not accepted now", SMTP: 451}
-	statusNestedMail   = mail.Status{Class: mail.Permanent, Code: "5.5.1", Text: "nested MAIL command", SMTP: 503}
+	statusAuthRequired    = mail.Status{Class: mail.Permanent, Code: "5.7.0", Text: "authentication required", SMTP: 530}
+	statusEncryptAuth     = mail.Status{Class: mail.Permanent, Code: "5.7.11", Text: "encryption required for requested authentication mechanism", SMTP: 538}
+	statusAuthFailed      = mail.Status{Class: mail.Permanent, Code: "5.7.8", Text: "authentication failed", SMTP: 535}
+	statusAuthTemp        = mail.Status{Class: mail.Temporary, Code: "4.7.0", Text: "temporary authentication failure", SMTP: 454}
+	statusAuthAddrBlocked = mail.Status{Class: mail.Temporary, Code: "4.7.0", Text: "too many authentication failures from your address, try again later", SMTP: 421}
+	statusAuthTooMany     = mail.Status{Class: mail.Temporary, Code: "4.7.0", Text: "too many authentication failures", SMTP: 421}
+	statusAuthNone        = mail.Status{Class: mail.Permanent, Code: "5.5.1", Text: "authentication not available", SMTP: 502}
+	statusAuthMech        = mail.Status{Class: mail.Permanent, Code: "5.5.4", Text: "unrecognized authentication type", SMTP: 504}
+	statusAuthSyntax      = mail.Status{Class: mail.Permanent, Code: "5.5.2", Text: "malformed authentication response", SMTP: 501}
+	statusAuthInTx        = mail.Status{Class: mail.Permanent, Code: "5.5.1", Text: "AUTH not permitted during a mail transaction", SMTP: 503}
+	statusBareCR          = mail.Status{Class: mail.Permanent, Code: "5.6.0", Text: "message contains a bare CR; lines must end with CRLF", SMTP: 554}
+	statusLongLine        = mail.Status{Class: mail.Permanent, Code: "5.6.0", Text: "message contains an overlong line", SMTP: 554}
+	statusTimeout421      = mail.Status{Class: mail.Temporary, Code: "4.4.2", Text: "timeout, closing connection", SMTP: 421}
+	statusConnError       = mail.Status{Class: mail.Temporary, Code: "4.4.2", Text: "connection error", SMTP: 451}
+	statusNoHandler       = mail.Status{Class: mail.Temporary, Code: "4.3.0", Text: "mail not accepted now", SMTP: 451}
+	statusConnRefused     = mail.Status{Class: mail.Temporary, Code: "4.3.0", Text: "service not available, closing connection", SMTP: 421}
+	statusNestedMail      = mail.Status{Class: mail.Permanent, Code: "5.5.1", Text: "nested MAIL command", SMTP: 503}
 )
 
 // replyStatus maps an SMTP reply from a remote server to a Status: 2xx

@@ -10,13 +10,13 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/qmgate/qmgate/internal/config"
 	"github.com/qmgate/qmgate/internal/logging"
+	"github.com/qmgate/qmgate/internal/safedir"
 	"github.com/qmgate/qmgate/relay"
 )
 
@@ -145,15 +145,11 @@ func dropPrivileges(u *user.User, cfg *config.Config, sockets []string) error {
 			return err
 		}
 	}
-	// Parents traversable, the queue itself private to u.
-	if err := os.MkdirAll(filepath.Dir(cfg.QueueDir), 0o755); err != nil {
-		return err
-	}
-	if err := os.Mkdir(cfg.QueueDir, 0o700); err != nil && !os.IsExist(err) {
-		return err
-	}
-	if err := os.Chown(cfg.QueueDir, uid, gid); err != nil {
-		return err
+	// Parents traversable, the queue itself private to u; made and given
+	// away without following links, under parents no third user can
+	// rename things in (safedir).
+	if _, err := safedir.MakeOwned(cfg.QueueDir, 0o700, uid, gid, false); err != nil {
+		return fmt.Errorf("queue_dir: %w", err)
 	}
 	// Local delivery roots the daemon creates are u's; existing ones (say
 	// /var/mail) are left as the administrator made them.
@@ -161,16 +157,8 @@ func dropPrivileges(u *user.User, cfg *config.Config, sockets []string) error {
 		if r.Parsed == nil || (r.Parsed.Scheme != "maildir" && r.Parsed.Scheme != "mbox") {
 			continue
 		}
-		dir := config.Dir(r.Parsed)
-		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-			return err
-		}
-		if err := os.Mkdir(dir, 0o700); err == nil {
-			if err := os.Chown(dir, uid, gid); err != nil {
-				return err
-			}
-		} else if !os.IsExist(err) {
-			return err
+		if _, err := safedir.MakeOwned(config.Dir(r.Parsed), 0o700, uid, gid, true); err != nil {
+			return fmt.Errorf("route %s: %w", r.Via, err)
 		}
 	}
 	if err := syscall.Setgroups([]int{gid}); err != nil {

@@ -44,10 +44,14 @@ func BuildTransport(cfg *Config, rc *Route, log *slog.Logger) (transport.Transpo
 				return nil, fmt.Errorf("users_file: %w", err)
 			}
 		}
-		if u.Scheme == "mbox" {
-			return &transport.Mbox{Mailboxes: transport.Mailboxes{Dir: Dir(u), Users: users, MaxNewPerHour: rc.MaxNewMailboxesPerHour}}, nil
+		uc, err := userControl(cfg, rc, log)
+		if err != nil {
+			return nil, err
 		}
-		return &transport.Maildir{Mailboxes: transport.Mailboxes{Dir: Dir(u), Users: users, MaxNewPerHour: rc.MaxNewMailboxesPerHour},
+		if u.Scheme == "mbox" {
+			return &transport.Mbox{Mailboxes: transport.Mailboxes{Dir: Dir(u), Users: users, MaxNewPerHour: rc.MaxNewMailboxesPerHour, UserControl: uc}}, nil
+		}
+		return &transport.Maildir{Mailboxes: transport.Mailboxes{Dir: Dir(u), Users: users, MaxNewPerHour: rc.MaxNewMailboxesPerHour, UserControl: uc},
 			Hostname: cfg.Hostname}, nil
 	case "qmtp", "qmtps":
 		c := &qmtp.Client{ConnectTimeout: d.ConnectTimeout.D(), IOTimeout: d.Timeout.D()}

@@ -217,6 +217,23 @@ type Route struct {
 	// route creates per hour; past it, deliveries to new mailboxes wait.
 	// Default 20; negative means no bound.
 	MaxNewMailboxesPerHour int `toml:"max_new_mailboxes_per_hour"`
+	// Separator, for maildir and mbox routes, splits the user from the
+	// address extension that the user's control files (.qmail-EXT) look
+	// at: "-" (default, qmail) or "+".
+	Separator string `toml:"separator"`
+	// Folders, for maildir routes, delivers user-EXT into the user's IMAP
+	// folder .EXT (Maildir++) when no control file matches. Default on.
+	Folders *bool `toml:"folders"`
+	// Programs lets the users' control files run programs ("|command"
+	// lines) as the daemon's mail user, never as root. Default off.
+	Programs bool `toml:"programs"`
+	// SRSSecretFile turns on the Sender Rewriting Scheme for forwards
+	// leaving rcpthosts: one secret a line, the first signs, all verify.
+	SRSSecretFile string `toml:"srs_secret_file"`
+	// SRSDomain is the domain of rewritten senders, where bounces come
+	// back; it must be one of the route's exact domains. Default: the
+	// route's first exact domain.
+	SRSDomain string `toml:"srs_domain"`
 
 	// Parsed is Via parsed; set by Load.
 	Parsed *url.URL `toml:"-"`
@@ -520,6 +537,7 @@ func (c *Config) validate() Errors {
 		if r.Concurrency < 1 {
 			bad(key+".concurrency", "must be at least 1")
 		}
+		validateUserControl(r, key, bad)
 		if r.Password != "" && r.PasswordFile != "" {
 			bad(key+".password", "set password or password_file, not both")
 		}
@@ -660,4 +678,41 @@ func setDur(p *Duration, v time.Duration) {
 	if *p == 0 {
 		*p = Duration(v)
 	}
+}
+
+// validateUserControl checks a route's settings for user control files.
+func validateUserControl(r *Route, key string, bad func(field, format string, args ...any)) {
+	local := r.Parsed != nil && (r.Parsed.Scheme == "maildir" || r.Parsed.Scheme == "mbox")
+	switch r.Separator {
+	case "", "-", "+":
+	default:
+		bad(key+".separator", "%q: use \"-\" or \"+\"", r.Separator)
+	}
+	if !local && (r.Separator != "" || r.Folders != nil || r.Programs || r.SRSSecretFile != "" || r.SRSDomain != "") {
+		bad(key, "separator, folders, programs and srs_* are for maildir and mbox routes")
+		return
+	}
+	if r.Folders != nil && *r.Folders && r.Parsed != nil && r.Parsed.Scheme == "mbox" {
+		bad(key+".folders", "mbox routes have no IMAP folders")
+	}
+	if r.SRSDomain != "" && r.SRSSecretFile == "" {
+		bad(key+".srs_domain", "needs srs_secret_file")
+	}
+	if r.SRSSecretFile != "" && SRSDomain(r) == "" {
+		bad(key+".srs_domain", "set it to one of the route's exact domains: SRS bounces must come back to this route")
+	}
+}
+
+// SRSDomain is the route's SRS domain: srs_domain if it is one of the
+// route's exact domains, else the first exact domain; "" when none fits.
+func SRSDomain(r *Route) string {
+	for _, d := range r.Domains {
+		if d == "*" || strings.HasPrefix(d, ".") {
+			continue
+		}
+		if r.SRSDomain == "" || strings.EqualFold(r.SRSDomain, d) {
+			return strings.ToLower(d)
+		}
+	}
+	return ""
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -52,24 +53,58 @@ func (m *Maildir) Deliver(ctx context.Context, jobs []*Job) {
 	m.deliverEach(ctx, jobs, m.deliverOne)
 }
 
-func (m *Maildir) deliverOne(j *Job, rcpt string) Result {
+func (m *Maildir) deliverOne(ctx context.Context, j *Job, rcpt string) Result {
+	if m.srsAddress(rcpt) {
+		return m.reverseSRS(ctx, j, rcpt)
+	}
 	dom, user, st := m.mailbox(rcpt)
 	if !st.IsAccept() {
 		return Result{Status: st}
 	}
 	box := filepath.Join(m.Dir, dom, user)
+	opt := m.lookupOptions()
+	return m.deliverControlled(ctx, j, rcpt, dom, user, box, opt, func() Result { return m.deliverOwn(j, rcpt, box) }, m.uniqueName)
+}
+
+// deliverOwn delivers into the user's own maildir box, as without control
+// files.
+func (m *Maildir) deliverOwn(j *Job, rcpt, box string) Result {
 	if st, err := m.ensureMaildir(box); err != nil {
 		return Result{Status: localTemp("cannot create the mailbox", err), Host: box}
 	} else if !st.IsAccept() {
 		return Result{Status: st, Host: box, Destination: newMailboxDestination}
 	}
-	name := m.uniqueName()
-	tmp := filepath.Join(box, "tmp", name)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	root, err := os.OpenRoot(box)
 	if err != nil {
+		return Result{Status: localTemp("cannot open the mailbox", err), Host: box}
+	}
+	defer root.Close()
+	if err := writeMaildir(root, ".", m.uniqueName(), traceHeader(j.Envelope.Sender, rcpt), j); err != nil {
 		return Result{Status: localTemp("cannot write into the mailbox", err), Host: box}
 	}
-	err = writeMessage(f, traceHeader(j.Envelope.Sender, rcpt), j, nil)
+	return Result{Status: mail.OK("delivered to maildir"), Host: box}
+}
+
+// intoMaildir delivers into the Maildir (or Maildir++ folder) rel of the
+// user's directory, creating it when missing; the path never leaves root.
+func intoMaildir(root *os.Root, rel, name, prefix string, j *Job) error {
+	for _, sub := range []string{"tmp", "new", "cur"} {
+		if err := root.MkdirAll(path.Join(rel, sub), 0o700); err != nil {
+			return err
+		}
+	}
+	return writeMaildir(root, rel, name, prefix, j)
+}
+
+// writeMaildir writes the message as name into rel/tmp, fsyncs it,
+// renames it into rel/new and fsyncs rel/new.
+func writeMaildir(root *os.Root, rel, name, prefix string, j *Job) error {
+	tmp := path.Join(rel, "tmp", name)
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	err = writeMessage(f, prefix, j, nil)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -77,16 +112,19 @@ func (m *Maildir) deliverOne(j *Job, rcpt string) Result {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(box, "new", name))
+		err = root.Rename(tmp, path.Join(rel, "new", name))
 	}
 	if err == nil {
-		err = syncDir(filepath.Join(box, "new"))
+		var d *os.File
+		if d, err = root.Open(path.Join(rel, "new")); err == nil {
+			err = d.Sync()
+			d.Close()
+		}
 	}
 	if err != nil {
-		os.Remove(tmp)
-		return Result{Status: localTemp("cannot write into the mailbox", err), Host: box}
+		root.Remove(tmp)
 	}
-	return Result{Status: mail.OK("delivered to maildir"), Host: box}
+	return err
 }
 
 // uniqueName follows the Maildir convention: seconds, a part unique on this
@@ -164,6 +202,11 @@ type Mailboxes struct {
 	// DefaultMaxNewMailboxesPerHour, negative no bound.
 	MaxNewPerHour int
 
+	// UserControl configures the users' control files (control.go).
+	UserControl
+
+	requeue atomic.Pointer[RequeueFunc]
+
 	mu          sync.Mutex
 	windowStart time.Time
 	created     int
@@ -174,13 +217,30 @@ type Mailboxes struct {
 // otherwise). The hub calls it at RCPT time so that mail the transport
 // would refuse is refused at the door instead of bounced.
 func (m *Mailboxes) CheckRecipient(rcpt string) mail.Status {
+	if m.srsAddress(rcpt) {
+		return m.checkSRS(rcpt)
+	}
 	_, _, st := m.mailbox(rcpt)
 	return st
 }
 
 // mailbox returns rcpt's domain and user, or the refusal.
 func (m *Mailboxes) mailbox(rcpt string) (dom, user string, st mail.Status) {
-	dom, user, err := mail.MailboxName(rcpt)
+	name := rcpt
+	if sep := m.Separator; sep != 0 && sep != '-' {
+		// The user is the part before the route's separator, never split
+		// further: with '+', "first-last+x" is the user "first-last",
+		// which is not a mailbox name ('-' is not allowed in one).
+		local, d := mail.Split(rcpt)
+		if i := strings.IndexByte(local, sep); i >= 0 {
+			local = local[:i]
+		}
+		if strings.IndexByte(local, '-') >= 0 {
+			return "", "", mail.StatusUndeliverable
+		}
+		name = local + "@" + d
+	}
+	dom, user, err := mail.MailboxName(name)
 	if err != nil {
 		return "", "", mail.StatusUndeliverable
 	}
@@ -213,7 +273,7 @@ func (m *Mailboxes) newMailbox() mail.Status {
 }
 
 // deliverEach delivers every recipient of every job with one, in order.
-func (m *Mailboxes) deliverEach(ctx context.Context, jobs []*Job, one func(*Job, string) Result) {
+func (m *Mailboxes) deliverEach(ctx context.Context, jobs []*Job, one func(context.Context, *Job, string) Result) {
 	for _, j := range jobs {
 		j.Results = make([]Result, len(j.Envelope.Recipients))
 		for i, rcpt := range j.Envelope.Recipients {
@@ -221,7 +281,7 @@ func (m *Mailboxes) deliverEach(ctx context.Context, jobs []*Job, one func(*Job,
 				j.Results[i] = Result{Status: mail.Temp("4.3.0", "delivery interrupted")}
 				continue
 			}
-			j.Results[i] = one(j, rcpt)
+			j.Results[i] = one(ctx, j, rcpt)
 		}
 		j.Done()
 	}
@@ -278,11 +338,28 @@ func (m *Mbox) Deliver(ctx context.Context, jobs []*Job) {
 // Close implements Transport.
 func (m *Mbox) Close() error { return nil }
 
-func (m *Mbox) deliverOne(j *Job, rcpt string) Result {
+func (m *Mbox) deliverOne(ctx context.Context, j *Job, rcpt string) Result {
+	if m.srsAddress(rcpt) {
+		return m.reverseSRS(ctx, j, rcpt)
+	}
 	dom, user, st := m.mailbox(rcpt)
 	if !st.IsAccept() {
 		return Result{Status: st}
 	}
+	opt := m.lookupOptions()
+	opt.NoFolders = true
+	userDir := filepath.Join(m.Dir, dom, MboxHomeDir, user)
+	return m.deliverControlled(ctx, j, rcpt, dom, user, userDir, opt, func() Result { return m.deliverOwn(j, rcpt, dom, user) }, maildirNames.uniqueName)
+}
+
+// MboxHomeDir is where an mbox route keeps its users' directories (for
+// control files and the mailboxes they name): DIR/domain/.home/user, since
+// DIR/domain/user is the user's mbox file. Mailbox names never start with
+// a dot, so it cannot be taken for a user's mbox.
+const MboxHomeDir = ".home"
+
+// deliverOwn appends to the user's own mbox file, DIR/domain/user.
+func (m *Mbox) deliverOwn(j *Job, rcpt, dom, user string) Result {
 	dir := filepath.Join(m.Dir, dom)
 	path := filepath.Join(dir, user)
 	flags := os.O_RDWR | os.O_APPEND
@@ -300,13 +377,43 @@ func (m *Mbox) deliverOne(j *Job, rcpt string) Result {
 		return Result{Status: localTemp("cannot open the mailbox", err), Host: path}
 	}
 	defer f.Close()
+	if err := appendMbox(f, j, rcpt); err != nil {
+		return Result{Status: localTemp("cannot write into the mailbox", err), Host: path}
+	}
+	return Result{Status: mail.OK("delivered to mbox"), Host: path}
+}
+
+// intoMbox appends to the mbox file rel of the user's directory, creating
+// it when missing; the path never leaves root.
+func intoMbox(root *os.Root, rel, prefix string, j *Job) error {
+	f, err := root.OpenFile(rel, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return err
+	} else if !fi.Mode().IsRegular() {
+		return errors.New("not a regular file")
+	}
+	return appendMboxPrefix(f, j, prefix)
+}
+
+// appendMbox appends the message for rcpt to the open mbox file f.
+func appendMbox(f *os.File, j *Job, rcpt string) error {
+	return appendMboxPrefix(f, j, traceHeader(j.Envelope.Sender, rcpt))
+}
+
+// appendMboxPrefix appends a "From " line, prefix and the message to f
+// under flock, truncating back a failed append.
+func appendMboxPrefix(f *os.File, j *Job, prefix string) error {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		return Result{Status: localTemp("cannot lock the mailbox", err), Host: path}
+		return err
 	}
 	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 	fi, err := f.Stat()
 	if err != nil {
-		return Result{Status: localTemp("cannot stat the mailbox", err), Host: path}
+		return err
 	}
 	start := fi.Size()
 	sender := j.Envelope.Sender
@@ -319,15 +426,14 @@ func (m *Mbox) deliverOne(j *Job, rcpt string) Result {
 		}
 		return r
 	}, sender) + " " + time.Now().UTC().Format("Mon Jan _2 15:04:05 2006") + "\n"
-	err = writeMessage(f, from+traceHeader(j.Envelope.Sender, rcpt), j, mboxrdCopy)
+	err = writeMessage(f, from+prefix, j, mboxrdCopy)
 	if err == nil {
 		err = f.Sync()
 	}
 	if err != nil {
 		f.Truncate(start)
-		return Result{Status: localTemp("cannot write into the mailbox", err), Host: path}
 	}
-	return Result{Status: mail.OK("delivered to mbox"), Host: path}
+	return err
 }
 
 // mboxrdCopy copies a message quoting "From " lines the mboxrd way and ends it

@@ -1,0 +1,221 @@
+package smtp
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestRcptPostmaster: RCPT TO:<Postmaster> without a domain must be
+// accepted (RFC 5321 4.5.1); it names this host's postmaster.
+func TestRcptPostmaster(t *testing.T) {
+	h := &recHandler{}
+	addr := startServer(t, &Server{Handler: h})
+	c := dialRaw(t, addr)
+	c.expect("220")
+	c.cmd("EHLO x", "250")
+	c.cmd("MAIL FROM:<a@b.example>", "250")
+	c.cmd("RCPT TO:<Postmaster>", "250")
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.recipients) != 1 || h.recipients[0] != "postmaster@mx.test" {
+		t.Fatalf("handler saw %q", h.recipients)
+	}
+}
+
+// countingAuth counts the checks, and the most that ran at once; each
+// check waits until `parallel` run together, or a short while.
+type countingAuth struct {
+	mu       sync.Mutex
+	calls    int
+	inside   int
+	most     int
+	parallel int
+	full     chan struct{}
+}
+
+func (a *countingAuth) Authenticate(ctx context.Context, user, pass string) (bool, error) {
+	a.mu.Lock()
+	a.calls++
+	a.inside++
+	a.most = max(a.most, a.inside)
+	if a.inside == a.parallel && a.full != nil {
+		close(a.full)
+		a.full = nil
+	}
+	full := a.full
+	a.mu.Unlock()
+	if full != nil {
+		select {
+		case <-full:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	a.mu.Lock()
+	a.inside--
+	a.mu.Unlock()
+	return pass == "right", nil
+}
+
+// counts returns the checks made and the most run at once.
+func (a *countingAuth) counts() (calls, most int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.calls, a.most
+}
+
+func authLine(user, pass string) string {
+	return "AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+pass))
+}
+
+// TestAuthChecksBounded: no more than MaxAuthChecks password checks run at
+// once, however many clients try.
+func TestAuthChecksBounded(t *testing.T) {
+	const clients = 6
+	a := &countingAuth{parallel: clients, full: make(chan struct{})}
+	addr := startServer(t, &Server{Handler: &recHandler{}, Auth: a, AllowInsecureAuth: true,
+		MaxAuthChecks: 2, AuthFailureDelay: -1, MaxAuthFailuresPerIP: -1})
+	var wg sync.WaitGroup
+	for i := 0; i < clients; i++ {
+		c := dialRaw(t, addr)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.expect("220")
+			c.cmd("EHLO x", "250")
+			c.cmd(authLine("u", "wrong"+strconv.Itoa(i)), "535")
+		}()
+	}
+	wg.Wait()
+	if _, most := a.counts(); most > 2 {
+		t.Fatalf("%d password checks ran at once, want at most 2", most)
+	}
+}
+
+// TestAuthFailuresPerAddress: failures count per client address across
+// connections; past the limit AUTH is refused without a check.
+func TestAuthFailuresPerAddress(t *testing.T) {
+	a := &countingAuth{}
+	addr := startServer(t, &Server{Handler: &recHandler{}, Auth: a, AllowInsecureAuth: true,
+		MaxAuthFailuresPerIP: 2, MaxAuthFailures: -1, AuthFailureDelay: -1})
+	c := dialRaw(t, addr)
+	c.expect("220")
+	c.cmd("EHLO x", "250")
+	c.cmd(authLine("u", "one"), "535")
+	c.cmd(authLine("u", "two"), "535")
+	c = dialRaw(t, addr)
+	c.expect("220")
+	c.cmd("EHLO x", "250")
+	c.cmd(authLine("u", "right"), "421 4.7.0")
+	c.eof()
+	if calls, _ := a.counts(); calls != 2 {
+		t.Fatalf("%d password checks, want 2", calls)
+	}
+}
+
+// TestAuthRepeatedFailureCheap: the same wrong (user, password) again is
+// refused without a second check; the right password still works.
+func TestAuthRepeatedFailureCheap(t *testing.T) {
+	a := &countingAuth{}
+	addr := startServer(t, &Server{Handler: &recHandler{}, Auth: a, AllowInsecureAuth: true,
+		MaxAuthFailuresPerIP: -1, MaxAuthFailures: -1, AuthFailureDelay: -1})
+	c := dialRaw(t, addr)
+	c.expect("220")
+	c.cmd("EHLO x", "250")
+	for i := 0; i < 3; i++ {
+		c.cmd(authLine("u", "wrong"), "535")
+	}
+	if calls, _ := a.counts(); calls != 1 {
+		t.Fatalf("%d password checks for one wrong password tried three times, want 1", calls)
+	}
+	c.cmd(authLine("u", "right"), "235")
+	c.cmd(authLine("u", "right"), "503") // already authenticated
+	if calls, _ := a.counts(); calls != 2 {
+		t.Fatalf("%d password checks, want 2", calls)
+	}
+}
+
+// TestDotCR: CR LF "." CR X in DATA is a bare CR, refused with 554 5.6.0
+// (go-smtp's reader would drop the ".\r" without a word), on a plain
+// connection, under implicit TLS and after STARTTLS; the session goes on.
+func TestDotCR(t *testing.T) {
+	for _, mode := range []string{"plain", "implicit TLS", "STARTTLS"} {
+		t.Run(mode, func(t *testing.T) {
+			h := &recHandler{}
+			s := &Server{Handler: h}
+			if mode != "plain" {
+				s.TLSConfig = serverTLSConfig(t)
+			}
+			addr := startServerTLS(t, s, mode == "implicit TLS")
+			c := dialRaw(t, addr)
+			if mode == "implicit TLS" {
+				tc := tls.Client(c.c, clientTLSConfig(t))
+				c.useConn(tc)
+			}
+			c.expect("220")
+			c.cmd("EHLO x", "250")
+			if mode == "STARTTLS" {
+				startTLS(t, c)
+			}
+			c.cmd("MAIL FROM:<a@b.example>", "250")
+			c.cmd("RCPT TO:<c@d.example>", "250")
+			c.cmd("DATA", "354")
+			c.send("Subject: x\r\n\r\nline\r\n.\rX smuggled\r\n.\r\n")
+			c.expect("554 5.6.0")
+			c.cmd("MAIL FROM:<a@b.example>", "250")
+			c.cmd("RCPT TO:<c@d.example>", "250")
+			c.cmd("DATA", "354")
+			c.send("Subject: x\r\n\r\nclean\r\n..stuffed dot is fine\r\n.\r\n")
+			c.expect("250")
+			if n := len(h.messages()); n != 1 {
+				t.Fatalf("%d messages committed, want 1", n)
+			}
+		})
+	}
+}
+
+// TestReplyTexts: replies carry qmgate's own plain texts, not go-smtp's.
+func TestReplyTexts(t *testing.T) {
+	addr := startServer(t, &Server{Handler: &recHandler{}})
+	c := dialRaw(t, addr)
+	c.expect("220")
+	c.cmd("EHLO x", "250")
+	var all []string
+	all = append(all, c.cmd("MAIL FROM:<a@b.example>", "250 2.0.0 sender <a@b.example> ok")...)
+	all = append(all, c.cmd("RCPT TO:<c@d.example>", "250 2.0.0 recipient <c@d.example> ok")...)
+	all = append(all, c.cmd("NOOP", "250")...)
+	all = append(all, c.cmd("DATA", "354")...)
+	c.send("\r\n.\r\n")
+	all = append(all, c.expect("250")...)
+	all = append(all, c.cmd("QUIT", "221")...)
+	for _, l := range all {
+		for _, joke := range []string{"Roger", "I'll make sure", "successfully done nothing", "Go ahead", "Bye"} {
+			if strings.Contains(l, joke) {
+				t.Errorf("reply %q carries go-smtp's text", l)
+			}
+		}
+	}
+}
+
+// TestSTARTTLSInjection: commands sent in plaintext behind STARTTLS are
+// never taken as sent under TLS (RFC 3207 5): the server closes.
+func TestSTARTTLSInjection(t *testing.T) {
+	h := &recHandler{}
+	addr := startServer(t, &Server{Handler: h, TLSConfig: serverTLSConfig(t)})
+	c := dialRaw(t, addr)
+	c.expect("220")
+	c.cmd("EHLO x", "250")
+	c.send("STARTTLS\r\nMAIL FROM:<injected@example.org>\r\n")
+	c.expect("421 4.7.0")
+	c.eof()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.senders) != 0 {
+		t.Fatalf("injected command reached the handler: %q", h.senders)
+	}
+}

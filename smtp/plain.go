@@ -1,0 +1,168 @@
+package smtp
+
+import (
+	"bytes"
+	"crypto/tls"
+)
+
+// The server's view of the plaintext stream under go-smtp. The server
+// terminates TLS itself, implicit TLS and STARTTLS alike, below serverConn
+// (go-smtp's own STARTTLS would wrap the connection it was given, and
+// nothing below it could see the plaintext); so serverConn watches what the
+// client sends and rewrites go-smtp's fixed reply texts on every
+// connection.
+
+// dotCR states: how much of CR LF "." CR has just been read.
+const (
+	dcNone = iota
+	dcCR
+	dcCRLF
+	dcDot
+	dcDotCR
+)
+
+// scanDotCR looks for CR LF "." CR followed by anything but LF: go-smtp's
+// data reader drops the ".\r" of such a line without a word, so the message
+// would be stored with a line the client did not send; the server refuses it
+// like any other bare CR (RFC 5321 2.3.8), with 554 5.6.0.
+func (sc *serverConn) scanDotCR(p []byte) {
+	st := sc.dcState
+	for _, c := range p {
+		switch {
+		case st == dcDotCR && c != '\n':
+			sc.dotCR.Store(true)
+			st = dcNone
+			if c == '\r' {
+				st = dcCR
+			}
+		case c == '\r':
+			st = map[bool]int{true: dcDotCR, false: dcCR}[st == dcDot]
+		case c == '\n' && (st == dcCR || st == dcDotCR):
+			st = dcCRLF
+		case c == '.' && st == dcCRLF:
+			st = dcDot
+		default:
+			st = dcNone
+		}
+	}
+	sc.dcState = st
+}
+
+// takeDotCR reports, once, whether CR LF "." CR X was read since the last
+// call.
+func (sc *serverConn) takeDotCR() bool { return sc.dotCR.Swap(false) }
+
+// replyTexts are go-smtp's fixed texts that the server replaces by its own,
+// plain ones: the reply code and the start of the text as go-smtp writes
+// them, and qmgate's line. A "%s" in the replacement takes the address that
+// go-smtp put between the angle brackets.
+var replyTexts = []struct {
+	prefix, repl string
+}{
+	{"250 2.0.0 Roger, accepting mail from <", "250 2.0.0 sender <%s> ok"},
+	{"250 2.0.0 I'll make sure <", "250 2.0.0 recipient <%s> ok"},
+	{"250 2.0.0 I have successfully done nothing", "250 2.0.0 ok"},
+	{"250 2.0.0 Session reset", "250 2.0.0 ok"},
+	{"354 Go ahead.", "354 end data with <CR><LF>.<CR><LF>"},
+	{"221 2.0.0 Bye", "221 2.0.0 closing connection"},
+	{"421 4.4.2 Idle timeout, bye bye", "421 4.4.2 timeout, closing connection"},
+}
+
+// go-smtp's reply to STARTTLS, which it is never configured for, and the
+// line of its EHLO reply after which the server offers STARTTLS itself.
+var (
+	noTLSReply  = []byte("502 5.5.1 TLS not supported\r\n")
+	chunkingCap = []byte("250-CHUNKING\r\n")
+)
+
+// tlsOffered reports whether STARTTLS is to be offered and accepted.
+func (sc *serverConn) tlsOffered() bool { return sc.srv.TLSConfig != nil && sc.tlsConn == nil }
+
+// startTLSLine answers a STARTTLS command (RFC 3207).
+func (sc *serverConn) startTLSLine() []byte {
+	switch {
+	case !sc.tlsOffered():
+		return []byte("502 5.5.1 STARTTLS not available\r\n")
+	case !endsWithStartTLS(sc.lastRead):
+		// The client sent more after STARTTLS: plaintext that would
+		// otherwise be taken as sent under TLS (RFC 3207 5).
+		sc.closeAfterReply()
+		return []byte("421 4.7.0 commands after STARTTLS, closing connection\r\n")
+	case sc.busy.Load():
+		return []byte("503 5.5.1 STARTTLS not permitted during a mail transaction\r\n")
+	}
+	sc.startTLS = true
+	return []byte("220 2.0.0 ready to start TLS\r\n")
+}
+
+// endsWithStartTLS reports whether b ends with the STARTTLS command line:
+// nothing was read after it.
+func endsWithStartTLS(b []byte) bool {
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	b = bytes.TrimSuffix(b, []byte("\r"))
+	return len(b) >= 8 && bytes.EqualFold(b[len(b)-8:], []byte("STARTTLS"))
+}
+
+// handshake turns TLS on after the reply that accepted STARTTLS, and makes
+// the session forget what it knew from before (RFC 3207 4.2).
+func (sc *serverConn) handshake() error {
+	tc := tls.Server(sc.Conn, sc.srv.TLSConfig)
+	sc.mu.Lock()
+	sc.Conn.SetDeadline(sc.tm.Deadline(sc.tm.ReadTimeout))
+	sc.mu.Unlock()
+	if err := tc.Handshake(); err != nil {
+		sc.srv.logger().Info("smtp TLS handshake failed", "client", addrString(sc.info.RemoteAddr), "err", err)
+		sc.stopped.Store(true)
+		return err
+	}
+	sc.tlsConn, sc.stream = tc, tc
+	sc.lastRead = sc.lastRead[:0]
+	if s := sc.sess; s != nil {
+		st := tc.ConnectionState()
+		s.info.TLS = &st
+		s.info.AuthUser = ""
+	}
+	return nil
+}
+
+// rewrite returns p with go-smtp's fixed texts replaced, line by line, and
+// whether it changed anything. It leaves p alone unless it holds whole
+// lines.
+func (sc *serverConn) rewrite(p []byte) ([]byte, bool) {
+	if !bytes.HasSuffix(p, []byte("\r\n")) {
+		return p, false
+	}
+	var out []byte
+	changed := false
+	for _, line := range bytes.SplitAfter(p, []byte("\r\n")) {
+		switch {
+		case bytes.Equal(line, noTLSReply):
+			out, changed = append(out, sc.startTLSLine()...), true
+			continue
+		case bytes.Equal(line, chunkingCap) && sc.tlsOffered():
+			out, changed = append(append(out, line...), "250-STARTTLS\r\n"...), true
+			continue
+		}
+		repl := line
+		for _, r := range replyTexts {
+			if !bytes.HasPrefix(line, []byte(r.prefix)) {
+				continue
+			}
+			text := r.repl
+			if i := bytes.IndexByte([]byte(text), '%'); i >= 0 {
+				addr := line[len(r.prefix):]
+				if j := bytes.LastIndexByte(addr, '>'); j >= 0 {
+					addr = addr[:j]
+				}
+				text = text[:i] + string(addr) + text[i+2:]
+			}
+			repl, changed = []byte(text+"\r\n"), true
+			break
+		}
+		out = append(out, repl...)
+	}
+	if !changed {
+		return p, false
+	}
+	return out, true
+}
