@@ -84,6 +84,11 @@ var keyDoc = map[string]string{
 	"route.redirect_permanent":         "https:// routes: a 3xx answer is a permanent failure (default: temporary; redirects are never followed)",
 	"route.users_file":                 "maildir and mbox routes: file of valid local users, one a line; others are refused at RCPT (default: every safe name)",
 	"route.max_new_mailboxes_per_hour": "maildir and mbox routes: mailboxes created per hour at most; past it, new mailboxes wait (default 20; negative: no bound)",
+	"route.separator":                  "maildir and mbox routes: what splits user from extension in user-EXT (\"-\" default, or \"+\")",
+	"route.folders":                    "maildir routes: deliver user-EXT into the IMAP folder .EXT when no control file matches (default true)",
+	"route.programs":                   "maildir and mbox routes: let users' control files run programs, as the mail user (default false)",
+	"route.srs_secret_file":            "maildir and mbox routes: SRS secrets, one a line, for forwards leaving rcpthosts",
+	"route.srs_domain":                 "maildir and mbox routes: the domain of SRS-rewritten senders (default: the route's first exact domain)",
 
 	"dkim.domain":     "DKIM signing domain (d=); mail from the hub's own clients whose From: is in it is signed",
 	"dkim.selector":   "the key's selector (s=): its public key is at SELECTOR._domainkey.DOMAIN",
