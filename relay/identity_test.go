@@ -120,7 +120,7 @@ func selectors(msg string) []string {
 	return out
 }
 
-func sendQMQP(t *testing.T, addr string, env mail.Envelope, body string) mail.Status {
+func submitQMQP(t *testing.T, addr string, env mail.Envelope, body string) mail.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -197,7 +197,7 @@ tls = "none"
 		{"lf", fmt.Sprintf(msg, "lf", "lf")},
 		{"crlf", crlfText(fmt.Sprintf(msg, "crlf", "crlf"))},
 	} {
-		if st := sendQMQP(t, a.addr("qmqp"), mail.Envelope{Sender: "cron@app17.example.net", Recipients: rcpts(tc.user)}, tc.body); !st.IsAccept() {
+		if st := submitQMQP(t, a.addr("qmqp"), mail.Envelope{Sender: "cron@app17.example.net", Recipients: rcpts(tc.user)}, tc.body); !st.IsAccept() {
 			t.Fatalf("QMQP %s: %v", tc.user, st)
 		}
 	}
@@ -277,7 +277,7 @@ via = "maildir:DIR/maildir"
 	send := func(step, want string) {
 		t.Helper()
 		body := "From: ops@example.net\nSubject: " + step + "\n\nrotation step " + step + "\n"
-		if st := sendQMQP(t, h.addr("qmqp"), mail.Envelope{Sender: "ops@example.net", Recipients: []string{step + "@example.net"}}, body); !st.IsAccept() {
+		if st := submitQMQP(t, h.addr("qmqp"), mail.Envelope{Sender: "ops@example.net", Recipients: []string{step + "@example.net"}}, body); !st.IsAccept() {
 			t.Fatalf("%s: %v", step, st)
 		}
 		testpeer.WaitFor(t, step, 30*time.Second, func() bool { return len(maildirFiles(t, root, "example.net", step)) == 1 })
@@ -350,7 +350,7 @@ admin = {address = "admin@example.net", hosts = ["*.internal"], users = ["root",
 	body := "From: Cron Daemon <root@app17.internal>\nSender: www-data@web3.internal\nTo: root@app17.internal\n" +
 		"Subject: disk\n\n/ is 91% full\n"
 	env := mail.Envelope{Sender: "root@app17.internal", Recipients: []string{"root@app17.internal", "www-data@web3.internal"}}
-	if st := sendQMQP(t, h.addr("qmqp"), env, body); !st.IsAccept() {
+	if st := submitQMQP(t, h.addr("qmqp"), env, body); !st.IsAccept() {
 		t.Fatal(st)
 	}
 	root := filepath.Join(h.dir, "maildir")
