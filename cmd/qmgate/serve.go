@@ -71,6 +71,9 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		return failFlushed(lw, stderr, "serve", 78, "%v", err)
 	}
+	ver, rev, gover := buildVersion()
+	hub.SetBuildInfo(relay.BuildInfo{Version: ver, Revision: rev, GoVersion: gover})
+	log.Info("starting", "version", ver, "revision", rev, "go", gover)
 	if err := hub.Listen(); err != nil {
 		return failFlushed(lw, stderr, "serve", 71, "%v", err)
 	}
