@@ -48,12 +48,16 @@ func (d *Delivery) SenderFor(rcpt string) string { return mail.ExpandVERP(d.Send
 // bytes are not the ones committed, so a transport that streams to EOF
 // before finishing the transaction never passes corrupt data on. A
 // message removed meanwhile gives an error wrapping ErrNotFound.
-func (d *Delivery) Open() (io.ReadCloser, error) {
-	rc, err := d.q.openBody(d.m)
-	if err != nil || d.m.body.prefix == "" {
+func (d *Delivery) Open() (io.ReadCloser, error) { return d.q.openMessage(d.m) }
+
+// openMessage opens m as committed: its prefix, if any, then its body. It
+// is what deliveries send, and what bounces and `queue show` quote.
+func (q *Queue) openMessage(m *message) (io.ReadCloser, error) {
+	rc, err := q.openBody(m)
+	if err != nil || m.body.prefix == "" {
 		return rc, err
 	}
-	return prefixed{Reader: io.MultiReader(strings.NewReader(d.m.body.prefix), rc), c: rc}, nil
+	return prefixed{Reader: io.MultiReader(strings.NewReader(m.body.prefix), rc), c: rc}, nil
 }
 
 // prefixed reads a message's prefix, then its body.
@@ -117,7 +121,7 @@ func (q *Queue) Claim(n int) []*Delivery {
 				break
 			}
 			q.leaseSeq++
-			d := &Delivery{ID: m.id, Sender: m.sender, Destination: dest, Size: int64(len(m.body.prefix)) + m.body.size,
+			d := &Delivery{ID: m.id, Sender: m.sender, Destination: dest, Size: m.size(),
 				Received: m.received, LeaseUntil: now.Add(q.opt.LeaseTime),
 				q: q, m: m, idx: groups[dest], lease: q.leaseSeq}
 			for _, i := range d.idx {

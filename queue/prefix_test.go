@@ -114,3 +114,32 @@ func TestPrefixDelivery(t *testing.T) {
 	defer q.Close()
 	check(q, "compacted and replayed")
 }
+
+// TestPrefixShown: `queue show` (and a bounce, through the same reader)
+// sees the message as it is delivered, prefix included.
+func TestPrefixShown(t *testing.T) {
+	q := openT(t, t.TempDir(), testOptions(newFakeClock()))
+	defer q.Close()
+	ctx := context.Background()
+	prefix := []byte("Received: from app17 by hub (rewritten)\n")
+	body := []byte("Subject: hi\n\nbody\n")
+	w, err := q.NewMessage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(body)
+	if err := w.SetPrefix(prefix); err != nil {
+		t.Fatal(err)
+	}
+	id, err := w.Commit(ctx, envelope("s@x", "a@one.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := q.Show(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Size != int64(len(prefix)+len(body)) || !bytes.HasPrefix([]byte(d.Header), prefix) {
+		t.Fatalf("show: size %d, header %q", d.Size, d.Header)
+	}
+}
