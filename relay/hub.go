@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/qmgate/qmgate/internal/config"
+	"github.com/qmgate/qmgate/internal/serve"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmqp"
 	"github.com/qmgate/qmgate/qmtp"
@@ -293,6 +294,9 @@ func (h *Hub) Start() error {
 		var inner net.Listener = bl.l
 		if bl.kind == "qmqp" && bl.unix != "" {
 			inner = peerListener{inner} // local users are named by their uid
+		}
+		if pp, ok := h.proxyPolicy(bl); ok {
+			inner = serve.NewProxyListener(inner, pp)
 		}
 		l := countingListener{Listener: inner, g: h.metrics.Sessions.WithLabelValues(protoLabel(bl.kind))}
 		h.wg.Add(1)

@@ -111,6 +111,7 @@ type QMQP struct {
 	// Users not named, with no "*" entry, may use any sender.
 	UnixSenders map[string][]string `toml:"unix_senders"`
 	ListenLimit
+	ListenProxy
 }
 
 // QMTP configures the QMTP listeners.
@@ -127,6 +128,7 @@ type QMTP struct {
 	// it; a client presenting one may relay.
 	ClientCA string `toml:"client_ca"`
 	ListenLimit
+	ListenProxy
 }
 
 // SMTP configures the SMTP listeners.
@@ -144,6 +146,18 @@ type SMTP struct {
 	// AuthWithoutTLS allows AUTH on unencrypted connections. Default false.
 	AuthWithoutTLS bool `toml:"auth_without_tls"`
 	ListenLimit
+	ListenProxy
+}
+
+// ListenProxy says which load balancers in front of a section's TCP
+// listeners send a PROXY protocol header (version 1 or 2) naming the real
+// client. Unix-domain listeners never take one.
+type ListenProxy struct {
+	// ProxyFrom are the balancers' networks (CIDR or single addresses):
+	// only they may send a header; anyone else who does is refused.
+	ProxyFrom []string `toml:"proxy_from"`
+	// ProxyRequired refuses a connection from ProxyFrom without a header.
+	ProxyRequired bool `toml:"proxy_required"`
 }
 
 // Queue configures retries and bounces.
@@ -480,6 +494,9 @@ func (c *Config) validate() Errors {
 	}
 	checkNets("qmtp.relay_clients", c.QMTP.RelayClients)
 	checkNets("smtp.relay_clients", c.SMTP.RelayClients)
+	checkNets("qmqp.proxy_from", c.QMQP.ProxyFrom)
+	checkNets("qmtp.proxy_from", c.QMTP.ProxyFrom)
+	checkNets("smtp.proxy_from", c.SMTP.ProxyFrom)
 	if len(c.QMTP.ListenTLS) > 0 && (c.QMTP.TLSCert == "" || c.QMTP.TLSKey == "") {
 		bad("qmtp.listen_tls", "needs qmtp.tls_cert and qmtp.tls_key")
 	}
