@@ -50,6 +50,9 @@ type Hub struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	errs   chan error
+
+	started  atomic.Bool // listeners serving
+	draining atomic.Bool // Drain called: not ready, listeners closing
 }
 
 // hubState is everything a reload may change. It is immutable; a reload
@@ -281,6 +284,7 @@ func (h *Hub) Start() error {
 		return m.Messages, m.PendingRecipients, m.OldestAge(time.Now())
 	})
 	h.metrics.WatchCommits(q.CommitStats)
+	h.metrics.Ready = h.Ready
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.handlers = &Handlers{
@@ -345,6 +349,7 @@ func (h *Hub) Start() error {
 			h.metrics.Serve(ctx, h.metricsL, h.healthy, h.log)
 		}()
 	}
+	h.started.Store(true)
 	h.log.Info("qmgate started", "listeners", h.Addrs(), "queue", h.cfg.QueueDir, "config", h.cfg.Source)
 	return nil
 }
