@@ -69,6 +69,7 @@ type Config struct {
 	Metrics    Metrics     `toml:"metrics"`
 	Nullclient Nullclient  `toml:"nullclient"`
 	Limits     ListenLimit `toml:"limits"`
+	Shutdown   Shutdown    `toml:"shutdown"`
 
 	// Source is the file the configuration came from ("(embedded default)"
 	// for the built-in one). Not a TOML key.
@@ -158,6 +159,17 @@ type ListenProxy struct {
 	ProxyFrom []string `toml:"proxy_from"`
 	// ProxyRequired refuses a connection from ProxyFrom without a header.
 	ProxyRequired bool `toml:"proxy_required"`
+}
+
+// Shutdown configures how SIGTERM takes the hub away.
+type Shutdown struct {
+	// Handoff names peer hubs ("qmtp://host[:port]"): when set, SIGTERM
+	// drains the hub (stops accepting, tries deliveries for DrainTimeout)
+	// and hands what is left to the first peer that answers.
+	Handoff []string `toml:"handoff"`
+	// DrainTimeout bounds the deliveries tried before the hand-off.
+	// Default 30s.
+	DrainTimeout Duration `toml:"drain_timeout"`
 }
 
 // Queue configures retries and bounces.
@@ -402,6 +414,7 @@ func (c *Config) applyDefaults() {
 	}
 
 	setDur(&c.Queue.Lifetime, 7*24*time.Hour)
+	setDur(&c.Shutdown.DrainTimeout, 30*time.Second)
 	if c.Queue.DelayNotice == nil {
 		d := Duration(4 * time.Hour)
 		c.Queue.DelayNotice = &d
@@ -495,6 +508,11 @@ func (c *Config) validate() Errors {
 	checkNets("qmtp.relay_clients", c.QMTP.RelayClients)
 	checkNets("smtp.relay_clients", c.SMTP.RelayClients)
 	checkNets("qmqp.proxy_from", c.QMQP.ProxyFrom)
+	for i, p := range c.Shutdown.Handoff {
+		if h, ok := strings.CutPrefix(p, "qmtp://"); !ok || h == "" || strings.ContainsAny(h, "/ ") {
+			bad(fmt.Sprintf("shutdown.handoff[%d]", i), "%q: want qmtp://host[:port]", p)
+		}
+	}
 	checkNets("qmtp.proxy_from", c.QMTP.ProxyFrom)
 	checkNets("smtp.proxy_from", c.SMTP.ProxyFrom)
 	if len(c.QMTP.ListenTLS) > 0 && (c.QMTP.TLSCert == "" || c.QMTP.TLSKey == "") {
