@@ -27,6 +27,8 @@ const queueUsage = `usage: qmgate queue COMMAND [-config FILE] [-json] [ID ...]
   release ID...     resume delivering held messages
   remove ID...      delete the messages without a bounce
   flush [ID...]     make the messages (all without IDs) due now
+  handoff [-held] qmtp://PEER[,qmtp://PEER2...]
+                    move every queued message to a peer hub (daemon stopped)
 Safe while qmgate serve runs: the commands then go through the daemon's
 control socket in the queue directory.`
 
@@ -36,6 +38,9 @@ func runQueue(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 64
 	}
 	sub := args[0]
+	if sub == "handoff" {
+		return runQueueHandoff(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("queue "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file")
