@@ -46,21 +46,21 @@ func runQueueHandoff(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: qmgate queue handoff [-held] [-config FILE] qmtp://PEER[,qmtp://PEER2...]")
 		return 64
 	}
-	cfg, err := config.Load(config.Locate(*cfgPath))
+	cfg, err := config.LoadFrom(config.Find(*cfgPath))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 78
 	}
-	if _, err := os.Stat(cfg.QueueDir); err != nil {
-		return fail(stderr, "queue handoff", 69, "queue directory %s: %v", cfg.QueueDir, err)
+	if err := checkQueueDir(cfg.QueueDir, cfg); err != nil {
+		return fail(stderr, "queue handoff", 69, "%v", err)
 	}
 	if err := qmail.BecomeQueueOwner(cfg.QueueDir); err != nil {
-		return fail(stderr, "queue handoff", 75, "%v", err)
+		return fail(stderr, "queue handoff", 75, "%s", plainErr(err))
 	}
 	log := newLogger(cfg, stderr)
 	q, err := queue.Open(cfg.QueueDir, relay.QueueOptions(cfg, log))
 	if err != nil {
-		return fail(stderr, "queue handoff", 75, "%v (is qmgate serve running? stop it first, or let it hand off on SIGTERM with [shutdown] handoff)", err)
+		return fail(stderr, "queue handoff", 75, "%s (is qmgate serve running? stop it first, or let it hand off on SIGTERM with [shutdown] handoff)", plainErr(err))
 	}
 	defer q.Close()
 	// Interrupted, it stops between batches; what was acknowledged is gone
