@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/qmgate/qmgate/mail"
@@ -68,8 +69,9 @@ func Handoff(ctx context.Context, q *queue.Queue, peers []string, held bool, log
 			return res, ctx.Err()
 		}
 		sts, peer, err := sendHandoff(ctx, addrs, todo)
+		results := make([][]queue.Result, len(todo))
 		for i, d := range todo {
-			var results []queue.Result
+			var accepted []queue.Result
 			moved := false
 			for j, r := range d.Recipients {
 				if sts == nil || j >= len(sts[i]) {
@@ -77,7 +79,7 @@ func Handoff(ctx context.Context, q *queue.Queue, peers []string, held bool, log
 				}
 				st := sts[i][j]
 				if st.IsAccept() {
-					results = append(results, queue.Result{Recipient: r, Status: st,
+					accepted = append(accepted, queue.Result{Recipient: r, Status: st,
 						Route: "handoff qmtp://" + peer, Host: peer})
 					res.Recipients++
 					moved = true
@@ -90,8 +92,19 @@ func Handoff(ctx context.Context, q *queue.Queue, peers []string, held bool, log
 			if moved {
 				res.Messages++
 			}
-			if rerr := q.Record(context.WithoutCancel(ctx), d, results); rerr != nil {
-				return res, fmt.Errorf("hand-off: recording %s: %w", d.ID, rerr)
+			results[i] = accepted
+		}
+		// Recorded at once, so that the records share group commits
+		// instead of waiting for one flush each.
+		errs := make([]error, len(todo))
+		var wg sync.WaitGroup
+		for i, d := range todo {
+			wg.Go(func() { errs[i] = q.Record(context.WithoutCancel(ctx), d, results[i]) })
+		}
+		wg.Wait()
+		for i, rerr := range errs {
+			if rerr != nil {
+				return res, fmt.Errorf("hand-off: recording %s: %w", todo[i].ID, rerr)
 			}
 		}
 		if err != nil {
