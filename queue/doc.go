@@ -106,8 +106,10 @@
 // stale bytes of another segment can never pass for a record of this one.
 //
 //	M message   ID, arrival time, sender, recipient count, recipients,
-//	            body kind (0 inline, 1 external), body size, body CRC-32C.
-//	S snapshot  ID, arrival, sender, flags, body kind/size/CRC, recipient
+//	            body kind (bits: 1 external, else inline; 2 a prefix
+//	            follows), body size, body CRC-32C, and with bit 2 the
+//	            prefix (a string of at most MaxPrefixBytes).
+//	S snapshot  ID, arrival, sender, flags, body kind/size/CRC/prefix, recipient
 //	            count, then per recipient its state (as in R) and attempt
 //	            history. It replaces everything older about the message.
 //	R update    ID, count, then per recipient: index, state (0 pending,
@@ -117,6 +119,12 @@
 //	            optionally one attempt (time, route, remote host, status).
 //	F flags     ID, flags (1 held, 2 delay notice sent).
 //	X remove    ID.
+//
+// The prefix is header bytes the hub added at acceptance after the body
+// had streamed (DKIM-Signature fields, its Received line): delivery reads
+// prefix then body as one message. Records written before prefixes
+// existed have body kind 0 or 1 and replay as they always did; a journal
+// with prefixes cannot be read by a version that does not know them.
 //
 // A message is gone when every recipient is delivered, or failed with its
 // bounce settled, or after an X. A record that names an unknown ID is
@@ -198,8 +206,10 @@
 // # Administration while running
 //
 // Open takes an exclusive flock on dir/lock. A daemon runs ServeControl,
-// which serves dir/control, a unix socket of mode 0600 that also checks
-// the peer's uid (the queue owner or root). OpenAdmin(dir) opens the
+// which serves dir/control, a unix socket any local user may reach: List,
+// Stat and Show are open to all (as Postfix's showq is by default), the
+// changes only to the queue's owner and root, judged by the peer's
+// credentials as the kernel reports them. OpenAdmin(dir) opens the
 // queue itself (passively: no deliveries, no background work) when no
 // process holds the lock, or returns a client of the control socket when
 // one does; both implement Admin (List, Stat, Show, Hold, Release,
@@ -207,6 +217,22 @@
 // before they return; Flush only changes timing and is not recorded.
 // WriteList, WriteStat and WriteDetail render the results as stable text
 // or JSON for `qmgate queue`.
+//
+// # Platforms
+//
+// The promises rest on three calls whose strength differs by platform
+// (fs_GOOS.go gives each choice with its reason): a data flush for the
+// journal, fsync for body files, and fsync of a directory for names. Linux,
+// FreeBSD and NetBSD flush data with fdatasync(2); OpenBSD uses fsync(2),
+// which is stronger. On macOS plain fsync stops at the drive's volatile
+// cache, so every flush is F_FULLFSYNC: the promises hold, at a lower
+// commit rate. They are weakened only where a file system or drive ignores
+// the flush (a drive that acknowledges cache flushes it does not make,
+// network file systems); and on macOS where a file system refuses
+// F_FULLFSYNC (SMB, for one), Go falls back to fsync, whose data may then
+// still sit in the drive's cache when the commit returns. Segments are
+// preallocated only on Linux and FreeBSD UFS; elsewhere they grow with
+// their appends, which changes speed, not promises.
 //
 // # How it is tested
 //

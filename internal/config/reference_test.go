@@ -30,6 +30,8 @@ var computed = map[string]bool{
 	"postmaster":     true,
 	// Each listener's limits default to [limits].
 	"route.concurrency": true,
+	// Named after the route's first domain and transport.
+	"route.name": true,
 }
 
 func init() {
@@ -311,6 +313,16 @@ func TestReferenceExamplesLoad(t *testing.T) {
 				b.WriteString("via = \"" + via + "\"\n")
 			}
 			b.WriteString(ex + "\n")
+		case "dkim":
+			b.WriteString("[[dkim]]\n")
+			for _, kv := range []string{`domain = "example.net"`, `selector = "2026a"`, `key_file = "/etc/qmgate/dkim/2026a.key"`} {
+				if !strings.HasPrefix(kv, name+" = ") {
+					b.WriteString(kv + "\n")
+				}
+			}
+			b.WriteString(ex + "\n")
+		case "rewrite.hosts", "rewrite.users":
+			b.WriteString("[[" + table + "]]\n" + ex + "\n")
 		default:
 			b.WriteString("[" + table + "]\n" + ex + "\n")
 		}
@@ -322,10 +334,51 @@ func TestReferenceExamplesLoad(t *testing.T) {
 			b.WriteString("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n")
 		case "smtp.submission", "smtp.submissions":
 			b.WriteString("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nauth_file = \"passwd\"\n")
+		case "rewrite.hosts.match":
+			b.WriteString(`domain = "example.net"` + "\n")
+		case "rewrite.hosts.domain":
+			b.WriteString(`match = "*.internal"` + "\n")
+		case "rewrite.users.match":
+			b.WriteString(`address = "ops@example.net"` + "\n")
+		case "rewrite.users.address":
+			b.WriteString(`match = "root@*"` + "\n")
+		case "rewrite.admin.address":
+			b.WriteString(`hosts = ["*.internal"]` + "\n")
 		case "route.srs_domain":
 			b.WriteString("srs_secret_file = \"srs.secret\"\n")
 		case "user":
 			continue // names a user this machine may not have
+		}
+		switch {
+		case k == "route.cert_file":
+			b.WriteString("key_file = \"k.pem\"\n")
+		case k == "route.key_file":
+			b.WriteString("cert_file = \"c.pem\"\n")
+		case k == "route.fallback" || k == "route.fallback_on":
+			// An mx route and the smarthost route it falls back to.
+			fb := "[[route]]\nname = \"relay\"\ndomains = [\"relay.invalid\"]\nvia = \"smtp://smarthost.example.net\"\n" +
+				"[[route]]\ndomains = [\"*\"]\nvia = \"mx\"\n" + ex + "\n"
+			if k == "route.fallback_on" {
+				fb += "fallback = \"relay\"\n"
+			}
+			if _, err := config.Parse(k+" example", []byte(fb)); err != nil {
+				t.Errorf("%s:%d: %s: example does not load: %v\n%s", referencePage, d.line, k, err, fb)
+			}
+			continue
+		case strings.HasPrefix(k, "route.oauth2."):
+			// An smtp route with the required OAuth2 settings, the
+			// example's line replacing its own.
+			lines := map[string]string{"token_url": `token_url = "https://login.example.net/token"`,
+				"client_id": `client_id = "app"`, "client_secret_file": `client_secret_file = "secret"`}
+			lines[name] = ex
+			oa := "[[route]]\ndomains = [\"*\"]\nvia = \"smtp://smarthost.example.net\"\nusername = \"relay@example.net\"\n[route.oauth2]\n"
+			for _, l := range lines {
+				oa += l + "\n"
+			}
+			if _, err := config.Parse(k+" example", []byte(oa)); err != nil {
+				t.Errorf("%s:%d: %s: example does not load: %v\n%s", referencePage, d.line, k, err, oa)
+			}
+			continue
 		}
 		text := b.String()
 		if strings.Count(text, name+" = ") > 1 {
