@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/qmgate/qmgate/internal/config"
+	"github.com/qmgate/qmgate/internal/serve"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmqp"
 	"github.com/qmgate/qmgate/qmtp"
@@ -51,6 +52,9 @@ type Hub struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	errs   chan error
+
+	started  atomic.Bool // listeners serving
+	draining atomic.Bool // Drain called: not ready, listeners closing
 }
 
 // hubState is everything a reload may change. It is immutable; a reload
@@ -288,6 +292,7 @@ func (h *Hub) Start() error {
 		return m.Messages, m.PendingRecipients, m.OldestAge(time.Now())
 	})
 	h.metrics.WatchCommits(q.CommitStats)
+	h.metrics.Ready = h.Ready
 	h.metrics.Registry.MustRegister(limitsCollector{func() *Limits { return h.state.Load().policy.Limits }})
 	h.registerBuildInfo()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -304,6 +309,9 @@ func (h *Hub) Start() error {
 		var inner net.Listener = bl.l
 		if bl.kind == "qmqp" && bl.unix != "" {
 			inner = peerListener{inner} // local users are named by their uid
+		}
+		if pp, ok := h.proxyPolicy(bl); ok {
+			inner = serve.NewProxyListener(inner, pp)
 		}
 		l := countingListener{Listener: inner, g: h.metrics.Sessions.WithLabelValues(protoLabel(bl.kind))}
 		h.wg.Add(1)
@@ -352,6 +360,7 @@ func (h *Hub) Start() error {
 			h.metrics.Serve(ctx, h.metricsL, h.healthy, h.log)
 		}()
 	}
+	h.started.Store(true)
 	h.log.Info("qmgate started", "listeners", h.Addrs(), "queue", h.cfg.QueueDir, "config", h.cfg.Source)
 	return nil
 }

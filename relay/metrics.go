@@ -26,6 +26,9 @@ type Metrics struct {
 	Deliveries *prometheus.CounterVec // route, result
 	Sessions   *prometheus.GaugeVec   // proto
 	Refused    *prometheus.CounterVec // proto, reason
+	// Ready, when set, answers /readyz: whether the daemon wants new
+	// connections now (see Hub.Ready).
+	Ready func() error
 }
 
 // NewMetrics creates the metrics. queueStats, when not nil, feeds the queue
@@ -97,7 +100,7 @@ func (m *Metrics) WatchCommits(stats func() queue.CommitStats) {
 	)
 }
 
-// Serve runs the /metrics and /healthz listener until ctx ends. healthy
+// Serve runs the /metrics, /healthz and /readyz listener until ctx ends. healthy
 // reports whether the daemon can accept mail (the queue is open and writable).
 func (m *Metrics) Serve(ctx context.Context, l net.Listener, healthy func() error, log *slog.Logger) error {
 	mux := http.NewServeMux()
@@ -110,6 +113,15 @@ func (m *Metrics) Serve(ctx context.Context, l net.Listener, healthy func() erro
 		}
 		w.Write([]byte("ok\n"))
 	})
+	if m.Ready != nil {
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+			if err := m.Ready(); err != nil {
+				http.Error(w, "not ready: "+err.Error()+"\n", http.StatusServiceUnavailable)
+				return
+			}
+			w.Write([]byte("ok\n"))
+		})
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 	go func() {
 		<-ctx.Done()

@@ -100,6 +100,9 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				}
 				continue
 			}
+			if sig == syscall.SIGTERM && len(cfg.Shutdown.Handoff) > 0 {
+				return drainServe(hub, cfg, log)
+			}
 			log.Info("stopping", "signal", sig.String())
 			ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 			err := hub.Shutdown(ctx)
@@ -174,3 +177,28 @@ func failFlushed(lw *logging.Writer, stderr io.Writer, cmd string, code int, for
 	lw.Flush()
 	return fail(stderr, cmd, code, format, args...)
 }
+
+// drainServe takes the hub away on SIGTERM when [shutdown] handoff names
+// peers: it drains, hands off what is left, and exits 0 only when nothing
+// remains queued.
+func drainServe(hub *relay.Hub, cfg *config.Config, log *slog.Logger) int {
+	timeout := cfg.Shutdown.DrainTimeout.D()
+	log.Info("draining", "signal", "SIGTERM", "deliveries_for", timeout.String(), "handoff", cfg.Shutdown.Handoff)
+	// The hand-off itself gets its own time after the deliveries' window.
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+shutdownGrace+drainHandoffGrace)
+	defer cancel()
+	res, err := hub.Drain(ctx, timeout, cfg.Shutdown.Handoff)
+	if err != nil {
+		log.Error("drain", "err", err)
+	}
+	if res.Remaining > 0 {
+		log.Error("stopped with mail still queued", "messages", res.Remaining, "recipients", res.RemainingRecipients,
+			"handed_off", res.Handoff.Recipients)
+		return 75
+	}
+	log.Info("stopped: queue empty or handed off", "handed_off", res.Handoff.Recipients)
+	return 0
+}
+
+// drainHandoffGrace bounds the hand-off after a drain's deliveries.
+const drainHandoffGrace = 10 * time.Minute

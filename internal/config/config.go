@@ -79,6 +79,7 @@ type Config struct {
 	Limits     Limits     `toml:"limits"`
 	DKIM       []DKIM     `toml:"dkim"`    // signing keys (identity.go)
 	Rewrite    Rewrite    `toml:"rewrite"` // masquerading (identity.go)
+	Shutdown   Shutdown   `toml:"shutdown"`
 
 	// Source is the file the configuration came from ("(embedded default)"
 	// for the built-in one). Not a TOML key.
@@ -177,6 +178,7 @@ type QMQP struct {
 	// Users not named, with no "*" entry, may use any sender.
 	UnixSenders map[string][]string `toml:"unix_senders"`
 	ListenLimit
+	ListenProxy
 }
 
 // QMTP configures the QMTP listeners.
@@ -193,6 +195,7 @@ type QMTP struct {
 	// it; a client presenting one may relay.
 	ClientCA string `toml:"client_ca"`
 	ListenLimit
+	ListenProxy
 }
 
 // SMTP configures the SMTP listeners.
@@ -210,6 +213,29 @@ type SMTP struct {
 	// AuthWithoutTLS allows AUTH on unencrypted connections. Default false.
 	AuthWithoutTLS bool `toml:"auth_without_tls"`
 	ListenLimit
+	ListenProxy
+}
+
+// ListenProxy says which load balancers in front of a section's TCP
+// listeners send a PROXY protocol header (version 1 or 2) naming the real
+// client. Unix-domain listeners never take one.
+type ListenProxy struct {
+	// ProxyFrom are the balancers' networks (CIDR or single addresses):
+	// only they may send a header; anyone else who does is refused.
+	ProxyFrom []string `toml:"proxy_from"`
+	// ProxyRequired refuses a connection from ProxyFrom without a header.
+	ProxyRequired bool `toml:"proxy_required"`
+}
+
+// Shutdown configures how SIGTERM takes the hub away.
+type Shutdown struct {
+	// Handoff names peer hubs ("qmtp://host[:port]"): when set, SIGTERM
+	// drains the hub (stops accepting, tries deliveries for DrainTimeout)
+	// and hands what is left to the first peer that answers.
+	Handoff []string `toml:"handoff"`
+	// DrainTimeout bounds the deliveries tried before the hand-off.
+	// Default 30s.
+	DrainTimeout Duration `toml:"drain_timeout"`
 }
 
 // Queue configures retries and bounces.
@@ -602,6 +628,7 @@ func (c *Config) applyDefaults() {
 	}
 
 	setDur(&c.Queue.Lifetime, 7*24*time.Hour)
+	setDur(&c.Shutdown.DrainTimeout, 30*time.Second)
 	if c.Queue.DelayNotice == nil {
 		d := Duration(4 * time.Hour)
 		c.Queue.DelayNotice = &d
@@ -717,6 +744,14 @@ func (c *Config) validate() Errors {
 	checkNets("limits.exempt", c.Limits.Exempt)
 	checkNets("qmtp.relay_clients", c.QMTP.RelayClients)
 	checkNets("smtp.relay_clients", c.SMTP.RelayClients)
+	checkNets("qmqp.proxy_from", c.QMQP.ProxyFrom)
+	for i, p := range c.Shutdown.Handoff {
+		if h, ok := strings.CutPrefix(p, "qmtp://"); !ok || h == "" || strings.ContainsAny(h, "/ ") {
+			bad(fmt.Sprintf("shutdown.handoff[%d]", i), "%q: want qmtp://host[:port]", p)
+		}
+	}
+	checkNets("qmtp.proxy_from", c.QMTP.ProxyFrom)
+	checkNets("smtp.proxy_from", c.SMTP.ProxyFrom)
 	if len(c.QMTP.ListenTLS) > 0 && (c.QMTP.TLSCert == "" || c.QMTP.TLSKey == "") {
 		bad("qmtp.listen_tls", "needs qmtp.tls_cert and qmtp.tls_key")
 	}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/qmgate/qmgate/internal/config"
+	"github.com/qmgate/qmgate/internal/qmail"
+	"github.com/qmgate/qmgate/queue"
+	"github.com/qmgate/qmgate/relay"
+)
+
+// runQueueHandoff is "qmgate queue handoff": it opens the queue itself
+// (the daemon must be stopped; a running daemon hands off through
+// [shutdown] handoff on SIGTERM) and moves every queued message to the
+// first peer that answers.
+func runQueueHandoff(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("queue handoff", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file")
+	held := fs.Bool("held", false, "hand off held messages too")
+	if err := fs.Parse(args); err != nil {
+		return 64
+	}
+	var peers []string
+	for _, a := range fs.Args() {
+		for p := range strings.SplitSeq(a, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				peers = append(peers, p)
+			}
+		}
+	}
+	for _, p := range peers {
+		if h, ok := strings.CutPrefix(p, "qmtp://"); !ok || h == "" || strings.ContainsAny(h, "/ ") {
+			fmt.Fprintf(stderr, "qmgate queue handoff: %q: want qmtp://host[:port]\n", p)
+			return 64
+		}
+	}
+	if len(peers) == 0 {
+		fmt.Fprintln(stderr, "usage: qmgate queue handoff [-held] [-config FILE] qmtp://PEER[,qmtp://PEER2...]")
+		return 64
+	}
+	cfg, err := config.LoadFrom(config.Find(*cfgPath))
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 78
+	}
+	if err := checkQueueDir(cfg.QueueDir, cfg); err != nil {
+		return fail(stderr, "queue handoff", 69, "%v", err)
+	}
+	if err := qmail.BecomeQueueOwner(cfg.QueueDir); err != nil {
+		return fail(stderr, "queue handoff", 75, "%s", plainErr(err))
+	}
+	log := newLogger(cfg, stderr)
+	q, err := queue.Open(cfg.QueueDir, relay.QueueOptions(cfg, log))
+	if err != nil {
+		return fail(stderr, "queue handoff", 75, "%s (is qmgate serve running? stop it first, or let it hand off on SIGTERM with [shutdown] handoff)", plainErr(err))
+	}
+	defer q.Close()
+	// Interrupted, it stops between batches; what was acknowledged is gone
+	// from the queue and a new run resumes with the rest.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := relay.Handoff(ctx, q, peers, *held, log)
+	m := q.Metrics()
+	fmt.Fprintf(stdout, "handed off %d recipients of %d messages; %d refused by the peers; %d messages (%d recipients) remain queued\n",
+		res.Recipients, res.Messages, res.Refused, m.Messages, m.PendingRecipients)
+	if err != nil {
+		return fail(stderr, "queue handoff", 75, "%v", err)
+	}
+	if left := m.Messages - m.Held; left > 0 || *held && m.Messages > 0 {
+		return 75
+	}
+	return 0
+}

@@ -1,0 +1,97 @@
+package relay
+
+import (
+	"context"
+	"io"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
+	"github.com/qmgate/qmgate/mail"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func getStatus(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestHubReadyz: /readyz answers 200 while the hub serves and 503 once it
+// drains, while /healthz still says the process is alive.
+func TestHubReadyz(t *testing.T) {
+	h := startHub(t, `
+[qmtp]
+listen = ["127.0.0.1:0"]
+[metrics]
+listen = "127.0.0.1:0"
+[[route]]
+domains = ["*"]
+via = "discard:"
+`)
+	base := "http://" + h.addr("metrics")
+	if code, body := getStatus(t, base+"/readyz"); code != 200 {
+		t.Fatalf("/readyz: %d %q", code, body)
+	}
+	h.hub.draining.Store(true)
+	if code, body := getStatus(t, base+"/readyz"); code != 503 || !strings.Contains(body, "draining") {
+		t.Fatalf("/readyz while draining: %d %q", code, body)
+	}
+	if code, body := getStatus(t, base+"/healthz"); code != 200 {
+		t.Fatalf("/healthz while draining: %d %q", code, body)
+	}
+}
+
+// TestHubDrain: a hub whose next hop is down drains: its listener closes,
+// deliveries are tried for the drain time, and its queue moves to the
+// peer, so it ends empty.
+func TestHubDrain(t *testing.T) {
+	b := startHub(t, `
+hostname = "hub-b.test"
+[qmtp]
+listen = ["127.0.0.1:0"]
+relay_clients = ["127.0.0.1"]
+[[route]]
+domains = ["*"]
+via = "maildir:DIR/maildir"
+`)
+	a := startHub(t, `
+hostname = "hub-a.test"
+[qmtp]
+listen = ["127.0.0.1:0"]
+relay_clients = ["127.0.0.1"]
+[[route]]
+domains = ["*"]
+via = "qmtp://127.0.0.1:1"
+`)
+	const n = 5
+	for range n {
+		if st := sendQMTP(t, a.addr("qmtp"), mail.Envelope{Sender: "s@src.test", Recipients: []string{"user@example.com"}}, "Subject: d\n\nx\n"); !st[0].IsAccept() {
+			t.Fatalf("send: %v", st)
+		}
+	}
+	addrA := a.addr("qmtp")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := a.hub.Drain(ctx, 200*time.Millisecond, []string{"qmtp://" + b.addr("qmtp")})
+	a.hub = nil // shut down by Drain
+	if err != nil || res.Remaining != 0 || res.Handoff.Recipients != n {
+		t.Fatalf("drain: %+v %v", res, err)
+	}
+	if c, err := net.Dial("tcp", addrA); err == nil {
+		c.Close()
+		t.Error("a drained hub still accepts connections")
+	}
+	root := filepath.Join(b.dir, "maildir")
+	testpeer.WaitFor(t, "every message at the peer", 30*time.Second, func() bool {
+		return len(maildirFiles(t, root, "example.com", "user")) == n
+	})
+}
