@@ -2,8 +2,8 @@ package qmtp
 
 import (
 	"context"
-	"errors"
 	"crypto/tls"
+	"errors"
 	"net"
 	"strings"
 	"testing"
