@@ -31,6 +31,19 @@ func (c Class) String() string {
 	}
 }
 
+// Outcome names the class as the result of a delivery, for people and
+// logs: "delivered", "deferred" or "failed" (never a qmail letter).
+func (c Class) Outcome() string {
+	switch c {
+	case Accept:
+		return "delivered"
+	case Permanent:
+		return "failed"
+	default:
+		return "deferred"
+	}
+}
+
 // Letter is the QMTP/QMQP reply letter for the class: K, Z or D.
 func (c Class) Letter() byte {
 	switch c {
@@ -104,6 +117,16 @@ var (
 // without the letter, prefixed by the class, for logs.
 func (s Status) Error() string {
 	return s.Class.String() + ": " + s.text()
+}
+
+// Describe renders the status for people: its text and, for a failure, its
+// enhanced code in parentheses ("qq write error or disk full (4.3.0)"),
+// without the QMTP/QMQP letter.
+func (s Status) Describe() string {
+	if s.class() == Accept {
+		return s.SMTPText()
+	}
+	return s.SMTPText() + " (" + s.EnhancedCode() + ")"
 }
 
 // IsAccept reports whether the status is an acceptance.

@@ -102,8 +102,7 @@ func runSend(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if i < len(sts) {
 			st = sts[i]
 		}
-		reply := st.Reply()
-		fmt.Fprintf(stdout, "%s %c %s\n", rcpt, reply[0], reply[1:])
+		fmt.Fprintf(stdout, "%s %s: %s\n", rcpt, sendOutcome(st), st.Describe())
 		switch {
 		case st.IsPermanent():
 			code = exitPermFail
@@ -112,6 +111,17 @@ func runSend(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 	return code
+}
+
+// sendOutcome says in words what became of a recipient.
+func sendOutcome(st mail.Status) string {
+	switch {
+	case st.IsAccept():
+		return "accepted"
+	case st.IsPermanent():
+		return "failed permanently"
+	}
+	return "failed temporarily"
 }
 
 func sendQMTP(ctx context.Context, u *url.URL, env mail.Envelope, body io.Reader, size int64, insecure bool) []mail.Status {
