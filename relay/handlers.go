@@ -55,12 +55,6 @@ func acceptText(id string) mail.Status {
 	return mail.OK("ok " + strconv.FormatInt(time.Now().Unix(), 10) + " qp " + id)
 }
 
-func (h *Handlers) countReject(proto string, st mail.Status) {
-	if h.Metrics != nil && !st.IsAccept() {
-		h.Metrics.Rejected.WithLabelValues(proto, rejectReason(st)).Inc()
-	}
-}
-
 // counter counts the body bytes on their way into a sink message.
 type counter struct {
 	w io.Writer
@@ -93,20 +87,14 @@ func (h *Handlers) begin(ctx context.Context, body io.Reader) (qmail.Message, *c
 func (h *Handlers) commit(ctx context.Context, proto string, c *mail.ConnInfo, msg qmail.Message, size int64, env mail.Envelope) mail.Status {
 	res := msg.Commit(ctx, env)
 	if !res.Status.IsAccept() {
-		h.countReject(proto, res.Status)
+		h.refuse(ctx, proto, c, env.Sender, env.Recipients, res.Status)
 		return res.Status
 	}
 	if h.Metrics != nil {
 		h.Metrics.Accepted.WithLabelValues(proto).Inc()
 	}
-	client := ""
-	if ip := c.RemoteIP(); ip.IsValid() {
-		client = ip.String()
-	} else if c.RemoteAddr != nil {
-		client = c.RemoteAddr.String()
-	}
 	h.Log.LogAttrs(ctx, slog.LevelInfo, "accepted", slog.String("id", res.ID),
-		slog.String("client", client), slog.String("proto", c.Proto), slog.Int64("size", size),
+		slog.String("client", clientName(c)), slog.String("proto", c.Proto), slog.Int64("size", size),
 		slog.String("from", env.Sender), slog.Int("rcpts", len(env.Recipients)), slog.String("auth", c.AuthUser))
 	return res.Status
 }
@@ -130,7 +118,7 @@ func (h *Handlers) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.Stat
 		for i := range out {
 			out[i] = st
 		}
-		h.countReject("QMTP", st)
+		h.refuse(ctx, "QMTP", req.Conn, env.Sender, env.Recipients, st)
 		return out
 	}
 	var accepted []string
@@ -139,7 +127,7 @@ func (h *Handlers) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.Stat
 		if out[i].IsAccept() {
 			accepted = append(accepted, r)
 		} else {
-			h.countReject("QMTP", out[i])
+			h.refuse(ctx, "QMTP", req.Conn, env.Sender, env.Recipients[i:i+1], out[i])
 		}
 	}
 	if len(accepted) == 0 {
@@ -188,7 +176,7 @@ func (h *Handlers) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Status
 			err = eerr
 		}
 		st := mail.StatusOf(err)
-		h.countReject("QMQP", st)
+		h.refuse(ctx, "QMQP", req.Conn, env.Sender, env.Recipients, st)
 		return st
 	}
 	return h.commit(ctx, "QMQP", req.Conn, msg, n.n, env)
@@ -200,14 +188,16 @@ type smtpHandler struct{ h *Handlers }
 // Sender accepts any syntactically valid reverse-path: qmgate does no sender
 // verification (the recipients' side decides on relaying).
 func (s smtpHandler) Sender(ctx context.Context, c *mail.ConnInfo, from string) mail.Status {
-	return s.h.Policy().Sender(c, from)
+	st := s.h.Policy().Sender(c, from)
+	s.h.refuse(ctx, "SMTP", c, from, nil, st)
+	return st
 }
 
 // Recipient applies the policy: rcpthosts for everyone, anywhere for relay
 // clients and authenticated users.
 func (s smtpHandler) Recipient(ctx context.Context, c *mail.ConnInfo, from, rcpt string) mail.Status {
 	st := s.h.Policy().Recipient(c, rcpt)
-	s.h.countReject("SMTP", st)
+	s.h.refuse(ctx, "SMTP", c, from, []string{rcpt}, st)
 	return st
 }
 
@@ -216,7 +206,7 @@ func (s smtpHandler) Deliver(ctx context.Context, c *mail.ConnInfo, env mail.Env
 	msg, n, err := s.h.begin(ctx, body)
 	if err != nil {
 		st := mail.StatusOf(err)
-		s.h.countReject("SMTP", st)
+		s.h.refuse(ctx, "SMTP", c, env.Sender, env.Recipients, st)
 		return st
 	}
 	return s.h.commit(ctx, "SMTP", c, msg, n.n, env)
