@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	gosmtp "github.com/emersion/go-smtp"
+
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmqp"
 )
@@ -22,6 +24,8 @@ listen = ["127.0.0.1:0"]
 [qmqp]
 listen = ["127.0.0.1:0"]
 allow = ["10.0.0.0/8"]
+[smtp]
+listen = ["127.0.0.1:0"]
 [[route]]
 domains = ["*"]
 via = "discard:"
@@ -37,6 +41,25 @@ via = "discard:"
 		t.Fatalf("QMQP from a stranger accepted")
 	}
 
+	c, err := gosmtp.Dial(h.addr("smtp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("m@x.test", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("victim@other.org", nil); err == nil {
+		t.Fatal("SMTP relay accepted")
+	}
+	if err := c.Rcpt("a\x7f@example.net", nil); err == nil {
+		t.Fatal("bad address accepted")
+	}
+	c.Quit()
+
 	var lines []string
 	for _, l := range strings.Split(h.logText(), "\n") {
 		if strings.Contains(l, "msg=refused") {
@@ -47,6 +70,9 @@ via = "discard:"
 		regexp.MustCompile(`^.* msg=refused client=127\.0\.0\.1 proto=QMTP from=s@x\.test rcpt=victim@other\.org reason=relay reply="sorry, that domain isn't in my list of allowed rcpthosts" code=5\.7\.1 result=failed$`),
 		// The QMQP server refuses a stranger before reading the envelope.
 		regexp.MustCompile(`^.* msg=refused proto=QMQP client=127\.0\.0\.1 reason=access reply="client 127\.0\.0\.1 is not authorized to use this service" code=5\.7\.1 result=failed$`),
+		regexp.MustCompile(`^.* msg=refused client=127\.0\.0\.1 proto=SMTP from=m@x\.test rcpt=victim@other\.org reason=relay reply="sorry, that domain isn't in my list of allowed rcpthosts" code=5\.7\.1 result=failed$`),
+		// The server refuses the address itself; its logger names the protocol.
+		regexp.MustCompile(`^.* msg=refused proto=smtp client=127\.0\.0\.1 from=m@x\.test rcpt="?a.?@example\.net"? reason=address reply="[^"]+" code=5\.1\.3 result=failed$`),
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("%d refusal lines, want %d:\n%s", len(lines), len(want), strings.Join(lines, "\n"))
