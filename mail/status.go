@@ -31,9 +31,10 @@ func (c Class) String() string {
 	}
 }
 
-// Outcome names the class as the result of a delivery, for people and
-// logs: "delivered", "deferred" or "failed" (never a qmail letter).
-func (c Class) Outcome() string {
+// DeliveryResult names the class as the result of a delivery attempt, for
+// people and logs: "delivered", "deferred" or "failed" (never a qmail
+// letter).
+func (c Class) DeliveryResult() string {
 	switch c {
 	case Accept:
 		return "delivered"
@@ -119,15 +120,21 @@ func (s Status) Error() string {
 	return s.Class.String() + ": " + s.text()
 }
 
-// Describe renders the status for people: its text and, for a failure, its
-// enhanced code in parentheses ("qq write error or disk full (4.3.0)"),
-// without the QMTP/QMQP letter.
-func (s Status) Describe() string {
-	if s.class() == Accept {
-		return s.SMTPText()
+// Outcome is the status's class in the words a person reads: "accepted",
+// "deferred" (temporary) or "refused" (permanent).
+func (s Status) Outcome() string {
+	switch {
+	case s.IsAccept():
+		return "accepted"
+	case s.IsPermanent():
+		return "refused"
 	}
-	return s.SMTPText() + " (" + s.EnhancedCode() + ")"
+	return "deferred"
 }
+
+// Describe renders the status for a person, without the wire's status
+// letter: "deferred: could not connect to remote host (#4.4.1)".
+func (s Status) Describe() string { return s.Outcome() + ": " + string(s.Reply()[1:]) }
 
 // IsAccept reports whether the status is an acceptance.
 func (s Status) IsAccept() bool { return s.Class == Accept }

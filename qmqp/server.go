@@ -330,7 +330,7 @@ func (s *Server) serve(t *serve.Conn, rw io.ReadWriter, info *mail.ConnInfo) err
 		st := mail.Perm("5.7.1", "client "+clientName(info)+" is not authorized to use this service")
 		// The door's refusal line (relay logs the others the same way);
 		// no envelope has been read, so it names no sender or recipient.
-		log.Info("refused", "reason", "access", "reply", st.SMTPText(), "code", st.EnhancedCode(), "result", st.Class.Outcome())
+		log.Info("refused", "reason", "access", "reply", st.SMTPText(), "code", st.EnhancedCode(), "result", st.Outcome())
 		return s.refuse(c, rw, st, log)
 	}
 	release := t.Release

@@ -27,7 +27,7 @@ func (h *Handlers) refuse(ctx context.Context, proto string, c *mail.ConnInfo, s
 	h.Log.LogAttrs(ctx, slog.LevelInfo, "refused", slog.String("client", clientName(c)),
 		slog.String("proto", proto), slog.String("from", sender), slog.String("rcpt", strings.Join(rcpts, ",")),
 		slog.String("reason", reason), slog.String("reply", st.SMTPText()), slog.String("code", st.EnhancedCode()),
-		slog.String("result", st.Class.Outcome()))
+		slog.String("result", st.Outcome()))
 }
 
 // clientName is the client's address for logs: its IP, else whatever

@@ -84,12 +84,18 @@ func (h *Handlers) begin(ctx context.Context, body io.Reader) (qmail.Message, *c
 }
 
 // commit ends a sink message, logs and counts the outcome.
-func (h *Handlers) commit(ctx context.Context, proto string, c *mail.ConnInfo, msg qmail.Message, size int64, env mail.Envelope) mail.Status {
+func (h *Handlers) commit(ctx context.Context, proto string, c *mail.ConnInfo, msg qmail.Message, size int64, env mail.Envelope, lim *Tally) mail.Status {
+	if st := lim.Message(); !st.IsAccept() {
+		msg.Abort()
+		h.refuse(ctx, proto, c, env.Sender, env.Recipients, st)
+		return st
+	}
 	res := msg.Commit(ctx, env)
 	if !res.Status.IsAccept() {
 		h.refuse(ctx, proto, c, env.Sender, env.Recipients, res.Status)
 		return res.Status
 	}
+	lim.Count()
 	if h.Metrics != nil {
 		h.Metrics.Accepted.WithLabelValues(proto).Inc()
 	}
@@ -122,8 +128,11 @@ func (h *Handlers) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.Stat
 		return out
 	}
 	var accepted []string
+	lim := pol.Limits.Start(req.Conn, env.Sender)
 	for i, r := range env.Recipients {
-		r, out[i] = pol.Accept(req.Conn, r)
+		if r, out[i] = pol.Accept(req.Conn, r); out[i].IsAccept() {
+			out[i] = lim.Recipients(1)
+		}
 		if out[i].IsAccept() {
 			accepted = append(accepted, r)
 		} else {
@@ -134,7 +143,7 @@ func (h *Handlers) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.Stat
 		msg.Abort()
 		return out
 	}
-	st := h.commit(ctx, "QMTP", req.Conn, msg, n.n, mail.Envelope{Sender: env.Sender, Recipients: accepted})
+	st := h.commit(ctx, "QMTP", req.Conn, msg, n.n, mail.Envelope{Sender: env.Sender, Recipients: accepted}, lim)
 	for i := range out {
 		if out[i].IsAccept() {
 			out[i] = st
@@ -154,6 +163,7 @@ func (h *Handlers) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Status
 		msg, n, err = h.begin(ctx, req.Body)
 	}
 	env, eerr := req.Envelope()
+	var lim *Tally
 	if eerr == nil && err == nil {
 		if st := pol.Sender(req.Conn, env.Sender); !st.IsAccept() {
 			err = st
@@ -164,6 +174,11 @@ func (h *Handlers) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Status
 			}
 			var st mail.Status
 			if env.Recipients[i], st = pol.Accept(req.Conn, r); !st.IsAccept() {
+				err = st
+			}
+		}
+		if lim = pol.Limits.Start(req.Conn, env.Sender); err == nil {
+			if st := lim.Recipients(len(env.Recipients)); !st.IsAccept() {
 				err = st
 			}
 		}
@@ -179,7 +194,7 @@ func (h *Handlers) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Status
 		h.refuse(ctx, "QMQP", req.Conn, env.Sender, env.Recipients, st)
 		return st
 	}
-	return h.commit(ctx, "QMQP", req.Conn, msg, n.n, env)
+	return h.commit(ctx, "QMQP", req.Conn, msg, n.n, env, lim)
 }
 
 // smtpHandler is the hub as smtp.Handler.
@@ -188,7 +203,7 @@ type smtpHandler struct{ h *Handlers }
 // Sender accepts any syntactically valid reverse-path: qmgate does no sender
 // verification (the recipients' side decides on relaying).
 func (s smtpHandler) Sender(ctx context.Context, c *mail.ConnInfo, from string) mail.Status {
-	st := s.h.Policy().Sender(c, from)
+	st := s.h.Policy().MailFrom(c, from)
 	s.h.refuse(ctx, "SMTP", c, from, nil, st)
 	return st
 }
@@ -196,7 +211,7 @@ func (s smtpHandler) Sender(ctx context.Context, c *mail.ConnInfo, from string) 
 // Recipient applies the policy: rcpthosts for everyone, anywhere for relay
 // clients and authenticated users.
 func (s smtpHandler) Recipient(ctx context.Context, c *mail.ConnInfo, from, rcpt string) mail.Status {
-	st := s.h.Policy().Recipient(c, rcpt)
+	st := s.h.Policy().Rcpt(c, from, rcpt)
 	s.h.refuse(ctx, "SMTP", c, from, []string{rcpt}, st)
 	return st
 }
@@ -209,5 +224,5 @@ func (s smtpHandler) Deliver(ctx context.Context, c *mail.ConnInfo, env mail.Env
 		s.h.refuse(ctx, "SMTP", c, env.Sender, env.Recipients, st)
 		return st
 	}
-	return s.h.commit(ctx, "SMTP", c, msg, n.n, env)
+	return s.h.commit(ctx, "SMTP", c, msg, n.n, env, s.h.Policy().Limits.Start(c, env.Sender))
 }

@@ -303,6 +303,6 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 func (s *session) refuse(reason, from, rcpt string, st mail.Status) error {
 	s.srv().logger().Info("refused", "client", s.info.RemoteIP().String(),
 		"from", from, "rcpt", rcpt, "reason", reason, "reply", st.SMTPText(), "code", st.EnhancedCode(),
-		"result", st.Class.Outcome())
+		"result", st.Outcome())
 	return replyError(st)
 }

@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/ratelimit"
 )
 
 // DefaultPath is where the configuration lives when neither -config nor
@@ -65,16 +67,16 @@ type Config struct {
 	// Postmaster receives double bounces. Default "postmaster@" + Hostname.
 	Postmaster string `toml:"postmaster"`
 
-	Log        Log         `toml:"log"`
-	QMQP       QMQP        `toml:"qmqp"`
-	QMTP       QMTP        `toml:"qmtp"`
-	SMTP       SMTP        `toml:"smtp"`
-	Queue      Queue       `toml:"queue"`
-	Delivery   Delivery    `toml:"delivery"`
-	Routes     []Route     `toml:"route"`
-	Metrics    Metrics     `toml:"metrics"`
-	Nullclient Nullclient  `toml:"nullclient"`
-	Limits     ListenLimit `toml:"limits"`
+	Log        Log        `toml:"log"`
+	QMQP       QMQP       `toml:"qmqp"`
+	QMTP       QMTP       `toml:"qmtp"`
+	SMTP       SMTP       `toml:"smtp"`
+	Queue      Queue      `toml:"queue"`
+	Delivery   Delivery   `toml:"delivery"`
+	Routes     []Route    `toml:"route"`
+	Metrics    Metrics    `toml:"metrics"`
+	Nullclient Nullclient `toml:"nullclient"`
+	Limits     Limits     `toml:"limits"`
 
 	// Source is the file the configuration came from ("(embedded default)"
 	// for the built-in one). Not a TOML key.
@@ -101,6 +103,56 @@ type ListenLimit struct {
 	ReadTimeout    Duration `toml:"read_timeout"`     // per read, default 5m
 	WriteTimeout   Duration `toml:"write_timeout"`    // per write, default 5m
 	SessionTimeout Duration `toml:"session_timeout"`  // whole connection, default 1h
+}
+
+// Limits holds the connection limits every listener shares (ListenLimit)
+// and the inbound rate limits of `qmgate serve`: messages and recipients a
+// client may send per minute, hour or day. Each list holds rates such as
+// "100/m", "2000/h", "10000/d"; all must hold. Empty lists limit nothing.
+type Limits struct {
+	ListenLimit
+	// Per client address: IPv4 per ClientIPv4Prefix (default /32), IPv6 per
+	// ClientIPv6Prefix (default /64), on every TCP listener.
+	ClientMessages   []string `toml:"client_messages"`
+	ClientRecipients []string `toml:"client_recipients"`
+	// Per authenticated SMTP user.
+	UserMessages   []string `toml:"user_messages"`
+	UserRecipients []string `toml:"user_recipients"`
+	// Per local user (uid) of the QMQP unix-domain socket.
+	UIDMessages   []string `toml:"uid_messages"`
+	UIDRecipients []string `toml:"uid_recipients"`
+	// Per envelope sender domain (the null sender and bare names: none).
+	SenderDomainMessages   []string `toml:"sender_domain_messages"`
+	SenderDomainRecipients []string `toml:"sender_domain_recipients"`
+	// ClientIPv4Prefix and ClientIPv6Prefix group client addresses into
+	// networks for the client limits. Defaults 32 and 64.
+	ClientIPv4Prefix int `toml:"client_ipv4_prefix"`
+	ClientIPv6Prefix int `toml:"client_ipv6_prefix"`
+	// Exempt lists client networks no rate limit applies to.
+	Exempt []string `toml:"exempt"`
+	// ExemptRelayClients exempts relay clients (QMTP and SMTP
+	// relay_clients, a verified QMTPS client certificate) and QMQP clients
+	// on the allow list from every rate limit. Default false: the app
+	// servers that send through the hub are what the limits protect
+	// against when one is compromised.
+	ExemptRelayClients bool `toml:"exempt_relay_clients"`
+}
+
+// RateKeys lists the rate-limit keys of [limits] with their values, in a
+// fixed order, for validation and for the builder.
+func (l *Limits) RateKeys() []struct {
+	Key   string
+	Rates []string
+} {
+	return []struct {
+		Key   string
+		Rates []string
+	}{
+		{"client_messages", l.ClientMessages}, {"client_recipients", l.ClientRecipients},
+		{"user_messages", l.UserMessages}, {"user_recipients", l.UserRecipients},
+		{"uid_messages", l.UIDMessages}, {"uid_recipients", l.UIDRecipients},
+		{"sender_domain_messages", l.SenderDomainMessages}, {"sender_domain_recipients", l.SenderDomainRecipients},
+	}
 }
 
 // QMQP configures the QMQP listener (nullclients hand their mail over here).
@@ -488,6 +540,8 @@ func (c *Config) applyDefaults() {
 	setDur(&c.Limits.ReadTimeout, 5*time.Minute)
 	setDur(&c.Limits.WriteTimeout, 5*time.Minute)
 	setDur(&c.Limits.SessionTimeout, time.Hour)
+	setInt(&c.Limits.ClientIPv4Prefix, 32)
+	setInt(&c.Limits.ClientIPv6Prefix, 64)
 	for _, l := range []*ListenLimit{&c.QMQP.ListenLimit, &c.QMTP.ListenLimit, &c.SMTP.ListenLimit} {
 		setInt(&l.MaxConns, c.Limits.MaxConns)
 		setInt(&l.MaxConnsPerIP, c.Limits.MaxConnsPerIP)
@@ -591,6 +645,20 @@ func (c *Config) validate() Errors {
 			}
 		}
 	}
+	for _, rk := range c.Limits.RateKeys() {
+		for i, r := range rk.Rates {
+			if _, err := ratelimit.ParseRate(r); err != nil {
+				bad(fmt.Sprintf("limits.%s[%d]", rk.Key, i), "%v", err)
+			}
+		}
+	}
+	if n := c.Limits.ClientIPv4Prefix; n < 1 || n > 32 {
+		bad("limits.client_ipv4_prefix", "%d: want 1 to 32", n)
+	}
+	if n := c.Limits.ClientIPv6Prefix; n < 1 || n > 128 {
+		bad("limits.client_ipv6_prefix", "%d: want 1 to 128", n)
+	}
+	checkNets("limits.exempt", c.Limits.Exempt)
 	checkNets("qmtp.relay_clients", c.QMTP.RelayClients)
 	checkNets("smtp.relay_clients", c.SMTP.RelayClients)
 	if len(c.QMTP.ListenTLS) > 0 && (c.QMTP.TLSCert == "" || c.QMTP.TLSKey == "") {

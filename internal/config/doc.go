@@ -35,6 +35,19 @@ var keyDoc = map[string]string{
 	"limits.write_timeout":    "longest wait for each write to a client (default 5m)",
 	"limits.session_timeout":  "longest a whole connection may last (default 1h)",
 
+	"limits.client_messages":          "messages one client address (IPv4 address, IPv6 /64) may send, as rates such as \"100/m\", \"2000/h\" (default: no limit)",
+	"limits.client_recipients":        "recipients one client address may send, as rates (default: no limit)",
+	"limits.user_messages":            "messages one authenticated SMTP user may send, as rates (default: no limit)",
+	"limits.user_recipients":          "recipients one authenticated SMTP user may send, as rates (default: no limit)",
+	"limits.uid_messages":             "messages one local user of the QMQP unix socket may send, as rates (default: no limit)",
+	"limits.uid_recipients":           "recipients one local user of the QMQP unix socket may send, as rates (default: no limit)",
+	"limits.sender_domain_messages":   "messages with envelope senders of one domain, as rates (default: no limit)",
+	"limits.sender_domain_recipients": "recipients of messages with envelope senders of one domain, as rates (default: no limit)",
+	"limits.client_ipv4_prefix":       "IPv4 clients in one network of this many bits share the client rate limits (default 32)",
+	"limits.client_ipv6_prefix":       "IPv6 clients in one network of this many bits share the client rate limits (default 64)",
+	"limits.exempt":                   "client networks no rate limit applies to (default none)",
+	"limits.exempt_relay_clients":     "exempt relay clients and allowed QMQP clients over TCP from the rate limits (default false)",
+
 	"qmqp.listen":          "QMQP listen addresses, ip:port or unix:/path (default none)",
 	"qmqp.allow":           "networks allowed to send over QMQP, which has no authentication (default nobody)",
 	"qmqp.trust_tcpserver": "qmgate qmqpd leaves access to tcpserver's rules instead of applying allow, as qmail-qmqpd does (default false)",
@@ -84,6 +97,11 @@ var keyDoc = map[string]string{
 	"route.redirect_permanent":         "https:// routes: a 3xx answer is a permanent failure (default: temporary; redirects are never followed)",
 	"route.users_file":                 "maildir and mbox routes: file of valid local users, one a line; others are refused at RCPT (default: every safe name)",
 	"route.max_new_mailboxes_per_hour": "maildir and mbox routes: mailboxes created per hour at most; past it, new mailboxes wait (default 20; negative: no bound)",
+	"route.separator":                  "maildir and mbox routes: what splits user from extension in user-EXT (\"-\" default, or \"+\")",
+	"route.folders":                    "maildir routes: deliver user-EXT into the IMAP folder .EXT when no control file matches (default true)",
+	"route.programs":                   "maildir and mbox routes: let users' control files run programs, as the mail user (default false)",
+	"route.srs_secret_file":            "maildir and mbox routes: SRS secrets, one a line, for forwards leaving rcpthosts",
+	"route.srs_domain":                 "maildir and mbox routes: the domain of SRS-rewritten senders (default: the route's first exact domain)",
 
 	"metrics.listen": "loopback ip:port serving /metrics and /healthz (default off)",
 
