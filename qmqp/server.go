@@ -372,9 +372,9 @@ func (s *Server) serve(t *serve.Conn, rw io.ReadWriter, info *mail.ConnInfo) err
 		st = override
 	}
 	if st.IsAccept() {
-		log.Debug("qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", string(st.Reply()), "delay", time.Since(start))
+		log.Debug("qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", st.SMTPText(), "code", st.EnhancedCode(), "result", st.Outcome(), "delay", time.Since(start))
 	} else {
-		log.Info("qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", string(st.Reply()), "delay", time.Since(start))
+		log.Info("qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", st.SMTPText(), "code", st.EnhancedCode(), "result", st.Outcome(), "delay", time.Since(start))
 	}
 	return s.reply(c, rw, st, log, release)
 }
