@@ -36,6 +36,7 @@ type Hub struct {
 	state    atomic.Pointer[hubState]
 	queue    *queue.Queue
 	metrics  *Metrics
+	build    BuildInfo
 	engine   *Engine
 	handlers *Handlers
 
@@ -282,6 +283,7 @@ func (h *Hub) Start() error {
 	})
 	h.metrics.WatchCommits(q.CommitStats)
 	h.metrics.Registry.MustRegister(limitsCollector{func() *Limits { return h.state.Load().policy.Limits }})
+	h.registerBuildInfo()
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.handlers = &Handlers{

@@ -16,6 +16,10 @@ type Route struct {
 	Via         string
 	Transport   Transport
 	Concurrency int
+	// Pacing, when set, spaces the route's deliveries (see pace.go).
+	Pacing *Pacing
+	// Fallback, for mx routes, names the route that takes over.
+	Fallback *Fallback
 }
 
 // Router is the ordered route table: the first route with a matching pattern
