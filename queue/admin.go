@@ -125,7 +125,7 @@ var ShapeBucketMinutes = []int{5, 10, 20, 40, 80, 160, 320, 640, 1280}
 
 func (q *Queue) rowLocked(m *message, now time.Time) Row {
 	row := Row{ID: m.id, Received: m.received, AgeSeconds: int64(now.Sub(m.received) / time.Second),
-		Size: m.body.size, Sender: m.sender, Recipients: len(m.rcpts), Pending: []string{}}
+		Size: m.size(), Sender: m.sender, Recipients: len(m.rcpts), Pending: []string{}}
 	var next time.Time
 	var last *attempt
 	active, tried := false, false
@@ -203,7 +203,7 @@ func (q *Queue) Stat(ctx context.Context) (*Stats, error) {
 	q.mu.Lock()
 	for _, m := range q.msgs {
 		st.Messages++
-		st.Bytes += m.body.size
+		st.Bytes += m.size()
 		row := q.rowLocked(m, now)
 		switch row.State {
 		case RowHeld:

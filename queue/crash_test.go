@@ -391,6 +391,7 @@ func verifyAfterCrash(t *testing.T, q *Queue, round int, exp *expectation, r *ra
 		if err != nil {
 			t.Fatalf("round %d: %s: read: %v", round, id, err)
 		}
+		body = append([]byte(s.m.body.prefix), body...) // as Delivery.Open reads it
 		if err := checkSelf(body, s.sender, s.rcpts); err != nil {
 			t.Fatalf("round %d: %s handed out corrupt: %v", round, id, err)
 		}

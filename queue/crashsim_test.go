@@ -455,7 +455,16 @@ func simWorkload(q *Queue, seed uint64, say func(string, ...any), crashed <-chan
 				if r.IntN(3) == 0 {
 					body = selfCheckingBody(rand.New(rand.NewPCG(seed, uint64(i))), sender, rcpts)
 				}
-				id, err := q.Put(ctx, mail.Envelope{Sender: sender, Recipients: rcpts}, bytes.NewReader(body))
+				var prefix []byte
+				if r.IntN(3) == 0 {
+					// The envelope's checksum line moves into the prefix,
+					// which must then survive with the record.
+					k := bytes.Index(body, []byte("X-Env-Sum: "))
+					e := k + bytes.IndexByte(body[k:], '\n') + 1
+					prefix = slices.Clone(body[k:e])
+					body = append(body[:k:k], body[e:]...)
+				}
+				id, err := putPrefixed(ctx, q, mail.Envelope{Sender: sender, Recipients: rcpts}, prefix, body)
 				if err != nil {
 					return
 				}
@@ -520,4 +529,24 @@ func simWorkload(q *Queue, seed uint64, say func(string, ...any), crashed <-chan
 		}
 	}()
 	wg.Wait()
+}
+
+// putPrefixed queues body with a prefix (none when nil).
+func putPrefixed(ctx context.Context, q *Queue, env mail.Envelope, prefix, body []byte) (string, error) {
+	if prefix == nil {
+		return q.Put(ctx, env, bytes.NewReader(body))
+	}
+	w, err := q.NewMessage(ctx)
+	if err != nil {
+		return "", err
+	}
+	if _, err := w.Write(body); err != nil {
+		w.Abort()
+		return "", err
+	}
+	if err := w.SetPrefix(prefix); err != nil {
+		w.Abort()
+		return "", err
+	}
+	return w.Commit(ctx, env)
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/qmgate/qmgate/mail"
@@ -20,7 +21,7 @@ type Delivery struct {
 	Sender      string   // as queued: may be a VERP sender; see SenderFor
 	Recipients  []string // the claimed recipients, in envelope order
 	Destination string   // the destination key the recipients share
-	Size        int64    // body bytes
+	Size        int64    // message bytes: the prefix (Writer.SetPrefix) and the body
 	Received    time.Time
 	Attempts    int       // most attempts made so far for any of Recipients
 	LeaseUntil  time.Time // after this the recipients may be handed out again
@@ -41,12 +42,31 @@ func (d *Delivery) Envelope() mail.Envelope {
 // (qmail-send(8), "VARIABLE ENVELOPE RETURN PATHS"). A VERP sender must never leave unexpanded.
 func (d *Delivery) SenderFor(rcpt string) string { return mail.ExpandVERP(d.Sender, rcpt) }
 
-// Open returns the body, exactly as committed. The reader checks the
+// Open returns the message exactly as committed: its prefix, if any, then
+// the body. The reader checks the
 // body's CRC as it goes and returns an error instead of io.EOF if the
 // bytes are not the ones committed, so a transport that streams to EOF
 // before finishing the transaction never passes corrupt data on. A
 // message removed meanwhile gives an error wrapping ErrNotFound.
-func (d *Delivery) Open() (io.ReadCloser, error) { return d.q.openBody(d.m) }
+func (d *Delivery) Open() (io.ReadCloser, error) { return d.q.openMessage(d.m) }
+
+// openMessage opens m as committed: its prefix, if any, then its body. It
+// is what deliveries send, and what bounces and `queue show` quote.
+func (q *Queue) openMessage(m *message) (io.ReadCloser, error) {
+	rc, err := q.openBody(m)
+	if err != nil || m.body.prefix == "" {
+		return rc, err
+	}
+	return prefixed{Reader: io.MultiReader(strings.NewReader(m.body.prefix), rc), c: rc}, nil
+}
+
+// prefixed reads a message's prefix, then its body.
+type prefixed struct {
+	io.Reader
+	c io.Closer
+}
+
+func (p prefixed) Close() error { return p.c.Close() }
 
 // Result is the outcome of delivering to one recipient of a Delivery.
 type Result struct {
@@ -101,7 +121,7 @@ func (q *Queue) Claim(n int) []*Delivery {
 				break
 			}
 			q.leaseSeq++
-			d := &Delivery{ID: m.id, Sender: m.sender, Destination: dest, Size: m.body.size,
+			d := &Delivery{ID: m.id, Sender: m.sender, Destination: dest, Size: m.size(),
 				Received: m.received, LeaseUntil: now.Add(q.opt.LeaseTime),
 				q: q, m: m, idx: groups[dest], lease: q.leaseSeq}
 			for _, i := range d.idx {

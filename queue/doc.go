@@ -106,8 +106,10 @@
 // stale bytes of another segment can never pass for a record of this one.
 //
 //	M message   ID, arrival time, sender, recipient count, recipients,
-//	            body kind (0 inline, 1 external), body size, body CRC-32C.
-//	S snapshot  ID, arrival, sender, flags, body kind/size/CRC, recipient
+//	            body kind (bits: 1 external, else inline; 2 a prefix
+//	            follows), body size, body CRC-32C, and with bit 2 the
+//	            prefix (a string of at most MaxPrefixBytes).
+//	S snapshot  ID, arrival, sender, flags, body kind/size/CRC/prefix, recipient
 //	            count, then per recipient its state (as in R) and attempt
 //	            history. It replaces everything older about the message.
 //	R update    ID, count, then per recipient: index, state (0 pending,
@@ -117,6 +119,12 @@
 //	            optionally one attempt (time, route, remote host, status).
 //	F flags     ID, flags (1 held, 2 delay notice sent).
 //	X remove    ID.
+//
+// The prefix is header bytes the hub added at acceptance after the body
+// had streamed (DKIM-Signature fields, its Received line): delivery reads
+// prefix then body as one message. Records written before prefixes
+// existed have body kind 0 or 1 and replay as they always did; a journal
+// with prefixes cannot be read by a version that does not know them.
 //
 // A message is gone when every recipient is delivered, or failed with its
 // bounce settled, or after an X. A record that names an unknown ID is

@@ -199,3 +199,6 @@ func (m *message) anyLeased(now time.Time) bool {
 	}
 	return false
 }
+
+// size is the message's size as delivered: its prefix and its body.
+func (m *message) size() int64 { return int64(len(m.body.prefix)) + m.body.size }

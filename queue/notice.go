@@ -196,7 +196,7 @@ func (q *Queue) putNotice(ctx context.Context, m *message, d *dsn, from, to stri
 // readHeader returns m's header (up to the first empty line), cut at
 // Options.MaxBounceHeader on a line boundary.
 func (q *Queue) readHeader(m *message) ([]byte, error) {
-	rc, err := q.openBody(m)
+	rc, err := q.openMessage(m)
 	if err != nil {
 		return nil, err
 	}

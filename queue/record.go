@@ -197,34 +197,59 @@ func (d *dec) status() mail.Status {
 
 // bodyRef says where a message's body is. An inline body lives in a
 // journal segment (seq, off); an external one in body/<ID>.
+// The prefix (Writer.SetPrefix) is header bytes that go in front of the
+// body when it is read back; it lives in the record itself, covered by the
+// record's CRC, so it is never stored apart from the envelope that needs it.
 type bodyRef struct {
 	external bool
 	seq      uint64
 	off      int64
 	size     int64
 	crc      uint32 // CRC-32C of the body bytes
+	prefix   string // at most MaxPrefixBytes; "" for none
 }
+
+// Body kind bits: 1 the body is external; 2 a prefix follows the CRC.
+// Records written before prefixes existed have only 0 or 1, and read back
+// unchanged.
+const (
+	bodyExternal  = 1
+	bodyHasPrefix = 2
+)
 
 func (e *enc) bodyRef(b bodyRef) {
 	var fl byte
 	if b.external {
-		fl = 1
+		fl |= bodyExternal
+	}
+	if b.prefix != "" {
+		fl |= bodyHasPrefix
 	}
 	e.byte1(fl)
 	e.uvarint(uint64(b.size))
 	e.u32(b.crc)
+	if b.prefix != "" {
+		e.str(b.prefix)
+	}
 }
 
 func (d *dec) bodyRef() bodyRef {
 	fl := d.byte1()
-	if fl > 1 {
+	if fl&^(bodyExternal|bodyHasPrefix) != 0 {
 		d.bad = true
 	}
 	size := d.uvarint()
 	if size > 1<<62 {
 		d.bad = true
 	}
-	return bodyRef{external: fl == 1, size: int64(size), crc: d.u32()}
+	b := bodyRef{external: fl&bodyExternal != 0, size: int64(size), crc: d.u32()}
+	if fl&bodyHasPrefix != 0 {
+		b.prefix = d.str()
+		if b.prefix == "" || len(b.prefix) > MaxPrefixBytes {
+			d.bad = true
+		}
+	}
+	return b
 }
 
 // attempt is one delivery attempt of one recipient.

@@ -38,6 +38,30 @@ type Writer struct {
 	// counted is what Write added to the space guard's count of body
 	// bytes; Abort gives it back.
 	counted int64
+
+	prefix string // SetPrefix
+}
+
+// MaxPrefixBytes bounds a message's prefix (Writer.SetPrefix): room for a
+// few DKIM signatures and a Received line, small enough for the index to
+// hold in memory.
+const MaxPrefixBytes = 16 << 10
+
+// ErrPrefixTooLarge is SetPrefix's error for a prefix over MaxPrefixBytes.
+var ErrPrefixTooLarge = errors.New("queue: message prefix larger than the limit")
+
+// SetPrefix sets header bytes (whole header lines, such as DKIM-Signature
+// fields computed while the body streamed) that go in front of the body
+// whenever a delivery reads it back: Delivery.Open and Delivery.Size see
+// prefix and body as one message. It is stored in the message's journal
+// record, committed with the envelope. Call it before Commit; the last
+// call wins.
+func (w *Writer) SetPrefix(p []byte) error {
+	if len(p) > MaxPrefixBytes {
+		return ErrPrefixTooLarge
+	}
+	w.prefix = string(p)
+	return nil
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
@@ -194,7 +218,7 @@ func (w *Writer) Commit(ctx context.Context, env mail.Envelope) (string, error) 
 		w.Abort()
 		return "", &Error{Op: "commit", Err: err}
 	}
-	body := bodyRef{size: w.n, crc: w.crc}
+	body := bodyRef{size: w.n, crc: w.crc, prefix: w.prefix}
 	var inline []byte
 	if w.f != nil {
 		err := w.bw.Flush()

@@ -26,6 +26,11 @@ type Handlers struct {
 	Log    *slog.Logger
 	// Metrics counts accepted and refused messages; nil counts nothing.
 	Metrics *Metrics
+	// Identity returns the masquerading and DKIM signing in force for
+	// trusted submitters' mail (it changes on reload); nil, or a nil
+	// result, does neither. It needs a sink whose messages take a prefix
+	// (QueueSink).
+	Identity func() *Identity
 }
 
 // rejectReason names a refusal for the rejected-messages metric.
@@ -67,28 +72,62 @@ func (c *counter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// begin starts a sink message and streams body into it. A nil message
-// comes with the error to answer with.
-func (h *Handlers) begin(ctx context.Context, body io.Reader) (qmail.Message, *counter, error) {
+// begin starts a sink message and streams body into it, through the
+// Identity's rewriting and signing when c is a trusted submitter. A nil
+// message comes with the error to answer with.
+func (h *Handlers) begin(ctx context.Context, c *mail.ConnInfo, body io.Reader) (qmail.Message, *counter, *stamp, error) {
 	msg, err := h.Sink.Begin(ctx)
 	if err != nil {
 		io.Copy(io.Discard, body)
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	c := &counter{w: msg}
-	if _, err := io.Copy(c, body); err != nil {
+	cn := &counter{w: msg}
+	var w io.Writer = cn
+	var st *stamp
+	if id := h.identity(c); id != nil {
+		if _, ok := msg.(prefixer); ok {
+			st, body, err = id.start(body)
+			if err != nil {
+				st.abort()
+				msg.Abort()
+				return nil, nil, nil, err
+			}
+			if st.dw != nil {
+				w = io.MultiWriter(cn, st)
+			}
+		}
+	}
+	if _, err := io.Copy(w, body); err != nil {
+		st.abort()
 		msg.Abort()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return msg, c, nil
+	return msg, cn, st, nil
+}
+
+// identity returns the Identity that applies to mail from c, or nil.
+func (h *Handlers) identity(c *mail.ConnInfo) *Identity {
+	if h.Identity == nil || !Trusted(c) {
+		return nil
+	}
+	return h.Identity()
 }
 
 // commit ends a sink message, logs and counts the outcome.
-func (h *Handlers) commit(ctx context.Context, proto string, c *mail.ConnInfo, msg qmail.Message, size int64, env mail.Envelope, lim *Tally) mail.Status {
-	if st := lim.Message(); !st.IsAccept() {
+func (h *Handlers) commit(ctx context.Context, proto string, c *mail.ConnInfo, msg qmail.Message, st *stamp, size int64, env mail.Envelope, lim *Tally) mail.Status {
+	if s := lim.Message(); !s.IsAccept() {
+		st.abort()
 		msg.Abort()
-		h.refuse(ctx, proto, c, env.Sender, env.Recipients, st)
-		return st
+		h.refuse(ctx, proto, c, env.Sender, env.Recipients, s)
+		return s
+	}
+	if st != nil {
+		if err := st.finish(ctx, h.Log, msg, &env); err != nil {
+			msg.Abort()
+			h.Log.LogAttrs(ctx, slog.LevelError, "cannot store the message's signatures", slog.String("err", err.Error()))
+			h.refuse(ctx, proto, c, env.Sender, env.Recipients, mail.StatusQueueTrouble)
+			return mail.StatusQueueTrouble
+		}
 	}
 	res := msg.Commit(ctx, env)
 	if !res.Status.IsAccept() {
@@ -110,10 +149,11 @@ func (h *Handlers) commit(ctx context.Context, proto string, c *mail.ConnInfo, m
 // the commit's one result.
 func (h *Handlers) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.Status {
 	pol := h.Policy()
-	msg, n, berr := h.begin(ctx, req.Body)
+	msg, n, stp, berr := h.begin(ctx, req.Conn, req.Body)
 	env, err := req.Envelope()
 	if err != nil {
 		if msg != nil {
+			stp.abort()
 			msg.Abort()
 		}
 		return nil // the server answers (or closes) for limits and broken packages
@@ -140,10 +180,11 @@ func (h *Handlers) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.Stat
 		}
 	}
 	if len(accepted) == 0 {
+		stp.abort()
 		msg.Abort()
 		return out
 	}
-	st := h.commit(ctx, "QMTP", req.Conn, msg, n.n, mail.Envelope{Sender: env.Sender, Recipients: accepted}, lim)
+	st := h.commit(ctx, "QMTP", req.Conn, msg, stp, n.n, mail.Envelope{Sender: env.Sender, Recipients: accepted}, lim)
 	for i := range out {
 		if out[i].IsAccept() {
 			out[i] = st
@@ -158,9 +199,10 @@ func (h *Handlers) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Status
 	pol := h.Policy()
 	var msg qmail.Message
 	var n *counter
+	var stp *stamp
 	err := pol.Unix.admit(req.Conn)
 	if err == nil {
-		msg, n, err = h.begin(ctx, req.Body)
+		msg, n, stp, err = h.begin(ctx, req.Conn, req.Body)
 	}
 	env, eerr := req.Envelope()
 	var lim *Tally
@@ -185,6 +227,7 @@ func (h *Handlers) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Status
 	}
 	if eerr != nil || err != nil {
 		if msg != nil {
+			stp.abort()
 			msg.Abort()
 		}
 		if eerr != nil {
@@ -194,7 +237,7 @@ func (h *Handlers) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Status
 		h.refuse(ctx, "QMQP", req.Conn, env.Sender, env.Recipients, st)
 		return st
 	}
-	return h.commit(ctx, "QMQP", req.Conn, msg, n.n, env, lim)
+	return h.commit(ctx, "QMQP", req.Conn, msg, stp, n.n, env, lim)
 }
 
 // smtpHandler is the hub as smtp.Handler.
@@ -218,11 +261,11 @@ func (s smtpHandler) Recipient(ctx context.Context, c *mail.ConnInfo, from, rcpt
 
 // Deliver commits the message; 250 only once it is durable.
 func (s smtpHandler) Deliver(ctx context.Context, c *mail.ConnInfo, env mail.Envelope, body io.Reader) mail.Status {
-	msg, n, err := s.h.begin(ctx, body)
+	msg, n, stp, err := s.h.begin(ctx, c, body)
 	if err != nil {
 		st := mail.StatusOf(err)
 		s.h.refuse(ctx, "SMTP", c, env.Sender, env.Recipients, st)
 		return st
 	}
-	return s.h.commit(ctx, "SMTP", c, msg, n.n, env, s.h.Policy().Limits.Start(c, env.Sender))
+	return s.h.commit(ctx, "SMTP", c, msg, stp, n.n, env, s.h.Policy().Limits.Start(c, env.Sender))
 }

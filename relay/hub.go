@@ -28,8 +28,9 @@ import (
 //
 // Its life: New (builds routes and policy from a Config), Listen (binds every
 // listener; done before dropping root), Start (opens the queue and serves),
-// Reload (swaps routes, allow lists, relay clients, certificates and
-// passwords without dropping a connection), Shutdown.
+// Reload (swaps routes, allow lists, relay clients, certificates,
+// passwords, DKIM keys and rewrite rules without dropping a connection),
+// Shutdown.
 type Hub struct {
 	log      *slog.Logger
 	cfg      *config.Config // the listeners' configuration (not reloadable)
@@ -62,6 +63,7 @@ type hubState struct {
 	qmtpCert  *tls.Certificate
 	clientCAs *x509.CertPool
 	passwords *smtp.PasswordFile
+	identity  *Identity // DKIM keys and rewrite rules; nil for none
 }
 
 // boundListener is one bound socket and what serves it.
@@ -95,6 +97,10 @@ func buildState(cfg *config.Config, log *slog.Logger) (*hubState, error) {
 	st.router = router
 	st.policy = newPolicy(cfg, router)
 	st.policy.Limits = newLimits(&cfg.Limits, log)
+	if st.identity, err = BuildIdentity(cfg); err != nil {
+		router.Close()
+		return nil, err
+	}
 	if cfg.SMTP.TLSCert != "" {
 		c, err := tls.LoadX509KeyPair(cfg.SMTP.TLSCert, cfg.SMTP.TLSKey)
 		if err != nil {
@@ -287,10 +293,11 @@ func (h *Hub) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.handlers = &Handlers{
-		Sink:    QueueSink{Queue: q, Log: h.log},
-		Policy:  func() *Policy { return h.state.Load().policy },
-		Log:     h.log,
-		Metrics: h.metrics,
+		Sink:     QueueSink{Queue: q, Log: h.log},
+		Policy:   func() *Policy { return h.state.Load().policy },
+		Log:      h.log,
+		Metrics:  h.metrics,
+		Identity: func() *Identity { return h.state.Load().identity },
 	}
 	h.buildServers()
 	for _, bl := range h.listeners {
@@ -495,7 +502,8 @@ func (h *Hub) destinationOf(rcpt string) string {
 }
 
 // Reload applies a new configuration's reloadable parts: routes, rcpthosts,
-// relay clients, allow lists, certificates and passwords. Sessions in
+// relay clients, allow lists, certificates, passwords, DKIM keys and
+// rewrite rules (a key rotation is a reload). Sessions in
 // progress keep going; a bad configuration is refused and the old one stays.
 // Listener addresses, limits and the queue directory need a restart; a
 // change to them is logged and ignored.

@@ -59,6 +59,7 @@ type queueMessage struct {
 func (m queueMessage) Write(p []byte) (int, error)         { return m.w.Write(p) }
 func (m queueMessage) ReadFrom(r io.Reader) (int64, error) { return m.w.ReadFrom(r) }
 func (m queueMessage) Abort()                              { m.w.Abort() }
+func (m queueMessage) SetPrefix(p []byte) error            { return m.w.SetPrefix(p) }
 
 func (m queueMessage) Commit(ctx context.Context, env mail.Envelope) qmail.Result {
 	id, err := m.w.Commit(ctx, env)

@@ -77,6 +77,8 @@ type Config struct {
 	Metrics    Metrics    `toml:"metrics"`
 	Nullclient Nullclient `toml:"nullclient"`
 	Limits     Limits     `toml:"limits"`
+	DKIM       []DKIM     `toml:"dkim"`    // signing keys (identity.go)
+	Rewrite    Rewrite    `toml:"rewrite"` // masquerading (identity.go)
 
 	// Source is the file the configuration came from ("(embedded default)"
 	// for the built-in one). Not a TOML key.
@@ -807,6 +809,7 @@ func (c *Config) validate() Errors {
 			bad(fmt.Sprintf("nullclient.qmqp_servers[%d]", i), "empty server")
 		}
 	}
+	c.validateIdentity(bad)
 	return errs
 }
 

@@ -119,6 +119,22 @@ var keyDoc = map[string]string{
 	"route.srs_secret_file":            "maildir and mbox routes: SRS secrets, one a line, for forwards leaving rcpthosts",
 	"route.srs_domain":                 "maildir and mbox routes: the domain of SRS-rewritten senders (default: the route's first exact domain)",
 
+	"dkim.domain":     "DKIM signing domain (d=); mail from the hub's own clients whose From: is in it is signed",
+	"dkim.selector":   "the key's selector (s=): its public key is at SELECTOR._domainkey.DOMAIN",
+	"dkim.key_file":   "PEM private key (RSA 2048-4096 or Ed25519), readable by its owner only; qmgate dkim keygen makes one",
+	"dkim.algorithm":  "ed25519 or rsa: refuse a key of another kind (default: any)",
+	"dkim.subdomains": "also sign mail from subdomains of the domain as the domain (default false)",
+
+	"rewrite.hosts.match":   "sender domains to rewrite: app17.example.net, *.internal or *",
+	"rewrite.hosts.domain":  "the domain matching senders get",
+	"rewrite.users.match":   "senders to rewrite whole, user@HOSTPATTERN such as root@* (tried before hosts)",
+	"rewrite.users.address": "the address matching senders become",
+	"rewrite.admin.address": "where mail for the app servers' own users goes (nullmailer's adminaddr; default off)",
+	"rewrite.admin.hosts":   "the app servers whose users' mail goes to admin.address",
+	"rewrite.admin.users":   "local parts sent to admin.address, e.g. root, postmaster (default: every user)",
+	"rewrite.all_mail_from": "one sender for all mail, as nullmailer's allmailfrom (default off)",
+	"rewrite.headers":       "also rewrite From:, Sender: and Reply-To:, not only the envelope (default false)",
+
 	"metrics.listen": "loopback ip:port serving /metrics and /healthz (default off)",
 
 	"nullclient.qmqp_servers": "QMQP servers qmgate sendmail tries in order, failing over when a connection fails",

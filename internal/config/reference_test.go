@@ -313,6 +313,16 @@ func TestReferenceExamplesLoad(t *testing.T) {
 				b.WriteString("via = \"" + via + "\"\n")
 			}
 			b.WriteString(ex + "\n")
+		case "dkim":
+			b.WriteString("[[dkim]]\n")
+			for _, kv := range []string{`domain = "example.net"`, `selector = "2026a"`, `key_file = "/etc/qmgate/dkim/2026a.key"`} {
+				if !strings.HasPrefix(kv, name+" = ") {
+					b.WriteString(kv + "\n")
+				}
+			}
+			b.WriteString(ex + "\n")
+		case "rewrite.hosts", "rewrite.users":
+			b.WriteString("[[" + table + "]]\n" + ex + "\n")
 		default:
 			b.WriteString("[" + table + "]\n" + ex + "\n")
 		}
@@ -324,6 +334,16 @@ func TestReferenceExamplesLoad(t *testing.T) {
 			b.WriteString("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n")
 		case "smtp.submission", "smtp.submissions":
 			b.WriteString("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nauth_file = \"passwd\"\n")
+		case "rewrite.hosts.match":
+			b.WriteString(`domain = "example.net"` + "\n")
+		case "rewrite.hosts.domain":
+			b.WriteString(`match = "*.internal"` + "\n")
+		case "rewrite.users.match":
+			b.WriteString(`address = "ops@example.net"` + "\n")
+		case "rewrite.users.address":
+			b.WriteString(`match = "root@*"` + "\n")
+		case "rewrite.admin.address":
+			b.WriteString(`hosts = ["*.internal"]` + "\n")
 		case "route.srs_domain":
 			b.WriteString("srs_secret_file = \"srs.secret\"\n")
 		case "user":
