@@ -31,6 +31,20 @@ func (c Class) String() string {
 	}
 }
 
+// DeliveryResult names the class as the result of a delivery attempt, for
+// people and logs: "delivered", "deferred" or "failed" (never a qmail
+// letter).
+func (c Class) DeliveryResult() string {
+	switch c {
+	case Accept:
+		return "delivered"
+	case Permanent:
+		return "failed"
+	default:
+		return "deferred"
+	}
+}
+
 // Letter is the QMTP/QMQP reply letter for the class: K, Z or D.
 func (c Class) Letter() byte {
 	switch c {

@@ -88,6 +88,27 @@ type Result struct {
 // qmail-qmqpc exits 72 when the last attempt timed out, 73 otherwise.
 type ConnectError struct {
 	Attempts []ConnectAttempt
+	// ConnectTimeout is the timeout of each attempt, named in the status
+	// when it ran out; 0 if none.
+	ConnectTimeout time.Duration
+}
+
+// Status is mail.StatusConnectFailed with the cause of the last attempt in
+// plain words ("connection refused", "no such host", "timeout after 10s").
+func (e *ConnectError) Status() mail.Status {
+	if len(e.Attempts) == 0 {
+		return mail.StatusConnectFailed
+	}
+	return mail.ConnectStatus(e.Attempts[len(e.Attempts)-1].Err, e.ConnectTimeout)
+}
+
+// As lets mail.StatusOf (and errors.As with a *mail.Status) see Status.
+func (e *ConnectError) As(target any) bool {
+	if p, ok := target.(*mail.Status); ok {
+		*p = e.Status()
+		return true
+	}
+	return false
 }
 
 // ConnectAttempt is one failed connection attempt.
@@ -219,7 +240,7 @@ func (c *Client) Send(ctx context.Context, env mail.Envelope, body io.Reader, si
 		dialer = &net.Dialer{}
 	}
 	connectTimeout := timeoutOr(c.ConnectTimeout, DefaultConnectTimeout)
-	var cerr ConnectError
+	cerr := ConnectError{ConnectTimeout: max(connectTimeout, 0)}
 	for _, srv := range c.Servers {
 		network, addr, err := ParseServer(srv)
 		if err != nil {
@@ -248,7 +269,7 @@ func (c *Client) Send(ctx context.Context, env mail.Envelope, body io.Reader, si
 		}
 		return Result{Status: st, Server: srv}, err
 	}
-	return Result{Status: mail.StatusConnectFailed}, &cerr
+	return Result{Status: cerr.Status()}, &cerr
 }
 
 // checkEnvelope refuses what no QMQP server accepts: no recipients, or an

@@ -326,9 +326,11 @@ func (s *Server) serve(t *serve.Conn, rw io.ReadWriter, info *mail.ConnInfo) err
 	// Refusals come before anything is read: an unauthorised client must
 	// not get to send a byte more than it already has.
 	if !s.allowed(info) {
-		log.Info("qmqp client not authorized")
 		s.refused("access")
 		st := mail.Perm("5.7.1", "client "+clientName(info)+" is not authorized to use this service")
+		// The door's refusal line (relay logs the others the same way);
+		// no envelope has been read, so it names no sender or recipient.
+		log.Info("refused", "reason", "access", "reply", st.SMTPText(), "code", st.EnhancedCode(), "result", st.Outcome())
 		return s.refuse(c, rw, st, log)
 	}
 	release := t.Release
@@ -370,9 +372,9 @@ func (s *Server) serve(t *serve.Conn, rw io.ReadWriter, info *mail.ConnInfo) err
 		st = override
 	}
 	if st.IsAccept() {
-		log.Debug("qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", string(st.Reply()), "delay", time.Since(start))
+		log.Debug("qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", st.SMTPText(), "code", st.EnhancedCode(), "result", st.Outcome(), "delay", time.Since(start))
 	} else {
-		log.Info("qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", string(st.Reply()), "delay", time.Since(start))
+		log.Info("qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", st.SMTPText(), "code", st.EnhancedCode(), "result", st.Outcome(), "delay", time.Since(start))
 	}
 	return s.reply(c, rw, st, log, release)
 }

@@ -114,10 +114,26 @@ type Client struct {
 type DialError struct {
 	Addr string
 	Err  error
+	// Timeout is the connect timeout that was in force, named in the
+	// status when it ran out.
+	Timeout time.Duration
 }
 
 func (e *DialError) Error() string { return "qmtp: connect to " + e.Addr + ": " + e.Err.Error() }
 func (e *DialError) Unwrap() error { return e.Err }
+
+// Status is mail.StatusConnectFailed with the cause in plain words
+// ("connection refused", "certificate signed by unknown authority").
+func (e *DialError) Status() mail.Status { return mail.ConnectStatus(e.Err, e.Timeout) }
+
+// As lets mail.StatusOf (and errors.As with a *mail.Status) see Status.
+func (e *DialError) As(target any) bool {
+	if p, ok := target.(*mail.Status); ok {
+		*p = e.Status()
+		return true
+	}
+	return false
+}
 
 // Dial connects to addr ("host:port"; a missing port means DefaultPort for
 // plain QMTP, and is an error for QMTPS, which has no registered port).
@@ -126,12 +142,13 @@ func (c *Client) Dial(ctx context.Context, addr string) (*Conn, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		if c.TLSConfig != nil {
-			return nil, &DialError{addr, errors.New("QMTPS needs an explicit port")}
+			return nil, &DialError{Addr: addr, Err: errors.New("QMTPS needs an explicit port")}
 		}
 		host = addr
 		addr = net.JoinHostPort(host, strconv.Itoa(DefaultPort))
 	}
-	if t := serve.Pick(c.ConnectTimeout, DefaultConnectTimeout); t > 0 {
+	t := serve.Pick(c.ConnectTimeout, DefaultConnectTimeout)
+	if t > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
@@ -142,7 +159,7 @@ func (c *Client) Dial(ctx context.Context, addr string) (*Conn, error) {
 	}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, &DialError{addr, err}
+		return nil, &DialError{Addr: addr, Err: err, Timeout: max(t, 0)}
 	}
 	if c.TLSConfig != nil {
 		cfg := c.TLSConfig.Clone()
@@ -152,7 +169,7 @@ func (c *Client) Dial(ctx context.Context, addr string) (*Conn, error) {
 		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
-			return nil, &DialError{addr, err}
+			return nil, &DialError{Addr: addr, Err: err, Timeout: max(t, 0)}
 		}
 		nc = tc
 	}
@@ -187,11 +204,12 @@ func Send(ctx context.Context, addr string, msgs ...*Message) ([][]mail.Status, 
 
 // Send dials addr, sends msgs pipelined on one connection and closes it. If
 // the connection cannot be made, every recipient gets
-// mail.StatusConnectFailed and the error is a *DialError.
+// mail.StatusConnectFailed with the cause in its text (DialError.Status)
+// and the error is a *DialError.
 func (c *Client) Send(ctx context.Context, addr string, msgs ...*Message) ([][]mail.Status, error) {
 	cn, err := c.Dial(ctx, addr)
 	if err != nil {
-		return fillAll(msgs, mail.StatusConnectFailed), err
+		return fillAll(msgs, mail.StatusOf(err)), err
 	}
 	defer cn.Close()
 	return cn.Send(ctx, msgs...)

@@ -478,7 +478,8 @@ func TestClientDialFailure(t *testing.T) {
 	if !errors.As(err, &de) {
 		t.Fatalf("error %v, want *DialError", err)
 	}
-	if res[0][0] != mail.StatusConnectFailed || res[0][1] != mail.StatusConnectFailed {
+	want := mail.StatusConnectFailed.WithCause("connection refused")
+	if res[0][0] != want || res[0][1] != want {
 		t.Errorf("statuses %v", res)
 	}
 }

@@ -428,7 +428,8 @@ func (s *session) reply(p *pkg, statuses []mail.Status, handled bool) error {
 		st := mail.StatusOf(err)
 		override = &st
 	}
-	good := 0
+	good, refused := 0, 0
+	var first mail.Status
 	for _, k := range p.kinds {
 		var st mail.Status
 		switch {
@@ -445,10 +446,26 @@ func (s *session) reply(p *pkg, statuses []mail.Status, handled bool) error {
 			}
 			good++
 		}
+		// The line names the first refusal, else an acceptance.
+		if refused == 0 {
+			first = st
+		}
+		if !st.IsAccept() {
+			refused++
+		}
 		if err := s.writeReply(st); err != nil {
 			return err
 		}
 	}
+	// One line per package, as the QMQP server logs one per message: at
+	// Info when a recipient was refused, in words (the letters stay on the
+	// wire).
+	level := slog.LevelDebug
+	if refused > 0 {
+		level = slog.LevelInfo
+	}
+	s.log.Log(context.Background(), level, "qmtp message", "rcpts", len(p.kinds), "refused", refused,
+		"status", first.SMTPText(), "code", first.EnhancedCode(), "result", first.Outcome())
 	if override != nil || !handled || len(statuses) != good {
 		var reason string
 		if override != nil {

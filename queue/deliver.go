@@ -310,7 +310,8 @@ func (q *Queue) logDeliveries(id string, delay time.Duration, logs []deliveryLog
 	for _, l := range logs {
 		q.log.LogAttrs(context.Background(), slog.LevelInfo, "queue: delivery", slog.String("id", id),
 			slog.String("rcpt", l.rcpt), slog.String("route", l.route), slog.String("host", l.host),
-			slog.String("status", string(l.status.Reply())), slog.String("state", l.state.String()),
+			slog.String("status", l.status.SMTPText()), slog.String("result", l.status.Class.DeliveryResult()),
+			slog.String("code", l.status.EnhancedCode()), slog.String("state", l.state.String()),
 			slog.Duration("delay", delay.Round(time.Millisecond)))
 	}
 }

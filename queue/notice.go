@@ -36,7 +36,7 @@ func (q *Queue) noticeSettled(m *message, rcpt string, st mail.Status) bool {
 		return false
 	}
 	q.log.Warn("queue: failure dropped: a double bounce cannot bounce", "id", m.id, "rcpt", rcpt,
-		"sender", m.sender, "status", st.Reply())
+		"sender", m.sender, "status", st.Describe())
 	return true
 }
 

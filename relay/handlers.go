@@ -60,12 +60,6 @@ func acceptText(id string) mail.Status {
 	return mail.OK("ok " + strconv.FormatInt(time.Now().Unix(), 10) + " qp " + id)
 }
 
-func (h *Handlers) countReject(proto string, st mail.Status) {
-	if h.Metrics != nil && !st.IsAccept() {
-		h.Metrics.Rejected.WithLabelValues(proto, rejectReason(st)).Inc()
-	}
-}
-
 // counter counts the body bytes on their way into a sink message.
 type counter struct {
 	w io.Writer
@@ -124,34 +118,28 @@ func (h *Handlers) commit(ctx context.Context, proto string, c *mail.ConnInfo, m
 	if s := lim.Message(); !s.IsAccept() {
 		st.abort()
 		msg.Abort()
-		h.countReject(proto, s)
+		h.refuse(ctx, proto, c, env.Sender, env.Recipients, s)
 		return s
 	}
 	if st != nil {
 		if err := st.finish(ctx, h.Log, msg, &env); err != nil {
 			msg.Abort()
 			h.Log.LogAttrs(ctx, slog.LevelError, "cannot store the message's signatures", slog.String("err", err.Error()))
-			h.countReject(proto, mail.StatusQueueTrouble)
+			h.refuse(ctx, proto, c, env.Sender, env.Recipients, mail.StatusQueueTrouble)
 			return mail.StatusQueueTrouble
 		}
 	}
 	res := msg.Commit(ctx, env)
 	if !res.Status.IsAccept() {
-		h.countReject(proto, res.Status)
+		h.refuse(ctx, proto, c, env.Sender, env.Recipients, res.Status)
 		return res.Status
 	}
 	lim.Count()
 	if h.Metrics != nil {
 		h.Metrics.Accepted.WithLabelValues(proto).Inc()
 	}
-	client := ""
-	if ip := c.RemoteIP(); ip.IsValid() {
-		client = ip.String()
-	} else if c.RemoteAddr != nil {
-		client = c.RemoteAddr.String()
-	}
 	h.Log.LogAttrs(ctx, slog.LevelInfo, "accepted", slog.String("id", res.ID),
-		slog.String("client", client), slog.String("proto", c.Proto), slog.Int64("size", size),
+		slog.String("client", clientName(c)), slog.String("proto", c.Proto), slog.Int64("size", size),
 		slog.String("from", env.Sender), slog.Int("rcpts", len(env.Recipients)), slog.String("auth", c.AuthUser))
 	return res.Status
 }
@@ -176,7 +164,7 @@ func (h *Handlers) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.Stat
 		for i := range out {
 			out[i] = st
 		}
-		h.countReject("QMTP", st)
+		h.refuse(ctx, "QMTP", req.Conn, env.Sender, env.Recipients, st)
 		return out
 	}
 	var accepted []string
@@ -188,7 +176,7 @@ func (h *Handlers) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.Stat
 		if out[i].IsAccept() {
 			accepted = append(accepted, r)
 		} else {
-			h.countReject("QMTP", out[i])
+			h.refuse(ctx, "QMTP", req.Conn, env.Sender, env.Recipients[i:i+1], out[i])
 		}
 	}
 	if len(accepted) == 0 {
@@ -246,7 +234,7 @@ func (h *Handlers) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Status
 			err = eerr
 		}
 		st := mail.StatusOf(err)
-		h.countReject("QMQP", st)
+		h.refuse(ctx, "QMQP", req.Conn, env.Sender, env.Recipients, st)
 		return st
 	}
 	return h.commit(ctx, "QMQP", req.Conn, msg, stp, n.n, env, lim)
@@ -258,14 +246,16 @@ type smtpHandler struct{ h *Handlers }
 // Sender accepts any syntactically valid reverse-path: qmgate does no sender
 // verification (the recipients' side decides on relaying).
 func (s smtpHandler) Sender(ctx context.Context, c *mail.ConnInfo, from string) mail.Status {
-	return s.h.Policy().MailFrom(c, from)
+	st := s.h.Policy().MailFrom(c, from)
+	s.h.refuse(ctx, "SMTP", c, from, nil, st)
+	return st
 }
 
 // Recipient applies the policy: rcpthosts for everyone, anywhere for relay
 // clients and authenticated users.
 func (s smtpHandler) Recipient(ctx context.Context, c *mail.ConnInfo, from, rcpt string) mail.Status {
 	st := s.h.Policy().Rcpt(c, from, rcpt)
-	s.h.countReject("SMTP", st)
+	s.h.refuse(ctx, "SMTP", c, from, []string{rcpt}, st)
 	return st
 }
 
@@ -274,7 +264,7 @@ func (s smtpHandler) Deliver(ctx context.Context, c *mail.ConnInfo, env mail.Env
 	msg, n, stp, err := s.h.begin(ctx, c, body)
 	if err != nil {
 		st := mail.StatusOf(err)
-		s.h.countReject("SMTP", st)
+		s.h.refuse(ctx, "SMTP", c, env.Sender, env.Recipients, st)
 		return st
 	}
 	return s.h.commit(ctx, "SMTP", c, msg, stp, n.n, env, s.h.Policy().Limits.Start(c, env.Sender))

@@ -227,11 +227,14 @@ func (c *Client) dial(ctx context.Context, t target, tryTLS bool) (*Conn, error)
 	}
 	raw, err := dial(dctx, "tcp", t.addr)
 	if err != nil {
-		c.logger().Info("smtp connect failed", "host", t.addr, "err", err)
 		if isTimeout(err) || errors.Is(err, context.DeadlineExceeded) {
+			c.logger().Info("smtp connect failed", "host", t.addr, "cause", "timeout after "+connectTimeout.String())
+			// Compared by the MX transport to count filtered ports.
 			return nil, StatusConnectTimedOut
 		}
-		return nil, mail.StatusConnectFailed
+		st := mail.ConnectStatus(err, connectTimeout)
+		c.logger().Info("smtp connect failed", "host", t.addr, "cause", st.Text)
+		return nil, st
 	}
 	cc := &clientConn{Conn: raw, writeTimeout: serve.Pick(c.CommandTimeout, DefaultCommandTimeout)}
 	// The greeting and the STARTTLS exchange fall under ConnectTimeout too.
@@ -274,9 +277,10 @@ func (c *Client) setup(ctx context.Context, cc *clientConn, t target, tryTLS boo
 		tc := tls.Client(cc, c.tlsConfig(t.host, c.TLS != TLSOpportunistic))
 		cc.SetDeadline(deadline(cmdTimeout))
 		if err := tc.Handshake(); err != nil {
-			c.logger().Info("smtp TLS handshake failed", "host", t.addr, "err", err)
-			st := mail.StatusConnectFailed
+			st := mail.ConnectStatus(err, cmdTimeout)
 			st.Text = "TLS handshake with remote host failed"
+			st = st.WithCause(mail.Cause(err, cmdTimeout))
+			c.logger().Info("smtp TLS handshake failed", "host", t.addr, "cause", st.Text)
 			return nil, st
 		}
 		cs := tc.ConnectionState()
@@ -327,8 +331,12 @@ func (c *Client) setup(ctx context.Context, cc *clientConn, t target, tryTLS boo
 				if c.TLS == TLSOpportunistic {
 					return nil, fmt.Errorf("%w: %v", errHandshake, err)
 				}
-				st := mail.Status{Class: mail.Temporary, Code: "4.7.5", Text: "TLS handshake with remote host failed (certificate not trusted?)"}
-				return nil, st
+				cause := mail.Cause(err, cmdTimeout)
+				if cause == "" {
+					cause = "reason unknown"
+				}
+				st := mail.Status{Class: mail.Temporary, Code: "4.7.5", Text: "TLS handshake with remote host failed"}
+				return nil, st.WithCause(cause)
 			}
 			cs := tc.ConnectionState()
 			tlsState = &cs

@@ -110,14 +110,14 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		return replyError(statusNestedMail)
 	}
 	if srv.RequireAuth && s.info.AuthUser == "" {
-		return replyError(statusAuthRequired)
+		return s.refuse("auth", from, "", statusAuthRequired)
 	}
 	if !acceptableAddress(from) {
-		return replyError(mail.StatusBadSender)
+		return s.refuse("address", from, "", mail.StatusBadSender)
 	}
 	max := srv.maxMessageBytes()
 	if opts != nil && opts.Size > 0 && max > 0 && opts.Size > max {
-		return replyError(mail.StatusTooBig)
+		return s.refuse("size", from, "", mail.StatusTooBig)
 	}
 	utf8 := opts != nil && opts.UTF8
 	info := s.snapshot(utf8)
@@ -157,12 +157,12 @@ func (s *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 		// RCPT TO:<Postmaster> (RFC 5321 4.1.1.3): this host's postmaster.
 		to = "postmaster@" + s.srv().hostname()
 	}
-	if !acceptableAddress(to) || to == "" {
-		return replyError(mail.StatusBadAddresses)
-	}
 	s.mu.Lock()
 	from, info := s.from, s.tx
 	s.mu.Unlock()
+	if !acceptableAddress(to) || to == "" {
+		return s.refuse("address", from, to, mail.StatusBadAddresses)
+	}
 	if s.srv().Handler == nil {
 		return replyError(statusNoHandler)
 	}
@@ -295,4 +295,14 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		return &loginServer{s: s}, nil
 	}
 	return nil, replyError(statusAuthMech)
+}
+
+// refuse logs a refusal the server decides itself, before the handler is
+// asked (the handler logs its own), in the door's one-line form (the
+// logger names the protocol), and returns its reply.
+func (s *session) refuse(reason, from, rcpt string, st mail.Status) error {
+	s.srv().logger().Info("refused", "client", s.info.RemoteIP().String(),
+		"from", from, "rcpt", rcpt, "reason", reason, "reply", st.SMTPText(), "code", st.EnhancedCode(),
+		"result", st.Outcome())
+	return replyError(st)
 }

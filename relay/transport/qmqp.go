@@ -26,7 +26,7 @@ func (t *QMQP) Deliver(ctx context.Context, jobs []*Job) {
 		if err != nil {
 			var ce *qmqp.ConnectError
 			if errors.As(err, &ce) {
-				st = mail.StatusConnectFailed
+				st = ce.Status()
 			} else if st.IsAccept() {
 				st = mail.StatusTempFailure // an error never delivers
 			}

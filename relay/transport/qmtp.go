@@ -64,7 +64,7 @@ func NewQMTP(addr string, c *qmtp.Client, r Reuse) *QMTP {
 			deliverQMTP(ctx, conn, jobs, host) // the whole batch, pipelined
 			return len(jobs)
 		},
-		dialFailed: func(error) mail.Status { return mail.StatusConnectFailed },
+		dialFailed: mail.StatusOf, // a *qmtp.DialError names its cause
 	}}
 }
 
