@@ -1,56 +1,152 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 
 	"github.com/qmgate/qmgate/internal/config"
 )
 
+const configUsage = `usage: qmgate config check [FILE] [-strict] [-config FILE]
+       qmgate config print [FILE] [-n | -doc] [-config FILE]
+       qmgate config from-qmail DIR
+  check       load FILE (default: the file every command would use), report
+              every error with its line, and warn about routes that can
+              never match and rcpthosts domains no route delivers
+  print       the effective configuration, every default filled in; -n only
+              what the file sets (like postconf -n); -doc one line per key
+  from-qmail  a configuration converted from qmail's control files in DIR
+
+flags:
+  -config FILE  ` + configDefaultHelp + `
+  -strict       check: treat warnings as errors (default: false)
+  -n            print: only the settings the file makes (default: false)
+  -doc          print: every key with a one-line description (default: false)
+qmgate config COMMAND -h shows one command's help.`
+
 func init() {
-	register(&command{name: "config", summary: "check|print|from-qmail DIR: validate, show or convert configuration", run: runConfig})
+	register(&command{name: "config", summary: "check|print [FILE] | from-qmail DIR: validate, show or convert configuration",
+		usage: configUsage, run: runConfig})
 }
 
 func runConfig(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) < 1 {
-		fmt.Fprintln(stderr, "usage: qmgate config check|print [-config FILE] | from-qmail DIR")
+		fmt.Fprintln(stderr, configUsage)
 		return 64
 	}
 	sub := args[0]
-	fs := flag.NewFlagSet("config "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "configuration file")
-	if err := fs.Parse(args[1:]); err != nil {
-		return 64
+	if isHelp(sub) {
+		fmt.Fprintln(stdout, configUsage)
+		return 0
 	}
 	switch sub {
-	case "check", "print":
-		path := config.Locate(*cfgPath)
-		c, err := config.Load(path)
-		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return 78 // EX_CONFIG
-		}
-		if sub == "check" {
-			fmt.Fprintf(stdout, "%s: ok\n", c.Source)
-			return 0
-		}
-		b, err := c.Print()
-		if err != nil {
-			return fail(stderr, "config", 70, "%v", err)
-		}
-		stdout.Write(b)
-		return 0
+	case "check":
+		return runConfigCheck(args[1:], stdout, stderr)
+	case "print":
+		return runConfigPrint(args[1:], stdout, stderr)
 	case "from-qmail":
-		if fs.NArg() != 1 {
-			fmt.Fprintln(stderr, "usage: qmgate config from-qmail DIR")
-			return 64
+		fs := newFlags("config from-qmail", "usage: qmgate config from-qmail DIR\n\nPrint a qmgate configuration converted from qmail's control files in DIR (/var/qmail, say).")
+		pos, code, ok := parseFlags(fs, args[1:], stdout, stderr)
+		if !ok {
+			return code
 		}
-		return runFromQmail(fs.Arg(0), stdout, stderr)
+		if len(pos) != 1 {
+			return usageError(fs, stderr, "want one directory")
+		}
+		return runFromQmail(pos[0], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "qmgate config: unknown subcommand %q (check, print, from-qmail)\n", sub)
+	fmt.Fprintf(stderr, "qmgate config: unknown command %q\n", sub)
+	fmt.Fprintln(stderr, configUsage)
 	return 64
+}
+
+// loadConfigArg loads the file given as the positional argument or with
+// -config (not both), else the one every command would use.
+func loadConfigArg(name string, pos []string, flagValue string, stderr io.Writer) (*config.Config, int) {
+	path, origin := config.Find(flagValue)
+	switch {
+	case len(pos) > 1:
+		fmt.Fprintf(stderr, "qmgate config %s: unexpected argument %q (one file at a time)\n", name, pos[1])
+		return nil, 64
+	case len(pos) == 1 && flagValue != "" && flagValue != pos[0]:
+		fmt.Fprintf(stderr, "qmgate config %s: two files named (%s and -config %s): name one\n", name, pos[0], flagValue)
+		return nil, 64
+	case len(pos) == 1:
+		path, origin = pos[0], "the command line"
+	}
+	c, err := config.LoadFrom(path, origin)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return nil, 78 // EX_CONFIG
+	}
+	return c, 0
+}
+
+func runConfigCheck(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("config check", "usage: qmgate config check [FILE] [-strict] [-config FILE]\n\nLoad the configuration and report every error, each with its file and line\n(exit 78), then every warning (exit 0, or 78 with -strict). FILE defaults to\nthe file every command would use.")
+	cfgPath := fs.String("config", "", configFlagHelp)
+	strict := fs.Bool("strict", false, "treat warnings as errors")
+	pos, code, ok := parseFlags(fs, args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	c, code := loadConfigArg("check", pos, *cfgPath, stderr)
+	if c == nil {
+		return code
+	}
+	problems := append(c.Warnings(), c.CheckFiles()...)
+	for _, w := range problems {
+		fmt.Fprintf(stderr, "warning: %v\n", w)
+	}
+	switch {
+	case len(problems) > 0 && *strict:
+		fmt.Fprintf(stderr, "%s: %d warning(s), refused under -strict\n", c.Source, len(problems))
+		return 78
+	case len(problems) > 0:
+		fmt.Fprintf(stdout, "%s: ok, with %d warning(s)\n", c.Source, len(problems))
+	default:
+		fmt.Fprintf(stdout, "%s: ok\n", c.Source)
+	}
+	return 0
+}
+
+func runConfigPrint(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("config print", "usage: qmgate config print [FILE] [-n | -doc] [-config FILE]\n\nPrint the effective configuration as TOML, every default filled in.")
+	cfgPath := fs.String("config", "", configFlagHelp)
+	onlySet := fs.Bool("n", false, "only the settings the file makes (like postconf -n)")
+	doc := fs.Bool("doc", false, "every key with a one-line description instead")
+	pos, code, ok := parseFlags(fs, args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	if *onlySet && *doc {
+		return usageError(fs, stderr, "-n and -doc do not go together")
+	}
+	if *doc {
+		if len(pos) > 0 || *cfgPath != "" {
+			return usageError(fs, stderr, "-doc describes the keys and reads no file")
+		}
+		if err := config.WriteDoc(stdout); err != nil {
+			return fail(stderr, "config print", 74, "%v", err)
+		}
+		return 0
+	}
+	c, code := loadConfigArg("print", pos, *cfgPath, stderr)
+	if c == nil {
+		return code
+	}
+	var b []byte
+	var err error
+	if *onlySet {
+		b, err = c.PrintSet()
+	} else {
+		b, err = c.Print()
+	}
+	if err != nil {
+		return fail(stderr, "config print", 70, "%v", err)
+	}
+	stdout.Write(b)
+	return 0
 }
 
 // runFromQmail is replaced when the qmail conversion lands.

@@ -3,10 +3,11 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/qmgate/qmgate/internal/config"
@@ -15,20 +16,36 @@ import (
 	"github.com/qmgate/qmgate/relay"
 )
 
-func init() {
-	register(&command{name: "queue", summary: "list|stat|show ID|hold|release|remove|flush [ID...] [-json]: inspect and manage the queue", run: runQueue})
-}
-
-const queueUsage = `usage: qmgate queue COMMAND [-config FILE] [-json] [ID ...]
-  list              one row per message (also: qmgate mailq)
+const queueUsage = `usage: qmgate queue COMMAND [ID ...] [-config FILE] [-json]
+  list              one row per message (qmgate mailq: Postfix's layout)
   stat              counts by state and the age shape per destination domain
   show ID           envelope, per-recipient state, attempt history, headers
   hold ID...        stop delivering the messages
   release ID...     resume delivering held messages
   remove ID...      delete the messages without a bounce
   flush [ID...]     make the messages (all without IDs) due now
-Safe while qmgate serve runs: the commands then go through the daemon's
-control socket in the queue directory.`
+Flags may come before or after the IDs. Safe while qmgate serve runs: the
+commands then go through the daemon's control socket in the queue directory.
+
+flags:
+  -config FILE     ` + configDefaultHelp + `
+  -json            list, stat, show: machine-readable output (default: false)
+qmgate queue COMMAND -h shows one command's help.`
+
+var queueSubUsage = map[string]string{
+	"list":    "usage: qmgate queue list [-config FILE] [-json]\n\nOne row per message: ID AGE SIZE STATE NEXT SENDER NPENDING PENDING LAST-ERROR.\nWith -json, one JSON object per message per line (postqueue -j's fields and qmgate's own).",
+	"stat":    "usage: qmgate queue stat [-config FILE] [-json]\n\nCounts by state, then the pending recipients per destination domain by message age\nin minutes (Postfix's qshape).",
+	"show":    "usage: qmgate queue show ID [-config FILE] [-json]\n\nThe message's envelope, each recipient's state and attempt history, and its header.",
+	"hold":    "usage: qmgate queue hold ID... [-config FILE]\n\nStop delivering the messages until they are released.",
+	"release": "usage: qmgate queue release ID... [-config FILE]\n\nResume delivering held messages.",
+	"remove":  "usage: qmgate queue remove ID... [-config FILE]\n\nDelete the messages; no bounce is sent.",
+	"flush":   "usage: qmgate queue flush [ID...] [-config FILE]\n\nMake the messages (all of them without IDs) due now.",
+}
+
+func init() {
+	register(&command{name: "queue", summary: "list|stat|show ID|hold|release|remove|flush [ID...] [-json]: inspect and manage the queue",
+		usage: queueUsage, run: runQueue})
+}
 
 func runQueue(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) < 1 {
@@ -36,56 +53,57 @@ func runQueue(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 64
 	}
 	sub := args[0]
-	fs := flag.NewFlagSet("queue "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "configuration file")
-	asJSON := fs.Bool("json", false, "machine-readable output")
-	fs.Usage = func() { fmt.Fprintln(stderr, queueUsage) }
-	if err := fs.Parse(args[1:]); err != nil {
-		return 64
+	if isHelp(sub) {
+		fmt.Fprintln(stdout, queueUsage)
+		return 0
 	}
-	ids := fs.Args()
-	switch sub {
-	case "list", "stat", "flush":
-	case "show":
-		if len(ids) != 1 {
-			fmt.Fprintln(stderr, "usage: qmgate queue show ID")
-			return 64
-		}
-	case "hold", "release", "remove":
-		if len(ids) == 0 {
-			fmt.Fprintf(stderr, "usage: qmgate queue %s ID...\n", sub)
-			return 64
-		}
-	default:
+	text, known := queueSubUsage[sub]
+	if !known {
+		fmt.Fprintf(stderr, "qmgate queue: unknown command %q\n", sub)
 		fmt.Fprintln(stderr, queueUsage)
 		return 64
 	}
-	cfg, err := config.Load(config.Locate(*cfgPath))
+	fs := newFlags("queue "+sub, text)
+	cfgPath := fs.String("config", "", configFlagHelp)
+	var asJSON *bool
+	switch sub {
+	case "list", "stat", "show":
+		asJSON = fs.Bool("json", false, "machine-readable output")
+	}
+	ids, code, ok := parseFlags(fs, args[1:], stdout, stderr)
+	if !ok {
+		return code
+	}
+	switch sub {
+	case "list", "stat":
+		if len(ids) > 0 {
+			return usageError(fs, stderr, "unexpected argument %q", ids[0])
+		}
+	case "show":
+		if len(ids) != 1 {
+			return usageError(fs, stderr, "want exactly one message ID")
+		}
+	case "hold", "release", "remove":
+		if len(ids) == 0 {
+			return usageError(fs, stderr, "want at least one message ID")
+		}
+	}
+	cfg, err := config.LoadFrom(config.Find(*cfgPath))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 78
 	}
-	if _, err := os.Stat(cfg.QueueDir); err != nil {
-		if os.IsNotExist(err) && (sub == "list" || sub == "stat") {
-			// No queue yet is an empty queue.
-			if sub == "list" {
-				queue.WriteList(stdout, nil, *asJSON)
-			} else {
-				queue.WriteStat(stdout, &queue.Stats{}, *asJSON)
-			}
-			return 0
-		}
-		return fail(stderr, "queue", 69, "queue directory %s: %v", cfg.QueueDir, err)
+	if err := checkQueueDir(cfg.QueueDir, cfg); err != nil {
+		return fail(stderr, "queue "+sub, 69, "%v", err)
 	}
 	// Root works on the queue as its owner (the daemon's user), so that
 	// nothing it writes there becomes root's.
 	if err := qmail.BecomeQueueOwner(cfg.QueueDir); err != nil {
-		return fail(stderr, "queue", 75, "%v", err)
+		return fail(stderr, "queue "+sub, 75, "%s", plainErr(err))
 	}
 	adm, err := queue.OpenAdmin(cfg.QueueDir, relay.QueueOptions(cfg, newLogger(cfg, io.Discard)))
 	if err != nil {
-		return fail(stderr, "queue", 75, "%v", err)
+		return fail(stderr, "queue "+sub, 75, "%s", plainErr(err))
 	}
 	defer adm.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -94,52 +112,115 @@ func runQueue(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "list":
 		rows, err := adm.List(ctx)
 		if err == nil {
-			err = queue.WriteList(stdout, rows, *asJSON)
+			err = writeList(stdout, rows, *asJSON)
 		}
-		return queueErr(stderr, sub, err)
+		return queueErr(stderr, sub, "", err)
 	case "stat":
 		st, err := adm.Stat(ctx)
 		if err == nil {
-			err = queue.WriteStat(stdout, st, *asJSON)
+			err = writeStat(stdout, st, *asJSON)
 		}
-		return queueErr(stderr, sub, err)
+		return queueErr(stderr, sub, "", err)
 	case "show":
 		d, err := adm.Show(ctx, ids[0])
 		if err == nil {
-			err = queue.WriteDetail(stdout, d, *asJSON)
+			err = writeDetail(stdout, d, *asJSON)
 		}
-		return queueErr(stderr, sub, err)
+		return queueErr(stderr, sub, ids[0], err)
 	}
 	var op func(context.Context, ...string) error
+	var done string
 	switch sub {
 	case "hold":
-		op = adm.Hold
+		op, done = adm.Hold, "held"
 	case "release":
-		op = adm.Release
+		op, done = adm.Release, "released"
 	case "remove":
-		op = adm.Remove
+		op, done = adm.Remove, "removed"
 	case "flush":
-		op = adm.Flush
+		op, done = adm.Flush, "due now"
+	}
+	if len(ids) == 0 {
+		if code := queueErr(stderr, sub, "", op(ctx)); code != 0 {
+			return code
+		}
+		fmt.Fprintln(stdout, "every message: due now")
+		return 0
 	}
 	// One ID at a time, so an unknown ID is named and the others still act.
-	if len(ids) == 0 {
-		return queueErr(stderr, sub, op(ctx))
-	}
-	code := 0
+	code = 0
 	for _, id := range ids {
 		if err := op(ctx, id); err != nil {
-			code = queueErr(stderr, sub, fmt.Errorf("%s: %w", id, err))
+			code = queueErr(stderr, sub, id, err)
+			continue
 		}
+		fmt.Fprintf(stdout, "%s: %s\n", id, done)
 	}
 	return code
 }
 
-func queueErr(stderr io.Writer, sub string, err error) int {
+// queueErr reports err of queue SUB about message id (if any) once, with
+// the id named once.
+func queueErr(stderr io.Writer, sub, id string, err error) int {
 	if err == nil {
 		return 0
 	}
 	if errors.Is(err, queue.ErrNotFound) {
-		return fail(stderr, "queue "+sub, 67, "%v", err) // EX_NOUSER: no such message
+		if id != "" {
+			return fail(stderr, "queue "+sub, 67, "%s: no such message", wordSafe(id)) // EX_NOUSER
+		}
+		return fail(stderr, "queue "+sub, 67, "%s", plainErr(err))
 	}
-	return fail(stderr, "queue "+sub, 75, "%v", err)
+	msg := plainErr(err)
+	if id != "" && !strings.Contains(msg, id) {
+		msg = wordSafe(id) + ": " + msg
+	}
+	return fail(stderr, "queue "+sub, 75, "%s", msg)
+}
+
+// plainErr is err's text without the package prefix the command's own
+// prefix already says ("qmgate queue list: queue: ..." reads twice).
+func plainErr(err error) string {
+	return strings.TrimPrefix(err.Error(), "queue: ")
+}
+
+// checkQueueDir fails when the queue directory cannot be used, naming the
+// path and where it came from, so that a wrong or relative path never
+// passes for an empty queue.
+func checkQueueDir(dir string, cfg *config.Config) error {
+	_, err := os.Stat(dir)
+	if err == nil {
+		return nil
+	}
+	why := "cannot be used: " + err.Error()
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		why = "does not exist"
+	case errors.Is(err, os.ErrPermission):
+		why = "cannot be read by this user (permission denied)"
+	}
+	abs, _ := filepath.Abs(dir)
+	return fmt.Errorf("queue directory %s %s (%s)", abs, why, queueDirOrigin(dir, cfg))
+}
+
+// queueDirOrigin says where the queue directory's path came from.
+func queueDirOrigin(dir string, cfg *config.Config) string {
+	var b strings.Builder
+	key := "queue_dir"
+	if cfg.Nullclient.SpoolDir != "" && dir == cfg.Nullclient.SpoolDir {
+		key = "nullclient.spool_dir"
+	}
+	switch {
+	case cfg.Source == config.Embedded:
+		fmt.Fprintf(&b, "%s %q of the embedded default configuration", key, dir)
+	case cfg.IsSet(key):
+		fmt.Fprintf(&b, "%s %q in %s, named by %s", key, dir, cfg.Source, cfg.Origin)
+	default:
+		fmt.Fprintf(&b, "the default queue_dir %q: %s, named by %s, sets none", dir, cfg.Source, cfg.Origin)
+	}
+	if !filepath.IsAbs(dir) {
+		wd, _ := os.Getwd()
+		fmt.Fprintf(&b, "; a relative path is read from the current directory %s, so run this where qmgate serve runs or name the configuration with -config", wd)
+	}
+	return b.String()
 }

@@ -119,7 +119,9 @@ func cmdAsRoot(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Check(os.WriteFile(p, append([]byte("user = \"nobody\"\n"), b...), 0o644))
 	}
 	work := ts.Getenv("WORK")
-	ts.Check(os.Chmod(work, 0o777))
+	// World-writable for the daemon's user, and sticky like /tmp: the
+	// daemon refuses a queue whose parent others could swap it out of.
+	ts.Check(os.Chmod(work, 0o777|os.ModeSticky))
 	for d := filepath.Dir(work); strings.HasPrefix(d, os.TempDir()) && len(d) > len(os.TempDir()); d = filepath.Dir(d) {
 		os.Chmod(d, 0o755)
 	}

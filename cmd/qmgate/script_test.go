@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,6 +32,7 @@ func TestMain(m *testing.M) {
 		"mailq":       main,
 		"qmail-queue": main,
 		"qmail-qmqpc": main,
+		"newaliases":  main,
 	})
 }
 
@@ -55,6 +57,10 @@ func TestMain(m *testing.M) {
 //	                                   script's environment, <CR> to a CR,
 //	                                   and "<EOF>" plus its newline removed
 //	                                   (a last line without a newline)
+//	signalpid SIG FILE                 send SIG (HUP, TERM, INT) to the process
+//	                                   whose id FILE holds (a background
+//	                                   command started as
+//	                                   sh -c 'echo $$ >FILE; exec ...')
 //	scrub FILE...                      replace what changes from run to run
 //	                                   (dates, Message-ID, pids, uids, queue
 //	                                   ids) with fixed words, in place
@@ -79,6 +85,7 @@ func TestScripts(t *testing.T) {
 			"waitfiles":     cmdWaitFiles,
 			"waitstdout":    cmdWaitStdout,
 			"asroot":        cmdAsRoot,
+			"signalpid":     cmdSignalPID,
 		},
 		Condition: scriptCondition,
 		// As root, `qmgate serve` drops to the user nobody: the work
@@ -278,4 +285,18 @@ func cmdWaitSocket(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func cmdSignalPID(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: signalpid HUP|TERM|INT FILE")
+	}
+	sigs := map[string]syscall.Signal{"HUP": syscall.SIGHUP, "TERM": syscall.SIGTERM, "INT": syscall.SIGINT}
+	sig, ok := sigs[args[0]]
+	if !ok {
+		ts.Fatalf("signalpid: unknown signal %q", args[0])
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(ts.ReadFile(args[1])))
+	ts.Check(err)
+	ts.Check(syscall.Kill(pid, sig))
 }

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -19,7 +18,7 @@ import (
 )
 
 func init() {
-	register(&command{name: "send", summary: "send one message over qmtp://, qmqp:// or smtp:// and print one status per recipient", run: runSend})
+	register(&command{name: "send", summary: "send one message over qmtp://, qmqp:// or smtp:// and print one status per recipient", noConfig: true, run: runSend})
 }
 
 // multiFlag collects a repeated flag.
@@ -38,32 +37,32 @@ const (
 )
 
 func runSend(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("send", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	via := fs.String("via", "", "qmtp://HOST:PORT, qmtps://HOST:PORT, qmqp://HOST:PORT[,HOST:PORT...] or smtp://HOST:PORT")
-	from := fs.String("from", "", "envelope sender (empty for the null sender)")
+	fs := newFlags("send", sendUsage)
+	via := fs.String("via", "", "the server `URL`: qmtp://HOST:PORT, qmtps://HOST:PORT, qmqp://HOST:PORT[,HOST:PORT...] or smtp://HOST:PORT")
+	from := fs.String("from", "", "envelope sender `ADDR`; empty for the null sender")
 	var to multiFlag
-	fs.Var(&to, "to", "recipient (repeat for several)")
-	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
+	fs.Var(&to, "to", "recipient `ADDR`; repeat for several")
+	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this `DURATION`")
 	insecure := fs.Bool("insecure", false, "smtp/qmtps: do not verify the server's certificate (tests only)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: qmgate send -via URL -from ADDR -to ADDR [-to ADDR ...] [FILE]")
-		fs.PrintDefaults()
+	pos, code, ok := parseFlags(fs, args, stdout, stderr)
+	if !ok {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
-	}
-	if *via == "" || len(to) == 0 || fs.NArg() > 1 {
-		fs.Usage()
-		return exitUsage
+	switch {
+	case *via == "":
+		return usageError(fs, stderr, "-via is required")
+	case len(to) == 0:
+		return usageError(fs, stderr, "at least one -to is required")
+	case len(pos) > 1:
+		return usageError(fs, stderr, "unexpected argument %q (one message file at most)", pos[1])
 	}
 	u, err := url.Parse(*via)
 	if err != nil || u.Host == "" {
 		return fail(stderr, "send", exitUsage, "-via %q: want qmtp://HOST:PORT, qmqp://HOST:PORT[,...] or smtp://HOST:PORT", *via)
 	}
 	var in io.Reader = stdin
-	if fs.NArg() == 1 {
-		f, err := os.Open(fs.Arg(0))
+	if len(pos) == 1 {
+		f, err := os.Open(pos[0])
 		if err != nil {
 			return fail(stderr, "send", exitNoInput, "%v", err)
 		}
@@ -96,14 +95,13 @@ func runSend(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	default:
 		return fail(stderr, "send", exitUsage, "-via %q: unknown scheme %q", *via, u.Scheme)
 	}
-	code := exitOK
+	code = exitOK
 	for i, rcpt := range to {
 		st := mail.StatusTempFailure
 		if i < len(sts) {
 			st = sts[i]
 		}
-		reply := st.Reply()
-		fmt.Fprintf(stdout, "%s %c %s\n", rcpt, reply[0], reply[1:])
+		fmt.Fprintln(stdout, statusLine(rcpt, st))
 		switch {
 		case st.IsPermanent():
 			code = exitPermFail
@@ -112,6 +110,27 @@ func runSend(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 	return code
+}
+
+const sendUsage = `usage: qmgate send -via URL -from ADDR -to ADDR [-to ADDR ...] [FILE]
+
+Send one message (FILE, or stdin) and print one line per recipient:
+  ADDR accepted: TEXT   the next hop took responsibility for it
+  ADDR deferred: TEXT   a temporary failure; worth trying again (exit 75)
+  ADDR refused: TEXT    a permanent failure (exit 69)
+TEXT is what the server said.`
+
+// statusLine is one recipient's outcome in words (the wire's status letters
+// stay on the wire).
+func statusLine(rcpt string, st mail.Status) string {
+	word := "accepted"
+	switch {
+	case st.IsPermanent():
+		word = "refused"
+	case st.IsTemporary():
+		word = "deferred"
+	}
+	return fmt.Sprintf("%s %s: %s", rcpt, word, headerSafe(string(st.Reply()[1:])))
 }
 
 func sendQMTP(ctx context.Context, u *url.URL, env mail.Envelope, body io.Reader, size int64, insecure bool) []mail.Status {

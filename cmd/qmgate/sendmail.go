@@ -14,7 +14,6 @@ import (
 	"github.com/qmgate/qmgate/internal/inject"
 	"github.com/qmgate/qmgate/internal/qmail"
 	"github.com/qmgate/qmgate/mail"
-	"github.com/qmgate/qmgate/queue"
 	"github.com/qmgate/qmgate/relay"
 	"github.com/qmgate/qmgate/smtp"
 )
@@ -23,9 +22,31 @@ func init() {
 	register(&command{name: "sendmail", summary: "the nullclient sendmail (also run as sendmail or mailq)", run: runSendmail})
 }
 
+const sendmailUsage = `usage: sendmail [flags] [RECIPIENT ...]   (also: qmgate sendmail)
+
+The nullclient sendmail: reads a message on stdin and hands it to the QMQP
+servers of [nullclient] qmqp_servers (failing over between them), or keeps
+it in [nullclient] spool_dir for qmgate serve to forward.
+
+flags (sendmail's own; unknown ones are ignored, as other sendmails do):
+  -t            take the recipients from To:, Cc: and Bcc: (default: off)
+  -i, -oi       a line with a single dot does not end the message (default: off)
+  -f ADDR       envelope sender (default: the user at default_domain)
+  -F NAME       the sender's full name (default: from the password file)
+  -bp           list the queue (same as mailq)
+  -bs           SMTP on stdin and stdout
+  -q            a queue run: nothing to do (default: off)
+  -v            say what happens on stderr (default: off)
+  -config FILE  ` + configDefaultHelp
+
 // runSendmail is `qmgate sendmail` and the binary run as sendmail or mailq.
 // The flags and exit codes are internal/inject's.
 func runSendmail(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	// -h alone is help; "-h N" is sendmail's hop count, ignored by inject.
+	if len(args) == 1 && isHelp(args[0]) || len(args) > 0 && args[0] == "--help" {
+		fmt.Fprintln(stdout, sendmailUsage)
+		return 0
+	}
 	opts, err := inject.ParseArgs(args)
 	if err != nil {
 		return fail(stderr, "sendmail", inject.ExitOf(err), "%v", err)
@@ -42,7 +63,7 @@ func runSendmail(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		verbose("nothing to do")
 		return 0
 	}
-	cfg, err := config.Load(config.Locate(opts.ConfigPath))
+	cfg, err := config.LoadFrom(config.Find(opts.ConfigPath))
 	if err != nil {
 		return fail(stderr, "sendmail", inject.ExitConfig, "%v", err)
 	}
@@ -50,7 +71,7 @@ func runSendmail(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	defer stop()
 	switch opts.Mode {
 	case inject.ModeList:
-		return listSpool(ctx, cfg, stdout, stderr)
+		return showMailq("qmgate sendmail", cfg, false, stdout, stderr)
 	case inject.ModeSMTP:
 		return sendmailSMTP(ctx, cfg, opts, stdin, stdout, stderr)
 	}
@@ -115,38 +136,6 @@ func localQMQP(cfg *config.Config) []string {
 		}
 	}
 	return out
-}
-
-// listSpool is sendmail -bp (mailq): the local queue of spool mode, else
-// the queue of a daemon on this host (a hub), in `qmgate queue list`'s
-// format; a pure nullclient in direct mode has none.
-func listSpool(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer) int {
-	dir := cfg.Nullclient.SpoolDir
-	if dir == "" {
-		if _, err := os.Stat(cfg.QueueDir); err != nil {
-			fmt.Fprintln(stdout, "Mail queue is empty (direct mode: mail goes straight to the QMQP servers)")
-			return 0
-		}
-		dir = cfg.QueueDir
-	}
-	// Root reads the queue as its owner, so that nothing it opens there
-	// becomes root's.
-	if err := qmail.BecomeQueueOwner(dir); err != nil {
-		return fail(stderr, "sendmail", inject.ExitTempFail, "cannot read the queue in %s: %v", dir, err)
-	}
-	adm, err := queue.OpenAdmin(dir, queue.Options{Hostname: cfg.Hostname, Logger: discardLogger()})
-	if err != nil {
-		return fail(stderr, "sendmail", inject.ExitTempFail, "cannot read the queue in %s: %v", dir, err)
-	}
-	defer adm.Close()
-	rows, err := adm.List(ctx)
-	if err != nil {
-		return fail(stderr, "sendmail", inject.ExitTempFail, "cannot list the queue in %s: %v", dir, err)
-	}
-	if err := queue.WriteList(stdout, rows, false); err != nil {
-		return fail(stderr, "sendmail", inject.ExitTempFail, "%v", err)
-	}
-	return 0
 }
 
 // sendmailSMTP is sendmail -bs: SMTP on stdin and stdout, each message

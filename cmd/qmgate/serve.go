@@ -50,7 +50,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var drop *user.User
 	if os.Geteuid() == 0 {
 		if cfg.User == "" {
-			return failFlushed(lw, stderr, "serve", 78, "running as root: set `user = \"NAME\"` in %s so qmgate can drop privileges after binding (or start it as an ordinary user, e.g. under systemd with CAP_NET_BIND_SERVICE)", cfg.Source)
+			return failFlushed(lw, stderr, "serve", 78, "running as root: %s so qmgate can drop privileges after binding (or start it as an ordinary user, e.g. under systemd with CAP_NET_BIND_SERVICE)", rootNeedsUser(cfg))
 		}
 		drop, err = user.Lookup(cfg.User)
 		if err != nil {
@@ -119,7 +119,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	var lv slog.Level
 	lv.UnmarshalText([]byte(cfg.Log.Level))
-	opt := &slog.HandlerOptions{Level: lv}
+	opt := &slog.HandlerOptions{Level: lv, ReplaceAttr: logging.ReplaceAttr}
 	if cfg.Log.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opt))
 	}

@@ -16,6 +16,8 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -23,6 +25,10 @@ import (
 // DefaultPath is where the configuration lives when neither -config nor
 // $QMGATE_CONFIG names one.
 const DefaultPath = "/etc/qmgate/qmgate.toml"
+
+// DefaultMinFreeBytes is queue.min_free_bytes when the file sets none (the
+// queue's own default).
+const DefaultMinFreeBytes = 16 << 20
 
 // EnvVar names the environment variable that points at the configuration.
 const EnvVar = "QMGATE_CONFIG"
@@ -73,6 +79,12 @@ type Config struct {
 	// Source is the file the configuration came from ("(embedded default)"
 	// for the built-in one). Not a TOML key.
 	Source string `toml:"-"`
+	// Origin says what named Source: "-config", "$QMGATE_CONFIG",
+	// DefaultPath or "the embedded default". Set by LoadFrom.
+	Origin string `toml:"-"`
+
+	// lines maps the keys set in the file to their lines.
+	lines map[string]int
 }
 
 // Log configures logging.
@@ -254,24 +266,45 @@ type Nullclient struct {
 	Timeout Duration `toml:"timeout"`
 }
 
-// Duration is a time.Duration written as "90s", "5m", "168h" in TOML.
+// Duration is a time.Duration written as "90s", "5m", "168h" or "7d" in TOML.
 type Duration time.Duration
 
 // UnmarshalText implements encoding.TextUnmarshaler.
 func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
+	v, err := ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("bad duration %q (use forms like \"30s\", \"5m\", \"168h\")", b)
-	}
-	if v < 0 {
-		return fmt.Errorf("negative duration %q", b)
+		return err
 	}
 	*d = Duration(v)
 	return nil
 }
 
 // MarshalText implements encoding.TextMarshaler.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// String writes the duration as a person would: "7d", "4h", "1m30s", "1ms".
+func (d Duration) String() string {
+	v := time.Duration(d)
+	if v == 0 {
+		return "0s"
+	}
+	var days string
+	if v >= 24*time.Hour {
+		days = strconv.FormatInt(int64(v/(24*time.Hour)), 10) + "d"
+		v %= 24 * time.Hour
+		if v == 0 {
+			return days
+		}
+	}
+	s := v.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return days + s
+}
 
 // D returns the value as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
@@ -310,6 +343,48 @@ func (es Errors) Error() string {
 	return strings.Join(parts, "\n")
 }
 
+// Embedded is the Source of the embedded default configuration.
+const Embedded = "(embedded default)"
+
+// Find picks the configuration file as Locate does and says what named it:
+// "-config", "$QMGATE_CONFIG", DefaultPath, or "the embedded default" (path
+// "").
+func Find(flagValue string) (path, origin string) {
+	if flagValue != "" {
+		return flagValue, "-config"
+	}
+	if v := os.Getenv(EnvVar); v != "" {
+		return v, "$" + EnvVar
+	}
+	if _, err := os.Stat(DefaultPath); err == nil {
+		return DefaultPath, DefaultPath
+	}
+	return "", "the embedded default"
+}
+
+// LoadFrom is Load for a file Find picked: the configuration's Origin is
+// set, and a file that cannot be read is reported with what named it.
+func LoadFrom(path, origin string) (*Config, error) {
+	if path != "" {
+		if _, err := os.Stat(path); err != nil {
+			why := "cannot be read"
+			switch {
+			case os.IsNotExist(err):
+				why = "does not exist"
+			case os.IsPermission(err):
+				why = "cannot be read: permission denied"
+			}
+			return nil, &Error{File: path, Msg: fmt.Sprintf("configuration file %s (named by %s)", why, origin)}
+		}
+	}
+	c, err := Load(path)
+	if err != nil {
+		return nil, err
+	}
+	c.Origin = origin
+	return c, nil
+}
+
 // Locate picks the configuration file as every subcommand does: the flag,
 // then $QMGATE_CONFIG, then DefaultPath if it exists, then "" (the embedded
 // default).
@@ -330,11 +405,19 @@ func Locate(flagValue string) string {
 // path is "".
 func Load(path string) (*Config, error) {
 	if path == "" {
-		return Parse("(embedded default)", defaultTOML)
+		c, err := Parse(Embedded, defaultTOML)
+		if c != nil {
+			c.Origin = "the embedded default"
+		}
+		return c, err
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, &Error{File: path, Msg: "cannot read the configuration file: " + err.Error()}
 	}
 	return Parse(path, data)
 }
@@ -343,16 +426,42 @@ func Load(path string) (*Config, error) {
 // used in error messages.
 func Parse(name string, data []byte) (*Config, error) {
 	c := &Config{}
+	var errs Errors
 	if err := decodeStrict(name, data, c); err != nil {
-		return nil, err
+		de, ok := err.(Errors)
+		if !ok || len(de) == 1 && de[0].Key == "" {
+			return nil, err // a syntax error: nothing else can be read
+		}
+		errs = de
 	}
 	c.Source = name
+	c.lines = keyLines(data)
 	c.applyDefaults()
-	if errs := c.validate(); len(errs) > 0 {
+	// Every error at once: the values' own checks too, except about a key
+	// whose value could not be read at all.
+	for _, e := range c.validate() {
+		if !reported(errs, e.Key) {
+			errs = append(errs, e)
+		}
+	}
+	if len(errs) > 0 {
 		locate(name, data, errs)
+		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
 		return nil, errs
 	}
 	return c, nil
+}
+
+// reported reports whether errs holds an error about key, or about a key
+// that contains it or that it contains.
+func reported(errs Errors, key string) bool {
+	for _, e := range errs {
+		if e.Key == key || strings.HasPrefix(key, e.Key+".") || strings.HasPrefix(key, e.Key+"[") ||
+			strings.HasPrefix(e.Key, key+".") || strings.HasPrefix(e.Key, key+"[") {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Config) applyDefaults() {
@@ -396,6 +505,7 @@ func (c *Config) applyDefaults() {
 		d := Duration(time.Millisecond)
 		c.Queue.CommitLinger = &d
 	}
+	setInt64(&c.Queue.MinFreeBytes, DefaultMinFreeBytes)
 	setDur(&c.Queue.RetryMin, time.Minute)
 	setDur(&c.Queue.RetryMax, time.Hour)
 
@@ -407,6 +517,9 @@ func (c *Config) applyDefaults() {
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		setInt(&r.Concurrency, c.Delivery.Concurrency)
+		if strings.HasPrefix(r.Via, "smtp") {
+			setStr(&r.TLS, "required")
+		}
 	}
 	setDur(&c.Nullclient.Timeout, 60*time.Second)
 }

@@ -48,8 +48,12 @@ func TestErrorsCarryLines(t *testing.T) {
 	}{
 		{"unknown top key", "hostname = \"h\"\nbogus = 1\n", "t.toml:2: bogus: unknown key"},
 		{"unknown table key", "[qmtp]\nlisten = []\nrelay = []\n", "t.toml:3: qmtp.relay: unknown key"},
-		{"bad duration", "[queue]\n\nlifetime = \"7 days\"\n", "t.toml:3: queue.lifetime: bad duration"},
-		{"bad type", "max_message_bytes = \"big\"\n", "t.toml:1:"},
+		{"bad duration", "[queue]\n\nlifetime = \"7 days\"\n", "t.toml:3: queue.lifetime: \"7 days\" is not a duration"},
+		{"bad type", "max_message_bytes = \"lots\"\n", "t.toml:1: max_message_bytes: want an integer number of bytes, got the string \"lots\""},
+		{"bad bool", "[smtp]\nauth_without_tls = \"yes\"\n", "t.toml:2: smtp.auth_without_tls: want true or false, got the string \"yes\""},
+		{"string for list", "rcpthosts = \"example.com\"\n", "t.toml:1: rcpthosts: want a list such as [\"a\", \"b\"], got the string \"example.com\""},
+		{"did you mean", "[qmqp]\nalow = [\"127.0.0.1\"]\n", "t.toml:2: qmqp.alow: unknown key (did you mean `allow`?)"},
+		{"missing file", "", ""},
 		{"bad cidr", "[qmqp]\nallow = [\"10.0.0.0/8\",\n  \"ten\"]\n", "t.toml:2: qmqp.allow[1]: \"ten\" is not an address"},
 		{"bad via", "[[route]]\ndomains=[\"*\"]\nvia=\"maildir:/m\"\n[[route]]\ndomains=[\"x\"]\nvia = \"gopher://x\"\n", "t.toml:6: route[1].via:"},
 		{"open relay rcpthosts", "rcpthosts = [\"*\"]\n", "t.toml:1: rcpthosts[0]: \"*\" would make an open relay"},
@@ -60,6 +64,9 @@ func TestErrorsCarryLines(t *testing.T) {
 		{"metrics not loopback", "[metrics]\nlisten = \"0.0.0.0:9100\"\n", "metrics.listen"},
 		{"no such user", "user = \"no-such-user-qmgate\"\n", "t.toml:1: user: no such user"},
 	} {
+		if tc.want == "" {
+			continue
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("t.toml", []byte(tc.doc))
 			if err == nil {
@@ -154,6 +161,145 @@ func TestSpoolDirIsQueueDir(t *testing.T) {
 	}
 	_, err = Parse("t", []byte("queue_dir = \"/a\"\n[nullclient]\nspool_dir = \"/b\"\n"))
 	if err == nil || !strings.Contains(err.Error(), "t:3: nullclient.spool_dir: must be the local daemon's queue_dir") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestEveryErrorAtOnce(t *testing.T) {
+	doc := "max_message_bytes = \"lots\"\nhostnme = \"h\"\n[queue]\nlifetime = 7\n[qmqp]\nallow = [\"ten\"]\n"
+	_, err := Parse("t.toml", []byte(doc))
+	for _, want := range []string{
+		"t.toml:1: max_message_bytes: want an integer number of bytes",
+		"t.toml:2: hostnme: unknown key (did you mean `hostname`?)",
+		"t.toml:4: queue.lifetime: want a duration",
+		"t.toml:6: qmqp.allow[0]: \"ten\" is not an address",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v\nlacks %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "config.Config") {
+		t.Errorf("Go type in %v", err)
+	}
+}
+
+func TestDurationDays(t *testing.T) {
+	for in, want := range map[string]time.Duration{"7d": 7 * 24 * time.Hour, "1d12h": 36 * time.Hour, "90s": 90 * time.Second, "0s": 0} {
+		got, err := ParseDuration(in)
+		if err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"7 days", "d", "", "-1h", "3x"} {
+		if _, err := ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) accepted", in)
+		}
+	}
+}
+
+func TestLoadFromNamesOrigin(t *testing.T) {
+	_, err := LoadFrom(t.TempDir()+"/none.toml", "$QMGATE_CONFIG")
+	if err == nil || !strings.Contains(err.Error(), "configuration file does not exist (named by $QMGATE_CONFIG)") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestEffectiveDefaults(t *testing.T) {
+	c, err := Parse("t", []byte("[[route]]\ndomains=[\"*\"]\nvia=\"smtp://s:587\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Queue.MinFreeBytes != 16<<20 || c.Routes[0].TLS != "required" {
+		t.Fatalf("min_free_bytes %d, tls %q", c.Queue.MinFreeBytes, c.Routes[0].TLS)
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	doc := `rcpthosts = ["example.com", ".example.org", "lost.test"]
+[[route]]
+domains = ["example.com", ".example.org"]
+via = "discard:"
+[[route]]
+domains = ["*"]
+via = "mx"
+[[route]]
+domains = ["late.test"]
+via = "discard:"
+`
+	c, err := Parse("t.toml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := c.Warnings()
+	if len(ws) != 1 || !strings.Contains(ws[0].Error(), "t.toml:9: route[2].domains: this route can never match: route[1]") {
+		t.Fatalf("warnings: %v", ws)
+	}
+	c, err = Parse("t.toml", []byte("rcpthosts = [\"example.com\", \".example.org\"]\n[[route]]\ndomains = [\"example.org\"]\nvia = \"mx\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws = c.Warnings()
+	if len(ws) != 2 || !strings.Contains(ws[0].Error(), "t.toml:1: rcpthosts[0]: no route delivers mail for \"example.com\"") ||
+		!strings.Contains(ws[1].Error(), "\".example.org\"") {
+		t.Fatalf("warnings: %v", ws)
+	}
+}
+
+func TestEveryKeyDocumented(t *testing.T) {
+	for _, k := range Keys() {
+		if KeyDoc(k) == "" {
+			t.Errorf("%s has no description", k)
+		}
+	}
+}
+
+func TestPrintSet(t *testing.T) {
+	c, err := Parse("t", []byte("hostname = \"h.test\"\n[queue]\nlifetime = \"2d\"\n[[route]]\ndomains=[\"*\"]\nvia=\"mx\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.PrintSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	for _, want := range []string{"hostname = 'h.test'", "lifetime = '2d'", "via = 'mx'"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("print -n lacks %q:\n%s", want, s)
+		}
+	}
+	for _, not := range []string{"max_hops", "retry_min", "concurrency"} {
+		if strings.Contains(s, not) {
+			t.Errorf("print -n shows %q:\n%s", not, s)
+		}
+	}
+	if _, err := Parse("again", out); err != nil {
+		t.Fatalf("print -n output does not load: %v", err)
+	}
+}
+
+func TestDurationString(t *testing.T) {
+	for d, want := range map[time.Duration]string{0: "0s", 168 * time.Hour: "7d", 4 * time.Hour: "4h", 90 * time.Second: "1m30s",
+		time.Millisecond: "1ms", 36 * time.Hour: "1d12h", 5 * time.Minute: "5m", 25*time.Hour + time.Second: "1d1h0m1s"} {
+		if got := Duration(d).String(); got != want {
+			t.Errorf("%v: got %q, want %q", d, got, want)
+		}
+		if back, err := ParseDuration(want); err != nil || back != d {
+			t.Errorf("%q reads back as %v, %v", want, back, err)
+		}
+	}
+}
+
+func TestMapKey(t *testing.T) {
+	c, err := Parse("t", []byte("[qmqp]\nunix_senders = { alice = [\"@example.net\"], \"*\" = [\"<>\"] }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.QMQP.UnixSenders["alice"]; len(got) != 1 || got[0] != "@example.net" || c.QMQP.UnixSenders["*"][0] != "<>" {
+		t.Fatalf("unix_senders %v", c.QMQP.UnixSenders)
+	}
+	_, err = Parse("t", []byte("[qmqp]\nunix_senders = { alice = 7 }\n"))
+	if err == nil || !strings.Contains(err.Error(), "t:2: qmqp.unix_senders.alice: want a list") {
 		t.Fatalf("err = %v", err)
 	}
 }

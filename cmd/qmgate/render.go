@@ -1,4 +1,4 @@
-package queue
+package main
 
 import (
 	"encoding/json"
@@ -8,14 +8,17 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/qmgate/qmgate/queue"
 )
 
 // The text renderers below are the stable output of `qmgate queue`: one
 // row per message, whitespace-separated columns in a fixed order, with
 // every field free of whitespace except the last (LAST-ERROR). Monitoring
 // that wants more should use -json, whose field names are stable too.
+// mailq's Postfix layout is in mailq.go.
 
-// WriteList renders `qmgate queue list` (mailq). Text columns:
+// writeList renders `qmgate queue list` (mailq). Text columns:
 //
 //	ID AGE SIZE STATE NEXT SENDER NPENDING PENDING LAST-ERROR
 //
@@ -23,12 +26,9 @@ import (
 // due and "-" when nothing is scheduled (held, or all recipients active).
 // SENDER is <addr> (<> for bounces); PENDING is <a>,<b>,...; LAST-ERROR is
 // "-" when there is none.
-func WriteList(w io.Writer, rows []Row, asJSON bool) error {
+func writeList(w io.Writer, rows []queue.Row, asJSON bool) error {
 	if asJSON {
-		if rows == nil {
-			rows = []Row{}
-		}
-		return writeJSON(w, rows)
+		return writeMailqJSON(w, rows)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tAGE\tSIZE\tSTATE\tNEXT\tSENDER\tNPENDING\tPENDING\tLAST-ERROR")
@@ -42,25 +42,25 @@ func WriteList(w io.Writer, rows []Row, asJSON bool) error {
 		if pending == "" {
 			pending = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t<%s>\t%d\t%s\t%s\n", wordSafe(r.ID), FormatAge(r.AgeSeconds),
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t<%s>\t%d\t%s\t%s\n", wordSafe(r.ID), formatAge(r.AgeSeconds),
 			r.Size, r.State, nextText(r), wordSafe(r.Sender), len(r.Pending), pending, lineSafe(r.LastError))
 	}
 	return tw.Flush()
 }
 
-func nextText(r *Row) string {
+func nextText(r *queue.Row) string {
 	switch {
 	case r.NextAttempt.IsZero():
 		return "-"
 	case r.NextInSeconds <= 0:
 		return "now"
 	}
-	return FormatAge(r.NextInSeconds)
+	return formatAge(r.NextInSeconds)
 }
 
-// WriteStat renders `qmgate queue stat`: counts, then the qshape table of
+// writeStat renders `qmgate queue stat`: counts, then the qshape table of
 // pending recipients per domain by message age in minutes.
-func WriteStat(w io.Writer, st *Stats, asJSON bool) error {
+func writeStat(w io.Writer, st *queue.Stats, asJSON bool) error {
 	if asJSON {
 		return writeJSON(w, st)
 	}
@@ -69,7 +69,7 @@ func WriteStat(w io.Writer, st *Stats, asJSON bool) error {
 	fmt.Fprintf(w, "recipients  pending %d  delivered %d  failed %d\n",
 		st.Recipients.Pending, st.Recipients.Delivered, st.Recipients.Failed)
 	if st.OldestID != "" {
-		fmt.Fprintf(w, "oldest %s  age %s\n", st.OldestID, FormatAge(st.OldestAgeSeconds))
+		fmt.Fprintf(w, "oldest %s  age %s\n", st.OldestID, formatAge(st.OldestAgeSeconds))
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.AlignRight)
@@ -81,7 +81,7 @@ func WriteStat(w io.Writer, st *Stats, asJSON bool) error {
 		head = append(head, strconv.Itoa(st.BucketMinutes[n-1])+"+")
 	}
 	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
-	for _, d := range append([]DomainShape{st.Total}, st.Domains...) {
+	for _, d := range append([]queue.DomainShape{st.Total}, st.Domains...) {
 		cols := []string{wordSafe(d.Domain), strconv.Itoa(d.Total)}
 		for _, c := range d.Buckets {
 			cols = append(cols, strconv.Itoa(c))
@@ -91,13 +91,13 @@ func WriteStat(w io.Writer, st *Stats, asJSON bool) error {
 	return tw.Flush()
 }
 
-// WriteDetail renders `qmgate queue show ID`.
-func WriteDetail(w io.Writer, d *Detail, asJSON bool) error {
+// writeDetail renders `qmgate queue show ID`.
+func writeDetail(w io.Writer, d *queue.Detail, asJSON bool) error {
 	if asJSON {
 		return writeJSON(w, d)
 	}
 	fmt.Fprintf(w, "id          %s\n", d.ID)
-	fmt.Fprintf(w, "received    %s (%s ago)\n", stamp(d.Received), FormatAge(d.AgeSeconds))
+	fmt.Fprintf(w, "received    %s (%s ago)\n", stamp(d.Received), formatAge(d.AgeSeconds))
 	fmt.Fprintf(w, "size        %d\n", d.Size)
 	fmt.Fprintf(w, "sender      <%s>\n", headerSafe(d.Sender))
 	fmt.Fprintf(w, "state       %s\n", d.State)
@@ -153,8 +153,8 @@ func orDash(s string) string {
 	return s
 }
 
-// FormatAge renders seconds compactly: 45s, 12m, 3h12m, 2d4h.
-func FormatAge(sec int64) string {
+// formatAge renders seconds compactly: 45s, 12m, 3h12m, 2d4h.
+func formatAge(sec int64) string {
 	if sec < 0 {
 		sec = 0
 	}
@@ -175,6 +175,16 @@ func FormatAge(sec int64) string {
 		return strconv.FormatInt(d, 10) + "d"
 	}
 	return fmt.Sprintf("%dd%dh", d, h)
+}
+
+// headerSafe keeps a value on one line: control bytes become '?'.
+func headerSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 // wordSafe makes s one whitespace-free printable token.

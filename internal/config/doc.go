@@ -1,0 +1,217 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"reflect"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	toml "github.com/pelletier/go-toml/v2"
+)
+
+// keyDoc is the one-line description of every key, defaults included, as
+// `qmgate config print -doc` shows it. Keys of [limits] apply to every
+// listener's section too (qmqp.max_conns overrides limits.max_conns).
+var keyDoc = map[string]string{
+	"hostname":          "names this host in greetings, Received lines and bounces (default: the system's host name)",
+	"user":              "the user the daemon becomes after binding its ports when started as root (required as root)",
+	"queue_dir":         "the durable queue (default ./qmgate-data/queue, relative to the daemon's working directory)",
+	"max_message_bytes": "largest message accepted, in bytes (default 52428800, 50 MiB)",
+	"max_recipients":    "most recipients of one message on every listener (default 1000)",
+	"max_hops":          "this many Received: and Delivered-To: lines make a mail loop (default 100)",
+	"rcpthosts":         "domains accepted from anyone, as qmail's rcpthosts: example.com, or .example.com for subdomains",
+	"default_domain":    "domain that qualifies bare local addresses (default: hostname)",
+	"postmaster":        "address that receives double bounces (default postmaster@hostname)",
+
+	"log.level":  "debug, info, warn or error (default info)",
+	"log.format": "text or json (default text)",
+
+	"limits.max_conns":        "most simultaneous connections per listener (default 1000)",
+	"limits.max_conns_per_ip": "most simultaneous connections from one client address (default 50)",
+	"limits.read_timeout":     "longest wait for each read from a client (default 5m)",
+	"limits.write_timeout":    "longest wait for each write to a client (default 5m)",
+	"limits.session_timeout":  "longest a whole connection may last (default 1h)",
+
+	"qmqp.listen":          "QMQP listen addresses, ip:port or unix:/path (default none)",
+	"qmqp.allow":           "networks allowed to send over QMQP, which has no authentication (default nobody)",
+	"qmqp.trust_tcpserver": "qmgate qmqpd leaves access to tcpserver's rules instead of applying allow, as qmail-qmqpd does (default false)",
+	"qmqp.unix_allow":      "local users (name, or @group) who may submit over the QMQP unix socket (default: every local user)",
+	"qmqp.unix_senders":    "per local user (or \"*\"), the envelope senders allowed over the unix socket: addr@domain, @domain, <> or * (default: any)",
+
+	"qmtp.listen":        "QMTP listen addresses, ip:port or unix:/path (default none)",
+	"qmtp.listen_tls":    "QMTPS (implicit TLS) listen addresses; need tls_cert and tls_key",
+	"qmtp.relay_clients": "networks whose QMTP clients may send to any domain (others: rcpthosts only)",
+	"qmtp.tls_cert":      "certificate file (PEM) for QMTPS",
+	"qmtp.tls_key":       "private key file (PEM) for QMTPS",
+	"qmtp.client_ca":     "CA file: QMTPS clients presenting a certificate it signed may relay",
+
+	"smtp.listen":           "SMTP listen addresses, ip:port (default none)",
+	"smtp.submission":       "submission listen addresses (AUTH required before MAIL, port 587 style)",
+	"smtp.submissions":      "implicit-TLS submission listen addresses (port 465 style)",
+	"smtp.relay_clients":    "networks whose SMTP clients may send to any domain (others: rcpthosts only)",
+	"smtp.tls_cert":         "certificate file (PEM) for STARTTLS and implicit TLS",
+	"smtp.tls_key":          "private key file (PEM) for STARTTLS and implicit TLS",
+	"smtp.auth_file":        "file of user:bcrypt-hash lines for SMTP AUTH (qmgate passwd makes them)",
+	"smtp.auth_without_tls": "allow AUTH on unencrypted connections (default false)",
+
+	"queue.lifetime":       "how long a message is retried before it bounces (default 7d)",
+	"queue.delay_notice":   "after this long undelivered, the sender is told once (default 4h; 0s: never)",
+	"queue.retry_min":      "first retry delay, doubled per failure (default 1m)",
+	"queue.retry_max":      "longest retry delay (default 1h)",
+	"queue.min_free_bytes": "free space kept on the queue's file system; below it new mail is refused for a while (default 16777216, 16 MiB; -1: off)",
+	"queue.commit_linger":  "longest a queue commit waits for more writers to share its flush (default 1ms; 0s: off)",
+
+	"delivery.concurrency":     "simultaneous deliveries per route unless the route says otherwise (default 20)",
+	"delivery.resolver":        "DNS server ip:port for mx routes (default: the system's resolver)",
+	"delivery.connect_timeout": "longest wait to connect to the next hop (default 60s)",
+	"delivery.timeout":         "longest wait for each read or write to the next hop (default 20m)",
+	"delivery.qmtp_port":       "port mx routes use for QMTP (default 209)",
+	"delivery.smtp_port":       "port mx routes use for SMTP (default 25)",
+
+	"route.domains":                    "domains this route takes: example.net, .example.net (subdomains) or *; the first matching route wins",
+	"route.via":                        "where the mail goes: qmtp://, qmtps://, qmqp://, smtp://, smtps://, mx, maildir:DIR, mbox:DIR, discard:, https://",
+	"route.concurrency":                "simultaneous deliveries on this route (default: delivery.concurrency)",
+	"route.tls":                        "smtp:// routes: required (default), opportunistic or none",
+	"route.username":                   "user name for SMTP AUTH at the next hop",
+	"route.password":                   "password for SMTP AUTH (prefer password_file)",
+	"route.password_file":              "file holding the SMTP AUTH password",
+	"route.ca_file":                    "CA file that verifies the next hop's certificate instead of the system's roots",
+	"route.headers":                    "extra HTTP headers for https:// routes, \"Name: value\"",
+	"route.insecure_auth":              "allow SMTP AUTH with tls opportunistic or none, where the path can read the credentials (default false)",
+	"route.redirect_permanent":         "https:// routes: a 3xx answer is a permanent failure (default: temporary; redirects are never followed)",
+	"route.users_file":                 "maildir and mbox routes: file of valid local users, one a line; others are refused at RCPT (default: every safe name)",
+	"route.max_new_mailboxes_per_hour": "maildir and mbox routes: mailboxes created per hour at most; past it, new mailboxes wait (default 20; negative: no bound)",
+
+	"metrics.listen": "loopback ip:port serving /metrics and /healthz (default off)",
+
+	"nullclient.qmqp_servers": "QMQP servers qmgate sendmail tries in order, failing over when a connection fails",
+	"nullclient.spool_dir":    "local queue where sendmail keeps mail no server took; qmgate serve forwards it",
+	"nullclient.timeout":      "longest sendmail tries in direct mode (default 60s)",
+}
+
+// Keys returns every configuration key in file order, dotted ("queue_dir",
+// "qmtp.listen", "route.via"); the listeners' own limit keys are included
+// (qmtp.max_conns).
+func Keys() []string {
+	var out []string
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag := f.Tag.Get("toml")
+			if tag == "-" || !f.IsExported() {
+				continue
+			}
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if f.Anonymous && tag == "" {
+				walk(ft, prefix)
+				continue
+			}
+			key := join(prefix, tag)
+			if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct && ft != durationType {
+				walk(ft, key)
+				continue
+			}
+			out = append(out, key)
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+	return out
+}
+
+// KeyDoc returns the one-line description of a key as Keys names it.
+func KeyDoc(key string) string {
+	if d, ok := keyDoc[key]; ok {
+		return d
+	}
+	if i := strings.IndexByte(key, '.'); i > 0 {
+		if _, ok := keyDoc["limits"+key[i:]]; ok {
+			return "this listener's own limits" + key[i:] + " (default: limits" + key[i:] + ")"
+		}
+	}
+	return ""
+}
+
+// WriteDoc writes one line per key: the key and its description.
+func WriteDoc(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, k := range Keys() {
+		fmt.Fprintf(tw, "%s\t%s\n", k, KeyDoc(k))
+	}
+	return tw.Flush()
+}
+
+// PrintSet writes, as TOML, only the keys the file sets, with their values
+// (like postconf -n): what this configuration changes from the defaults.
+func (c *Config) PrintSet() ([]byte, error) {
+	var buf bytes.Buffer
+	if err := toml.NewEncoder(&buf).Encode(c.shown()); err != nil {
+		return nil, err
+	}
+	var all map[string]any
+	if err := toml.Unmarshal(buf.Bytes(), &all); err != nil {
+		return nil, err
+	}
+	set := keepSet(all, "", c.lines)
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# settings made in %s (qmgate config print shows every effective value)\n", c.Source)
+	if len(set) == 0 {
+		return b.Bytes(), nil
+	}
+	enc := toml.NewEncoder(&b)
+	enc.SetIndentTables(true)
+	if err := enc.Encode(set); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// keepSet returns the part of m whose keys appear in lines.
+func keepSet(m map[string]any, prefix string, lines map[string]int) map[string]any {
+	out := map[string]any{}
+	for k, v := range m {
+		key := join(prefix, k)
+		switch v := v.(type) {
+		case map[string]any:
+			if sub := keepSet(v, key, lines); len(sub) > 0 {
+				out[k] = sub
+			} else if _, ok := lines[key]; ok && !hasChild(lines, key) {
+				out[k] = v
+			}
+			continue
+		case []any:
+			if len(v) > 0 {
+				if _, ok := v[0].(map[string]any); ok {
+					var tables []any
+					for i, e := range v {
+						tables = append(tables, keepSet(e.(map[string]any), key+"["+strconv.Itoa(i)+"]", lines))
+					}
+					out[k] = tables
+					continue
+				}
+			}
+		}
+		if _, ok := lines[key]; ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func hasChild(lines map[string]int, key string) bool {
+	for k := range lines {
+		if strings.HasPrefix(k, key+".") || strings.HasPrefix(k, key+"[") {
+			return true
+		}
+	}
+	return false
+}
