@@ -656,7 +656,7 @@ func TestCredentialsTLS(t *testing.T) {
 		}
 		verdict := "accepted"
 		if err != nil {
-			verdict = "refused: " + strings.TrimSpace(lastLine(string(out)))
+			verdict = "refused: " + strings.ReplaceAll(strings.TrimSpace(lastLine(string(out))), dir+"/", "")
 		}
 		notes = append(notes, c.name+" "+verdict)
 		if !c.ok {
@@ -836,7 +836,7 @@ func TestRootLinks(t *testing.T) {
 		if err == nil || timedOut || !strings.Contains(string(out), c.want) {
 			t.Errorf("%s: serve %v\n%s", c.name, err, out)
 		}
-		notes = append(notes, c.name+": "+strings.TrimSpace(lastLine(string(out))))
+		notes = append(notes, c.name+": "+strings.ReplaceAll(strings.TrimSpace(lastLine(string(out))), dir, "DIR"))
 	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(target, &st); err != nil || st.Uid != 0 || st.Mode&0o777 != 0o700 {
