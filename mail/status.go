@@ -106,6 +106,22 @@ func (s Status) Error() string {
 	return s.Class.String() + ": " + s.text()
 }
 
+// Outcome is the status's class in the words a person reads: "accepted",
+// "deferred" (temporary) or "refused" (permanent).
+func (s Status) Outcome() string {
+	switch {
+	case s.IsAccept():
+		return "accepted"
+	case s.IsPermanent():
+		return "refused"
+	}
+	return "deferred"
+}
+
+// Describe renders the status for a person, without the wire's status
+// letter: "deferred: could not connect to remote host (#4.4.1)".
+func (s Status) Describe() string { return s.Outcome() + ": " + string(s.Reply()[1:]) }
+
 // IsAccept reports whether the status is an acceptance.
 func (s Status) IsAccept() bool { return s.Class == Accept }
 

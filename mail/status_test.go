@@ -304,3 +304,16 @@ func TestValidEnhanced(t *testing.T) {
 		}
 	}
 }
+
+func TestDescribe(t *testing.T) {
+	for st, want := range map[Status]string{
+		OK("ok 1 qp 2"):                  "accepted: ok 1 qp 2",
+		StatusConnectFailed:              "deferred: could not connect to remote host (#4.4.1)",
+		Perm("5.1.1", "no such user"):    "refused: no such user (#5.1.1)",
+		{Class: Temporary, Text: "busy"}: "deferred: busy (#4.3.0)",
+	} {
+		if got := st.Describe(); got != want {
+			t.Errorf("Describe(%+v) = %q, want %q", st, got, want)
+		}
+	}
+}

@@ -8,25 +8,33 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/peercred"
 	"golang.org/x/sys/unix"
 )
 
 // The control socket: while a daemon holds the queue's lock, `qmgate
-// queue` reaches it through dir/control, a unix socket only the queue's
-// owner (or root) may use, both by file mode and by a check of the peer's
-// credentials. Each connection carries one JSON request and one JSON
-// response:
+// queue` and `mailq` reach it through dir/control. As with Postfix's showq
+// (authorized_mailq_users, which defaults to everyone), any local user may
+// read the queue summary (list, stat, show); changes (hold, release,
+// remove, flush) are for the queue's owner and root. The socket is open to
+// every user by its mode, the queue directory searchable (never listable)
+// so that it can be reached, and each connection is judged by its peer's
+// credentials as the kernel reports them (internal/peercred): where they
+// cannot be read, the connection is refused. Each connection carries one
+// JSON request and one JSON response:
 //
 //	{"op":"list"} {"op":"stat"} {"op":"show","ids":["ID"]}
 //	{"op":"hold"|"release"|"remove"|"flush","ids":["ID",...]}
 //
 //	{"rows":[...]} {"stats":{...}} {"detail":{...}}
 //	{"errors":[{"id":"ID","not_found":true,"message":"..."}]}
+//	{"errors":[{"denied":true,"message":"..."}]}
 
 const (
 	controlName       = "control"
@@ -34,7 +42,7 @@ const (
 	controlIOTimeout  = 30 * time.Second
 	controlOpTimeout  = 5 * time.Minute
 	maxControlConns   = 16
-	maxUnixSocketPath = 100 // sun_path is 108 bytes; keep a margin
+	maxUnixSocketPath = 100 // sun_path: 108 bytes on Linux, 104 on the BSDs and macOS
 )
 
 type controlRequest struct {
@@ -45,6 +53,7 @@ type controlRequest struct {
 type controlError struct {
 	ID       string `json:"id,omitempty"`
 	NotFound bool   `json:"not_found,omitempty"`
+	Denied   bool   `json:"denied,omitempty"`
 	Message  string `json:"message"`
 }
 
@@ -53,20 +62,6 @@ type controlResponse struct {
 	Stats  *Stats         `json:"stats,omitempty"`
 	Detail *Detail        `json:"detail,omitempty"`
 	Errors []controlError `json:"errors,omitempty"`
-}
-
-// socketAddr returns the address of dir's control socket. A path too long
-// for sun_path is reached through /proc/self/fd of an open directory.
-func socketAddr(dir string) (string, func(), error) {
-	p := filepath.Join(dir, controlName)
-	if len(p) <= maxUnixSocketPath {
-		return p, func() {}, nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return "", nil, err
-	}
-	return fmt.Sprintf("/proc/self/fd/%d/%s", d.Fd(), controlName), func() { d.Close() }, nil
 }
 
 // ServeControl serves the control socket until ctx ends or the queue is
@@ -85,7 +80,12 @@ func (q *Queue) ServeControl(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	os.Chmod(path, 0o600)
+	// Any user may connect; serveControlConn decides what each may do.
+	if err := os.Chmod(path, 0o666); err != nil {
+		ln.Close()
+		return err
+	}
+	q.makeSearchable()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -129,10 +129,30 @@ func isClosed(q *Queue) bool {
 	}
 }
 
+// makeSearchable lets every user reach the control socket: the queue
+// directory gets search permission (x) for group and others, never read
+// permission, so its names cannot be listed, and nothing in it but the
+// socket is open to them.
+func (q *Queue) makeSearchable() {
+	st, err := os.Stat(q.dir)
+	if err != nil {
+		return
+	}
+	mode := st.Mode().Perm()
+	if mode&0o011 == 0o011 {
+		return
+	}
+	if err := os.Chmod(q.dir, mode|0o011); err != nil {
+		q.log.Warn("queue: other users cannot reach the control socket to read the queue",
+			"dir", q.dir, "err", err)
+	}
+}
+
 func (q *Queue) serveControlConn(ctx context.Context, c *net.UnixConn) {
 	defer c.Close()
-	if !peerAllowed(c) {
-		q.log.Warn("queue: control connection refused: not the queue's owner")
+	cred, err := peercred.Get(c)
+	if err != nil {
+		q.log.Warn("queue: control connection refused: cannot tell who is asking", "err", err)
 		return
 	}
 	c.SetDeadline(time.Now().Add(controlIOTimeout))
@@ -140,27 +160,30 @@ func (q *Queue) serveControlConn(ctx context.Context, c *net.UnixConn) {
 	if err := json.NewDecoder(io.LimitReader(c, controlReadLimit)).Decode(&req); err != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, controlOpTimeout)
-	defer cancel()
-	resp := q.control(ctx, &req)
+	var resp *controlResponse
+	if !readOnly(req.Op) && !mayChange(cred) {
+		q.log.Warn("queue: control request refused: not the queue's owner",
+			"op", sanitizeField(req.Op, 32), "uid", cred.UID, "pid", cred.PID)
+		resp = &controlResponse{Errors: []controlError{{Denied: true,
+			Message: fmt.Sprintf("only the queue's owner (uid %d) or root may change the queue", os.Geteuid())}}}
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, controlOpTimeout)
+		defer cancel()
+		resp = q.control(ctx, &req)
+	}
 	c.SetDeadline(time.Now().Add(controlIOTimeout))
 	json.NewEncoder(c).Encode(resp)
 }
 
-// peerAllowed admits the queue owner's uid and root.
-func peerAllowed(c *net.UnixConn) bool {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil || cerr != nil {
-		return false
-	}
-	return cred.Uid == 0 || int(cred.Uid) == os.Geteuid()
+// readOnly reports whether op only reads the queue, which any local user
+// may do.
+func readOnly(op string) bool {
+	return op == "list" || op == "stat" || op == "show"
+}
+
+// mayChange admits the queue owner's uid (the daemon's) and root.
+func mayChange(c peercred.Cred) bool {
+	return c.UID == 0 || int(c.UID) == os.Geteuid()
 }
 
 func (q *Queue) control(ctx context.Context, req *controlRequest) *controlResponse {
@@ -226,11 +249,20 @@ type idError struct{ id string }
 func (e *idError) Error() string { return e.id + ": " + ErrNotFound.Error() }
 func (e *idError) Unwrap() error { return ErrNotFound }
 
+// deniedError is a change refused to a user who is neither the queue's
+// owner nor root; it matches os.ErrPermission.
+type deniedError struct{ msg string }
+
+func (e *deniedError) Error() string { return e.msg }
+func (e *deniedError) Unwrap() error { return os.ErrPermission }
+
 func decodeErrors(ces []controlError) error {
 	var errs []error
 	for _, ce := range ces {
 		if ce.NotFound {
 			errs = append(errs, &idError{id: ce.ID})
+		} else if ce.Denied {
+			errs = append(errs, &deniedError{msg: ce.Message})
 		} else {
 			errs = append(errs, errors.New(ce.Message))
 		}
@@ -250,7 +282,7 @@ func (c *controlClient) call(ctx context.Context, req controlRequest) (*controlR
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", addr)
 	if err != nil {
-		return nil, fmt.Errorf("queue %s is in use by another process, and its control socket does not answer: %w", c.dir, err)
+		return nil, dialError(c.dir, err)
 	}
 	defer conn.Close()
 	deadline := time.Now().Add(controlOpTimeout + controlIOTimeout)
@@ -332,10 +364,13 @@ func OpenAdmin(dir string, opt Options) (Admin, error) {
 		return nil, fmt.Errorf("queue: %s is not a directory", dir)
 	}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
-		if daemonHolds(dir) {
-			return &controlClient{dir: dir}, nil
+		// Another user's queue: only its daemon may be asked. The lock
+		// file cannot be read from here, so the socket itself answers
+		// whether a daemon runs.
+		if err := probeControl(dir); err != nil {
+			return nil, ownerError(dir, sys.Uid, err)
 		}
-		return nil, fmt.Errorf("queue: %s belongs to uid %d and no daemon is running: run this as that user", dir, sys.Uid)
+		return &controlClient{dir: dir}, nil
 	}
 	opt.Passive = true
 	q, err := Open(dir, opt)
@@ -348,17 +383,49 @@ func OpenAdmin(dir string, opt Options) (Admin, error) {
 	return &controlClient{dir: dir}, nil
 }
 
-// daemonHolds reports whether some process holds dir's lock, without
-// creating anything.
-func daemonHolds(dir string) bool {
-	f, err := os.Open(filepath.Join(dir, "lock"))
+// probeControl connects to dir's control socket and hangs up.
+func probeControl(dir string) error {
+	addr, cleanup, err := socketAddr(dir)
 	if err != nil {
-		return false
+		return err
 	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
-		return err == unix.EWOULDBLOCK
+	defer cleanup()
+	conn, err := net.DialTimeout("unix", addr, controlIOTimeout)
+	if err != nil {
+		return err
 	}
-	unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	return false
+	return conn.Close()
+}
+
+// noDaemon reports whether a failed connection to the control socket
+// means that no daemon listens there.
+func noDaemon(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED)
+}
+
+// dialError says why the control socket of the queue in dir, which a
+// daemon held a moment ago, cannot be reached.
+func dialError(dir string, err error) error {
+	switch {
+	case noDaemon(err):
+		return fmt.Errorf("queue %s: the daemon that held it is gone (its control socket does not answer); try again", dir)
+	case errors.Is(err, unix.EACCES):
+		return fmt.Errorf("queue %s: this user may not reach its control socket (permission denied); run this as the queue's owner or as root", dir)
+	}
+	return fmt.Errorf("queue %s is in use by another process, and its control socket does not answer: %w", dir, err)
+}
+
+// ownerError says why another user's queue cannot be read from here.
+func ownerError(dir string, uid uint32, err error) error {
+	who := fmt.Sprintf("uid %d", uid)
+	if u, lerr := user.LookupId(fmt.Sprint(uid)); lerr == nil {
+		who += " (" + u.Username + ")"
+	}
+	switch {
+	case noDaemon(err):
+		return fmt.Errorf("queue: %s belongs to %s and no daemon is running: run this as that user", dir, who)
+	case errors.Is(err, unix.EACCES):
+		return fmt.Errorf("queue: %s belongs to %s, and this user may not reach its control socket (permission denied on it or on a directory above it): run this as that user or as root", dir, who)
+	}
+	return fmt.Errorf("queue: %s belongs to %s, and its control socket does not answer: %w", dir, who, err)
 }

@@ -198,8 +198,10 @@
 // # Administration while running
 //
 // Open takes an exclusive flock on dir/lock. A daemon runs ServeControl,
-// which serves dir/control, a unix socket of mode 0600 that also checks
-// the peer's uid (the queue owner or root). OpenAdmin(dir) opens the
+// which serves dir/control, a unix socket any local user may reach: List,
+// Stat and Show are open to all (as Postfix's showq is by default), the
+// changes only to the queue's owner and root, judged by the peer's
+// credentials as the kernel reports them. OpenAdmin(dir) opens the
 // queue itself (passively: no deliveries, no background work) when no
 // process holds the lock, or returns a client of the control socket when
 // one does; both implement Admin (List, Stat, Show, Hold, Release,
@@ -207,6 +209,22 @@
 // before they return; Flush only changes timing and is not recorded.
 // WriteList, WriteStat and WriteDetail render the results as stable text
 // or JSON for `qmgate queue`.
+//
+// # Platforms
+//
+// The promises rest on three calls whose strength differs by platform
+// (fs_GOOS.go gives each choice with its reason): a data flush for the
+// journal, fsync for body files, and fsync of a directory for names. Linux,
+// FreeBSD and NetBSD flush data with fdatasync(2); OpenBSD uses fsync(2),
+// which is stronger. On macOS plain fsync stops at the drive's volatile
+// cache, so every flush is F_FULLFSYNC: the promises hold, at a lower
+// commit rate. They are weakened only where a file system or drive ignores
+// the flush (a drive that acknowledges cache flushes it does not make,
+// network file systems); and on macOS where a file system refuses
+// F_FULLFSYNC (SMB, for one), Go falls back to fsync, whose data may then
+// still sit in the drive's cache when the commit returns. Segments are
+// preallocated only on Linux and FreeBSD UFS; elsewhere they grow with
+// their appends, which changes speed, not promises.
 //
 // # How it is tested
 //

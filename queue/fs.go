@@ -38,15 +38,26 @@ type file interface {
 }
 
 // allocator is implemented by files that can reserve their blocks ahead
-// of the writes (fallocate(2)); the fault-injection and power-loss test
-// file systems do without.
+// of the writes: on Linux (fallocate(2)) and FreeBSD (posix_fallocate(2)).
+// Elsewhere, and in the fault-injection and power-loss test file systems,
+// segments grow with their appends.
 type allocator interface {
 	// Allocate reserves the blocks of [0, size) and sets the file's size
 	// to size.
 	Allocate(size int64) error
 }
 
-// osFS is the real file system.
+// osFS is the real file system. The primitives that differ between
+// platforms (fs_linux.go, fs_freebsd.go, fs_darwin.go, fs_openbsd.go,
+// fs_netbsd.go) give the reason for each choice:
+//
+//	           Datasync                  Allocate           SyncDir
+//	Linux      fdatasync                 fallocate          fsync
+//	FreeBSD    fdatasync (fsync before   posix_fallocate    fsync
+//	           11.1)                     (not on ZFS)
+//	macOS      F_FULLFSYNC               none               F_FULLFSYNC
+//	OpenBSD    fsync                     none               fsync
+//	NetBSD     fdatasync                 none               fsync
 type osFS struct{}
 
 func (osFS) OpenFile(name string, flag int, perm os.FileMode) (file, error) {
@@ -54,7 +65,7 @@ func (osFS) OpenFile(name string, flag int, perm os.FileMode) (file, error) {
 	if err != nil {
 		return nil, err
 	}
-	return osFile{f}, nil
+	return wrapFile(f), nil
 }
 
 func (osFS) Remove(name string) error                   { return os.Remove(name) }
@@ -62,6 +73,9 @@ func (osFS) Mkdir(name string, perm os.FileMode) error  { return os.Mkdir(name, 
 func (osFS) ReadDir(name string) ([]os.DirEntry, error) { return os.ReadDir(name) }
 func (osFS) Stat(name string) (os.FileInfo, error)      { return os.Stat(name) }
 
+// SyncDir fsyncs the directory. *os.File's Sync is fsync(2), except on
+// macOS, where Go issues F_FULLFSYNC (falling back to fsync where the file
+// system refuses it), so the directory entry reaches the medium there too.
 func (osFS) SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -74,26 +88,32 @@ func (osFS) SyncDir(dir string) error {
 	return err
 }
 
+// osFile is a file of the real file system; Datasync is the platform's
+// (fs_GOOS.go).
 type osFile struct{ *os.File }
 
 func (f osFile) Datasync() error {
 	for {
-		err := unix.Fdatasync(int(f.Fd()))
+		err := datasync(f.File)
 		if err != unix.EINTR {
 			if err != nil {
-				return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+				return &os.PathError{Op: datasyncName, Path: f.Name(), Err: err}
 			}
 			return nil
 		}
 	}
 }
 
-func (f osFile) Allocate(size int64) error {
+// preallocFile is an osFile on a platform that can reserve blocks
+// (wrapFile decides).
+type preallocFile struct{ osFile }
+
+func (f preallocFile) Allocate(size int64) error {
 	for {
-		err := unix.Fallocate(int(f.Fd()), 0, 0, size)
+		err := allocate(f.File, size)
 		if err != unix.EINTR {
 			if err != nil {
-				return &os.PathError{Op: "fallocate", Path: f.Name(), Err: err}
+				return &os.PathError{Op: allocateName, Path: f.Name(), Err: err}
 			}
 			return nil
 		}

@@ -5,8 +5,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // DefaultMinFreeBytes is the default space reserve of the queue's file
@@ -22,14 +20,9 @@ const spaceCheckInterval = 250 * time.Millisecond
 var ErrLowSpace = errors.New("queue: file system below its free-space reserve")
 
 // statfsFree returns the bytes available to unprivileged users on the file
-// system holding dir; a variable so tests can pretend.
-var statfsFree = func(dir string) (int64, error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return int64(st.Bavail) * int64(st.Bsize), nil
-}
+// system holding dir (freeBytes, fs_GOOS.go); a variable so tests can
+// pretend.
+var statfsFree = freeBytes
 
 // spaceGuard keeps the reserve. It remembers the last free-space answer
 // for a short while and counts the body bytes written since, so that

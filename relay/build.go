@@ -1,10 +1,12 @@
 package relay
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 
 	"github.com/qmgate/qmgate/internal/config"
+	"github.com/qmgate/qmgate/internal/ratelimit"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/relay/transport"
 )
@@ -23,10 +25,25 @@ func BuildRouter(cfg *config.Config, log *slog.Logger) (*Router, error) {
 		t, err := config.BuildTransport(cfg, rc, log)
 		if err != nil {
 			r.Close()
-			return nil, fmt.Errorf("route[%d] %s: %w", i, rc.Via, err)
+			return nil, fmt.Errorf("route %s (%s): %w", rc.Name, rc.Via, err)
+		}
+		var pace *Pacing
+		if rc.Rate != "" {
+			rate, err := ratelimit.ParseRate(rc.Rate)
+			if err != nil {
+				r.Close()
+				return nil, fmt.Errorf("route %s: rate: %w", rc.Name, err)
+			}
+			pace = NewPacing(rate, rc.Via == "mx", rc.ThrottleTexts)
+		}
+		var fb *Fallback
+		if rc.Fallback != "" {
+			fb = &Fallback{Route: rc.Fallback, After: rc.FallbackAfter, On: rc.FallbackOn}
 		}
 		r.Routes = append(r.Routes, &Route{
-			Name:        fmt.Sprintf("route[%d]", i),
+			Fallback:    fb,
+			Pacing:      pace,
+			Name:        cmp.Or(rc.Name, fmt.Sprintf("route[%d]", i)),
 			Patterns:    mail.HostList(rc.Domains),
 			Via:         rc.Via,
 			Transport:   t,

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -46,6 +47,9 @@ type Engine struct {
 	Metrics     *Metrics
 	MaxInFlight int
 	MaxBatch    int
+	// PacedHold bounds the claimed parts a paced route keeps pending with
+	// an in-flight slot; default DefaultPacedHold.
+	PacedHold int
 	// Grace is how long deliveries under way may continue after Run's ctx
 	// ends (a stop), before their own context is cancelled. Default 30s.
 	Grace time.Duration
@@ -72,10 +76,24 @@ type claimed struct {
 	has     []bool
 	left    int  // parts not yet done
 	tried   bool // some part reached its transport or was given a status
+	// slot: the delivery still holds its place in the engine's in-flight
+	// bound (a part parked by a paced route gives it up early).
+	slot bool
 }
 
 func newClaimed(d *queue.Delivery) *claimed {
-	return &claimed{d: d, results: make([]queue.Result, len(d.Recipients)), has: make([]bool, len(d.Recipients))}
+	return &claimed{d: d, results: make([]queue.Result, len(d.Recipients)), has: make([]bool, len(d.Recipients)), slot: true}
+}
+
+// releaseSlot gives c's in-flight slot back, once.
+func (e *Engine) releaseSlot(c *claimed) {
+	c.mu.Lock()
+	had := c.slot
+	c.slot = false
+	c.mu.Unlock()
+	if had {
+		<-e.tokens
+	}
 }
 
 // part is the share of a claimed delivery that one route serves: the
@@ -85,12 +103,17 @@ type part struct {
 	idx []int
 }
 
-// routeWorkers is the FIFO of parts waiting for one route.
+// routeWorkers is the FIFO of parts waiting for one route. A paced route
+// keeps at most hold parts pending; later ones wait parked, in order,
+// without an in-flight slot, still leased.
 type routeWorkers struct {
 	route   *Route
+	pace    *Pacing
+	hold    int
 	mu      sync.Mutex
 	cond    *sync.Cond
 	pending []*part
+	parked  []*part
 	closed  bool
 }
 
@@ -102,6 +125,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	if e.MaxBatch <= 0 {
 		e.MaxBatch = DefaultMaxBatch
+	}
+	if e.PacedHold <= 0 {
+		e.PacedHold = DefaultPacedHold
 	}
 	if e.Grace <= 0 {
 		e.Grace = 30 * time.Second
@@ -170,6 +196,11 @@ func (e *Engine) dispatch(ctx context.Context, router *Router, d *queue.Delivery
 			none = append(none, i)
 			continue
 		}
+		if f := rt.Fallback; f != nil && f.After > 0 && d.Attempts >= f.After {
+			if fb := router.byName(f.Route); fb != nil {
+				rt = fb
+			}
+		}
 		k := 0
 		for k < len(routes) && routes[k] != rt {
 			k++
@@ -185,7 +216,9 @@ func (e *Engine) dispatch(ctx context.Context, router *Router, d *queue.Delivery
 		c.left++
 	}
 	for k, rt := range routes {
-		e.worker(ctx, rt).push(&part{c: c, idx: idx[k]})
+		if e.worker(ctx, rt).push(&part{c: c, idx: idx[k]}) {
+			e.releaseSlot(c)
+		}
 	}
 	if len(none) > 0 {
 		st := mail.Temp("4.4.4", "no route for this domain")
@@ -213,7 +246,7 @@ func (e *Engine) worker(ctx context.Context, rt *Route) *routeWorkers {
 			delete(e.workers, old)
 		}
 	}
-	w = &routeWorkers{route: rt}
+	w = &routeWorkers{route: rt, pace: rt.Pacing, hold: max(e.PacedHold, 1)}
 	w.cond = sync.NewCond(&w.mu)
 	e.workers[rt] = w
 	n := max(rt.Concurrency, 1)
@@ -236,11 +269,29 @@ func containsRoute(r *Router, rt *Route) bool {
 	return false
 }
 
-func (w *routeWorkers) push(p *part) {
+// push queues p and reports whether it was parked (it then holds no
+// in-flight slot).
+func (w *routeWorkers) push(p *part) (parked bool) {
 	w.mu.Lock()
-	w.pending = append(w.pending, p)
+	if w.pace != nil && (len(w.pending) >= w.hold || len(w.parked) > 0) {
+		w.parked = append(w.parked, p)
+		parked = true
+	} else {
+		w.pending = append(w.pending, p)
+	}
 	w.mu.Unlock()
 	w.cond.Signal()
+	return parked
+}
+
+// unpark moves parked parts up while there is room; w.mu is held.
+func (w *routeWorkers) unpark() {
+	n := min(len(w.parked), w.hold-len(w.pending))
+	if n <= 0 {
+		return
+	}
+	w.pending = append(w.pending, w.parked[:n]...)
+	w.parked = append(w.parked[:0], w.parked[n:]...)
 }
 
 func (w *routeWorkers) close() {
@@ -251,31 +302,86 @@ func (w *routeWorkers) close() {
 }
 
 // take waits for work and returns up to max parts, or nil once closed and
-// drained.
-func (w *routeWorkers) take(max int) []*part {
+// drained. On a paced route it returns only parts whose pace allows them
+// to start now, the oldest first, and waits for the pace otherwise; once
+// the route is closed (a reload replaced it) it returns what is left with
+// giveBack set, to be handed back to the queue unattempted.
+func (w *routeWorkers) take(max int) (out []*part, giveBack bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for len(w.pending) == 0 {
-		if w.closed {
-			return nil
+	for {
+		for len(w.pending) == 0 && len(w.parked) == 0 {
+			if w.closed {
+				return nil, false
+			}
+			w.cond.Wait()
 		}
+		if w.pace == nil {
+			break
+		}
+		if w.closed {
+			out = append(append(out, w.pending...), w.parked...)
+			w.pending, w.parked = nil, nil
+			return out, true
+		}
+		w.unpark()
+		now := time.Now()
+		blocked := map[string]bool{}
+		wait := time.Duration(-1)
+		rest := make([]*part, 0, len(w.pending))
+		for _, p := range w.pending {
+			if len(out) < max && p.c != nil && p.c.d.LeaseUntil.Sub(now) < leaseMargin {
+				// Its lease is running out: deliver lets it go back to the
+				// queue, which takes no slot of the pace.
+				out = append(out, p)
+				continue
+			}
+			if k := w.pace.key(p); len(out) < max && !blocked[k] {
+				ok, d := w.pace.pacer(k).Take(now)
+				if ok {
+					out = append(out, p)
+					continue
+				}
+				blocked[k] = true
+				if wait < 0 || d < wait {
+					wait = d
+				}
+			}
+			rest = append(rest, p)
+		}
+		w.pending = rest
+		w.unpark()
+		if len(out) > 0 {
+			if len(w.pending) > 0 {
+				w.cond.Signal()
+			}
+			return out, false
+		}
+		t := time.AfterFunc(wait, w.cond.Broadcast)
 		w.cond.Wait()
+		t.Stop()
 	}
 	n := min(max, len(w.pending))
-	out := make([]*part, n)
+	out = make([]*part, n)
 	copy(out, w.pending)
 	w.pending = append(w.pending[:0], w.pending[n:]...)
 	if len(w.pending) > 0 {
 		w.cond.Signal()
 	}
-	return out
+	return out, false
 }
 
 func (e *Engine) work(ctx context.Context, w *routeWorkers) {
 	for {
-		ps := w.take(e.MaxBatch)
+		ps, giveBack := w.take(e.MaxBatch)
 		if ps == nil {
 			return
+		}
+		if giveBack {
+			for _, p := range ps {
+				e.finish(ctx, w.route, p, []transport.Result{})
+			}
+			continue
 		}
 		e.deliver(ctx, w.route, ps)
 	}
@@ -291,6 +397,7 @@ func (e *Engine) work(ctx context.Context, w *routeWorkers) {
 func (e *Engine) deliver(ctx context.Context, rt *Route, ps []*part) {
 	now := time.Now()
 	jobs := make([]*transport.Job, 0, len(ps))
+	jobParts := make([]*part, 0, len(ps))
 	for _, p := range ps {
 		d := p.c.d
 		if d.LeaseUntil.Sub(now) < leaseMargin {
@@ -318,9 +425,14 @@ func (e *Engine) deliver(ctx context.Context, rt *Route, ps []*part) {
 			if len(j.Results) != len(j.Envelope.Recipients) {
 				j.Fill(mail.Temp("4.3.0", "transport gave no result"), "")
 			}
-			e.finish(ctx, rt, p, j.Results)
+			fp, rs := p, j.Results
+			if rt.Fallback != nil && len(rt.Fallback.On) > 0 {
+				fp, rs = e.fallBack(ctx, rt, p, rs)
+			}
+			e.finish(ctx, rt, fp, rs)
 		}
 		jobs = append(jobs, j)
+		jobParts = append(jobParts, p)
 	}
 	if len(jobs) == 0 {
 		return
@@ -328,6 +440,12 @@ func (e *Engine) deliver(ctx context.Context, rt *Route, ps []*part) {
 	rt.Transport.Deliver(ctx, jobs)
 	for _, j := range jobs {
 		j.Done()
+	}
+	if rt.Pacing != nil {
+		now := time.Now()
+		for k, j := range jobs {
+			rt.Pacing.observe(rt.Pacing.key(jobParts[k]), j.Results, now)
+		}
 	}
 }
 
@@ -348,13 +466,13 @@ func (e *Engine) finish(ctx context.Context, rt *Route, p *part, results []trans
 			break
 		}
 		r, rcpt := results[k], c.d.Recipients[i]
-		c.results[i] = queue.Result{Recipient: rcpt, Status: r.Status, Route: via, Host: r.Host, Destination: r.Destination}
+		c.results[i] = queue.Result{Recipient: rcpt, Status: r.Status, Route: cmp.Or(name, via), Host: r.Host, Destination: r.Destination}
 		c.has[i] = true
 		if e.Metrics != nil {
 			e.Metrics.Deliveries.WithLabelValues(name, r.Status.Class.String()).Inc()
 		}
 		if debug {
-			e.Log.Debug("delivery", "id", c.d.ID, "rcpt", rcpt, "route", via, "host", r.Host,
+			e.Log.Debug("delivery", "id", c.d.ID, "rcpt", rcpt, "route", name, "via", via, "host", r.Host,
 				"status", string(r.Status.Reply()), "delay", time.Since(c.d.Received).Round(time.Millisecond))
 		}
 	}
@@ -367,7 +485,7 @@ func (e *Engine) finish(ctx context.Context, rt *Route, p *part, results []trans
 	e.records.Add(1)
 	e.recorders.Go(func() {
 		defer e.records.Done()
-		defer func() { <-e.tokens }()
+		defer e.releaseSlot(c)
 		if !c.tried {
 			return // every part's lease ran out: the queue has them back
 		}

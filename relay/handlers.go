@@ -90,12 +90,18 @@ func (h *Handlers) begin(ctx context.Context, body io.Reader) (qmail.Message, *c
 }
 
 // commit ends a sink message, logs and counts the outcome.
-func (h *Handlers) commit(ctx context.Context, proto string, c *mail.ConnInfo, msg qmail.Message, size int64, env mail.Envelope) mail.Status {
+func (h *Handlers) commit(ctx context.Context, proto string, c *mail.ConnInfo, msg qmail.Message, size int64, env mail.Envelope, lim *Tally) mail.Status {
+	if st := lim.Message(); !st.IsAccept() {
+		msg.Abort()
+		h.countReject(proto, st)
+		return st
+	}
 	res := msg.Commit(ctx, env)
 	if !res.Status.IsAccept() {
 		h.countReject(proto, res.Status)
 		return res.Status
 	}
+	lim.Count()
 	if h.Metrics != nil {
 		h.Metrics.Accepted.WithLabelValues(proto).Inc()
 	}
@@ -134,8 +140,11 @@ func (h *Handlers) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.Stat
 		return out
 	}
 	var accepted []string
+	lim := pol.Limits.Start(req.Conn, env.Sender)
 	for i, r := range env.Recipients {
-		r, out[i] = pol.Accept(req.Conn, r)
+		if r, out[i] = pol.Accept(req.Conn, r); out[i].IsAccept() {
+			out[i] = lim.Recipients(1)
+		}
 		if out[i].IsAccept() {
 			accepted = append(accepted, r)
 		} else {
@@ -146,7 +155,7 @@ func (h *Handlers) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.Stat
 		msg.Abort()
 		return out
 	}
-	st := h.commit(ctx, "QMTP", req.Conn, msg, n.n, mail.Envelope{Sender: env.Sender, Recipients: accepted})
+	st := h.commit(ctx, "QMTP", req.Conn, msg, n.n, mail.Envelope{Sender: env.Sender, Recipients: accepted}, lim)
 	for i := range out {
 		if out[i].IsAccept() {
 			out[i] = st
@@ -166,6 +175,7 @@ func (h *Handlers) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Status
 		msg, n, err = h.begin(ctx, req.Body)
 	}
 	env, eerr := req.Envelope()
+	var lim *Tally
 	if eerr == nil && err == nil {
 		if st := pol.Sender(req.Conn, env.Sender); !st.IsAccept() {
 			err = st
@@ -176,6 +186,11 @@ func (h *Handlers) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Status
 			}
 			var st mail.Status
 			if env.Recipients[i], st = pol.Accept(req.Conn, r); !st.IsAccept() {
+				err = st
+			}
+		}
+		if lim = pol.Limits.Start(req.Conn, env.Sender); err == nil {
+			if st := lim.Recipients(len(env.Recipients)); !st.IsAccept() {
 				err = st
 			}
 		}
@@ -191,7 +206,7 @@ func (h *Handlers) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Status
 		h.countReject("QMQP", st)
 		return st
 	}
-	return h.commit(ctx, "QMQP", req.Conn, msg, n.n, env)
+	return h.commit(ctx, "QMQP", req.Conn, msg, n.n, env, lim)
 }
 
 // smtpHandler is the hub as smtp.Handler.
@@ -200,13 +215,13 @@ type smtpHandler struct{ h *Handlers }
 // Sender accepts any syntactically valid reverse-path: qmgate does no sender
 // verification (the recipients' side decides on relaying).
 func (s smtpHandler) Sender(ctx context.Context, c *mail.ConnInfo, from string) mail.Status {
-	return s.h.Policy().Sender(c, from)
+	return s.h.Policy().MailFrom(c, from)
 }
 
 // Recipient applies the policy: rcpthosts for everyone, anywhere for relay
 // clients and authenticated users.
 func (s smtpHandler) Recipient(ctx context.Context, c *mail.ConnInfo, from, rcpt string) mail.Status {
-	st := s.h.Policy().Recipient(c, rcpt)
+	st := s.h.Policy().Rcpt(c, from, rcpt)
 	s.h.countReject("SMTP", st)
 	return st
 }
@@ -219,5 +234,5 @@ func (s smtpHandler) Deliver(ctx context.Context, c *mail.ConnInfo, env mail.Env
 		s.h.countReject("SMTP", st)
 		return st
 	}
-	return s.h.commit(ctx, "SMTP", c, msg, n.n, env)
+	return s.h.commit(ctx, "SMTP", c, msg, n.n, env, s.h.Policy().Limits.Start(c, env.Sender))
 }

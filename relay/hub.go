@@ -93,6 +93,7 @@ func buildState(cfg *config.Config, log *slog.Logger) (*hubState, error) {
 	}
 	st.router = router
 	st.policy = newPolicy(cfg, router)
+	st.policy.Limits = newLimits(&cfg.Limits, log)
 	if cfg.SMTP.TLSCert != "" {
 		c, err := tls.LoadX509KeyPair(cfg.SMTP.TLSCert, cfg.SMTP.TLSKey)
 		if err != nil {
@@ -280,6 +281,7 @@ func (h *Hub) Start() error {
 		return m.Messages, m.PendingRecipients, m.OldestAge(time.Now())
 	})
 	h.metrics.WatchCommits(q.CommitStats)
+	h.metrics.Registry.MustRegister(limitsCollector{func() *Limits { return h.state.Load().policy.Limits }})
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.handlers = &Handlers{
@@ -503,6 +505,7 @@ func (h *Hub) Reload(cfg *config.Config) error {
 	if changed := nonReloadable(h.cfg, cfg); changed != "" {
 		h.log.Warn("reload: these settings need a restart and were not changed", "settings", changed)
 	}
+	st.policy.Limits.keep(h.state.Load().policy.Limits)
 	h.wireRequeue(st.router)
 	old := h.state.Swap(st)
 	// The engine starts workers for the new routes on demand and lets the

@@ -50,7 +50,7 @@ func NewMetrics(queueStats func() (messages, recipients int, oldest time.Duratio
 			Help: "Connections refused before they were served, by protocol and reason (limit: over max_conns or max_conns_per_ip; access: off the QMQP allow list).",
 		}, []string{"proto", "reason"}),
 	}
-	m.Registry.MustRegister(m.Accepted, m.Rejected, m.Deliveries, m.Sessions, m.Refused,
+	m.Registry.MustRegister(m.Accepted, m.Rejected, m.Deliveries, m.Sessions, m.Refused, smarthostCollector{},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if queueStats != nil {
 		var mu sync.Mutex

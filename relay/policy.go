@@ -16,6 +16,10 @@ type Route struct {
 	Via         string
 	Transport   Transport
 	Concurrency int
+	// Pacing, when set, spaces the route's deliveries (see pace.go).
+	Pacing *Pacing
+	// Fallback, for mx routes, names the route that takes over.
+	Fallback *Fallback
 }
 
 // Router is the ordered route table: the first route with a matching pattern
@@ -68,6 +72,8 @@ type Policy struct {
 	// Unix governs clients of the QMQP unix-domain socket; nil lets every
 	// local user submit with any sender.
 	Unix *UnixPolicy
+	// Limits are the inbound rate limits; nil limits nothing.
+	Limits *Limits
 }
 
 // InPrefixes reports whether ip falls in any of the networks.
@@ -159,6 +165,26 @@ func (p *Policy) Sender(c *mail.ConnInfo, from string) mail.Status {
 		return statusSenderNotOwned
 	}
 	return mail.OK("")
+}
+
+// MailFrom decides SMTP's MAIL FROM: Sender, then whether one more message
+// from this client fits its message limits, so that a client over a limit
+// hears so before it sends the body (the message is checked, and counted,
+// again when it is committed).
+func (p *Policy) MailFrom(c *mail.ConnInfo, from string) mail.Status {
+	if st := p.Sender(c, from); !st.IsAccept() {
+		return st
+	}
+	return p.Limits.Start(c, from).Message()
+}
+
+// Rcpt decides SMTP's RCPT TO: Recipient, then the recipient limits, which
+// count an accepted recipient at once.
+func (p *Policy) Rcpt(c *mail.ConnInfo, from, rcpt string) mail.Status {
+	if st := p.Recipient(c, rcpt); !st.IsAccept() {
+		return st
+	}
+	return p.Limits.Start(c, from).CountRecipient()
 }
 
 var statusSenderNotOwned = mail.Perm("5.7.1", "sorry, that sender is not yours to use")

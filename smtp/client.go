@@ -87,6 +87,12 @@ type Client struct {
 	// password is the administrator's to fix, not the sender's.
 	Username, Password string
 	AllowInsecureAuth  bool
+	// Authenticate, when set, runs instead of Username/Password once the
+	// session is up (after TLS): its own SASL exchange over gc (OAuth2, with
+	// a token refreshed between tries), for the host and port dialled. Its
+	// mail.Status (errors.As) is kept, temporary; any other error becomes a
+	// temporary authentication failure. Same TLS rule as a password.
+	Authenticate func(ctx context.Context, gc *gosmtp.Client, host string, port int) error
 
 	// LocalName is the EHLO name; the system's host name when empty.
 	LocalName string
@@ -164,6 +170,11 @@ func parseTarget(s string) (target, error) {
 	return t, nil
 }
 
+// StatusConnectTimedOut is Dial's failure when the TCP connection timed
+// out (a filtered port, such as 25 on many networks), as opposed to
+// mail.StatusConnectFailed for a refused or unreachable one.
+var StatusConnectTimedOut = mail.Status{Class: mail.Temporary, Code: "4.4.1", Text: "timeout connecting to remote host"}
+
 // errHandshake marks a failed TLS handshake after STARTTLS: the case where
 // TLSOpportunistic connects again without TLS.
 var errHandshake = errors.New("smtp: TLS handshake failed")
@@ -217,12 +228,15 @@ func (c *Client) dial(ctx context.Context, t target, tryTLS bool) (*Conn, error)
 	raw, err := dial(dctx, "tcp", t.addr)
 	if err != nil {
 		c.logger().Info("smtp connect failed", "host", t.addr, "err", err)
+		if isTimeout(err) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, StatusConnectTimedOut
+		}
 		return nil, mail.StatusConnectFailed
 	}
 	cc := &clientConn{Conn: raw, writeTimeout: serve.Pick(c.CommandTimeout, DefaultCommandTimeout)}
 	// The greeting and the STARTTLS exchange fall under ConnectTimeout too.
 	stop := context.AfterFunc(dctx, cc.cancel)
-	cn, err := c.setup(cc, t, tryTLS)
+	cn, err := c.setup(ctx, cc, t, tryTLS)
 	if !stop() && err == nil {
 		// The connect deadline passed just as setup finished.
 		cn.gc.Close()
@@ -249,7 +263,7 @@ func statusTimedOut(what string) mail.Status {
 // STARTTLS are done here with net/textproto; go-smtp takes over after the
 // handshake, reading a stand-in greeting and saying EHLO again, as RFC 3207
 // requires anyway.
-func (c *Client) setup(cc *clientConn, t target, tryTLS bool) (*Conn, error) {
+func (c *Client) setup(ctx context.Context, cc *clientConn, t target, tryTLS bool) (*Conn, error) {
 	cmdTimeout := serve.Pick(c.CommandTimeout, DefaultCommandTimeout)
 	name := c.localName()
 	var nc net.Conn = cc
@@ -333,7 +347,12 @@ func (c *Client) setup(cc *clientConn, t target, tryTLS bool) (*Conn, error) {
 		return nil, greetingStatus(err, "")
 	}
 	cn := &Conn{client: c, gc: gc, cc: cc, tls: tlsState, host: t.addr}
-	if c.Username != "" {
+	if c.Authenticate != nil {
+		if err := cn.authHook(ctx, t); err != nil {
+			gc.Close()
+			return nil, err
+		}
+	} else if c.Username != "" {
 		if err := cn.auth(); err != nil {
 			gc.Close()
 			return nil, err
@@ -518,4 +537,29 @@ func (cn *Conn) auth() error {
 		return st
 	}
 	return nil
+}
+
+// authHook runs the Client's Authenticate.
+func (cn *Conn) authHook(ctx context.Context, t target) error {
+	if cn.tls == nil && !cn.client.AllowInsecureAuth {
+		return mail.Status{Class: mail.Temporary, Code: "4.7.0", Text: "not sending credentials without TLS"}
+	}
+	_, p, _ := net.SplitHostPort(t.addr)
+	port, _ := strconv.Atoi(p)
+	err := cn.client.Authenticate(ctx, cn.gc, t.host, port)
+	if err == nil {
+		return nil
+	}
+	var st mail.Status
+	if !errors.As(err, &st) {
+		st = clientErrorStatus(err)
+		st.Text = "authentication failed: " + st.Text
+	}
+	if !st.IsAccept() {
+		st.Class, st.SMTP = mail.Temporary, 0
+		if st.Code == "" || st.Code[0] != '4' {
+			st.Code = "4.7.0"
+		}
+	}
+	return st
 }

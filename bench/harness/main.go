@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command harness measures qmgate beside Postfix and beside the machine's own
 // limits, and writes BENCHMARKS.md. bench/run is the one command that runs
 // it (after installing what it needs from Debian packages):
@@ -22,8 +24,9 @@
 // mid-run and checks, message by message, that every acknowledged message
 // still arrives.
 //
-// It needs root (Postfix instances, and qmgate drops to "nobody"), the
-// Postfix package, and gnuplot for the plot (bench/run installs both).
+// It needs Linux (it reads /proc), root (Postfix instances, and qmgate
+// drops to "nobody"), the Postfix package, and gnuplot for the plot
+// (bench/run installs both).
 package main
 
 import (

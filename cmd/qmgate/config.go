@@ -5,17 +5,21 @@ import (
 	"io"
 
 	"github.com/qmgate/qmgate/internal/config"
+	"github.com/qmgate/qmgate/internal/qmail"
 )
 
 const configUsage = `usage: qmgate config check [FILE] [-strict] [-config FILE]
        qmgate config print [FILE] [-n | -doc] [-config FILE]
        qmgate config from-qmail DIR
+       qmgate config from-nullmailer DIR
   check       load FILE (default: the file every command would use), report
               every error with its line, and warn about routes that can
               never match and rcpthosts domains no route delivers
   print       the effective configuration, every default filled in; -n only
               what the file sets (like postconf -n); -doc one line per key
   from-qmail  a configuration converted from qmail's control files in DIR
+  from-nullmailer
+              a configuration converted from nullmailer's files in DIR
 
 flags:
   -config FILE  ` + configDefaultHelp + `
@@ -25,7 +29,7 @@ flags:
 qmgate config COMMAND -h shows one command's help.`
 
 func init() {
-	register(&command{name: "config", summary: "check|print [FILE] | from-qmail DIR: validate, show or convert configuration",
+	register(&command{name: "config", summary: "check|print [FILE] | from-qmail|from-nullmailer DIR: validate, show or convert configuration",
 		usage: configUsage, run: runConfig})
 }
 
@@ -44,8 +48,9 @@ func runConfig(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runConfigCheck(args[1:], stdout, stderr)
 	case "print":
 		return runConfigPrint(args[1:], stdout, stderr)
-	case "from-qmail":
-		fs := newFlags("config from-qmail", "usage: qmgate config from-qmail DIR\n\nPrint a qmgate configuration converted from qmail's control files in DIR (/var/qmail, say).")
+	case "from-qmail", "from-nullmailer":
+		c := converters[sub]
+		fs := newFlags("config "+sub, "usage: qmgate config "+sub+" DIR\n\nPrint a qmgate configuration converted from "+c.what+", with a comment for every setting that could not be carried over.")
 		pos, code, ok := parseFlags(fs, args[1:], stdout, stderr)
 		if !ok {
 			return code
@@ -53,7 +58,12 @@ func runConfig(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if len(pos) != 1 {
 			return usageError(fs, stderr, "want one directory")
 		}
-		return runFromQmail(pos[0], stdout, stderr)
+		out, err := c.convert(pos[0])
+		if err != nil {
+			return fail(stderr, "config "+sub, 66, "%v", err) // EX_NOINPUT
+		}
+		stdout.Write(out)
+		return 0
 	}
 	fmt.Fprintf(stderr, "qmgate config: unknown command %q\n", sub)
 	fmt.Fprintln(stderr, configUsage)
@@ -149,7 +159,12 @@ func runConfigPrint(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// runFromQmail is replaced when the qmail conversion lands.
-var runFromQmail = func(dir string, stdout, stderr io.Writer) int {
-	return fail(stderr, "config from-qmail", 69, "not available in this build")
+// converters turn another mail system's configuration directory into
+// qmgate's TOML.
+var converters = map[string]struct {
+	what    string
+	convert func(dir string) ([]byte, error)
+}{
+	"from-qmail":      {"qmail's control files in DIR (/var/qmail/control, say)", qmail.FromQmail},
+	"from-nullmailer": {"nullmailer's configuration in DIR (/etc/nullmailer, say)", qmail.FromNullmailer},
 }

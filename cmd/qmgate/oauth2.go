@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/qmgate/qmgate/internal/config"
 	"github.com/qmgate/qmgate/internal/oauthtoken"
 	"github.com/qmgate/qmgate/mail"
 )
@@ -29,8 +30,9 @@ const oauth2Usage = `usage: qmgate oauth2 login|token [flags] ROUTE
   token  gets an access token as the route would and shows its expiry and
          scope (never the token itself)
 
-ROUTE names the route in messages. The route's OAuth2 settings are given as
-flags:`
+ROUTE names a route of the configuration (-config, $QMGATE_CONFIG, or the
+default file), whose [route.oauth2] settings are used; flags override them,
+or give them all for a route not in the configuration:`
 
 // runOAuth2 is `qmgate oauth2 login|token`.
 func runOAuth2(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -58,6 +60,7 @@ func runOAuth2(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		scopes = append(scopes, strings.Fields(s)...)
 		return nil
 	})
+	cfgPath := fs.String("config", "", "configuration file holding the route")
 	fs.DurationVar(&o.RequestTimeout, "timeout", oauthtoken.RequestTimeout, "time limit of each request to the endpoints")
 	// ROUTE may stand before or after the flags.
 	if err := fs.Parse(args[1:]); err != nil {
@@ -76,6 +79,19 @@ func runOAuth2(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 64
 	}
 	o.Scopes = scopes
+	if path := config.Locate(*cfgPath); path != "" {
+		cfg, err := config.Load(path)
+		if err != nil {
+			return fail(stderr, "oauth2 "+sub, 78, "%v", err)
+		}
+		if rc := cfg.RouteByName(o.Route); rc != nil {
+			if ro, ok := rc.OAuth2Options(); ok {
+				o = mergeOAuth2(o, ro)
+			}
+		} else if *cfgPath != "" {
+			return fail(stderr, "oauth2 "+sub, 78, "no route is called %s in %s", o.Route, path)
+		}
+	}
 	if err := o.Validate(); err != nil {
 		return fail(stderr, "oauth2 "+sub, 78, "%v", err)
 	}
@@ -166,4 +182,25 @@ func oauth2Fail(stderr io.Writer, cmd string, err error) int {
 		return fail(stderr, cmd, 75, "%s", mail.StatusOf(err).Text)
 	}
 	return fail(stderr, cmd, 1, "%v", err)
+}
+
+// mergeOAuth2 fills the settings not given as flags from the route's.
+func mergeOAuth2(flags, route oauthtoken.Options) oauthtoken.Options {
+	o := flags
+	set := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	set(&o.TokenURL, route.TokenURL)
+	set(&o.DeviceAuthURL, route.DeviceAuthURL)
+	set(&o.ClientID, route.ClientID)
+	set(&o.ClientSecretFile, route.ClientSecretFile)
+	set(&o.RefreshTokenFile, route.RefreshTokenFile)
+	set(&o.Username, route.Username)
+	set(&o.Mechanism, route.Mechanism)
+	if len(o.Scopes) == 0 {
+		o.Scopes = route.Scopes
+	}
+	return o
 }

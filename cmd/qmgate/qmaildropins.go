@@ -27,14 +27,6 @@ func init() {
 	register(&command{name: "qmail-queue", summary: "qmail-queue drop-in: message on fd 0, envelope on fd 1, into qmgate's queue", run: runQmailQueue})
 	register(&command{name: "qmtpd", summary: "qmail-qmtpd drop-in: QMTP on stdin/stdout (tcpserver, inetd)", run: runQmtpd})
 	register(&command{name: "qmqpd", summary: "qmail-qmqpd drop-in: QMQP on stdin/stdout (tcpserver, inetd)", run: runQmqpd})
-	runFromQmail = func(dir string, stdout, stderr io.Writer) int {
-		out, err := qmail.FromQmail(dir)
-		if err != nil {
-			return fail(stderr, "config from-qmail", 66, "%v", err) // EX_NOINPUT
-		}
-		stdout.Write(out)
-		return 0
-	}
 }
 
 // Exit codes of qmail-qmtpd and qmail-qmqpd: 100 for a client that broke

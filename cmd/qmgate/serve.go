@@ -16,6 +16,7 @@ import (
 
 	"github.com/qmgate/qmgate/internal/config"
 	"github.com/qmgate/qmgate/internal/logging"
+	"github.com/qmgate/qmgate/internal/privdrop"
 	"github.com/qmgate/qmgate/internal/safedir"
 	"github.com/qmgate/qmgate/relay"
 )
@@ -127,7 +128,7 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 }
 
 // dropPrivileges gives the unix sockets and the queue directory to u, then
-// becomes u for good (every thread: Go's setuid is process-wide on Linux).
+// becomes u for good, in every thread (internal/privdrop).
 func dropPrivileges(u *user.User, cfg *config.Config, sockets []string) error {
 	uid, err := strconv.Atoi(u.Uid)
 	if err != nil {
@@ -161,19 +162,7 @@ func dropPrivileges(u *user.User, cfg *config.Config, sockets []string) error {
 			return fmt.Errorf("route %s: %w", r.Via, err)
 		}
 	}
-	if err := syscall.Setgroups([]int{gid}); err != nil {
-		return err
-	}
-	if err := syscall.Setgid(gid); err != nil {
-		return err
-	}
-	if err := syscall.Setuid(uid); err != nil {
-		return err
-	}
-	if syscall.Geteuid() == 0 {
-		return errors.New("still root after setuid")
-	}
-	return nil
+	return privdrop.To(uid, gid)
 }
 
 // failFlushed writes out pending log lines before the one-line failure, so

@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/oauthtoken"
 	"github.com/qmgate/qmgate/qmqp"
 	"github.com/qmgate/qmgate/qmtp"
 	"github.com/qmgate/qmgate/relay/transport"
@@ -24,6 +26,64 @@ import (
 // (ca_file, password_file, users_file) are read now, so building again
 // (a reload) picks up their changes.
 func BuildTransport(cfg *Config, rc *Route, log *slog.Logger) (transport.Transport, error) {
+	if len(rc.Hosts) > 1 {
+		return failover(cfg, rc, log)
+	}
+	return buildOne(cfg, rc, nil, log)
+}
+
+// failover builds a route with several next hops: one transport per hop
+// behind a transport.Failover, with one OAuth2 token Source for them all.
+func failover(cfg *Config, rc *Route, log *slog.Logger) (transport.Transport, error) {
+	src, err := oauthSource(rc, log)
+	if err != nil {
+		return nil, err
+	}
+	f := &transport.Failover{}
+	for _, h := range rc.Hosts {
+		one := *rc
+		one.ViaValue, one.Via, one.Hosts = h, h, []string{h}
+		if one.Parsed, err = ParseVia(h); err != nil {
+			f.Close()
+			return nil, err
+		}
+		t, err := buildOne(cfg, &one, src, log)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: %w", h, err)
+		}
+		f.Hops = append(f.Hops, transport.Hop{Host: hostKey(one.Parsed), Transport: t})
+	}
+	return f, nil
+}
+
+// hostKey names a next hop in the shared health table and the metrics:
+// its URL without user information or path.
+func hostKey(u *url.URL) string {
+	if u.Host == "" {
+		return u.String()
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// oauthSource makes the route's token Source, or nil when it has no
+// [route.oauth2].
+func oauthSource(rc *Route, log *slog.Logger) (*oauthtoken.Source, error) {
+	o, ok := rc.OAuth2Options()
+	if !ok || rc.Via == "mx" {
+		return nil, nil
+	}
+	o.Logger = log
+	src, err := oauthtoken.New(o)
+	if err != nil {
+		return nil, fmt.Errorf("oauth2: %w", err)
+	}
+	return src, nil
+}
+
+// buildOne builds the transport of a route with one next hop; src, when
+// set, is the route's shared OAuth2 token Source.
+func buildOne(cfg *Config, rc *Route, src *oauthtoken.Source, log *slog.Logger) (transport.Transport, error) {
 	u := rc.Parsed
 	if u == nil {
 		var err error
@@ -81,6 +141,15 @@ func BuildTransport(cfg *Config, rc *Route, log *slog.Logger) (transport.Transpo
 		if err != nil {
 			return nil, err
 		}
+		if src == nil {
+			if src, err = oauthSource(rc, log); err != nil {
+				return nil, err
+			}
+		}
+		if src != nil {
+			c.Username, c.Password = "", ""
+			c.Authenticate = (&transport.OAuth2{Source: src, Log: log}).Authenticate
+		}
 		switch rc.TLS {
 		case "", "required":
 			c.TLS = smtp.TLSRequired
@@ -89,7 +158,7 @@ func BuildTransport(cfg *Config, rc *Route, log *slog.Logger) (transport.Transpo
 		case "none":
 			c.TLS = smtp.TLSNone
 		}
-		if c.Username != "" && c.TLS == smtp.TLSOpportunistic && !rc.InsecureAuth {
+		if (c.Username != "" || c.Authenticate != nil) && c.TLS == smtp.TLSOpportunistic && !rc.InsecureAuth {
 			// Credentials go only over verified TLS: without the
 			// override, opportunistic becomes required for this route.
 			c.TLS = smtp.TLSRequired
@@ -148,6 +217,13 @@ func routeTLS(rc *Route, serverName string) (*tls.Config, error) {
 		}
 		tc.RootCAs = pool
 	}
+	if rc.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(rc.CertFile, rc.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cert_file/key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
 	return tc, nil
 }
 
@@ -171,7 +247,13 @@ func smtpClient(cfg *Config, rc *Route, log *slog.Logger) (*smtp.Client, error) 
 		}
 		c.Password = strings.TrimRight(string(b), "\r\n")
 	}
-	if rc.CAFile != "" {
+	if rc.PasswordEnv != "" {
+		c.Password = os.Getenv(rc.PasswordEnv)
+		if c.Password == "" {
+			return nil, fmt.Errorf("password_env: environment variable %s is not set", rc.PasswordEnv)
+		}
+	}
+	if rc.CAFile != "" || rc.CertFile != "" {
 		tc, err := routeTLS(rc, "")
 		if err != nil {
 			return nil, err
@@ -197,7 +279,7 @@ func mxTransport(cfg *Config, rc *Route, log *slog.Logger) (transport.Transport,
 	if err != nil {
 		return nil, err
 	}
-	c.Username, c.Password, c.AllowInsecureAuth = "", "", false
+	c.Username, c.Password, c.AllowInsecureAuth, c.Authenticate = "", "", false, nil
 	c.TLS = smtp.TLSOpportunistic
 	if rc.TLS == "required" {
 		c.TLS = smtp.TLSRequired

@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/ratelimit"
 )
 
 // DefaultPath is where the configuration lives when neither -config nor
@@ -65,16 +67,16 @@ type Config struct {
 	// Postmaster receives double bounces. Default "postmaster@" + Hostname.
 	Postmaster string `toml:"postmaster"`
 
-	Log        Log         `toml:"log"`
-	QMQP       QMQP        `toml:"qmqp"`
-	QMTP       QMTP        `toml:"qmtp"`
-	SMTP       SMTP        `toml:"smtp"`
-	Queue      Queue       `toml:"queue"`
-	Delivery   Delivery    `toml:"delivery"`
-	Routes     []Route     `toml:"route"`
-	Metrics    Metrics     `toml:"metrics"`
-	Nullclient Nullclient  `toml:"nullclient"`
-	Limits     ListenLimit `toml:"limits"`
+	Log        Log        `toml:"log"`
+	QMQP       QMQP       `toml:"qmqp"`
+	QMTP       QMTP       `toml:"qmtp"`
+	SMTP       SMTP       `toml:"smtp"`
+	Queue      Queue      `toml:"queue"`
+	Delivery   Delivery   `toml:"delivery"`
+	Routes     []Route    `toml:"route"`
+	Metrics    Metrics    `toml:"metrics"`
+	Nullclient Nullclient `toml:"nullclient"`
+	Limits     Limits     `toml:"limits"`
 
 	// Source is the file the configuration came from ("(embedded default)"
 	// for the built-in one). Not a TOML key.
@@ -101,6 +103,56 @@ type ListenLimit struct {
 	ReadTimeout    Duration `toml:"read_timeout"`     // per read, default 5m
 	WriteTimeout   Duration `toml:"write_timeout"`    // per write, default 5m
 	SessionTimeout Duration `toml:"session_timeout"`  // whole connection, default 1h
+}
+
+// Limits holds the connection limits every listener shares (ListenLimit)
+// and the inbound rate limits of `qmgate serve`: messages and recipients a
+// client may send per minute, hour or day. Each list holds rates such as
+// "100/m", "2000/h", "10000/d"; all must hold. Empty lists limit nothing.
+type Limits struct {
+	ListenLimit
+	// Per client address: IPv4 per ClientIPv4Prefix (default /32), IPv6 per
+	// ClientIPv6Prefix (default /64), on every TCP listener.
+	ClientMessages   []string `toml:"client_messages"`
+	ClientRecipients []string `toml:"client_recipients"`
+	// Per authenticated SMTP user.
+	UserMessages   []string `toml:"user_messages"`
+	UserRecipients []string `toml:"user_recipients"`
+	// Per local user (uid) of the QMQP unix-domain socket.
+	UIDMessages   []string `toml:"uid_messages"`
+	UIDRecipients []string `toml:"uid_recipients"`
+	// Per envelope sender domain (the null sender and bare names: none).
+	SenderDomainMessages   []string `toml:"sender_domain_messages"`
+	SenderDomainRecipients []string `toml:"sender_domain_recipients"`
+	// ClientIPv4Prefix and ClientIPv6Prefix group client addresses into
+	// networks for the client limits. Defaults 32 and 64.
+	ClientIPv4Prefix int `toml:"client_ipv4_prefix"`
+	ClientIPv6Prefix int `toml:"client_ipv6_prefix"`
+	// Exempt lists client networks no rate limit applies to.
+	Exempt []string `toml:"exempt"`
+	// ExemptRelayClients exempts relay clients (QMTP and SMTP
+	// relay_clients, a verified QMTPS client certificate) and QMQP clients
+	// on the allow list from every rate limit. Default false: the app
+	// servers that send through the hub are what the limits protect
+	// against when one is compromised.
+	ExemptRelayClients bool `toml:"exempt_relay_clients"`
+}
+
+// RateKeys lists the rate-limit keys of [limits] with their values, in a
+// fixed order, for validation and for the builder.
+func (l *Limits) RateKeys() []struct {
+	Key   string
+	Rates []string
+} {
+	return []struct {
+		Key   string
+		Rates []string
+	}{
+		{"client_messages", l.ClientMessages}, {"client_recipients", l.ClientRecipients},
+		{"user_messages", l.UserMessages}, {"user_recipients", l.UserRecipients},
+		{"uid_messages", l.UIDMessages}, {"uid_recipients", l.UIDRecipients},
+		{"sender_domain_messages", l.SenderDomainMessages}, {"sender_domain_recipients", l.SenderDomainRecipients},
+	}
 }
 
 // QMQP configures the QMQP listener (nullclients hand their mail over here).
@@ -194,12 +246,23 @@ type Delivery struct {
 
 // Route sends mail for some domains through one transport.
 type Route struct {
+	// Name names the route in logs, metrics, `queue stat`, fallback and
+	// `qmgate oauth2`: letters, digits, '.', '_' and '-'. Default: derived
+	// from the first domain and the transport (DefaultRouteName), so it
+	// does not change when routes are reordered.
+	Name string `toml:"name"`
 	// Domains: exact ("example.net"), suffix (".example.net") or "*".
 	Domains []string `toml:"domains"`
 	// Via is the transport URL: qmtp://H[:P], qmtps://H[:P], qmqp://H[:P][,H[:P]...],
 	// smtp://H[:P], smtps://H[:P], mx, maildir:DIR, mbox:DIR, discard:,
-	// https://URL, http://URL (loopback only).
-	Via string `toml:"via"`
+	// https://URL, http://URL (loopback only). In the file it may be a
+	// list of such URLs, next hops tried in order (the first healthy one
+	// takes the mail); Via is then the first and Hosts all of them.
+	ViaValue any `toml:"via"`
+	// Via is the (first) transport URL; set by Load from the via key.
+	Via string `toml:"-"`
+	// Hosts are all next hops of via, in order; set by Load.
+	Hosts []string `toml:"-"`
 	// Concurrency overrides [delivery] concurrency for this route.
 	Concurrency int `toml:"concurrency"`
 	// TLS for smtp:// routes: "required" (default), "opportunistic", "none".
@@ -209,6 +272,29 @@ type Route struct {
 	Username     string `toml:"username"`
 	Password     string `toml:"password"`
 	PasswordFile string `toml:"password_file"`
+	// PasswordEnv names an environment variable holding the password.
+	PasswordEnv string `toml:"password_env"`
+	// OAuth2 authenticates to an smtp or smtps smarthost with XOAUTH2 or
+	// OAUTHBEARER instead of a password.
+	OAuth2 *OAuth2 `toml:"oauth2"`
+	// CertFile and KeyFile are a client certificate presented in the TLS
+	// handshake (STARTTLS or smtps), for smarthosts that authenticate by
+	// certificate.
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// Rate paces the route's deliveries ("30/m", "2000/d"); for mx routes
+	// each destination domain is paced separately. Mail beyond it waits in
+	// the queue, in arrival order, with no attempt counted. Empty: no pace.
+	Rate string `toml:"rate"`
+	// ThrottleTexts are extra phrases (case-insensitive) that mark a 4xx
+	// reply as the next hop's rate limit, which slows the route down.
+	ThrottleTexts []string `toml:"throttle_texts"`
+	// Fallback names a route (a smarthost) that takes an mx route's mail
+	// after FallbackAfter failed attempts (default 3), or at once for the
+	// failures FallbackOn names ("connect-timeout", "connect").
+	Fallback      string   `toml:"fallback"`
+	FallbackAfter int      `toml:"fallback_after"`
+	FallbackOn    []string `toml:"fallback_on"`
 	// InsecureAuth allows credentials with tls "opportunistic" or "none"
 	// (a smarthost on loopback, say): whoever is on the path can read them.
 	InsecureAuth bool `toml:"insecure_auth"`
@@ -247,6 +333,21 @@ type Route struct {
 
 	// Parsed is Via parsed; set by Load.
 	Parsed *url.URL `toml:"-"`
+	viaErr string
+}
+
+// OAuth2 is a route's OAuth2 client (see internal/oauthtoken): client
+// credentials when RefreshTokenFile is empty, else the refresh token grant.
+// The mailbox is the route's username.
+type OAuth2 struct {
+	TokenURL         string   `toml:"token_url"`
+	DeviceAuthURL    string   `toml:"device_auth_url"`
+	ClientID         string   `toml:"client_id"`
+	ClientSecretFile string   `toml:"client_secret_file"`
+	Scopes           []string `toml:"scopes"`
+	RefreshTokenFile string   `toml:"refresh_token_file"`
+	// Mechanism fixes XOAUTH2 or OAUTHBEARER; empty chooses from the offer.
+	Mechanism string `toml:"mechanism"`
 }
 
 // Metrics configures the optional metrics and health listener.
@@ -488,6 +589,8 @@ func (c *Config) applyDefaults() {
 	setDur(&c.Limits.ReadTimeout, 5*time.Minute)
 	setDur(&c.Limits.WriteTimeout, 5*time.Minute)
 	setDur(&c.Limits.SessionTimeout, time.Hour)
+	setInt(&c.Limits.ClientIPv4Prefix, 32)
+	setInt(&c.Limits.ClientIPv6Prefix, 64)
 	for _, l := range []*ListenLimit{&c.QMQP.ListenLimit, &c.QMTP.ListenLimit, &c.SMTP.ListenLimit} {
 		setInt(&l.MaxConns, c.Limits.MaxConns)
 		setInt(&l.MaxConnsPerIP, c.Limits.MaxConnsPerIP)
@@ -517,10 +620,15 @@ func (c *Config) applyDefaults() {
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		setInt(&r.Concurrency, c.Delivery.Concurrency)
+		r.setVia()
+		if r.Fallback != "" {
+			setInt(&r.FallbackAfter, 3)
+		}
 		if strings.HasPrefix(r.Via, "smtp") {
 			setStr(&r.TLS, "required")
 		}
 	}
+	nameRoutes(c.Routes)
 	setDur(&c.Nullclient.Timeout, 60*time.Second)
 }
 
@@ -591,6 +699,20 @@ func (c *Config) validate() Errors {
 			}
 		}
 	}
+	for _, rk := range c.Limits.RateKeys() {
+		for i, r := range rk.Rates {
+			if _, err := ratelimit.ParseRate(r); err != nil {
+				bad(fmt.Sprintf("limits.%s[%d]", rk.Key, i), "%v", err)
+			}
+		}
+	}
+	if n := c.Limits.ClientIPv4Prefix; n < 1 || n > 32 {
+		bad("limits.client_ipv4_prefix", "%d: want 1 to 32", n)
+	}
+	if n := c.Limits.ClientIPv6Prefix; n < 1 || n > 128 {
+		bad("limits.client_ipv6_prefix", "%d: want 1 to 128", n)
+	}
+	checkNets("limits.exempt", c.Limits.Exempt)
 	checkNets("qmtp.relay_clients", c.QMTP.RelayClients)
 	checkNets("smtp.relay_clients", c.SMTP.RelayClients)
 	if len(c.QMTP.ListenTLS) > 0 && (c.QMTP.TLSCert == "" || c.QMTP.TLSKey == "") {
@@ -635,11 +757,24 @@ func (c *Config) validate() Errors {
 				bad(fmt.Sprintf("%s.domains[%d]", key, j), "%q: want example.net, .example.net or *", d)
 			}
 		}
+		if r.viaErr != "" {
+			bad(key+".via", "%s", r.viaErr)
+		}
 		u, err := ParseVia(r.Via)
 		if err != nil {
 			bad(key+".via", "%v", err)
 		}
 		r.Parsed = u
+		for j, h := range r.Hosts[min(1, len(r.Hosts)):] {
+			if hu, err := ParseVia(h); err != nil {
+				bad(fmt.Sprintf("%s.via[%d]", key, j+1), "%v", err)
+			} else if !failoverScheme(hu.Scheme) {
+				bad(fmt.Sprintf("%s.via[%d]", key, j+1), "%q: a list of next hops takes qmtp, qmtps, smtp and smtps URLs (qmqp has its own: qmqp://H1,H2)", h)
+			}
+		}
+		if len(r.Hosts) > 1 && u != nil && !failoverScheme(u.Scheme) {
+			bad(key+".via[0]", "%q: a list of next hops takes qmtp, qmtps, smtp and smtps URLs (qmqp has its own: qmqp://H1,H2)", r.Hosts[0])
+		}
 		switch r.TLS {
 		case "", "required", "opportunistic", "none":
 		default:
@@ -649,9 +784,10 @@ func (c *Config) validate() Errors {
 			bad(key+".concurrency", "must be at least 1")
 		}
 		validateUserControl(r, key, bad)
-		if r.Password != "" && r.PasswordFile != "" {
-			bad(key+".password", "set password or password_file, not both")
+		if n := b2i(r.Password != "") + b2i(r.PasswordFile != "") + b2i(r.PasswordEnv != ""); n > 1 {
+			bad(key+".password", "set one of password, password_file and password_env")
 		}
+		errs = append(errs, validateSmarthost(c, i)...)
 		if r.Username != "" && r.Via == "mx" {
 			bad(key+".username", "mx routes send no credentials: every exchanger of every domain would get them")
 		} else if r.Username != "" && (r.TLS == "opportunistic" || r.TLS == "none") && !r.InsecureAuth {

@@ -218,6 +218,12 @@ func (d *decoder) value(v reflect.Value, x any, key string) {
 			out.SetMapIndex(reflect.ValueOf(k).Convert(v.Type().Key()), ev)
 		}
 		v.Set(out)
+	case reflect.Interface:
+		// A key of more than one shape (route.via: a URL or a list of
+		// them), checked by validate.
+		if x != nil {
+			v.Set(reflect.ValueOf(x))
+		}
 	default:
 		d.bad(key, "cannot be set from TOML")
 	}

@@ -30,6 +30,8 @@ var computed = map[string]bool{
 	"postmaster":     true,
 	// Each listener's limits default to [limits].
 	"route.concurrency": true,
+	// Named after the route's first domain and transport.
+	"route.name": true,
 }
 
 func init() {
@@ -326,6 +328,37 @@ func TestReferenceExamplesLoad(t *testing.T) {
 			b.WriteString("srs_secret_file = \"srs.secret\"\n")
 		case "user":
 			continue // names a user this machine may not have
+		}
+		switch {
+		case k == "route.cert_file":
+			b.WriteString("key_file = \"k.pem\"\n")
+		case k == "route.key_file":
+			b.WriteString("cert_file = \"c.pem\"\n")
+		case k == "route.fallback" || k == "route.fallback_on":
+			// An mx route and the smarthost route it falls back to.
+			fb := "[[route]]\nname = \"relay\"\ndomains = [\"relay.invalid\"]\nvia = \"smtp://smarthost.example.net\"\n" +
+				"[[route]]\ndomains = [\"*\"]\nvia = \"mx\"\n" + ex + "\n"
+			if k == "route.fallback_on" {
+				fb += "fallback = \"relay\"\n"
+			}
+			if _, err := config.Parse(k+" example", []byte(fb)); err != nil {
+				t.Errorf("%s:%d: %s: example does not load: %v\n%s", referencePage, d.line, k, err, fb)
+			}
+			continue
+		case strings.HasPrefix(k, "route.oauth2."):
+			// An smtp route with the required OAuth2 settings, the
+			// example's line replacing its own.
+			lines := map[string]string{"token_url": `token_url = "https://login.example.net/token"`,
+				"client_id": `client_id = "app"`, "client_secret_file": `client_secret_file = "secret"`}
+			lines[name] = ex
+			oa := "[[route]]\ndomains = [\"*\"]\nvia = \"smtp://smarthost.example.net\"\nusername = \"relay@example.net\"\n[route.oauth2]\n"
+			for _, l := range lines {
+				oa += l + "\n"
+			}
+			if _, err := config.Parse(k+" example", []byte(oa)); err != nil {
+				t.Errorf("%s:%d: %s: example does not load: %v\n%s", referencePage, d.line, k, err, oa)
+			}
+			continue
 		}
 		text := b.String()
 		if strings.Count(text, name+" = ") > 1 {

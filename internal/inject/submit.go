@@ -107,7 +107,7 @@ func (n *Nullclient) Send(ctx context.Context, m *Message) Outcome {
 		if final {
 			return o
 		}
-		n.logf("not accepted by a hub (%s); spooling locally", o.Status.Reply())
+		n.logf("not accepted by a hub (%s); spooling locally", o.Status.Describe())
 	}
 	if n.Local != "" {
 		o, final := n.qmqp(ctx, []string{n.Local}, orDefault(n.SpoolConnectTimeout, DefaultSpoolConnectTimeout), timeout, m)
@@ -118,7 +118,7 @@ func (n *Nullclient) Send(ctx context.Context, m *Message) Outcome {
 			}
 			return o
 		}
-		n.logf("local daemon did not take it (%s)", o.Status.Reply())
+		n.logf("local daemon did not take it (%s)", o.Status.Describe())
 	}
 	if n.Commit == nil {
 		return Outcome{Status: mail.Temp("4.3.0", "no hub and no local daemon accepted the message")}
@@ -146,7 +146,7 @@ func (n *Nullclient) qmqp(ctx context.Context, servers []string, connect, timeou
 	var te *qmqp.TransferError
 	switch {
 	case err == nil:
-		n.logf("%s replied %s", res.Server, res.Status.Reply())
+		n.logf("%s: %s", res.Server, res.Status.Describe())
 		return Outcome{Status: res.Status, Where: res.Server}, !res.Status.IsTemporary()
 	case errors.Is(err, qmqp.ErrInvalidEnvelope):
 		return Outcome{Status: res.Status}, true

@@ -19,7 +19,8 @@ var order = [][]string{
 	{"internal/connlimit"},
 	{"internal/serve"},
 	{"qmtp", "qmqp", "smtp", "queue", "internal/qmail", "internal/qmail/dotqmail", "internal/dkim", "internal/rewrite", "internal/mtasts", "internal/sasl"},
-	{"internal/inject", "internal/oauthtoken", "relay/transport"},
+	{"internal/inject", "internal/oauthtoken"},
+	{"relay/transport"},
 	{"internal/config"},
 	{"relay"},
 }

@@ -1,9 +1,10 @@
 package qmail
 
 import (
-	"fmt"
 	"os"
 	"syscall"
+
+	"github.com/qmgate/qmgate/internal/privdrop"
 )
 
 // BecomeQueueOwner makes root take the uid and gid of the owner of the queue
@@ -28,15 +29,5 @@ func becomeOwner(st os.FileInfo) error {
 	if !ok || sys.Uid == 0 {
 		return nil
 	}
-	// Go applies these to every thread of the process (Linux, Go 1.16+).
-	if err := syscall.Setgroups([]int{int(sys.Gid)}); err != nil {
-		return fmt.Errorf("dropping privileges: %w", err)
-	}
-	if err := syscall.Setgid(int(sys.Gid)); err != nil {
-		return fmt.Errorf("dropping privileges: %w", err)
-	}
-	if err := syscall.Setuid(int(sys.Uid)); err != nil {
-		return fmt.Errorf("dropping privileges: %w", err)
-	}
-	return nil
+	return privdrop.To(int(sys.Uid), int(sys.Gid))
 }

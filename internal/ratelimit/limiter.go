@@ -69,6 +69,45 @@ func (l *Limiter) Allow(key string, n int, now time.Time) (ok bool, over Rate) {
 	return true, Rate{}
 }
 
+// Room returns how many more events key may have at now before a rate
+// would refuse one, and the rate that bounds it. It counts nothing, and
+// remembers no key it did not know: callers that must check several keys
+// before counting any (a message is refused if any of its limits is
+// reached) use Room, then Add.
+func (l *Limiter) Room(key string, now time.Time) (n int, by Rate) {
+	if len(l.Rates) == 0 {
+		return MaxRateN, Rate{}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	el, ok := l.keys[key]
+	n = MaxRateN + 1
+	for i, r := range l.Rates {
+		left := r.N
+		if ok {
+			left = int(float64(r.N) - el.Value.(*entry).win[i].estimate(r.Per, now))
+		}
+		if left < n {
+			n, by = max(left, 0), r
+		}
+	}
+	return n, by
+}
+
+// Add counts n events for key at now, whether they fit or not.
+func (l *Limiter) Add(key string, n int, now time.Time) {
+	if len(l.Rates) == 0 || n <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.entry(key)
+	for i, r := range l.Rates {
+		e.win[i].estimate(r.Per, now) // roll the window forward first
+		e.win[i].cur += int64(n)
+	}
+}
+
 // Len is the number of keys remembered.
 func (l *Limiter) Len() int {
 	l.mu.Lock()

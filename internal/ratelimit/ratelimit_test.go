@@ -163,3 +163,40 @@ func TestLimiterNoRates(t *testing.T) {
 		t.Fatal("a limiter with no rates refused or remembered")
 	}
 }
+
+// TestLimiterRoomAdd: Room counts nothing and remembers no new key; Add
+// counts even past the limit; Room agrees with Allow.
+func TestLimiterRoomAdd(t *testing.T) {
+	l := &Limiter{Rates: []Rate{{N: 10, Per: time.Minute}, {N: 25, Per: time.Hour}}}
+	now := time.Unix(1e9, 0).Truncate(time.Hour)
+	if n, by := l.Room("a", now); n != 10 || by.N != 10 || l.Len() != 0 {
+		t.Fatalf("Room of a new key = %d, %v (keys %d); want 10, 10/m, none remembered", n, by, l.Len())
+	}
+	l.Add("a", 7, now)
+	if n, _ := l.Room("a", now); n != 3 {
+		t.Fatalf("Room after 7 = %d, want 3", n)
+	}
+	if ok, _ := l.Allow("a", 4, now); ok {
+		t.Fatal("Allow let 4 through with room for 3")
+	}
+	if ok, _ := l.Allow("a", 3, now); !ok {
+		t.Fatal("Allow refused the 3 that Room promised")
+	}
+	l.Add("a", 5, now) // past the limit: counted all the same
+	if n, by := l.Room("a", now); n != 0 || by.N != 10 {
+		t.Fatalf("Room past the limit = %d, %v", n, by)
+	}
+	// Two minutes on, the minute's window is empty and the hour's 15 of 25
+	// bound the room.
+	if n, by := l.Room("a", now.Add(2*time.Minute)); n != 10 || by.N != 10 {
+		t.Fatalf("Room two minutes on = %d, %v; want 10 by 10/m", n, by)
+	}
+	l.Add("a", 8, now.Add(2*time.Minute))
+	if n, by := l.Room("a", now.Add(4*time.Minute)); n != 2 || by.N != 25 {
+		t.Fatalf("Room four minutes on = %d, %v; want 2 by 25/h", n, by)
+	}
+	var none Limiter
+	if n, _ := none.Room("x", now); n != MaxRateN {
+		t.Fatalf("Room with no rates = %d", n)
+	}
+}

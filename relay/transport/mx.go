@@ -114,6 +114,7 @@ func (t *MX) deliverDomain(ctx context.Context, domain string, jobs []*Job) {
 		}
 		return
 	}
+	timeouts := 0
 	for _, hop := range hops {
 		host := strings.TrimSuffix(hop.Host, ".")
 		if hop.QMTP {
@@ -135,6 +136,9 @@ func (t *MX) deliverDomain(ctx context.Context, domain string, jobs []*Job) {
 				}
 				return
 			}
+			if status == smtp.StatusConnectTimedOut {
+				timeouts++
+			}
 			continue
 		}
 		rest := jobs
@@ -153,8 +157,15 @@ func (t *MX) deliverDomain(ctx context.Context, domain string, jobs []*Job) {
 		}
 		return
 	}
+	failure := FailureConnect
+	if timeouts == len(hops) {
+		failure = FailureConnectTimeout
+	}
 	for _, j := range jobs {
 		j.SetAll(mail.Temp("4.4.1", "could not connect to any mail exchanger of "+domain), domain)
+		for i := range j.Results {
+			j.Results[i].Failure = failure
+		}
 	}
 }
 

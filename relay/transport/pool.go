@@ -38,6 +38,9 @@ func (p *pooled[C]) Deliver(ctx context.Context, jobs []*Job) {
 			st := p.dialFailed(err)
 			for _, j := range jobs {
 				j.SetAll(st, p.host)
+				for i := range j.Results {
+					j.Results[i].HostDown = true
+				}
 			}
 			return
 		}

@@ -68,7 +68,24 @@ type Result struct {
 	// nothing about the next hop's health must not hold back its other
 	// mail.
 	Destination string
+	// HostDown says the next hop itself failed before any transaction
+	// (connect, TLS, authentication, greeting): the same job may go to
+	// another next hop at once (see Failover).
+	HostDown bool
+	// Failure names a failure that a route may act on at once (an mx
+	// route's fallback_on): FailureConnectTimeout, FailureConnect, or "".
+	Failure string
 }
+
+// Failure names of Result.Failure.
+const (
+	// FailureConnectTimeout: no next hop answered a connection (every
+	// connect timed out: a filtered port).
+	FailureConnectTimeout = "connect-timeout"
+	// FailureConnect: no next hop took a connection (refused, unreachable
+	// or timed out).
+	FailureConnect = "connect"
+)
 
 // Transport delivers jobs. Deliver must fill every job's Results (the engine
 // treats a missing one as a temporary failure), must respect ctx, and must

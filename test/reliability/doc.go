@@ -2,7 +2,9 @@
 // the real `qmgate serve` binary and try to make it lose, duplicate, corrupt
 // or wrongly relay mail, or fall over.
 //
-// It holds no library code, only tests and their helpers. What it covers:
+// It holds no library code, only tests and their helpers, and runs on Linux
+// only (tmpfs mounts, parent-death signals, /proc): its files carry a linux
+// build constraint. What it covers:
 //
 //   - Crashes: several concurrent senders over QMQP, QMTP and SMTP while the
 //     daemon is killed with SIGKILL at random instants (at least 30 rounds),

@@ -1,0 +1,5 @@
+//go:build !(linux || freebsd || openbsd || netbsd || darwin)
+
+package privdrop
+
+const allThreads = false
