@@ -1,3 +1,5 @@
+//go:build linux
+
 package reliability
 
 // The attacks of the adversarial review (issue 12), each against a running
