@@ -22,6 +22,12 @@
 //   - Open-relay attempts in the classic address forms, TLS versions and
 //     client certificates, privilege dropping, and a source check that
 //     nothing passes envelope, header or DNS data to a shell.
+//   - The attacks of an adversarial review, one test each: routes that
+//     share a next hop but not their TLS or login, recipients whose mailbox
+//     names would make backscatter, AUTH as a CPU weapon, webhook
+//     redirects, credentials over unverified TLS, connection slots held by
+//     local or silent clients, a root start-up through links, who submits
+//     over the QMQP unix socket, and NUL bytes and dot-CR smuggling.
 //
 // # Running it
 //

@@ -265,7 +265,7 @@ func TestHostileInput(t *testing.T) {
 	}
 
 	// SMTP.
-	smtpHostile(t, hl, led, smtpA, d)
+	smtpHostile(t, hl, led, smtpA, d, h)
 
 	slow.Wait()
 	cn.finish()
@@ -349,7 +349,7 @@ var okStatus = mail.OK("")
 var smtpTruncAccepted, truncSessions int
 
 // smtpHostile runs the SMTP attacks.
-func smtpHostile(t *testing.T, hl *hostileLog, led *ledger, smtpA string, d *daemon) {
+func smtpHostile(t *testing.T, hl *hostileLog, led *ledger, smtpA string, d *daemon, h *netHost) {
 	const dl = 10 * time.Second
 	// Truncation at every byte offset.
 	sess := "EHLO trunc.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<trunc@example.com>\r\nDATA\r\nSubject: t\r\n\r\nhello\r\n.\r\nQUIT\r\n"
@@ -405,9 +405,10 @@ func smtpHostile(t *testing.T, hl *hostileLog, led *ledger, smtpA string, d *dae
 	r = exchange(smtpA, "", []byte("EHLO size.test\r\nMAIL FROM:<s@x.test> SIZE=999999999\r\nQUIT\r\n"), false, dl)
 	hl.add(t, "SMTP MAIL SIZE= over the limit", r.Closed && bytes.Contains(r.Out, []byte("552")), "%s", smtpSummary(r))
 
-	// AUTH brute force: three wrong passwords end the connection; the
-	// right one still works.
-	hl.add(t, "SMTP AUTH brute force", authBruteForce(t, smtpA), "wrong passwords get 535 then 421 and a close; the right password then works")
+	// AUTH brute force: three wrong passwords end the connection; past the
+	// per-address limit the attacker's address is refused unchecked, while
+	// the right password from another address still works.
+	hl.add(t, "SMTP AUTH brute force", authBruteForce(t, smtpA, h.ip(249)), "wrong passwords get 535 then 421 and a close; then the attacking address gets 421 unchecked even with the right password, and the right password from another address works")
 }
 
 func smtpSummary(r exchangeResult) string {
@@ -427,8 +428,8 @@ func smtpSummary(r exchangeResult) string {
 }
 
 // starttlsInjection sends STARTTLS and a MAIL FROM in one packet, then
-// completes TLS: a RCPT inside TLS must find no transaction (503), or the
-// server must have hung up.
+// completes TLS: the server must refuse the STARTTLS and hang up (421, RFC
+// 3207 5), or a RCPT inside TLS must find no transaction (503).
 func starttlsInjection(t *testing.T, addr string) bool {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -443,6 +444,9 @@ func starttlsInjection(t *testing.T, addr string) bool {
 	readReply(br)
 	fmt.Fprintf(c, "STARTTLS\r\nMAIL FROM:<evil@evil.test>\r\n")
 	code, _ := readReply(br)
+	if code == "421" {
+		code, _ = readReply(br) // then closed
+	}
 	if code != "220" {
 		return code == "" // closed: fine
 	}
@@ -479,10 +483,16 @@ func readReply(br *bufio.Reader) (code, text string) {
 	}
 }
 
-// authBruteForce tries wrong passwords over STARTTLS.
-func authBruteForce(t *testing.T, addr string) bool {
-	try := func(pass string, attempts int) []string {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+// authBruteForce tries wrong passwords over STARTTLS from 127.0.0.1, then
+// the right one from there (refused unchecked: the address is over the
+// per-address failure limit) and from friend (accepted).
+func authBruteForce(t *testing.T, addr, friend string) bool {
+	try := func(pass string, attempts int, src ...string) []string {
+		d := net.Dialer{Timeout: 5 * time.Second}
+		if len(src) > 0 {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src[0])}
+		}
+		c, err := d.Dial("tcp", addr)
 		if err != nil {
 			return []string{"dial " + err.Error()}
 		}
@@ -537,8 +547,12 @@ func authBruteForce(t *testing.T, addr string) bool {
 			ok = false
 		}
 	}
-	if codes := try("s3cret", 1); len(codes) != 1 || codes[0] != "235" {
-		t.Errorf("the right password after a brute force: %v", codes)
+	if codes := try("s3cret", 1); len(codes) != 1 || codes[0] != "421" {
+		t.Errorf("the right password from the attacking address after a brute force (want 421 unchecked): %v", codes)
+		ok = false
+	}
+	if codes := try("s3cret", 1, friend); len(codes) != 1 || codes[0] != "235" {
+		t.Errorf("the right password from another address after a brute force: %v", codes)
 		ok = false
 	}
 	return ok

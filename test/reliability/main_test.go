@@ -28,6 +28,9 @@ var repoRoot string
 var workRoot string
 
 func TestMain(m *testing.M) {
+	if sock := os.Getenv(unixClientEnv); sock != "" {
+		os.Exit(unixClientMain(sock))
+	}
 	flag.Parse()
 	os.Exit(run(m))
 }
