@@ -128,3 +128,62 @@ via = "discard:"
 	}
 	resp.Body.Close()
 }
+
+// TestHubSenderLogin: with [smtp] sender_login, an authenticated user may
+// send only as the senders named for it (issue 12: AUTH users could use any
+// MAIL FROM); users not named, with no "*" entry, are not held.
+func TestHubSenderLogin(t *testing.T) {
+	pki := newTestPKI(t)
+	var lines []string
+	for _, u := range []string{"joe", "ann"} {
+		hash, err := bcrypt.GenerateFromPassword([]byte("pw-"+u), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, u+":"+string(hash))
+	}
+	pw := filepath.Join(t.TempDir(), "passwd")
+	os.WriteFile(pw, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+	h := startHub(t, fmt.Sprintf(`
+rcpthosts = ["example.net"]
+[smtp]
+submission = ["127.0.0.1:0"]
+tls_cert = %q
+tls_key = %q
+auth_file = %q
+sender_login = { joe = ["joe@example.net", "<>"] }
+[[route]]
+domains = ["*"]
+via = "discard:"
+`, pki.Cert, pki.Key, pw))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	send := func(user, from string) mail.Status {
+		c := &smtp.Client{TLS: smtp.TLSRequired, TLSConfig: &tls.Config{RootCAs: pki.Pool, ServerName: "localhost"},
+			Username: user, Password: "pw-" + user}
+		conn, err := c.Dial(ctx, "smtp://"+h.addr("submission"))
+		if err != nil {
+			return mail.StatusOf(err)
+		}
+		defer conn.Close()
+		sts, err := conn.Send(ctx, mail.Envelope{Sender: from, Recipients: []string{"friend@elsewhere.org"}}, strings.NewReader("Subject: x\n\nx\n"))
+		if len(sts) == 0 {
+			return mail.StatusOf(err)
+		}
+		return sts[0]
+	}
+	for _, tc := range []struct {
+		user, from string
+		ok         bool
+	}{
+		{"joe", "joe@example.net", true},
+		{"joe", "", true},
+		{"joe", "boss@example.net", false},
+		{"ann", "boss@example.net", true}, // not named, no "*": not held
+	} {
+		st := send(tc.user, tc.from)
+		if st.IsAccept() != tc.ok || (!tc.ok && st.Code != "5.7.1") {
+			t.Errorf("%s as <%s>: %v, want accepted=%v", tc.user, tc.from, st, tc.ok)
+		}
+	}
+}

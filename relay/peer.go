@@ -167,9 +167,21 @@ func (u *UnixPolicy) Allowed(p *Peer) bool {
 
 // SenderAllowed reports whether the peer may use from as envelope sender.
 func (u *UnixPolicy) SenderAllowed(p *Peer, from string) bool {
-	pats, ok := u.Senders[p.User]
-	if !ok || p.User == "" {
-		pats, ok = u.Senders["*"]
+	return SenderMap(u.Senders).Allows(p.User, from)
+}
+
+// SenderMap maps a user (a local user of the QMQP socket, an authenticated
+// SMTP user) or "*" for everyone not named to the envelope senders that
+// user may use: "addr@domain", "@domain", "<>" (the null sender) or "*". A
+// user not named, with no "*" entry, may use any sender (Postfix's
+// local_login_sender_maps and smtpd_sender_login_maps, in one shape).
+type SenderMap map[string][]string
+
+// Allows reports whether user may use from as envelope sender.
+func (m SenderMap) Allows(user, from string) bool {
+	pats, ok := m[user]
+	if !ok || user == "" {
+		pats, ok = m["*"]
 	}
 	if !ok {
 		return true

@@ -72,6 +72,9 @@ type Policy struct {
 	// Unix governs clients of the QMQP unix-domain socket; nil lets every
 	// local user submit with any sender.
 	Unix *UnixPolicy
+	// SMTPSenders holds an authenticated SMTP user to the senders
+	// [smtp] sender_login names; nil lets them use any.
+	SMTPSenders SenderMap
 	// Limits are the inbound rate limits; nil limits nothing.
 	Limits *Limits
 }
@@ -156,12 +159,16 @@ func deliverable(rcpt string, bare bool) bool {
 
 // Sender decides whether a client may use this envelope sender: any
 // syntactically valid reverse-path (qmgate does no sender verification),
-// except that a local user of the QMQP socket is held to Unix.Senders.
+// except that a local user of the QMQP socket is held to Unix.Senders and
+// an authenticated SMTP user to SMTPSenders.
 func (p *Policy) Sender(c *mail.ConnInfo, from string) mail.Status {
 	if !mail.ValidAddress(from) {
 		return mail.StatusBadSender
 	}
 	if peer, ok := c.RemoteAddr.(*Peer); ok && p.Unix != nil && !p.Unix.SenderAllowed(peer, from) {
+		return statusSenderNotOwned
+	}
+	if c.AuthUser != "" && p.SMTPSenders != nil && !p.SMTPSenders.Allows(c.AuthUser, from) {
 		return statusSenderNotOwned
 	}
 	return mail.OK("")

@@ -50,12 +50,13 @@ func newQMQPServer(c *config.Config, h qmqp.Handler, log *slog.Logger) *qmqp.Ser
 // newPolicy builds the policy of a configuration around a route table.
 func newPolicy(cfg *config.Config, router *Router) *Policy {
 	return &Policy{
-		RcptHosts: mail.HostList(cfg.RcptHosts),
-		QMTPRelay: config.Prefixes(cfg.QMTP.RelayClients),
-		SMTPRelay: config.Prefixes(cfg.SMTP.RelayClients),
-		QMQPAllow: config.Prefixes(cfg.QMQP.Allow),
-		Router:    router,
-		Unix:      newUnixPolicy(&cfg.QMQP),
+		RcptHosts:   mail.HostList(cfg.RcptHosts),
+		QMTPRelay:   config.Prefixes(cfg.QMTP.RelayClients),
+		SMTPRelay:   config.Prefixes(cfg.SMTP.RelayClients),
+		QMQPAllow:   config.Prefixes(cfg.QMQP.Allow),
+		Router:      router,
+		Unix:        newUnixPolicy(&cfg.QMQP),
+		SMTPSenders: SenderMap(cfg.SMTP.SenderLogin),
 	}
 }
 

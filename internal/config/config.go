@@ -206,8 +206,12 @@ type SMTP struct {
 	// Submissions listeners are implicit TLS and require AUTH (port 465).
 	Submissions  []string `toml:"submissions"`
 	RelayClients []string `toml:"relay_clients"`
-	TLSCert      string   `toml:"tls_cert"`
-	TLSKey       string   `toml:"tls_key"`
+	// SenderLogin holds authenticated users to envelope senders: user
+	// name (or "*" for everyone not named) to patterns, as
+	// qmqp.unix_senders. Empty: any sender.
+	SenderLogin map[string][]string `toml:"sender_login"`
+	TLSCert     string              `toml:"tls_cert"`
+	TLSKey      string              `toml:"tls_key"`
 	// AuthFile holds "user:bcrypt-hash" lines (qmgate passwd makes them).
 	AuthFile string `toml:"auth_file"`
 	// AuthWithoutTLS allows AUTH on unencrypted connections. Default false.
@@ -718,13 +722,15 @@ func (c *Config) validate() Errors {
 			bad(fmt.Sprintf("qmqp.unix_allow[%d]", i), "%q: want a user name or @group", u)
 		}
 	}
-	for u, pats := range c.QMQP.UnixSenders {
-		if u == "" || strings.ContainsAny(u, " \t:@") {
-			bad("qmqp.unix_senders", "%q: want a user name or *", u)
-		}
-		for i, p := range pats {
-			if p == "" || strings.ContainsAny(p, " \t") || (p != "*" && p != "<>" && !strings.Contains(p, "@")) {
-				bad(fmt.Sprintf("qmqp.unix_senders.%s[%d]", u, i), "%q: want addr@domain, @domain, <> or *", p)
+	for key, m := range map[string]map[string][]string{"qmqp.unix_senders": c.QMQP.UnixSenders, "smtp.sender_login": c.SMTP.SenderLogin} {
+		for u, pats := range m {
+			if u == "" || strings.ContainsAny(u, " \t:") {
+				bad(key, "%q: want a user name or *", u)
+			}
+			for i, p := range pats {
+				if p == "" || strings.ContainsAny(p, " \t") || (p != "*" && p != "<>" && !strings.Contains(p, "@")) {
+					bad(fmt.Sprintf("%s.%s[%d]", key, u, i), "%q: want addr@domain, @domain, <> or *", p)
+				}
 			}
 		}
 	}

@@ -73,6 +73,7 @@ var keyDoc = map[string]string{
 	"smtp.submission":       "submission listen addresses (AUTH required before MAIL, port 587 style)",
 	"smtp.submissions":      "implicit-TLS submission listen addresses (port 465 style)",
 	"smtp.relay_clients":    "networks whose SMTP clients may send to any domain (others: rcpthosts only)",
+	"smtp.sender_login":     "per authenticated user (or \"*\"), the envelope senders allowed: addr@domain, @domain, <> or * (default: any)",
 	"smtp.tls_cert":         "certificate file (PEM) for STARTTLS and implicit TLS",
 	"smtp.tls_key":          "private key file (PEM) for STARTTLS and implicit TLS",
 	"smtp.auth_file":        "file of user:bcrypt-hash lines for SMTP AUTH (qmgate passwd makes them)",
