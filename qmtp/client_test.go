@@ -43,7 +43,7 @@ func wantClass(t *testing.T, what string, got []mail.Status, classes string) {
 // TestClientPipelineDepth sends hundreds of packages on one connection in one
 // Send, with mixed per-recipient outcomes, then reuses the connection.
 func TestClientPipelineDepth(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	srv := newTestServer(nil)
 	var mu sync.Mutex
 	bodies := map[string]string{} // sender -> stored body
@@ -116,7 +116,7 @@ func TestClientPipelineDepth(t *testing.T) {
 // packages are still being written. A client that wrote everything before
 // reading would hang here.
 func TestClientNoDeadlock(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	srv := newTestServer(func(s *Server) { s.MaxRecipients = 5000 })
 	long := mail.OK(strings.Repeat("long reply text ", 30))
 	srv.Handler = HandlerFunc(func(ctx context.Context, req *Request) []mail.Status {
@@ -313,7 +313,7 @@ func TestClientAgainstBadServers(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkGoroutines(t)
+			testpeer.CheckGoroutines(t, long)
 			addr := fakeServer(t, tc.script)
 			cl := &Client{IOTimeout: tc.timeout}
 			if cl.IOTimeout == 0 {
@@ -339,7 +339,7 @@ func TestClientAgainstBadServers(t *testing.T) {
 }
 
 func TestClientStaleConnection(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	addr := fakeServer(t, func(c net.Conn, r *netstring.Reader) {
 		readPackage(r)
 		io.WriteString(c, "3:Kok,")
@@ -383,7 +383,7 @@ func TestClientBodyMismatch(t *testing.T) {
 		{"empty with data", &Message{Envelope: mail.Envelope{Recipients: []string{"b@x"}}, Body: strings.NewReader("1"), Size: 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkGoroutines(t)
+			testpeer.CheckGoroutines(t, long)
 			srv := newTestServer(nil)
 			var mu sync.Mutex
 			var accepted []string
@@ -427,7 +427,7 @@ type errReader struct{}
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("disk on fire") }
 
 func TestClientUsageErrors(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	srv := newTestServer(nil)
 	srv.Handler = HandlerFunc(func(ctx context.Context, req *Request) []mail.Status {
 		env, _ := req.Envelope()
@@ -455,7 +455,7 @@ func TestClientUsageErrors(t *testing.T) {
 }
 
 func TestClientContextCancel(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	addr := fakeServer(t, func(c net.Conn, r *netstring.Reader) { waitClose(c) })
 	cn, err := (&Client{IOTimeout: time.Hour}).Dial(context.Background(), addr)
 	if err != nil {
@@ -485,7 +485,7 @@ func TestClientDialFailure(t *testing.T) {
 }
 
 func TestClientSessionTimeout(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	addr := fakeServer(t, func(c net.Conn, r *netstring.Reader) { waitClose(c) })
 	cn, err := (&Client{SessionTimeout: 50 * time.Millisecond}).Dial(context.Background(), addr)
 	if err != nil {
@@ -510,7 +510,7 @@ func TestClientSessionTimeout(t *testing.T) {
 }
 
 func TestClientCloseDuringSend(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	got := make(chan struct{})
 	addr := fakeServer(t, func(c net.Conn, r *netstring.Reader) {
 		readPackage(r)
@@ -533,7 +533,7 @@ func TestClientCloseDuringSend(t *testing.T) {
 }
 
 func TestClientCancelledBeforeSend(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	srv := newTestServer(nil)
 	srv.Handler = HandlerFunc(func(ctx context.Context, req *Request) []mail.Status {
 		env, _ := req.Envelope()

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/netstring"
 )
@@ -28,30 +29,6 @@ import (
 // tests: generous, so a loaded machine never fails them, and never a timing
 // assertion, only a bound on how long a broken build can hang.
 const long = 20 * time.Second
-
-// checkGoroutines records the goroutine count and, at cleanup, waits for it
-// to settle back, failing the test if it does not.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	base := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(long)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= base {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutines: %d, was %d\n%s", n, base, buf)
-				return
-			}
-			runtime.Gosched()
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
 
 // startServer serves srv on a loopback listener until the test ends.
 func startServer(t *testing.T, srv *Server, useTLS bool) string {
@@ -119,7 +96,7 @@ func isReset(err error) bool {
 }
 
 func TestServeNetwork(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	srv := newTestServer(nil)
 	var mu sync.Mutex
 	var seenInfo *mail.ConnInfo
@@ -158,7 +135,7 @@ func TestServeNetwork(t *testing.T) {
 // TestNoReplyBeforeLastByte sends a package in two writes, the second being
 // its final comma alone, and checks that nothing arrives before it.
 func TestNoReplyBeforeLastByte(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	srv := newTestServer(nil)
 	called := make(chan struct{}, 1)
 	srv.Handler = HandlerFunc(func(ctx context.Context, req *Request) []mail.Status {
@@ -286,7 +263,7 @@ func TestHandlerContract(t *testing.T) {
 // TestClientGoneMidPackage: the handler streams the body of a package whose
 // client disappears; it must see an error, never a clean envelope.
 func TestClientGoneMidPackage(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	srv := newTestServer(nil)
 	type result struct {
 		bodyErr, envErr error
@@ -320,7 +297,7 @@ func TestClientGoneMidPackage(t *testing.T) {
 }
 
 func TestMaxConns(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	srv := newTestServer(func(s *Server) { s.MaxConns = 1 })
 	srv.Handler = HandlerFunc(func(ctx context.Context, req *Request) []mail.Status {
 		env, _ := req.Envelope()
@@ -365,7 +342,7 @@ func TestMaxConns(t *testing.T) {
 }
 
 func TestMaxConnsPerIP(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	srv := newTestServer(func(s *Server) { s.MaxConnsPerIP = 2 })
 	srv.Handler = HandlerFunc(func(ctx context.Context, req *Request) []mail.Status {
 		env, _ := req.Envelope()
@@ -387,7 +364,7 @@ func TestMaxConnsPerIP(t *testing.T) {
 }
 
 func TestShutdown(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	srv := newTestServer(nil)
 	inHandler := make(chan struct{})
 	srv.Handler = HandlerFunc(func(ctx context.Context, req *Request) []mail.Status {
@@ -449,7 +426,7 @@ func TestShutdown(t *testing.T) {
 }
 
 func TestCloseCancelsHandler(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	srv := newTestServer(nil)
 	inHandler := make(chan struct{})
 	ctxDone := make(chan struct{})
@@ -475,7 +452,7 @@ func TestCloseCancelsHandler(t *testing.T) {
 // TestSlowLoris: a client that stops sending is dropped at the read
 // deadline, and one that trickles is dropped at the session deadline.
 func TestSlowLoris(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	t.Run("read timeout", func(t *testing.T) {
 		srv := newTestServer(func(s *Server) { s.ReadTimeout = 100 * time.Millisecond })
 		addr := startServer(t, srv, false)
@@ -548,7 +525,7 @@ func TestHugeDeclaredLength(t *testing.T) {
 }
 
 func TestConnContext(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	srv := newTestServer(nil)
 	type key struct{}
 	srv.ConnContext = func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
@@ -617,7 +594,7 @@ func testCert(t testing.TB) (*tls.Config, *x509.CertPool) {
 }
 
 func TestQMTPS(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	srvTLS, pool := testCert(t)
 	srv := newTestServer(func(s *Server) { s.TLSConfig = srvTLS; s.MaxConns = 1 })
 	var tlsSeen atomic.Bool
@@ -680,7 +657,7 @@ func TestQMTPS(t *testing.T) {
 // TestServeConnCancel: cancelling ServeConn's context ends a session that is
 // blocked reading, by closing the connection.
 func TestServeConnCancel(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	srvSide, client := net.Pipe()
 	defer client.Close()
 	srv := newTestServer(nil)
@@ -698,7 +675,7 @@ func TestServeConnCancel(t *testing.T) {
 
 // TestShutdownServeConn: Shutdown closes an idle ServeConn session too.
 func TestShutdownServeConn(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, long)
 	srvSide, client := net.Pipe()
 	defer client.Close()
 	srv := newTestServer(nil)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -36,7 +37,7 @@ func authServer(t *testing.T, h *recHandler) *Server {
 }
 
 func TestSTARTTLSAndAuth(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, testTimeout)
 	h := &recHandler{}
 	addr := startServer(t, authServer(t, h))
 	c := dialRaw(t, addr)
@@ -110,7 +111,7 @@ func TestAuthLogin(t *testing.T) {
 }
 
 func TestAuthBruteForceGuard(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, testTimeout)
 	h := &recHandler{}
 	srv := authServer(t, h)
 	addr := startServer(t, srv)
@@ -158,7 +159,7 @@ func TestAuthNotOffered(t *testing.T) {
 }
 
 func TestImplicitTLS(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, testTimeout)
 	h := &recHandler{}
 	srv := authServer(t, h)
 	srv.RequireAuth = true

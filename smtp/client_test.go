@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -49,7 +50,7 @@ func wantClasses(t testing.TB, sts []mail.Status, want ...mail.Class) {
 }
 
 func TestClientWire(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, testTimeout)
 	f := newFake(t, func(f *fakeServer) { f.ext = []string{"8BITMIME", "SIZE 100000", "PIPELINING"} })
 	cn := dialT(t, plainClient(t), f.addr)
 	stored := "Subject: wire\n" +
@@ -247,7 +248,7 @@ func TestClientDataRejected(t *testing.T) {
 }
 
 func TestClientConnectionDies(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, testTimeout)
 	env := mail.Envelope{Sender: "a@b.example", Recipients: []string{"c@d.example"}}
 	// Larger than the socket buffers, so that the writes themselves fail
 	// when the server closes in the middle.
@@ -284,7 +285,7 @@ func TestClientConnectionDies(t *testing.T) {
 }
 
 func TestClientTimeoutAndCancel(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, testTimeout)
 	env := mail.Envelope{Sender: "a@b.example", Recipients: []string{"c@d.example"}}
 	f := newFake(t, func(f *fakeServer) { f.stallAfterData = true })
 	c := plainClient(t)
@@ -388,7 +389,7 @@ func TestClientAddresses(t *testing.T) {
 }
 
 func TestClientTLSRequired(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, testTimeout)
 	c := &Client{LocalName: "client.test", TLSConfig: clientTLSConfig(t), ErrorLog: quietLog(t)}
 	ctx := context.Background()
 
@@ -503,7 +504,7 @@ func TestClientGreetingRefused(t *testing.T) {
 // The client against qmgate's own server: STARTTLS with a test CA, AUTH
 // PLAIN, SMTPUTF8, and several messages over one connection.
 func TestClientToServer(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, testTimeout)
 	h := &recHandler{}
 	srv := &Server{
 		Handler:          h,

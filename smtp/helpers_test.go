@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -311,29 +310,6 @@ func serverTLSConfig(t testing.TB) *tls.Config {
 
 func clientTLSConfig(t testing.TB) *tls.Config {
 	return &tls.Config{RootCAs: getPKI(t).pool, ServerName: "localhost"}
-}
-
-// checkGoroutines fails the test if goroutines started during it are still
-// running once it ends (after a generous settling time).
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(testTimeout)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("%d goroutines before, %d after:\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
 }
 
 // passwords is a test Authenticator.

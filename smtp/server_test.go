@@ -9,11 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 )
 
 func TestSessionTranscript(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, testTimeout)
 	h := &recHandler{}
 	addr := startServer(t, &Server{Handler: h, MaxMessageBytes: 1000, MaxRecipients: 10})
 	c := dialRaw(t, addr)
@@ -242,7 +243,7 @@ func TestMaxRecipients(t *testing.T) {
 }
 
 func TestConnectionLimits(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, testTimeout)
 	h := &recHandler{}
 	refused := make(chan string, 100)
 	srv := &Server{Handler: h, MaxConns: 3, MaxConnsPerIP: 2, OnRefuse: func(reason string) { refused <- reason }}
@@ -314,7 +315,7 @@ func TestRequireAuthRefusesMail(t *testing.T) {
 // A 10 MB command line is refused after MaxLineLength bytes, without the
 // server holding it in memory.
 func TestHugeCommandLine(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, testTimeout)
 	addr := startServer(t, &Server{Handler: &recHandler{}})
 	c := dialRaw(t, addr)
 	c.expect("220")
@@ -391,7 +392,7 @@ func TestBDAT(t *testing.T) {
 }
 
 func TestReadTimeout(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, testTimeout)
 	h := &recHandler{}
 	addr := startServer(t, &Server{Handler: h, ReadTimeout: 100 * time.Millisecond})
 	// Idle: 421 4.4.2 and close.
@@ -443,7 +444,7 @@ func TestSessionTimeout(t *testing.T) {
 }
 
 func TestShutdown(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, testTimeout)
 	h := &recHandler{delivered: make(chan struct{}, 1)}
 	srv := &Server{Handler: h, ErrorLog: quietLog(t), Hostname: "mx.test"}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -491,7 +492,7 @@ func TestShutdown(t *testing.T) {
 }
 
 func TestServeConnPipe(t *testing.T) {
-	checkGoroutines(t)
+	testpeer.CheckGoroutines(t, testTimeout)
 	h := &recHandler{}
 	srv := &Server{Handler: h, Hostname: "mx.test", ErrorLog: quietLog(t)}
 	a, b := net.Pipe()

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
 // PostfixOpts says which services a private Postfix instance runs.
@@ -106,29 +108,7 @@ func (h *Harness) startPostfix(name string, o PostfixOpts) (*Postfix, error) {
 		main["relayhost"] = o.Relayhost
 		main["default_transport"] = "smtp"
 	}
-	master := []string{
-		"pickup     unix  n  -  n  60    1  pickup",
-		"cleanup    unix  n  -  n  -     0  cleanup",
-		"qmgr       unix  n  -  n  300   1  qmgr",
-		"rewrite    unix  -  -  n  -     -  trivial-rewrite",
-		"bounce     unix  -  -  n  -     0  bounce",
-		"defer      unix  -  -  n  -     0  bounce",
-		"trace      unix  -  -  n  -     0  bounce",
-		"verify     unix  -  -  n  -     1  verify",
-		"flush      unix  n  -  n  1000? 0  flush",
-		"proxymap   unix  -  -  n  -     -  proxymap",
-		"proxywrite unix  -  -  n  -     1  proxymap",
-		"smtp       unix  -  -  n  -     -  smtp",
-		"relay      unix  -  -  n  -     -  smtp",
-		"showq      unix  n  -  n  -     -  showq",
-		"error      unix  -  -  n  -     -  error",
-		"retry      unix  -  -  n  -     -  error",
-		"discard    unix  -  -  n  -     -  discard",
-		"local      unix  -  n  n  -     -  local",
-		"anvil      unix  -  -  n  -     1  anvil",
-		"scache     unix  -  -  n  -     1  scache",
-		"postlog    unix-dgram n - n - 1 postlogd",
-	}
+	master := testpeer.PostfixServices()
 	if o.QMQP {
 		p.QMQPAddr = freePort()
 		master = append(master, p.QMQPAddr+" inet n - n - - qmqpd")

@@ -283,18 +283,9 @@ func parseRemote(line string) (nmRemote, error) {
 
 func (c *nmConv) render() []byte {
 	var b bytes.Buffer
-	comment(&b, "qmgate configuration for an app server, converted from the nullmailer directory "+c.dir+" by `qmgate config from-nullmailer`. Review it, then check it with `qmgate config check -config FILE`.")
-	comment(&b, "qmgate sendmail hands each message straight to the first QMQP server that takes a connection (direct mode) and exits 75 when none does; no daemon runs.")
-	if len(c.notes) > 0 {
-		b.WriteString("#\n# Not carried over:\n")
-		for _, n := range c.notes {
-			comment(&b, "- "+n)
-		}
-	}
-	b.WriteString("\n")
-	for _, l := range c.top {
-		b.WriteString(l + "\n")
-	}
+	writePreamble(&b, c.notes, c.top,
+		"qmgate configuration for an app server, converted from the nullmailer directory "+c.dir+" by `qmgate config from-nullmailer`. Review it, then check it with `qmgate config check -config FILE`.",
+		"qmgate sendmail hands each message straight to the first QMQP server that takes a connection (direct mode) and exits 75 when none does; no daemon runs.")
 	if len(c.nullclient) > 0 {
 		b.WriteString("\n[nullclient]\n")
 		for _, l := range c.nullclient {

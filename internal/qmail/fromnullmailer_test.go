@@ -68,7 +68,7 @@ func TestFromNullmailerSpoolBlock(t *testing.T) {
 	if err != nil {
 		t.Fatalf("spool mode does not load: %v\n%s", err, b.String())
 	}
-	if len(c.Routes) != 1 || c.Routes[0].Via != "smtp://smarthost.example.net:587" || c.Routes[0].Username != "app1" || c.Routes[0].TLS != "" {
+	if len(c.Routes) != 1 || c.Routes[0].Via != "smtp://smarthost.example.net:587" || c.Routes[0].Username != "app1" || c.Routes[0].TLS != "required" {
 		t.Errorf("routes %+v", c.Routes)
 	}
 	if c.Queue.Lifetime.D() != 72*time.Hour || c.QueueDir != "/var/spool/qmgate" {

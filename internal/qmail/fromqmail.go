@@ -494,20 +494,30 @@ func comment(b *bytes.Buffer, text string) {
 	b.WriteString(line + "\n")
 }
 
-func (c *conv) render() []byte {
-	var b bytes.Buffer
-	comment(&b, "qmgate configuration converted from the qmail control directory "+c.dir+" by `qmgate config from-qmail`. Review it, then check it with `qmgate config check -config FILE`.")
-	comment(&b, "Listeners are not part of qmail's control files (tcpserver runs qmail's daemons): add [smtp], [qmtp] and [qmqp] listen addresses, relay_clients and allow lists, and queue_dir.")
-	if len(c.notes) > 0 {
+// writePreamble writes what opens a converted configuration: the intro as
+// comments, the settings that were not carried over, then the top-level
+// keys.
+func writePreamble(b *bytes.Buffer, notes, top []string, intro ...string) {
+	for _, s := range intro {
+		comment(b, s)
+	}
+	if len(notes) > 0 {
 		b.WriteString("#\n# Not carried over:\n")
-		for _, n := range c.notes {
-			comment(&b, "- "+n)
+		for _, n := range notes {
+			comment(b, "- "+n)
 		}
 	}
 	b.WriteString("\n")
-	for _, l := range c.top {
+	for _, l := range top {
 		b.WriteString(l + "\n")
 	}
+}
+
+func (c *conv) render() []byte {
+	var b bytes.Buffer
+	writePreamble(&b, c.notes, c.top,
+		"qmgate configuration converted from the qmail control directory "+c.dir+" by `qmgate config from-qmail`. Review it, then check it with `qmgate config check -config FILE`.",
+		"Listeners are not part of qmail's control files (tcpserver runs qmail's daemons): add [smtp], [qmtp] and [qmqp] listen addresses, relay_clients and allow lists, and queue_dir.")
 	table := func(name string, lines []string) {
 		if len(lines) == 0 {
 			return

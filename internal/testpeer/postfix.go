@@ -171,29 +171,7 @@ func StartPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
 		main[k] = v
 	}
 
-	master := []string{
-		"pickup     unix  n  -  n  60    1  pickup",
-		"cleanup    unix  n  -  n  -     0  cleanup",
-		"qmgr       unix  n  -  n  300   1  qmgr",
-		"rewrite    unix  -  -  n  -     -  trivial-rewrite",
-		"bounce     unix  -  -  n  -     0  bounce",
-		"defer      unix  -  -  n  -     0  bounce",
-		"trace      unix  -  -  n  -     0  bounce",
-		"verify     unix  -  -  n  -     1  verify",
-		"flush      unix  n  -  n  1000? 0  flush",
-		"proxymap   unix  -  -  n  -     -  proxymap",
-		"proxywrite unix  -  -  n  -     1  proxymap",
-		"smtp       unix  -  -  n  -     -  smtp",
-		"relay      unix  -  -  n  -     -  smtp",
-		"showq      unix  n  -  n  -     -  showq",
-		"error      unix  -  -  n  -     -  error",
-		"retry      unix  -  -  n  -     -  error",
-		"discard    unix  -  -  n  -     -  discard",
-		"local      unix  -  n  n  -     -  local",
-		"anvil      unix  -  -  n  -     1  anvil",
-		"scache     unix  -  -  n  -     1  scache",
-		"postlog    unix-dgram n - n - 1 postlogd",
-	}
+	master := PostfixServices()
 	if cfg.QMQP {
 		p.QMQPAddr = FreePort(t)
 		master = append(master, p.QMQPAddr+" inet n - n - - qmqpd")
@@ -424,3 +402,32 @@ func (s *sinkSession) Data(r io.Reader) error {
 
 func (s *sinkSession) Reset()        { s.msg = SinkMessage{} }
 func (s *sinkSession) Logout() error { return nil }
+
+// PostfixServices returns the master.cf lines of the daemons a private
+// Postfix instance needs to queue and relay mail; callers add their
+// listeners (qmqpd, smtpd) after them.
+func PostfixServices() []string {
+	return []string{
+		"pickup     unix  n  -  n  60    1  pickup",
+		"cleanup    unix  n  -  n  -     0  cleanup",
+		"qmgr       unix  n  -  n  300   1  qmgr",
+		"rewrite    unix  -  -  n  -     -  trivial-rewrite",
+		"bounce     unix  -  -  n  -     0  bounce",
+		"defer      unix  -  -  n  -     0  bounce",
+		"trace      unix  -  -  n  -     0  bounce",
+		"verify     unix  -  -  n  -     1  verify",
+		"flush      unix  n  -  n  1000? 0  flush",
+		"proxymap   unix  -  -  n  -     -  proxymap",
+		"proxywrite unix  -  -  n  -     1  proxymap",
+		"smtp       unix  -  -  n  -     -  smtp",
+		"relay      unix  -  -  n  -     -  smtp",
+		"showq      unix  n  -  n  -     -  showq",
+		"error      unix  -  -  n  -     -  error",
+		"retry      unix  -  -  n  -     -  error",
+		"discard    unix  -  -  n  -     -  discard",
+		"local      unix  -  n  n  -     -  local",
+		"anvil      unix  -  -  n  -     1  anvil",
+		"scache     unix  -  -  n  -     1  scache",
+		"postlog    unix-dgram n - n - 1 postlogd",
+	}
+}
