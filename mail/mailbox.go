@@ -24,17 +24,24 @@ var (
 //
 // Both parts are lower-cased, ASCII letters only: Unicode case folding
 // would turn "\u212Aate" (KELVIN SIGN) into "kate" and so into another
-// user's mailbox. Both must then be made of [a-z0-9._+=], must not start
-// with a dot and are at most MaxMailboxName bytes, so no address can name a
-// path outside the tree ("..", "/", control characters, NUL, a leading dot
-// or '-', anything not ASCII are refused).
+// user's mailbox. Both must then be made of [a-z0-9._+=-], must not start
+// with a dot or '-' and are at most MaxMailboxName bytes, so no address can
+// name a path outside the tree ("..", "/", control characters, NUL, a
+// leading dot or '-', anything not ASCII are refused).
 func MailboxName(rcpt string) (domain, user string, err error) {
+	return MailboxNameSep(rcpt, '-')
+}
+
+// MailboxNameSep is MailboxName with sep ('-', qmail's, or '+') between the
+// user and the address extension: with '+', "first-last+x" is the user
+// "first-last", never split further; 0 splits nothing.
+func MailboxNameSep(rcpt string, sep byte) (domain, user string, err error) {
 	local, dom := Split(rcpt)
 	if strings.IndexByte(rcpt, '@') < 0 {
 		return "", "", ErrNoDomain
 	}
 	user = local
-	if i := strings.IndexByte(user, '-'); i >= 0 {
+	if i := strings.IndexByte(user, sep); i >= 0 {
 		user = user[:i]
 	}
 	user = lowerASCII(user)
@@ -45,17 +52,18 @@ func MailboxName(rcpt string) (domain, user string, err error) {
 	return dom, user, nil
 }
 
-// safeMailboxName accepts names of [a-z0-9._+=] that do not start with a dot
-// and are at most MaxMailboxName bytes: enough for real mailboxes and
-// domains, nothing that can climb out of a directory.
+// safeMailboxName accepts names of [a-z0-9._+=-] that start with neither a
+// dot nor a '-' and are at most MaxMailboxName bytes: enough for real
+// mailboxes and domains (my-domain.example), nothing that can climb out of
+// a directory or pass for a command-line option.
 func safeMailboxName(s string) bool {
-	if s == "" || len(s) > MaxMailboxName || s[0] == '.' {
+	if s == "" || len(s) > MaxMailboxName || s[0] == '.' || s[0] == '-' {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '_', c == '+', c == '=':
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '_', c == '+', c == '=', c == '-':
 		default:
 			return false
 		}

@@ -53,15 +53,18 @@ func countNew(t *testing.T, dir string) int {
 }
 
 // TestMaildirControlPlus: with separator '+', joe+lists follows
-// .qmail-lists, joe-x is the user "joe-x" (refused: not a mailbox name),
-// and joe+a-b falls back to .qmail-a-default.
+// .qmail-lists, joe-x is the user "joe-x" (never split at '-'), and
+// joe+a-b falls back to .qmail-a-default.
 func TestMaildirControlPlus(t *testing.T) {
 	dir := t.TempDir()
 	joe := filepath.Join(dir, "example.com", "joe")
 	writeFiles(t, joe, map[string]string{".qmail-lists": "./Maildir-lists/\n", ".qmail-a-default": "./Maildir-a/\n"})
 	md := &Maildir{Mailboxes: Mailboxes{Dir: dir, UserControl: UserControl{Separator: '+'}}, Hostname: "hub.example"}
-	if st := md.CheckRecipient("joe-x@example.com"); st.IsAccept() {
-		t.Errorf("joe-x accepted with separator +")
+	if st := md.CheckRecipient("joe-x@example.com"); !st.IsAccept() {
+		t.Errorf("joe-x refused with separator +: %v", st)
+	}
+	if _, user, _ := md.mailbox("joe-x+y@example.com"); user != "joe-x" {
+		t.Errorf("joe-x+y is the mailbox %q, want joe-x", user)
 	}
 	j := testJob("s@example.org", "x\n", "joe+lists@example.com", "joe+a-b@example.com", "joe@example.com")
 	md.Deliver(context.Background(), []*Job{j})

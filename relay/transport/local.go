@@ -226,21 +226,11 @@ func (m *Mailboxes) CheckRecipient(rcpt string) mail.Status {
 
 // mailbox returns rcpt's domain and user, or the refusal.
 func (m *Mailboxes) mailbox(rcpt string) (dom, user string, st mail.Status) {
-	name := rcpt
-	if sep := m.Separator; sep != 0 && sep != '-' {
-		// The user is the part before the route's separator, never split
-		// further: with '+', "first-last+x" is the user "first-last",
-		// which is not a mailbox name ('-' is not allowed in one).
-		local, d := mail.Split(rcpt)
-		if i := strings.IndexByte(local, sep); i >= 0 {
-			local = local[:i]
-		}
-		if strings.IndexByte(local, '-') >= 0 {
-			return "", "", mail.StatusUndeliverable
-		}
-		name = local + "@" + d
+	sep := m.Separator
+	if sep == 0 {
+		sep = '-'
 	}
-	dom, user, err := mail.MailboxName(name)
+	dom, user, err := mail.MailboxNameSep(rcpt, sep)
 	if err != nil {
 		return "", "", mail.StatusUndeliverable
 	}

@@ -45,7 +45,9 @@ func LoadUsers(path string) (*Users, error) {
 		if !strings.Contains(line, "@") {
 			name = line + "@x"
 		}
-		dom, user, err := mail.MailboxName(name)
+		// An entry is a mailbox name, never split at a separator:
+		// "first-last" is that user, whatever the route's separator.
+		dom, user, err := mail.MailboxNameSep(name, 0)
 		if err != nil || strings.ContainsAny(line, " \t") {
 			return nil, fmt.Errorf("%s:%d: %q is not a mailbox name", path, n, line)
 		}
