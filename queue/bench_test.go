@@ -24,7 +24,7 @@ import (
 // latency), and for the journal flush-ms (mean time per group commit)
 // p99/flush and cpu-us/msg. Run it on the disk the queue will use:
 //
-//	TMPDIR=/work/tmp go test -run '^$' -bench Put -benchtime 5s ./queue
+//	TMPDIR=/var/tmp/qmgate-bench go test -run '^$' -bench Put -benchtime 5s ./queue
 func BenchmarkPut(b *testing.B) {
 	body := bodyOf(2048, 1)
 	env := mail.Envelope{Sender: "alice@example.org", Recipients: []string{"bob@example.com"}}
