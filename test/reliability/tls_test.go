@@ -134,7 +134,11 @@ via = "qmtp://%s"
 	fi, err := os.Stat(filepath.Join(d.dir, "queue"))
 	if err == nil {
 		st := fi.Sys().(*syscall.Stat_t)
-		ok("queue directory private to nobody", st.Uid == 65534 && fi.Mode().Perm() == 0o700, "uid %d mode %v", st.Uid, fi.Mode().Perm())
+		// Private: only nobody reads or writes it; others may only search
+		// it, to reach the control socket (any user may read the queue's
+		// summary through the daemon, as with Postfix's showq).
+		perm := fi.Mode().Perm()
+		ok("queue directory private to nobody", st.Uid == 65534 && perm&0o700 == 0o700 && perm&0o066 == 0, "uid %d mode %v", st.Uid, perm)
 	}
 	d.stop()
 
