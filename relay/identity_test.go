@@ -42,29 +42,12 @@ func (k dkimKey) section(domain string) string {
 	return fmt.Sprintf("[[dkim]]\ndomain = %q\nselector = %q\nkey_file = %q\nsubdomains = true\n", domain, k.selector, k.file)
 }
 
-// dkimpyPython returns a python3 that can import dkimpy (Debian's
-// python3-dkim), the verifier qmgate did not write; under CI a missing one
-// fails the test.
-func dkimpyPython(t *testing.T) string {
-	t.Helper()
-	for _, py := range []string{"/usr/bin/python3", "python3"} {
-		if p, err := exec.LookPath(py); err == nil && exec.Command(p, "-c", "import dkim, nacl").Run() == nil {
-			return p
-		}
-	}
-	if testpeer.CI() {
-		t.Fatal("python3-dkim (dkimpy, with python3-nacl) is not installed; .ci/deps installs it")
-	}
-	t.Skip("python3-dkim not installed")
-	return ""
-}
-
 // dkimpyVerdicts has dkimpy verify every DKIM-Signature of each message,
 // with the public keys of keys for domain given directly instead of DNS. It
 // returns, per message name, "pass" or "fail" per signature ("" for none).
 func dkimpyVerdicts(t *testing.T, domain string, keys []dkimKey, msgs map[string]string) map[string]string {
 	t.Helper()
-	py := dkimpyPython(t)
+	py := testpeer.Dkimpy(t)
 	dir := t.TempDir()
 	recs := map[string]string{}
 	for _, k := range keys {
@@ -141,7 +124,7 @@ func crlfText(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
 // swaks. A stranger's mail for A's rcpthosts is not signed.
 func TestHubDKIM(t *testing.T) {
 	swaks := testpeer.Need(t, "swaks")
-	dkimpyPython(t)
+	testpeer.Dkimpy(t)
 	kdir := t.TempDir()
 	ed := makeKey(t, kdir, "ed25519", "e2026")
 	rs := makeKey(t, kdir, "rsa", "r2026")
@@ -251,7 +234,7 @@ tls = "none"
 // once the old is retired. A key its group may read refuses the start and
 // the reload (the running keys stay).
 func TestHubDKIMRotation(t *testing.T) {
-	dkimpyPython(t)
+	testpeer.Dkimpy(t)
 	kdir := t.TempDir()
 	oldK := makeKey(t, kdir, "ed25519", "old")
 	newK := makeKey(t, kdir, "rsa", "new")
@@ -328,7 +311,7 @@ via = "maildir:DIR/maildir"
 // comment, and the DKIM signature made over the rewritten From:. A
 // stranger's mail is left as it came.
 func TestHubRewrite(t *testing.T) {
-	dkimpyPython(t)
+	testpeer.Dkimpy(t)
 	k := makeKey(t, t.TempDir(), "ed25519", "s1")
 	h := startHub(t, `
 hostname = "hub.example.net"

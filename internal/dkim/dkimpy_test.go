@@ -11,28 +11,12 @@ import (
 	"github.com/qmgate/qmgate/internal/testpeer"
 )
 
-// dkimpy returns a python3 that can import dkimpy (Debian's python3-dkim),
-// the verifier qmgate did not write. Under CI a missing one fails the test.
-func dkimpy(t *testing.T) string {
-	t.Helper()
-	for _, py := range []string{"/usr/bin/python3", "python3"} {
-		if p, err := exec.LookPath(py); err == nil && exec.Command(p, "-c", "import dkim, nacl").Run() == nil {
-			return p
-		}
-	}
-	if testpeer.CI() {
-		t.Fatal("python3-dkim (dkimpy, with python3-nacl) is not installed; .ci/deps installs it")
-	}
-	t.Skip("python3-dkim not installed")
-	return ""
-}
-
 // TestDkimpyVerifies has dkimpy verify our signatures, with the public keys
 // handed to it instead of DNS: RSA-2048, Ed25519 and both at once, for a
 // message stored with CR LF and one stored with LF line ends (sent as CR LF,
 // as every SMTP client does; dkimpy is also given the LF form as stored).
 func TestDkimpyVerifies(t *testing.T) {
-	py := dkimpy(t)
+	py := testpeer.Dkimpy(t)
 	r1, _, ed := testKeys(t)
 	rsaK, edK := Key{Selector: "r2026", Signer: r1}, Key{Selector: "e2026", Signer: ed}
 	dir := t.TempDir()
