@@ -32,6 +32,9 @@ var execAllowed = map[string]string{
 	// directories made by the tests.
 	"internal/testpeer/postfix.go":  "test peers",
 	"internal/testpeer/testpeer.go": "test peers",
+	// Test support: the DKIM verifier (dkimpy) run by a python3 found at a
+	// fixed path, on messages made by the tests.
+	"internal/testpeer/dkimpy.go": "test peers",
 	// Benchmark harness (not part of the daemon): go, Postfix tools and
 	// its own scripts.
 	"bench/harness/postfix.go": "benchmark harness",
