@@ -165,7 +165,7 @@ func (p *Plan) Env(path string) []string {
 		"SENDER=" + p.Sender,
 		"NEWSENDER=" + p.ForwardSender,
 		"RECIPIENT=" + p.Recipient,
-		"USER=" + lowerASCII(p.User),
+		"USER=" + mail.LowerASCII(p.User),
 		"HOME=" + p.Dir,
 		"HOST=" + host,
 		"LOCAL=" + p.Local,
@@ -218,14 +218,4 @@ func (p *Plan) Env(path string) []string {
 // ReturnPath is the Return-Path line a mailbox delivery starts with.
 func ReturnPath(sender string) string {
 	return "Return-Path: <" + strings.ReplaceAll(sender, "\n", "_") + ">\n"
-}
-
-func lowerASCII(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
