@@ -2,6 +2,7 @@ package qmqp
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -174,12 +175,7 @@ func (s *Server) SetAllow(prefixes []netip.Prefix) {
 	s.allow.Store(&p)
 }
 
-func (s *Server) logger() *slog.Logger {
-	if s.ErrorLog != nil {
-		return s.ErrorLog
-	}
-	return slog.Default()
-}
+func (s *Server) logger() *slog.Logger { return cmp.Or(s.ErrorLog, slog.Default()) }
 
 func (s *Server) maxMessageBytes() int64 {
 	return serve.Pick(s.MaxMessageBytes, DefaultMaxMessageBytes)

@@ -2,6 +2,7 @@ package qmtp
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -178,12 +179,7 @@ type Server struct {
 	now func() time.Time // for tests; nil means time.Now
 }
 
-func (s *Server) logger() *slog.Logger {
-	if s.ErrorLog != nil {
-		return s.ErrorLog
-	}
-	return slog.Default()
-}
+func (s *Server) logger() *slog.Logger { return cmp.Or(s.ErrorLog, slog.Default()) }
 
 func (s *Server) clock() time.Time {
 	if s.now != nil {
