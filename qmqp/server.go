@@ -299,12 +299,8 @@ func clientName(info *mail.ConnInfo) string {
 func (s *Server) serve(t *serve.Conn, rw io.ReadWriter, info *mail.ConnInfo) error {
 	ctx := t.Context()
 	start := time.Now()
-	if info.Proto == "" {
-		info.Proto = "QMQP"
-	}
-	if info.LocalHost == "" {
-		info.LocalHost = s.Hostname
-	}
+	info.Proto = cmp.Or(info.Proto, "QMQP")
+	info.LocalHost = cmp.Or(info.LocalHost, s.Hostname)
 	timing := s.settings().Timing(start)
 	if !timing.End.IsZero() {
 		var cancel context.CancelFunc

@@ -304,9 +304,7 @@ func (s *Server) serveSession(t *serve.Conn, rw io.ReadWriter, info *mail.ConnIn
 		st := tc.ConnectionState()
 		info.TLS = &st
 	}
-	if info.LocalHost == "" {
-		info.LocalHost = s.Hostname
-	}
+	info.LocalHost = cmp.Or(info.LocalHost, s.Hostname)
 	if s.ConnContext != nil {
 		cctx, err := s.ConnContext(ctx, info)
 		if err != nil {

@@ -1,6 +1,7 @@
 package qmail
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -104,9 +105,7 @@ type Job struct {
 // or "qqt failure".
 func (q *Queue) Start(ctx context.Context) (*Job, error) {
 	path := q.Path
-	if path == "" {
-		path = DefaultQueueProgram
-	}
+	path = cmp.Or(path, DefaultQueueProgram)
 	var files [6]*os.File // msgR, msgW, envR, envW, customR, customW
 	closeAll := func() {
 		for _, f := range files {
