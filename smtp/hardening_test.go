@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -176,6 +177,45 @@ func TestDotCR(t *testing.T) {
 				t.Fatalf("%d messages committed, want 1", n)
 			}
 		})
+	}
+}
+
+// TestDotLineCRCRLF: a line "." CR CR LF in DATA (the dot line of the
+// terminator ending in CR CR LF) makes go-smtp's reader drop the ".\r" and
+// lose its place; the client, which may take the line as its end of data,
+// gets 554 5.6.0 at once (not 421 when the read times out), nothing is
+// accepted, and the connection closes. The read timeout is far longer than
+// the client's patience, so a reply that waited for it would fail the test.
+func TestDotLineCRCRLF(t *testing.T) {
+	for _, tail := range []string{".\r\r\n", ".\r\r\n.\r\n", ".\r\r\nQUIT\r\n"} {
+		for _, mode := range []string{"plain", "implicit TLS", "STARTTLS"} {
+			t.Run(fmt.Sprintf("%q/%s", tail, mode), func(t *testing.T) {
+				h := &recHandler{}
+				s := &Server{Handler: h, ReadTimeout: time.Hour, ErrorLog: quietLog(t)}
+				if mode != "plain" {
+					s.TLSConfig = serverTLSConfig(t)
+				}
+				addr := startServerTLS(t, s, mode == "implicit TLS")
+				c := dialRaw(t, addr)
+				if mode == "implicit TLS" {
+					c.useConn(tls.Client(c.c, clientTLSConfig(t)))
+				}
+				c.expect("220")
+				c.cmd("EHLO x", "250")
+				if mode == "STARTTLS" {
+					startTLS(t, c)
+				}
+				c.cmd("MAIL FROM:<a@b.example>", "250")
+				c.cmd("RCPT TO:<c@d.example>", "250")
+				c.cmd("DATA", "354")
+				c.send("Subject: x\r\n\r\nline\r\n" + tail)
+				c.expect("554 5.6.0")
+				c.eof()
+				if n := len(h.messages()); n != 0 {
+					t.Fatalf("%d messages committed, want none", n)
+				}
+			})
+		}
 	}
 }
 

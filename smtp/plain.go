@@ -3,6 +3,7 @@ package smtp
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 )
 
 // The server's view of the plaintext stream under go-smtp. The server
@@ -12,28 +13,46 @@ import (
 // client sends and rewrites go-smtp's fixed reply texts on every
 // connection.
 
-// dotCR states: how much of CR LF "." CR has just been read.
+// dotCR states: how much of CR LF "." CR has just been read, and whether a
+// CR followed it.
 const (
 	dcNone = iota
 	dcCR
 	dcCRLF
 	dcDot
 	dcDotCR
+	dcDotCRCR
 )
+
+// errDotLineCR is what Read returns inside DATA once the client has sent a
+// line "." CR CR LF: go-smtp's data reader has dropped the ".\r", taken the
+// line end for the middle of a line, and now waits for data the client may
+// never send.
+var errDotLineCR = errors.New("smtp: dot line ending in CR CR LF")
 
 // scanDotCR looks for CR LF "." CR followed by anything but LF: go-smtp's
 // data reader drops the ".\r" of such a line without a word, so the message
 // would be stored with a line the client did not send; the server refuses it
 // like any other bare CR (RFC 5321 2.3.8), with 554 5.6.0.
+//
+// When the line is "." CR CR LF, go-smtp also loses its place: it takes the
+// LF for the middle of a line, so it would miss a terminator on the next
+// line, and a client that meant the line as its end of data waits for a
+// reply while go-smtp waits for more data. The server cannot bring go-smtp
+// back in step, so it refuses the message at once and closes the connection
+// after the reply (dotLine, Read).
 func (sc *serverConn) scanDotCR(p []byte) {
 	st := sc.dcState
 	for _, c := range p {
 		switch {
+		case st == dcDotCRCR && c == '\n':
+			sc.dotLine.Store(true)
+			st = dcCRLF
 		case st == dcDotCR && c != '\n':
 			sc.dotCR.Store(true)
 			st = dcNone
 			if c == '\r' {
-				st = dcCR
+				st = dcDotCRCR
 			}
 		case c == '\r':
 			st = map[bool]int{true: dcDotCR, false: dcCR}[st == dcDot]
@@ -51,6 +70,13 @@ func (sc *serverConn) scanDotCR(p []byte) {
 // takeDotCR reports, once, whether CR LF "." CR X was read since the last
 // call.
 func (sc *serverConn) takeDotCR() bool { return sc.dotCR.Swap(false) }
+
+// newTransaction forgets what was read before a mail transaction: it is not
+// the transaction's data.
+func (sc *serverConn) newTransaction() {
+	sc.dotCR.Store(false)
+	sc.dotLine.Store(false)
+}
 
 // replyTexts are go-smtp's fixed texts that the server replaces by its own,
 // plain ones: the reply code and the start of the text as go-smtp writes
