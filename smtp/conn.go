@@ -203,6 +203,7 @@ func (sc *serverConn) Write(p []byte) (int, error) {
 	}
 	sc.mu.Unlock()
 	sc.Conn.SetWriteDeadline(dl)
+	sc.logSyntax(p)
 	q, changed := sc.rewrite(p)
 	n, err := sc.stream.Write(q)
 	if changed {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -257,5 +258,55 @@ func TestSTARTTLSInjection(t *testing.T) {
 	defer h.mu.Unlock()
 	if len(h.senders) != 0 {
 		t.Fatalf("injected command reached the handler: %q", h.senders)
+	}
+}
+
+// syncBuffer is a log destination that tests may read while the server
+// writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestSyntaxRefusalsLogged: the 500 and 501 replies go-smtp gives by itself
+// leave a "refused" line like the server's other refusals. The line is
+// written before the reply, so it is there once the client has the reply.
+func TestSyntaxRefusalsLogged(t *testing.T) {
+	var logs syncBuffer
+	s := &Server{Handler: &recHandler{}, ErrorLog: slog.New(slog.NewTextHandler(&logs, nil))}
+	addr := startServer(t, s)
+	c := dialRaw(t, addr)
+	c.expect("220")
+	c.cmd("EHLO x", "250")
+	c.cmd("MAIL <a@b.example>", "501 5.5.2")
+	c.cmd("MAIL FROM:<a@b.example> SIZE=many", "501 5.5.4")
+	c.cmd("MAIL FROM:<a@b.example>", "250")
+	c.cmd("RCPT <c@d.example>", "501 5.5.2")
+	c.cmd("DATA now", "501 5.5.4")
+	got := logs.String()
+	for _, want := range []string{
+		`msg=refused client=127.0.0.1 reason=syntax reply="Was expecting MAIL arg syntax of FROM:<address>" code=5.5.2 result=refused`,
+		`reply="Unable to parse SIZE as an integer" code=5.5.4`,
+		`reply="Was expecting RCPT arg syntax of TO:<address>" code=5.5.2`,
+		`reply="DATA command should not have any arguments" code=5.5.4`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("log lacks %s\nlog:\n%s", want, got)
+		}
+	}
+	if n := strings.Count(got, "reason=syntax"); n != 4 {
+		t.Errorf("%d syntax refusals logged, want 4:\n%s", n, got)
 	}
 }

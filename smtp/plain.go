@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"strings"
 )
 
 // The server's view of the plaintext stream under go-smtp. The server
@@ -149,6 +150,27 @@ func (sc *serverConn) handshake() error {
 		s.info.AuthUser = ""
 	}
 	return nil
+}
+
+// logSyntax logs the syntax refusals (500 and 501: a command go-smtp could
+// not parse, a malformed MAIL or RCPT argument or parameter, a malformed
+// AUTH response) in the same one-line form as the server's other refusals
+// (session.refuse). go-smtp answers most of them itself, without asking the
+// session, so they are taken from the replies on their way out.
+func (sc *serverConn) logSyntax(p []byte) {
+	for _, line := range bytes.SplitAfter(p, []byte("\r\n")) {
+		if len(line) < 6 || line[3] != ' ' || !bytes.HasPrefix(line, []byte("50")) ||
+			(line[2] != '0' && line[2] != '1') {
+			continue
+		}
+		text := string(bytes.TrimSuffix(line[4:], []byte("\r\n")))
+		code := ""
+		if i := strings.IndexByte(text, ' '); i > 0 && strings.Count(text[:i], ".") == 2 {
+			code, text = text[:i], text[i+1:]
+		}
+		sc.srv.logger().Info("refused", "client", sc.info.RemoteIP().String(), "reason", "syntax",
+			"reply", text, "code", code, "result", "refused")
+	}
 }
 
 // rewrite returns p with go-smtp's fixed texts replaced, line by line, and
