@@ -293,6 +293,10 @@ via = "qmtp://%s"
 // delivered.
 func TestInFlightReserve(t *testing.T) {
 	h := newNetHost(t)
+	// The next hop refuses until every sender is done, so that accepted
+	// messages stay in the queue and the file system fills.
+	next := newSink(t, "qmtp", h.addr(t))
+	next.Refuse.Store(true)
 	qmtpA := h.addr(t)
 	d := newDaemon(t, h, fmt.Sprintf(`
 hostname = "reserve.test"
@@ -301,12 +305,14 @@ queue_dir = "{{DIR}}/fs/queue"
 max_message_bytes = 8388608
 [queue]
 min_free_bytes = %d
+retry_min = "300ms"
+retry_max = "1s"
 [qmtp]
 listen = [%q]
 [[route]]
 domains = ["*"]
-via = "maildir:{{DIR}}/maildir"
-`, reserveBytes, qmtpA))
+via = "qmtp://%s"
+`, reserveBytes, qmtpA, next.addr()))
 	fsDir := filepath.Join(d.dir, "fs")
 	mountTmpfs(t, fsDir, "40m")
 	d.start()
@@ -346,6 +352,7 @@ via = "maildir:{{DIR}}/maildir"
 	wg.Wait()
 	close(stop)
 	sampler.Wait()
+	next.Refuse.Store(false)
 	d.waitQueueEmpty(time.Minute)
 	d.stop()
 	low := minFree.Load()
@@ -355,12 +362,12 @@ via = "maildir:{{DIR}}/maildir"
 	if temps.Load() == 0 {
 		t.Errorf("all %d messages accepted on a file system with room for fewer: the reserve was not applied", senders)
 	}
-	tl := led.tally(scanMaildirs(filepath.Join(d.dir, "maildir")))
+	tl := led.tally(sinkSet(next))
 	tl.check(t)
 	report(t, &row{
 		Test:   "Free-space reserve under concurrent large messages",
 		Load:   fmt.Sprintf("%d concurrent QMTP senders of 3 MB each", senders),
-		Inputs: fmt.Sprintf("the queue on a 40 MB tmpfs with min_free_bytes %d MiB", reserveBytes>>20),
+		Inputs: fmt.Sprintf("the queue on a 40 MB tmpfs with min_free_bytes %d MiB; the next hop refuses until every sender is done", reserveBytes>>20),
 		Acked:  tl.Acked, Delivered: tl.Delivered, Lost: tl.Lost, Dups: tl.Dups,
 		Notes: fmt.Sprintf("%d accepted, %d refused temporarily; the lowest free space seen (sampled every 2 ms) was %.1f MiB of the %d MiB reserve.",
 			tl.Acked, temps.Load(), float64(low)/(1<<20), reserveBytes>>20),

@@ -41,7 +41,7 @@ import (
 // reply in the ledger; it returns the replies.
 func qmtpSend(led *ledger, addr, src, marker, sender string, rcpts ...string) []string {
 	led.attempt(marker)
-	r := exchange(addr, src, qmtpPackage(makeBody(marker), sender, rcpts...), true, 20*time.Second)
+	r := exchange(addr, src, qmtpPackage(bodyFor(marker), sender, rcpts...), true, 20*time.Second)
 	rs, _ := replies(r.Out)
 	if len(rs) == len(rcpts) {
 		for i, rc := range rcpts {
