@@ -785,7 +785,7 @@ via = "maildir:{{DIR}}/maildir"
 		Load:   fmt.Sprintf("%d idle connections on the QMQP unix socket against max_conns 5; one silent client per TCP listener", held),
 		Inputs: "local users holding the socket while TCP clients send; clients that connect and never speak (read timeout 5 m)",
 		Acked:  tl.Acked, Delivered: tl.Delivered, Lost: tl.Lost, Dups: tl.Dups,
-		Notes: fmt.Sprintf("QMQP and QMTP over TCP and one more unix client served while %d unix connections were held; silent clients cut at the first-command deadline: %s. IPv6 /64 counting is covered by internal/connlimit's tests (loopback has one IPv6 address).",
+		Notes: fmt.Sprintf("QMQP and QMTP over TCP and one more unix client served while %d unix connections were held; silent clients cut at the first-command deadline: %s. IPv6 /64 counting has its own row (a network namespace with two /64s).",
 			held, strings.Join(cut, ", ")),
 	})
 }
