@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/big"
@@ -22,6 +23,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/qmgate/qmgate/internal/mtasts"
 	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/relay/transport"
@@ -463,5 +465,79 @@ ca_file = %q
 	}
 	if n := len(sinkOther.received()); n != 0 {
 		t.Errorf("an exchanger no policy names got %d messages", n)
+	}
+}
+
+// TestHubMTASTSCache: policies cached on disk by an earlier run count. A
+// domain whose TXT record is gone keeps its unexpired enforce policy (mail
+// to an exchanger it does not name waits); an expired policy is no policy
+// (delivered as without one).
+func TestHubMTASTSCache(t *testing.T) {
+	const ip = "127.0.0.3"
+	sport := commonPort(t, ip)
+	qport := commonPort(t, ip)
+	ca := newSTSCA(t)
+	sink := startTLSSink(t, fmt.Sprintf("%s:%d", ip, sport), ca.issue(2, "mx.cached.test", "mx.expired.test"))
+	dns := &stsDNS{mx: map[string]string{"cached.test": "mx.cached.test", "expired.test": "mx.expired.test"},
+		a: map[string]string{"mx.cached.test": ip, "mx.expired.test": ip}, txt: map[string][]string{}}
+	startSTSDNS(t, dns)
+
+	qdir := filepath.Join(t.TempDir(), "queue")
+	now := time.Now()
+	for d, fetched := range map[string]time.Time{"cached.test": now.Add(-time.Hour), "expired.test": now.Add(-25 * time.Hour)} {
+		p := mtasts.Policy{Mode: mtasts.ModeEnforce, MX: []string{"mx.elsewhere.test"}, MaxAge: 24 * time.Hour,
+			Domain: d, ID: "1", Fetched: fetched, Expires: fetched.Add(24 * time.Hour)}
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(qdir, "mtasts"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(qdir, "mtasts", d+".json"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := startHub(t, fmt.Sprintf(`
+queue_dir = %q
+rcpthosts = ["a.example"]
+[qmtp]
+listen = ["127.0.0.1:0"]
+relay_clients = ["127.0.0.0/8"]
+[delivery]
+resolver = %q
+qmtp_port = %d
+smtp_port = %d
+[queue]
+retry_min = "1h"
+retry_max = "2h"
+[[route]]
+domains = ["a.example"]
+via = "maildir:DIR/maildir"
+[[route]]
+domains = ["*"]
+via = "mx"
+ca_file = %q
+`, qdir, dns.addr, qport, sport, ca.file))
+	for _, rcpt := range []string{"u@cached.test", "u@expired.test"} {
+		st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "alice@a.example", Recipients: []string{rcpt}}, "Subject: sts\n\nx\n")
+		if !st[0].IsAccept() {
+			t.Fatalf("%s: %v", rcpt, st[0])
+		}
+	}
+	testpeer.WaitFor(t, "delivery under the expired policy", 30*time.Second, func() bool { return len(sink.to("u@expired.test")) == 1 })
+	testpeer.WaitFor(t, "the cached policy's refusal recorded", 30*time.Second, func() bool {
+		rows, err := h.hub.Queue().List(t.Context())
+		return err == nil && len(rows) == 1 && rows[0].Attempts > 0
+	})
+	rows, _ := h.hub.Queue().List(t.Context())
+	if rows[0].Pending[0] != "u@cached.test" || !strings.Contains(rows[0].LastError, "MTA-STS") {
+		t.Fatalf("queue: %+v", rows)
+	}
+	if n := len(sink.to("u@cached.test")); n != 0 {
+		t.Errorf("delivered against the cached enforce policy: %d", n)
+	}
+	if a, d := tlsPolicyCount(t, h, transport.TLSPolicyOpportunistic, "accept"), tlsPolicyCount(t, h, transport.TLSPolicyMTASTSEnforce, "temporary"); a != 1 || d != 1 {
+		t.Errorf("metric: %v opportunistic deliveries, %v enforce deferrals", a, d)
 	}
 }
