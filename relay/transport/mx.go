@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/qmgate/qmgate/internal/mtasts"
-
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmtp"
 	"github.com/qmgate/qmgate/smtp"
