@@ -283,6 +283,9 @@ type Delivery struct {
 	// move them.
 	QMTPPort int `toml:"qmtp_port"`
 	SMTPPort int `toml:"smtp_port"`
+	// MTASTSPort is the port mx routes fetch MTA-STS policies from (443,
+	// RFC 8461 section 3.3); tests move it.
+	MTASTSPort int `toml:"mta_sts_port"`
 }
 
 // Route sends mail for some domains through one transport.
@@ -340,7 +343,12 @@ type Route struct {
 	// (a smarthost on loopback, say): whoever is on the path can read them.
 	InsecureAuth bool `toml:"insecure_auth"`
 	// CAFile verifies the next hop's certificate instead of the system roots.
+	// For mx routes it is also the trust store of MTA-STS: policy servers
+	// and the exchangers of enforce-mode domains.
 	CAFile string `toml:"ca_file"`
+	// MTASTS, for mx routes, applies the recipient domains' MTA-STS
+	// policies (RFC 8461). Default true; other routes ignore it.
+	MTASTS *bool `toml:"mta_sts"`
 	// Headers are extra HTTP headers for webhook routes ("Name: value").
 	Headers []string `toml:"headers"`
 	// RedirectPermanent makes a webhook's 3xx answer a permanent failure;
@@ -665,9 +673,14 @@ func (c *Config) applyDefaults() {
 	setDur(&c.Delivery.Timeout, 20*time.Minute)
 	setInt(&c.Delivery.QMTPPort, 209)
 	setInt(&c.Delivery.SMTPPort, 25)
+	setInt(&c.Delivery.MTASTSPort, 443)
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		setInt(&r.Concurrency, c.Delivery.Concurrency)
+		if r.MTASTS == nil {
+			on := true
+			r.MTASTS = &on
+		}
 		r.setVia()
 		if r.Fallback != "" {
 			setInt(&r.FallbackAfter, 3)
@@ -807,6 +820,9 @@ func (c *Config) validate() Errors {
 	}
 	if c.Queue.RetryMin > c.Queue.RetryMax {
 		bad("queue.retry_min", "greater than queue.retry_max")
+	}
+	if p := c.Delivery.MTASTSPort; p < 1 || p > 65535 {
+		bad("delivery.mta_sts_port", "%d: want a port, 1 to 65535", p)
 	}
 	if c.Delivery.Resolver != "" {
 		if _, err := netip.ParseAddrPort(c.Delivery.Resolver); err != nil {

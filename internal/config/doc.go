@@ -95,6 +95,7 @@ var keyDoc = map[string]string{
 	"delivery.timeout":         "longest wait for each read or write to the next hop (default 20m)",
 	"delivery.qmtp_port":       "port mx routes use for QMTP (default 209)",
 	"delivery.smtp_port":       "port mx routes use for SMTP (default 25)",
+	"delivery.mta_sts_port":    "port mx routes fetch MTA-STS policies from (default 443)",
 
 	"route.domains":                    "domains this route takes: example.net, .example.net (subdomains) or *; the first matching route wins",
 	"route.via":                        "where the mail goes: qmtp://, qmtps://, qmqp://, smtp://, smtps://, mx, maildir:DIR, mbox:DIR, discard:, https://",
@@ -103,7 +104,8 @@ var keyDoc = map[string]string{
 	"route.username":                   "user name for SMTP AUTH at the next hop",
 	"route.password":                   "password for SMTP AUTH (prefer password_file)",
 	"route.password_file":              "file holding the SMTP AUTH password",
-	"route.ca_file":                    "CA file that verifies the next hop's certificate instead of the system's roots",
+	"route.ca_file":                    "CA file that verifies the next hop's certificate instead of the system's roots (mx routes: also MTA-STS policy servers and exchangers)",
+	"route.mta_sts":                    "mx routes: honour the recipient domains' MTA-STS policies, RFC 8461 (default true)",
 	"route.headers":                    "extra HTTP headers for https:// routes, \"Name: value\"",
 	"route.insecure_auth":              "allow SMTP AUTH with tls opportunistic or none, where the path can read the credentials (default false)",
 	"route.redirect_permanent":         "https:// routes: a 3xx answer is a permanent failure (default: temporary; redirects are never followed)",
