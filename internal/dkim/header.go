@@ -14,9 +14,7 @@ type field struct {
 }
 
 // splitHeader cuts a header (without its ending blank line) into fields. A
-// line that starts with a space or tab continues the field before it; a
-// leading line without a colon becomes a field with an empty name, which no
-// rule matches.
+// line that starts with a space or tab continues the field before it.
 func splitHeader(h []byte) []field {
 	var fields []field
 	for len(h) > 0 {
@@ -33,19 +31,36 @@ func splitHeader(h []byte) []field {
 			f.raw = f.raw[:len(f.raw)+len(line)] // lines are contiguous in h
 			continue
 		}
-		name := ""
-		if i := bytes.IndexByte(line, ':'); i > 0 {
-			name = strings.ToLower(strings.TrimSpace(string(line[:i])))
-		}
-		fields = append(fields, field{name: name, raw: line})
+		fields = append(fields, field{name: fieldName(line), raw: line})
 	}
 	return fields
 }
 
+// fieldName is a field's name in lower case: what comes before the colon,
+// or the whole line when there is none, trimmed, as go-msgauth's verifier
+// names fields so that both pick the same fields for h=.
+func fieldName(line []byte) string {
+	if i := bytes.IndexByte(line, ':'); i >= 0 {
+		line = line[:i]
+	}
+	for _, b := range line {
+		if b >= 0x80 {
+			return strings.TrimSpace(strings.ToLower(string(line)))
+		}
+	}
+	return string(appendLowerTrim(nil, line))
+}
+
+// is reports whether the field has the name n, in any case, with the
+// Unicode case folding a verifier such as go-msgauth applies.
+func (f field) is(n string) bool { return strings.EqualFold(f.name, n) }
+
 // value returns a field's unfolded value.
 func (f field) value() string {
-	i := bytes.IndexByte(f.raw, ':')
-	v := string(f.raw[i+1:])
+	v := string(f.raw)
+	if i := bytes.IndexByte(f.raw, ':'); i >= 0 {
+		v = v[i+1:]
+	}
 	v = strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(v)
 	return strings.TrimSpace(v)
 }
