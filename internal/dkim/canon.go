@@ -63,36 +63,64 @@ func (c *bodyHash) flushPending() {
 	c.odd = c.odd[:0]
 }
 
+// Write canonicalizes p. Runs of ordinary bytes (neither whitespace nor a
+// line end), most of a message, are copied to the buffer whole.
 func (c *bodyHash) Write(p []byte) (int, error) {
-	for _, ch := range p {
+	for i := 0; i < len(p); {
+		ch := p[i]
 		prevCR := c.cr
 		c.cr = false
 		switch ch {
 		case ' ', '\t':
 			c.wsp = true
+			i++
+			continue
 		case '\r':
 			c.cr = true
 			c.wsp = false
 			c.pending('\r')
+			i++
+			continue
 		case '\n':
 			c.wsp = false
 			if !prevCR {
 				c.pending('\r')
 			}
 			c.pending('\n')
-		default:
-			if c.crlfs > 0 || len(c.odd) > 0 {
-				c.flushPending()
-			}
-			if c.wsp {
-				c.put(' ')
-				c.wsp = false
-			}
-			c.put(ch)
-			c.written = true
+			i++
+			continue
 		}
+		if c.crlfs > 0 || len(c.odd) > 0 {
+			c.flushPending()
+		}
+		if c.wsp {
+			c.put(' ')
+			c.wsp = false
+		}
+		j := i + 1
+		for j < len(p) && !lineByte[p[j]] {
+			j++
+		}
+		c.putRun(p[i:j])
+		c.written = true
+		i = j
 	}
 	return len(p), nil
+}
+
+// lineByte marks the bytes that end a run of ordinary body bytes.
+var lineByte = [256]bool{' ': true, '\t': true, '\r': true, '\n': true}
+
+func (c *bodyHash) putRun(b []byte) {
+	for len(b) > 0 {
+		if c.n == len(c.buf) {
+			c.h.Write(c.buf[:])
+			c.n = 0
+		}
+		k := copy(c.buf[c.n:], b)
+		c.n += k
+		b = b[k:]
+	}
 }
 
 // pending adds a line-end byte to the run. A run is stored as a count of

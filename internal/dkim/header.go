@@ -43,6 +43,13 @@ func fieldName(line []byte) string {
 	if i := bytes.IndexByte(line, ':'); i >= 0 {
 		line = line[:i]
 	}
+	var buf [64]byte
+	if len(line) <= len(buf) {
+		b := appendLowerTrim(buf[:0], line)
+		if n, ok := knownNames[string(b)]; ok { // no allocation to look up
+			return n
+		}
+	}
 	for _, b := range line {
 		if b >= 0x80 {
 			return strings.TrimSpace(strings.ToLower(string(line)))
@@ -50,6 +57,18 @@ func fieldName(line []byte) string {
 	}
 	return string(appendLowerTrim(nil, line))
 }
+
+// knownNames holds the common field names, so that naming them allocates
+// nothing.
+var knownNames = func() map[string]string {
+	m := map[string]string{}
+	for _, n := range append(DefaultHeaders, "DKIM-Signature", "Received", "Return-Path", "X-Mailer", "Bcc",
+		"Content-Disposition", "Content-ID", "Auto-Submitted", "Precedence", "Delivered-To", "User-Agent") {
+		n = strings.ToLower(n)
+		m[n] = n
+	}
+	return m
+}()
 
 // is reports whether the field has the name n, in any case, with the
 // Unicode case folding a verifier such as go-msgauth applies.
@@ -61,9 +80,13 @@ func (f field) value() string {
 	if i := bytes.IndexByte(f.raw, ':'); i >= 0 {
 		v = v[i+1:]
 	}
-	v = strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(v)
+	if strings.ContainsAny(v, "\r\n") {
+		v = unfold.Replace(v)
+	}
 	return strings.TrimSpace(v)
 }
+
+var unfold = strings.NewReplacer("\r\n", "", "\n", "", "\r", "")
 
 // fromDomain returns the domain of the author in the message's From: field,
 // or a reason in plain words why there is none to sign for.
@@ -81,6 +104,12 @@ func fromDomain(fields []field) (string, string) {
 		return "", "the message has no From: field"
 	}
 	v := from.value()
+	if !strings.ContainsAny(v, ",\"(:;\\") {
+		// One address, bare or in angle brackets, which is what nearly
+		// every program writes: no need for the full parser, which gives
+		// the same domain.
+		return oneDomain(v)
+	}
 	var doms []string
 	if list, err := mail.ParseAddressList(v); err == nil {
 		for _, a := range list {
@@ -89,14 +118,7 @@ func fromDomain(fields []field) (string, string) {
 	} else {
 		// A From: that net/mail cannot parse (bad quoting in the display
 		// name, say) still names its address in angle brackets or alone.
-		a := v
-		if i := strings.LastIndexByte(a, '<'); i >= 0 {
-			a = a[i+1:]
-			if j := strings.IndexByte(a, '>'); j >= 0 {
-				a = a[:j]
-			}
-		}
-		doms = append(doms, addrDomain(strings.TrimSpace(a)))
+		return oneDomain(v)
 	}
 	d := doms[0]
 	for _, o := range doms[1:] {
@@ -104,6 +126,23 @@ func fromDomain(fields []field) (string, string) {
 			return "", "the From: field names authors in more than one domain"
 		}
 	}
+	if d == "" {
+		return "", "the From: address has no domain"
+	}
+	return d, ""
+}
+
+// oneDomain returns the domain of the one address in v: the one in the
+// last angle brackets, or v itself.
+func oneDomain(v string) (string, string) {
+	a := v
+	if i := strings.LastIndexByte(a, '<'); i >= 0 {
+		a = a[i+1:]
+		if j := strings.IndexByte(a, '>'); j >= 0 {
+			a = a[:j]
+		}
+	}
+	d := addrDomain(strings.TrimSpace(a))
 	if d == "" {
 		return "", "the From: address has no domain"
 	}

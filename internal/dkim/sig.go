@@ -14,13 +14,12 @@ import (
 const sigLineLen = 72
 
 // signature makes one DKIM-Signature field (RFC 6376 section 3.5) for key k
-// over the picked header fields and the body hash bh (base64), with the line
+// (of algorithm algo) over the picked header fields and the body hash bh (base64), with the line
 // end nl. The field's relaxed form with an empty b= is hashed last, after
 // the signed fields (section 3.7), and the key signs that hash once: RSA as
 // PKCS #1 v1.5 over SHA-256, Ed25519 over the SHA-256 hash (RFC 8463
 // section 3).
-func signature(d *domain, k Key, hkeys []string, fields []field, bh string, now time.Time, nl string) ([]byte, error) {
-	algo := keyAlgo(k.Signer.Public())
+func signature(d *domain, k Key, algo string, hkeys []string, fields []field, bh string, now time.Time, nl string) ([]byte, error) {
 	f := make([]byte, 0, 512)
 	f = append(f, "DKIM-Signature: v=1; a="...)
 	f = append(f, algo...)

@@ -68,7 +68,8 @@ type Signer struct {
 
 type domain struct {
 	Domain
-	txt map[string]string // selector -> TXT record, for checking our own signatures
+	txt   map[string]string // selector -> TXT record, for checking our own signatures
+	algos []string          // the algorithm of Keys[i]
 }
 
 // New checks opt and builds a Signer.
@@ -113,6 +114,7 @@ func New(opt Options) (*Signer, error) {
 				return nil, fmt.Errorf("dkim: domain %s selector %s: %w", name, k.Selector, err)
 			}
 			dd.txt[k.Selector] = txt
+			dd.algos = append(dd.algos, keyAlgo(k.Signer.Public()))
 		}
 		s.domains[name] = dd
 	}

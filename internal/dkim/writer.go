@@ -59,6 +59,24 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.inBody {
 		return len(p), w.feed(p)
 	}
+	if len(w.hdr) == 0 {
+		// The first write usually holds the whole header: keep only that
+		// rather than copy the body into the header buffer.
+		if e := headerEnd(p, 0); e >= 0 {
+			w.header(p[:e])
+			if w.err == nil && w.inBody && e < len(p) {
+				w.err = w.feed(p[e:])
+			}
+			return len(p), w.err
+		}
+	}
+	w.header(p)
+	return len(p), w.err
+}
+
+// header takes bytes of the header, and whatever follows it in the same
+// write, until the blank line that ends it; then it starts the signatures.
+func (w *Writer) header(p []byte) {
 	old := len(w.hdr)
 	w.hdr = append(w.hdr, p...)
 	end := headerEnd(w.hdr, max(0, old-2))
@@ -67,12 +85,12 @@ func (w *Writer) Write(p []byte) (int, error) {
 			w.skip("the header is larger than " + strconv.Itoa(w.s.maxHeader) + " bytes")
 			w.inBody, w.hdr = true, nil
 		}
-		return len(p), nil
+		return
 	}
 	if end > w.s.maxHeader {
 		w.skip("the header is larger than " + strconv.Itoa(w.s.maxHeader) + " bytes")
 		w.inBody, w.hdr = true, nil
-		return len(p), nil
+		return
 	}
 	rest := w.hdr[end:]
 	w.start(w.hdr[:end])
@@ -81,7 +99,6 @@ func (w *Writer) Write(p []byte) (int, error) {
 		w.err = w.feed(rest)
 	}
 	w.hdr = nil
-	return len(p), w.err
 }
 
 // headerEnd returns the offset just past the blank line that ends the header
@@ -271,7 +288,7 @@ func (w *Writer) Close() error {
 	}
 	var bh string
 	var out []byte
-	for _, k := range w.keys {
+	for i, k := range w.keys {
 		if kept[k.Selector] {
 			w.res.Kept = append(w.res.Kept, k.Selector)
 			continue
@@ -279,7 +296,7 @@ func (w *Writer) Close() error {
 		if bh == "" {
 			bh = base64.StdEncoding.EncodeToString(w.body.Sum())
 		}
-		sig, err := signature(w.dom, k, w.hkeys, w.fields, bh, w.now(), nl)
+		sig, err := signature(w.dom, k, w.dom.algos[i], w.hkeys, w.fields, bh, w.now(), nl)
 		if err != nil {
 			w.err = err
 			return err
