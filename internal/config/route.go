@@ -3,6 +3,7 @@ package config
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -221,4 +222,29 @@ func (r *Route) setVia() {
 // hops: those that tell a failed connection from a failed delivery.
 func failoverScheme(s string) bool {
 	return s == "qmtp" || s == "qmtps" || s == "smtp" || s == "smtps"
+}
+
+// ValidSenderPattern checks one entry of a route's senders: an address
+// (local@domain), "*@" and a domain pattern, a domain pattern alone, or "*";
+// a domain pattern is an exact domain or ".suffix", as in domains.
+func ValidSenderPattern(p string) error {
+	if p == "*" {
+		return nil
+	}
+	if p == "" || strings.ContainsAny(p, " \t\r\n<>,;\"") {
+		return errors.New("want user@example.net, *@example.net, example.net, .example.net or *")
+	}
+	local, dom, addr := strings.Cut(p, "@")
+	if addr {
+		if local == "" || strings.Contains(dom, "@") || strings.Contains(local, "*") && local != "*" {
+			return errors.New("want user@example.net or *@example.net: a local part, or * for any")
+		}
+	} else {
+		dom = p
+	}
+	d := strings.TrimPrefix(dom, ".")
+	if d == "" || strings.Contains(d, "*") || strings.HasPrefix(d, ".") || strings.Contains(d, "..") {
+		return errors.New("want a domain: example.net, or .example.net for its subdomains")
+	}
+	return nil
 }
