@@ -97,8 +97,17 @@ func (c *bodyHash) Write(p []byte) (int, error) {
 			c.put(' ')
 			c.wsp = false
 		}
+		// The span up to the next byte that changes in canonical form
+		// (a tab, a line end, a space before whitespace or at the end of
+		// p) is already canonical: single spaces between words stay.
 		j := i + 1
-		for j < len(p) && !lineByte[p[j]] {
+		for j < len(p) {
+			if b := p[j]; lineByte[b] {
+				if b != ' ' || j+1 == len(p) || lineByte[p[j+1]] {
+					break
+				}
+				j++ // a single space followed by a word byte
+			}
 			j++
 		}
 		c.putRun(p[i:j])
@@ -112,6 +121,13 @@ func (c *bodyHash) Write(p []byte) (int, error) {
 var lineByte = [256]bool{' ': true, '\t': true, '\r': true, '\n': true}
 
 func (c *bodyHash) putRun(b []byte) {
+	if len(b) >= len(c.buf)/2 {
+		// Long spans go to the hash directly, after what is buffered.
+		c.h.Write(c.buf[:c.n])
+		c.n = 0
+		c.h.Write(b)
+		return
+	}
 	for len(b) > 0 {
 		if c.n == len(c.buf) {
 			c.h.Write(c.buf[:])
