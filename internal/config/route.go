@@ -21,8 +21,9 @@ const MaxRouteName = 64
 var FallbackFailures = []string{"connect-timeout", "connect"}
 
 // DefaultRouteName is the name of a route that has none: its first domain
-// ("any" for "*", a leading '.' dropped) and its transport, such as
-// "example.net-smtp". It depends on the route's own settings, not its place
+// ("any" for "*", a leading '.' dropped), the domain of its first sender
+// pattern if it has senders, and its transport, such as "example.net-smtp"
+// or "any-from-billing.example.net-smtp". It depends on the route's own settings, not its place
 // in the file, so reordering routes keeps the names in logs and metrics.
 func DefaultRouteName(r *Route) string {
 	d := "none"
@@ -31,6 +32,13 @@ func DefaultRouteName(r *Route) string {
 		if d == "*" {
 			d = "any"
 		}
+	}
+	if len(r.Senders) > 0 {
+		_, from, ok := strings.Cut(r.Senders[0], "@")
+		if !ok {
+			from = r.Senders[0]
+		}
+		d += "-from-" + strings.TrimPrefix(from, ".")
 	}
 	scheme := r.Via
 	if i := strings.IndexByte(scheme, ':'); i >= 0 {
@@ -74,11 +82,21 @@ func nameRoutes(routes []Route) {
 		}
 		n := DefaultRouteName(r)
 		if count[n] > 1 {
-			h := sha256.Sum256([]byte(strings.Join(r.Domains, ",") + "\x00" + r.Via))
+			h := sha256.Sum256([]byte(strings.Join(r.Domains, ",") + "\x00" + r.Via + senderKey(r)))
 			n += "-" + hex.EncodeToString(h[:3])
 		}
 		r.Name = n
 	}
+}
+
+// senderKey is what a route's senders add to the hash that tells apart
+// routes of one default name: nothing without senders, so that the names
+// of routes without senders stay as they were.
+func senderKey(r *Route) string {
+	if len(r.Senders) == 0 {
+		return ""
+	}
+	return "\x00" + strings.Join(r.Senders, ",")
 }
 
 // RouteByName returns the route called name, or nil.

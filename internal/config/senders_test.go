@@ -41,4 +41,35 @@ via = "discard:"
 	if c.Routes[0].Senders[0] != "*@billing.example.net" {
 		t.Fatalf("senders: %v", c.Routes[0].Senders)
 	}
+	// One smarthost, two sending domains, each with its own login: the
+	// default names tell them apart.
+	c, err = Parse("t.toml", []byte(`[[route]]
+domains = ["*"]
+senders = ["*@billing.example.net"]
+via = "smtp://relay.example.net"
+[[route]]
+domains = ["*"]
+senders = ["*@billing.example.net", "shop.example.net"]
+via = "smtp://relay.example.net"
+[[route]]
+domains = ["*"]
+senders = [".shop.example.net"]
+via = "smtp://relay.example.net"
+[[route]]
+domains = ["*"]
+via = "smtp://relay.example.net"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, r := range c.Routes {
+		if seen[r.Name] {
+			t.Errorf("two routes named %s", r.Name)
+		}
+		seen[r.Name] = true
+	}
+	if n := c.Routes[2].Name; n != "any-from-shop.example.net-smtp" || c.Routes[3].Name != "any-smtp" {
+		t.Errorf("names: %s, %s", n, c.Routes[3].Name)
+	}
 }
