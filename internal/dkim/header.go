@@ -31,13 +31,18 @@ func splitHeader(h []byte) []field {
 			f.raw = f.raw[:len(f.raw)+len(line)] // lines are contiguous in h
 			continue
 		}
-		fields = append(fields, field{name: fieldName(line), raw: line})
+		fields = append(fields, field{raw: line})
+	}
+	for i := range fields {
+		// Named from the whole field, continuation lines included: a
+		// first line without a colon does not name the field alone.
+		fields[i].name = fieldName(fields[i].raw)
 	}
 	return fields
 }
 
 // fieldName is a field's name in lower case: what comes before the colon,
-// or the whole line when there is none, trimmed, as go-msgauth's verifier
+// or the whole field when there is none, trimmed, as go-msgauth's verifier
 // names fields so that both pick the same fields for h=.
 func fieldName(line []byte) string {
 	if i := bytes.IndexByte(line, ':'); i >= 0 {
