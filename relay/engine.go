@@ -191,7 +191,7 @@ func (e *Engine) dispatch(ctx context.Context, router *Router, d *queue.Delivery
 	var idx [][]int
 	var none []int
 	for i, rcpt := range d.Recipients {
-		rt := router.Lookup(rcpt)
+		rt := router.Lookup(d.SenderFor(rcpt), rcpt)
 		if rt == nil {
 			none = append(none, i)
 			continue

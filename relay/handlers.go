@@ -170,7 +170,7 @@ func (h *Handlers) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.Stat
 	var accepted []string
 	lim := pol.Limits.Start(req.Conn, env.Sender)
 	for i, r := range env.Recipients {
-		if r, out[i] = pol.Accept(req.Conn, r); out[i].IsAccept() {
+		if r, out[i] = pol.Accept(req.Conn, env.Sender, r); out[i].IsAccept() {
 			out[i] = lim.Recipients(1)
 		}
 		if out[i].IsAccept() {
@@ -215,7 +215,7 @@ func (h *Handlers) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Status
 				break
 			}
 			var st mail.Status
-			if env.Recipients[i], st = pol.Accept(req.Conn, r); !st.IsAccept() {
+			if env.Recipients[i], st = pol.Accept(req.Conn, env.Sender, r); !st.IsAccept() {
 				err = st
 			}
 		}

@@ -501,7 +501,9 @@ func (a reloadingAuth) Authenticate(ctx context.Context, user, pass string) (boo
 // transport URL (one dead hub holds back only its own mail), or for mx
 // routes the recipient's domain.
 func (h *Hub) destinationOf(rcpt string) string {
-	rt := h.state.Load().router.Lookup(rcpt)
+	// The queue keys a recipient without its sender: this is the route of
+	// the recipient rule, which a route with senders may take over.
+	rt := h.state.Load().router.Lookup("", rcpt)
 	if rt == nil {
 		return "noroute"
 	}

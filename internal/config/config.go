@@ -297,6 +297,10 @@ type Route struct {
 	Name string `toml:"name"`
 	// Domains: exact ("example.net"), suffix (".example.net") or "*".
 	Domains []string `toml:"domains"`
+	// Senders, when set, limits the route to mail from these envelope
+	// senders: "*@example.net", "user@example.net", "example.net",
+	// ".example.net" or "*" (see ValidSenderPattern).
+	Senders []string `toml:"senders"`
 	// Via is the transport URL: qmtp://H[:P], qmtps://H[:P], qmqp://H[:P][,H[:P]...],
 	// smtp://H[:P], smtps://H[:P], mx, maildir:DIR, mbox:DIR, discard:,
 	// https://URL, http://URL (loopback only). In the file it may be a
@@ -843,6 +847,11 @@ func (c *Config) validate() Errors {
 		for j, d := range r.Domains {
 			if d == "" || strings.ContainsAny(d, " @\t") || (strings.Contains(d, "*") && d != "*") {
 				bad(fmt.Sprintf("%s.domains[%d]", key, j), "%q: want example.net, .example.net or *", d)
+			}
+		}
+		for j, p := range r.Senders {
+			if err := ValidSenderPattern(p); err != nil {
+				bad(fmt.Sprintf("%s.senders[%d]", key, j), "%q: %v", p, err)
 			}
 		}
 		if r.viaErr != "" {

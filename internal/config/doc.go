@@ -98,6 +98,7 @@ var keyDoc = map[string]string{
 	"delivery.mta_sts_port":    "port mx routes fetch MTA-STS policies from (default 443)",
 
 	"route.domains":                    "domains this route takes: example.net, .example.net (subdomains) or *; the first matching route wins",
+	"route.senders":                    "only mail from these envelope senders: *@example.net, user@example.net, example.net, .example.net or *; bounces never match; unset: any sender",
 	"route.via":                        "where the mail goes: qmtp://, qmtps://, qmqp://, smtp://, smtps://, mx, maildir:DIR, mbox:DIR, discard:, https://",
 	"route.concurrency":                "simultaneous deliveries on this route (default: delivery.concurrency)",
 	"route.tls":                        "smtp:// routes: required (default), opportunistic or none",
