@@ -60,18 +60,7 @@ func (h *Hub) Drain(ctx context.Context, timeout time.Duration, peers []string) 
 	var res DrainResult
 	h.draining.Store(true)
 	h.log.Info("draining: no new connections", "deliveries_for", timeout, "handoff", peers)
-	var wg sync.WaitGroup
-	for _, s := range []interface{ Shutdown(context.Context) error }{h.qmtpSrv, h.qmqpSrv, h.smtpSrv, h.subSrv} {
-		if s == nil {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.Shutdown(ctx)
-		}()
-	}
-	wg.Wait()
+	h.shutdownServers(ctx)
 	if h.queue == nil {
 		return res, h.Shutdown(ctx)
 	}
@@ -113,4 +102,18 @@ wait:
 		err = serr
 	}
 	return res, err
+}
+
+// shutdownServers closes every listener at once and waits until the
+// sessions under way have finished or ctx ends: the first step of both a
+// drain and a shutdown.
+func (h *Hub) shutdownServers(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, s := range []interface{ Shutdown(context.Context) error }{h.qmtpSrv, h.qmqpSrv, h.smtpSrv, h.subSrv} {
+		if s == nil {
+			continue
+		}
+		wg.Go(func() { s.Shutdown(ctx) })
+	}
+	wg.Wait()
 }

@@ -566,18 +566,7 @@ func nonReloadable(a, b *config.Config) string {
 // delivery engine (deliveries under way get their grace period) and closes
 // the queue consistently.
 func (h *Hub) Shutdown(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for _, s := range []interface{ Shutdown(context.Context) error }{h.qmtpSrv, h.qmqpSrv, h.smtpSrv, h.subSrv} {
-		if s == nil {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.Shutdown(ctx)
-		}()
-	}
-	wg.Wait()
+	h.shutdownServers(ctx)
 	if h.cancel != nil {
 		h.cancel()
 	}
