@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmtp"
@@ -129,7 +128,7 @@ func sendHandoff(ctx context.Context, addrs []string, ds []*queue.Delivery) ([][
 				break
 			}
 			closers = append(closers, body)
-			hdr := fmt.Sprintf("%s: arrival=%s; attempts=%d\n", HandoffHeader, d.Received.UTC().Format(time.RFC3339Nano), d.Attempts)
+			hdr := handoffHeaderLine(d.Received, d.Attempts, d.DelayNotified())
 			msgs[i] = &qmtp.Message{Envelope: d.Envelope(), Body: io.MultiReader(strings.NewReader(hdr), body), Size: int64(len(hdr)) + d.Size}
 		}
 		if !ok {
