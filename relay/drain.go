@@ -89,7 +89,7 @@ wait:
 	h.wg.Wait()
 	var err error
 	if len(peers) > 0 && h.queue.Metrics().PendingRecipients > 0 {
-		res.Handoff, err = Handoff(ctx, h.queue, peers, false, h.log)
+		res.Handoff, err = Handoff(ctx, h.queue, h.handoffOptions(peers))
 		h.log.Info("hand-off done", "messages", res.Handoff.Messages, "recipients", res.Handoff.Recipients,
 			"refused", res.Handoff.Refused)
 		if err != nil {
@@ -116,4 +116,10 @@ func (h *Hub) shutdownServers(ctx context.Context) {
 		wg.Go(func() { s.Shutdown(ctx) })
 	}
 	wg.Wait()
+}
+
+// handoffOptions hands off to peers with the TLS of [shutdown].
+func (h *Hub) handoffOptions(peers []string) HandoffOptions {
+	sd := h.cfg.Shutdown
+	return HandoffOptions{Peers: peers, CAFile: sd.CAFile, CertFile: sd.CertFile, KeyFile: sd.KeyFile, Log: h.log}
 }

@@ -53,14 +53,14 @@ via = "maildir:DIR/maildir"
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	peers := []string{"qmtp://127.0.0.1:1", "qmtp://" + b.addr("qmtp")}
-	res, err := Handoff(ctx, q, peers, false, log)
+	res, err := Handoff(ctx, q, HandoffOptions{Peers: peers, Log: log})
 	if err != nil || res.Recipients != 2*(n-1) || res.Messages != n-1 || res.Refused != 0 {
 		t.Fatalf("hand-off: %+v %v", res, err)
 	}
 	if m := q.Metrics(); m.Messages != 1 {
 		t.Fatalf("left after hand-off: %d messages", m.Messages)
 	}
-	res, err = Handoff(ctx, q, peers, true, log)
+	res, err = Handoff(ctx, q, HandoffOptions{Peers: peers, Held: true, Log: log})
 	if err != nil || res.Recipients != 2 {
 		t.Fatalf("hand-off with held: %+v %v", res, err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmtp"
+	"github.com/qmgate/qmgate/queue"
 )
 
 func TestTraceFilter(t *testing.T) {
@@ -97,6 +98,72 @@ via = "qmtp://127.0.0.1:1"
 				}
 			} else if d.Received.Before(start) || d.Attempts >= 5 || d.DelayNotified {
 				t.Fatalf("untrusted header believed: received %v attempts %d delay notified %v", d.Received, d.Attempts, d.DelayNotified)
+			}
+		})
+	}
+}
+
+// TestHandoffQMTPS: a hand-off over QMTPS verifies the peer's certificate
+// against the configured roots, and with a client certificate the peer
+// trusts the hub (no relay_clients entry needed) and continues the
+// message's attempts; without one the message is accepted (the peer's
+// own domain) but starts afresh; with the wrong roots nothing moves.
+func TestHandoffQMTPS(t *testing.T) {
+	pki := newTestPKI(t)
+	for _, tc := range []struct {
+		name          string
+		ca, cert, key string
+		moved         bool
+		trusted       bool
+	}{
+		{"client certificate", pki.CA, pki.ClientCert, pki.ClientKey, true, true},
+		{"no client certificate", pki.CA, "", "", true, false},
+		{"unknown server", "", "", "", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startHub(t, fmt.Sprintf(`
+hostname = "hub-b.test"
+rcpthosts = ["example.com"]
+[qmtp]
+listen_tls = ["127.0.0.1:0"]
+tls_cert = %q
+tls_key = %q
+client_ca = %q
+[[route]]
+domains = ["*"]
+via = "qmtp://127.0.0.1:1"
+`, pki.Cert, pki.Key, pki.CA))
+			q, err := queue.Open(t.TempDir(), queue.Options{Hostname: "hub-a.test", Passive: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer q.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			id, err := q.Put(ctx, mail.Envelope{Sender: "s@src.test", Recipients: []string{"user@example.com"}}, strings.NewReader("Subject: m\n\nbody\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := q.Continue(ctx, id, queue.Continuation{Attempts: 6}); err != nil {
+				t.Fatal(err)
+			}
+			res, err := Handoff(ctx, q, HandoffOptions{Peers: []string{"qmtps://" + b.addr("qmtps")},
+				CAFile: tc.ca, CertFile: tc.cert, KeyFile: tc.key})
+			if !tc.moved {
+				if err == nil || res.Recipients != 0 || q.Metrics().Messages != 1 {
+					t.Fatalf("handed off to an unverified peer: %+v %v", res, err)
+				}
+				return
+			}
+			if err != nil || res.Recipients != 1 || q.Metrics().Messages != 0 {
+				t.Fatalf("hand-off: %+v %v", res, err)
+			}
+			rows, err := b.hub.queue.List(ctx)
+			if err != nil || len(rows) != 1 {
+				t.Fatalf("peer queue: %v %v", rows, err)
+			}
+			if got := rows[0].Attempts >= 6; got != tc.trusted {
+				t.Fatalf("peer counts %d attempts (trusted %v)", rows[0].Attempts, tc.trusted)
 			}
 		})
 	}

@@ -37,13 +37,13 @@ func runQueueHandoff(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	for _, p := range peers {
-		if h, ok := strings.CutPrefix(p, "qmtp://"); !ok || h == "" || strings.ContainsAny(h, "/ ") {
-			fmt.Fprintf(stderr, "qmgate queue handoff: %q: want qmtp://host[:port]\n", p)
+		if err := config.CheckHandoffPeer(p); err != nil {
+			fmt.Fprintf(stderr, "qmgate queue handoff: %v\n", err)
 			return 64
 		}
 	}
 	if len(peers) == 0 {
-		fmt.Fprintln(stderr, "usage: qmgate queue handoff [-held] [-config FILE] qmtp://PEER[,qmtp://PEER2...]")
+		fmt.Fprintln(stderr, "usage: qmgate queue handoff [-held] [-config FILE] qmtp://PEER[,qmtps://PEER2:PORT...]")
 		return 64
 	}
 	cfg, err := config.LoadFrom(config.Find(*cfgPath))
@@ -67,7 +67,8 @@ func runQueueHandoff(args []string, stdout, stderr io.Writer) int {
 	// from the queue and a new run resumes with the rest.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res, err := relay.Handoff(ctx, q, peers, *held, log)
+	res, err := relay.Handoff(ctx, q, relay.HandoffOptions{Peers: peers, Held: *held,
+		CAFile: cfg.Shutdown.CAFile, CertFile: cfg.Shutdown.CertFile, KeyFile: cfg.Shutdown.KeyFile, Log: log})
 	m := q.Metrics()
 	fmt.Fprintf(stdout, "handed off %d recipients of %d messages; %d refused by the peers; %d messages (%d recipients) remain queued\n",
 		res.Recipients, res.Messages, res.Refused, m.Messages, m.PendingRecipients)
