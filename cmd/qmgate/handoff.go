@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,10 +17,9 @@ import (
 	"github.com/qmgate/qmgate/relay"
 )
 
-// runQueueHandoff is "qmgate queue handoff": it opens the queue itself
-// (the daemon must be stopped; a running daemon hands off through
-// [shutdown] handoff on SIGTERM) and moves every queued message to the
-// first peer that answers.
+// runQueueHandoff is "qmgate queue handoff": it moves every queued message
+// to the first peer that answers, with the queue opened here when no
+// daemon runs, or by the running daemon through its control socket.
 func runQueueHandoff(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("queue handoff", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -58,15 +58,23 @@ func runQueueHandoff(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "queue handoff", 75, "%s", plainErr(err))
 	}
 	log := newLogger(cfg, stderr)
-	q, err := queue.Open(cfg.QueueDir, relay.QueueOptions(cfg, log))
-	if err != nil {
-		return fail(stderr, "queue handoff", 75, "%s (is qmgate serve running? stop it first, or let it hand off on SIGTERM with [shutdown] handoff)", plainErr(err))
-	}
-	defer q.Close()
 	// Interrupted, it stops between batches; what was acknowledged is gone
 	// from the queue and a new run resumes with the rest.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	q, err := queue.Open(cfg.QueueDir, relay.QueueOptions(cfg, log))
+	if errors.Is(err, queue.ErrLocked) {
+		// The daemon runs: it hands off itself, beside its deliveries.
+		rep, err := queue.Drain(ctx, cfg.QueueDir, "handoff", queue.DrainRequest{Peers: peers, Held: *held})
+		if err != nil {
+			return fail(stderr, "queue handoff", 75, "%s", plainErr(err))
+		}
+		return printDrainReport(stdout, stderr, "queue handoff", rep, *held)
+	}
+	if err != nil {
+		return fail(stderr, "queue handoff", 75, "%s", plainErr(err))
+	}
+	defer q.Close()
 	res, err := relay.Handoff(ctx, q, relay.HandoffOptions{Peers: peers, Held: *held,
 		CAFile: cfg.Shutdown.CAFile, CertFile: cfg.Shutdown.CertFile, KeyFile: cfg.Shutdown.KeyFile, Log: log})
 	m := q.Metrics()
