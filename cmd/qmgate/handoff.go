@@ -42,14 +42,18 @@ func runQueueHandoff(args []string, stdout, stderr io.Writer) int {
 			return 64
 		}
 	}
-	if len(peers) == 0 {
-		fmt.Fprintln(stderr, "usage: qmgate queue handoff [-held] [-config FILE] qmtp://PEER[,qmtps://PEER2:PORT...]")
-		return 64
-	}
 	cfg, err := config.LoadFrom(config.Find(*cfgPath))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 78
+	}
+	if len(peers) == 0 {
+		peers = cfg.Shutdown.Handoff
+	}
+	if len(peers) == 0 {
+		fmt.Fprintln(stderr, "qmgate queue handoff: no peer named, and none in [shutdown] handoff")
+		fmt.Fprintln(stderr, "usage: qmgate queue handoff [-held] [-config FILE] [qmtp://PEER[,qmtps://PEER2:PORT...]]")
+		return 64
 	}
 	if err := checkQueueDir(cfg.QueueDir, cfg); err != nil {
 		return fail(stderr, "queue handoff", 69, "%v", err)
