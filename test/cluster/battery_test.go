@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -244,6 +245,7 @@ tls = "none"
 		acked    []sent
 		events   []event
 		failures = map[string]int{}
+		whyFailed = map[string]string{}
 		seq      atomic.Int64
 	)
 	note := func(what string) {
@@ -281,6 +283,7 @@ tls = "none"
 					acked = append(acked, sent{marker: marker, path: g, rcpts: rcpts, at: time.Now()})
 				} else {
 					failures[g]++
+					whyFailed[g] = strings.TrimSpace(errb.String())
 				}
 				mu.Unlock()
 			}
@@ -358,6 +361,15 @@ via = "qmqp://%s,%s,%s"
 	}
 	sp.start()
 	defer sp.stop(syscall.SIGINT, 30*time.Second)
+	spooled := 0
+	opened := regexp.MustCompile(`msg="queue: opened" .*messages=([0-9]+)`)
+	testpeer.WaitFor(t, "the spool daemon's queue", 30*time.Second, func() bool {
+		m := opened.FindStringSubmatch(sp.logText())
+		if m != nil {
+			spooled, _ = strconv.Atoi(m[1])
+		}
+		return m != nil
+	})
 
 	// Every acknowledged recipient must arrive.
 	want := map[string]sent{}
@@ -383,15 +395,19 @@ via = "qmqp://%s,%s,%s"
 		return true
 	})
 	g := got()
+	// The fault instants after which a duplicate may come: a SIGKILL, and
+	// a cut of a hub's connections to its next hops (a connection cut
+	// after the sink took the message but before the hub heard so is
+	// the network's crash window, RFC 1047).
 	var kills []time.Time
 	for _, e := range events {
-		if strings.HasPrefix(e.what, "SIGKILL") {
+		if strings.HasPrefix(e.what, "SIGKILL") || strings.HasPrefix(e.what, "cut") || strings.HasPrefix(e.what, "partition") {
 			kills = append(kills, e.at)
 		}
 	}
-	// A duplicate is allowed when its copies straddle a SIGKILL: the
-	// first before it (or inside the moment the kill took), the last
-	// after.
+	// A duplicate is allowed when its copies straddle such an instant:
+	// the first before it (or inside the moment the fault took), the
+	// last after.
 	straddles := func(ts []time.Time) bool {
 		slices.SortFunc(ts, func(x, y time.Time) int { return x.Compare(y) })
 		for _, k := range kills {
@@ -421,7 +437,11 @@ via = "qmqp://%s,%s,%s"
 			f.dups += n - 1
 			if n > 1 && !straddles(g[k]) {
 				f.bad++
-				t.Errorf("duplicate outside a crash window: %s, %d copies", k, n)
+				var when []string
+				for _, at := range g[k] {
+					when = append(when, at.Format("15:04:05.000"))
+				}
+				t.Errorf("duplicate outside a crash window: %s, copies at %v (faults at %v)", k, when, kills)
 			}
 		}
 	}
@@ -474,12 +494,15 @@ via = "qmqp://%s,%s,%s"
 	fmt.Fprintf(&table, "| **all** | %d | %d | %d | %d |\n", tot.acked, tot.delivered, tot.lost, tot.dups)
 	mu.Lock()
 	fails := fmt.Sprint(failures)
+	for g, why := range whyFailed {
+		t.Logf("last refusal on path %s: %s", g, why)
+	}
 	mu.Unlock()
 	t.Logf("per path (acknowledged, delivered, lost, duplicates):\n%s", table.String())
-	t.Logf("nullclient attempts not accepted (temporary failures they reported): %s; drains of %s: %d, exit statuses %v",
-		fails, b.name, handedOff, drainExit)
+	t.Logf("nullclient attempts not accepted (temporary failures they reported): %s; messages spooled while their hub was down: %d; hand-offs by %s: %d, drain exit statuses %v",
+		fails, spooled, b.name, handedOff, drainExit)
 	if *long && !t.Failed() {
-		writeSection(t, cycles, workers, dur, table.String(), fails, handedOff)
+		writeSection(t, cycles, workers, dur, table.String(), fails, handedOff, spooled)
 	}
 }
 
