@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/qmgate/qmgate/internal/config"
 	"github.com/qmgate/qmgate/mail"
@@ -141,10 +142,17 @@ func Handoff(ctx context.Context, q *queue.Queue, opt HandoffOptions) (HandoffRe
 	}
 	held := opt.Held
 	refused := map[string]bool{} // id + rcpt a peer refused this run
+	// Only what was queued when the hand-off began: on a running hub new
+	// mail keeps coming, and a hand-off must end.
+	began := time.Now()
 	for ctx.Err() == nil {
 		ds := q.ClaimAll(handoffBatch, held)
 		var todo []*queue.Delivery
 		for _, d := range ds {
+			if d.Received.After(began) {
+				q.Record(ctx, d, nil) // give the lease back
+				continue
+			}
 			keep := d.Recipients[:0:0]
 			for _, r := range d.Recipients {
 				if !refused[d.ID+"\x00"+r] {

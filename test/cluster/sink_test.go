@@ -104,8 +104,10 @@ func (s *sink) serveQMTP(ctx context.Context, req *qmtp.Request) []mail.Status {
 
 type smtpSink struct{ s *sink }
 
-func (smtpSink) Sender(context.Context, *mail.ConnInfo, string) mail.Status            { return mail.OK("") }
-func (smtpSink) Recipient(context.Context, *mail.ConnInfo, string, string) mail.Status { return mail.OK("") }
+func (smtpSink) Sender(context.Context, *mail.ConnInfo, string) mail.Status { return mail.OK("") }
+func (smtpSink) Recipient(context.Context, *mail.ConnInfo, string, string) mail.Status {
+	return mail.OK("")
+}
 func (k smtpSink) Deliver(ctx context.Context, c *mail.ConnInfo, env mail.Envelope, body io.Reader) mail.Status {
 	b, err := io.ReadAll(body)
 	if err != nil {
