@@ -232,7 +232,7 @@ tls = "none"
 	clientConf := map[string]string{}
 	for g, nc := range groups {
 		groupNames = append(groupNames, g)
-		f := filepath.Join(work, strings.NewReplacer(" ", "-", ",", "", "(", "", ")", "", "|", "").Replace(g)+".toml")
+		f := filepath.Join(work, strings.NewReplacer(" ", "-", ",", "", "(", "", ")", "", "/", "").Replace(g)+".toml")
 		if err := os.WriteFile(f, []byte("[nullclient]\n"+nc+"\ntimeout = \"20s\"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
