@@ -31,6 +31,7 @@ import (
 //
 //	{"op":"list"} {"op":"stat"} {"op":"show","ids":["ID"]}
 //	{"op":"hold"|"release"|"remove"|"flush","ids":["ID",...]}
+//	{"op":"drain"|"handoff","drain":{...}}   (drain.go; owner and root only)
 //
 //	{"rows":[...]} {"stats":{...}} {"detail":{...}}
 //	{"errors":[{"id":"ID","not_found":true,"message":"..."}]}
