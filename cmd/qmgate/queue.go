@@ -51,17 +51,12 @@ func init() {
 }
 
 func runQueue(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) < 1 {
-		fmt.Fprintln(stderr, queueUsage)
-		return 64
+	sub, code, ok := subcommand(args, queueUsage, stdout, stderr)
+	if !ok {
+		return code
 	}
-	sub := args[0]
 	if sub == "handoff" {
 		return runQueueHandoff(args[1:], stdout, stderr)
-	}
-	if isHelp(sub) {
-		fmt.Fprintln(stdout, queueUsage)
-		return 0
 	}
 	text, known := queueSubUsage[sub]
 	if !known {
