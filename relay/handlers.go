@@ -82,6 +82,10 @@ func (h *Handlers) begin(ctx context.Context, c *mail.ConnInfo, body io.Reader) 
 		return nil, nil, nil, err
 	}
 	cn := &counter{w: msg}
+	// The hand-off trace header never passes; only a trusted peer's
+	// continues the message (handoff_trace.go).
+	tf := newTraceFilter(body)
+	body = tf
 	var w io.Writer = cn
 	var st *stamp
 	if id := h.identity(c); id != nil {
@@ -101,6 +105,11 @@ func (h *Handlers) begin(ctx context.Context, c *mail.ConnInfo, body io.Reader) 
 		st.abort()
 		msg.Abort()
 		return nil, nil, nil, err
+	}
+	if cont, ok := tf.continuation(); ok && handoffTrusted(c) {
+		if cm, ok := msg.(continuer); ok {
+			cm.SetContinuation(cont)
+		}
 	}
 	return msg, cn, st, nil
 }

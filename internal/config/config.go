@@ -249,6 +249,12 @@ type Shutdown struct {
 	// DrainTimeout bounds the deliveries tried before the hand-off.
 	// Default 30s.
 	DrainTimeout Duration `toml:"drain_timeout"`
+	// CAFile verifies qmtps:// hand-off peers (PEM); empty: the system's
+	// roots. CertFile and KeyFile are the client certificate a hand-off
+	// shows to qmtps:// peers that trust hubs by certificate.
+	CAFile   string `toml:"ca_file"`
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
 }
 
 // Queue configures retries and bounces.
@@ -798,9 +804,12 @@ func (c *Config) validate() Errors {
 	checkNets("smtp.relay_clients", c.SMTP.RelayClients)
 	checkNets("qmqp.proxy_from", c.QMQP.ProxyFrom)
 	for i, p := range c.Shutdown.Handoff {
-		if h, ok := strings.CutPrefix(p, "qmtp://"); !ok || h == "" || strings.ContainsAny(h, "/ ") {
-			bad(fmt.Sprintf("shutdown.handoff[%d]", i), "%q: want qmtp://host[:port]", p)
+		if err := CheckHandoffPeer(p); err != nil {
+			bad(fmt.Sprintf("shutdown.handoff[%d]", i), "%v", err)
 		}
+	}
+	if (c.Shutdown.CertFile == "") != (c.Shutdown.KeyFile == "") {
+		bad("shutdown.cert_file", "cert_file and key_file go together")
 	}
 	checkNets("qmtp.proxy_from", c.QMTP.ProxyFrom)
 	checkNets("smtp.proxy_from", c.SMTP.ProxyFrom)
