@@ -14,12 +14,14 @@
 #                             client certificate, which lets it relay;
 #   direct-mode               an app server in direct mode, failing over
 #                             from hub1 (stopped) to hub2;
+#   spool-mode                an app server in spool mode keeping a message
+#                             while both hubs are down, then forwarding it;
 # then docs/several-hubs.md's `qmgate queue handoff` moves hub1's queue to
 # hub2. The only changes made to what the guides say are those a single
 # machine needs: host names in /etc/hosts on loopback addresses (hub1
 # 127.0.0.11, hub2 127.0.0.12), 0.0.0.0 becoming the hub's own address, the
 # networks becoming the loopback addresses connections come from, several
-# hosts' paths side by side (-hub2, -app1, -app2 suffixes), and the daemons
+# hosts' paths side by side (-hub2, -app1, -app2, -app3 suffixes), and the daemons
 # started as the unit starts them, without systemd. The packaged
 # configuration is put back at the end.
 set -euo pipefail
@@ -142,6 +144,17 @@ printf 'Subject: relayed\n\nrelayed for app1\n' |
 queued /etc/qmgate/qmgate.toml someone@elsewhere.test
 stop app1
 ok "app1 (spool mode, QMTPS, client certificate) -> hub1: delivered, and relayed (queued at hub1 for elsewhere.test)"
+# Without its certificate the same app server may not relay: the hub
+# refuses the recipient, and the bounce comes back to the sender.
+sed '/^cert_file\|^key_file/d' /etc/qmgate-app1/qmgate.toml > /etc/qmgate-app1/nocert.toml
+start app1 /etc/qmgate-app1/nocert.toml unix:/run/qmgate-app1/qmqp.sock
+printf 'Subject: not relayed\n\nno certificate\n' |
+  setpriv --reuid=nobody --regid=nogroup --clear-groups env QMGATE_CONFIG=/etc/qmgate-app1/nocert.toml sendmail -i someone@elsewhere2.test ||
+  fail "app1's sendmail failed"
+delivered /var/lib/qmgate/maildir/example.net/nobody 'someone@elsewhere2.test'
+qmgate queue list -config /etc/qmgate/qmgate.toml | grep -q elsewhere2.test && fail "hub1 relayed for app1 without its certificate"
+stop app1
+ok "app1 without its certificate: relaying refused, the bounce delivered to its sender"
 
 # hub2, and app2 in direct mode, failing over from hub1 to hub2.
 dirs -hub2
@@ -159,6 +172,22 @@ delivered /var/lib/qmgate-hub2/maildir/example.net/ops 'Subject: test'
 unset QMGATE_CONFIG
 ok "app2 (direct mode, the guide's steps): to hub1, then to hub2 while hub1 is down"
 
+# app3 in spool mode, as the guide configures it: with both hubs down the
+# message waits in app3's own queue, and goes to hub2 once it is back.
+stop hub2
+dirs -app3
+block spool-mode | sed 's#/var/spool/qmgate#/var/spool/qmgate-app3#; s#/run/qmgate/#/run/qmgate-app3/#' > /etc/qmgate-app3/qmgate.toml
+start app3 /etc/qmgate-app3/qmgate.toml unix:/run/qmgate-app3/qmqp.sock
+printf 'Subject: spooled\n\nwaited at app3\n' |
+  setpriv --reuid=nobody --regid=nogroup --clear-groups env QMGATE_CONFIG=/etc/qmgate-app3/qmgate.toml sendmail -i ops@example.net ||
+  fail "app3's sendmail failed with both hubs down"
+queued /etc/qmgate-app3/qmgate.toml ops@example.net
+start hub2 /etc/qmgate-hub2/qmgate.toml 127.0.0.12:25
+qmgate queue flush -config /etc/qmgate-app3/qmgate.toml >/dev/null || fail "qmgate queue flush failed at app3"
+delivered /var/lib/qmgate-hub2/maildir/example.net/ops 'waited at app3'
+stop app3
+ok "app3 (spool mode, the guide's configuration): kept the message while both hubs were down, then to hub2"
+
 # hub1 retired by hand, as docs/several-hubs.md says: its queue (the
 # message relayed for app1) handed to hub2.
 handoff=$(awk '/^## Handing a queue over by hand/ {f=1} f && /^```/ {getline; print; exit}' "$g/several-hubs.md")
@@ -172,7 +201,7 @@ ok "$handoff: hub1's queue moved to hub2, the queue's files still qmgate's"
 stop hub2
 
 # Put the package's configuration back.
-rm -rf /etc/qmgate-app1 /etc/qmgate-app2 /etc/qmgate-hub2 /var/spool/qmgate-app1 /var/spool/qmgate-hub2 \
-  /run/qmgate-app1 /run/qmgate-hub2 /var/lib/qmgate-hub2 /var/lib/qmgate/maildir/example.net "$admin" \
+rm -rf /etc/qmgate-app1 /etc/qmgate-app2 /etc/qmgate-app3 /etc/qmgate-hub2 /var/spool/qmgate-app1 /var/spool/qmgate-app3 \
+  /var/spool/qmgate-hub2 /run/qmgate-app1 /run/qmgate-app3 /run/qmgate-hub2 /var/lib/qmgate-hub2 /var/lib/qmgate/maildir/example.net "$admin" \
   /etc/qmgate/cert.pem /etc/qmgate/key.pem /etc/qmgate/mail-ca.pem
 cp /tmp/qmgate.toml.packaged /etc/qmgate/qmgate.toml
