@@ -8,6 +8,8 @@
 # would download. Each check says what it found when it fails.
 set -euo pipefail
 deb=$1; prev=$2
+SECONDS=0
+stage() { echo "  -- $1: ${SECONDS}s"; SECONDS=0; }
 export DEBIAN_FRONTEND=noninteractive
 fail() { echo "package test: $*" >&2; exit 1; }
 ok() { echo "  ok: $*"; }
@@ -72,6 +74,9 @@ if command -v man >/dev/null; then
 fi
 bash -c 'source /usr/share/bash-completion/completions/qmgate && complete -p qmgate' >/dev/null || fail "bash completion does not load"
 ok "man pages (man qmgate.toml renders) and bash completion"
+# man-db's index was rebuilt for the install above; the apt runs below need
+# not spend their time on it again (nothing below reads the index).
+rm -f /var/lib/man-db/auto-update
 
 # The unit.
 out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify /lib/systemd/system/qmgate.service 2>&1) || { echo "$out" >&2; fail "systemd-analyze verify failed"; }
@@ -139,7 +144,9 @@ ok "mailq"
 # package (.ci/guides-inside.sh; it leaves the packaged configuration as
 # it found it).
 stop_daemon
+stage "install and run"
 bash /qmgate-package-test/guides-inside.sh /qmgate-package-test/guides
+stage "the guides' steps"
 start_daemon
 stop_daemon
 ok "SIGTERM: stopped cleanly"
@@ -161,6 +168,7 @@ remove_purge() {
   ok "apt purge qmgate: configuration, queue, socket directory and unit gone; delivered mail kept, as it says"
 }
 remove_purge
+stage "remove and purge"
 
 # The upgrade, N-1 to N: an administrator's edited configuration is kept
 # (a conffile), the queue and the mail in it survive and are delivered by
@@ -206,3 +214,4 @@ case $f in *upgrade-test.localhost*) ;; *) grep -q 'upgrade-test.localhost' "$f"
 stop_daemon
 ok "the new daemon delivered the message queued before the upgrade"
 remove_purge
+stage "the upgrade"
