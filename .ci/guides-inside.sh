@@ -78,7 +78,7 @@ delivered() {
 # queued CONFIG TEXT: waits until the queue of CONFIG lists TEXT.
 queued() {
   for _ in $(seq 300); do
-    if qmgate queue list -config "$1" 2>/dev/null | grep -q "$2"; then return 0; fi
+    if grep -q "$2" <<<"$(qmgate queue list -config "$1" 2>/dev/null)"; then return 0; fi
     sleep 0.1
   done
   qmgate queue list -config "$1" >&2 || true
@@ -152,7 +152,7 @@ printf 'Subject: not relayed\n\nno certificate\n' |
   setpriv --reuid=nobody --regid=nogroup --clear-groups env QMGATE_CONFIG=/etc/qmgate-app1/nocert.toml sendmail -i someone@elsewhere2.test ||
   fail "app1's sendmail failed"
 delivered /var/lib/qmgate/maildir/example.net/nobody 'someone@elsewhere2.test'
-qmgate queue list -config /etc/qmgate/qmgate.toml | grep -q elsewhere2.test && fail "hub1 relayed for app1 without its certificate"
+grep -q elsewhere2.test <<<"$(qmgate queue list -config /etc/qmgate/qmgate.toml)" && fail "hub1 relayed for app1 without its certificate"
 stop app1
 ok "app1 without its certificate: relaying refused, the bounce delivered to its sender"
 
@@ -193,7 +193,7 @@ ok "app3 (spool mode, the guide's configuration): kept the message while both hu
 handoff=$(awk '/^## Handing a queue over by hand/ {f=1} f && /^```/ {getline; print; exit}' "$g/several-hubs.md")
 case $handoff in "qmgate queue handoff "*) ;; *) fail "docs/several-hubs.md has no handoff command: $handoff" ;; esac
 eval "$handoff" >/tmp/handoff.log 2>&1 || { cat /tmp/handoff.log >&2; fail "$handoff failed"; }
-qmgate queue list -config /etc/qmgate/qmgate.toml | grep -q elsewhere.test && fail "hub1 still holds the message after $handoff"
+grep -q elsewhere.test <<<"$(qmgate queue list -config /etc/qmgate/qmgate.toml)" && fail "hub1 still holds the message after $handoff"
 queued /etc/qmgate-hub2/qmgate.toml someone@elsewhere.test
 bad=$(find /var/spool/qmgate ! -user qmgate)
 [ -z "$bad" ] || fail "after $handoff (run as root), files in the queue are not qmgate's: $bad"

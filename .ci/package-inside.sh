@@ -53,7 +53,7 @@ want /var/spool/qmgate "qmgate:qmgate 750"
 want /run/qmgate "qmgate:qmgate 755"
 want /var/lib/qmgate "qmgate:qmgate 750"
 want /lib/systemd/system/qmgate.service "root:root 644"
-dpkg-query -W -f '${Conffiles}\n' qmgate | grep -q '^ /etc/qmgate/qmgate.toml ' || fail "qmgate.toml is not a conffile"
+grep -q '^ /etc/qmgate/qmgate.toml ' <<<"$(dpkg-query -W -f '${Conffiles}\n' qmgate)" || fail "qmgate.toml is not a conffile"
 ok "/etc/qmgate/qmgate.toml is a conffile"
 
 # sendmail, mailq, newaliases.
@@ -61,7 +61,7 @@ ok "/etc/qmgate/qmgate.toml is a conffile"
 [ "$(readlink -f /usr/lib/sendmail)" = /usr/bin/qmgate ] || fail "/usr/lib/sendmail is $(readlink -f /usr/lib/sendmail)"
 [ "$(readlink -f /usr/bin/mailq)" = /usr/bin/qmgate ] || fail "/usr/bin/mailq is $(readlink -f /usr/bin/mailq)"
 newaliases || fail "newaliases failed"
-dpkg-query -W -f '${Provides}\n' qmgate | grep -q mail-transport-agent || fail "no Provides: mail-transport-agent"
+grep -q mail-transport-agent <<<"$(dpkg-query -W -f '${Provides}\n' qmgate)" || fail "no Provides: mail-transport-agent"
 ok "sendmail, /usr/lib/sendmail and mailq are qmgate; newaliases exits 0"
 
 # Man pages and completion.
@@ -70,7 +70,7 @@ for page in qmgate.8 qmgate.toml.5 qmgate-sendmail.8 qmgate-queue.8 qmgate-qmail
 done
 if command -v man >/dev/null; then
   man -w qmgate.toml >/dev/null || fail "man qmgate.toml finds nothing"
-  MANPAGER=cat MANWIDTH=80 man 5 qmgate.toml 2>/dev/null | grep -q 'max_message_bytes' || fail "man qmgate.toml does not render"
+  grep -q 'max_message_bytes' <<<"$(MANPAGER=cat MANWIDTH=80 man 5 qmgate.toml 2>/dev/null)" || fail "man qmgate.toml does not render"
 fi
 bash -c 'source /usr/share/bash-completion/completions/qmgate && complete -p qmgate' >/dev/null || fail "bash completion does not load"
 ok "man pages (man qmgate.toml renders) and bash completion"
@@ -177,7 +177,7 @@ echo "upgrade $(basename "$prev") -> $(basename "$deb"):"
 aptdo install "$prev"
 old=$(dpkg-query -W -f '${Version}' qmgate); new=$(dpkg-deb -f "$deb" Version)
 dpkg --compare-versions "$old" lt "$new" || fail "$prev ($old) is not older than $deb ($new)"
-qmgate version | grep -qF "$old" || fail "qmgate version does not say $old: $(qmgate version)"
+grep -qF "$old" <<<"$(qmgate version)" || fail "qmgate version does not say $old: $(qmgate version)"
 ok "apt install $prev: qmgate $old"
 # The administrator's edit.
 sed -i 's/^# hostname = "hub.example.net"$/hostname = "upgrade-test.localhost"/' /etc/qmgate/qmgate.toml
@@ -188,7 +188,7 @@ sum=$(md5sum < /etc/qmgate/qmgate.toml)
 printf 'Subject: upgrade\n\nqueued before the upgrade\n' |
   setpriv --reuid=qmgate --regid=qmgate --init-groups qmgate qmail-queue 1< <(printf 'Fops@localhost\0Tpostmaster@localhost\0\0') ||
   fail "qmail-queue as qmgate failed"
-mailq | grep -q 'postmaster@localhost' || { mailq >&2; fail "the message is not in the queue"; }
+grep -q 'postmaster@localhost' <<<"$(mailq)" || { mailq >&2; fail "the message is not in the queue"; }
 modes() {
   getent passwd qmgate; getent group qmgate
   stat -c '%n %U:%G %a' /etc/qmgate/qmgate.toml /var/spool/qmgate /run/qmgate /var/lib/qmgate
@@ -198,14 +198,14 @@ before=$(modes)
 ok "configuration edited (hostname), a message waiting in the queue"
 aptdo install "$deb"
 [ "$(dpkg-query -W -f '${Version}' qmgate)" = "$new" ] || fail "apt did not upgrade to $new"
-qmgate version | grep -qF "$new" || fail "qmgate version does not say $new: $(qmgate version)"
+grep -qF "$new" <<<"$(qmgate version)" || fail "qmgate version does not say $new: $(qmgate version)"
 [ "$(md5sum < /etc/qmgate/qmgate.toml)" = "$sum" ] || fail "the upgrade changed the edited configuration"
 for f in /etc/qmgate/qmgate.toml.dpkg-new /etc/qmgate/qmgate.toml.dpkg-dist /etc/qmgate/qmgate.toml.dpkg-old; do
   [ ! -e "$f" ] || fail "the upgrade left $f"
 done
 after=$(modes)
 [ "$before" = "$after" ] || { diff <(echo "$before") <(echo "$after") >&2; fail "the upgrade changed the user, the directories or the queue's files"; }
-mailq | grep -q 'postmaster@localhost' || { mailq >&2; fail "the queued message did not survive the upgrade"; }
+grep -q 'postmaster@localhost' <<<"$(mailq)" || { mailq >&2; fail "the queued message did not survive the upgrade"; }
 ok "apt install $deb: qmgate $new, configuration kept, user, modes and queue unchanged"
 start_daemon
 delivered $box 'queued before the upgrade'
