@@ -507,7 +507,7 @@ via = "qmqp://%s,%s,%s"
 		fails = strings.Join(fl, ", ")
 	}
 	if failures["spool (A)"] > 0 {
-		fails += " (the spool-mode refusals are sendmail processes committing into the spool at the same moment: the second finds the spool locked and refuses for now instead of waiting, a known issue of spool mode)"
+		fails += " (spool-mode refusals are sendmail processes that found the spool locked for longer than relay.SpoolLockWait)"
 	}
 	for g, why := range whyFailed {
 		t.Logf("last refusal on path %s: %s", g, why)
