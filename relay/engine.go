@@ -477,7 +477,7 @@ func (e *Engine) finish(ctx context.Context, rt *Route, p *part, results []trans
 		}
 		if debug {
 			e.Log.Debug("delivery", "id", c.d.ID, "rcpt", rcpt, "route", name, "via", via, "host", r.Host,
-				"tls_policy", r.TLSPolicy, "status", string(r.Status.Reply()), "delay", time.Since(c.d.Received).Round(time.Millisecond))
+				"tls_policy", r.TLSPolicy, "status", r.Status.Describe(), "delay", time.Since(c.d.Received).Round(time.Millisecond))
 		}
 	}
 	c.left--
