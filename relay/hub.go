@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -410,6 +411,7 @@ func (h *Hub) buildServers() {
 	c := h.cfg
 	h.qmtpSrv = newQMTPServer(c, h.handlers, h.log)
 	h.qmtpSrv.OnRefuse = h.countRefused("QMTP")
+	h.qmtpSrv.Exempt = h.connExempt(func(p *Policy) []netip.Prefix { return p.QMTPRelay })
 	h.qmtpSrv.ConnContext = func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
 		st := h.state.Load()
 		info.LocalHost = c.Hostname
@@ -436,6 +438,7 @@ func (h *Hub) buildServers() {
 	}
 	h.qmqpSrv = newQMQPServer(c, h.handlers, h.log)
 	h.qmqpSrv.OnRefuse = h.countRefused("QMQP")
+	h.qmqpSrv.Exempt = h.connExempt(func(p *Policy) []netip.Prefix { return p.QMQPAllow })
 	h.qmqpSrv.AllowFunc = func(info *mail.ConnInfo) bool {
 		return InPrefixes(info.RemoteIP(), h.state.Load().policy.QMQPAllow)
 	}
@@ -461,6 +464,7 @@ func (h *Hub) buildServers() {
 			SessionTimeout:    c.SMTP.SessionTimeout.D(),
 			MaxConns:          c.SMTP.MaxConns,
 			MaxConnsPerIP:     c.SMTP.MaxConnsPerIP,
+			Exempt:            h.connExempt(func(p *Policy) []netip.Prefix { return p.SMTPRelay }),
 			ErrorLog:          h.log.With("proto", "smtp"),
 			ConnContext: func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
 				info.LocalHost = c.Hostname

@@ -139,6 +139,12 @@ type Limits struct {
 	// servers that send through the hub are what the limits protect
 	// against when one is compromised.
 	ExemptRelayClients bool `toml:"exempt_relay_clients"`
+	// LimitTrustedConns applies max_conns_per_ip to trusted clients too:
+	// QMTP and SMTP relay_clients, the QMQP allow list and Exempt. Default
+	// false: like Postfix's mynetworks, trusted networks count towards
+	// max_conns only, so a fleet of app servers behind one NAT address is
+	// not turned away.
+	LimitTrustedConns bool `toml:"limit_trusted_conns"`
 }
 
 // RateKeys lists the rate-limit keys of [limits] with their values, in a

@@ -47,6 +47,7 @@ var keyDoc = map[string]string{
 	"limits.client_ipv6_prefix":       "IPv6 clients in one network of this many bits share the client rate limits (default 64)",
 	"limits.exempt":                   "client networks no rate limit applies to (default none)",
 	"limits.exempt_relay_clients":     "exempt relay clients and allowed QMQP clients over TCP from the rate limits (default false)",
+	"limits.limit_trusted_conns":      "apply max_conns_per_ip to relay clients, the QMQP allow list and exempt networks too (default false)",
 
 	"qmqp.listen":          "QMQP listen addresses, ip:port or unix:/path (default none)",
 	"qmqp.allow":           "networks allowed to send over QMQP, which has no authentication (default nobody)",
