@@ -102,6 +102,7 @@ func buildState(cfg *config.Config, log *slog.Logger) (*hubState, error) {
 	st.router = router
 	st.policy = newPolicy(cfg, router)
 	st.policy.Limits = newLimits(&cfg.Limits, log)
+	st.policy.DropInUsers = cfg.QMQP.DropInUsers
 	if st.identity, err = BuildIdentity(cfg); err != nil {
 		router.Close()
 		return nil, err
@@ -288,6 +289,7 @@ func (h *Hub) Start() error {
 		return fmt.Errorf("queue: %w", err)
 	}
 	h.queue = q
+	q.SetNextHops(queueNextHops)
 	h.metrics = NewMetrics(func() (int, int, time.Duration) {
 		m := q.Metrics()
 		return m.Messages, m.PendingRecipients, m.OldestAge(time.Now())
@@ -379,14 +381,16 @@ func (h *Hub) healthy() error {
 	return nil
 }
 
+// protoLabel is the proto label of a listener kind, spelt as in every
+// other metric and log line.
 func protoLabel(kind string) string {
 	switch kind {
 	case "qmtp", "qmtps":
-		return "qmtp"
+		return "QMTP"
 	case "qmqp":
-		return "qmqp"
+		return "QMQP"
 	}
-	return "smtp"
+	return "SMTP"
 }
 
 func isClosedErr(err error) bool {
@@ -465,7 +469,7 @@ func (h *Hub) buildServers() {
 			MaxConns:          c.SMTP.MaxConns,
 			MaxConnsPerIP:     c.SMTP.MaxConnsPerIP,
 			Exempt:            h.connExempt(func(p *Policy) []netip.Prefix { return p.SMTPRelay }),
-			ErrorLog:          h.log.With("proto", "smtp"),
+			ErrorLog:          h.log.With("proto", "SMTP"),
 			ConnContext: func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
 				info.LocalHost = c.Hostname
 				info.RelayClient = InPrefixes(info.RemoteIP(), h.state.Load().policy.SMTPRelay)

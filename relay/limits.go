@@ -300,12 +300,7 @@ func (t *Tally) add(rules [nLimitWho]*limitRule, n int, now time.Time) {
 func (t *Tally) refuse(w limitWho, r *limitRule, by ratelimit.Rate) mail.Status {
 	r.refused.Inc()
 	if log := t.l.log; log != nil {
-		client := ""
-		if ip := t.c.RemoteIP(); ip.IsValid() {
-			client = ip.String()
-		} else if t.c.RemoteAddr != nil {
-			client = t.c.RemoteAddr.String()
-		}
+		client := clientName(t.c)
 		who := t.keys[w]
 		switch w {
 		case byClient:
@@ -314,8 +309,12 @@ func (t *Tally) refuse(w limitWho, r *limitRule, by ratelimit.Rate) mail.Status 
 		case byUID:
 			who = t.c.RemoteAddr.String()
 		}
-		log.Warn("refused over a rate limit", "client", client, "proto", t.c.Proto, "limit", r.name,
-			"rate", by.String(), "counted_as", who, "from", t.from, "auth", t.c.AuthUser)
+		args := []any{"client", client, "proto", protoFamily(t.c.Proto), "limit", r.name,
+			"rate", by.String(), "counted_as", who, "from", t.from}
+		if t.c.AuthUser != "" {
+			args = append(args, "auth", t.c.AuthUser)
+		}
+		log.Warn("refused over a rate limit", args...)
 	}
 	// RFC 3463 4.7.1: delivery not authorized for now; the client retries.
 	return mail.Temp("4.7.1", r.what+": "+by.String())

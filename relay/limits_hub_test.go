@@ -85,7 +85,7 @@ client_recipients = ["4/m"]
 	}
 	log := h.logText()
 	for _, l := range []string{"client_messages", "client_recipients"} {
-		if n := strings.Count(log, `msg="refused over a rate limit" client=127.0.0.1 proto=ESMTP limit=`+l+" "); n != 1 {
+		if n := strings.Count(log, `msg="refused over a rate limit" client=127.0.0.1 proto=SMTP limit=`+l+" "); n != 1 {
 			t.Errorf("%d log lines for the %s refusal:\n%s", n, l, log)
 		}
 		if n := h.refusals(l); n != 1 {

@@ -183,6 +183,12 @@ type QMQP struct {
 	// patterns: "addr@domain", "@domain", "<>" (the null sender) or "*".
 	// Users not named, with no "*" entry, may use any sender.
 	UnixSenders map[string][]string `toml:"unix_senders"`
+	// DropInUsers names the local users, besides root and the daemon's
+	// own user, who run the tcpserver drop-ins (qmgate qmtpd, qmqpd) that
+	// hand their mail to the daemon's unix socket: the daemon's logs then
+	// name the protocol and client the drop-in saw, from its Received
+	// line, instead of QMQP from the local user.
+	DropInUsers []string `toml:"dropin_users"`
 	ListenLimit
 	ListenProxy
 }

@@ -53,6 +53,7 @@ var keyDoc = map[string]string{
 	"qmqp.allow":           "networks allowed to send over QMQP, which has no authentication (default nobody)",
 	"qmqp.trust_tcpserver": "qmgate qmqpd leaves access to tcpserver's rules instead of applying allow, as qmail-qmqpd does (default false)",
 	"qmqp.unix_allow":      "local users (name, or @group) who may submit over the QMQP unix socket (default: every local user)",
+	"qmqp.dropin_users":    "local users, besides root and the daemon's own, who run the qmtpd/qmqpd drop-ins: the daemon logs the protocol and client they saw (default none)",
 	"qmqp.unix_senders":    "per local user (or \"*\"), the envelope senders allowed over the unix socket: addr@domain, @domain, <> or * (default: any)",
 
 	"qmtp.listen":            "QMTP listen addresses, ip:port or unix:/path (default none)",
