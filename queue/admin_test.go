@@ -143,7 +143,9 @@ func TestListStatShowRender(t *testing.T) {
 	if st.Daemon || len(st.NextHops) != 0 {
 		t.Errorf("next hops without a daemon: %v %+v", st.Daemon, st.NextHops)
 	}
-	q.SetNextHops(func() []NextHop { return []NextHop{{Host: "smtp://a", Up: false, Failures: 2, LastError: "connection refused"}} })
+	q.SetNextHops(func() []NextHop {
+		return []NextHop{{Host: "smtp://a", Up: false, Failures: 2, LastError: "connection refused"}}
+	})
 	if st, _ := q.Stat(ctx); !st.Daemon || len(st.NextHops) != 1 || st.NextHops[0].LastError != "connection refused" {
 		t.Errorf("next hops from the daemon: %v %+v", st.Daemon, st.NextHops)
 	}
