@@ -534,7 +534,8 @@ func (e *Engine) finish(ctx context.Context, rt *Route, p *part, results []trans
 		}
 		if debug {
 			e.Log.Debug("delivery", "id", c.d.ID, "rcpt", rcpt, "route", name, "via", via, "host", r.Host,
-				"status", string(r.Status.Reply()), "delay", time.Since(c.d.Received).Round(time.Millisecond))
+				"status", r.Status.SMTPText(), "result", r.Status.Class.DeliveryResult(), "code", r.Status.EnhancedCode(),
+				"delay", time.Since(c.d.Received).Round(time.Millisecond))
 		}
 	}
 	c.left--
