@@ -101,15 +101,22 @@ func (c *claimed) expiring(now time.Time) bool {
 
 // renew extends c's lease when less than three quarters of it is left
 // and returns when it should next be looked at: once half of it is left.
-// A lease the queue no longer honours is left to run out; the delivery is
-// then let go unattempted when its turn comes.
+// A lease the queue no longer honours (it ran out and the recipients were
+// handed out again) counts as ended, so the delivery is let go unattempted
+// when its turn comes, and is not looked at again (the zero time).
 func (c *claimed) renew(now time.Time) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.leaseUntil.IsZero() {
+		return time.Time{}
+	}
 	if c.leaseUntil.Sub(now) < c.leaseLen*3/4 {
-		if until, ok := c.d.Renew(); ok {
-			c.leaseUntil = until
+		until, ok := c.d.Renew()
+		if !ok {
+			c.leaseUntil = time.Time{}
+			return time.Time{}
 		}
+		c.leaseUntil = until
 	}
 	return c.leaseUntil.Add(-c.leaseLen / 2)
 }
@@ -425,7 +432,7 @@ func (w *routeWorkers) renewLeases(now time.Time) {
 			if p.c == nil {
 				continue
 			}
-			if at := p.c.renew(now); w.renewAt.IsZero() || at.Before(w.renewAt) {
+			if at := p.c.renew(now); !at.IsZero() && (w.renewAt.IsZero() || at.Before(w.renewAt)) {
 				w.renewAt = at
 			}
 		}

@@ -233,3 +233,27 @@ func TestEnginePacedBacklogOutlivesLease(t *testing.T) {
 		t.Errorf("delivered in order\n%v\nwant\n%v", tr.ids, ids)
 	}
 }
+
+// A claim the queue no longer honours is not renewed: the part counts as
+// expired (let go unattempted when its turn comes) and asks for no more
+// renewals, so a paced route does not spin on it.
+func TestClaimedRenewLost(t *testing.T) {
+	q, _ := queueOfSteps(t, 1)
+	ds := q.Claim(1)
+	if len(ds) != 1 {
+		t.Fatalf("claimed %d", len(ds))
+	}
+	c := newClaimed(ds[0])
+	now := time.Now()
+	if at := c.renew(now); at.IsZero() || c.expiring(now) {
+		t.Fatalf("a fresh claim: next look %v, expiring %v", at, c.expiring(now))
+	}
+	if _, ok := ds[0].Renew(); !ok {
+		t.Fatal("Renew of a held claim failed")
+	}
+	q.Record(context.Background(), ds[0], nil) // gives the claim back
+	c.leaseUntil = now                         // as if it were running out
+	if at := c.renew(now); !at.IsZero() || !c.expiring(now) {
+		t.Fatalf("a lost claim: next look %v, expiring %v", at, c.expiring(now))
+	}
+}
