@@ -23,6 +23,8 @@ type Queue struct {
 	// nextHops reports the daemon's next hop health for Stat (admin.go).
 	nextHops atomic.Pointer[func() []NextHop]
 
+	drainer atomic.Pointer[Drainer] // SetDrainer (drain.go)
+
 	mu     sync.Mutex
 	cond   *sync.Cond // the committer waits here for batches
 	closed bool       // no more appends

@@ -56,6 +56,7 @@ type Hub struct {
 
 	started  atomic.Bool // listeners serving
 	draining atomic.Bool // Drain called: not ready, listeners closing
+	drain    drainState  // drain.go
 }
 
 // hubState is everything a reload may change. It is immutable; a reload
@@ -342,10 +343,13 @@ func (h *Hub) Start() error {
 		}()
 	}
 	h.engine = &Engine{Queue: q, Routes: func() *Router { return h.state.Load().router }, Log: h.log, Metrics: h.metrics}
+	ectx := h.drain.engineContext(ctx)
+	q.SetDrainer(h.controlDrain)
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		if err := h.engine.Run(ctx); err != nil {
+		defer h.drain.engineStopped()
+		if err := h.engine.Run(ectx); err != nil {
 			h.log.Error("delivery engine stopped", "err", err)
 		}
 	}()
@@ -415,7 +419,7 @@ func (h *Hub) buildServers() {
 	c := h.cfg
 	h.qmtpSrv = newQMTPServer(c, h.handlers, h.log)
 	h.qmtpSrv.OnRefuse = h.countRefused("QMTP")
-	h.qmtpSrv.Exempt = h.connExempt(func(p *Policy) []netip.Prefix { return p.QMTPRelay })
+	h.qmtpSrv.Exempt = h.trustedConnExempt(func(p *Policy) []netip.Prefix { return p.QMTPRelay })
 	h.qmtpSrv.ConnContext = func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
 		st := h.state.Load()
 		info.LocalHost = c.Hostname
@@ -442,7 +446,7 @@ func (h *Hub) buildServers() {
 	}
 	h.qmqpSrv = newQMQPServer(c, h.handlers, h.log)
 	h.qmqpSrv.OnRefuse = h.countRefused("QMQP")
-	h.qmqpSrv.Exempt = h.connExempt(func(p *Policy) []netip.Prefix { return p.QMQPAllow })
+	h.qmqpSrv.Exempt = h.trustedConnExempt(func(p *Policy) []netip.Prefix { return p.QMQPAllow })
 	h.qmqpSrv.AllowFunc = func(info *mail.ConnInfo) bool {
 		return InPrefixes(info.RemoteIP(), h.state.Load().policy.QMQPAllow)
 	}
@@ -468,7 +472,6 @@ func (h *Hub) buildServers() {
 			SessionTimeout:    c.SMTP.SessionTimeout.D(),
 			MaxConns:          c.SMTP.MaxConns,
 			MaxConnsPerIP:     c.SMTP.MaxConnsPerIP,
-			Exempt:            h.connExempt(func(p *Policy) []netip.Prefix { return p.SMTPRelay }),
 			ErrorLog:          h.log.With("proto", "SMTP"),
 			ConnContext: func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
 				info.LocalHost = c.Hostname
@@ -476,6 +479,10 @@ func (h *Hub) buildServers() {
 				return ctx, nil
 			},
 		}
+		setSMTPLimits(s, c)
+		// The daemon's own exemption: relay clients besides [limits]
+		// exempt, read at each connection so that a reload applies.
+		s.Exempt = h.trustedConnExempt(func(p *Policy) []netip.Prefix { return p.SMTPRelay })
 		if c.SMTP.TLSCert != "" {
 			s.TLSConfig = &tls.Config{
 				MinVersion: tls.VersionTLS12,
@@ -508,7 +515,9 @@ func (a reloadingAuth) Authenticate(ctx context.Context, user, pass string) (boo
 // transport URL (one dead hub holds back only its own mail), or for mx
 // routes the recipient's domain.
 func (h *Hub) destinationOf(rcpt string) string {
-	rt := h.state.Load().router.Lookup(rcpt)
+	// The queue keys a recipient without its sender: this is the route of
+	// the recipient rule, which a route with senders may take over.
+	rt := h.state.Load().router.Lookup("", rcpt)
 	if rt == nil {
 		return "noroute"
 	}
@@ -574,18 +583,7 @@ func nonReloadable(a, b *config.Config) string {
 // delivery engine (deliveries under way get their grace period) and closes
 // the queue consistently.
 func (h *Hub) Shutdown(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for _, s := range []interface{ Shutdown(context.Context) error }{h.qmtpSrv, h.qmqpSrv, h.smtpSrv, h.subSrv} {
-		if s == nil {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.Shutdown(ctx)
-		}()
-	}
-	wg.Wait()
+	h.shutdownServers(ctx)
 	if h.cancel != nil {
 		h.cancel()
 	}

@@ -83,7 +83,7 @@ func newLimits(c *config.Limits, log *slog.Logger) *Limits {
 		exempt:      config.Prefixes(c.Exempt),
 		exemptRelay: c.ExemptRelayClients,
 		// limitTrustedConns is read by the listeners' connection limits
-		// (connExempt), not by the rate limits.
+		// (trustedConnExempt), not by the rate limits.
 		limitTrustedConns: c.LimitTrustedConns,
 		v4Bits:            c.ClientIPv4Prefix,
 		v6Bits:            c.ClientIPv6Prefix,
@@ -320,13 +320,13 @@ func (t *Tally) refuse(w limitWho, r *limitRule, by ratelimit.Rate) mail.Status 
 	return mail.Temp("4.7.1", r.what+": "+by.String())
 }
 
-// connExempt returns the Exempt of a listener's per-address connection
+// trustedConnExempt returns the Exempt of a listener's per-address connection
 // limit (max_conns_per_ip): the networks of [limits] exempt and the
 // listener's trusted networks (trusted picks them from the policy: relay
 // clients, the QMQP allow list), read at each connection so a reload
 // applies, unless [limits] limit_trusted_conns holds them to it too.
 // Postfix exempts mynetworks from its per-client limits the same way.
-func (h *Hub) connExempt(trusted func(*Policy) []netip.Prefix) func(netip.Addr) bool {
+func (h *Hub) trustedConnExempt(trusted func(*Policy) []netip.Prefix) func(netip.Addr) bool {
 	return func(ip netip.Addr) bool {
 		pol := h.state.Load().policy
 		if l := pol.Limits; l == nil || l.limitTrustedConns {

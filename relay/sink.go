@@ -38,7 +38,7 @@ func (s QueueSink) Begin(ctx context.Context) (qmail.Message, error) {
 		s.logError("queue: cannot start a message", err)
 		return nil, err
 	}
-	return queueMessage{w: w, s: s}, nil
+	return &queueMessage{w: w, s: s}, nil
 }
 
 func (s QueueSink) logError(msg string, err error) {
@@ -52,9 +52,18 @@ func (s QueueSink) logError(msg string, err error) {
 // limit say), so the handler stops reading into a message that cannot be
 // committed.
 type queueMessage struct {
-	w *queue.Writer
-	s QueueSink
+	w    *queue.Writer
+	s    QueueSink
+	cont *queue.Continuation // from a trusted peer's hand-off
 }
+
+// continuer is a sink message that can continue a handed-off message
+// where the peer left it (QueueSink's).
+type continuer interface {
+	SetContinuation(queue.Continuation)
+}
+
+func (m *queueMessage) SetContinuation(c queue.Continuation) { m.cont = &c }
 
 func (m queueMessage) Write(p []byte) (int, error)         { return m.w.Write(p) }
 func (m queueMessage) ReadFrom(r io.Reader) (int64, error) { return m.w.ReadFrom(r) }
@@ -69,6 +78,13 @@ func (m queueMessage) Commit(ctx context.Context, env mail.Envelope) qmail.Resul
 			m.s.logError("queue: commit failed", err)
 		}
 		return qmail.Result{Status: st, Exit: qmail.ExitForStatus(st)}
+	}
+	if m.cont != nil {
+		// Committed already: should this fail, the message stays queued
+		// as a fresh arrival, which loses nothing.
+		if err := m.s.Queue.Continue(ctx, id, *m.cont); err != nil {
+			m.s.logError("queue: cannot continue a handed-off message's arrival and attempts", err)
+		}
 	}
 	return qmail.Result{Status: acceptText(id), ID: id}
 }

@@ -77,6 +77,8 @@ type serverConn struct {
 	startTLS bool      // the reply being written accepts STARTTLS
 	dcState  int       // scanDotCR's state
 	dotCR    atomic.Bool
+	dotLine  atomic.Bool // a line "." CR CR LF was read (scanDotCR)
+	inData   atomic.Bool // go-smtp's DATA reader is reading
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -126,6 +128,13 @@ func (sc *serverConn) Read(p []byte) (int, error) {
 		}
 		if sc.kicked.Load() && !sc.busy.Load() {
 			return 0, sc.timedOut()
+		}
+		if sc.inData.Load() && sc.dotLine.Load() {
+			// go-smtp has taken in everything read so far and lost its
+			// place in the data (scanDotCR): end the transfer now
+			// instead of waiting for the client, who may be waiting for
+			// a reply.
+			return 0, errDotLineCR
 		}
 		sc.mu.Lock()
 		dl := sc.tm.Deadline(sc.tm.ReadTimeout)
@@ -194,6 +203,7 @@ func (sc *serverConn) Write(p []byte) (int, error) {
 	}
 	sc.mu.Unlock()
 	sc.Conn.SetWriteDeadline(dl)
+	sc.logSyntax(p)
 	q, changed := sc.rewrite(p)
 	n, err := sc.stream.Write(q)
 	if changed {

@@ -106,6 +106,15 @@ type ListenLimit struct {
 	ReadTimeout    Duration `toml:"read_timeout"`     // per read, default 5m
 	WriteTimeout   Duration `toml:"write_timeout"`    // per write, default 5m
 	SessionTimeout Duration `toml:"session_timeout"`  // whole connection, default 1h
+	// FirstTimeout bounds the wait for a client's first command (SMTP
+	// HELO or EHLO) or the start of its package (QMTP, QMQP), default 30s.
+	FirstTimeout Duration `toml:"first_timeout"`
+	// MinDataRate is the slowest a client may send, bytes a second over
+	// two minutes, default 64.
+	MinDataRate int64 `toml:"min_data_rate"`
+	// MaxUnixConns bounds the connections on unix-domain sockets, a
+	// budget apart from MaxConns, default 100.
+	MaxUnixConns int `toml:"max_unix_conns"`
 }
 
 // Limits holds the connection limits every listener shares (ListenLimit)
@@ -252,6 +261,12 @@ type Shutdown struct {
 	// DrainTimeout bounds the deliveries tried before the hand-off.
 	// Default 30s.
 	DrainTimeout Duration `toml:"drain_timeout"`
+	// CAFile verifies qmtps:// hand-off peers (PEM); empty: the system's
+	// roots. CertFile and KeyFile are the client certificate a hand-off
+	// shows to qmtps:// peers that trust hubs by certificate.
+	CAFile   string `toml:"ca_file"`
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
 }
 
 // Queue configures retries and bounces.
@@ -286,6 +301,9 @@ type Delivery struct {
 	// move them.
 	QMTPPort int `toml:"qmtp_port"`
 	SMTPPort int `toml:"smtp_port"`
+	// MTASTSPort is the port mx routes fetch MTA-STS policies from (443,
+	// RFC 8461 section 3.3); tests move it.
+	MTASTSPort int `toml:"mta_sts_port"`
 }
 
 // Route sends mail for some domains through one transport.
@@ -297,6 +315,10 @@ type Route struct {
 	Name string `toml:"name"`
 	// Domains: exact ("example.net"), suffix (".example.net") or "*".
 	Domains []string `toml:"domains"`
+	// Senders, when set, limits the route to mail from these envelope
+	// senders: "*@example.net", "user@example.net", "example.net",
+	// ".example.net" or "*" (see ValidSenderPattern).
+	Senders []string `toml:"senders"`
 	// Via is the transport URL: qmtp://H[:P], qmtps://H[:P], qmqp://H[:P][,H[:P]...],
 	// smtp://H[:P], smtps://H[:P], mx, maildir:DIR, mbox:DIR, discard:,
 	// https://URL, http://URL (loopback only). In the file it may be a
@@ -343,7 +365,12 @@ type Route struct {
 	// (a smarthost on loopback, say): whoever is on the path can read them.
 	InsecureAuth bool `toml:"insecure_auth"`
 	// CAFile verifies the next hop's certificate instead of the system roots.
+	// For mx routes it is also the trust store of MTA-STS: policy servers
+	// and the exchangers of enforce-mode domains.
 	CAFile string `toml:"ca_file"`
+	// MTASTS, for mx routes, applies the recipient domains' MTA-STS
+	// policies (RFC 8461). Default true; other routes ignore it.
+	MTASTS *bool `toml:"mta_sts"`
 	// Headers are extra HTTP headers for webhook routes ("Name: value").
 	Headers []string `toml:"headers"`
 	// RedirectPermanent makes a webhook's 3xx answer a permanent failure;
@@ -633,6 +660,9 @@ func (c *Config) applyDefaults() {
 	setDur(&c.Limits.ReadTimeout, 5*time.Minute)
 	setDur(&c.Limits.WriteTimeout, 5*time.Minute)
 	setDur(&c.Limits.SessionTimeout, time.Hour)
+	setDur(&c.Limits.FirstTimeout, 30*time.Second)
+	setInt64(&c.Limits.MinDataRate, 64)
+	setInt(&c.Limits.MaxUnixConns, 100)
 	setInt(&c.Limits.ClientIPv4Prefix, 32)
 	setInt(&c.Limits.ClientIPv6Prefix, 64)
 	for _, l := range []*ListenLimit{&c.QMQP.ListenLimit, &c.QMTP.ListenLimit, &c.SMTP.ListenLimit} {
@@ -641,6 +671,9 @@ func (c *Config) applyDefaults() {
 		setDur(&l.ReadTimeout, c.Limits.ReadTimeout.D())
 		setDur(&l.WriteTimeout, c.Limits.WriteTimeout.D())
 		setDur(&l.SessionTimeout, c.Limits.SessionTimeout.D())
+		setDur(&l.FirstTimeout, c.Limits.FirstTimeout.D())
+		setInt64(&l.MinDataRate, c.Limits.MinDataRate)
+		setInt(&l.MaxUnixConns, c.Limits.MaxUnixConns)
 	}
 
 	setDur(&c.Queue.Lifetime, 7*24*time.Hour)
@@ -662,9 +695,14 @@ func (c *Config) applyDefaults() {
 	setDur(&c.Delivery.Timeout, 20*time.Minute)
 	setInt(&c.Delivery.QMTPPort, 209)
 	setInt(&c.Delivery.SMTPPort, 25)
+	setInt(&c.Delivery.MTASTSPort, 443)
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		setInt(&r.Concurrency, c.Delivery.Concurrency)
+		if r.MTASTS == nil {
+			on := true
+			r.MTASTS = &on
+		}
 		r.setVia()
 		if r.Fallback != "" {
 			setInt(&r.FallbackAfter, 3)
@@ -753,6 +791,20 @@ func (c *Config) validate() Errors {
 			}
 		}
 	}
+	for _, l := range []struct {
+		sect string
+		l    *ListenLimit
+	}{{"limits", &c.Limits.ListenLimit}, {"qmqp", &c.QMQP.ListenLimit}, {"qmtp", &c.QMTP.ListenLimit}, {"smtp", &c.SMTP.ListenLimit}} {
+		if l.l.FirstTimeout < 0 {
+			bad(l.sect+".first_timeout", "must not be negative")
+		}
+		if l.l.MinDataRate < 0 {
+			bad(l.sect+".min_data_rate", "must not be negative")
+		}
+		if l.l.MaxUnixConns < 0 {
+			bad(l.sect+".max_unix_conns", "must not be negative")
+		}
+	}
 	if n := c.Limits.ClientIPv4Prefix; n < 1 || n > 32 {
 		bad("limits.client_ipv4_prefix", "%d: want 1 to 32", n)
 	}
@@ -764,9 +816,12 @@ func (c *Config) validate() Errors {
 	checkNets("smtp.relay_clients", c.SMTP.RelayClients)
 	checkNets("qmqp.proxy_from", c.QMQP.ProxyFrom)
 	for i, p := range c.Shutdown.Handoff {
-		if h, ok := strings.CutPrefix(p, "qmtp://"); !ok || h == "" || strings.ContainsAny(h, "/ ") {
-			bad(fmt.Sprintf("shutdown.handoff[%d]", i), "%q: want qmtp://host[:port]", p)
+		if err := CheckHandoffPeer(p); err != nil {
+			bad(fmt.Sprintf("shutdown.handoff[%d]", i), "%v", err)
 		}
+	}
+	if (c.Shutdown.CertFile == "") != (c.Shutdown.KeyFile == "") {
+		bad("shutdown.cert_file", "cert_file and key_file go together")
 	}
 	checkNets("qmtp.proxy_from", c.QMTP.ProxyFrom)
 	checkNets("smtp.proxy_from", c.SMTP.ProxyFrom)
@@ -791,6 +846,9 @@ func (c *Config) validate() Errors {
 	if c.Queue.RetryMin > c.Queue.RetryMax {
 		bad("queue.retry_min", "greater than queue.retry_max")
 	}
+	if p := c.Delivery.MTASTSPort; p < 1 || p > 65535 {
+		bad("delivery.mta_sts_port", "%d: want a port, 1 to 65535", p)
+	}
 	if c.Delivery.Resolver != "" {
 		if _, err := netip.ParseAddrPort(c.Delivery.Resolver); err != nil {
 			bad("delivery.resolver", "%q: want ip:port", c.Delivery.Resolver)
@@ -810,6 +868,11 @@ func (c *Config) validate() Errors {
 		for j, d := range r.Domains {
 			if d == "" || strings.ContainsAny(d, " @\t") || (strings.Contains(d, "*") && d != "*") {
 				bad(fmt.Sprintf("%s.domains[%d]", key, j), "%q: want example.net, .example.net or *", d)
+			}
+		}
+		for j, p := range r.Senders {
+			if err := ValidSenderPattern(p); err != nil {
+				bad(fmt.Sprintf("%s.senders[%d]", key, j), "%q: %v", p, err)
 			}
 		}
 		if r.viaErr != "" {

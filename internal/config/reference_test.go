@@ -36,7 +36,7 @@ var computed = map[string]bool{
 
 func init() {
 	for _, l := range []string{"qmqp", "qmtp", "smtp"} {
-		for _, k := range []string{"max_conns", "max_conns_per_ip", "read_timeout", "write_timeout", "session_timeout"} {
+		for _, k := range []string{"max_conns", "max_conns_per_ip", "read_timeout", "write_timeout", "session_timeout", "first_timeout", "min_data_rate", "max_unix_conns"} {
 			computed[l+"."+k] = true
 		}
 	}
@@ -350,9 +350,9 @@ func TestReferenceExamplesLoad(t *testing.T) {
 			continue // names a user this machine may not have
 		}
 		switch {
-		case k == "route.cert_file":
+		case k == "route.cert_file" || k == "shutdown.cert_file":
 			b.WriteString("key_file = \"k.pem\"\n")
-		case k == "route.key_file":
+		case k == "route.key_file" || k == "shutdown.key_file":
 			b.WriteString("cert_file = \"c.pem\"\n")
 		case k == "route.fallback" || k == "route.fallback_on":
 			// An mx route and the smarthost route it falls back to.
