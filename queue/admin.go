@@ -56,7 +56,12 @@ type Row struct {
 	// (zero or negative: due now).
 	NextAttempt   time.Time `json:"next_attempt,omitzero"`
 	NextInSeconds int64     `json:"next_in_seconds"`
-	LastError     string    `json:"last_error,omitempty"`
+	// LastError is the latest failed attempt of any pending recipient;
+	// PendingErrors holds each pending recipient's own, in the order of
+	// Pending ("" for one not tried yet, or whose last try was not a
+	// failure).
+	LastError     string   `json:"last_error,omitempty"`
+	PendingErrors []string `json:"pending_errors"`
 }
 
 // Attempt is one delivery attempt in `qmgate queue show`.
@@ -115,6 +120,14 @@ type Stats struct {
 	BucketMinutes []int         `json:"bucket_minutes"`
 	Total         DomainShape   `json:"total"`
 	Domains       []DomainShape `json:"domains"`
+	// Destinations shapes pending recipients by the destination key their
+	// retries are kept under (Options.DestinationOf: a route's next hop,
+	// or "mx:" and the domain), which the caller may name by route.
+	Destinations []DestinationShape `json:"destinations"`
+	// Daemon tells that a running daemon answered (through its control
+	// socket); NextHops, its next hop health, is known only then.
+	Daemon   bool      `json:"daemon"`
+	NextHops []NextHop `json:"next_hops"`
 }
 
 // DomainShape counts pending recipients of one domain by message age.
@@ -124,12 +137,42 @@ type DomainShape struct {
 	Buckets []int  `json:"buckets"`
 }
 
+// DestinationShape counts pending recipients of one destination key by
+// message age.
+type DestinationShape struct {
+	Destination string `json:"destination"`
+	Total       int    `json:"total"`
+	Buckets     []int  `json:"buckets"`
+}
+
+// NextHop is the health of one next hop of a route with several, as the
+// daemon's deliveries found it.
+type NextHop struct {
+	Host string `json:"host"`
+	Up   bool   `json:"up"`
+	// Since is when the host went down or came back up; zero when it has
+	// not changed since the daemon started.
+	Since time.Time `json:"since,omitzero"`
+	// DownUntil ends the backoff of a host that is down.
+	DownUntil time.Time `json:"down_until,omitzero"`
+	Failures  int       `json:"failures"`
+	// LastError is the last failure, plain words, and LastErrorAt when it
+	// happened; kept once the host is up again.
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// SetNextHops gives Stat the daemon's next hop health, which the queue
+// does not keep itself. The daemon calls it before serving the control
+// socket.
+func (q *Queue) SetNextHops(f func() []NextHop) { q.nextHops.Store(&f) }
+
 // ShapeBucketMinutes are qshape's default age buckets.
 var ShapeBucketMinutes = []int{5, 10, 20, 40, 80, 160, 320, 640, 1280}
 
 func (q *Queue) rowLocked(m *message, now time.Time) Row {
 	row := Row{ID: m.id, Received: m.received, AgeSeconds: int64(now.Sub(m.received) / time.Second),
-		Size: m.size(), Sender: m.sender, Recipients: len(m.rcpts), Pending: []string{}}
+		Size: m.size(), Sender: m.sender, Recipients: len(m.rcpts), Pending: []string{}, PendingErrors: []string{}}
 	var next time.Time
 	var last *attempt
 	active, tried := false, false
@@ -141,6 +184,12 @@ func (q *Queue) rowLocked(m *message, now time.Time) Row {
 		row.Pending = append(row.Pending, r.addr)
 		row.Attempts = max(row.Attempts, int(r.attempts))
 		tried = tried || r.attempts > 0
+		a := r.lastAttempt()
+		if a != nil && a.status.Class != mail.Accept {
+			row.PendingErrors = append(row.PendingErrors, describeAttempt(a))
+		} else {
+			row.PendingErrors = append(row.PendingErrors, "")
+		}
 		if r.leased(now) {
 			active = true
 			continue
@@ -152,7 +201,7 @@ func (q *Queue) rowLocked(m *message, now time.Time) Row {
 		if next.IsZero() || t.Before(next) {
 			next = t
 		}
-		if a := r.lastAttempt(); a != nil && a.status.Class != mail.Accept && (last == nil || a.at.After(last.at)) {
+		if a != nil && a.status.Class != mail.Accept && (last == nil || a.at.After(last.at)) {
 			last = a
 		}
 	}
@@ -203,6 +252,7 @@ func (q *Queue) Stat(ctx context.Context) (*Stats, error) {
 	nb := len(ShapeBucketMinutes) + 1
 	st.Total = DomainShape{Domain: "TOTAL", Buckets: make([]int, nb)}
 	domains := map[string]*DomainShape{}
+	dests := map[string]*DestinationShape{}
 	var oldest *message
 	q.mu.Lock()
 	for _, m := range q.msgs {
@@ -246,6 +296,13 @@ func (q *Queue) Stat(ctx context.Context) (*Stats, error) {
 			}
 			ds.Total++
 			ds.Buckets[b]++
+			dd := dests[r.dest]
+			if dd == nil {
+				dd = &DestinationShape{Destination: r.dest, Buckets: make([]int, nb)}
+				dests[r.dest] = dd
+			}
+			dd.Total++
+			dd.Buckets[b]++
 			st.Total.Total++
 			st.Total.Buckets[b]++
 		}
@@ -262,6 +319,18 @@ func (q *Queue) Stat(ctx context.Context) (*Stats, error) {
 	})
 	if st.Domains == nil {
 		st.Domains = []DomainShape{}
+	}
+	st.Destinations = []DestinationShape{}
+	for _, dd := range dests {
+		st.Destinations = append(st.Destinations, *dd)
+	}
+	slices.SortFunc(st.Destinations, func(a, b DestinationShape) int {
+		return cmp.Or(cmp.Compare(b.Total, a.Total), cmp.Compare(a.Destination, b.Destination))
+	})
+	st.NextHops = []NextHop{}
+	if f := q.nextHops.Load(); f != nil {
+		st.Daemon = true
+		st.NextHops = append(st.NextHops, (*f)()...)
 	}
 	return st, nil
 }

@@ -119,6 +119,10 @@ func TestListStatShowRender(t *testing.T) {
 	if rows[1].Sender != "" || rows[1].LastError != "" {
 		t.Errorf("bounce row %+v", rows[1])
 	}
+	// Each pending recipient has its own last error: dave was not tried.
+	if len(r.PendingErrors) != 2 || !strings.Contains(r.PendingErrors[0], "451 4.4.1 connection refused") || r.PendingErrors[1] != "" {
+		t.Errorf("per-recipient errors %q of %q", r.PendingErrors, r.Pending)
+	}
 
 	st, _ := q.Stat(ctx)
 	if st.Messages != 2 || st.Recipients.Pending != 3 || st.Recipients.Delivered != 1 || st.OldestID != a || st.OldestAgeSeconds != 1800 {
@@ -130,6 +134,20 @@ func TestListStatShowRender(t *testing.T) {
 	}
 	if st.Total.Domain != "TOTAL" || len(st.Total.Buckets) != len(ShapeBucketMinutes)+1 {
 		t.Errorf("stat total %+v", st.Total)
+	}
+	if len(st.Destinations) != 2 || st.Destinations[0].Destination != "example.com" || st.Destinations[0].Total != 2 ||
+		st.Destinations[1].Total != 1 {
+		t.Errorf("destinations %+v", st.Destinations)
+	}
+	// Next hop health comes from the daemon; without one it is not known.
+	if st.Daemon || len(st.NextHops) != 0 {
+		t.Errorf("next hops without a daemon: %v %+v", st.Daemon, st.NextHops)
+	}
+	q.SetNextHops(func() []NextHop {
+		return []NextHop{{Host: "smtp://a", Up: false, Failures: 2, LastError: "connection refused"}}
+	})
+	if st, _ := q.Stat(ctx); !st.Daemon || len(st.NextHops) != 1 || st.NextHops[0].LastError != "connection refused" {
+		t.Errorf("next hops from the daemon: %v %+v", st.Daemon, st.NextHops)
 	}
 
 	det, err := q.Show(ctx, a)

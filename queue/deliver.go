@@ -162,6 +162,35 @@ func (q *Queue) Claim(n int) []*Delivery {
 	return out
 }
 
+// Renew extends the lease of d's recipients to Options.LeaseTime from now
+// and returns its new end, for work that waits in the relay longer than a
+// lease (a paced route's backlog keeps its place, and so its order, that
+// way). It reports false when the lease is lost: the recipients were
+// handed out again after it ran out, or the message is gone; the holder
+// must then let d go unattempted (Record with no results). Delivery's
+// LeaseUntil keeps the first lease's end.
+func (d *Delivery) Renew() (time.Time, bool) {
+	q := d.q
+	now := q.now()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	m := d.m
+	if m.dead || q.msgs.get(m.id) != m {
+		return time.Time{}, false
+	}
+	until := now.Add(q.opt.LeaseTime)
+	for _, i := range d.idx {
+		if m.rcpts[i].lease != d.lease {
+			return time.Time{}, false
+		}
+	}
+	for _, i := range d.idx {
+		m.rcpts[i].leaseUntil = until
+	}
+	q.scheduleLocked(m, now)
+	return until, true
+}
+
 // Wait blocks until Claim may have work: a message was committed,
 // released or flushed, a retry or a lease came due, or a destination
 // recovered. It returns ctx.Err() when ctx ends and an error once the

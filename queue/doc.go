@@ -187,8 +187,9 @@
 // (Options.Retry) and their destination is backed off
 // (Options.DestinationBackoff) so that its other recipients wait too,
 // until it answers again. Leases live in memory: after a crash, or after
-// Options.LeaseTime, claimed work comes back; Record with no results gives
-// a Delivery back untouched. Past Options.Lifetime a
+// Options.LeaseTime, claimed work comes back (unless its holder renews the
+// lease with Delivery.Renew, as a paced route does for its backlog); Record
+// with no results gives a Delivery back untouched. Past Options.Lifetime a
 // temporary failure becomes permanent (5.4.7, with an explanation and the
 // last reply).
 //

@@ -20,6 +20,8 @@ type Queue struct {
 	fs                       fileSystem
 	log                      *slog.Logger
 	lockFile                 *os.File
+	// nextHops reports the daemon's next hop health for Stat (admin.go).
+	nextHops atomic.Pointer[func() []NextHop]
 
 	drainer atomic.Pointer[Drainer] // SetDrainer (drain.go)
 

@@ -18,29 +18,18 @@ func (h *Handlers) refuse(ctx context.Context, proto string, c *mail.ConnInfo, s
 		return
 	}
 	reason := rejectReason(st)
+	o := originOf(ctx, proto, c)
 	if h.Metrics != nil {
-		h.Metrics.Rejected.WithLabelValues(proto, reason).Inc()
+		h.Metrics.Rejected.WithLabelValues(o.proto, reason).Inc()
 	}
 	if h.Log == nil {
 		return
 	}
-	h.Log.LogAttrs(ctx, slog.LevelInfo, "refused", slog.String("client", clientName(c)),
-		slog.String("proto", proto), slog.String("from", sender), slog.String("rcpt", strings.Join(rcpts, ",")),
+	attrs := append(o.attrs(), slog.String("from", sender), slog.String("rcpt", strings.Join(rcpts, ",")),
 		slog.String("reason", reason), slog.String("reply", st.SMTPText()), slog.String("code", st.EnhancedCode()),
 		slog.String("result", st.Outcome()))
-}
-
-// clientName is the client's address for logs: its IP, else whatever
-// address the connection has (a unix socket's path).
-func clientName(c *mail.ConnInfo) string {
-	if c == nil {
-		return ""
+	if c != nil && c.AuthUser != "" {
+		attrs = append(attrs, slog.String("auth", c.AuthUser))
 	}
-	if ip := c.RemoteIP(); ip.IsValid() {
-		return ip.String()
-	}
-	if c.RemoteAddr != nil {
-		return c.RemoteAddr.String()
-	}
-	return ""
+	h.Log.LogAttrs(ctx, slog.LevelInfo, "refused", attrs...)
 }

@@ -72,7 +72,7 @@ via = "discard:"
 		regexp.MustCompile(`^.* msg=refused proto=QMQP client=127\.0\.0\.1 reason=access reply="client 127\.0\.0\.1 is not authorized to use this service" code=5\.7\.1 result=refused$`),
 		regexp.MustCompile(`^.* msg=refused client=127\.0\.0\.1 proto=SMTP from=m@x\.test rcpt=victim@other\.org reason=relay reply="sorry, that domain isn't in my list of allowed rcpthosts" code=5\.7\.1 result=refused$`),
 		// The server refuses the address itself; its logger names the protocol.
-		regexp.MustCompile(`^.* msg=refused proto=smtp client=127\.0\.0\.1 from=m@x\.test rcpt="?a.?@example\.net"? reason=address reply="[^"]+" code=5\.1\.3 result=refused$`),
+		regexp.MustCompile(`^.* msg=refused proto=SMTP client=127\.0\.0\.1 from=m@x\.test rcpt="?a.?@example\.net"? reason=address reply="[^"]+" code=5\.1\.3 result=refused$`),
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("%d refusal lines, want %d:\n%s", len(lines), len(want), strings.Join(lines, "\n"))

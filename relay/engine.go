@@ -24,8 +24,9 @@ const (
 	// gets: QMTP pipelines them over one connection, SMTP reuses one
 	// connection for them.
 	DefaultMaxBatch = 64
-	// leaseMargin: a delivery whose lease ends sooner than this is not
-	// started, because the queue may hand its recipients out again.
+	// leaseMargin: a delivery whose lease ends sooner than this (or than
+	// a quarter of its lease, for a short one) is not started, because the
+	// queue may hand its recipients out again.
 	leaseMargin = time.Minute
 )
 
@@ -79,10 +80,45 @@ type claimed struct {
 	// slot: the delivery still holds its place in the engine's in-flight
 	// bound (a part parked by a paced route gives it up early).
 	slot bool
+	// leaseUntil is the end of the delivery's lease, which a paced route
+	// renews while the delivery waits (parts of one delivery may wait on
+	// several routes); leaseLen is the lease's length.
+	leaseUntil time.Time
+	leaseLen   time.Duration
 }
 
 func newClaimed(d *queue.Delivery) *claimed {
-	return &claimed{d: d, results: make([]queue.Result, len(d.Recipients)), has: make([]bool, len(d.Recipients)), slot: true}
+	return &claimed{d: d, results: make([]queue.Result, len(d.Recipients)), has: make([]bool, len(d.Recipients)), slot: true,
+		leaseUntil: d.LeaseUntil, leaseLen: max(time.Until(d.LeaseUntil), time.Second)}
+}
+
+// expiring reports whether c's lease ends too soon to start a delivery.
+func (c *claimed) expiring(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leaseUntil.Sub(now) < min(leaseMargin, c.leaseLen/4)
+}
+
+// renew extends c's lease when less than three quarters of it is left
+// and returns when it should next be looked at: once half of it is left.
+// A lease the queue no longer honours (it ran out and the recipients were
+// handed out again) counts as ended, so the delivery is let go unattempted
+// when its turn comes, and is not looked at again (the zero time).
+func (c *claimed) renew(now time.Time) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leaseUntil.IsZero() {
+		return time.Time{}
+	}
+	if c.leaseUntil.Sub(now) < c.leaseLen*3/4 {
+		until, ok := c.d.Renew()
+		if !ok {
+			c.leaseUntil = time.Time{}
+			return time.Time{}
+		}
+		c.leaseUntil = until
+	}
+	return c.leaseUntil.Add(-c.leaseLen / 2)
 }
 
 // releaseSlot gives c's in-flight slot back, once.
@@ -115,6 +151,9 @@ type routeWorkers struct {
 	pending []*part
 	parked  []*part
 	closed  bool
+	// renewAt is when the leases of the parts waiting on a paced route
+	// are next looked at (see renewLeases).
+	renewAt time.Time
 }
 
 // Run delivers until ctx ends, then waits for deliveries under way to be
@@ -326,11 +365,12 @@ func (w *routeWorkers) take(max int) (out []*part, giveBack bool) {
 		}
 		w.unpark()
 		now := time.Now()
+		w.renewLeases(now)
 		blocked := map[string]bool{}
 		wait := time.Duration(-1)
 		rest := make([]*part, 0, len(w.pending))
 		for _, p := range w.pending {
-			if len(out) < max && p.c != nil && p.c.d.LeaseUntil.Sub(now) < leaseMargin {
+			if len(out) < max && p.c != nil && p.c.expiring(now) {
 				// Its lease is running out: deliver lets it go back to the
 				// queue, which takes no slot of the pace.
 				out = append(out, p)
@@ -357,6 +397,12 @@ func (w *routeWorkers) take(max int) (out []*part, giveBack bool) {
 			}
 			return out, false
 		}
+		if r := w.renewAt.Sub(now); !w.renewAt.IsZero() && (wait < 0 || r < wait) {
+			wait = r
+			if wait < 0 {
+				wait = 0
+			}
+		}
 		t := time.AfterFunc(wait, w.cond.Broadcast)
 		w.cond.Wait()
 		t.Stop()
@@ -369,6 +415,28 @@ func (w *routeWorkers) take(max int) (out []*part, giveBack bool) {
 		w.cond.Signal()
 	}
 	return out, false
+}
+
+// renewLeases keeps the parts waiting on a paced route leased, however
+// long the backlog: a lease that ran out would send a message back to the
+// queue and then to the end of the line, and the route would lose its
+// arrival order. A pass renews every lease with less than three quarters
+// left, so passes come at most every quarter lease; w.mu is held.
+func (w *routeWorkers) renewLeases(now time.Time) {
+	if now.Before(w.renewAt) {
+		return
+	}
+	w.renewAt = time.Time{}
+	for _, list := range [][]*part{w.pending, w.parked} {
+		for _, p := range list {
+			if p.c == nil {
+				continue
+			}
+			if at := p.c.renew(now); !at.IsZero() && (w.renewAt.IsZero() || at.Before(w.renewAt)) {
+				w.renewAt = at
+			}
+		}
+	}
 }
 
 func (e *Engine) work(ctx context.Context, w *routeWorkers) {
@@ -400,7 +468,7 @@ func (e *Engine) deliver(ctx context.Context, rt *Route, ps []*part) {
 	jobParts := make([]*part, 0, len(ps))
 	for _, p := range ps {
 		d := p.c.d
-		if d.LeaseUntil.Sub(now) < leaseMargin {
+		if p.c.expiring(now) {
 			// Waited too long: the queue may already have handed these
 			// recipients to someone else. Leave them to it.
 			e.Log.Warn("delivery lease expired before start", "id", d.ID, "route", rt.Name)
@@ -477,7 +545,8 @@ func (e *Engine) finish(ctx context.Context, rt *Route, p *part, results []trans
 		}
 		if debug {
 			e.Log.Debug("delivery", "id", c.d.ID, "rcpt", rcpt, "route", name, "via", via, "host", r.Host,
-				"tls_policy", r.TLSPolicy, "status", r.Status.Describe(), "delay", time.Since(c.d.Received).Round(time.Millisecond))
+				"tls_policy", r.TLSPolicy, "status", r.Status.SMTPText(), "result", r.Status.Class.DeliveryResult(),
+				"code", r.Status.EnhancedCode(), "delay", time.Since(c.d.Received).Round(time.Millisecond))
 		}
 	}
 	c.left--

@@ -144,12 +144,16 @@ func (h *Handlers) commit(ctx context.Context, proto string, c *mail.ConnInfo, m
 		return res.Status
 	}
 	lim.Count()
+	o := originOf(ctx, proto, c)
 	if h.Metrics != nil {
-		h.Metrics.Accepted.WithLabelValues(proto).Inc()
+		h.Metrics.Accepted.WithLabelValues(o.proto).Inc()
 	}
-	h.Log.LogAttrs(ctx, slog.LevelInfo, "accepted", slog.String("id", res.ID),
-		slog.String("client", clientName(c)), slog.String("proto", c.Proto), slog.Int64("size", size),
-		slog.String("from", env.Sender), slog.Int("rcpts", len(env.Recipients)), slog.String("auth", c.AuthUser))
+	attrs := append([]slog.Attr{slog.String("id", res.ID)}, o.attrs()...)
+	attrs = append(attrs, slog.Int64("size", size), slog.String("from", env.Sender), slog.Int("rcpts", len(env.Recipients)))
+	if c.AuthUser != "" {
+		attrs = append(attrs, slog.String("auth", c.AuthUser))
+	}
+	h.Log.LogAttrs(ctx, slog.LevelInfo, "accepted", attrs...)
 	return res.Status
 }
 
@@ -210,8 +214,10 @@ func (h *Handlers) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Status
 	var n *counter
 	var stp *stamp
 	err := pol.Unix.admit(req.Conn)
+	body := io.Reader(req.Body)
 	if err == nil {
-		msg, n, stp, err = h.begin(ctx, req.Conn, req.Body)
+		ctx, body = dropInOrigin(ctx, req.Conn, pol.DropInUsers, body)
+		msg, n, stp, err = h.begin(ctx, req.Conn, body)
 	}
 	env, eerr := req.Envelope()
 	var lim *Tally

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,6 +103,7 @@ func buildState(cfg *config.Config, log *slog.Logger) (*hubState, error) {
 	st.router = router
 	st.policy = newPolicy(cfg, router)
 	st.policy.Limits = newLimits(&cfg.Limits, log)
+	st.policy.DropInUsers = cfg.QMQP.DropInUsers
 	if st.identity, err = BuildIdentity(cfg); err != nil {
 		router.Close()
 		return nil, err
@@ -288,6 +290,7 @@ func (h *Hub) Start() error {
 		return fmt.Errorf("queue: %w", err)
 	}
 	h.queue = q
+	q.SetNextHops(queueNextHops)
 	h.metrics = NewMetrics(func() (int, int, time.Duration) {
 		m := q.Metrics()
 		return m.Messages, m.PendingRecipients, m.OldestAge(time.Now())
@@ -382,14 +385,16 @@ func (h *Hub) healthy() error {
 	return nil
 }
 
+// protoLabel is the proto label of a listener kind, spelt as in every
+// other metric and log line.
 func protoLabel(kind string) string {
 	switch kind {
 	case "qmtp", "qmtps":
-		return "qmtp"
+		return "QMTP"
 	case "qmqp":
-		return "qmqp"
+		return "QMQP"
 	}
-	return "smtp"
+	return "SMTP"
 }
 
 func isClosedErr(err error) bool {
@@ -414,6 +419,7 @@ func (h *Hub) buildServers() {
 	c := h.cfg
 	h.qmtpSrv = newQMTPServer(c, h.handlers, h.log)
 	h.qmtpSrv.OnRefuse = h.countRefused("QMTP")
+	h.qmtpSrv.Exempt = h.trustedConnExempt(func(p *Policy) []netip.Prefix { return p.QMTPRelay })
 	h.qmtpSrv.ConnContext = func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
 		st := h.state.Load()
 		info.LocalHost = c.Hostname
@@ -440,6 +446,7 @@ func (h *Hub) buildServers() {
 	}
 	h.qmqpSrv = newQMQPServer(c, h.handlers, h.log)
 	h.qmqpSrv.OnRefuse = h.countRefused("QMQP")
+	h.qmqpSrv.Exempt = h.trustedConnExempt(func(p *Policy) []netip.Prefix { return p.QMQPAllow })
 	h.qmqpSrv.AllowFunc = func(info *mail.ConnInfo) bool {
 		return InPrefixes(info.RemoteIP(), h.state.Load().policy.QMQPAllow)
 	}
@@ -465,7 +472,7 @@ func (h *Hub) buildServers() {
 			SessionTimeout:    c.SMTP.SessionTimeout.D(),
 			MaxConns:          c.SMTP.MaxConns,
 			MaxConnsPerIP:     c.SMTP.MaxConnsPerIP,
-			ErrorLog:          h.log.With("proto", "smtp"),
+			ErrorLog:          h.log.With("proto", "SMTP"),
 			ConnContext: func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
 				info.LocalHost = c.Hostname
 				info.RelayClient = InPrefixes(info.RemoteIP(), h.state.Load().policy.SMTPRelay)
@@ -473,6 +480,9 @@ func (h *Hub) buildServers() {
 			},
 		}
 		setSMTPLimits(s, c)
+		// The daemon's own exemption: relay clients besides [limits]
+		// exempt, read at each connection so that a reload applies.
+		s.Exempt = h.trustedConnExempt(func(p *Policy) []netip.Prefix { return p.SMTPRelay })
 		if c.SMTP.TLSCert != "" {
 			s.TLSConfig = &tls.Config{
 				MinVersion: tls.VersionTLS12,

@@ -58,6 +58,7 @@ type Limits struct {
 	active               bool
 	exempt               []netip.Prefix
 	exemptRelay          bool
+	limitTrustedConns    bool
 	v4Bits, v6Bits       int
 	log                  *slog.Logger
 	refusals             *prometheus.CounterVec
@@ -81,9 +82,12 @@ func newLimits(c *config.Limits, log *slog.Logger) *Limits {
 	l := &Limits{
 		exempt:      config.Prefixes(c.Exempt),
 		exemptRelay: c.ExemptRelayClients,
-		v4Bits:      c.ClientIPv4Prefix,
-		v6Bits:      c.ClientIPv6Prefix,
-		log:         log,
+		// limitTrustedConns is read by the listeners' connection limits
+		// (trustedConnExempt), not by the rate limits.
+		limitTrustedConns: c.LimitTrustedConns,
+		v4Bits:            c.ClientIPv4Prefix,
+		v6Bits:            c.ClientIPv6Prefix,
+		log:               log,
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qmgate_limit_refusals_total",
 			Help: "Messages and recipients refused for a while because a client, user, local user or sender domain reached a rate limit ([limits]), by limit.",
@@ -296,12 +300,7 @@ func (t *Tally) add(rules [nLimitWho]*limitRule, n int, now time.Time) {
 func (t *Tally) refuse(w limitWho, r *limitRule, by ratelimit.Rate) mail.Status {
 	r.refused.Inc()
 	if log := t.l.log; log != nil {
-		client := ""
-		if ip := t.c.RemoteIP(); ip.IsValid() {
-			client = ip.String()
-		} else if t.c.RemoteAddr != nil {
-			client = t.c.RemoteAddr.String()
-		}
+		client := clientName(t.c)
 		who := t.keys[w]
 		switch w {
 		case byClient:
@@ -310,9 +309,31 @@ func (t *Tally) refuse(w limitWho, r *limitRule, by ratelimit.Rate) mail.Status 
 		case byUID:
 			who = t.c.RemoteAddr.String()
 		}
-		log.Warn("refused over a rate limit", "client", client, "proto", t.c.Proto, "limit", r.name,
-			"rate", by.String(), "counted_as", who, "from", t.from, "auth", t.c.AuthUser)
+		args := []any{"client", client, "proto", protoFamily(t.c.Proto), "limit", r.name,
+			"rate", by.String(), "counted_as", who, "from", t.from}
+		if t.c.AuthUser != "" {
+			args = append(args, "auth", t.c.AuthUser)
+		}
+		log.Warn("refused over a rate limit", args...)
 	}
 	// RFC 3463 4.7.1: delivery not authorized for now; the client retries.
 	return mail.Temp("4.7.1", r.what+": "+by.String())
+}
+
+// trustedConnExempt returns the Exempt of a listener's per-address connection
+// limit (max_conns_per_ip): the networks of [limits] exempt and the
+// listener's trusted networks (trusted picks them from the policy: relay
+// clients, the QMQP allow list), read at each connection so a reload
+// applies, unless [limits] limit_trusted_conns holds them to it too.
+// Postfix exempts mynetworks from its per-client limits the same way.
+func (h *Hub) trustedConnExempt(trusted func(*Policy) []netip.Prefix) func(netip.Addr) bool {
+	return func(ip netip.Addr) bool {
+		pol := h.state.Load().policy
+		if l := pol.Limits; l == nil || l.limitTrustedConns {
+			return false
+		} else if InPrefixes(ip, l.exempt) {
+			return true
+		}
+		return InPrefixes(ip, trusted(pol))
+	}
 }

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"encoding/base64"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,7 +85,7 @@ client_recipients = ["4/m"]
 	}
 	log := h.logText()
 	for _, l := range []string{"client_messages", "client_recipients"} {
-		if n := strings.Count(log, `msg="refused over a rate limit" client=127.0.0.1 proto=ESMTP limit=`+l+" "); n != 1 {
+		if n := strings.Count(log, `msg="refused over a rate limit" client=127.0.0.1 proto=SMTP limit=`+l+" "); n != 1 {
 			t.Errorf("%d log lines for the %s refusal:\n%s", n, l, log)
 		}
 		if n := h.refusals(l); n != 1 {
@@ -260,5 +261,39 @@ exempt_relay_clients = true
 	}
 	if !strings.Contains(h.logText(), `limit=uid_messages rate=1/m counted_as="uid `+u.Uid+` (`+u.Username+`)"`) {
 		t.Fatalf("log:\n%s", h.logText())
+	}
+}
+
+// TestHubConnLimitExemptsTrusted: max_conns_per_ip does not hold back the
+// QMQP allow list (nor relay clients, nor [limits] exempt) unless
+// limit_trusted_conns is set, as Postfix exempts mynetworks: an app-server
+// fleet behind one address may open more sessions than one client.
+func TestHubConnLimitExemptsTrusted(t *testing.T) {
+	const cfg = `
+rcpthosts = ["example.net"]
+[qmqp]
+listen = ["127.0.0.1:0"]
+allow = ["127.0.0.0/8"]
+max_conns_per_ip = 1
+`
+	for _, tc := range []struct {
+		extra string
+		want  string
+	}{
+		{"", "K"},
+		{"[limits]\nlimit_trusted_conns = true\n", "Z"},
+	} {
+		h := startHub(t, cfg+tc.extra+limitsRoute)
+		// A session that holds its slot; the kernel hands connections to
+		// the accept loop in order, so it is admitted before the next.
+		held, err := net.Dial("tcp", h.addr("qmqp"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := sendQMQP(t, h.addr("qmqp"), "a@example.net")
+		held.Close()
+		if !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%q: second session got %q, want %s", tc.extra, got, tc.want)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package relay
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/qmgate/qmgate/queue"
 	"github.com/qmgate/qmgate/relay/transport"
 )
 
@@ -36,4 +37,17 @@ func (smarthostCollector) Collect(ch chan<- prometheus.Metric) {
 	for route, n := range transport.RevokedGrants() {
 		ch <- prometheus.MustNewConstMetric(revokedDesc, prometheus.CounterValue, float64(n), route)
 	}
+}
+
+// queueNextHops is the next hop health that `qmgate queue stat` shows,
+// read from the daemon through the queue's control socket: the same table
+// as qmgate_nexthop_up.
+func queueNextHops() []queue.NextHop {
+	snap := transport.Nexthops.Snapshot()
+	out := make([]queue.NextHop, len(snap))
+	for i, h := range snap {
+		out[i] = queue.NextHop{Host: h.Host, Up: h.Up, Since: h.Since, DownUntil: h.DownUntil, Failures: h.Failures,
+			LastError: h.LastError, LastErrorAt: h.LastErrorAt}
+	}
+	return out
 }

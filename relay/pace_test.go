@@ -2,6 +2,8 @@ package relay
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"math"
 	"strings"
 	"sync"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/qmgate/qmgate/internal/ratelimit"
 	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/queue"
 	"github.com/qmgate/qmgate/relay/transport"
 )
 
@@ -168,5 +171,89 @@ func TestThrottleSlowsRoute(t *testing.T) {
 	}
 	if p.Slowdown() < 1.5 {
 		t.Fatalf("route slowdown %v", p.Slowdown())
+	}
+}
+
+// TestEnginePacedBacklogOutlivesLease: a paced backlog that takes several
+// leases to leave keeps its arrival order and delivers each message once:
+// the engine renews the leases of the parts that wait instead of letting
+// them go back to the queue and to the end of the line.
+func TestEnginePacedBacklogOutlivesLease(t *testing.T) {
+	const n = 80
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	q, err := queue.Open(t.TempDir(), queue.Options{Logger: log, LeaseTime: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	var ids []string
+	put := func(k int) {
+		for i := 0; i < k; i++ {
+			env := mail.Envelope{Sender: "s@x.test", Recipients: []string{"r@y.test"}}
+			id, err := q.Put(context.Background(), env, strings.NewReader("Subject: paced\n\nx\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+	}
+	put(n)
+	// The backlog takes two leases; one connection, so that the order
+	// the transport sees is the order the route sends in.
+	rate, _ := ratelimit.ParseRate("40/s")
+	tr := &orderTransport{}
+	rt := &Route{Name: "paced", Via: "order:", Transport: tr, Concurrency: 1, Pacing: NewPacing(rate, false, nil),
+		Patterns: mail.HostList([]string{"*"})}
+	router := &Router{Routes: []*Route{rt}}
+	e := &Engine{Queue: q, Log: log, Routes: func() *Router { return router }, PacedHold: 2, MaxBatch: 1}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	// More mail once the first is on its way: claimed later, its leases
+	// run out later than those of the first backlog's rest.
+	for delivered := 0; delivered < 3; {
+		time.Sleep(10 * time.Millisecond)
+		tr.mu.Lock()
+		delivered = len(tr.ids)
+		tr.mu.Unlock()
+	}
+	put(n)
+	deadline := time.Now().Add(time.Minute)
+	for q.Metrics().Messages > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if left := q.Metrics().Messages; left > 0 {
+		t.Fatalf("not all delivered: %d left", left)
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if strings.Join(tr.ids, ",") != strings.Join(ids, ",") {
+		t.Errorf("delivered in order\n%v\nwant\n%v", tr.ids, ids)
+	}
+}
+
+// A claim the queue no longer honours is not renewed: the part counts as
+// expired (let go unattempted when its turn comes) and asks for no more
+// renewals, so a paced route does not spin on it.
+func TestClaimedRenewLost(t *testing.T) {
+	q, _ := queueOfSteps(t, 1)
+	ds := q.Claim(1)
+	if len(ds) != 1 {
+		t.Fatalf("claimed %d", len(ds))
+	}
+	c := newClaimed(ds[0])
+	now := time.Now()
+	if at := c.renew(now); at.IsZero() || c.expiring(now) {
+		t.Fatalf("a fresh claim: next look %v, expiring %v", at, c.expiring(now))
+	}
+	if _, ok := ds[0].Renew(); !ok {
+		t.Fatal("Renew of a held claim failed")
+	}
+	q.Record(context.Background(), ds[0], nil) // gives the claim back
+	c.leaseUntil = now                         // as if it were running out
+	if at := c.renew(now); !at.IsZero() || !c.expiring(now) {
+		t.Fatalf("a lost claim: next look %v, expiring %v", at, c.expiring(now))
 	}
 }

@@ -114,6 +114,11 @@ type Policy struct {
 	SMTPSenders SenderMap
 	// Limits are the inbound rate limits; nil limits nothing.
 	Limits *Limits
+	// DropInUsers are the local users, besides root and the daemon's own
+	// user, whose QMQP submissions over the unix socket may state the
+	// protocol and client a tcpserver drop-in saw ([qmqp] dropin_users;
+	// see origin).
+	DropInUsers []string
 }
 
 // InPrefixes reports whether ip falls in any of the networks.

@@ -3,14 +3,19 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
+	"os/user"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/config"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmqp"
+	"github.com/qmgate/qmgate/relay"
 )
 
 // qmqpTrustTCPServer leaves access to the qmqpd drop-in to tcpserver's
@@ -77,5 +82,67 @@ func TestTCPServerQMTPDRefusesBadRecipientAlone(t *testing.T) {
 	}
 	if s := <-got; s != "a@example.com" {
 		t.Fatalf("the daemon got %q", s)
+	}
+}
+
+// lockedBuffer is a log destination shared by the daemon's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Mail the qmtpd drop-in hands to the daemon's socket is logged by the
+// daemon as QMTP from the drop-in's client, not as QMQP from a local user:
+// the drop-in runs as the daemon's own user here, whom the daemon trusts
+// to say so.
+func TestTCPServerQMTPDLoggedAsQMTP(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "qmqp.sock")
+	cfgText := hubConfig + "queue_dir = \"" + filepath.Join(dir, "queue") + "\"\n[qmqp]\nlisten = [\"unix:" + sock + "\"]\n" +
+		"[[route]]\ndomains = [\"*\"]\nvia = \"discard:\"\n"
+	cfg, err := config.Parse("hub.toml", []byte(cfgText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	h, err := relay.New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		h.Shutdown(ctx)
+	}()
+	addr := tcpserve(t, "qmtpd", cfgText)
+	res := qmtpSend(t, addr, msg(mail.Envelope{Sender: "s@x", Recipients: []string{"a@example.com"}}, "Subject: d\n\nx\n", false))
+	if !res[0][0].IsAccept() {
+		t.Fatalf("%q", res[0][0].Reply())
+	}
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `client=127.0.0.1 proto=QMTP relayed_by="uid ` + u.Uid + ` (` + u.Username + `)"`
+	if l := logs.String(); !strings.Contains(l, "msg=accepted") || !strings.Contains(l, want) {
+		t.Fatalf("the daemon's log lacks %s:\n%s", want, l)
 	}
 }

@@ -122,11 +122,15 @@ func writeMailq(w io.Writer, rows []queue.Row) error {
 			sender = "MAILER-DAEMON"
 		}
 		fmt.Fprintf(w, "%-10s%c %8d %s  %s\n", wordSafe(r.ID), mark, r.Size, r.Received.Local().Format(mailqTime), sender)
-		if r.LastError != "" && len(r.Pending) > 0 {
-			fmt.Fprintf(w, "(%s)\n", headerSafe(r.LastError))
-		}
-		for _, p := range r.Pending {
-			fmt.Fprintf(w, "%s%s\n", indent, wordSafe(p))
+		// As Postfix: each reason on its own line, in parentheses, above
+		// the recipients it holds back; recipients not tried yet first.
+		for _, g := range reasonGroups(r) {
+			if g.reason != "" {
+				fmt.Fprintf(w, "(%s)\n", headerSafe(g.reason))
+			}
+			for _, p := range g.rcpts {
+				fmt.Fprintf(w, "%s%s\n", indent, wordSafe(p))
+			}
 		}
 		fmt.Fprintln(w)
 	}
@@ -136,6 +140,42 @@ func writeMailq(w io.Writer, rows []queue.Row) error {
 	}
 	_, err := fmt.Fprintf(w, "-- %d Kbytes in %d Request%s.\n", total/1024, len(rows), s)
 	return err
+}
+
+// reasonGroup is the pending recipients of a message held back by one
+// reason ("" for those not tried yet).
+type reasonGroup struct {
+	reason string
+	rcpts  []string
+}
+
+// reasonGroups groups r's pending recipients by their own last error:
+// those without one first, then each reason in the order its first
+// recipient comes in the envelope.
+func reasonGroups(r *queue.Row) []reasonGroup {
+	out := []reasonGroup{{}}
+	at := map[string]int{"": 0}
+	for i, p := range r.Pending {
+		reason := pendingError(r, i)
+		k, ok := at[reason]
+		if !ok {
+			k = len(out)
+			at[reason] = k
+			out = append(out, reasonGroup{reason: reason})
+		}
+		out[k].rcpts = append(out[k].rcpts, p)
+	}
+	return out
+}
+
+// pendingError is the last error of r's i-th pending recipient. A row
+// from a daemon that does not report them per recipient gives the
+// message's last error to each.
+func pendingError(r *queue.Row, i int) string {
+	if len(r.PendingErrors) != len(r.Pending) {
+		return r.LastError
+	}
+	return r.PendingErrors[i]
 }
 
 // mailqMessage is one line of -json: postqueue -j's fields, then qmgate's.
@@ -186,7 +226,7 @@ func writeMailqJSON(w io.Writer, rows []queue.Row) error {
 			NextAttempt: r.NextAttempt, NextInSeconds: r.NextInSeconds, LastError: r.LastError,
 		}
 		for j, p := range r.Pending {
-			m.Recipients[j] = mailqRecipient{Address: p, DelayReason: r.LastError}
+			m.Recipients[j] = mailqRecipient{Address: p, DelayReason: pendingError(r, j)}
 		}
 		if err := enc.Encode(&m); err != nil {
 			return err

@@ -18,7 +18,8 @@ import (
 
 const queueUsage = `usage: qmgate queue COMMAND [ID ...] [-config FILE] [-json]
   list              one row per message (qmgate mailq: Postfix's layout)
-  stat              counts by state and the age shape per destination domain
+  stat              counts by state, the age shape per domain and per route,
+                    and the health of next hops (from the daemon)
   show ID           envelope, per-recipient state, attempt history, headers
   hold ID...        stop delivering the messages
   release ID...     resume delivering held messages
@@ -36,7 +37,7 @@ qmgate queue COMMAND -h shows one command's help.`
 
 var queueSubUsage = map[string]string{
 	"list":    "usage: qmgate queue list [-config FILE] [-json]\n\nOne row per message: ID AGE SIZE STATE NEXT SENDER NPENDING PENDING LAST-ERROR.\nWith -json, one JSON object per message per line (postqueue -j's fields and qmgate's own).",
-	"stat":    "usage: qmgate queue stat [-config FILE] [-json]\n\nCounts by state, then the pending recipients per destination domain by message age\nin minutes (Postfix's qshape).",
+	"stat":    "usage: qmgate queue stat [-config FILE] [-json]\n\nCounts by state, then the pending recipients per destination domain by message age\nin minutes (Postfix's qshape), the same per route and next hop, and the health\nof the next hops of routes with several (up or down, since when, the last\nerror), which only the running daemon knows.",
 	"show":    "usage: qmgate queue show ID [-config FILE] [-json]\n\nThe message's envelope, each recipient's state and attempt history, and its header.",
 	"hold":    "usage: qmgate queue hold ID... [-config FILE]\n\nStop delivering the messages until they are released.",
 	"release": "usage: qmgate queue release ID... [-config FILE]\n\nResume delivering held messages.",
@@ -119,7 +120,7 @@ func runQueue(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "stat":
 		st, err := adm.Stat(ctx)
 		if err == nil {
-			err = writeStat(stdout, st, *asJSON)
+			err = writeStat(stdout, st, statRoutes(cfg), *asJSON)
 		}
 		return queueErr(stderr, sub, "", err)
 	case "show":

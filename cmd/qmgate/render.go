@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/config"
 	"github.com/qmgate/qmgate/queue"
 )
 
@@ -58,11 +59,14 @@ func nextText(r *queue.Row) string {
 	return formatAge(r.NextInSeconds)
 }
 
-// writeStat renders `qmgate queue stat`: counts, then the qshape table of
-// pending recipients per domain by message age in minutes.
-func writeStat(w io.Writer, st *queue.Stats, asJSON bool) error {
+// writeStat renders `qmgate queue stat`: counts, the qshape table of
+// pending recipients per domain by message age in minutes, the same per
+// route and next hop (named by routes, the configuration's), then the
+// health of the next hops of routes with several, from the daemon.
+func writeStat(w io.Writer, st *queue.Stats, routes []config.Route, asJSON bool) error {
+	shapes := routeShapes(st, routes)
 	if asJSON {
-		return writeJSON(w, st)
+		return writeJSON(w, statJSON{Stats: st, Routes: shapes})
 	}
 	fmt.Fprintf(w, "messages %d  bytes %d  queued %d  deferred %d  active %d  held %d\n",
 		st.Messages, st.Bytes, st.Queued, st.Deferred, st.Active, st.Held)
@@ -88,7 +92,13 @@ func writeStat(w io.Writer, st *queue.Stats, asJSON bool) error {
 		}
 		fmt.Fprintln(tw, strings.Join(cols, "\t")+"\t")
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if err := writeRoutes(w, st, shapes); err != nil {
+		return err
+	}
+	return writeNextHops(w, st, time.Now())
 }
 
 // writeDetail renders `qmgate queue show ID`.

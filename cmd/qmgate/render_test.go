@@ -114,7 +114,7 @@ func TestWriteStatAndDetail(t *testing.T) {
 	st := &queue.Stats{Messages: 2, BucketMinutes: queue.ShapeBucketMinutes,
 		Total: queue.DomainShape{Domain: "TOTAL", Total: 1, Buckets: make([]int, len(queue.ShapeBucketMinutes)+1)}}
 	var buf bytes.Buffer
-	writeStat(&buf, st, false)
+	writeStat(&buf, st, nil, false)
 	if !strings.Contains(buf.String(), "TOTAL") || !strings.Contains(buf.String(), "1280+") || !strings.HasPrefix(buf.String(), "messages 2 ") {
 		t.Errorf("stat text:\n%s", buf.String())
 	}

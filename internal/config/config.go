@@ -148,6 +148,12 @@ type Limits struct {
 	// servers that send through the hub are what the limits protect
 	// against when one is compromised.
 	ExemptRelayClients bool `toml:"exempt_relay_clients"`
+	// LimitTrustedConns applies max_conns_per_ip to trusted clients too:
+	// QMTP and SMTP relay_clients, the QMQP allow list and Exempt. Default
+	// false: like Postfix's mynetworks, trusted networks count towards
+	// max_conns only, so a fleet of app servers behind one NAT address is
+	// not turned away.
+	LimitTrustedConns bool `toml:"limit_trusted_conns"`
 }
 
 // RateKeys lists the rate-limit keys of [limits] with their values, in a
@@ -186,6 +192,12 @@ type QMQP struct {
 	// patterns: "addr@domain", "@domain", "<>" (the null sender) or "*".
 	// Users not named, with no "*" entry, may use any sender.
 	UnixSenders map[string][]string `toml:"unix_senders"`
+	// DropInUsers names the local users, besides root and the daemon's
+	// own user, who run the tcpserver drop-ins (qmgate qmtpd, qmqpd) that
+	// hand their mail to the daemon's unix socket: the daemon's logs then
+	// name the protocol and client the drop-in saw, from its Received
+	// line, instead of QMQP from the local user.
+	DropInUsers []string `toml:"dropin_users"`
 	ListenLimit
 	ListenProxy
 }

@@ -50,11 +50,13 @@ var keyDoc = map[string]string{
 	"limits.client_ipv6_prefix":       "IPv6 clients in one network of this many bits share the client rate limits and max_conns_per_ip (default 64)",
 	"limits.exempt":                   "client networks no rate limit and no max_conns_per_ip applies to (default none)",
 	"limits.exempt_relay_clients":     "exempt relay clients and allowed QMQP clients over TCP from the rate limits (default false)",
+	"limits.limit_trusted_conns":      "apply max_conns_per_ip to relay clients, the QMQP allow list and exempt networks too (default false)",
 
 	"qmqp.listen":          "QMQP listen addresses, ip:port or unix:/path (default none)",
 	"qmqp.allow":           "networks allowed to send over QMQP, which has no authentication (default nobody)",
 	"qmqp.trust_tcpserver": "qmgate qmqpd leaves access to tcpserver's rules instead of applying allow, as qmail-qmqpd does (default false)",
 	"qmqp.unix_allow":      "local users (name, or @group) who may submit over the QMQP unix socket (default: every local user)",
+	"qmqp.dropin_users":    "local users, besides root and the daemon's own, who run the qmtpd/qmqpd drop-ins: the daemon logs the protocol and client they saw (default none)",
 	"qmqp.unix_senders":    "per local user (or \"*\"), the envelope senders allowed over the unix socket: addr@domain, @domain, <> or * (default: any)",
 
 	"qmtp.listen":            "QMTP listen addresses, ip:port or unix:/path (default none)",

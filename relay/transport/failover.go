@@ -30,6 +30,12 @@ type hostState struct {
 	failures  int
 	downUntil time.Time
 	reason    string
+	// down: the last thing known is a failure (the backoff may be over);
+	// since: when the host last went down or came back up.
+	down     bool
+	since    time.Time
+	lastErr  string
+	lastErrT time.Time
 }
 
 // HostHealth is one next hop's state, for metrics and `queue stat`.
@@ -38,7 +44,13 @@ type HostHealth struct {
 	Up        bool
 	DownUntil time.Time // when Up is false
 	Failures  int       // consecutive
-	Reason    string    // the last failure, plain words
+	Reason    string    // the last failure, plain words, while it is down
+	// Since is when the host went down or came back up (zero: neither
+	// since the process started). LastError and LastErrorAt are its last
+	// failure, kept after it is up again.
+	Since       time.Time
+	LastError   string
+	LastErrorAt time.Time
 }
 
 // Nexthops is the process's next hop health, shared by all routes.
@@ -71,10 +83,15 @@ func (h *Health) MarkDown(host, reason string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.state(host)
+	now := h.now()
 	s.failures++
 	d := MinHostBackoff << min(s.failures-1, 10)
-	s.downUntil = h.now().Add(min(d, MaxHostBackoff))
+	s.downUntil = now.Add(min(d, MaxHostBackoff))
 	s.reason = reason
+	if !s.down {
+		s.down, s.since = true, now
+	}
+	s.lastErr, s.lastErrT = reason, now
 }
 
 // MarkUp records that host took a connection.
@@ -83,6 +100,9 @@ func (h *Health) MarkUp(host string) {
 	defer h.mu.Unlock()
 	s := h.state(host)
 	s.failures, s.downUntil, s.reason = 0, time.Time{}, ""
+	if s.down {
+		s.down, s.since = false, h.now()
+	}
 }
 
 // Snapshot returns every known next hop, by name.
@@ -92,7 +112,8 @@ func (h *Health) Snapshot() []HostHealth {
 	now := h.now()
 	out := make([]HostHealth, 0, len(h.hosts))
 	for host, s := range h.hosts {
-		hh := HostHealth{Host: host, Up: !now.Before(s.downUntil), Failures: s.failures, Reason: s.reason}
+		hh := HostHealth{Host: host, Up: !now.Before(s.downUntil), Failures: s.failures, Reason: s.reason,
+			Since: s.since, LastError: s.lastErr, LastErrorAt: s.lastErrT}
 		if !hh.Up {
 			hh.DownUntil = s.downUntil
 		}
