@@ -467,12 +467,7 @@ func (h *Hub) buildServers() {
 			MaxMessageBytes:   c.MaxMessageBytes,
 			MaxRecipients:     c.MaxRecipients,
 			MaxHops:           c.MaxHops,
-			ReadTimeout:       c.SMTP.ReadTimeout.D(),
-			WriteTimeout:      c.SMTP.WriteTimeout.D(),
-			SessionTimeout:    c.SMTP.SessionTimeout.D(),
-			MaxConns:          c.SMTP.MaxConns,
-			MaxConnsPerIP:     c.SMTP.MaxConnsPerIP,
-			ErrorLog:          h.log.With("proto", "SMTP"),
+			ErrorLog:          h.log,
 			ConnContext: func(ctx context.Context, info *mail.ConnInfo) (context.Context, error) {
 				info.LocalHost = c.Hostname
 				info.RelayClient = InPrefixes(info.RemoteIP(), h.state.Load().policy.SMTPRelay)

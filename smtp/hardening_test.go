@@ -297,7 +297,7 @@ func TestSyntaxRefusalsLogged(t *testing.T) {
 	c.cmd("DATA now", "501 5.5.4")
 	got := logs.String()
 	for _, want := range []string{
-		`msg=refused client=127.0.0.1 reason=syntax reply="Was expecting MAIL arg syntax of FROM:<address>" code=5.5.2 result=refused`,
+		`msg=refused proto=SMTP client=127.0.0.1 reason=syntax reply="Was expecting MAIL arg syntax of FROM:<address>" code=5.5.2 result=refused`,
 		`reply="Unable to parse SIZE as an integer" code=5.5.4`,
 		`reply="Was expecting RCPT arg syntax of TO:<address>" code=5.5.2`,
 		`reply="DATA command should not have any arguments" code=5.5.4`,

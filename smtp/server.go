@@ -202,11 +202,14 @@ type Server struct {
 	auth authGuard
 }
 
+// logger is ErrorLog (or slog's default) with proto=SMTP, the one place
+// the server's log lines get their protocol.
 func (s *Server) logger() *slog.Logger {
-	if s.ErrorLog != nil {
-		return s.ErrorLog
+	l := s.ErrorLog
+	if l == nil {
+		l = slog.Default()
 	}
-	return slog.Default()
+	return l.With("proto", "SMTP")
 }
 
 func (s *Server) hostname() string {
@@ -253,7 +256,7 @@ func (s *Server) serve(l net.Listener, implicitTLS bool) error {
 			s.serveConn(sc, implicitTLS)
 		},
 		Refusal:     replyLine(mail.StatusTooManyConns),
-		Log:         s.logger().With("proto", "SMTP"),
+		Log:         s.logger(),
 		OnRefuse:    s.OnRefuse,
 		Limits:      s.settings().Limits(DefaultMaxConns, DefaultMaxConnsPerIP, DefaultMaxUnixConns),
 		ImplicitTLS: implicitTLS, TLS: s.TLSConfig,
