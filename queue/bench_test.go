@@ -179,3 +179,39 @@ func percentile(lat []time.Duration, p float64) time.Duration {
 	slices.Sort(s)
 	return s[min(len(s)-1, int(float64(len(s))*p))]
 }
+
+// BenchmarkPutSize measures durable commits of larger messages (64 KiB,
+// 256 KiB and 1 MiB) at 10 concurrent writers, the load of bench/run's
+// ingest: msgs/s, MB/s, the flush interval, messages per flush and CPU per
+// message. Run it on the queue's disk:
+//
+//	TMPDIR=/var/tmp/qmgate-bench go test -run '^$' -bench PutSize -benchtime 3s ./queue
+func BenchmarkPutSize(b *testing.B) {
+	env := mail.Envelope{Sender: "alice@example.org", Recipients: []string{"bob@example.com"}}
+	for _, size := range []int{64 << 10, 256 << 10, 1 << 20} {
+		body := bodyOf(size, 1)
+		b.Run(fmt.Sprintf("size=%dKiB", size>>10), func(b *testing.B) {
+			q, err := Open(b.TempDir(), Options{Logger: quietLogger(), Passive: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer q.Close()
+			ctx := context.Background()
+			m0 := q.Metrics()
+			cpu0 := processCPU()
+			lat, elapsed := runWriters(b, 10, func() error {
+				_, err := q.Put(ctx, env, bytes.NewReader(body))
+				return err
+			})
+			cpu := processCPU() - cpu0
+			batches := q.Metrics().Batches - m0.Batches
+			report(b, lat, elapsed)
+			b.ReportMetric(float64(len(lat))*float64(size)/elapsed.Seconds()/1e6, "MB/s")
+			if batches > 0 {
+				b.ReportMetric(float64(elapsed)/float64(batches)/1e6, "flush-ms")
+				b.ReportMetric(float64(len(lat))/float64(batches), "msgs/flush")
+			}
+			b.ReportMetric(float64(cpu.Microseconds())/float64(max(len(lat), 1)), "cpu-us/msg")
+		})
+	}
+}

@@ -55,6 +55,7 @@ const (
 	DefaultMaintenanceTick    = time.Minute
 	maxSealedSegments         = 16
 	maxRecycledBuf            = 8 << 20
+	maxBodyBuf                = 4 << 20 // larger InlineMax: body buffers grow by doubling
 	maxRecycledInserts        = 4096
 	minSpareSegment           = 1 << 20 // smaller segments are made when needed
 	maxAttemptField           = 255     // bytes of route and host kept per attempt

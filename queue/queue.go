@@ -45,6 +45,9 @@ type Queue struct {
 	spareBusy, spareStale bool
 	freeBufs              [][]byte
 	freeInserts           [][]pendingInsert
+	// bodyBufs holds buffers of InlineMax bytes for Writers whose body
+	// outgrows bufPool's (nil when InlineMax exceeds maxBodyBuf).
+	bodyBufs *sync.Pool
 
 	// The committer holding batch lingerB open for lingerFor callers.
 	lingerB    *batch
@@ -90,6 +93,9 @@ func Open(dir string, opt Options) (*Queue, error) {
 		stop:       make(chan struct{}),
 	}
 	q.cond = sync.NewCond(&q.mu)
+	if n := opt.InlineMax; n > maxPooledBuf && n <= maxBodyBuf {
+		q.bodyBufs = &sync.Pool{New: func() any { b := make([]byte, 0, n); return &b }}
+	}
 	for _, d := range []string{dir, q.journalDir, q.bodyDir} {
 		if err := q.makeDir(d); err != nil {
 			return nil, &Error{Op: "open", Err: err}
