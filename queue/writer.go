@@ -300,7 +300,21 @@ func (w *Writer) Commit(ctx context.Context, env mail.Envelope) (string, error) 
 
 	q.committing.Add(1) // a lingering committer waits for this append
 	q.mu.Lock()
-	seq, off, b, err := q.appendLocked(recMessage, meta, inline, partial)
+	var (
+		seq    uint64
+		off    int64
+		b      *batch
+		err    error
+		place  placement
+		placed bool
+	)
+	if int64(len(inline)) >= q.placeMin {
+		place, placed, err = q.placeLocked(recMessage, meta, inline, partial)
+		seq, off, b = place.seq, place.off, place.b
+	}
+	if !placed && err == nil {
+		seq, off, b, err = q.appendLocked(recMessage, meta, inline, partial)
+	}
 	q.committing.Add(-1)
 	if err != nil {
 		q.mu.Unlock()
@@ -324,7 +338,14 @@ func (w *Writer) Commit(ctx context.Context, env mail.Envelope) (string, error) 
 	}
 	q.mu.Unlock()
 	w.done = true
-	w.releaseBuf() // appendLocked copied it
+	if placed {
+		// The committer writes nothing of this batch until it is done.
+		werr := place.write(meta, inline)
+		q.mu.Lock()
+		place.doneLocked(werr)
+		q.mu.Unlock()
+	}
+	w.releaseBuf() // written, or copied by appendLocked
 
 	if err := b.waitJoined(ctx.Done()); err != nil {
 		var qe *Error
