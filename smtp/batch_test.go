@@ -1,10 +1,18 @@
 package smtp
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"log/slog"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/qmgate/qmgate/mail"
 )
@@ -67,4 +75,84 @@ func TestRepliesWrittenTogether(t *testing.T) {
 	if m := h.messages(); len(m) != 1 || len(m[0].env.Recipients) != 2 {
 		t.Errorf("messages %+v", m)
 	}
+}
+
+// BenchmarkSessionLikeSmtpSource runs whole sessions the way Postfix's
+// smtp-source does (a connection per message, no pipelining: greeting,
+// EHLO, MAIL, RCPT, DATA, 2 KB body, QUIT, each waiting for its reply)
+// from 10 clients, and reports the process's CPU (server and the small
+// client together) per message.
+func BenchmarkSessionLikeSmtpSource(b *testing.B) {
+	srv := &Server{Handler: discardHandler{}, Hostname: "mx.test", ErrorLog: slog.New(slog.DiscardHandler)}
+	addr := startServer(b, srv)
+	body := strings.ReplaceAll(benchMessage(2048), "\n", "\r\n")
+	cmds := []string{"EHLO client.test\r\n", "MAIL FROM:<a@b.example>\r\n", "RCPT TO:<c@d.example>\r\n", "DATA\r\n", body + ".\r\n", "QUIT\r\n"}
+	var ru0, ru1 unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru0)
+	w0 := writeCalls()
+	b.SetParallelism(5) // 10 clients on 2 processors
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		buf := make([]byte, 4096)
+		for pb.Next() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			r := bufio.NewReader(c)
+			readReply := func() error {
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return err
+					}
+					if len(line) < 4 || line[3] != '-' {
+						return nil
+					}
+				}
+			}
+			err = readReply()
+			for _, cmd := range cmds {
+				if err != nil {
+					break
+				}
+				if _, err = io.WriteString(c, cmd); err == nil {
+					err = readReply()
+				}
+			}
+			c.Read(buf) // the server closes
+			c.Close()
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	unix.Getrusage(unix.RUSAGE_SELF, &ru1)
+	cpu := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
+	b.ReportMetric(float64(cpu)/1e3/float64(b.N), "cpu-us/msg")
+	if w0 >= 0 {
+		// The client's own 7 writes per session included.
+		b.ReportMetric(float64(writeCalls()-w0)/float64(b.N), "writes/msg")
+	}
+}
+
+// writeCalls is the process's count of write system calls so far (Linux's
+// /proc/self/io), or -1.
+func writeCalls() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err == nil {
+				return n
+			}
+		}
+	}
+	return -1
 }
