@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -188,7 +189,7 @@ func percentile(lat []time.Duration, p float64) time.Duration {
 //	TMPDIR=/var/tmp/qmgate-bench go test -run '^$' -bench PutSize -benchtime 3s ./queue
 func BenchmarkPutSize(b *testing.B) {
 	env := mail.Envelope{Sender: "alice@example.org", Recipients: []string{"bob@example.com"}}
-	for _, size := range []int{64 << 10, 256 << 10, 1 << 20} {
+	for _, size := range []int{64 << 10, 128 << 10, 256 << 10, 1 << 20} {
 		body := bodyOf(size, 1)
 		b.Run(fmt.Sprintf("size=%dKiB", size>>10), func(b *testing.B) {
 			q, err := Open(b.TempDir(), Options{Logger: quietLogger(), Passive: true})
@@ -198,6 +199,9 @@ func BenchmarkPutSize(b *testing.B) {
 			defer q.Close()
 			ctx := context.Background()
 			q.mu.Lock()
+			if v, err := strconv.ParseInt(os.Getenv("QMGATE_BENCH_PLACE_MIN"), 10, 64); err == nil {
+				q.placeMin = v // compare placing with copying
+			}
 			q.flushTimes = make([]time.Duration, 0, 1024)
 			q.mu.Unlock()
 			m0 := q.Metrics()

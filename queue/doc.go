@@ -34,7 +34,7 @@
 // writes each batch with one write(2) and makes it durable with one
 // fdatasync(2), then wakes everyone in it.
 //
-// A record with a large inline body (32 KiB, or half of a smaller
+// A record with a large inline body (128 KiB, or half of a smaller
 // InlineMax) is not copied into the batch: under the lock its Writer only
 // reserves the record's place (the batch's offset order is fixed there, as
 // for every record), then writes the record into the segment itself with
