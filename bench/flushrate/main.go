@@ -26,7 +26,7 @@
 // Every result also gives MB/s, so that rates at different message sizes
 // compare.
 //
-//	flushrate [-dir DIR] [-size BYTES] [-seconds S] [-writers N] [-batch N] [-json]
+//	flushrate [-dir DIR] [-size BYTES] [-seconds S] [-writers N] [-batch N] [-modes file,log,parallel] [-json]
 //
 // Files are created in a fresh subdirectory of DIR and removed afterwards.
 // It runs on Linux, whose fdatasync and fallocate it measures.
@@ -39,6 +39,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -77,7 +78,12 @@ func main() {
 	writers := flag.Int("writers", 16, "parallel writers for the parallel file test")
 	batch := flag.Int("batch", 32, "messages per flush for the batched log test")
 	asJSON := flag.Bool("json", false, "print JSON")
+	modes := flag.String("modes", "file,log,parallel", "which measurements: file (one file per message), log (the append logs), parallel (parallel writers into one preallocated log)")
 	flag.Parse()
+	want := map[string]bool{}
+	for _, m := range strings.Split(*modes, ",") {
+		want[strings.TrimSpace(m)] = true
+	}
 	work, err := os.MkdirTemp(*dir, "flushrate-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "flushrate:", err)
@@ -91,6 +97,9 @@ func main() {
 	}
 	var res []Result
 	for _, w := range []int{1, *writers} {
+		if !want["file"] {
+			break
+		}
 		r, err := fileTest(work, msg, w, d)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "flushrate:", err)
@@ -102,6 +111,9 @@ func main() {
 		batch    int
 		prealloc bool
 	}{{1, false}, {*batch, false}, {1, true}} {
+		if !want["log"] {
+			break
+		}
 		r, err := logTest(work, msg, t.batch, t.prealloc, d)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "flushrate:", err)
@@ -109,12 +121,14 @@ func main() {
 		}
 		res = append(res, r)
 	}
-	r, err := parallelLogTest(work, msg, *writers, *batch, d)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "flushrate:", err)
-		os.Exit(1)
+	if want["parallel"] {
+		r, err := parallelLogTest(work, msg, *writers, *batch, d)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "flushrate:", err)
+			os.Exit(1)
+		}
+		res = append(res, r)
 	}
-	res = append(res, r)
 	for i := range res {
 		res[i].MBPerSec = res[i].PerSec * float64(*size) / 1e6
 	}
