@@ -468,6 +468,7 @@ func (h *Hub) buildServers() {
 				return ctx, nil
 			},
 		}
+		setSMTPLimits(s, c)
 		if c.SMTP.TLSCert != "" {
 			s.TLSConfig = &tls.Config{
 				MinVersion: tls.VersionTLS12,

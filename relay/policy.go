@@ -194,4 +194,4 @@ func (p *Policy) Rcpt(c *mail.ConnInfo, from, rcpt string) mail.Status {
 	return p.Limits.Start(c, from).CountRecipient()
 }
 
-var statusSenderNotOwned = mail.Perm("5.7.1", "sorry, that sender is not yours to use")
+var statusSenderNotOwned = mail.Status{Class: mail.Permanent, Code: "5.7.1", Text: "sorry, that sender is not yours to use", SMTP: 553}

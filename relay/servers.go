@@ -3,12 +3,14 @@ package relay
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 
 	"github.com/qmgate/qmgate/internal/config"
 	"github.com/qmgate/qmgate/internal/qmail"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmqp"
 	"github.com/qmgate/qmgate/qmtp"
+	"github.com/qmgate/qmgate/smtp"
 )
 
 // The protocol servers, built once for `qmgate serve` and the tcpserver
@@ -25,8 +27,13 @@ func newQMTPServer(c *config.Config, h qmtp.Handler, log *slog.Logger) *qmtp.Ser
 		ReadTimeout:     c.QMTP.ReadTimeout.D(),
 		WriteTimeout:    c.QMTP.WriteTimeout.D(),
 		SessionTimeout:  c.QMTP.SessionTimeout.D(),
+		FirstTimeout:    c.QMTP.FirstTimeout.D(),
+		MinDataRate:     c.QMTP.MinDataRate,
 		MaxConns:        c.QMTP.MaxConns,
 		MaxConnsPerIP:   c.QMTP.MaxConnsPerIP,
+		MaxUnixConns:    c.QMTP.MaxUnixConns,
+		IPv6PrefixLen:   c.Limits.ClientIPv6Prefix,
+		Exempt:          connExempt(c),
 		ErrorLog:        log,
 	}
 }
@@ -41,10 +48,44 @@ func newQMQPServer(c *config.Config, h qmqp.Handler, log *slog.Logger) *qmqp.Ser
 		ReadTimeout:     c.QMQP.ReadTimeout.D(),
 		WriteTimeout:    c.QMQP.WriteTimeout.D(),
 		SessionTimeout:  c.QMQP.SessionTimeout.D(),
+		FirstTimeout:    c.QMQP.FirstTimeout.D(),
+		MinDataRate:     c.QMQP.MinDataRate,
 		MaxConns:        c.QMQP.MaxConns,
 		MaxConnsPerIP:   c.QMQP.MaxConnsPerIP,
+		MaxUnixConns:    c.QMQP.MaxUnixConns,
+		IPv6PrefixLen:   c.Limits.ClientIPv6Prefix,
+		Exempt:          connExempt(c),
 		ErrorLog:        log,
 	}
+}
+
+// setSMTPLimits gives an SMTP server the connection limits of [smtp] (and
+// [limits]) that the QMTP and QMQP servers get in newQMTPServer and
+// newQMQPServer.
+func setSMTPLimits(s *smtp.Server, c *config.Config) {
+	l := &c.SMTP.ListenLimit
+	s.ReadTimeout = l.ReadTimeout.D()
+	s.WriteTimeout = l.WriteTimeout.D()
+	s.SessionTimeout = l.SessionTimeout.D()
+	s.FirstTimeout = l.FirstTimeout.D()
+	s.MinDataRate = l.MinDataRate
+	s.MaxConns = l.MaxConns
+	s.MaxConnsPerIP = l.MaxConnsPerIP
+	s.MaxUnixConns = l.MaxUnixConns
+	s.IPv6PrefixLen = c.Limits.ClientIPv6Prefix
+	s.Exempt = connExempt(c)
+}
+
+// connExempt returns the test for clients that count towards max_conns
+// only, never towards max_conns_per_ip: [limits] exempt, the networks the
+// rate limits spare too (trusted networks behind one address). nil when
+// there are none.
+func connExempt(c *config.Config) func(netip.Addr) bool {
+	nets := config.Prefixes(c.Limits.Exempt)
+	if len(nets) == 0 {
+		return nil
+	}
+	return func(ip netip.Addr) bool { return InPrefixes(ip, nets) }
 }
 
 // newPolicy builds the policy of a configuration around a route table.

@@ -77,6 +77,8 @@ type serverConn struct {
 	startTLS bool      // the reply being written accepts STARTTLS
 	dcState  int       // scanDotCR's state
 	dotCR    atomic.Bool
+	dotLine  atomic.Bool // a line "." CR CR LF was read (scanDotCR)
+	inData   atomic.Bool // go-smtp's DATA reader is reading
 
 	// Replies wait in pending until go-smtp would block for input
 	// (Read), so that the lines of a multi-line reply, and the replies
@@ -139,6 +141,19 @@ func (sc *serverConn) Read(p []byte) (int, error) {
 		if sc.kicked.Load() && !sc.busy.Load() {
 			return 0, sc.timedOut()
 		}
+		if sc.inData.Load() && sc.dotLine.Load() {
+			// go-smtp has taken in everything read so far and lost its
+			// place in the data (scanDotCR): end the transfer now
+			// instead of waiting for the client, who may be waiting for
+			// a reply.
+			return 0, errDotLineCR
+		}
+		// About to wait for the client: the replies so far must be out
+		// (before the read's deadline is armed, so that writing them
+		// does not take from it).
+		if err := sc.flushPending(); err != nil {
+			return 0, err
+		}
 		sc.mu.Lock()
 		dl := sc.tm.Deadline(sc.tm.ReadTimeout)
 		sc.mu.Unlock()
@@ -148,10 +163,6 @@ func (sc *serverConn) Read(p []byte) (int, error) {
 		// always wins.
 		if sc.kicked.Load() && !sc.busy.Load() {
 			return 0, sc.timedOut()
-		}
-		// About to wait for the client: the replies so far must be out.
-		if err := sc.flushPending(); err != nil {
-			return 0, err
 		}
 		n, err := sc.stream.Read(p)
 		if n > 0 {
@@ -201,6 +212,7 @@ func (sc *serverConn) timedOut() error {
 func (sc *serverConn) Write(p []byte) (int, error) {
 	sc.wmu.Lock()
 	defer sc.wmu.Unlock()
+	sc.logSyntax(p)
 	q, changed := sc.rewrite(p)
 	if !sc.startTLS && sc.closeAfterWrite.Load() == 0 && !sc.stopped.Load() &&
 		len(sc.pending)+len(q) <= maxPendingReplies {

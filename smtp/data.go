@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"bytes"
+	"errors"
 	"io"
 )
 
@@ -102,7 +103,7 @@ func (f *dataFilter) Read(p []byte) (int, error) {
 			f.cr = false
 			f.bareCR = true // a BDAT message that ends in CR
 		}
-		if err == io.EOF && f.dotCR != nil && f.dotCR() {
+		if (err == io.EOF && f.dotCR != nil && f.dotCR()) || errors.Is(err, errDotLineCR) {
 			f.bareCR = true
 		}
 		if f.bareCR || f.missedEnd {

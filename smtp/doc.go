@@ -186,7 +186,11 @@
 //   - Its data reader drops the ".\r" of a line CR LF "." CR X without a
 //     word. serverConn watches the plaintext the client sends for that
 //     sequence (plain.go) and the message is refused with 554 5.6.0, like
-//     any other bare CR.
+//     any other bare CR. When the line is "." CR CR LF, the reader also
+//     takes the LF for the middle of a line and would wait for data the
+//     client, which may have meant the line as its end, never sends: the
+//     server ends the transfer as soon as go-smtp has read the line,
+//     answers 554 5.6.0 and closes the connection.
 //   - Its success replies carry fixed texts ("Roger, accepting mail from",
 //     "I'll make sure <x> gets this"); serverConn replaces them on the way
 //     out with plain ones (plain.go).

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -179,6 +181,45 @@ func TestDotCR(t *testing.T) {
 	}
 }
 
+// TestDotLineCRCRLF: a line "." CR CR LF in DATA (the dot line of the
+// terminator ending in CR CR LF) makes go-smtp's reader drop the ".\r" and
+// lose its place; the client, which may take the line as its end of data,
+// gets 554 5.6.0 at once (not 421 when the read times out), nothing is
+// accepted, and the connection closes. The read timeout is far longer than
+// the client's patience, so a reply that waited for it would fail the test.
+func TestDotLineCRCRLF(t *testing.T) {
+	for _, tail := range []string{".\r\r\n", ".\r\r\n.\r\n", ".\r\r\nQUIT\r\n"} {
+		for _, mode := range []string{"plain", "implicit TLS", "STARTTLS"} {
+			t.Run(fmt.Sprintf("%q/%s", tail, mode), func(t *testing.T) {
+				h := &recHandler{}
+				s := &Server{Handler: h, ReadTimeout: time.Hour, ErrorLog: quietLog(t)}
+				if mode != "plain" {
+					s.TLSConfig = serverTLSConfig(t)
+				}
+				addr := startServerTLS(t, s, mode == "implicit TLS")
+				c := dialRaw(t, addr)
+				if mode == "implicit TLS" {
+					c.useConn(tls.Client(c.c, clientTLSConfig(t)))
+				}
+				c.expect("220")
+				c.cmd("EHLO x", "250")
+				if mode == "STARTTLS" {
+					startTLS(t, c)
+				}
+				c.cmd("MAIL FROM:<a@b.example>", "250")
+				c.cmd("RCPT TO:<c@d.example>", "250")
+				c.cmd("DATA", "354")
+				c.send("Subject: x\r\n\r\nline\r\n" + tail)
+				c.expect("554 5.6.0")
+				c.eof()
+				if n := len(h.messages()); n != 0 {
+					t.Fatalf("%d messages committed, want none", n)
+				}
+			})
+		}
+	}
+}
+
 // TestReplyTexts: replies carry qmgate's own plain texts, not go-smtp's.
 func TestReplyTexts(t *testing.T) {
 	addr := startServer(t, &Server{Handler: &recHandler{}})
@@ -217,5 +258,55 @@ func TestSTARTTLSInjection(t *testing.T) {
 	defer h.mu.Unlock()
 	if len(h.senders) != 0 {
 		t.Fatalf("injected command reached the handler: %q", h.senders)
+	}
+}
+
+// syncBuffer is a log destination that tests may read while the server
+// writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestSyntaxRefusalsLogged: the 500 and 501 replies go-smtp gives by itself
+// leave a "refused" line like the server's other refusals. The line is
+// written before the reply, so it is there once the client has the reply.
+func TestSyntaxRefusalsLogged(t *testing.T) {
+	var logs syncBuffer
+	s := &Server{Handler: &recHandler{}, ErrorLog: slog.New(slog.NewTextHandler(&logs, nil))}
+	addr := startServer(t, s)
+	c := dialRaw(t, addr)
+	c.expect("220")
+	c.cmd("EHLO x", "250")
+	c.cmd("MAIL <a@b.example>", "501 5.5.2")
+	c.cmd("MAIL FROM:<a@b.example> SIZE=many", "501 5.5.4")
+	c.cmd("MAIL FROM:<a@b.example>", "250")
+	c.cmd("RCPT <c@d.example>", "501 5.5.2")
+	c.cmd("DATA now", "501 5.5.4")
+	got := logs.String()
+	for _, want := range []string{
+		`msg=refused client=127.0.0.1 reason=syntax reply="Was expecting MAIL arg syntax of FROM:<address>" code=5.5.2 result=refused`,
+		`reply="Unable to parse SIZE as an integer" code=5.5.4`,
+		`reply="Was expecting RCPT arg syntax of TO:<address>" code=5.5.2`,
+		`reply="DATA command should not have any arguments" code=5.5.4`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("log lacks %s\nlog:\n%s", want, got)
+		}
+	}
+	if n := strings.Count(got, "reason=syntax"); n != 4 {
+		t.Errorf("%d syntax refusals logged, want 4:\n%s", n, got)
 	}
 }

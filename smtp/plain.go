@@ -3,6 +3,8 @@ package smtp
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
+	"strings"
 )
 
 // The server's view of the plaintext stream under go-smtp. The server
@@ -12,28 +14,46 @@ import (
 // client sends and rewrites go-smtp's fixed reply texts on every
 // connection.
 
-// dotCR states: how much of CR LF "." CR has just been read.
+// dotCR states: how much of CR LF "." CR has just been read, and whether a
+// CR followed it.
 const (
 	dcNone = iota
 	dcCR
 	dcCRLF
 	dcDot
 	dcDotCR
+	dcDotCRCR
 )
+
+// errDotLineCR is what Read returns inside DATA once the client has sent a
+// line "." CR CR LF: go-smtp's data reader has dropped the ".\r", taken the
+// line end for the middle of a line, and now waits for data the client may
+// never send.
+var errDotLineCR = errors.New("smtp: dot line ending in CR CR LF")
 
 // scanDotCR looks for CR LF "." CR followed by anything but LF: go-smtp's
 // data reader drops the ".\r" of such a line without a word, so the message
 // would be stored with a line the client did not send; the server refuses it
 // like any other bare CR (RFC 5321 2.3.8), with 554 5.6.0.
+//
+// When the line is "." CR CR LF, go-smtp also loses its place: it takes the
+// LF for the middle of a line, so it would miss a terminator on the next
+// line, and a client that meant the line as its end of data waits for a
+// reply while go-smtp waits for more data. The server cannot bring go-smtp
+// back in step, so it refuses the message at once and closes the connection
+// after the reply (dotLine, Read).
 func (sc *serverConn) scanDotCR(p []byte) {
 	st := sc.dcState
 	for _, c := range p {
 		switch {
+		case st == dcDotCRCR && c == '\n':
+			sc.dotLine.Store(true)
+			st = dcCRLF
 		case st == dcDotCR && c != '\n':
 			sc.dotCR.Store(true)
 			st = dcNone
 			if c == '\r' {
-				st = dcCR
+				st = dcDotCRCR
 			}
 		case c == '\r':
 			st = map[bool]int{true: dcDotCR, false: dcCR}[st == dcDot]
@@ -51,6 +71,13 @@ func (sc *serverConn) scanDotCR(p []byte) {
 // takeDotCR reports, once, whether CR LF "." CR X was read since the last
 // call.
 func (sc *serverConn) takeDotCR() bool { return sc.dotCR.Swap(false) }
+
+// newTransaction forgets what was read before a mail transaction: it is not
+// the transaction's data.
+func (sc *serverConn) newTransaction() {
+	sc.dotCR.Store(false)
+	sc.dotLine.Store(false)
+}
 
 // replyTexts are go-smtp's fixed texts that the server replaces by its own,
 // plain ones: the reply code and the start of the text as go-smtp writes
@@ -123,6 +150,27 @@ func (sc *serverConn) handshake() error {
 		s.info.AuthUser = ""
 	}
 	return nil
+}
+
+// logSyntax logs the syntax refusals (500 and 501: a command go-smtp could
+// not parse, a malformed MAIL or RCPT argument or parameter, a malformed
+// AUTH response) in the same one-line form as the server's other refusals
+// (session.refuse). go-smtp answers most of them itself, without asking the
+// session, so they are taken from the replies on their way out.
+func (sc *serverConn) logSyntax(p []byte) {
+	for _, line := range bytes.SplitAfter(p, []byte("\r\n")) {
+		if len(line) < 6 || line[3] != ' ' || !bytes.HasPrefix(line, []byte("50")) ||
+			(line[2] != '0' && line[2] != '1') {
+			continue
+		}
+		text := string(bytes.TrimSuffix(line[4:], []byte("\r\n")))
+		code := ""
+		if i := strings.IndexByte(text, ' '); i > 0 && strings.Count(text[:i], ".") == 2 {
+			code, text = text[:i], text[i+1:]
+		}
+		sc.srv.logger().Info("refused", "client", sc.info.RemoteIP().String(), "reason", "syntax",
+			"reply", text, "code", code, "result", "refused")
+	}
 }
 
 // rewrite returns p with go-smtp's fixed texts replaced, line by line, and

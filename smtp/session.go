@@ -127,7 +127,7 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	if err := statusReply(srv.Handler.Sender(s.sc.ctx, &info, from)); err != nil {
 		return err
 	}
-	s.sc.takeDotCR() // what came before this transaction is not its data
+	s.sc.newTransaction()
 	s.mu.Lock()
 	s.from, s.utf8, s.rcpts, s.tx = from, utf8, nil, info
 	s.mu.Unlock()
@@ -202,6 +202,8 @@ func (s *session) Data(r io.Reader) error {
 	f := newDataFilter(r, bdat)
 	if !bdat {
 		f.dotCR = s.sc.takeDotCR
+		s.sc.inData.Store(true)
+		defer s.sc.inData.Store(false)
 	}
 	if len(env.Recipients) == 0 {
 		// Cannot happen through go-smtp's checks and the nested-MAIL
@@ -226,6 +228,11 @@ func (s *session) Data(r io.Reader) error {
 	case f.missedEnd:
 		// go-smtp would wait for an end of data the client has already
 		// sent: answer and close.
+		s.sc.abort()
+		st = statusBareCR
+	case errors.Is(f.rerr, errDotLineCR):
+		// A line "." CR CR LF: go-smtp has lost its place in the data
+		// (scanDotCR); answer now and close.
 		s.sc.abort()
 		st = statusBareCR
 	case errors.As(f.rerr, &se):

@@ -106,6 +106,15 @@ type ListenLimit struct {
 	ReadTimeout    Duration `toml:"read_timeout"`     // per read, default 5m
 	WriteTimeout   Duration `toml:"write_timeout"`    // per write, default 5m
 	SessionTimeout Duration `toml:"session_timeout"`  // whole connection, default 1h
+	// FirstTimeout bounds the wait for a client's first command (SMTP
+	// HELO or EHLO) or the start of its package (QMTP, QMQP), default 30s.
+	FirstTimeout Duration `toml:"first_timeout"`
+	// MinDataRate is the slowest a client may send, bytes a second over
+	// two minutes, default 64.
+	MinDataRate int64 `toml:"min_data_rate"`
+	// MaxUnixConns bounds the connections on unix-domain sockets, a
+	// budget apart from MaxConns, default 100.
+	MaxUnixConns int `toml:"max_unix_conns"`
 }
 
 // Limits holds the connection limits every listener shares (ListenLimit)
@@ -621,6 +630,9 @@ func (c *Config) applyDefaults() {
 	setDur(&c.Limits.ReadTimeout, 5*time.Minute)
 	setDur(&c.Limits.WriteTimeout, 5*time.Minute)
 	setDur(&c.Limits.SessionTimeout, time.Hour)
+	setDur(&c.Limits.FirstTimeout, 30*time.Second)
+	setInt64(&c.Limits.MinDataRate, 64)
+	setInt(&c.Limits.MaxUnixConns, 100)
 	setInt(&c.Limits.ClientIPv4Prefix, 32)
 	setInt(&c.Limits.ClientIPv6Prefix, 64)
 	for _, l := range []*ListenLimit{&c.QMQP.ListenLimit, &c.QMTP.ListenLimit, &c.SMTP.ListenLimit} {
@@ -629,6 +641,9 @@ func (c *Config) applyDefaults() {
 		setDur(&l.ReadTimeout, c.Limits.ReadTimeout.D())
 		setDur(&l.WriteTimeout, c.Limits.WriteTimeout.D())
 		setDur(&l.SessionTimeout, c.Limits.SessionTimeout.D())
+		setDur(&l.FirstTimeout, c.Limits.FirstTimeout.D())
+		setInt64(&l.MinDataRate, c.Limits.MinDataRate)
+		setInt(&l.MaxUnixConns, c.Limits.MaxUnixConns)
 	}
 
 	setDur(&c.Queue.Lifetime, 7*24*time.Hour)
@@ -739,6 +754,20 @@ func (c *Config) validate() Errors {
 			if _, err := ratelimit.ParseRate(r); err != nil {
 				bad(fmt.Sprintf("limits.%s[%d]", rk.Key, i), "%v", err)
 			}
+		}
+	}
+	for _, l := range []struct {
+		sect string
+		l    *ListenLimit
+	}{{"limits", &c.Limits.ListenLimit}, {"qmqp", &c.QMQP.ListenLimit}, {"qmtp", &c.QMTP.ListenLimit}, {"smtp", &c.SMTP.ListenLimit}} {
+		if l.l.FirstTimeout < 0 {
+			bad(l.sect+".first_timeout", "must not be negative")
+		}
+		if l.l.MinDataRate < 0 {
+			bad(l.sect+".min_data_rate", "must not be negative")
+		}
+		if l.l.MaxUnixConns < 0 {
+			bad(l.sect+".max_unix_conns", "must not be negative")
 		}
 	}
 	if n := c.Limits.ClientIPv4Prefix; n < 1 || n > 32 {

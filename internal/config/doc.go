@@ -34,6 +34,9 @@ var keyDoc = map[string]string{
 	"limits.read_timeout":     "longest wait for each read from a client (default 5m)",
 	"limits.write_timeout":    "longest wait for each write to a client (default 5m)",
 	"limits.session_timeout":  "longest a whole connection may last (default 1h)",
+	"limits.first_timeout":    "longest wait for a client's first command (SMTP HELO/EHLO) or the start of its package (QMTP, QMQP) (default 30s)",
+	"limits.min_data_rate":    "slowest a client may send, in bytes a second over two minutes; slower clients are cut off (default 64)",
+	"limits.max_unix_conns":   "most simultaneous connections on unix-domain sockets, a budget apart from max_conns (default 100)",
 
 	"limits.client_messages":          "messages one client address (IPv4 address, IPv6 /64) may send, as rates such as \"100/m\", \"2000/h\" (default: no limit)",
 	"limits.client_recipients":        "recipients one client address may send, as rates (default: no limit)",
@@ -44,8 +47,8 @@ var keyDoc = map[string]string{
 	"limits.sender_domain_messages":   "messages with envelope senders of one domain, as rates (default: no limit)",
 	"limits.sender_domain_recipients": "recipients of messages with envelope senders of one domain, as rates (default: no limit)",
 	"limits.client_ipv4_prefix":       "IPv4 clients in one network of this many bits share the client rate limits (default 32)",
-	"limits.client_ipv6_prefix":       "IPv6 clients in one network of this many bits share the client rate limits (default 64)",
-	"limits.exempt":                   "client networks no rate limit applies to (default none)",
+	"limits.client_ipv6_prefix":       "IPv6 clients in one network of this many bits share the client rate limits and max_conns_per_ip (default 64)",
+	"limits.exempt":                   "client networks no rate limit and no max_conns_per_ip applies to (default none)",
 	"limits.exempt_relay_clients":     "exempt relay clients and allowed QMQP clients over TCP from the rate limits (default false)",
 
 	"qmqp.listen":          "QMQP listen addresses, ip:port or unix:/path (default none)",

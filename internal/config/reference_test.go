@@ -36,7 +36,7 @@ var computed = map[string]bool{
 
 func init() {
 	for _, l := range []string{"qmqp", "qmtp", "smtp"} {
-		for _, k := range []string{"max_conns", "max_conns_per_ip", "read_timeout", "write_timeout", "session_timeout"} {
+		for _, k := range []string{"max_conns", "max_conns_per_ip", "read_timeout", "write_timeout", "session_timeout", "first_timeout", "min_data_rate", "max_unix_conns"} {
 			computed[l+"."+k] = true
 		}
 	}

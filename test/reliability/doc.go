@@ -26,8 +26,12 @@
 //     share a next hop but not their TLS or login, recipients whose mailbox
 //     names would make backscatter, AUTH as a CPU weapon, webhook
 //     redirects, credentials over unverified TLS, connection slots held by
-//     local or silent clients, a root start-up through links, who submits
-//     over the QMQP unix socket, and NUL bytes and dot-CR smuggling.
+//     local or silent clients, IPv6 clients counted per /64 (in a network
+//     namespace of the test's own, as root), the bound on new mailboxes,
+//     the free-space reserve under concurrent large messages, a root
+//     start-up through links, who submits over the QMQP unix socket, the
+//     tcpserver drop-ins, the sender-login map, and NUL bytes and dot-CR
+//     smuggling.
 //
 // # Running it
 //
