@@ -42,7 +42,7 @@ func Split(addr string) (local, domain string) {
 // "kernel.org".
 func Domain(addr string) string {
 	_, d := Split(addr)
-	return lowerASCII(d)
+	return LowerASCII(d)
 }
 
 // IsBounceSender reports whether mail from sender must never be bounced: the

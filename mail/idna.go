@@ -25,8 +25,9 @@ import (
 // at most 63 octets); longer labels are compared as bytes.
 const maxLabelKey = 255
 
-// lowerASCII returns s with A-Z turned into a-z and every other byte kept.
-func lowerASCII(s string) string {
+// LowerASCII returns s with A-Z turned into a-z and every other byte kept:
+// the case folding of mail domains and of qmail's user names.
+func LowerASCII(s string) string {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c >= 'A' && c <= 'Z' {
 			b := []byte(s)
@@ -86,7 +87,7 @@ func aLabel(label string) (string, bool) {
 // domainKey returns the comparison form of a domain: ASCII lower case, and
 // every non-ASCII label as its lower-case A-label.
 func domainKey(d string) string {
-	d = lowerASCII(d)
+	d = LowerASCII(d)
 	if isASCII(d) {
 		return d
 	}

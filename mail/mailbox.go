@@ -44,8 +44,8 @@ func MailboxNameSep(rcpt string, sep byte) (domain, user string, err error) {
 	if i := strings.IndexByte(user, sep); i >= 0 {
 		user = user[:i]
 	}
-	user = lowerASCII(user)
-	dom = lowerASCII(strings.TrimSuffix(dom, "."))
+	user = LowerASCII(user)
+	dom = LowerASCII(strings.TrimSuffix(dom, "."))
 	if !safeMailboxName(user) || !safeMailboxName(dom) {
 		return "", "", ErrUnsafeMailbox
 	}

@@ -1,6 +1,7 @@
 package mail
 
 import (
+	"cmp"
 	"crypto/tls"
 	"net"
 	"net/netip"
@@ -74,9 +75,7 @@ func (c *ConnInfo) Received(now time.Time) string {
 	b := make([]byte, 0, 160)
 	b = append(b, "Received: from "...)
 	host := c.RemoteHost
-	if host == "" {
-		host = "unknown"
-	}
+	host = cmp.Or(host, "unknown")
 	b = appendSafe(b, host)
 	if c.Helo != "" && !equalFoldASCII(c.Helo, host) {
 		b = append(b, " (HELO "...)
@@ -105,9 +104,7 @@ func (c *ConnInfo) Received(now time.Time) string {
 	b = appendSafe(b, local)
 	b = append(b, " with "...)
 	proto := c.Proto
-	if proto == "" {
-		proto = "unknown"
-	}
+	proto = cmp.Or(proto, "unknown")
 	b = appendSafe(b, proto)
 	b = append(b, "; "...)
 	b = AppendDate822(b, now)

@@ -2,6 +2,7 @@ package qmqp
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -174,12 +175,7 @@ func (s *Server) SetAllow(prefixes []netip.Prefix) {
 	s.allow.Store(&p)
 }
 
-func (s *Server) logger() *slog.Logger {
-	if s.ErrorLog != nil {
-		return s.ErrorLog
-	}
-	return slog.Default()
-}
+func (s *Server) logger() *slog.Logger { return cmp.Or(s.ErrorLog, slog.Default()) }
 
 func (s *Server) maxMessageBytes() int64 {
 	return serve.Pick(s.MaxMessageBytes, DefaultMaxMessageBytes)
@@ -303,12 +299,8 @@ func clientName(info *mail.ConnInfo) string {
 func (s *Server) serve(t *serve.Conn, rw io.ReadWriter, info *mail.ConnInfo) error {
 	ctx := t.Context()
 	start := time.Now()
-	if info.Proto == "" {
-		info.Proto = "QMQP"
-	}
-	if info.LocalHost == "" {
-		info.LocalHost = s.Hostname
-	}
+	info.Proto = cmp.Or(info.Proto, "QMQP")
+	info.LocalHost = cmp.Or(info.LocalHost, s.Hostname)
 	timing := s.settings().Timing(start)
 	if !timing.End.IsZero() {
 		var cancel context.CancelFunc

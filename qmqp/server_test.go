@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -612,11 +613,11 @@ func TestShutdownWaitsAndNoLeaks(t *testing.T) {
 	}
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	c.Write([]byte(mailfrontRequest))
-	<-h.called
+	testpeer.Recv(t, "the handler called", 30*time.Second, h.called)
 
 	shut := make(chan error, 1)
 	go func() { shut <- s.Shutdown(context.Background()) }()
-	if err := <-served; err != ErrServerClosed {
+	if err := testpeer.Recv(t, "Serve to return", 30*time.Second, served); err != ErrServerClosed {
 		t.Fatalf("Serve: %v", err)
 	}
 	// New connections are refused once the listener is closed.
@@ -635,7 +636,7 @@ func TestShutdownWaitsAndNoLeaks(t *testing.T) {
 	if string(out) != ns("Kok") {
 		t.Fatalf("in-flight message: %q", out)
 	}
-	if err := <-shut; err != nil {
+	if err := testpeer.Recv(t, "Shutdown to return", 30*time.Second, shut); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
 	settleGoroutines(t, base)
@@ -665,15 +666,15 @@ func TestCloseEndsConnections(t *testing.T) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	c.Write([]byte("100:50:half a message"))
-	<-started
+	testpeer.Recv(t, "the handler called", 30*time.Second, started)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	<-cancelled
+	testpeer.Recv(t, "Close to cancel the handler's context", 30*time.Second, cancelled)
 	if out, _ := io.ReadAll(c); len(out) != 0 {
 		t.Fatalf("reply after Close: %q", out)
 	}
-	if err := <-served; err != ErrServerClosed {
+	if err := testpeer.Recv(t, "Serve to return", 30*time.Second, served); err != ErrServerClosed {
 		t.Fatalf("Serve: %v", err)
 	}
 	settleGoroutines(t, base)

@@ -2,6 +2,7 @@ package qmtp
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -163,9 +164,7 @@ func (c *Client) Dial(ctx context.Context, addr string) (*Conn, error) {
 	}
 	if c.TLSConfig != nil {
 		cfg := c.TLSConfig.Clone()
-		if cfg.ServerName == "" {
-			cfg.ServerName = host
-		}
+		cfg.ServerName = cmp.Or(cfg.ServerName, host)
 		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()

@@ -224,34 +224,22 @@ func TestClientAgainstBadServers(t *testing.T) {
 			want: []string{"KZ", "Z"}, broken: true,
 		},
 		{
-			name: "garbage",
-			script: func(c net.Conn, r *netstring.Reader) {
-				readPackage(r)
-				io.WriteString(c, "hello there\r\n")
-				waitClose(c)
-			},
-			msgs: []*Message{msg("x", false, "", "a@x", "b@x")},
-			want: []string{"ZZ"}, errIs: ErrBadReply, broken: true,
+			name:   "garbage",
+			script: answerAndWait("hello there\r\n"),
+			msgs:   []*Message{msg("x", false, "", "a@x", "b@x")},
+			want:   []string{"ZZ"}, errIs: ErrBadReply, broken: true,
 		},
 		{
-			name: "reply with a bad letter",
-			script: func(c net.Conn, r *netstring.Reader) {
-				readPackage(r)
-				io.WriteString(c, "3:Xok,3:Kok,")
-				waitClose(c)
-			},
-			msgs: []*Message{msg("x", false, "", "a@x", "b@x")},
-			want: []string{"ZZ"}, errIs: ErrBadReply, broken: true,
+			name:   "reply with a bad letter",
+			script: answerAndWait("3:Xok,3:Kok,"),
+			msgs:   []*Message{msg("x", false, "", "a@x", "b@x")},
+			want:   []string{"ZZ"}, errIs: ErrBadReply, broken: true,
 		},
 		{
-			name: "empty reply",
-			script: func(c net.Conn, r *netstring.Reader) {
-				readPackage(r)
-				io.WriteString(c, "3:Dno,0:,")
-				waitClose(c)
-			},
-			msgs: []*Message{msg("x", false, "", "a@x", "b@x")},
-			want: []string{"DZ"}, errIs: ErrBadReply, broken: true,
+			name:   "empty reply",
+			script: answerAndWait("3:Dno,0:,"),
+			msgs:   []*Message{msg("x", false, "", "a@x", "b@x")},
+			want:   []string{"DZ"}, errIs: ErrBadReply, broken: true,
 		},
 		{
 			name: "reply too long",
@@ -292,24 +280,16 @@ func TestClientAgainstBadServers(t *testing.T) {
 			want: []string{"ZZ"}, broken: true,
 		},
 		{
-			name: "more replies than recipients",
-			script: func(c net.Conn, r *netstring.Reader) {
-				readPackage(r)
-				io.WriteString(c, "3:Kok,3:Kok,")
-				waitClose(c)
-			},
-			msgs: []*Message{msg("x", false, "", "a@x")},
-			want: []string{"K"}, broken: true,
+			name:   "more replies than recipients",
+			script: answerAndWait("3:Kok,3:Kok,"),
+			msgs:   []*Message{msg("x", false, "", "a@x")},
+			want:   []string{"K"}, broken: true,
 		},
 		{
-			name: "D is permanent, Z temporary, whatever the text",
-			script: func(c net.Conn, r *netstring.Reader) {
-				readPackage(r)
-				io.WriteString(c, "17:Dgone (#4.1.1) \x00\xff,3:Zok,2:K\x01,")
-				waitClose(c)
-			},
-			msgs: []*Message{msg("x", false, "", "a@x", "b@x", "c@x")},
-			want: []string{"DZK"},
+			name:   "D is permanent, Z temporary, whatever the text",
+			script: answerAndWait("17:Dgone (#4.1.1) \x00\xff,3:Zok,2:K\x01,"),
+			msgs:   []*Message{msg("x", false, "", "a@x", "b@x", "c@x")},
+			want:   []string{"DZK"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -335,6 +315,16 @@ func TestClientAgainstBadServers(t *testing.T) {
 				t.Errorf("Broken() = %v (%v), want %v", cn.Broken(), cn.Err(), tc.broken)
 			}
 		})
+	}
+}
+
+// answerAndWait is a server script: it reads a package, answers raw and
+// waits for the client to hang up.
+func answerAndWait(raw string) func(net.Conn, *netstring.Reader) {
+	return func(c net.Conn, r *netstring.Reader) {
+		readPackage(r)
+		io.WriteString(c, raw)
+		waitClose(c)
 	}
 }
 

@@ -24,8 +24,6 @@ type crlfReader struct {
 	hasNext bool
 }
 
-func newCRLFReader(r io.Reader) *crlfReader { return &crlfReader{r: r} }
-
 func (c *crlfReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil

@@ -64,7 +64,7 @@ func TestCRLFTable(t *testing.T) {
 				case "half":
 					src = iotest.HalfReader(src)
 				}
-				got, err := readAllSized(newCRLFReader(src), sizes)
+				got, err := readAllSized(&crlfReader{r: src}, sizes)
 				if err != nil || string(got) != tc.want {
 					t.Errorf("%q %s %v: got %q, %v; want %q", tc.in, mode, sizes, got, err, tc.want)
 				}
@@ -85,7 +85,7 @@ func TestCRLFRandom(t *testing.T) {
 		}
 		var src io.Reader = &chunkReader{data: in, rng: rng}
 		sizes := []int{1 + rng.IntN(8), 1 + rng.IntN(8), 1 + rng.IntN(64)}
-		got, err := readAllSized(newCRLFReader(src), sizes)
+		got, err := readAllSized(&crlfReader{r: src}, sizes)
 		if want := refCRLF(in); err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("%q sizes %v: got %q, %v; want %q", in, sizes, got, err, want)
 		}
@@ -114,7 +114,7 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 
 func TestCRLFError(t *testing.T) {
 	// A non-EOF error is passed on after the data before it.
-	r := newCRLFReader(iotest.DataErrReader(iotest.TimeoutReader(bytes.NewReader([]byte("ab\r\ncd")))))
+	r := &crlfReader{r: iotest.DataErrReader(iotest.TimeoutReader(bytes.NewReader([]byte("ab\r\ncd"))))}
 	got, err := io.ReadAll(r)
 	if err != iotest.ErrTimeout {
 		t.Fatalf("err = %v, want timeout (got %q)", err, got)
@@ -126,11 +126,11 @@ func FuzzCRLF(f *testing.F) {
 	f.Add([]byte("\r\n\r\n"), uint8(3))
 	f.Fuzz(func(t *testing.T, in []byte, size uint8) {
 		sizes := []int{1 + int(size%64), 1, 2}
-		got, err := readAllSized(newCRLFReader(iotest.OneByteReader(bytes.NewReader(in))), sizes)
+		got, err := readAllSized(&crlfReader{r: iotest.OneByteReader(bytes.NewReader(in))}, sizes)
 		if want := refCRLF(in); err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("got %q, %v; want %q", got, err, want)
 		}
-		got, err = readAllSized(newCRLFReader(bytes.NewReader(in)), sizes[:1])
+		got, err = readAllSized(&crlfReader{r: bytes.NewReader(in)}, sizes[:1])
 		if want := refCRLF(in); err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("whole: got %q, %v; want %q", got, err, want)
 		}
@@ -145,7 +145,7 @@ func BenchmarkCRLF(b *testing.B) {
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
 	for b.Loop() {
-		r := newCRLFReader(bytes.NewReader(msg))
+		r := &crlfReader{r: bytes.NewReader(msg)}
 		for {
 			_, err := r.Read(buf)
 			if err != nil {

@@ -2,6 +2,7 @@ package qmtp
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -178,12 +179,7 @@ type Server struct {
 	now func() time.Time // for tests; nil means time.Now
 }
 
-func (s *Server) logger() *slog.Logger {
-	if s.ErrorLog != nil {
-		return s.ErrorLog
-	}
-	return slog.Default()
-}
+func (s *Server) logger() *slog.Logger { return cmp.Or(s.ErrorLog, slog.Default()) }
 
 func (s *Server) clock() time.Time {
 	if s.now != nil {
@@ -308,9 +304,7 @@ func (s *Server) serveSession(t *serve.Conn, rw io.ReadWriter, info *mail.ConnIn
 		st := tc.ConnectionState()
 		info.TLS = &st
 	}
-	if info.LocalHost == "" {
-		info.LocalHost = s.Hostname
-	}
+	info.LocalHost = cmp.Or(info.LocalHost, s.Hostname)
 	if s.ConnContext != nil {
 		cctx, err := s.ConnContext(ctx, info)
 		if err != nil {

@@ -390,7 +390,7 @@ func TestShutdown(t *testing.T) {
 	busy := dial(t, addr)
 	p := pk("\nmid-package", "", "r@x", "q@x")
 	io.WriteString(busy, p[:10])
-	<-inHandler
+	testpeer.Recv(t, "the handler called", long, inHandler)
 
 	shut := make(chan error, 1)
 	go func() {
@@ -399,9 +399,7 @@ func TestShutdown(t *testing.T) {
 		shut <- srv.Shutdown(ctx)
 	}()
 	expectEOF(t, idle) // the idle session is closed at once
-	for !srv.core.Shutting() {
-		time.Sleep(time.Millisecond)
-	}
+	testpeer.WaitFor(t, "the server to start shutting down", long, srv.core.Shutting)
 	select {
 	case err := <-shut:
 		t.Fatalf("Shutdown returned %v while a package was in progress", err)
@@ -414,10 +412,10 @@ func TestShutdown(t *testing.T) {
 		t.Fatalf("replies %q", got)
 	}
 	expectEOF(t, busy)
-	if err := <-shut; err != nil {
+	if err := testpeer.Recv(t, "Shutdown to return", long, shut); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	if err := <-served; !errors.Is(err, ErrServerClosed) {
+	if err := testpeer.Recv(t, "Serve to return", long, served); !errors.Is(err, ErrServerClosed) {
 		t.Fatalf("Serve: %v", err)
 	}
 	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {

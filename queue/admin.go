@@ -66,6 +66,10 @@ type Attempt struct {
 	Host   string    `json:"host,omitempty"`
 	Result string    `json:"result"` // accept, temporary, permanent
 	Reply  string    `json:"reply"`  // as an SMTP reply: "451 4.4.1 text"
+	// TLSPolicy is the TLS policy the attempt was made under: none,
+	// opportunistic, required, smarthost-required, mta-sts-enforce or
+	// mta-sts-testing; empty where TLS does not apply.
+	TLSPolicy string `json:"tls_policy,omitempty"`
 }
 
 // RecipientDetail is the state of one recipient.
@@ -284,7 +288,8 @@ func (q *Queue) Show(ctx context.Context, id string) (*Detail, error) {
 			rd.Bounced = r.notified
 		}
 		for _, a := range r.history {
-			rd.History = append(rd.History, Attempt{Time: a.at, Route: a.route, Host: a.host,
+			route, tlsPolicy := splitAttemptRoute(a.route)
+			rd.History = append(rd.History, Attempt{Time: a.at, Route: route, Host: a.host, TLSPolicy: tlsPolicy,
 				Result: a.status.Class.String(), Reply: smtpReply(a.status)})
 		}
 		d.Recipient = append(d.Recipient, rd)

@@ -31,6 +31,7 @@ import (
 //
 //	{"op":"list"} {"op":"stat"} {"op":"show","ids":["ID"]}
 //	{"op":"hold"|"release"|"remove"|"flush","ids":["ID",...]}
+//	{"op":"drain"|"handoff","drain":{...}}   (drain.go; owner and root only)
 //
 //	{"rows":[...]} {"stats":{...}} {"detail":{...}}
 //	{"errors":[{"id":"ID","not_found":true,"message":"..."}]}
@@ -46,8 +47,9 @@ const (
 )
 
 type controlRequest struct {
-	Op  string   `json:"op"`
-	IDs []string `json:"ids,omitempty"`
+	Op    string        `json:"op"`
+	IDs   []string      `json:"ids,omitempty"`
+	Drain *DrainRequest `json:"drain,omitempty"` // drain.go
 }
 
 type controlError struct {
@@ -61,6 +63,7 @@ type controlResponse struct {
 	Rows   []Row          `json:"rows,omitempty"`
 	Stats  *Stats         `json:"stats,omitempty"`
 	Detail *Detail        `json:"detail,omitempty"`
+	Drain  *DrainReport   `json:"drain,omitempty"`
 	Errors []controlError `json:"errors,omitempty"`
 }
 
@@ -167,6 +170,9 @@ func (q *Queue) serveControlConn(ctx context.Context, c *net.UnixConn) {
 		resp = &controlResponse{Errors: []controlError{{Denied: true,
 			Message: fmt.Sprintf("only the queue's owner (uid %d) or root may change the queue", os.Geteuid())}}}
 	} else {
+		if isDrainOp(req.Op) {
+			q.log.Info("queue: drain requested over the control socket", "op", req.Op, "uid", cred.UID, "pid", cred.PID)
+		}
 		ctx, cancel := context.WithTimeout(ctx, controlOpTimeout)
 		defer cancel()
 		resp = q.control(ctx, &req)
@@ -211,6 +217,8 @@ func (q *Queue) control(ctx context.Context, req *controlRequest) *controlRespon
 		err = q.Remove(ctx, req.IDs...)
 	case "flush":
 		err = q.Flush(ctx, req.IDs...)
+	case "drain", "handoff":
+		resp.Drain, err = q.controlDrain(ctx, req)
 	default:
 		err = fmt.Errorf("unknown control operation %q", sanitizeField(req.Op, 32))
 	}
@@ -286,6 +294,9 @@ func (c *controlClient) call(ctx context.Context, req controlRequest) (*controlR
 	}
 	defer conn.Close()
 	deadline := time.Now().Add(controlOpTimeout + controlIOTimeout)
+	if isDrainOp(req.Op) {
+		deadline = time.Now().Add(MaxDrainWait)
+	}
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}

@@ -235,6 +235,11 @@ func TestControlOtherUserHelper(t *testing.T) {
 			t.Errorf("%s by another user: %v, want a refusal naming the owner", op, err)
 		}
 	}
+	for _, op := range []string{"drain", "handoff"} {
+		if _, err := Drain(ctx, dir, op, DrainRequest{}); !errors.Is(err, os.ErrPermission) {
+			t.Errorf("%s by another user: %v, want a refusal", op, err)
+		}
+	}
 }
 
 // waitControl waits until dir's control socket accepts connections.
@@ -264,7 +269,7 @@ func TestControlReadOnlyOps(t *testing.T) {
 			t.Errorf("%s is not read-only", op)
 		}
 	}
-	for _, op := range []string{"hold", "release", "remove", "flush", "", "LIST", "unknown"} {
+	for _, op := range []string{"hold", "release", "remove", "flush", "drain", "handoff", "", "LIST", "unknown"} {
 		if readOnly(op) {
 			t.Errorf("%q is read-only", op)
 		}

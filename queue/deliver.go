@@ -81,6 +81,30 @@ type Result struct {
 	// Destination keys the per-destination backoff (the next hop). Empty
 	// means the Delivery's Destination.
 	Destination string
+	// TLSPolicy names the TLS policy the attempt was made under ("none",
+	// "opportunistic", "mta-sts-enforce"...), kept with the attempt; empty
+	// where none applies.
+	TLSPolicy string
+}
+
+// An attempt's TLS policy is kept in its route field, after " tls=" (route
+// names hold no spaces), so that journals stay readable by versions that
+// do not know it: they show it as part of the route.
+const attemptTLSSep = " tls="
+
+// attemptRoute is the route field of an attempt under a TLS policy.
+func attemptRoute(route, tlsPolicy string) string {
+	route = sanitizeField(route, maxAttemptField)
+	if tlsPolicy == "" {
+		return route
+	}
+	return route + attemptTLSSep + sanitizeField(strings.ReplaceAll(tlsPolicy, " ", "-"), 32)
+}
+
+// splitAttemptRoute undoes attemptRoute.
+func splitAttemptRoute(s string) (route, tlsPolicy string) {
+	route, tlsPolicy, _ = strings.Cut(s, attemptTLSSep)
+	return route, tlsPolicy
 }
 
 // Claim hands out up to n Deliveries that are due now, each leased for
@@ -218,7 +242,7 @@ func (q *Queue) Record(ctx context.Context, d *Delivery, results []Result) error
 		if len(st.Text) > mail.MaxStatusText {
 			st.Text = st.Text[:mail.MaxStatusText]
 		}
-		a := attempt{at: now, route: sanitizeField(res.Route, maxAttemptField),
+		a := attempt{at: now, route: attemptRoute(res.Route, res.TLSPolicy),
 			host: sanitizeField(res.Host, maxAttemptField), status: st}
 		u := r.update(i)
 		u.attempts++
@@ -243,7 +267,8 @@ func (q *Queue) Record(ctx context.Context, d *Delivery, results []Result) error
 		alive[dest] = alive[dest] || st.Class != mail.Temporary
 		r.apply(&u, q.opt.MaxHistory)
 		ups = append(ups, u)
-		logs = append(logs, deliveryLog{rcpt: r.addr, route: a.route, host: a.host, status: st, state: u.state})
+		logs = append(logs, deliveryLog{rcpt: r.addr, route: sanitizeField(res.Route, maxAttemptField), host: a.host,
+			tlsPolicy: res.TLSPolicy, status: st, state: u.state})
 	}
 	// Logged once the lock is released: a log write is a system call,
 	// and every commit and claim waits for q.mu.
@@ -302,17 +327,22 @@ func (q *Queue) retryAfterLocked(r *rcpt, attempts int, now time.Time) time.Time
 // Record has released the queue's lock.
 type deliveryLog struct {
 	rcpt, route, host string
+	tlsPolicy         string
 	status            mail.Status
 	state             State
 }
 
 func (q *Queue) logDeliveries(id string, delay time.Duration, logs []deliveryLog) {
 	for _, l := range logs {
-		q.log.LogAttrs(context.Background(), slog.LevelInfo, "queue: delivery", slog.String("id", id),
+		attrs := []slog.Attr{slog.String("id", id),
 			slog.String("rcpt", l.rcpt), slog.String("route", l.route), slog.String("host", l.host),
 			slog.String("status", l.status.SMTPText()), slog.String("result", l.status.Class.DeliveryResult()),
 			slog.String("code", l.status.EnhancedCode()), slog.String("state", l.state.String()),
-			slog.Duration("delay", delay.Round(time.Millisecond)))
+			slog.Duration("delay", delay.Round(time.Millisecond))}
+		if l.tlsPolicy != "" {
+			attrs = append(attrs, slog.String("tls_policy", l.tlsPolicy))
+		}
+		q.log.LogAttrs(context.Background(), slog.LevelInfo, "queue: delivery", attrs...)
 	}
 }
 

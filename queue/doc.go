@@ -130,6 +130,11 @@
 //	            count, next attempt time, destination, for failed the final
 //	            status (class, enhanced code, text, SMTP code), and
 //	            optionally one attempt (time, route, remote host, status).
+//	            An attempt's route may end in " tls=POLICY", the TLS policy
+//	            it was made under (none, opportunistic, required,
+//	            smarthost-required, mta-sts-enforce, mta-sts-testing);
+//	            route names hold no spaces, and older versions read it as
+//	            part of the route.
 //	F flags     ID, flags (1 held, 2 delay notice sent).
 //	X remove    ID.
 //

@@ -21,6 +21,8 @@ type Queue struct {
 	log                      *slog.Logger
 	lockFile                 *os.File
 
+	drainer atomic.Pointer[Drainer] // SetDrainer (drain.go)
+
 	mu     sync.Mutex
 	cond   *sync.Cond // the committer waits here for batches
 	closed bool       // no more appends

@@ -114,19 +114,13 @@ type dec struct {
 	bad bool
 }
 
-func (d *dec) uvarint() uint64 {
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.bad = true
-		d.b = nil
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
+func (d *dec) uvarint() uint64 { return decVarint(d, binary.Uvarint) }
 
-func (d *dec) varint() int64 {
-	v, n := binary.Varint(d.b)
+func (d *dec) varint() int64 { return decVarint(d, binary.Varint) }
+
+// decVarint reads one varint with read (binary.Uvarint or binary.Varint).
+func decVarint[T uint64 | int64](d *dec, read func([]byte) (T, int)) T {
+	v, n := read(d.b)
 	if n <= 0 {
 		d.bad = true
 		d.b = nil

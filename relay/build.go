@@ -45,6 +45,7 @@ func BuildRouter(cfg *config.Config, log *slog.Logger) (*Router, error) {
 			Pacing:      pace,
 			Name:        cmp.Or(rc.Name, fmt.Sprintf("route[%d]", i)),
 			Patterns:    mail.HostList(rc.Domains),
+			Senders:     SenderList(rc.Senders),
 			Via:         rc.Via,
 			Transport:   t,
 			Concurrency: rc.Concurrency,

@@ -138,7 +138,7 @@ func runEngine(t *testing.T, doc string, edit func(*config.Config), lists ...[]s
 	}
 	t.Cleanup(router.Close)
 	q, err := queue.Open(cfg.QueueDir, queue.Options{Logger: log, DestinationOf: func(rcpt string) string {
-		return router.Lookup(rcpt).Via
+		return router.Lookup("", rcpt).Via
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -300,7 +300,7 @@ via = "mbox:%s/mbox"
 			".x@box.test":        "5.1.3",
 			"\u212Aate@box.test": "5.1.3",
 		} {
-			st := p.Recipient(c, rcpt)
+			st := p.Recipient(c, "", rcpt)
 			if code == "" && !st.IsAccept() || code != "" && st.Code != code {
 				t.Errorf("%s %q: %v, want %q", c.Proto, rcpt, st, code)
 			}

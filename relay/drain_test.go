@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/queue"
 	"net/http"
 	"strings"
 	"testing"
@@ -94,4 +96,84 @@ via = "qmtp://127.0.0.1:1"
 	testpeer.WaitFor(t, "every message at the peer", 30*time.Second, func() bool {
 		return len(maildirFiles(t, root, "example.com", "user")) == n
 	})
+}
+
+// TestHubControlDrain: through the queue's control socket, a running hub
+// first hands its queue to a peer while it goes on running ("handoff"),
+// then drains ("drain"): /readyz fails, the listener closes, its queue
+// moves to the peer, the report says so, and Drained is closed. A drain
+// whose peer is down reports what remains and why.
+func TestHubControlDrain(t *testing.T) {
+	b := startHub(t, `
+hostname = "hub-b.test"
+[qmtp]
+listen = ["127.0.0.1:0"]
+relay_clients = ["127.0.0.1"]
+[[route]]
+domains = ["*"]
+via = "maildir:DIR/maildir"
+`)
+	const conf = `
+hostname = "hub-a.test"
+[qmtp]
+listen = ["127.0.0.1:0"]
+relay_clients = ["127.0.0.1"]
+[metrics]
+listen = "127.0.0.1:0"
+[shutdown]
+handoff = [%q]
+drain_timeout = "100ms"
+[[route]]
+domains = ["*"]
+via = "qmtp://127.0.0.1:1"
+`
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	send := func(h *testHub, n int) {
+		for range n {
+			if st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "s@src.test", Recipients: []string{"user@example.com"}}, "Subject: d\n\nx\n"); !st[0].IsAccept() {
+				t.Fatalf("send: %v", st)
+			}
+		}
+	}
+	a := startHub(t, fmt.Sprintf(conf, "qmtp://"+b.addr("qmtp")))
+	send(a, 3)
+	rep, err := queue.Drain(ctx, a.cfg.QueueDir, "handoff", queue.DrainRequest{})
+	if err != nil || rep.HandedOffRecipients != 3 || rep.Remaining != 0 || rep.Problem != "" {
+		t.Fatalf("live hand-off: %+v %v", rep, err)
+	}
+	if err := a.hub.Ready(); err != nil {
+		t.Fatalf("not ready after a live hand-off: %v", err)
+	}
+	send(a, 2)
+	metrics, addrA := a.addr("metrics"), a.addr("qmtp")
+	rep, err = queue.Drain(ctx, a.cfg.QueueDir, "drain", queue.DrainRequest{})
+	if err != nil || rep.HandedOffRecipients != 2 || rep.Remaining != 0 || rep.Left(true) {
+		t.Fatalf("drain: %+v %v", rep, err)
+	}
+	<-a.hub.Drained()
+	if res, err := a.hub.DrainOutcome(); err != nil || res.Remaining != 0 {
+		t.Fatalf("outcome: %+v %v", res, err)
+	}
+	a.hub = nil
+	for _, addr := range []string{addrA, metrics} {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			t.Errorf("a drained hub still accepts connections on %s", addr)
+		}
+	}
+	root := filepath.Join(b.dir, "maildir")
+	testpeer.WaitFor(t, "every message at the peer", 30*time.Second, func() bool {
+		return len(maildirFiles(t, root, "example.com", "user")) == 5
+	})
+
+	// The peer is down: what is left stays, and the report says so.
+	c := startHub(t, fmt.Sprintf(conf, "qmtp://127.0.0.1:1"))
+	send(c, 2)
+	rep, err = queue.Drain(ctx, c.cfg.QueueDir, "drain", queue.DrainRequest{})
+	<-c.hub.Drained()
+	c.hub = nil
+	if err != nil || rep.Remaining != 2 || !rep.Left(true) || rep.Problem == "" {
+		t.Fatalf("drain to a dead peer: %+v %v", rep, err)
+	}
 }

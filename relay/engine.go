@@ -191,7 +191,7 @@ func (e *Engine) dispatch(ctx context.Context, router *Router, d *queue.Delivery
 	var idx [][]int
 	var none []int
 	for i, rcpt := range d.Recipients {
-		rt := router.Lookup(rcpt)
+		rt := router.Lookup(d.SenderFor(rcpt), rcpt)
 		if rt == nil {
 			none = append(none, i)
 			continue
@@ -466,14 +466,18 @@ func (e *Engine) finish(ctx context.Context, rt *Route, p *part, results []trans
 			break
 		}
 		r, rcpt := results[k], c.d.Recipients[i]
-		c.results[i] = queue.Result{Recipient: rcpt, Status: r.Status, Route: cmp.Or(name, via), Host: r.Host, Destination: r.Destination}
+		c.results[i] = queue.Result{Recipient: rcpt, Status: r.Status, Route: cmp.Or(name, via), Host: r.Host, Destination: r.Destination,
+			TLSPolicy: r.TLSPolicy}
 		c.has[i] = true
 		if e.Metrics != nil {
 			e.Metrics.Deliveries.WithLabelValues(name, r.Status.Class.String()).Inc()
+			if r.TLSPolicy != "" {
+				e.Metrics.TLSPolicy.WithLabelValues(r.TLSPolicy, r.Status.Class.String()).Inc()
+			}
 		}
 		if debug {
 			e.Log.Debug("delivery", "id", c.d.ID, "rcpt", rcpt, "route", name, "via", via, "host", r.Host,
-				"status", string(r.Status.Reply()), "delay", time.Since(c.d.Received).Round(time.Millisecond))
+				"tls_policy", r.TLSPolicy, "status", r.Status.Describe(), "delay", time.Since(c.d.Received).Round(time.Millisecond))
 		}
 	}
 	c.left--

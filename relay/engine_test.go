@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/netstring"
 	"github.com/qmgate/qmgate/qmtp"
@@ -43,11 +44,7 @@ func (s *stepTransport) Close() error { return nil }
 // that is until the ones before have been recorded, and reports whether
 // they were.
 func waitRecorded(q *queue.Queue, left int) bool {
-	deadline := time.Now().Add(10 * time.Second)
-	for q.Metrics().Messages > left && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	return q.Metrics().Messages <= left
+	return testpeer.Poll(10*time.Second, 5*time.Millisecond, func() bool { return q.Metrics().Messages <= left })
 }
 
 // queueOfSteps opens a queue holding n one-recipient messages.

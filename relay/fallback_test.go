@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/queue"
 	"github.com/qmgate/qmgate/relay/transport"
@@ -62,10 +63,10 @@ func TestFallbackAtOnce(t *testing.T) {
 				t.Errorf("%s on %s: not delivered through the fallback", tc.fail, tc.on)
 			}
 		} else {
-			waitFor(func() bool { mx.mu.Lock(); defer mx.mu.Unlock(); return mx.tries > 0 })
+			testpeer.Poll(10*time.Second, 5*time.Millisecond, func() bool { mx.mu.Lock(); defer mx.mu.Unlock(); return mx.tries > 0 })
 		}
 		cancel()
-		<-done
+		testpeer.Recv(t, "the engine to stop", 30*time.Second, done)
 		smart.mu.Lock()
 		got := len(smart.ids)
 		smart.mu.Unlock()
@@ -108,17 +109,8 @@ func TestFallbackAfterAttempts(t *testing.T) {
 		t.Errorf("not delivered through the fallback")
 	}
 	cancel()
-	<-done
+	testpeer.Recv(t, "the engine to stop", 30*time.Second, done)
 	if strings.Join(smart.ids, ",") == "" || mx.tries != 0 {
 		t.Errorf("fallback got %v, mx tried %d", smart.ids, mx.tries)
 	}
-}
-
-// waitFor polls cond for up to 10 s.
-func waitFor(cond func() bool) bool {
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	return cond()
 }

@@ -82,6 +82,10 @@ func (h *Handlers) begin(ctx context.Context, c *mail.ConnInfo, body io.Reader) 
 		return nil, nil, nil, err
 	}
 	cn := &counter{w: msg}
+	// The hand-off trace header never passes; only a trusted peer's
+	// continues the message (handoff_trace.go).
+	tf := newTraceFilter(body)
+	body = tf
 	var w io.Writer = cn
 	var st *stamp
 	if id := h.identity(c); id != nil {
@@ -101,6 +105,11 @@ func (h *Handlers) begin(ctx context.Context, c *mail.ConnInfo, body io.Reader) 
 		st.abort()
 		msg.Abort()
 		return nil, nil, nil, err
+	}
+	if cont, ok := tf.continuation(); ok && handoffTrusted(c) {
+		if cm, ok := msg.(continuer); ok {
+			cm.SetContinuation(cont)
+		}
 	}
 	return msg, cn, st, nil
 }
@@ -170,7 +179,7 @@ func (h *Handlers) ServeQMTP(ctx context.Context, req *qmtp.Request) []mail.Stat
 	var accepted []string
 	lim := pol.Limits.Start(req.Conn, env.Sender)
 	for i, r := range env.Recipients {
-		if r, out[i] = pol.Accept(req.Conn, r); out[i].IsAccept() {
+		if r, out[i] = pol.Accept(req.Conn, env.Sender, r); out[i].IsAccept() {
 			out[i] = lim.Recipients(1)
 		}
 		if out[i].IsAccept() {
@@ -215,7 +224,7 @@ func (h *Handlers) ServeQMQP(ctx context.Context, req *qmqp.Request) mail.Status
 				break
 			}
 			var st mail.Status
-			if env.Recipients[i], st = pol.Accept(req.Conn, r); !st.IsAccept() {
+			if env.Recipients[i], st = pol.Accept(req.Conn, env.Sender, r); !st.IsAccept() {
 				err = st
 			}
 		}

@@ -2,14 +2,21 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/config"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmtp"
 	"github.com/qmgate/qmgate/queue"
@@ -31,27 +38,121 @@ type HandoffResult struct {
 	Refused    int // recipients every peer refused; they stay queued
 }
 
+// HandoffOptions say where a hand-off goes and how it proves itself.
+type HandoffOptions struct {
+	// Peers are tried in order: "qmtp://host[:port]", "qmtps://host:port"
+	// (TLS from the first byte, the peer's certificate verified against
+	// CAFile or the system's roots), or a bare "host[:port]" for QMTP.
+	Peers []string
+	// Held hands off held messages too.
+	Held bool
+	// CAFile holds PEM roots for qmtps:// peers; empty: the system's.
+	CAFile string
+	// CertFile and KeyFile are the client certificate shown to qmtps://
+	// peers (which then trust this hub as a relay client); empty: none.
+	CertFile, KeyFile string
+	// Log gets one line per refusal; nil logs nothing.
+	Log *slog.Logger
+}
+
+// handoffPeer is one peer, ready to dial.
+type handoffPeer struct {
+	name   string // as named, for logs and the route of the record
+	addr   string
+	client *qmtp.Client
+}
+
+// handoffPeers checks the peers' URLs and builds their clients.
+func handoffPeers(opt *HandoffOptions) ([]handoffPeer, error) {
+	if len(opt.Peers) == 0 {
+		return nil, errors.New("hand-off: no peer named")
+	}
+	var tc *tls.Config
+	out := make([]handoffPeer, 0, len(opt.Peers))
+	for _, p := range opt.Peers {
+		if !strings.Contains(p, "://") {
+			p = "qmtp://" + p
+		}
+		if err := config.CheckHandoffPeer(p); err != nil {
+			return nil, fmt.Errorf("hand-off: %w", err)
+		}
+		u, _ := url.Parse(p)
+		hp := handoffPeer{name: strings.TrimSuffix(p, "/"), client: &qmtp.Client{}}
+		hp.addr = u.Host
+		if u.Port() == "" {
+			hp.addr = net.JoinHostPort(u.Hostname(), strconv.Itoa(qmtp.DefaultPort))
+		}
+		if u.Scheme == "qmtps" {
+			if tc == nil {
+				var err error
+				if tc, err = handoffTLS(opt); err != nil {
+					return nil, err
+				}
+			}
+			c := tc.Clone()
+			c.ServerName = u.Hostname()
+			hp.client.TLSConfig = c
+		}
+		out = append(out, hp)
+	}
+	return out, nil
+}
+
+// handoffTLS is the TLS client configuration of qmtps:// peers.
+func handoffTLS(opt *HandoffOptions) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if opt.CAFile != "" {
+		pem, err := os.ReadFile(opt.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("hand-off: ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("hand-off: ca_file %s: no certificates", opt.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if opt.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(opt.CertFile, opt.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("hand-off: cert_file/key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
 // Handoff moves every pending recipient of q (of held messages too, with
-// held) to a peer hub over QMTP. peers are tried in order
-// ("qmtp://host[:port]" or "host[:port]"); a recipient leaves the local
-// journal only once a peer acknowledged it, so an interrupted hand-off
-// loses nothing and a new one resumes with what is left. Recipients a
-// peer refuses stay queued untouched (no attempt is counted). It returns
-// an error when no peer answers.
-func Handoff(ctx context.Context, q *queue.Queue, peers []string, held bool, log *slog.Logger) (HandoffResult, error) {
+// opt.Held) to a peer hub over QMTP or QMTPS, peers tried in order. A
+// recipient leaves the local journal only once a peer acknowledged it,
+// so an interrupted hand-off loses nothing and a new one resumes with
+// what is left. Each message carries HandoffHeader, which a peer that
+// trusts this hub reads to continue the message's arrival time, attempts
+// and delay notice. Recipients a peer refuses stay queued untouched (no
+// attempt is counted). It returns an error when no peer answers.
+func Handoff(ctx context.Context, q *queue.Queue, opt HandoffOptions) (HandoffResult, error) {
 	var res HandoffResult
-	if len(peers) == 0 {
-		return res, errors.New("hand-off: no peer named")
+	peers, err := handoffPeers(&opt)
+	if err != nil {
+		return res, err
 	}
-	addrs := make([]string, len(peers))
-	for i, p := range peers {
-		addrs[i] = strings.TrimSuffix(strings.TrimPrefix(p, "qmtp://"), "/")
+	log := opt.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
+	held := opt.Held
 	refused := map[string]bool{} // id + rcpt a peer refused this run
+	// Only what was queued when the hand-off began: on a running hub new
+	// mail keeps coming, and a hand-off must end.
+	began := time.Now()
 	for ctx.Err() == nil {
 		ds := q.ClaimAll(handoffBatch, held)
 		var todo []*queue.Delivery
 		for _, d := range ds {
+			if d.Received.After(began) {
+				q.Record(ctx, d, nil) // give the lease back
+				continue
+			}
 			keep := d.Recipients[:0:0]
 			for _, r := range d.Recipients {
 				if !refused[d.ID+"\x00"+r] {
@@ -68,7 +169,7 @@ func Handoff(ctx context.Context, q *queue.Queue, peers []string, held bool, log
 		if len(todo) == 0 {
 			return res, ctx.Err()
 		}
-		sts, peer, err := sendHandoff(ctx, addrs, todo)
+		sts, peer, err := sendHandoff(ctx, peers, todo)
 		results := make([][]queue.Result, len(todo))
 		for i, d := range todo {
 			var accepted []queue.Result
@@ -80,13 +181,13 @@ func Handoff(ctx context.Context, q *queue.Queue, peers []string, held bool, log
 				st := sts[i][j]
 				if st.IsAccept() {
 					accepted = append(accepted, queue.Result{Recipient: r, Status: st,
-						Route: "handoff qmtp://" + peer, Host: peer})
+						Route: "handoff " + peer.name, Host: peer.addr})
 					res.Recipients++
 					moved = true
 				} else if st.IsPermanent() || err == nil {
 					refused[d.ID+"\x00"+r] = true
 					res.Refused++
-					log.Warn("hand-off refused", "id", d.ID, "rcpt", r, "peer", peer, "status", st.Text)
+					log.Warn("hand-off refused", "id", d.ID, "rcpt", r, "peer", peer.name, "status", st.Text)
 				}
 			}
 			if moved {
@@ -116,9 +217,9 @@ func Handoff(ctx context.Context, q *queue.Queue, peers []string, held bool, log
 
 // sendHandoff sends the Deliveries to the first peer that takes the
 // connection; it returns the per-recipient statuses and the peer used.
-func sendHandoff(ctx context.Context, addrs []string, ds []*queue.Delivery) ([][]mail.Status, string, error) {
+func sendHandoff(ctx context.Context, peers []handoffPeer, ds []*queue.Delivery) ([][]mail.Status, handoffPeer, error) {
 	var last error
-	for _, addr := range addrs {
+	for _, peer := range peers {
 		msgs := make([]*qmtp.Message, len(ds))
 		var closers []io.Closer
 		ok := true
@@ -129,25 +230,25 @@ func sendHandoff(ctx context.Context, addrs []string, ds []*queue.Delivery) ([][
 				break
 			}
 			closers = append(closers, body)
-			hdr := fmt.Sprintf("%s: arrival=%s; attempts=%d\n", HandoffHeader, d.Received.UTC().Format(time.RFC3339Nano), d.Attempts)
+			hdr := handoffHeaderLine(d.Received, d.Attempts, d.DelayNotified())
 			msgs[i] = &qmtp.Message{Envelope: d.Envelope(), Body: io.MultiReader(strings.NewReader(hdr), body), Size: int64(len(hdr)) + d.Size}
 		}
 		if !ok {
 			for _, c := range closers {
 				c.Close()
 			}
-			return nil, addr, last
+			return nil, peer, last
 		}
-		sts, err := qmtp.Send(ctx, addr, msgs...)
+		sts, err := peer.client.Send(ctx, peer.addr, msgs...)
 		for _, c := range closers {
 			c.Close()
 		}
 		var de *qmtp.DialError
 		if errors.As(err, &de) {
-			last = fmt.Errorf("hand-off: peer %s: %w", addr, err)
+			last = fmt.Errorf("hand-off: peer %s: %w", peer.name, err)
 			continue
 		}
-		return sts, addr, err
+		return sts, peer, err
 	}
-	return nil, "", last
+	return nil, handoffPeer{}, last
 }

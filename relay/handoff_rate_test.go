@@ -50,7 +50,7 @@ via = "discard:"
 	defer q.Close()
 	fill(q)
 	start := time.Now()
-	res, err := Handoff(ctx, q, []string{"qmtp://" + peer.addr("qmtp")}, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	res, err := Handoff(ctx, q, HandoffOptions{Peers: []string{"qmtp://" + peer.addr("qmtp")}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	handoff := time.Since(start)
 	if err != nil || res.Recipients != n {
 		t.Fatalf("hand-off: %+v %v", res, err)

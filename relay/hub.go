@@ -55,6 +55,7 @@ type Hub struct {
 
 	started  atomic.Bool // listeners serving
 	draining atomic.Bool // Drain called: not ready, listeners closing
+	drain    drainState  // drain.go
 }
 
 // hubState is everything a reload may change. It is immutable; a reload
@@ -339,10 +340,13 @@ func (h *Hub) Start() error {
 		}()
 	}
 	h.engine = &Engine{Queue: q, Routes: func() *Router { return h.state.Load().router }, Log: h.log, Metrics: h.metrics}
+	ectx := h.drain.engineContext(ctx)
+	q.SetDrainer(h.controlDrain)
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		if err := h.engine.Run(ctx); err != nil {
+		defer h.drain.engineStopped()
+		if err := h.engine.Run(ectx); err != nil {
 			h.log.Error("delivery engine stopped", "err", err)
 		}
 	}()
@@ -501,7 +505,9 @@ func (a reloadingAuth) Authenticate(ctx context.Context, user, pass string) (boo
 // transport URL (one dead hub holds back only its own mail), or for mx
 // routes the recipient's domain.
 func (h *Hub) destinationOf(rcpt string) string {
-	rt := h.state.Load().router.Lookup(rcpt)
+	// The queue keys a recipient without its sender: this is the route of
+	// the recipient rule, which a route with senders may take over.
+	rt := h.state.Load().router.Lookup("", rcpt)
 	if rt == nil {
 		return "noroute"
 	}
@@ -567,18 +573,7 @@ func nonReloadable(a, b *config.Config) string {
 // delivery engine (deliveries under way get their grace period) and closes
 // the queue consistently.
 func (h *Hub) Shutdown(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for _, s := range []interface{ Shutdown(context.Context) error }{h.qmtpSrv, h.qmqpSrv, h.smtpSrv, h.subSrv} {
-		if s == nil {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.Shutdown(ctx)
-		}()
-	}
-	wg.Wait()
+	h.shutdownServers(ctx)
 	if h.cancel != nil {
 		h.cancel()
 	}

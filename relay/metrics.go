@@ -26,6 +26,9 @@ type Metrics struct {
 	Deliveries *prometheus.CounterVec // route, result
 	Sessions   *prometheus.GaugeVec   // proto
 	Refused    *prometheus.CounterVec // proto, reason
+	// TLSPolicy counts per-recipient delivery attempts made under a TLS
+	// policy (transport.TLSPolicies), by policy and result.
+	TLSPolicy *prometheus.CounterVec // policy, result
 	// Ready, when set, answers /readyz: whether the daemon wants new
 	// connections now (see Hub.Ready).
 	Ready func() error
@@ -45,6 +48,10 @@ func NewMetrics(queueStats func() (messages, recipients int, oldest time.Duratio
 		Deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qmgate_deliveries_total", Help: "Per-recipient delivery attempts, by route and result (accept, temporary, permanent).",
 		}, []string{"route", "result"}),
+		TLSPolicy: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qmgate_deliveries_by_tls_policy_total",
+			Help: "Per-recipient SMTP and mx delivery attempts, by the TLS policy they were made under (none, opportunistic, required, smarthost-required, mta-sts-enforce, mta-sts-testing) and result.",
+		}, []string{"policy", "result"}),
 		Sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "qmgate_sessions_open", Help: "Client connections open now, by protocol.",
 		}, []string{"proto"}),
@@ -53,7 +60,7 @@ func NewMetrics(queueStats func() (messages, recipients int, oldest time.Duratio
 			Help: "Connections refused before they were served, by protocol and reason (limit: over max_conns or max_conns_per_ip; access: off the QMQP allow list).",
 		}, []string{"proto", "reason"}),
 	}
-	m.Registry.MustRegister(m.Accepted, m.Rejected, m.Deliveries, m.Sessions, m.Refused, smarthostCollector{},
+	m.Registry.MustRegister(m.Accepted, m.Rejected, m.Deliveries, m.TLSPolicy, m.Sessions, m.Refused, smarthostCollector{},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if queueStats != nil {
 		var mu sync.Mutex

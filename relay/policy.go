@@ -8,11 +8,16 @@ import (
 	"github.com/qmgate/qmgate/relay/transport"
 )
 
-// Route sends the recipients whose domain matches one of its patterns through
-// one transport, with at most Concurrency deliveries at once.
+// Route sends the recipients whose domain matches one of its patterns, of
+// mail whose sender matches Senders when it has any, through one
+// transport, with at most Concurrency deliveries at once.
 type Route struct {
-	Name        string // "route[N]" for logs and metrics
-	Patterns    mail.HostList
+	Name     string // "route[N]" for logs and metrics
+	Patterns mail.HostList
+	// Senders, when not empty, limits the route to mail from these
+	// senders (Postfix's sender_dependent_relayhost_maps): one smarthost
+	// and its credentials for one sending domain.
+	Senders     SenderList
 	Via         string
 	Transport   Transport
 	Concurrency int
@@ -22,21 +27,53 @@ type Route struct {
 	Fallback *Fallback
 }
 
-// Router is the ordered route table: the first route with a matching pattern
-// wins. Patterns are exact domains, ".suffix" for subdomains and "*".
+// Router is the ordered route table: the first route whose recipient
+// patterns match, and whose sender patterns match when it has any, wins.
+// Patterns are exact domains, ".suffix" for subdomains and "*".
 type Router struct {
 	Routes []*Route
 }
 
-// Lookup returns the route for a recipient, or nil when no route matches.
-func (r *Router) Lookup(rcpt string) *Route {
+// Lookup returns the route for a recipient of mail from sender, or nil
+// when no route matches. A route with Senders never takes a bounce (the
+// null sender): bounces follow the recipient rule.
+func (r *Router) Lookup(sender, rcpt string) *Route {
 	d := mail.Domain(rcpt)
 	for _, rt := range r.Routes {
-		if rt.Patterns.Match(d) {
+		if rt.Patterns.Match(d) && (len(rt.Senders) == 0 || rt.Senders.Match(sender)) {
 			return rt
 		}
 	}
 	return nil
+}
+
+// SenderList holds envelope sender patterns: an address ("billing@example.net"),
+// any address at a domain pattern ("*@example.net", "*@.example.net"), a
+// domain pattern alone ("example.net", ".example.net", the same as "*@"
+// before it), or "*" for every sender but the null one. Local parts and
+// domains match without regard to case.
+type SenderList []string
+
+// Match reports whether any pattern matches sender. The null sender of a
+// bounce ("" or qmail's "#@[]") matches none.
+func (l SenderList) Match(sender string) bool {
+	if sender == "" || sender == "#@[]" {
+		return false
+	}
+	local, dom := mail.Split(sender)
+	for _, p := range l {
+		pl, pd, addr := strings.Cut(p, "@")
+		if !addr {
+			pl, pd = "*", p
+		}
+		if pl != "*" && !strings.EqualFold(pl, local) {
+			continue
+		}
+		if mail.MatchDomain(pd, dom) {
+			return true
+		}
+	}
+	return false
 }
 
 // Close closes every route's transport.
@@ -93,15 +130,16 @@ func InPrefixes(ip netip.Addr, nets []netip.Prefix) bool {
 	return false
 }
 
-// Recipient decides whether one recipient is acceptable from this
-// connection (Accept without the rewritten address).
-func (p *Policy) Recipient(c *mail.ConnInfo, rcpt string) mail.Status {
-	_, st := p.Accept(c, rcpt)
+// Recipient decides whether one recipient of mail from the envelope sender
+// from is acceptable from this connection (Accept without the rewritten address).
+func (p *Policy) Recipient(c *mail.ConnInfo, from, rcpt string) mail.Status {
+	_, st := p.Accept(c, from, rcpt)
 	return st
 }
 
-// Accept decides whether one recipient is acceptable from this connection
-// and returns it as it is to be committed. Relay clients (ConnInfo.RelayClient,
+// Accept decides whether one recipient of mail from the envelope sender from
+// is acceptable from this connection and returns it as it is to be
+// committed; the sender counts only for routes with senders. Relay clients (ConnInfo.RelayClient,
 // set from the listener's relay_clients, a verified client certificate or
 // tcpserver's RELAYCLIENT) and authenticated SMTP users may send anywhere,
 // and get RelaySuffix appended; everyone else only to rcpthosts (qmail's
@@ -111,7 +149,7 @@ func (p *Policy) Recipient(c *mail.ConnInfo, rcpt string) mail.Status {
 // everyone, the address must be safe to put on a wire (no control
 // characters), routable, and, where it is delivered locally, name a mailbox
 // local delivery accepts (mail.MailboxName).
-func (p *Policy) Accept(c *mail.ConnInfo, rcpt string) (string, mail.Status) {
+func (p *Policy) Accept(c *mail.ConnInfo, from, rcpt string) (string, mail.Status) {
 	relay := c.RelayClient || c.AuthUser != "" || c.Proto == "QMQP"
 	if relay && rcpt != "" {
 		rcpt += p.RelaySuffix
@@ -126,7 +164,7 @@ func (p *Policy) Accept(c *mail.ConnInfo, rcpt string) (string, mail.Status) {
 		return rcpt, mail.StatusUndeliverable
 	}
 	if p.Router != nil {
-		rt := p.Router.Lookup(rcpt)
+		rt := p.Router.Lookup(from, rcpt)
 		if rt == nil {
 			return rcpt, mail.Perm("5.1.2", "sorry, I have no route for that domain")
 		}
@@ -188,7 +226,7 @@ func (p *Policy) MailFrom(c *mail.ConnInfo, from string) mail.Status {
 // Rcpt decides SMTP's RCPT TO: Recipient, then the recipient limits, which
 // count an accepted recipient at once.
 func (p *Policy) Rcpt(c *mail.ConnInfo, from, rcpt string) mail.Status {
-	if st := p.Recipient(c, rcpt); !st.IsAccept() {
+	if st := p.Recipient(c, from, rcpt); !st.IsAccept() {
 		return st
 	}
 	return p.Limits.Start(c, from).CountRecipient()

@@ -34,12 +34,12 @@ func TestRouterLookup(t *testing.T) {
 	for rcpt, want := range map[string]string{
 		"u@example.net": "a", "u@EXAMPLE.NET": "a", "u@sub.example.net": "b", "u@other.org": "c", "u@example.net.": "a",
 	} {
-		if got := r.Lookup(rcpt); got == nil || got.Name != want {
+		if got := r.Lookup("", rcpt); got == nil || got.Name != want {
 			t.Errorf("%s: got %v want %s", rcpt, got, want)
 		}
 	}
 	r.Routes = r.Routes[:2]
-	if r.Lookup("u@other.org") != nil {
+	if r.Lookup("", "u@other.org") != nil {
 		t.Error("no route expected")
 	}
 }
@@ -68,22 +68,22 @@ func TestNoOpenRelay(t *testing.T) {
 		"@example.net",
 	}
 	for _, rcpt := range foreign {
-		if st := p.Recipient(stranger, rcpt); st.IsAccept() {
+		if st := p.Recipient(stranger, "", rcpt); st.IsAccept() {
 			t.Errorf("open relay: %q accepted from a stranger", rcpt)
 		}
 	}
 	for _, rcpt := range []string{"user@example.net", "User@Example.NET", "user@mx.example.net", "user-ext@example.net", "user@example.net."} {
-		if st := p.Recipient(stranger, rcpt); !st.IsAccept() {
+		if st := p.Recipient(stranger, "", rcpt); !st.IsAccept() {
 			t.Errorf("%q refused from a stranger: %v", rcpt, st)
 		}
 	}
 	relay := &mail.ConnInfo{Proto: "QMTP", RelayClient: true}
 	auth := &mail.ConnInfo{Proto: "ESMTPSA", AuthUser: "joe"}
 	for _, c := range []*mail.ConnInfo{relay, auth} {
-		if st := p.Recipient(c, "victim@other.org"); !st.IsAccept() {
+		if st := p.Recipient(c, "", "victim@other.org"); !st.IsAccept() {
 			t.Errorf("%+v may relay, got %v", c, st)
 		}
-		if st := p.Recipient(c, "victim"); st.IsAccept() {
+		if st := p.Recipient(c, "", "victim"); st.IsAccept() {
 			t.Errorf("address without domain accepted for relaying")
 		}
 	}
@@ -139,19 +139,19 @@ func TestPolicyRefusesUndeliverableAtTheDoor(t *testing.T) {
 			"a\x7fb@example.net",
 			"\u212Aate@example.net", // KELVIN SIGN must not reach kate's mailbox
 		} {
-			if st := p.Recipient(c, rcpt); st.IsAccept() || st.EnhancedCode() != "5.1.3" {
+			if st := p.Recipient(c, "", rcpt); st.IsAccept() || st.EnhancedCode() != "5.1.3" {
 				t.Errorf("%s: %q: %v", c.Proto, rcpt, st)
 			}
 		}
-		if st := p.Recipient(c, "Kate-Lists@example.net"); !st.IsAccept() {
+		if st := p.Recipient(c, "", "Kate-Lists@example.net"); !st.IsAccept() {
 			t.Errorf("%s: a good local recipient refused: %v", c.Proto, st)
 		}
 	}
 	// Routes that do not deliver into mailboxes keep their own rules.
-	if st := p.Recipient(relay, "-x@other.org"); !st.IsAccept() {
+	if st := p.Recipient(relay, "", "-x@other.org"); !st.IsAccept() {
 		t.Errorf("a remote recipient was held to mailbox names: %v", st)
 	}
-	if st := p.Recipient(relay, "a\nb@other.org"); st.IsAccept() {
+	if st := p.Recipient(relay, "", "a\nb@other.org"); st.IsAccept() {
 		t.Error("a control character accepted for a remote route")
 	}
 }
@@ -159,14 +159,14 @@ func TestPolicyRefusesUndeliverableAtTheDoor(t *testing.T) {
 func TestPolicyRelaySuffix(t *testing.T) {
 	p := &Policy{RcptHosts: mail.HostList{"example.net"}, RelaySuffix: ".relay", LocalRecipients: true}
 	relay := &mail.ConnInfo{Proto: "QMTP", RelayClient: true}
-	if r, st := p.Accept(relay, "a@other.org"); !st.IsAccept() || r != "a@other.org.relay" {
+	if r, st := p.Accept(relay, "", "a@other.org"); !st.IsAccept() || r != "a@other.org.relay" {
 		t.Fatalf("%q %v", r, st)
 	}
-	if r, st := p.Accept(relay, "postmaster"); !st.IsAccept() || r != "postmaster.relay" {
+	if r, st := p.Accept(relay, "", "postmaster"); !st.IsAccept() || r != "postmaster.relay" {
 		t.Fatalf("a local name for a qmail-queue program: %q %v", r, st)
 	}
 	stranger := &mail.ConnInfo{Proto: "QMTP"}
-	if r, st := p.Accept(stranger, "a@example.net"); !st.IsAccept() || r != "a@example.net" {
+	if r, st := p.Accept(stranger, "", "a@example.net"); !st.IsAccept() || r != "a@example.net" {
 		t.Fatalf("a stranger's recipient changed: %q %v", r, st)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	proxyproto "github.com/pires/go-proxyproto"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmtp"
 )
@@ -34,6 +35,11 @@ func dialProxied(t *testing.T, addr string, version byte, src string) net.Conn {
 }
 
 func netstr(s string) string { return fmt.Sprintf("%d:%s,", len(s), s) }
+
+// smallMessage is a message from s@x.test to rcpt.
+func smallMessage(rcpt, body string) *qmtp.Message {
+	return &qmtp.Message{Envelope: mail.Envelope{Sender: "s@x.test", Recipients: []string{rcpt}}, Body: strings.NewReader(body), Size: int64(len(body))}
+}
 
 // TestHubProxyProtocol: behind a trusted balancer, QMTP, QMQP and SMTP
 // clients are known by the address the PROXY header (v1 and v2) names:
@@ -67,9 +73,8 @@ via = "maildir:DIR/md"
 	for _, v := range []byte{1, 2} {
 		// QMTP.
 		rcpt := fmt.Sprintf("qmtpv%d", v)
-		body := "Subject: qmtp\n\nx\n"
 		cn := (&qmtp.Client{}).NewConn(dialProxied(t, h.addr("qmtp"), v, real))
-		res, err := cn.Send(ctx, &qmtp.Message{Envelope: mail.Envelope{Sender: "s@x.test", Recipients: []string{rcpt + "@other.org"}}, Body: strings.NewReader(body), Size: int64(len(body))})
+		res, err := cn.Send(ctx, smallMessage(rcpt+"@other.org", "Subject: qmtp\n\nx\n"))
 		cn.Close()
 		if err != nil || !res[0][0].IsAccept() {
 			t.Fatalf("QMTP v%d: %v %v", v, res, err)
@@ -112,12 +117,10 @@ via = "maildir:DIR/md"
 		for _, v := range []int{1, 2} {
 			user := fmt.Sprintf("%sv%d", proto, v)
 			var got []string
-			for deadline := time.Now().Add(30 * time.Second); len(got) == 0 && time.Now().Before(deadline); {
+			testpeer.Poll(30*time.Second, 20*time.Millisecond, func() bool {
 				got = maildirFiles(t, filepath.Join(h.dir, "md"), "other.org", user)
-				if len(got) == 0 {
-					time.Sleep(20 * time.Millisecond)
-				}
-			}
+				return len(got) > 0
+			})
 			if len(got) != 1 {
 				t.Fatalf("%s: %d messages", user, len(got))
 			}
@@ -129,7 +132,7 @@ via = "maildir:DIR/md"
 
 	// Without a header, on a listener that requires one, the balancer's
 	// own connection is refused.
-	res, err := qmtp.Send(ctx, h.addr("qmtp"), &qmtp.Message{Envelope: mail.Envelope{Sender: "s@x.test", Recipients: []string{"a@other.org"}}, Body: strings.NewReader("x\n"), Size: 2})
+	res, err := qmtp.Send(ctx, h.addr("qmtp"), smallMessage("a@other.org", "x\n"))
 	if err == nil && res[0][0].IsAccept() {
 		t.Error("a connection without a header was served on a listener that requires one")
 	}
@@ -154,7 +157,7 @@ via = "discard:"
 	defer cancel()
 	cn := (&qmtp.Client{}).NewConn(dialProxied(t, h.addr("qmtp"), 2, "192.0.2.7"))
 	defer cn.Close()
-	res, err := cn.Send(ctx, &qmtp.Message{Envelope: mail.Envelope{Sender: "s@x.test", Recipients: []string{"a@other.org"}}, Body: strings.NewReader("x\n"), Size: 2})
+	res, err := cn.Send(ctx, smallMessage("a@other.org", "x\n"))
 	if err == nil && res[0][0].IsAccept() {
 		t.Fatal("a PROXY header from an untrusted address was believed")
 	}

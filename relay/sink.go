@@ -38,7 +38,7 @@ func (s QueueSink) Begin(ctx context.Context) (qmail.Message, error) {
 		s.logError("queue: cannot start a message", err)
 		return nil, err
 	}
-	return queueMessage{w: w, s: s}, nil
+	return &queueMessage{w: w, s: s}, nil
 }
 
 func (s QueueSink) logError(msg string, err error) {
@@ -52,9 +52,18 @@ func (s QueueSink) logError(msg string, err error) {
 // limit say), so the handler stops reading into a message that cannot be
 // committed.
 type queueMessage struct {
-	w *queue.Writer
-	s QueueSink
+	w    *queue.Writer
+	s    QueueSink
+	cont *queue.Continuation // from a trusted peer's hand-off
 }
+
+// continuer is a sink message that can continue a handed-off message
+// where the peer left it (QueueSink's).
+type continuer interface {
+	SetContinuation(queue.Continuation)
+}
+
+func (m *queueMessage) SetContinuation(c queue.Continuation) { m.cont = &c }
 
 func (m queueMessage) Write(p []byte) (int, error)         { return m.w.Write(p) }
 func (m queueMessage) ReadFrom(r io.Reader) (int64, error) { return m.w.ReadFrom(r) }
@@ -69,6 +78,13 @@ func (m queueMessage) Commit(ctx context.Context, env mail.Envelope) qmail.Resul
 			m.s.logError("queue: commit failed", err)
 		}
 		return qmail.Result{Status: st, Exit: qmail.ExitForStatus(st)}
+	}
+	if m.cont != nil {
+		// Committed already: should this fail, the message stays queued
+		// as a fresh arrival, which loses nothing.
+		if err := m.s.Queue.Continue(ctx, id, *m.cont); err != nil {
+			m.s.logError("queue: cannot continue a handed-off message's arrival and attempts", err)
+		}
 	}
 	return qmail.Result{Status: acceptText(id), ID: id}
 }
@@ -237,11 +253,8 @@ func CommitToQueue(ctx context.Context, dir string, env mail.Envelope, body io.R
 	if err := qmail.BecomeQueueOwner(dir); err != nil {
 		return "", err
 	}
-	q, err := queue.Open(dir, queue.Options{Passive: true, Logger: slog.New(slog.DiscardHandler)})
+	q, err := openSpool(ctx, dir)
 	if err != nil {
-		if errors.Is(err, queue.ErrLocked) {
-			return "", ErrQueueBusy
-		}
 		return "", err
 	}
 	id, err := q.Put(ctx, env, io.LimitReader(body, size))
@@ -251,6 +264,36 @@ func CommitToQueue(ctx context.Context, dir string, env mail.Envelope, body io.R
 	return id, err
 }
 
-// ErrQueueBusy is CommitToQueue's error when a running daemon holds the
-// queue: its QMQP socket is the way in.
-var ErrQueueBusy = errors.New("the queue is held by a running daemon, whose QMQP socket did not take the message")
+// ErrQueueBusy is CommitToQueue's error when the queue stayed locked for
+// SpoolLockWait: a running daemon holds it (its QMQP socket is the way in,
+// and did not take the message), or other commands kept it that long.
+var ErrQueueBusy = errors.New("the queue stayed locked (a running daemon holds it and its QMQP socket did not take the message, or other sendmail commands kept it busy)")
+
+// SpoolLockWait bounds how long CommitToQueue waits for the queue's lock.
+// Another sendmail spooling at the same moment holds it only for the time
+// of one message, so waiting lets both succeed; a daemon holds it for good,
+// and then the wait ends in ErrQueueBusy, a temporary failure.
+var SpoolLockWait = 10 * time.Second
+
+// spoolLockPoll is how often a locked queue is tried again.
+const spoolLockPoll = 20 * time.Millisecond
+
+// openSpool opens the queue passively, waiting up to SpoolLockWait while
+// another process holds its lock.
+func openSpool(ctx context.Context, dir string) (*queue.Queue, error) {
+	deadline := time.Now().Add(SpoolLockWait)
+	for {
+		q, err := queue.Open(dir, queue.Options{Passive: true, Logger: slog.New(slog.DiscardHandler)})
+		if !errors.Is(err, queue.ErrLocked) {
+			return q, err
+		}
+		if time.Now().After(deadline) {
+			return nil, ErrQueueBusy
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ErrQueueBusy
+		case <-time.After(spoolLockPoll):
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/qmgate/qmgate/internal/qmail"
 	"github.com/qmgate/qmgate/internal/testpeer"
@@ -132,12 +133,55 @@ func TestCommitToQueue(t *testing.T) {
 	if err != nil || len(rows) != 1 || rows[0].ID != id || rows[0].Size != int64(len(body)) || rows[0].Sender != env.Sender || len(rows[0].Pending) != 2 {
 		t.Fatalf("%+v %v", rows, err)
 	}
-	// While a process holds the queue, a direct commit is refused.
+	// While a process holds the queue past SpoolLockWait, a direct commit
+	// is refused.
+	defer func(w time.Duration) { SpoolLockWait = w }(SpoolLockWait)
+	SpoolLockWait = 100 * time.Millisecond
 	_, err = CommitToQueue(context.Background(), dir, env, strings.NewReader(body), int64(len(body)))
 	if !errors.Is(err, ErrQueueBusy) {
 		t.Fatalf("got %v", err)
 	}
-	q.Close()
+	// A holder that lets go within the wait (another sendmail spooling at
+	// the same moment) only delays the commit.
+	SpoolLockWait = time.Minute
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		q.Close()
+	}()
+	id2, err := CommitToQueue(context.Background(), dir, env, strings.NewReader(body), int64(len(body)))
+	if err != nil || id2 == "" || id2 == id {
+		t.Fatalf("commit after the lock was released: %q %v", id2, err)
+	}
+}
+
+// TestCommitToQueueConcurrent: sendmails spooling at the same moment all
+// succeed, one after another.
+func TestCommitToQueueConcurrent(t *testing.T) {
+	dir := t.TempDir()
+	body := "Subject: spooled\n\nbody\n"
+	env := mail.Envelope{Sender: "app@example.net", Recipients: []string{"a@example.org"}}
+	const n = 8
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := CommitToQueue(context.Background(), dir, env, strings.NewReader(body), int64(len(body)))
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	q, err := queue.Open(dir, queue.Options{Passive: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	rows, err := q.List(context.Background())
+	if err != nil || len(rows) != n {
+		t.Fatalf("%d messages in the queue, want %d (%v)", len(rows), n, err)
+	}
 }
 
 func TestCommitToQueueMissingDir(t *testing.T) {

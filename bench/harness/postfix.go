@@ -7,12 +7,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,38 +42,9 @@ type Postfix struct {
 // postfixMain are the main.cf settings every instance gets. Anything not
 // named here is Postfix's default; BENCHMARKS.md lists these.
 func postfixMain(p *Postfix) map[string]string {
-	return map[string]string{
-		"compatibility_level":      "3.6",
-		"queue_directory":          p.QueueDir,
-		"data_directory":           filepath.Join(p.Dir, "data"),
-		"mail_owner":               "postfix",
-		"setgid_group":             "postdrop",
-		"myhostname":               "postfix.bench.test",
-		"mydomain":                 "bench.test",
-		"myorigin":                 "$myhostname",
-		"mydestination":            "",
-		"relay_domains":            "",
-		"local_recipient_maps":     "",
-		"alias_maps":               "",
-		"alias_database":           "",
-		"inet_interfaces":          "loopback-only",
-		"inet_protocols":           "ipv4",
-		"mynetworks":               "127.0.0.0/8",
-		"smtpd_relay_restrictions": "permit_mynetworks, reject",
-		"smtpd_tls_security_level": "none",
-		"smtp_tls_security_level":  "none",
-		"smtp_dns_support_level":   "disabled",
-		"qmqpd_authorized_clients": "127.0.0.0/8",
-		// Postfix slows its own intake when the queue manager falls
-		// behind; the benchmark measures raw acceptance, so turn it off
-		// (this favours Postfix).
-		"in_flow_delay":         "0s",
-		"maillog_file":          p.LogFile,
-		"maillog_file_prefixes": p.Dir,
-		"biff":                  "no",
-		"default_transport":     "discard",
-		"message_size_limit":    strconv.Itoa(64 << 20),
-	}
+	m := testpeer.PostfixMain(p.Dir, "bench.test")
+	m["message_size_limit"] = strconv.Itoa(64 << 20)
+	return m
 }
 
 // postfixChanged lists the main.cf settings that differ from a stock
@@ -93,14 +62,7 @@ func (h *Harness) startPostfix(name string, o PostfixOpts) (*Postfix, error) {
 	dir := filepath.Join(h.work, "postfix-"+name)
 	os.RemoveAll(dir)
 	p := &Postfix{Dir: dir, ConfigDir: filepath.Join(dir, "etc"), QueueDir: filepath.Join(dir, "queue"), LogFile: filepath.Join(dir, "maillog"), h: h}
-	dataDir := filepath.Join(dir, "data")
-	for _, d := range []string{p.ConfigDir, p.QueueDir, dataDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, err
-		}
-	}
-	os.Chmod(dir, 0o755)
-	if err := os.Chown(dataDir, uid, -1); err != nil {
+	if err := testpeer.MakePostfixDirs(dir, uid); err != nil {
 		return nil, err
 	}
 	main := postfixMain(p)
@@ -117,19 +79,7 @@ func (h *Harness) startPostfix(name string, o PostfixOpts) (*Postfix, error) {
 		p.SMTPAddr = freePort()
 		master = append(master, p.SMTPAddr+" inet n - n - - smtpd")
 	}
-	keys := make([]string, 0, len(main))
-	for k := range main {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var cf bytes.Buffer
-	for _, k := range keys {
-		fmt.Fprintf(&cf, "%s = %s\n", k, main[k])
-	}
-	if err := os.WriteFile(filepath.Join(p.ConfigDir, "main.cf"), cf.Bytes(), 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(p.ConfigDir, "master.cf"), []byte(strings.Join(master, "\n")+"\n"), 0o644); err != nil {
+	if err := testpeer.WritePostfixConfig(p.ConfigDir, main, master); err != nil {
 		return nil, err
 	}
 	h.onCleanup(p.Stop)
@@ -192,13 +142,7 @@ func (p *Postfix) CPU() time.Duration {
 }
 
 // QueueCount counts the messages in the instance's queues.
-func (p *Postfix) QueueCount() int {
-	n := 0
-	for _, q := range []string{"maildrop", "incoming", "active", "deferred", "hold"} {
-		n += p.queueCountIn(q)
-	}
-	return n
-}
+func (p *Postfix) QueueCount() int { return testpeer.PostfixQueued(p.QueueDir) }
 
 // Delivered counts the recipients the log shows as delivered so far
 // ("status=sent": discarded, or accepted by the relayhost). It reads only
@@ -221,16 +165,7 @@ func (p *Postfix) Delivered() int64 {
 }
 
 // queueCountIn counts the messages in one of the instance's queues.
-func (p *Postfix) queueCountIn(queue string) int {
-	n := 0
-	filepath.WalkDir(filepath.Join(p.QueueDir, queue), func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			n++
-		}
-		return nil
-	})
-	return n
-}
+func (p *Postfix) queueCountIn(queue string) int { return testpeer.PostfixQueued(p.QueueDir, queue) }
 
 // discardPostfix returns the run's Postfix instance with qmqpd and smtpd and
 // default_transport = discard, starting it on first use. The ingest and

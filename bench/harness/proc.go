@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -162,20 +161,7 @@ func freePort() string {
 }
 
 // waitListening waits until addr accepts a connection.
-func waitListening(addr string, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not listening after %v: %w", addr, d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+var waitListening = testpeer.WaitListening
 
 // Memory is a process's resident set, from /proc/PID/status.
 type Memory struct {

@@ -34,14 +34,9 @@ func init() {
 }
 
 func runConfig(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) < 1 {
-		fmt.Fprintln(stderr, configUsage)
-		return 64
-	}
-	sub := args[0]
-	if isHelp(sub) {
-		fmt.Fprintln(stdout, configUsage)
-		return 0
+	sub, code, ok := subcommand(args, configUsage, stdout, stderr)
+	if !ok {
+		return code
 	}
 	switch sub {
 	case "check":

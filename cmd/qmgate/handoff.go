@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,10 +17,9 @@ import (
 	"github.com/qmgate/qmgate/relay"
 )
 
-// runQueueHandoff is "qmgate queue handoff": it opens the queue itself
-// (the daemon must be stopped; a running daemon hands off through
-// [shutdown] handoff on SIGTERM) and moves every queued message to the
-// first peer that answers.
+// runQueueHandoff is "qmgate queue handoff": it moves every queued message
+// to the first peer that answers, with the queue opened here when no
+// daemon runs, or by the running daemon through its control socket.
 func runQueueHandoff(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("queue handoff", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -37,19 +37,23 @@ func runQueueHandoff(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	for _, p := range peers {
-		if h, ok := strings.CutPrefix(p, "qmtp://"); !ok || h == "" || strings.ContainsAny(h, "/ ") {
-			fmt.Fprintf(stderr, "qmgate queue handoff: %q: want qmtp://host[:port]\n", p)
+		if err := config.CheckHandoffPeer(p); err != nil {
+			fmt.Fprintf(stderr, "qmgate queue handoff: %v\n", err)
 			return 64
 		}
-	}
-	if len(peers) == 0 {
-		fmt.Fprintln(stderr, "usage: qmgate queue handoff [-held] [-config FILE] qmtp://PEER[,qmtp://PEER2...]")
-		return 64
 	}
 	cfg, err := config.LoadFrom(config.Find(*cfgPath))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 78
+	}
+	if len(peers) == 0 {
+		peers = cfg.Shutdown.Handoff
+	}
+	if len(peers) == 0 {
+		fmt.Fprintln(stderr, "qmgate queue handoff: no peer named, and none in [shutdown] handoff")
+		fmt.Fprintln(stderr, "usage: qmgate queue handoff [-held] [-config FILE] [qmtp://PEER[,qmtps://PEER2:PORT...]]")
+		return 64
 	}
 	if err := checkQueueDir(cfg.QueueDir, cfg); err != nil {
 		return fail(stderr, "queue handoff", 69, "%v", err)
@@ -58,16 +62,25 @@ func runQueueHandoff(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "queue handoff", 75, "%s", plainErr(err))
 	}
 	log := newLogger(cfg, stderr)
-	q, err := queue.Open(cfg.QueueDir, relay.QueueOptions(cfg, log))
-	if err != nil {
-		return fail(stderr, "queue handoff", 75, "%s (is qmgate serve running? stop it first, or let it hand off on SIGTERM with [shutdown] handoff)", plainErr(err))
-	}
-	defer q.Close()
 	// Interrupted, it stops between batches; what was acknowledged is gone
 	// from the queue and a new run resumes with the rest.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res, err := relay.Handoff(ctx, q, peers, *held, log)
+	q, err := queue.Open(cfg.QueueDir, relay.QueueOptions(cfg, log))
+	if errors.Is(err, queue.ErrLocked) {
+		// The daemon runs: it hands off itself, beside its deliveries.
+		rep, err := queue.Drain(ctx, cfg.QueueDir, "handoff", queue.DrainRequest{Peers: peers, Held: *held})
+		if err != nil {
+			return fail(stderr, "queue handoff", 75, "%s", plainErr(err))
+		}
+		return printDrainReport(stdout, stderr, "queue handoff", rep, *held)
+	}
+	if err != nil {
+		return fail(stderr, "queue handoff", 75, "%s", plainErr(err))
+	}
+	defer q.Close()
+	res, err := relay.Handoff(ctx, q, relay.HandoffOptions{Peers: peers, Held: *held,
+		CAFile: cfg.Shutdown.CAFile, CertFile: cfg.Shutdown.CertFile, KeyFile: cfg.Shutdown.KeyFile, Log: log})
 	m := q.Metrics()
 	fmt.Fprintf(stdout, "handed off %d recipients of %d messages; %d refused by the peers; %d messages (%d recipients) remain queued\n",
 		res.Recipients, res.Messages, res.Refused, m.Messages, m.PendingRecipients)

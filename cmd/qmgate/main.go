@@ -152,6 +152,20 @@ func strayArg(args []string) string {
 
 func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" }
 
+// subcommand returns the subcommand args names. Without one it prints usage
+// to stderr (exit 64); asked for help, to stdout (exit 0).
+func subcommand(args []string, usage string, stdout, stderr io.Writer) (sub string, code int, ok bool) {
+	switch {
+	case len(args) < 1:
+		fmt.Fprintln(stderr, usage)
+		return "", 64, false
+	case isHelp(args[0]):
+		fmt.Fprintln(stdout, usage)
+		return "", 0, false
+	}
+	return args[0], 0, true
+}
+
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: qmgate [-config FILE] COMMAND [arguments and flags]")
 	fmt.Fprintln(w, "       qmgate -version | -h | help COMMAND")

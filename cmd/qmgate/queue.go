@@ -24,8 +24,8 @@ const queueUsage = `usage: qmgate queue COMMAND [ID ...] [-config FILE] [-json]
   release ID...     resume delivering held messages
   remove ID...      delete the messages without a bounce
   flush [ID...]     make the messages (all without IDs) due now
-  handoff [-held] qmtp://PEER[,qmtp://PEER2...]
-                    move every queued message to a peer hub (daemon stopped)
+  handoff [-held] [qmtp://PEER[,qmtps://PEER2:PORT...]]
+                    move every queued message to a peer hub
 Flags may come before or after the IDs. Safe while qmgate serve runs: the
 commands then go through the daemon's control socket in the queue directory.
 
@@ -42,7 +42,7 @@ var queueSubUsage = map[string]string{
 	"release": "usage: qmgate queue release ID... [-config FILE]\n\nResume delivering held messages.",
 	"remove":  "usage: qmgate queue remove ID... [-config FILE]\n\nDelete the messages; no bounce is sent.",
 	"flush":   "usage: qmgate queue flush [ID...] [-config FILE]\n\nMake the messages (all of them without IDs) due now.",
-	"handoff": "usage: qmgate queue handoff [-held] [-config FILE] qmtp://PEER[,qmtp://PEER2...]\n\nMove every queued message (held ones too with -held) to the first peer hub that answers;\nthe daemon must be stopped.",
+	"handoff": "usage: qmgate queue handoff [-held] [-config FILE] [qmtp://PEER[,qmtps://PEER2:PORT...]]\n\nMove every queued message (held ones too with -held) to the first peer hub that answers\n(the peers named, or [shutdown] handoff),\nover QMTP or QMTPS. While qmgate serve runs, the daemon does it through its control socket\n(the queue's owner or root only) and goes on running. Exit 0 when nothing is left.",
 }
 
 func init() {
@@ -51,17 +51,12 @@ func init() {
 }
 
 func runQueue(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) < 1 {
-		fmt.Fprintln(stderr, queueUsage)
-		return 64
+	sub, code, ok := subcommand(args, queueUsage, stdout, stderr)
+	if !ok {
+		return code
 	}
-	sub := args[0]
 	if sub == "handoff" {
 		return runQueueHandoff(args[1:], stdout, stderr)
-	}
-	if isHelp(sub) {
-		fmt.Fprintln(stdout, queueUsage)
-		return 0
 	}
 	text, known := queueSubUsage[sub]
 	if !known {

@@ -125,8 +125,8 @@ func writeDetail(w io.Writer, d *queue.Detail, asJSON bool) error {
 			fmt.Fprintf(w, "  failed: %s (%s)\n", lineSafe(r.Final), b)
 		}
 		for _, a := range r.History {
-			fmt.Fprintf(w, "  %s  %s  route=%s host=%s  %s\n", stamp(a.Time), a.Result,
-				orDash(wordSafe(a.Route)), orDash(wordSafe(a.Host)), lineSafe(a.Reply))
+			fmt.Fprintf(w, "  %s  %s  route=%s host=%s tls=%s  %s\n", stamp(a.Time), a.Result,
+				orDash(wordSafe(a.Route)), orDash(wordSafe(a.Host)), orDash(wordSafe(a.TLSPolicy)), lineSafe(a.Reply))
 		}
 	}
 	fmt.Fprintln(w, "\nheader:")

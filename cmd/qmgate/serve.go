@@ -113,6 +113,8 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			}
 			log.Info("stopped")
 			return 0
+		case <-hub.Drained(): // qmgate drain
+			return drainedExit(hub, log)
 		case err := <-hub.Errors():
 			log.Error("fatal listener error", "err", err)
 			ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)

@@ -10,9 +10,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/mtasts"
 	"github.com/qmgate/qmgate/internal/oauthtoken"
 	"github.com/qmgate/qmgate/qmqp"
 	"github.com/qmgate/qmgate/qmtp"
@@ -288,11 +291,38 @@ func mxTransport(cfg *Config, rc *Route, log *slog.Logger) (transport.Transport,
 	}
 	dialer := &net.Dialer{Resolver: r}
 	c.DialContext = dialer.DialContext
-	return &transport.MX{
+	mx := &transport.MX{
 		Resolver: r,
 		QMTP:     &qmtp.Client{Dialer: dialer, ConnectTimeout: cfg.Delivery.ConnectTimeout.D(), IOTimeout: cfg.Delivery.Timeout.D()},
 		SMTP:     c,
 		QMTPPort: cfg.Delivery.QMTPPort,
 		SMTPPort: cfg.Delivery.SMTPPort,
-	}, nil
+		Log:      log,
+	}
+	if rc.MTASTS == nil || *rc.MTASTS {
+		mx.STS = mtastsCache(cfg, rc, r, dialer, c)
+	}
+	return mx, nil
+}
+
+// mtastsCache is an mx route's MTA-STS policy cache: kept in the queue
+// directory, looked up with the route's resolver, fetched from
+// delivery.mta_sts_port and verified with the route's trust store.
+func mtastsCache(cfg *Config, rc *Route, r *net.Resolver, dialer *net.Dialer, c *smtp.Client) *mtasts.Cache {
+	port := strconv.Itoa(cfg.Delivery.MTASTSPort)
+	sc := &mtasts.Cache{
+		Dir:      filepath.Join(cfg.QueueDir, "mtasts"),
+		Resolver: r,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			return dialer.DialContext(ctx, network, net.JoinHostPort(host, port))
+		},
+	}
+	if c.TLSConfig != nil {
+		sc.RootCAs = c.TLSConfig.RootCAs
+	}
+	return sc
 }

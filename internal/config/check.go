@@ -52,10 +52,12 @@ func (c *Config) Warnings() Errors {
 }
 
 // firstRoute returns the index of the first route before limit that takes
-// every address of the pattern p (an exact domain, ".suffix" or "*"), or -1.
+// every address of the pattern p (an exact domain, ".suffix" or "*") from
+// every sender, or -1.
 func (c *Config) firstRoute(p string, limit int) int {
 	for j := 0; j < limit && j < len(c.Routes); j++ {
-		if covers(c.Routes[j].Domains, p) {
+		// A route with senders takes only some mail: it shadows nothing.
+		if len(c.Routes[j].Senders) == 0 && covers(c.Routes[j].Domains, p) {
 			return j
 		}
 	}

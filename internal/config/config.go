@@ -249,6 +249,12 @@ type Shutdown struct {
 	// DrainTimeout bounds the deliveries tried before the hand-off.
 	// Default 30s.
 	DrainTimeout Duration `toml:"drain_timeout"`
+	// CAFile verifies qmtps:// hand-off peers (PEM); empty: the system's
+	// roots. CertFile and KeyFile are the client certificate a hand-off
+	// shows to qmtps:// peers that trust hubs by certificate.
+	CAFile   string `toml:"ca_file"`
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
 }
 
 // Queue configures retries and bounces.
@@ -283,6 +289,9 @@ type Delivery struct {
 	// move them.
 	QMTPPort int `toml:"qmtp_port"`
 	SMTPPort int `toml:"smtp_port"`
+	// MTASTSPort is the port mx routes fetch MTA-STS policies from (443,
+	// RFC 8461 section 3.3); tests move it.
+	MTASTSPort int `toml:"mta_sts_port"`
 }
 
 // Route sends mail for some domains through one transport.
@@ -294,6 +303,10 @@ type Route struct {
 	Name string `toml:"name"`
 	// Domains: exact ("example.net"), suffix (".example.net") or "*".
 	Domains []string `toml:"domains"`
+	// Senders, when set, limits the route to mail from these envelope
+	// senders: "*@example.net", "user@example.net", "example.net",
+	// ".example.net" or "*" (see ValidSenderPattern).
+	Senders []string `toml:"senders"`
 	// Via is the transport URL: qmtp://H[:P], qmtps://H[:P], qmqp://H[:P][,H[:P]...],
 	// smtp://H[:P], smtps://H[:P], mx, maildir:DIR, mbox:DIR, discard:,
 	// https://URL, http://URL (loopback only). In the file it may be a
@@ -340,7 +353,12 @@ type Route struct {
 	// (a smarthost on loopback, say): whoever is on the path can read them.
 	InsecureAuth bool `toml:"insecure_auth"`
 	// CAFile verifies the next hop's certificate instead of the system roots.
+	// For mx routes it is also the trust store of MTA-STS: policy servers
+	// and the exchangers of enforce-mode domains.
 	CAFile string `toml:"ca_file"`
+	// MTASTS, for mx routes, applies the recipient domains' MTA-STS
+	// policies (RFC 8461). Default true; other routes ignore it.
+	MTASTS *bool `toml:"mta_sts"`
 	// Headers are extra HTTP headers for webhook routes ("Name: value").
 	Headers []string `toml:"headers"`
 	// RedirectPermanent makes a webhook's 3xx answer a permanent failure;
@@ -665,9 +683,14 @@ func (c *Config) applyDefaults() {
 	setDur(&c.Delivery.Timeout, 20*time.Minute)
 	setInt(&c.Delivery.QMTPPort, 209)
 	setInt(&c.Delivery.SMTPPort, 25)
+	setInt(&c.Delivery.MTASTSPort, 443)
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		setInt(&r.Concurrency, c.Delivery.Concurrency)
+		if r.MTASTS == nil {
+			on := true
+			r.MTASTS = &on
+		}
 		r.setVia()
 		if r.Fallback != "" {
 			setInt(&r.FallbackAfter, 3)
@@ -781,9 +804,12 @@ func (c *Config) validate() Errors {
 	checkNets("smtp.relay_clients", c.SMTP.RelayClients)
 	checkNets("qmqp.proxy_from", c.QMQP.ProxyFrom)
 	for i, p := range c.Shutdown.Handoff {
-		if h, ok := strings.CutPrefix(p, "qmtp://"); !ok || h == "" || strings.ContainsAny(h, "/ ") {
-			bad(fmt.Sprintf("shutdown.handoff[%d]", i), "%q: want qmtp://host[:port]", p)
+		if err := CheckHandoffPeer(p); err != nil {
+			bad(fmt.Sprintf("shutdown.handoff[%d]", i), "%v", err)
 		}
+	}
+	if (c.Shutdown.CertFile == "") != (c.Shutdown.KeyFile == "") {
+		bad("shutdown.cert_file", "cert_file and key_file go together")
 	}
 	checkNets("qmtp.proxy_from", c.QMTP.ProxyFrom)
 	checkNets("smtp.proxy_from", c.SMTP.ProxyFrom)
@@ -808,6 +834,9 @@ func (c *Config) validate() Errors {
 	if c.Queue.RetryMin > c.Queue.RetryMax {
 		bad("queue.retry_min", "greater than queue.retry_max")
 	}
+	if p := c.Delivery.MTASTSPort; p < 1 || p > 65535 {
+		bad("delivery.mta_sts_port", "%d: want a port, 1 to 65535", p)
+	}
 	if c.Delivery.Resolver != "" {
 		if _, err := netip.ParseAddrPort(c.Delivery.Resolver); err != nil {
 			bad("delivery.resolver", "%q: want ip:port", c.Delivery.Resolver)
@@ -827,6 +856,11 @@ func (c *Config) validate() Errors {
 		for j, d := range r.Domains {
 			if d == "" || strings.ContainsAny(d, " @\t") || (strings.Contains(d, "*") && d != "*") {
 				bad(fmt.Sprintf("%s.domains[%d]", key, j), "%q: want example.net, .example.net or *", d)
+			}
+		}
+		for j, p := range r.Senders {
+			if err := ValidSenderPattern(p); err != nil {
+				bad(fmt.Sprintf("%s.senders[%d]", key, j), "%q: %v", p, err)
 			}
 		}
 		if r.viaErr != "" {

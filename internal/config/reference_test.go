@@ -350,9 +350,9 @@ func TestReferenceExamplesLoad(t *testing.T) {
 			continue // names a user this machine may not have
 		}
 		switch {
-		case k == "route.cert_file":
+		case k == "route.cert_file" || k == "shutdown.cert_file":
 			b.WriteString("key_file = \"k.pem\"\n")
-		case k == "route.key_file":
+		case k == "route.key_file" || k == "shutdown.key_file":
 			b.WriteString("cert_file = \"c.pem\"\n")
 		case k == "route.fallback" || k == "route.fallback_on":
 			// An mx route and the smarthost route it falls back to.

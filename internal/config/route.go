@@ -3,6 +3,7 @@ package config
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -20,8 +21,9 @@ const MaxRouteName = 64
 var FallbackFailures = []string{"connect-timeout", "connect"}
 
 // DefaultRouteName is the name of a route that has none: its first domain
-// ("any" for "*", a leading '.' dropped) and its transport, such as
-// "example.net-smtp". It depends on the route's own settings, not its place
+// ("any" for "*", a leading '.' dropped), the domain of its first sender
+// pattern if it has senders, and its transport, such as "example.net-smtp"
+// or "any-from-billing.example.net-smtp". It depends on the route's own settings, not its place
 // in the file, so reordering routes keeps the names in logs and metrics.
 func DefaultRouteName(r *Route) string {
 	d := "none"
@@ -30,6 +32,13 @@ func DefaultRouteName(r *Route) string {
 		if d == "*" {
 			d = "any"
 		}
+	}
+	if len(r.Senders) > 0 {
+		_, from, ok := strings.Cut(r.Senders[0], "@")
+		if !ok {
+			from = r.Senders[0]
+		}
+		d += "-from-" + strings.TrimPrefix(from, ".")
 	}
 	scheme := r.Via
 	if i := strings.IndexByte(scheme, ':'); i >= 0 {
@@ -73,11 +82,21 @@ func nameRoutes(routes []Route) {
 		}
 		n := DefaultRouteName(r)
 		if count[n] > 1 {
-			h := sha256.Sum256([]byte(strings.Join(r.Domains, ",") + "\x00" + r.Via))
+			h := sha256.Sum256([]byte(strings.Join(r.Domains, ",") + "\x00" + r.Via + senderKey(r)))
 			n += "-" + hex.EncodeToString(h[:3])
 		}
 		r.Name = n
 	}
+}
+
+// senderKey is what a route's senders add to the hash that tells apart
+// routes of one default name: nothing without senders, so that the names
+// of routes without senders stay as they were.
+func senderKey(r *Route) string {
+	if len(r.Senders) == 0 {
+		return ""
+	}
+	return "\x00" + strings.Join(r.Senders, ",")
 }
 
 // RouteByName returns the route called name, or nil.
@@ -221,4 +240,29 @@ func (r *Route) setVia() {
 // hops: those that tell a failed connection from a failed delivery.
 func failoverScheme(s string) bool {
 	return s == "qmtp" || s == "qmtps" || s == "smtp" || s == "smtps"
+}
+
+// ValidSenderPattern checks one entry of a route's senders: an address
+// (local@domain), "*@" and a domain pattern, a domain pattern alone, or "*";
+// a domain pattern is an exact domain or ".suffix", as in domains.
+func ValidSenderPattern(p string) error {
+	if p == "*" {
+		return nil
+	}
+	if p == "" || strings.ContainsAny(p, " \t\r\n<>,;\"") {
+		return errors.New("want user@example.net, *@example.net, example.net, .example.net or *")
+	}
+	local, dom, addr := strings.Cut(p, "@")
+	if addr {
+		if local == "" || strings.Contains(dom, "@") || strings.Contains(local, "*") && local != "*" {
+			return errors.New("want user@example.net or *@example.net: a local part, or * for any")
+		}
+	} else {
+		dom = p
+	}
+	d := strings.TrimPrefix(dom, ".")
+	if d == "" || strings.Contains(d, "*") || strings.HasPrefix(d, ".") || strings.Contains(d, "..") {
+		return errors.New("want a domain: example.net, or .example.net for its subdomains")
+	}
+	return nil
 }

@@ -5,6 +5,7 @@
 package connlimit
 
 import (
+	"cmp"
 	"net/netip"
 	"sync"
 )
@@ -44,9 +45,7 @@ func (l *Limiter) key(ip netip.Addr) netip.Addr {
 		return ip
 	}
 	bits := l.IPv6PrefixLen
-	if bits == 0 {
-		bits = DefaultIPv6PrefixLen
-	}
+	bits = cmp.Or(bits, DefaultIPv6PrefixLen)
 	if bits < 0 || bits >= 128 {
 		return ip
 	}

@@ -35,9 +35,12 @@ func TestDkimpyVerifies(t *testing.T) {
 		keys []Key
 	}{{"rsa", []Key{rsaK}}, {"ed25519", []Key{edK}}, {"dual", []Key{rsaK, edK}}} {
 		s := mustSigner(t, Options{Domains: []Domain{{Name: "example.net", Keys: set.keys, Subdomains: true}}})
-		for _, ends := range []string{"lf", "crlf"} {
+		for _, ends := range []string{"lf", "crlf", "rich-lf", "rich-crlf"} {
 			msg := testMsg
-			if ends == "crlf" {
+			if strings.HasPrefix(ends, "rich") {
+				msg = richMsg
+			}
+			if strings.HasSuffix(ends, "crlf") {
 				msg = crlf(msg)
 			}
 			out, res := signMsg(t, s, []byte(msg))
@@ -53,6 +56,12 @@ func TestDkimpyVerifies(t *testing.T) {
 			}
 			// A changed body fails in dkimpy too: the check is real.
 			add(name+"-changed", strings.Replace(string(out), "Backup finished.", "Backup failed.", 1), fail)
+			if ends == "rich-lf" {
+				// Whitespace changed where relaxed canonicalization
+				// ignores it still verifies.
+				add(name+"-respaced", strings.Replace(strings.Replace(string(out), "Backup finished.", "Backup \t finished.", 1),
+					"Subject: nightly", "Subject:   nightly", 1), pass)
+			}
 		}
 	}
 	got := runDkimpy(t, py, dir, files, records(t, "example.net", rsaK, edK))
@@ -62,6 +71,31 @@ func TestDkimpyVerifies(t *testing.T) {
 		}
 	}
 }
+
+// richMsg has a header whose h= list folds over several lines, fields that
+// occur twice (signed bottom up), a field name in capitals, and a body with runs of spaces and tabs, whitespace at
+// line ends and empty lines at its end.
+const richMsg = "Received: from app17 by hub\n" +
+	"FROM: App Seventeen <root@example.net>\n" +
+	"To: ops@example.org\n" +
+	"Cc: a@example.org,\n\tb@example.org\n" +
+	"To: second@example.org\n" +
+	"Reply-To: ops@example.net\n" +
+	"Subject: nightly   report\t \n" +
+	"Date: Wed, 02 Dec 2026 03:00:00 +0000\n" +
+	"Message-ID: <2@app17.example.net>\n" +
+	"In-Reply-To: <1@app17.example.net>\n" +
+	"References: <0@app17.example.net> <1@app17.example.net>\n" +
+	"List-Id: <reports.example.net>\n" +
+	"MIME-Version: 1.0\n" +
+	"Content-Type: text/plain; charset=utf-8\n" +
+	"Content-Transfer-Encoding: 8bit\n" +
+	"\n" +
+	"Backup finished.\n" +
+	"  two  spaces\t\ttabs \t \n" +
+	" \t\n" +
+	"last line\n" +
+	"\n\n \n\n"
 
 // runDkimpy verifies files with dkimpy and returns its verdicts by file.
 func runDkimpy(t *testing.T, py, dir string, files []string, recs map[string]string) map[string]string {

@@ -14,9 +14,7 @@ type field struct {
 }
 
 // splitHeader cuts a header (without its ending blank line) into fields. A
-// line that starts with a space or tab continues the field before it; a
-// leading line without a colon becomes a field with an empty name, which no
-// rule matches.
+// line that starts with a space or tab continues the field before it.
 func splitHeader(h []byte) []field {
 	var fields []field
 	for len(h) > 0 {
@@ -33,22 +31,67 @@ func splitHeader(h []byte) []field {
 			f.raw = f.raw[:len(f.raw)+len(line)] // lines are contiguous in h
 			continue
 		}
-		name := ""
-		if i := bytes.IndexByte(line, ':'); i > 0 {
-			name = strings.ToLower(strings.TrimSpace(string(line[:i])))
-		}
-		fields = append(fields, field{name: name, raw: line})
+		fields = append(fields, field{raw: line})
+	}
+	for i := range fields {
+		// Named from the whole field, continuation lines included: a
+		// first line without a colon does not name the field alone.
+		fields[i].name = fieldName(fields[i].raw)
 	}
 	return fields
 }
 
+// fieldName is a field's name in lower case: what comes before the colon,
+// or the whole field when there is none, trimmed, as go-msgauth's verifier
+// names fields so that both pick the same fields for h=.
+func fieldName(line []byte) string {
+	if i := bytes.IndexByte(line, ':'); i >= 0 {
+		line = line[:i]
+	}
+	var buf [64]byte
+	if len(line) <= len(buf) {
+		b := appendLowerTrim(buf[:0], line)
+		if n, ok := knownNames[string(b)]; ok { // no allocation to look up
+			return n
+		}
+	}
+	for _, b := range line {
+		if b >= 0x80 {
+			return strings.TrimSpace(strings.ToLower(string(line)))
+		}
+	}
+	return string(appendLowerTrim(nil, line))
+}
+
+// knownNames holds the common field names, so that naming them allocates
+// nothing.
+var knownNames = func() map[string]string {
+	m := map[string]string{}
+	for _, n := range append(DefaultHeaders, "DKIM-Signature", "Received", "Return-Path", "X-Mailer", "Bcc",
+		"Content-Disposition", "Content-ID", "Auto-Submitted", "Precedence", "Delivered-To", "User-Agent") {
+		n = strings.ToLower(n)
+		m[n] = n
+	}
+	return m
+}()
+
+// is reports whether the field has the name n, in any case, with the
+// Unicode case folding a verifier such as go-msgauth applies.
+func (f field) is(n string) bool { return strings.EqualFold(f.name, n) }
+
 // value returns a field's unfolded value.
 func (f field) value() string {
-	i := bytes.IndexByte(f.raw, ':')
-	v := string(f.raw[i+1:])
-	v = strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(v)
+	v := string(f.raw)
+	if i := bytes.IndexByte(f.raw, ':'); i >= 0 {
+		v = v[i+1:]
+	}
+	if strings.ContainsAny(v, "\r\n") {
+		v = unfold.Replace(v)
+	}
 	return strings.TrimSpace(v)
 }
+
+var unfold = strings.NewReplacer("\r\n", "", "\n", "", "\r", "")
 
 // fromDomain returns the domain of the author in the message's From: field,
 // or a reason in plain words why there is none to sign for.
@@ -66,6 +109,12 @@ func fromDomain(fields []field) (string, string) {
 		return "", "the message has no From: field"
 	}
 	v := from.value()
+	if !strings.ContainsAny(v, ",\"(:;\\") {
+		// One address, bare or in angle brackets, which is what nearly
+		// every program writes: no need for the full parser, which gives
+		// the same domain.
+		return oneDomain(v)
+	}
 	var doms []string
 	if list, err := mail.ParseAddressList(v); err == nil {
 		for _, a := range list {
@@ -74,14 +123,7 @@ func fromDomain(fields []field) (string, string) {
 	} else {
 		// A From: that net/mail cannot parse (bad quoting in the display
 		// name, say) still names its address in angle brackets or alone.
-		a := v
-		if i := strings.LastIndexByte(a, '<'); i >= 0 {
-			a = a[i+1:]
-			if j := strings.IndexByte(a, '>'); j >= 0 {
-				a = a[:j]
-			}
-		}
-		doms = append(doms, addrDomain(strings.TrimSpace(a)))
+		return oneDomain(v)
 	}
 	d := doms[0]
 	for _, o := range doms[1:] {
@@ -89,6 +131,23 @@ func fromDomain(fields []field) (string, string) {
 			return "", "the From: field names authors in more than one domain"
 		}
 	}
+	if d == "" {
+		return "", "the From: address has no domain"
+	}
+	return d, ""
+}
+
+// oneDomain returns the domain of the one address in v: the one in the
+// last angle brackets, or v itself.
+func oneDomain(v string) (string, string) {
+	a := v
+	if i := strings.LastIndexByte(a, '<'); i >= 0 {
+		a = a[i+1:]
+		if j := strings.IndexByte(a, '>'); j >= 0 {
+			a = a[:j]
+		}
+	}
+	d := addrDomain(strings.TrimSpace(a))
 	if d == "" {
 		return "", "the From: address has no domain"
 	}

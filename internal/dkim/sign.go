@@ -1,14 +1,11 @@
 package dkim
 
 import (
-	"crypto"
 	"crypto/rsa"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
-
-	msgdkim "github.com/emersion/go-msgauth/dkim"
 )
 
 // DefaultHeaders is the header set signed when Options.Headers is nil: the
@@ -71,7 +68,8 @@ type Signer struct {
 
 type domain struct {
 	Domain
-	txt map[string]string // selector -> TXT record, for checking our own signatures
+	txt   map[string]string // selector -> TXT record, for checking our own signatures
+	algos []string          // the algorithm of Keys[i]
 }
 
 // New checks opt and builds a Signer.
@@ -116,6 +114,7 @@ func New(opt Options) (*Signer, error) {
 				return nil, fmt.Errorf("dkim: domain %s selector %s: %w", name, k.Selector, err)
 			}
 			dd.txt[k.Selector] = txt
+			dd.algos = append(dd.algos, keyAlgo(k.Signer.Public()))
 		}
 		s.domains[name] = dd
 	}
@@ -222,13 +221,14 @@ func (s *Signer) lookup(from string) *domain {
 // headerKeys is the h= list for a header: each configured field as often as
 // it occurs, oversigned fields once more.
 func (s *Signer) headerKeys(fields []field) []string {
-	count := make(map[string]int, len(fields))
-	for _, f := range fields {
-		count[f.name]++
-	}
 	keys := make([]string, 0, len(fields)+len(s.headers))
 	for i, h := range s.headers {
-		n := count[s.lower[i]]
+		n := 0
+		for _, f := range fields {
+			if f.is(s.lower[i]) {
+				n++
+			}
+		}
 		if s.over[i] {
 			n++
 		}
@@ -237,18 +237,6 @@ func (s *Signer) headerKeys(fields []field) []string {
 		}
 	}
 	return keys
-}
-
-func signOptions(d *domain, k Key, hkeys []string) *msgdkim.SignOptions {
-	return &msgdkim.SignOptions{
-		Domain:                 d.Name,
-		Selector:               k.Selector,
-		Signer:                 k.Signer,
-		Hash:                   crypto.SHA256,
-		HeaderCanonicalization: msgdkim.CanonicalizationRelaxed,
-		BodyCanonicalization:   msgdkim.CanonicalizationRelaxed,
-		HeaderKeys:             hkeys,
-	}
 }
 
 func normDomain(d string) string {

@@ -2,35 +2,42 @@ package dkim
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	msgdkim "github.com/emersion/go-msgauth/dkim"
 )
 
 // Writer signs one message written through it. It holds the header (up to
 // Options.MaxHeaderBytes) until the blank line that ends it, then chooses the
-// domain and keys and streams the body to the signers without keeping it.
+// domain and keys and streams the body through one relaxed body hash, which
+// every key's signature shares, without keeping it.
 // Close finishes the signatures; Result then returns them.
 //
 // The caller writes the message to its own store at the same time (an
 // io.MultiWriter, or a second read of a spool file) and prepends
 // Result().Header when it sends the message on. A Writer is for one goroutine;
-// Close must always be called, also after an error, to release the signers.
+// Close must always be called, also after an error, to release the
+// verifier of an earlier signature.
 type Writer struct {
-	s       *Signer
-	hdr     []byte
-	inBody  bool
-	closed  bool
-	err     error
-	res     Result
-	crlf    bool
-	dom     *domain
-	keys    []Key
-	signers []*msgdkim.Signer
-	sinks   []io.Writer
+	s      *Signer
+	hdr    []byte
+	inBody bool
+	closed bool
+	err    error
+	res    Result
+	crlf   bool
+	dom    *domain
+	keys   []Key
+	fields []field  // the header, for the signatures
+	hkeys  []string // the h= list
+	body   bodyHash
+	now    func() time.Time
 
 	// The check for a signature of ours already present.
 	own      []string // selectors of our signatures, in header order
@@ -39,7 +46,7 @@ type Writer struct {
 }
 
 // NewWriter starts signing one message.
-func (s *Signer) NewWriter() *Writer { return &Writer{s: s} }
+func (s *Signer) NewWriter() *Writer { return &Writer{s: s, now: time.Now} }
 
 // Write takes the next bytes of the message. It never keeps body bytes.
 func (w *Writer) Write(p []byte) (int, error) {
@@ -50,8 +57,26 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return 0, errors.New("dkim: write after close")
 	}
 	if w.inBody {
-		return len(p), w.body(p)
+		return len(p), w.feed(p)
 	}
+	if len(w.hdr) == 0 {
+		// The first write usually holds the whole header: keep only that
+		// rather than copy the body into the header buffer.
+		if e := headerEnd(p, 0); e >= 0 {
+			w.header(p[:e])
+			if w.err == nil && w.inBody && e < len(p) {
+				w.err = w.feed(p[e:])
+			}
+			return len(p), w.err
+		}
+	}
+	w.header(p)
+	return len(p), w.err
+}
+
+// header takes bytes of the header, and whatever follows it in the same
+// write, until the blank line that ends it; then it starts the signatures.
+func (w *Writer) header(p []byte) {
 	old := len(w.hdr)
 	w.hdr = append(w.hdr, p...)
 	end := headerEnd(w.hdr, max(0, old-2))
@@ -60,21 +85,20 @@ func (w *Writer) Write(p []byte) (int, error) {
 			w.skip("the header is larger than " + strconv.Itoa(w.s.maxHeader) + " bytes")
 			w.inBody, w.hdr = true, nil
 		}
-		return len(p), nil
+		return
 	}
 	if end > w.s.maxHeader {
 		w.skip("the header is larger than " + strconv.Itoa(w.s.maxHeader) + " bytes")
 		w.inBody, w.hdr = true, nil
-		return len(p), nil
+		return
 	}
 	rest := w.hdr[end:]
 	w.start(w.hdr[:end])
 	w.inBody = true
 	if w.err == nil && len(rest) > 0 {
-		w.err = w.body(rest)
+		w.err = w.feed(rest)
 	}
 	w.hdr = nil
-	return len(p), w.err
 }
 
 // headerEnd returns the offset just past the blank line that ends the header
@@ -126,23 +150,10 @@ func (w *Writer) start(hdr []byte) {
 	}
 	w.dom, w.keys = d, d.Keys
 	w.res.Domain = d.Name
-	hkeys := w.s.headerKeys(fields)
-	for _, k := range w.keys {
-		sg, err := msgdkim.NewSigner(signOptions(d, k, hkeys))
-		if err != nil {
-			w.err = err
-			return
-		}
-		w.signers = append(w.signers, sg)
-		w.sinks = append(w.sinks, sg)
-	}
+	w.fields = fields
+	w.hkeys = w.s.headerKeys(fields)
+	w.body.reset(sha256.New())
 	w.startVerify(fields, hdr)
-	for _, sk := range w.sinks {
-		if _, err := sk.Write(hdr); err != nil {
-			w.err = err
-			return
-		}
-	}
 }
 
 // startVerify checks the message's own earlier signatures (same d= and s=
@@ -206,31 +217,19 @@ func (w *Writer) startVerify(fields []field, hdr []byte) {
 		io.Copy(io.Discard, pr)
 		w.verified <- vs
 	}()
-	w.sinks = append(w.sinks, &pipeSink{pw: pw, prefix: keep.Bytes()})
-}
-
-// pipeSink feeds the verifier: its header first, then (ignoring the real
-// header the Writer passes) the body.
-type pipeSink struct {
-	pw     *io.PipeWriter
-	prefix []byte
-	sent   bool
-}
-
-func (p *pipeSink) Write(b []byte) (int, error) {
-	if !p.sent {
-		p.sent = true
-		_, err := p.pw.Write(p.prefix)
-		return len(b), err
+	if _, err := pw.Write(keep.Bytes()); err != nil {
+		w.err = err
 	}
-	return p.pw.Write(b)
 }
 
-func (w *Writer) body(p []byte) error {
-	for _, sk := range w.sinks {
-		if _, err := sk.Write(p); err != nil {
-			return err
-		}
+func (w *Writer) feed(p []byte) error {
+	if w.dom == nil {
+		return nil
+	}
+	w.body.Write(p)
+	if w.verifyW != nil {
+		_, err := w.verifyW.Write(p)
+		return err
 	}
 	return nil
 }
@@ -271,14 +270,6 @@ func (w *Writer) Close() error {
 		w.verifyW.Close()
 		vs = <-w.verified
 	}
-	sigs := make([]string, len(w.signers))
-	for i, sg := range w.signers {
-		if err := sg.Close(); err != nil && w.err == nil {
-			w.err = err
-		} else if err == nil {
-			sigs[i] = sg.Signature()
-		}
-	}
 	if w.err != nil {
 		return w.err
 	}
@@ -291,24 +282,33 @@ func (w *Writer) Close() error {
 			kept[w.own[i]] = true
 		}
 	}
-	var out strings.Builder
+	nl := "\n"
+	if w.crlf {
+		nl = "\r\n"
+	}
+	var bh string
+	var out []byte
 	for i, k := range w.keys {
 		if kept[k.Selector] {
 			w.res.Kept = append(w.res.Kept, k.Selector)
 			continue
 		}
+		if bh == "" {
+			bh = base64.StdEncoding.EncodeToString(w.body.Sum())
+		}
+		sig, err := signature(w.dom, k, w.dom.algos[i], w.hkeys, w.fields, bh, w.now(), nl)
+		if err != nil {
+			w.err = err
+			return err
+		}
 		w.res.Selectors = append(w.res.Selectors, k.Selector)
-		out.WriteString(sigs[i])
+		out = append(out, sig...)
 	}
-	if out.Len() == 0 {
+	if out == nil {
 		w.skip("the message already carries our valid signatures")
 		return nil
 	}
-	h := out.String()
-	if !w.crlf {
-		h = strings.ReplaceAll(h, "\r\n", "\n")
-	}
-	w.res.Header = []byte(h)
+	w.res.Header = out
 	return nil
 }
 

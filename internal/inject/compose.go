@@ -2,6 +2,7 @@ package inject
 
 import (
 	"bufio"
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -372,9 +373,7 @@ func (c *Composer) write(m *Message, opts *Options, fields []field, first []byte
 	w := &countWriter{w: bufio.NewWriterSize(m.f, 64<<10), max: c.MaxMessageBytes}
 	now := c.now()
 	prog := c.Program
-	if prog == "" {
-		prog = "qmgate sendmail"
-	}
+	prog = cmp.Or(prog, "qmgate sendmail")
 	if c.Identity.UID != "" {
 		b := []byte("Received: (" + prog + " " + strconv.Itoa(c.pid()) + " invoked by uid " + c.Identity.UID + "); ")
 		b = mail.AppendDate822(b, now)
@@ -461,14 +460,10 @@ func fromValue(name, addr string) string {
 func (c *Composer) messageID(now time.Time) string {
 	var rnd [6]byte
 	src := c.Rand
-	if src == nil {
-		src = rand.Reader
-	}
+	src = cmp.Or(src, rand.Reader)
 	io.ReadFull(src, rnd[:])
 	host := c.Hostname
-	if host == "" {
-		host = c.DefaultDomain
-	}
+	host = cmp.Or(host, c.DefaultDomain)
 	return now.UTC().Format("20060102150405") + "." + strconv.Itoa(c.pid()) + "." + hex.EncodeToString(rnd[:]) + "@" + host
 }
 

@@ -146,7 +146,7 @@ func (c *Cache) Policy(ctx context.Context, domain string) (Policy, error) {
 	cl := &call{done: make(chan struct{})}
 	c.inflight[domain] = cl
 	c.mu.Unlock()
-	cl.p, cl.err = c.policy(ctx, domain)
+	cl.p, cl.err = c.policy(ctx, domain, false)
 	c.mu.Lock()
 	delete(c.inflight, domain)
 	c.mu.Unlock()
@@ -154,8 +154,10 @@ func (c *Cache) Policy(ctx context.Context, domain string) (Policy, error) {
 	return cl.p, cl.err
 }
 
-// policy looks domain's policy up (Policy without the sharing).
-func (c *Cache) policy(ctx context.Context, domain string) (Policy, error) {
+// policy looks domain's policy up (Policy without the sharing). With
+// refresh it fetches the policy again even when the TXT id is unchanged,
+// which extends the cached policy's life (RFC 8461 section 5.1).
+func (c *Cache) policy(ctx context.Context, domain string, refresh bool) (Policy, error) {
 	now := c.now()
 	cached, haveCache := c.load(domain)
 	if haveCache && !now.Before(cached.Expires) {
@@ -178,7 +180,7 @@ func (c *Cache) policy(ctx context.Context, domain string) (Policy, error) {
 		}
 		return Policy{Mode: ModeNone, Domain: domain}, nil
 	}
-	if haveCache && cached.ID == id {
+	if haveCache && cached.ID == id && !refresh {
 		return cached, nil
 	}
 	p, err := c.fetch(ctx, domain)
@@ -259,6 +261,73 @@ func (c *Cache) fetch(ctx context.Context, domain string) (Policy, error) {
 		return Policy{}, fmt.Errorf("%w (%d bytes)", ErrTooLarge, max)
 	}
 	return Parse(b)
+}
+
+// DefaultRefreshMax bounds how many policies one Refresh fetches again.
+const DefaultRefreshMax = 100
+
+// Refresh renews, one after the other, up to max (0: DefaultRefreshMax)
+// cached policies that are past half their max_age and not yet expired, so
+// that the policies of domains mail goes to often do not lapse between
+// deliveries (RFC 8461 section 5.1 suggests refreshing in the background).
+// Policies cached on disk by an earlier run count too. A failed refresh
+// keeps the cached policy; it returns how many were renewed and the first
+// failure.
+func (c *Cache) Refresh(ctx context.Context, max int) (int, error) {
+	c.init()
+	if max <= 0 {
+		max = DefaultRefreshMax
+	}
+	now := c.now()
+	var due []string
+	seen := map[string]bool{}
+	consider := func(p Policy) {
+		if seen[p.Domain] || len(due) >= max {
+			return
+		}
+		seen[p.Domain] = true
+		if p.Active() && now.Before(p.Expires) && !now.Before(p.Fetched.Add(p.MaxAge/2)) {
+			due = append(due, p.Domain)
+		}
+	}
+	c.mu.Lock()
+	mem := make([]Policy, 0, len(c.mem))
+	for _, p := range c.mem {
+		mem = append(mem, p)
+	}
+	c.mu.Unlock()
+	for _, p := range mem {
+		consider(p)
+	}
+	if ents, err := os.ReadDir(c.Dir); err == nil {
+		for _, e := range ents {
+			d, ok := strings.CutSuffix(e.Name(), ".json")
+			if !ok || seen[d] || !isHostname(d) || len(due) >= max {
+				continue
+			}
+			if p, ok := c.load(d); ok {
+				consider(p)
+			}
+		}
+	}
+	n := 0
+	var first error
+	for _, d := range due {
+		if ctx.Err() != nil {
+			return n, ctx.Err()
+		}
+		old, _ := c.load(d)
+		p, err := c.policy(ctx, d, true)
+		switch {
+		case err != nil:
+			if first == nil {
+				first = err
+			}
+		case p.Fetched.After(old.Fetched):
+			n++
+		}
+	}
+	return n, first
 }
 
 // load returns the cached policy for domain, from memory or from disk.

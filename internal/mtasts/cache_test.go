@@ -374,3 +374,45 @@ func TestConcurrentLookupsShareOneFetch(t *testing.T) {
 		t.Errorf("%d fetches, want 1", h)
 	}
 }
+
+// TestRefresh: a policy past half its max_age is fetched again in the
+// background with the same id, a younger one is not, and a policy cached on
+// disk by an earlier run is renewed too; a failure keeps the cached policy.
+func TestRefresh(t *testing.T) {
+	ps, dns, clk, c := setup(t)
+	ctx := context.Background()
+	dns.setTXT("_mta-sts.example.net", "v=STSv1; id=1")
+	dns.setTXT("_mta-sts.example.org", "v=STSv1; id=1")
+	ps.set("mta-sts.example.net", site{body: enforce})
+	ps.set("mta-sts.example.org", site{body: "version: STSv1\nmode: testing\nmx: mx.example.org\nmax_age: 604800\n"})
+	for _, d := range []string{"example.net", "example.org"} {
+		if _, err := c.Policy(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.add(13 * time.Hour) // past half of example.net's day, not of example.org's week
+	n, err := c.Refresh(ctx, 0)
+	if err != nil || n != 1 || ps.hitCount("mta-sts.example.net") != 2 || ps.hitCount("mta-sts.example.org") != 1 {
+		t.Fatalf("refresh: %d %v; fetches %d %d", n, err, ps.hitCount("mta-sts.example.net"), ps.hitCount("mta-sts.example.org"))
+	}
+	p, err := c.Policy(ctx, "example.net")
+	if err != nil || !p.Expires.Equal(clk.now().Add(24*time.Hour)) {
+		t.Fatalf("renewed policy: %+v %v", p, err)
+	}
+
+	// A new Cache on the same directory (a restart) renews what is on disk.
+	c2 := newCache(t, ps, dns, clk, c.Dir)
+	clk.add(13 * time.Hour)
+	ps.set("mta-sts.example.net", site{status: http.StatusInternalServerError})
+	n, err = c2.Refresh(ctx, 0)
+	if n != 0 || err == nil {
+		t.Fatalf("failed refresh: %d %v", n, err)
+	}
+	if p, err := c2.Policy(ctx, "example.net"); err != nil || p.Mode != ModeEnforce {
+		t.Fatalf("after a failed refresh: %+v %v", p, err)
+	}
+	ps.set("mta-sts.example.net", site{body: enforce})
+	if n, err = c2.Refresh(ctx, 1); err != nil || n != 1 {
+		t.Fatalf("refresh from disk: %d %v", n, err)
+	}
+}

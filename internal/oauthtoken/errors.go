@@ -1,6 +1,7 @@
 package oauthtoken
 
 import (
+	"cmp"
 	"errors"
 	"strings"
 
@@ -78,9 +79,7 @@ func (e *Error) Unwrap() []error {
 // the command that renews it; it never holds a token or a secret.
 func (e *Error) Status() mail.Status {
 	r := e.Route
-	if r == "" {
-		r = "(unnamed)"
-	}
+	r = cmp.Or(r, "(unnamed)")
 	switch e.Kind {
 	case Revoked:
 		return mail.Temp("4.7.0", "OAuth2 grant of route "+r+" was revoked or has expired; run: qmgate oauth2 login "+r)

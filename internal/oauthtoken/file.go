@@ -1,6 +1,7 @@
 package oauthtoken
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -40,9 +41,7 @@ func readSecret(path string) (string, error) {
 // The file is mode 0600 and belongs to the user running qmgate.
 func writeSecret(path, secret string) (err error) {
 	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
+	dir = cmp.Or(dir, ".")
 	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
 	if err != nil {
 		return err

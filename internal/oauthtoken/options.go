@@ -14,6 +14,7 @@
 package oauthtoken
 
 import (
+	"cmp"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -174,9 +175,4 @@ func (o *Options) now() time.Time {
 	return time.Now()
 }
 
-func (o *Options) logger() *slog.Logger {
-	if o.Logger != nil {
-		return o.Logger
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func (o *Options) logger() *slog.Logger { return cmp.Or(o.Logger, slog.New(slog.DiscardHandler)) }

@@ -11,16 +11,7 @@ import (
 )
 
 func TestFromNullmailerGolden(t *testing.T) {
-	out, err := FromNullmailer("testdata/nullmailer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "nullmailer.toml", out)
-
-	c, err := config.Parse("nullmailer.toml", out)
-	if err != nil {
-		t.Fatalf("converted configuration does not load: %v\n%s", err, out)
-	}
+	c, out := convertGolden(t, FromNullmailer, "testdata/nullmailer", "nullmailer.toml")
 	if c.Hostname != "app1" || c.DefaultDomain != "app1.example.com" {
 		t.Errorf("hostname %q default_domain %q", c.Hostname, c.DefaultDomain)
 	}

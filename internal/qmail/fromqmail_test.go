@@ -31,18 +31,26 @@ func golden(t *testing.T, name string, got []byte) {
 	}
 }
 
-func TestFromQmailGolden(t *testing.T) {
-	out, err := FromQmail("testdata/control")
+// convertGolden converts dir with convert, compares the result with the
+// golden file name and returns it, loaded and as text: it must load as it
+// is.
+func convertGolden(t *testing.T, convert func(string) ([]byte, error), dir, name string) (*config.Config, []byte) {
+	t.Helper()
+	out, err := convert(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "control.toml", out)
-
-	// The result must load as it is, and mean what it says.
-	c, err := config.Parse("control.toml", out)
+	golden(t, name, out)
+	c, err := config.Parse(name, out)
 	if err != nil {
 		t.Fatalf("converted configuration does not load: %v\n%s", err, out)
 	}
+	return c, out
+}
+
+func TestFromQmailGolden(t *testing.T) {
+	// The result must load as it is, and mean what it says.
+	c, _ := convertGolden(t, FromQmail, "testdata/control", "control.toml")
 	if c.Hostname != "mail" || c.DefaultDomain != "mail.example.com" {
 		t.Errorf("hostname %q default_domain %q", c.Hostname, c.DefaultDomain)
 	}

@@ -3,6 +3,7 @@ package qmail
 import (
 	"bytes"
 	"errors"
+	"net"
 	"reflect"
 	"testing"
 )
@@ -41,7 +42,7 @@ func FuzzParseQMQPServers(f *testing.F) {
 	f.Fuzz(func(t *testing.T, line string) {
 		servers, _ := ParseQMQPServers([]string{line})
 		for _, s := range servers {
-			if _, _, err := splitHostPort(s); err != nil {
+			if _, _, err := net.SplitHostPort(s); err != nil {
 				t.Fatalf("%q gave %q: %v", line, s, err)
 			}
 		}

@@ -119,5 +119,3 @@ func validHostName(h string) bool {
 	}
 	return letter
 }
-
-func splitHostPort(s string) (string, string, error) { return net.SplitHostPort(s) }

@@ -1,6 +1,7 @@
 package qmail
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -104,9 +105,7 @@ type Job struct {
 // or "qqt failure".
 func (q *Queue) Start(ctx context.Context) (*Job, error) {
 	path := q.Path
-	if path == "" {
-		path = DefaultQueueProgram
-	}
+	path = cmp.Or(path, DefaultQueueProgram)
 	var files [6]*os.File // msgR, msgW, envR, envW, customR, customW
 	closeAll := func() {
 		for _, f := range files {
@@ -256,53 +255,45 @@ var (
 // first) when longer than 2 bytes, as notqmail does; otherwise, and by
 // older qmail always, 82 is "qq temporary problem".
 func StatusForExit(code int, custom []byte) mail.Status {
-	t := func(code, text string) mail.Status { return mail.Temp(code, text) }
-	switch code {
-	case 0:
-		return mail.OK("ok")
-	case -1:
-		return t("4.3.0", "unable to exec qq")
-	case -2:
-		return t("4.3.0", "qq crashed")
-	case 11, 115:
-		return mail.Status{Class: mail.Permanent, Code: "5.1.3", Text: "envelope address too long for qq"}
-	case 31:
-		return mail.Perm("5.3.0", "mail server permanently rejected message")
-	case 51:
-		return t("4.3.0", "qq out of memory")
-	case 52:
-		return t("4.3.0", "qq timeout")
-	case 53:
-		return t("4.3.0", "qq write error or disk full")
-	case 54:
-		return t("4.3.0", "qq read error")
-	case 55:
-		return t("4.3.0", "qq unable to read configuration")
-	case 56:
-		return t("4.3.0", "qq trouble making network connection")
-	case 61:
-		return t("4.3.0", "qq trouble in home directory")
-	case 62, 63, 64, 65, 66:
-		return t("4.3.0", "qq trouble creating files in queue")
-	case 71:
-		return t("4.3.0", "mail server temporarily rejected message")
-	case 72:
-		return t("4.4.1", "connection to mail server timed out")
-	case 73:
-		return t("4.4.1", "connection to mail server rejected")
-	case 74:
-		return t("4.4.2", "communication with mail server failed")
-	case 81, 91:
-		return t("4.3.0", "qq internal bug")
-	case ExitCustom:
-		if len(custom) > 2 && (custom[0] == 'D' || custom[0] == 'Z') {
-			return mail.ParseReply(custom)
-		}
+	if code == ExitCustom && len(custom) > 2 && (custom[0] == 'D' || custom[0] == 'Z') {
+		return mail.ParseReply(custom)
+	}
+	if st, ok := exitStatus[code]; ok {
+		return st
 	}
 	if PermanentExit(code) {
 		return mail.Perm("5.3.0", "qq permanent problem")
 	}
-	return t("4.3.0", "qq temporary problem")
+	return mail.Temp("4.3.0", "qq temporary problem")
+}
+
+// exitStatus holds the exit codes qmail.c's qmail_close names; any other is
+// "qq temporary problem" or, by PermanentExit, "qq permanent problem".
+var exitStatus = map[int]mail.Status{
+	0:   mail.OK("ok"),
+	-1:  mail.Temp("4.3.0", "unable to exec qq"),
+	-2:  mail.Temp("4.3.0", "qq crashed"),
+	11:  mail.Perm("5.1.3", "envelope address too long for qq"),
+	115: mail.Perm("5.1.3", "envelope address too long for qq"),
+	31:  mail.Perm("5.3.0", "mail server permanently rejected message"),
+	51:  mail.Temp("4.3.0", "qq out of memory"),
+	52:  mail.Temp("4.3.0", "qq timeout"),
+	53:  mail.Temp("4.3.0", "qq write error or disk full"),
+	54:  mail.Temp("4.3.0", "qq read error"),
+	55:  mail.Temp("4.3.0", "qq unable to read configuration"),
+	56:  mail.Temp("4.3.0", "qq trouble making network connection"),
+	61:  mail.Temp("4.3.0", "qq trouble in home directory"),
+	62:  mail.Temp("4.3.0", "qq trouble creating files in queue"),
+	63:  mail.Temp("4.3.0", "qq trouble creating files in queue"),
+	64:  mail.Temp("4.3.0", "qq trouble creating files in queue"),
+	65:  mail.Temp("4.3.0", "qq trouble creating files in queue"),
+	66:  mail.Temp("4.3.0", "qq trouble creating files in queue"),
+	71:  mail.Temp("4.3.0", "mail server temporarily rejected message"),
+	72:  mail.Temp("4.4.1", "connection to mail server timed out"),
+	73:  mail.Temp("4.4.1", "connection to mail server rejected"),
+	74:  mail.Temp("4.4.2", "communication with mail server failed"),
+	81:  mail.Temp("4.3.0", "qq internal bug"),
+	91:  mail.Temp("4.3.0", "qq internal bug"),
 }
 
 // ExitForStatus is the other direction, for qmgate's own qmail-queue and

@@ -7,12 +7,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,51 +113,15 @@ func StartPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
 		}
 		os.RemoveAll(dir)
 	})
-	dataDir := filepath.Join(dir, "data")
-	for _, d := range []string{p.ConfigDir, p.QueueDir, dataDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(dataDir, uid, -1); err != nil {
+	if err := MakePostfixDirs(dir, uid); err != nil {
 		t.Fatal(err)
 	}
 
-	main := map[string]string{
-		"compatibility_level":      "3.6",
-		"queue_directory":          p.QueueDir,
-		"data_directory":           dataDir,
-		"mail_owner":               "postfix",
-		"setgid_group":             "postdrop",
-		"myhostname":               "postfix.qmgate.test",
-		"mydomain":                 "qmgate.test",
-		"myorigin":                 "$myhostname",
-		"mydestination":            "",
-		"relay_domains":            "",
-		"local_recipient_maps":     "",
-		"alias_maps":               "",
-		"alias_database":           "",
-		"inet_interfaces":          "loopback-only",
-		"inet_protocols":           "ipv4",
-		"mynetworks":               "127.0.0.0/8",
-		"smtpd_relay_restrictions": "permit_mynetworks, reject",
-		"smtpd_tls_security_level": "none",
-		"smtp_tls_security_level":  "none",
-		"smtp_dns_support_level":   "disabled",
-		"qmqpd_authorized_clients": "127.0.0.0/8",
-		// Postfix sleeps a second before every negative QMQP reply; tests
-		// want the reply, not the tarpit.
-		"qmqpd_error_delay":      "0s",
-		"smtpd_error_sleep_time": "0s",
-		"in_flow_delay":          "0s",
-		"maillog_file":           p.LogFile,
-		"maillog_file_prefixes":  dir,
-		"biff":                   "no",
-		"default_transport":      "discard",
-	}
+	main := PostfixMain(dir, "qmgate.test")
+	// Postfix sleeps a second before every negative QMQP reply; tests
+	// want the reply, not the tarpit.
+	main["qmqpd_error_delay"] = "0s"
+	main["smtpd_error_sleep_time"] = "0s"
 	if cfg.QMQPClients != "" {
 		main["qmqpd_authorized_clients"] = cfg.QMQPClients
 		if cfg.QMQPClients == "none" {
@@ -182,19 +147,7 @@ func StartPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
 	}
 	master = append(master, cfg.Master...)
 
-	keys := make([]string, 0, len(main))
-	for k := range main {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var mainCF bytes.Buffer
-	for _, k := range keys {
-		fmt.Fprintf(&mainCF, "%s = %s\n", k, main[k])
-	}
-	if err := os.WriteFile(filepath.Join(p.ConfigDir, "main.cf"), mainCF.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(p.ConfigDir, "master.cf"), []byte(strings.Join(master, "\n")+"\n"), 0o644); err != nil {
+	if err := WritePostfixConfig(p.ConfigDir, main, master); err != nil {
 		t.Fatal(err)
 	}
 
@@ -209,7 +162,7 @@ func StartPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
 	}
 	for _, a := range []string{p.QMQPAddr, p.SMTPAddr} {
 		if a != "" {
-			if err := waitListening(a, time.Minute); err != nil {
+			if err := WaitListening(a, time.Minute); err != nil {
 				t.Fatalf("postfix service %s: %v\nmaillog:\n%s", a, err, p.Log())
 			}
 		}
@@ -217,19 +170,84 @@ func StartPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
 	return p
 }
 
-func waitListening(addr string, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
+// PostfixMain returns the main.cf settings a private instance in dir starts
+// from (the layout MakePostfixDirs makes): loopback only, no TLS, no DNS,
+// relaying for 127.0.0.0/8, mail discarded once queued, logging to
+// dir/maillog through postlogd. Anything not named is Postfix's default.
+func PostfixMain(dir, domain string) map[string]string {
+	return map[string]string{
+		"compatibility_level":      "3.6",
+		"queue_directory":          filepath.Join(dir, "queue"),
+		"data_directory":           filepath.Join(dir, "data"),
+		"mail_owner":               "postfix",
+		"setgid_group":             "postdrop",
+		"myhostname":               "postfix." + domain,
+		"mydomain":                 domain,
+		"myorigin":                 "$myhostname",
+		"mydestination":            "",
+		"relay_domains":            "",
+		"local_recipient_maps":     "",
+		"alias_maps":               "",
+		"alias_database":           "",
+		"inet_interfaces":          "loopback-only",
+		"inet_protocols":           "ipv4",
+		"mynetworks":               "127.0.0.0/8",
+		"smtpd_relay_restrictions": "permit_mynetworks, reject",
+		"smtpd_tls_security_level": "none",
+		"smtp_tls_security_level":  "none",
+		"smtp_dns_support_level":   "disabled",
+		"qmqpd_authorized_clients": "127.0.0.0/8",
+		// Postfix slows its own intake when the queue manager falls
+		// behind; tests and benchmarks want raw acceptance.
+		"in_flow_delay":         "0s",
+		"maillog_file":          filepath.Join(dir, "maillog"),
+		"maillog_file_prefixes": dir,
+		"biff":                  "no",
+		"default_transport":     "discard",
+	}
+}
+
+// MakePostfixDirs makes a private instance's directories in dir: etc/,
+// queue/ and data/ (owned by uid, the postfix user), with dir itself
+// searchable by Postfix's unprivileged daemons.
+func MakePostfixDirs(dir string, uid int) error {
+	for _, d := range []string{"etc", "queue", "data"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	return os.Chown(filepath.Join(dir, "data"), uid, -1)
+}
+
+// WritePostfixConfig writes main.cf (its settings sorted by name) and
+// master.cf (the lines as given) into configDir.
+func WritePostfixConfig(configDir string, main map[string]string, master []string) error {
+	var cf bytes.Buffer
+	for _, k := range slices.Sorted(maps.Keys(main)) {
+		fmt.Fprintf(&cf, "%s = %s\n", k, main[k])
+	}
+	if err := os.WriteFile(filepath.Join(configDir, "main.cf"), cf.Bytes(), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(configDir, "master.cf"), []byte(strings.Join(master, "\n")+"\n"), 0o644)
+}
+
+// WaitListening waits up to d until addr accepts a TCP connection.
+func WaitListening(addr string, d time.Duration) error {
+	var err error
+	if Poll(d, 20*time.Millisecond, func() bool {
+		var c net.Conn
+		if c, err = net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+		}
+		return err == nil
+	}) {
+		return nil
+	}
+	return fmt.Errorf("%s not listening after %v: %w", addr, d, err)
 }
 
 // Log returns the instance's maillog so far.
@@ -254,10 +272,18 @@ func (p *Postfix) Command(name string, args ...string) (string, error) {
 
 // QueueCount returns the number of messages in the instance's queue
 // (incoming, active, deferred, hold, maildrop).
-func (p *Postfix) QueueCount() int {
+func (p *Postfix) QueueCount() int { return PostfixQueued(p.QueueDir) }
+
+// PostfixQueued counts the messages in the named queues of the Postfix
+// queue directory queueDir; with none named, in all of them (maildrop,
+// incoming, active, deferred, hold).
+func PostfixQueued(queueDir string, queues ...string) int {
+	if len(queues) == 0 {
+		queues = []string{"maildrop", "incoming", "active", "deferred", "hold"}
+	}
 	n := 0
-	for _, q := range []string{"maildrop", "incoming", "active", "deferred", "hold"} {
-		_ = filepath.WalkDir(filepath.Join(p.QueueDir, q), func(_ string, d fs.DirEntry, err error) error {
+	for _, q := range queues {
+		_ = filepath.WalkDir(filepath.Join(queueDir, q), func(_ string, d fs.DirEntry, err error) error {
 			if err == nil && d.Type().IsRegular() {
 				n++
 			}

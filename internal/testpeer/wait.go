@@ -29,6 +29,20 @@ func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 	}
 }
 
+// Recv returns the next value ch delivers, failing t when none comes
+// within timeout, so that code which never answers fails the test in
+// bounded time instead of hanging it; what names the event in the failure.
+func Recv[T any](t testing.TB, what string, timeout time.Duration, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(timeout):
+		t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		panic("unreachable")
+	}
+}
+
 // CheckGoroutines records how many goroutines run now and, when the test
 // ends, waits up to settle for the count to come back down, failing the
 // test with every goroutine's stack if it does not: a goroutine started

@@ -1,6 +1,7 @@
 package testpeer
 
 import (
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +17,25 @@ func TestPoll(t *testing.T) {
 	}
 	if Poll(0, time.Millisecond, func() bool { return false }) {
 		t.Fatal("Poll reported a condition that never held")
+	}
+}
+
+// TestRecv: a value that comes is returned; none coming fails the test.
+func TestRecv(t *testing.T) {
+	ch := make(chan int, 1)
+	ch <- 7
+	if v := Recv(t, "a value", 10*time.Second, ch); v != 7 {
+		t.Fatalf("Recv = %d, want 7", v)
+	}
+	rec := &recorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Recv(rec, "nothing", time.Millisecond, make(chan int))
+	}()
+	<-done
+	if !rec.failed {
+		t.Fatal("Recv did not fail when nothing came")
 	}
 }
 
@@ -57,6 +77,7 @@ type recorder struct {
 func (r *recorder) Helper()                           {}
 func (r *recorder) Cleanup(f func())                  { r.cleanups = append(r.cleanups, f) }
 func (r *recorder) Errorf(format string, args ...any) { r.failed = true }
+func (r *recorder) Fatalf(format string, args ...any) { r.failed = true; runtime.Goexit() }
 func (r *recorder) runCleanups() {
 	for i := len(r.cleanups) - 1; i >= 0; i-- {
 		r.cleanups[i]()

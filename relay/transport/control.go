@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"io"
 	"log/slog"
@@ -78,12 +79,7 @@ func (m *Mailboxes) SetRequeue(f RequeueFunc) {
 	m.requeue.Store(&f)
 }
 
-func (m *Mailboxes) logger() *slog.Logger {
-	if m.Log != nil {
-		return m.Log
-	}
-	return slog.Default()
-}
+func (m *Mailboxes) logger() *slog.Logger { return cmp.Or(m.Log, slog.Default()) }
 
 func (m *Mailboxes) lookupOptions() dotqmail.Options {
 	return dotqmail.Options{Separator: m.Separator, NoFolders: m.NoFolders, AllowPrograms: m.Programs}

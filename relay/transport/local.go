@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -132,9 +133,7 @@ func writeMaildir(root *os.Root, rel, name, prefix string, j *Job) error {
 func (m *Maildir) uniqueName() string {
 	now := time.Now()
 	host := strings.NewReplacer("/", "\\057", ":", "\\072").Replace(m.Hostname)
-	if host == "" {
-		host = "localhost"
-	}
+	host = cmp.Or(host, "localhost")
 	return strconv.FormatInt(now.Unix(), 10) + ".M" + strconv.Itoa(now.Nanosecond()/1000) +
 		"P" + strconv.Itoa(os.Getpid()) + "Q" + strconv.FormatUint(m.seq.Add(1), 10) + "." + host
 }
@@ -243,9 +242,7 @@ func (m *Mailboxes) mailbox(rcpt string) (dom, user string, st mail.Status) {
 // newMailbox takes one creation from this hour's allowance.
 func (m *Mailboxes) newMailbox() mail.Status {
 	limit := m.MaxNewPerHour
-	if limit == 0 {
-		limit = DefaultMaxNewMailboxesPerHour
-	}
+	limit = cmp.Or(limit, DefaultMaxNewMailboxesPerHour)
 	if limit < 0 {
 		return mail.OK("")
 	}
@@ -407,9 +404,7 @@ func appendMboxPrefix(f *os.File, j *Job, prefix string) error {
 	}
 	start := fi.Size()
 	sender := j.Envelope.Sender
-	if sender == "" {
-		sender = "MAILER-DAEMON"
-	}
+	sender = cmp.Or(sender, "MAILER-DAEMON")
 	from := "From " + strings.Map(func(r rune) rune {
 		if r <= ' ' || r == 0x7f {
 			return '_'

@@ -1,12 +1,19 @@
 package transport
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
+	"sync"
+	"time"
 
+	"github.com/qmgate/qmgate/internal/mtasts"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmtp"
 	"github.com/qmgate/qmgate/smtp"
@@ -24,13 +31,39 @@ import (
 // DNS: a domain with neither MX nor address records fails permanently
 // (5.1.2), a null MX (RFC 7505) too (5.1.10); every other DNS problem is
 // temporary.
+//
+// MTA-STS (RFC 8461), when STS is set: a domain whose policy is in enforce
+// mode gets its mail only from the exchangers the policy names, over SMTP
+// with STARTTLS and a certificate valid for the exchanger's name (checked
+// against SMTP's TLSConfig.RootCAs, the system's roots when nil); when none
+// can be reached so, the mail waits (temporary). In testing mode delivery
+// goes on as without a policy and what enforcement would have refused is
+// logged. Each result names the TLS policy it was made under.
 type MX struct {
 	Resolver *net.Resolver
 	QMTP     *qmtp.Client
 	SMTP     *smtp.Client
 	QMTPPort int
 	SMTPPort int
+
+	// STS finds the domains' MTA-STS policies; nil turns MTA-STS off.
+	STS *mtasts.Cache
+	// STSRefresh is how often cached policies are renewed in the
+	// background; 0 means DefaultSTSRefresh.
+	STSRefresh time.Duration
+	// Log receives the MTA-STS log lines; slog.Default() when nil.
+	Log *slog.Logger
+
+	mu      sync.Mutex
+	enforce *smtp.Client
+	cancel  context.CancelFunc
+	done    chan struct{}
+	closed  bool
 }
+
+// DefaultSTSRefresh is how often an MX transport renews the cached MTA-STS
+// policies that are past half their max_age.
+const DefaultSTSRefresh = time.Hour
 
 // Deliver implements Transport.
 func (t *MX) Deliver(ctx context.Context, jobs []*Job) {
@@ -107,6 +140,23 @@ func (j *Job) mergeSplit() {
 }
 
 func (t *MX) deliverDomain(ctx context.Context, domain string, jobs []*Job) {
+	// Every result names the TLS policy it was reached under, set before
+	// the engine records a job (Done) and for the rest when done here.
+	policy := ""
+	for _, j := range jobs {
+		if j.parent == nil && j.OnDone != nil {
+			j, done := j, j.OnDone
+			j.OnDone = func() { j.SetTLSPolicy(policy); done() }
+		}
+	}
+	defer func() {
+		for _, j := range jobs {
+			if !j.finished {
+				j.SetTLSPolicy(policy)
+			}
+		}
+	}()
+
 	hops, st := t.plan(ctx, domain)
 	if !st.IsAccept() {
 		for _, j := range jobs {
@@ -114,12 +164,50 @@ func (t *MX) deliverDomain(ctx context.Context, domain string, jobs []*Job) {
 		}
 		return
 	}
+	sts := t.stsPolicy(ctx, domain)
+	client := t.SMTP
+	policy = smtpTLSPolicy(client.TLS, false)
+	switch sts.Mode {
+	case mtasts.ModeEnforce:
+		// RFC 8461 section 5: only the exchangers the policy names, over
+		// SMTP with a certificate valid for the exchanger's name (QMTP
+		// has no TLS, so MXPS gives way).
+		policy = TLSPolicyMTASTSEnforce
+		client = t.enforceClient()
+		var allowed []qmtp.Hop
+		for _, h := range hops {
+			if sts.Allows(h.Host) {
+				h.QMTP = false
+				allowed = append(allowed, h)
+			} else {
+				t.logger().Info("MTA-STS enforce: skipping a mail exchanger the policy does not name",
+					"domain", domain, "host", strings.TrimSuffix(h.Host, "."), "policy_id", sts.ID)
+			}
+		}
+		if len(allowed) == 0 {
+			t.logger().Warn("MTA-STS enforce: no mail exchanger is named by the policy; mail waits",
+				"domain", domain, "policy_id", sts.ID)
+			for _, j := range jobs {
+				j.SetAll(mail.Temp("4.7.5", "no mail exchanger of "+domain+" is allowed by its MTA-STS policy; will try again"), domain)
+			}
+			return
+		}
+		hops = allowed
+	case mtasts.ModeTesting:
+		policy = TLSPolicyMTASTSTesting
+	}
 	timeouts := 0
+	var last mail.Status
 	for _, hop := range hops {
 		host := strings.TrimSuffix(hop.Host, ".")
 		if hop.QMTP {
 			conn, err := t.QMTP.Dial(ctx, net.JoinHostPort(host, fmt.Sprint(t.QMTPPort)))
 			if err == nil {
+				if sts.Mode == mtasts.ModeTesting {
+					t.wouldRefuse(sts, host, errors.New("QMTP carries no TLS"))
+				} else {
+					policy = TLSPolicyNone
+				}
 				deliverQMTP(ctx, conn, jobs, host)
 				conn.Close()
 				return
@@ -127,7 +215,7 @@ func (t *MX) deliverDomain(ctx context.Context, domain string, jobs []*Job) {
 			// MXPS: the QMTP connection could not be made, so SMTP on the
 			// same host is safe (nothing was sent).
 		}
-		conn, err := t.SMTP.Dial(ctx, net.JoinHostPort(host, fmt.Sprint(t.SMTPPort)))
+		conn, err := client.Dial(ctx, net.JoinHostPort(host, fmt.Sprint(t.SMTPPort)))
 		if err != nil {
 			var status mail.Status
 			if errors.As(err, &status) && status.IsPermanent() {
@@ -139,15 +227,27 @@ func (t *MX) deliverDomain(ctx context.Context, domain string, jobs []*Job) {
 			if status == smtp.StatusConnectTimedOut {
 				timeouts++
 			}
+			last = status
+			if sts.Mode == mtasts.ModeEnforce {
+				t.logger().Info("MTA-STS enforce: no verified TLS session with a mail exchanger",
+					"domain", domain, "host", host, "err", err)
+			}
 			continue
+		}
+		if sts.Mode == mtasts.ModeTesting {
+			if !sts.Allows(host) {
+				t.wouldRefuse(sts, host, errors.New("the policy does not name this mail exchanger"))
+			} else if err := t.verifyPeer(conn.TLS(), host); err != nil {
+				t.wouldRefuse(sts, host, err)
+			}
 		}
 		rest := jobs
 		for len(rest) > 0 {
-			done := deliverSMTP(ctx, conn, rest, host)
+			done := deliverSMTP(ctx, conn, rest, host, policy)
 			conn.Close()
 			rest = rest[done:]
 			if len(rest) > 0 {
-				if conn, err = t.SMTP.Dial(ctx, net.JoinHostPort(host, fmt.Sprint(t.SMTPPort))); err != nil {
+				if conn, err = client.Dial(ctx, net.JoinHostPort(host, fmt.Sprint(t.SMTPPort))); err != nil {
 					for _, j := range rest {
 						j.SetAll(mail.StatusOf(err), host)
 					}
@@ -161,12 +261,125 @@ func (t *MX) deliverDomain(ctx context.Context, domain string, jobs []*Job) {
 	if timeouts == len(hops) {
 		failure = FailureConnectTimeout
 	}
+	st = mail.Temp("4.4.1", "could not connect to any mail exchanger of "+domain)
+	if sts.Mode == mtasts.ModeEnforce && last.Text != "" {
+		// Say why: a certificate the policy does not accept is not a
+		// host that is down.
+		st = mail.Temp(cmp.Or(last.Code, "4.4.1"), "no mail exchanger of "+domain+" could be reached with the verified TLS its MTA-STS policy demands (last: "+last.Text+")")
+	}
 	for _, j := range jobs {
-		j.SetAll(mail.Temp("4.4.1", "could not connect to any mail exchanger of "+domain), domain)
+		j.SetAll(st, domain)
 		for i := range j.Results {
 			j.Results[i].Failure = failure
 		}
 	}
+}
+
+// stsPolicy returns the domain's MTA-STS policy, or no policy when MTA-STS
+// is off or the domain is an address literal. A failed lookup leaves the
+// cached policy or none (the Cache's rules); it is logged, never a reason
+// to hold mail back by itself.
+func (t *MX) stsPolicy(ctx context.Context, domain string) mtasts.Policy {
+	if t.STS == nil || strings.HasPrefix(domain, "[") {
+		return mtasts.Policy{}
+	}
+	t.startRefresh()
+	p, err := t.STS.Policy(ctx, domain)
+	if err != nil {
+		t.logger().Warn("MTA-STS policy lookup failed", "domain", domain, "mode", string(p.Mode), "err", err)
+	}
+	return p
+}
+
+// wouldRefuse logs what an enforce policy would have refused (RFC 8461
+// section 5: testing mode delivers anyway).
+func (t *MX) wouldRefuse(p mtasts.Policy, host string, why error) {
+	t.logger().Warn("MTA-STS testing: enforcement would have refused this delivery",
+		"domain", p.Domain, "host", host, "policy_id", p.ID, "reason", why.Error())
+}
+
+// verifyPeer checks, for testing mode, what enforce mode's TLS would have
+// checked: a certificate chain to the trust store, valid for host (RFC 8461
+// section 4.2).
+func (t *MX) verifyPeer(cs *tls.ConnectionState, host string) error {
+	if cs == nil {
+		return errors.New("the session had no TLS")
+	}
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("the mail exchanger sent no certificate")
+	}
+	opts := x509.VerifyOptions{DNSName: host, Roots: t.roots(), Intermediates: x509.NewCertPool()}
+	for _, c := range cs.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+		return fmt.Errorf("certificate not valid for the mail exchanger: %w", err)
+	}
+	return nil
+}
+
+func (t *MX) roots() *x509.CertPool {
+	if t.SMTP.TLSConfig != nil {
+		return t.SMTP.TLSConfig.RootCAs
+	}
+	return nil
+}
+
+// enforceClient is the SMTP client for enforce mode: the route's client
+// with STARTTLS required and the certificate verified against the
+// exchanger's name, the one dialled.
+func (t *MX) enforceClient() *smtp.Client {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.enforce == nil {
+		c := *t.SMTP
+		c.TLS = smtp.TLSRequired
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if t.SMTP.TLSConfig != nil {
+			cfg = t.SMTP.TLSConfig.Clone()
+		}
+		cfg.ServerName, cfg.InsecureSkipVerify = "", false
+		c.TLSConfig = cfg
+		t.enforce = &c
+	}
+	return t.enforce
+}
+
+// startRefresh starts, once, the background renewal of cached policies
+// (mtasts.Cache.Refresh every STSRefresh), stopped by Close.
+func (t *MX) startRefresh() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cancel != nil || t.closed {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.cancel, t.done = cancel, make(chan struct{})
+	every := cmp.Or(t.STSRefresh, DefaultSTSRefresh)
+	go func() {
+		defer close(t.done)
+		tk := time.NewTicker(every)
+		defer tk.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+			}
+			if n, err := t.STS.Refresh(ctx, 0); err != nil && ctx.Err() == nil {
+				t.logger().Warn("MTA-STS policy refresh failed; the cached policy stays", "renewed", n, "err", err)
+			} else if n > 0 {
+				t.logger().Info("MTA-STS policies renewed", "renewed", n)
+			}
+		}
+	}()
+}
+
+func (t *MX) logger() *slog.Logger {
+	if t.Log != nil {
+		return t.Log
+	}
+	return slog.Default()
 }
 
 // plan looks up the domain's exchangers. The status is an acceptance when
@@ -205,5 +418,15 @@ func isNotFound(err error) bool {
 	return errors.As(err, &de) && de.IsNotFound && !de.IsTemporary && !de.IsTimeout
 }
 
-// Close implements Transport.
-func (t *MX) Close() error { return nil }
+// Close implements Transport: it stops the background policy refresh.
+func (t *MX) Close() error {
+	t.mu.Lock()
+	t.closed = true
+	cancel, done := t.cancel, t.done
+	t.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	return nil
+}

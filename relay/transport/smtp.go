@@ -3,6 +3,7 @@ package transport
 import (
 	"cmp"
 	"context"
+	"strings"
 
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/smtp"
@@ -12,29 +13,48 @@ import (
 // route says, smtps:// with implicit TLS), reusing connections for the
 // messages of a batch, with per-recipient results.
 type SMTP struct {
-	URL string // smtp://host[:port] or smtps://host[:port]
+	URL    string // smtp://host[:port] or smtps://host[:port]
+	policy string // the TLS policy results name
 	pooled[*smtp.Conn]
 }
 
 // NewSMTP returns an SMTP transport to url over connections that c dials
 // (nil: a zero smtp.Client, TLS required, no AUTH), kept as r says; a
-// pooled connection is reset (RSET) before reuse.
+// pooled connection is reset (RSET) before reuse. Its results name the
+// client's TLS policy (smarthost-required, opportunistic or none; smtps://
+// counts as required).
 func NewSMTP(url string, c *smtp.Client, r Reuse) *SMTP {
 	c = cmp.Or(c, &smtp.Client{})
-	return &SMTP{URL: url, pooled: pooled[*smtp.Conn]{
+	policy := smtpTLSPolicy(c.TLS, true)
+	if strings.HasPrefix(url, "smtps://") {
+		policy = TLSPolicySmarthostRequired
+	}
+	return &SMTP{URL: url, policy: policy, pooled: pooled[*smtp.Conn]{
 		host: url,
 		pool: newConnPool(r, func(ctx context.Context) (*smtp.Conn, error) { return c.Dial(ctx, url) },
 			func(c *smtp.Conn) bool { return c.Reset() == nil }),
-		send:       deliverSMTP,
+		send: func(ctx context.Context, conn *smtp.Conn, jobs []*Job, host string) int {
+			return deliverSMTP(ctx, conn, jobs, host, policy)
+		},
 		dialFailed: mail.StatusOf,
 	}}
+}
+
+// Deliver implements Transport.
+func (t *SMTP) Deliver(ctx context.Context, jobs []*Job) {
+	t.pooled.Deliver(ctx, jobs)
+	for _, j := range jobs {
+		if !j.finished {
+			j.SetTLSPolicy(t.policy)
+		}
+	}
 }
 
 // deliverSMTP sends jobs one after the other over conn and returns how many
 // it finished; it stops early only when the connection broke, leaving the
 // rest for a new connection. A VERP sender is expanded here, one
-// transaction per recipient.
-func deliverSMTP(ctx context.Context, conn *smtp.Conn, jobs []*Job, host string) int {
+// transaction per recipient. Each result names tlsPolicy.
+func deliverSMTP(ctx context.Context, conn *smtp.Conn, jobs []*Job, host, tlsPolicy string) int {
 	for n, j := range jobs {
 		if conn.Broken() {
 			return n
@@ -74,7 +94,7 @@ func deliverSMTP(ctx context.Context, conn *smtp.Conn, jobs []*Job, host string)
 				if k < len(sts) {
 					st = sts[k]
 				}
-				j.Results[i] = Result{Status: st, Host: host}
+				j.Results[i] = Result{Status: st, Host: host, TLSPolicy: tlsPolicy}
 			}
 		}
 		j.Done()

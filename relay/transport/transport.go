@@ -12,6 +12,7 @@ import (
 	"io"
 
 	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/smtp"
 )
 
 // Job is one queued message for those of its recipients that one route
@@ -75,6 +76,60 @@ type Result struct {
 	// Failure names a failure that a route may act on at once (an mx
 	// route's fallback_on): FailureConnectTimeout, FailureConnect, or "".
 	Failure string
+	// TLSPolicy names the TLS policy the attempt was made under (one of
+	// the TLSPolicy constants), for the queue's attempt history, the logs
+	// and the metrics; "" where TLS does not apply (Maildir, QMQP...).
+	TLSPolicy string
+}
+
+// TLS policies of Result.TLSPolicy.
+const (
+	// TLSPolicyNone: no TLS (route tls = "none", or QMTP to an MXPS
+	// exchanger).
+	TLSPolicyNone = "none"
+	// TLSPolicyOpportunistic: STARTTLS when offered, unverified (an mx
+	// route's default; tls = "opportunistic").
+	TLSPolicyOpportunistic = "opportunistic"
+	// TLSPolicyMTASTSEnforce: the domain's MTA-STS policy in enforce mode:
+	// only the MX hosts it names, with verified TLS (RFC 8461 section 5).
+	TLSPolicyMTASTSEnforce = "mta-sts-enforce"
+	// TLSPolicyMTASTSTesting: the domain's MTA-STS policy in testing mode:
+	// delivered as without it, what enforcement would refuse logged.
+	TLSPolicyMTASTSTesting = "mta-sts-testing"
+	// TLSPolicySmarthostRequired: verified TLS to a smarthost (route tls =
+	// "required", the default of smtp:// routes).
+	TLSPolicySmarthostRequired = "smarthost-required"
+	// TLSPolicyRequired: verified TLS to every exchanger of an mx route
+	// with tls = "required".
+	TLSPolicyRequired = "required"
+)
+
+// TLSPolicies lists the TLS policies, for metrics and documentation.
+var TLSPolicies = []string{TLSPolicyNone, TLSPolicyOpportunistic, TLSPolicyMTASTSEnforce,
+	TLSPolicyMTASTSTesting, TLSPolicySmarthostRequired, TLSPolicyRequired}
+
+// smtpTLSPolicy names a Client's TLS policy; smarthost tells a smarthost
+// (smtp:// route) from an mx route's exchangers.
+func smtpTLSPolicy(p smtp.TLSPolicy, smarthost bool) string {
+	switch p {
+	case smtp.TLSNone:
+		return TLSPolicyNone
+	case smtp.TLSOpportunistic:
+		return TLSPolicyOpportunistic
+	}
+	if smarthost {
+		return TLSPolicySmarthostRequired
+	}
+	return TLSPolicyRequired
+}
+
+// SetTLSPolicy sets the TLS policy of every result of j that has none.
+func (j *Job) SetTLSPolicy(policy string) {
+	for i := range j.Results {
+		if j.Results[i].TLSPolicy == "" {
+			j.Results[i].TLSPolicy = policy
+		}
+	}
 }
 
 // Failure names of Result.Failure.

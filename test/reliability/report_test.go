@@ -124,6 +124,13 @@ func writeReport(path string, passed bool) error {
 			fmt.Fprintf(&b, "\n## Fuzzing (fuzz/run)\n\n%s\n", strings.TrimSpace(string(s)))
 		}
 	}
+	// Another battery's section (test/cluster writes one) stays as it was.
+	if old, err := os.ReadFile(path); err == nil {
+		const begin, end = "<!-- cluster battery: begin -->", "<!-- cluster battery: end -->"
+		if i, j := bytes.Index(old, []byte(begin)), bytes.Index(old, []byte(end)); i >= 0 && j > i {
+			fmt.Fprintf(&b, "\n%s\n", old[i:j+len(end)])
+		}
+	}
 	fmt.Fprintf(&b, "\n%s", reportFooter)
 	return os.WriteFile(path, b.Bytes(), 0o644)
 }

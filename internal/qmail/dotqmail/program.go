@@ -2,6 +2,7 @@ package dotqmail
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -71,9 +72,7 @@ func (r *Runner) Run(ctx context.Context, p *Plan, d Delivery, msg io.Reader) er
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	shell := r.Shell
-	if shell == "" {
-		shell = "/bin/sh"
-	}
+	shell = cmp.Or(shell, "/bin/sh")
 	max := r.MaxOutput
 	if max <= 0 {
 		max = DefaultMaxProgramOutput
@@ -110,14 +109,10 @@ func (r *Runner) Run(ctx context.Context, p *Plan, d Delivery, msg io.Reader) er
 	case 99:
 		return ErrStop
 	case 100, 64, 65, 70, 76, 77, 78, 112:
-		if text == "" {
-			text = "the mailbox's program refused the message"
-		}
+		text = cmp.Or(text, "the mailbox's program refused the message")
 		return mail.Perm("5.0.0", text)
 	}
-	if text == "" {
-		text = "the mailbox's program failed"
-	}
+	text = cmp.Or(text, "the mailbox's program failed")
 	return mail.Temp("4.3.0", text)
 }
 
@@ -156,16 +151,14 @@ func (b *boundedBuffer) text() string {
 // path is empty). Values may hold anything a remote sender chose, as with
 // qmail; newlines in addresses are replaced as qmail-local does.
 func (p *Plan) Env(path string) []string {
-	if path == "" {
-		path = DefaultProgramPath
-	}
+	path = cmp.Or(path, DefaultProgramPath)
 	host := p.Domain
 	env := []string{
 		"PATH=" + path,
 		"SENDER=" + p.Sender,
 		"NEWSENDER=" + p.ForwardSender,
 		"RECIPIENT=" + p.Recipient,
-		"USER=" + lowerASCII(p.User),
+		"USER=" + mail.LowerASCII(p.User),
 		"HOME=" + p.Dir,
 		"HOST=" + host,
 		"LOCAL=" + p.Local,
@@ -218,14 +211,4 @@ func (p *Plan) Env(path string) []string {
 // ReturnPath is the Return-Path line a mailbox delivery starts with.
 func ReturnPath(sender string) string {
 	return "Return-Path: <" + strings.ReplaceAll(sender, "\n", "_") + ">\n"
-}
-
-func lowerASCII(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }

@@ -1,0 +1,543 @@
+package relay
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/qmgate/qmgate/internal/mtasts"
+	"github.com/qmgate/qmgate/internal/testpeer"
+	"github.com/qmgate/qmgate/mail"
+	"github.com/qmgate/qmgate/relay/transport"
+)
+
+// stsCA is a test CA that issues server certificates for given names.
+type stsCA struct {
+	t    *testing.T
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	file string // the CA certificate, PEM
+}
+
+func newSTSCA(t *testing.T) *stsCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "qmgate MTA-STS test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &stsCA{t: t, cert: cert, key: key, file: writePEM(t, t.TempDir(), "sts-ca.pem", "CERTIFICATE", der)}
+}
+
+func (ca *stsCA) issue(serial int64, names ...string) tls.Certificate {
+	ca.t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		ca.t.Fatal(err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		ca.t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// stsDNS answers MX, A and TXT queries from tables, on loopback UDP; other
+// names are NXDOMAIN. The tables may change while it runs.
+type stsDNS struct {
+	addr string
+	mu   sync.Mutex
+	mx   map[string]string   // domain → its one exchanger (preference 10)
+	a    map[string]string   // name → IPv4 address
+	txt  map[string][]string // name → TXT strings
+}
+
+func startSTSDNS(t *testing.T, d *stsDNS) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.addr = pc.LocalAddr().String()
+	done := make(chan struct{})
+	t.Cleanup(func() { pc.Close(); <-done })
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var p dnsmessage.Parser
+			hdr, err := p.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := p.Question()
+			if err != nil {
+				continue
+			}
+			name := strings.ToLower(strings.TrimSuffix(q.Name.String(), "."))
+			d.mu.Lock()
+			mx, a, txt := d.mx[name], d.a[name], d.txt[name]
+			d.mu.Unlock()
+			rh := dnsmessage.Header{ID: hdr.ID, Response: true, Authoritative: true}
+			if mx == "" && a == "" && txt == nil {
+				rh.RCode = dnsmessage.RCodeNameError
+			}
+			b := dnsmessage.NewBuilder(nil, rh)
+			b.StartQuestions()
+			b.Question(q)
+			b.StartAnswers()
+			rr := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}
+			switch {
+			case q.Type == dnsmessage.TypeMX && mx != "":
+				b.MXResource(rr, dnsmessage.MXResource{Pref: 10, MX: dnsmessage.MustNewName(mx + ".")})
+			case q.Type == dnsmessage.TypeA && a != "":
+				var ip [4]byte
+				copy(ip[:], net.ParseIP(a).To4())
+				b.AResource(rr, dnsmessage.AResource{A: ip})
+			case q.Type == dnsmessage.TypeTXT:
+				for _, s := range txt {
+					b.TXTResource(rr, dnsmessage.TXTResource{TXT: []string{s}})
+				}
+			}
+			if out, err := b.Finish(); err == nil {
+				pc.WriteTo(out, from)
+			}
+		}
+	}()
+}
+
+func (d *stsDNS) setTXT(name string, recs ...string) {
+	d.mu.Lock()
+	d.txt[name] = recs
+	d.mu.Unlock()
+}
+
+// policySite is what the policy server answers for one mta-sts host.
+type policySite struct {
+	body     string
+	location string // a redirect
+}
+
+// startPolicyServer runs one HTTPS server on addr standing in for every
+// mta-sts.DOMAIN, with a certificate from ca for the given names.
+func startPolicyServer(t *testing.T, ca *stsCA, addr string, sites map[string]policySite, mu *sync.Mutex, names ...string) {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			s, ok := sites[strings.ToLower(r.Host)]
+			mu.Unlock()
+			switch {
+			case !ok || r.URL.Path != "/.well-known/mta-sts.txt":
+				http.NotFound(w, r)
+			case s.location != "":
+				http.Redirect(w, r, s.location, http.StatusFound)
+			default:
+				w.Header().Set("Content-Type", "text/plain")
+				io.WriteString(w, s.body)
+			}
+		}),
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{ca.issue(100, names...)}},
+		ReadHeaderTimeout: time.Minute,
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.ServeTLS(l, "", "") }()
+	t.Cleanup(func() { srv.Close(); <-done })
+}
+
+// tlsSink is an SMTP server with STARTTLS that records each message's
+// recipients and whether it came over TLS.
+type tlsSink struct {
+	mu   sync.Mutex
+	msgs []tlsSinkMsg
+}
+
+type tlsSinkMsg struct {
+	rcpts []string
+	tls   bool
+	sni   string
+}
+
+func startTLSSink(t *testing.T, addr string, cert tls.Certificate) *tlsSink {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &tlsSink{}
+	srv := gosmtp.NewServer(gosmtp.BackendFunc(func(c *gosmtp.Conn) (gosmtp.Session, error) {
+		return &tlsSinkSession{k: k, c: c}, nil
+	}))
+	srv.Domain = "sink.sts.test"
+	srv.ReadTimeout, srv.WriteTimeout = time.Minute, time.Minute
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	return k
+}
+
+func (k *tlsSink) received() []tlsSinkMsg {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]tlsSinkMsg(nil), k.msgs...)
+}
+
+// to returns the messages received for rcpt.
+func (k *tlsSink) to(rcpt string) []tlsSinkMsg {
+	var out []tlsSinkMsg
+	for _, m := range k.received() {
+		for _, r := range m.rcpts {
+			if r == rcpt {
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+type tlsSinkSession struct {
+	k     *tlsSink
+	c     *gosmtp.Conn
+	rcpts []string
+}
+
+func (s *tlsSinkSession) Mail(string, *gosmtp.MailOptions) error { s.rcpts = nil; return nil }
+func (s *tlsSinkSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
+func (s *tlsSinkSession) Data(r io.Reader) error {
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return err
+	}
+	cs, ok := s.c.TLSConnectionState()
+	s.k.mu.Lock()
+	s.k.msgs = append(s.k.msgs, tlsSinkMsg{rcpts: s.rcpts, tls: ok, sni: cs.ServerName})
+	s.k.mu.Unlock()
+	return nil
+}
+func (s *tlsSinkSession) Reset()        { s.rcpts = nil }
+func (s *tlsSinkSession) Logout() error { return nil }
+
+// tlsPolicyCount reads qmgate_deliveries_by_tls_policy_total{policy, result}.
+func tlsPolicyCount(t *testing.T, h *testHub, policy, result string) float64 {
+	t.Helper()
+	mfs, err := h.hub.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "qmgate_deliveries_by_tls_policy_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["policy"] == policy && labels["result"] == result {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+const stsEnforce = "version: STSv1\nmode: enforce\nmx: %s\nmax_age: 86400\n"
+
+// TestHubMTASTS runs MTA-STS end to end through a hub's mx route, with a
+// local DNS server, a local HTTPS policy server and SMTP servers with
+// certificates from a test CA (the route's ca_file):
+//
+//   - enforce, the MX named by the policy, valid certificate: delivered
+//     over TLS;
+//   - enforce, an MX the policy does not name: deferred, nothing delivered,
+//     and `queue show` names the policy; a new policy id that names it
+//     is fetched again and the mail goes;
+//   - enforce, a certificate not valid for the MX's name: deferred;
+//   - testing, an MX the policy does not name: delivered, the log says what
+//     enforcement would have refused;
+//   - a policy larger than the limit and a redirect: refused, so no
+//     policy, and delivery goes on as without one (opportunistic);
+//   - no policy at all: opportunistic.
+//
+// The metric of deliveries by TLS policy counts each.
+func TestHubMTASTS(t *testing.T) {
+	const good, other = "127.0.0.3", "127.0.0.4"
+	sport := commonPort(t, good, other)
+	qport := commonPort(t, good, other) // nobody listens: MXPS is not in play
+	hport := commonPort(t, good)
+	ca := newSTSCA(t)
+	// One sink has a certificate for every name but mx.badcert.test;
+	// the other stands for exchangers no policy names.
+	sinkGood := startTLSSink(t, fmt.Sprintf("%s:%d", good, sport),
+		ca.issue(2, "mx.good.test", "mx.moved.test", "mx.testing.test", "mx.big.test", "mx.plain.test", "mx.idchange.test", "other.badcert.test"))
+	sinkOther := startTLSSink(t, fmt.Sprintf("%s:%d", other, sport), ca.issue(3, "mx.badmx.test"))
+
+	var mu sync.Mutex
+	sites := map[string]policySite{
+		"mta-sts.good.test":     {body: fmt.Sprintf(stsEnforce, "mx.good.test")},
+		"mta-sts.badmx.test":    {body: fmt.Sprintf(stsEnforce, "mx.elsewhere.test")},
+		"mta-sts.idchange.test": {body: fmt.Sprintf(stsEnforce, "mx.elsewhere.test")},
+		"mta-sts.badcert.test":  {body: fmt.Sprintf(stsEnforce, "*.badcert.test")},
+		"mta-sts.testing.test":  {body: "version: STSv1\nmode: testing\nmx: mx.elsewhere.test\nmax_age: 86400\n"},
+		"mta-sts.big.test":      {body: fmt.Sprintf(stsEnforce, "mx.elsewhere.test") + strings.Repeat("# padding\n", 7000)},
+		"mta-sts.moved.test":    {location: "https://mta-sts.good.test/.well-known/mta-sts.txt"},
+	}
+	var hostNames []string
+	for h := range sites {
+		hostNames = append(hostNames, h)
+	}
+	startPolicyServer(t, ca, fmt.Sprintf("%s:%d", good, hport), sites, &mu, hostNames...)
+
+	dns := &stsDNS{mx: map[string]string{}, a: map[string]string{}, txt: map[string][]string{}}
+	for _, d := range []string{"good", "badmx", "idchange", "badcert", "testing", "big", "moved", "plain"} {
+		mxHost := "mx." + d + ".test"
+		dns.mx[d+".test"] = mxHost
+		dns.a[mxHost] = good
+		dns.a["mta-sts."+d+".test"] = good
+		if d != "plain" {
+			dns.txt["_mta-sts."+d+".test"] = []string{"v=STSv1; id=1"}
+		}
+	}
+	dns.a["mx.badmx.test"] = other
+	startSTSDNS(t, dns)
+
+	h := startHub(t, fmt.Sprintf(`
+rcpthosts = ["a.example"]
+[qmtp]
+listen = ["127.0.0.1:0"]
+relay_clients = ["127.0.0.0/8"]
+[delivery]
+resolver = %q
+qmtp_port = %d
+smtp_port = %d
+mta_sts_port = %d
+[queue]
+retry_min = "1h"
+retry_max = "2h"
+[[route]]
+domains = ["a.example"]
+via = "maildir:DIR/maildir"
+[[route]]
+domains = ["*"]
+via = "mx"
+ca_file = %q
+`, dns.addr, qport, sport, hport, ca.file))
+
+	ids := map[string]string{}
+	for _, d := range []string{"good", "badmx", "idchange", "badcert", "testing", "big", "moved", "plain"} {
+		rcpt := "u@" + d + ".test"
+		st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "alice@a.example", Recipients: []string{rcpt}}, "Subject: sts\n\nx\n")
+		if !st[0].IsAccept() {
+			t.Fatalf("%s: %v", rcpt, st[0])
+		}
+	}
+	for _, d := range []string{"good", "testing", "big", "moved", "plain"} {
+		rcpt := "u@" + d + ".test"
+		testpeer.WaitFor(t, "delivery to "+rcpt, 30*time.Second, func() bool { return len(sinkGood.to(rcpt)) == 1 })
+		if m := sinkGood.to(rcpt)[0]; !m.tls || m.sni != "mx."+d+".test" {
+			t.Errorf("%s: delivered without TLS or to another name: %+v", rcpt, m)
+		}
+	}
+	// The three enforce failures wait in the queue, each attempt recorded.
+	testpeer.WaitFor(t, "the refused deliveries recorded", 30*time.Second, func() bool {
+		rows, err := h.hub.Queue().List(t.Context())
+		if err != nil || len(rows) != 3 {
+			return false
+		}
+		for _, r := range rows {
+			if r.Attempts == 0 {
+				return false
+			}
+			ids[r.Pending[0]] = r.ID
+		}
+		return true
+	})
+	if n := len(sinkOther.received()); n != 0 {
+		t.Errorf("an exchanger the policy does not name got %d messages", n)
+	}
+	for rcpt, want := range map[string]string{
+		"u@badmx.test":    "allowed by its MTA-STS policy",
+		"u@idchange.test": "allowed by its MTA-STS policy",
+		"u@badcert.test":  "verified TLS its MTA-STS policy demands",
+	} {
+		det, err := h.hub.Queue().Show(t.Context(), ids[rcpt])
+		if err != nil {
+			t.Fatal(err)
+		}
+		hist := det.Recipient[0].History
+		if len(hist) != 1 || hist[0].TLSPolicy != transport.TLSPolicyMTASTSEnforce || hist[0].Route == "" || strings.Contains(hist[0].Route, "tls") ||
+			!strings.Contains(hist[0].Reply, want) || hist[0].Result != "temporary" {
+			t.Errorf("%s: history %+v, want a temporary failure saying %q", rcpt, hist, want)
+		}
+	}
+
+	// The policies are kept on disk in the queue directory.
+	if _, err := os.Stat(filepath.Join(h.dir, "queue", "mtasts", "good.test.json")); err != nil {
+		t.Errorf("cached policy: %v", err)
+	}
+
+	log := h.logText()
+	for _, want := range []string{
+		`msg="MTA-STS testing: enforcement would have refused this delivery" domain=testing.test host=mx.testing.test`,
+		"policy larger than the limit",
+		"redirect",
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+	for rcpt, policy := range map[string]string{"u@good.test": "mta-sts-enforce", "u@testing.test": "mta-sts-testing",
+		"u@plain.test": "opportunistic", "u@badmx.test": "mta-sts-enforce"} {
+		found := false
+		for _, l := range strings.Split(log, "\n") {
+			found = found || strings.Contains(l, `msg="queue: delivery"`) && strings.Contains(l, "rcpt="+rcpt+" ") &&
+				strings.Contains(l, "tls_policy="+policy)
+		}
+		if !found {
+			t.Errorf("no delivery log line for %s with tls_policy=%s", rcpt, policy)
+		}
+	}
+	for policy, want := range map[string][2]float64{
+		transport.TLSPolicyMTASTSEnforce: {1, 3},
+		transport.TLSPolicyMTASTSTesting: {1, 0},
+		transport.TLSPolicyOpportunistic: {3, 0},
+	} {
+		if a, tf := tlsPolicyCount(t, h, policy, "accept"), tlsPolicyCount(t, h, policy, "temporary"); a != want[0] || tf != want[1] {
+			t.Errorf("%s: %v delivered, %v deferred; want %v", policy, a, tf, want)
+		}
+	}
+
+	// A new policy id that names the exchanger: fetched again at the next
+	// attempt, and the mail goes (over verified TLS to mx.idchange.test).
+	mu.Lock()
+	sites["mta-sts.idchange.test"] = policySite{body: fmt.Sprintf(stsEnforce, "mx.idchange.test")}
+	mu.Unlock()
+	dns.setTXT("_mta-sts.idchange.test", "v=STSv1; id=2")
+	if err := h.hub.Queue().Flush(t.Context(), ids["u@idchange.test"]); err != nil {
+		t.Fatal(err)
+	}
+	testpeer.WaitFor(t, "delivery to u@idchange.test under its new policy", 30*time.Second, func() bool {
+		return len(sinkGood.to("u@idchange.test")) == 1
+	})
+	if m := sinkGood.to("u@idchange.test")[0]; !m.tls || m.sni != "mx.idchange.test" {
+		t.Errorf("u@idchange.test: %+v", m)
+	}
+	if n := len(sinkOther.received()); n != 0 {
+		t.Errorf("an exchanger no policy names got %d messages", n)
+	}
+}
+
+// TestHubMTASTSCache: policies cached on disk by an earlier run count. A
+// domain whose TXT record is gone keeps its unexpired enforce policy (mail
+// to an exchanger it does not name waits); an expired policy is no policy
+// (delivered as without one).
+func TestHubMTASTSCache(t *testing.T) {
+	const ip = "127.0.0.3"
+	sport := commonPort(t, ip)
+	qport := commonPort(t, ip)
+	ca := newSTSCA(t)
+	sink := startTLSSink(t, fmt.Sprintf("%s:%d", ip, sport), ca.issue(2, "mx.cached.test", "mx.expired.test"))
+	dns := &stsDNS{mx: map[string]string{"cached.test": "mx.cached.test", "expired.test": "mx.expired.test"},
+		a: map[string]string{"mx.cached.test": ip, "mx.expired.test": ip}, txt: map[string][]string{}}
+	startSTSDNS(t, dns)
+
+	qdir := filepath.Join(t.TempDir(), "queue")
+	now := time.Now()
+	for d, fetched := range map[string]time.Time{"cached.test": now.Add(-time.Hour), "expired.test": now.Add(-25 * time.Hour)} {
+		p := mtasts.Policy{Mode: mtasts.ModeEnforce, MX: []string{"mx.elsewhere.test"}, MaxAge: 24 * time.Hour,
+			Domain: d, ID: "1", Fetched: fetched, Expires: fetched.Add(24 * time.Hour)}
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(qdir, "mtasts"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(qdir, "mtasts", d+".json"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := startHub(t, fmt.Sprintf(`
+queue_dir = %q
+rcpthosts = ["a.example"]
+[qmtp]
+listen = ["127.0.0.1:0"]
+relay_clients = ["127.0.0.0/8"]
+[delivery]
+resolver = %q
+qmtp_port = %d
+smtp_port = %d
+[queue]
+retry_min = "1h"
+retry_max = "2h"
+[[route]]
+domains = ["a.example"]
+via = "maildir:DIR/maildir"
+[[route]]
+domains = ["*"]
+via = "mx"
+ca_file = %q
+`, qdir, dns.addr, qport, sport, ca.file))
+	for _, rcpt := range []string{"u@cached.test", "u@expired.test"} {
+		st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "alice@a.example", Recipients: []string{rcpt}}, "Subject: sts\n\nx\n")
+		if !st[0].IsAccept() {
+			t.Fatalf("%s: %v", rcpt, st[0])
+		}
+	}
+	testpeer.WaitFor(t, "delivery under the expired policy", 30*time.Second, func() bool { return len(sink.to("u@expired.test")) == 1 })
+	testpeer.WaitFor(t, "the cached policy's refusal recorded", 30*time.Second, func() bool {
+		rows, err := h.hub.Queue().List(t.Context())
+		return err == nil && len(rows) == 1 && rows[0].Attempts > 0
+	})
+	rows, _ := h.hub.Queue().List(t.Context())
+	if rows[0].Pending[0] != "u@cached.test" || !strings.Contains(rows[0].LastError, "MTA-STS") {
+		t.Fatalf("queue: %+v", rows)
+	}
+	if n := len(sink.to("u@cached.test")); n != 0 {
+		t.Errorf("delivered against the cached enforce policy: %d", n)
+	}
+	if a, d := tlsPolicyCount(t, h, transport.TLSPolicyOpportunistic, "accept"), tlsPolicyCount(t, h, transport.TLSPolicyMTASTSEnforce, "temporary"); a != 1 || d != 1 {
+		t.Errorf("metric: %v opportunistic deliveries, %v enforce deferrals", a, d)
+	}
+}
