@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -178,4 +179,60 @@ func percentile(lat []time.Duration, p float64) time.Duration {
 	s := slices.Clone(lat)
 	slices.Sort(s)
 	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+// BenchmarkPutSize measures durable commits of larger messages (64 KiB,
+// 256 KiB and 1 MiB) at 10 concurrent writers, the load of bench/run's
+// ingest: msgs/s, MB/s, the flush interval, messages per flush and CPU per
+// message. Run it on the queue's disk:
+//
+//	TMPDIR=/var/tmp/qmgate-bench go test -run '^$' -bench PutSize -benchtime 3s ./queue
+func BenchmarkPutSize(b *testing.B) {
+	env := mail.Envelope{Sender: "alice@example.org", Recipients: []string{"bob@example.com"}}
+	for _, size := range []int{64 << 10, 128 << 10, 256 << 10, 1 << 20} {
+		body := bodyOf(size, 1)
+		b.Run(fmt.Sprintf("size=%dKiB", size>>10), func(b *testing.B) {
+			q, err := Open(b.TempDir(), Options{Logger: quietLogger(), Passive: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer q.Close()
+			ctx := context.Background()
+			q.mu.Lock()
+			if v, err := strconv.ParseInt(os.Getenv("QMGATE_BENCH_PLACE_MIN"), 10, 64); err == nil {
+				q.placeMin = v // compare placing with copying
+			}
+			q.flushTimes = make([]time.Duration, 0, 1024)
+			q.mu.Unlock()
+			m0 := q.Metrics()
+			cpu0 := processCPU()
+			lat, elapsed := runWriters(b, 10, func() error {
+				_, err := q.Put(ctx, env, bytes.NewReader(body))
+				return err
+			})
+			cpu := processCPU() - cpu0
+			batches := q.Metrics().Batches - m0.Batches
+			q.mu.Lock()
+			flushes := q.flushTimes
+			q.flushTimes = nil
+			q.mu.Unlock()
+			var busy time.Duration
+			for _, f := range flushes {
+				busy += f
+			}
+			report(b, lat, elapsed)
+			// The committer's own time (write and fdatasync of a batch)
+			// as a share of the run: near 1, the disk is the limit.
+			b.ReportMetric(float64(busy)/float64(elapsed), "committer-busy")
+			if len(flushes) > 0 {
+				b.ReportMetric(float64(busy)/float64(len(flushes))/1e6, "write+sync-ms")
+			}
+			b.ReportMetric(float64(len(lat))*float64(size)/elapsed.Seconds()/1e6, "MB/s")
+			if batches > 0 {
+				b.ReportMetric(float64(elapsed)/float64(batches)/1e6, "flush-ms")
+				b.ReportMetric(float64(len(lat))/float64(batches), "msgs/flush")
+			}
+			b.ReportMetric(float64(cpu.Microseconds())/float64(max(len(lat), 1)), "cpu-us/msg")
+		})
+	}
 }

@@ -32,7 +32,20 @@
 // a removal — is a record appended to a journal. Records appended while a
 // flush is running gather in the next batch; a single committer goroutine
 // writes each batch with one write(2) and makes it durable with one
-// fdatasync(2), then wakes everyone in it. Under load a flush carries all
+// fdatasync(2), then wakes everyone in it.
+//
+// A record with a large inline body (128 KiB, or half of a smaller
+// InlineMax) is not copied into the batch: under the lock its Writer only
+// reserves the record's place (the batch's offset order is fixed there, as
+// for every record), then writes the record into the segment itself with
+// pwrite(2), in parallel with other Writers and with the flush before.
+// The committer writes the batch's copied records around the reserved
+// places and waits until every Writer of the batch has written its record
+// (or failed, which fails the batch) before the fdatasync: the flush
+// still covers every byte of the batch, and nothing is acknowledged
+// before it. Copying a 256 KiB body into the batch under the queue's lock,
+// and then writing megabytes from the one committer, cost more than the
+// flush at large sizes (BENCHMARKS.md). Under load a flush carries all
 // the commits that arrived during the previous one, so a commit waits at
 // most about two flush intervals, and throughput grows with concurrency
 // instead of being one fsync per message.
@@ -138,8 +151,9 @@
 // # Commit order
 //
 // Commit of a small body: the body is in the writer's buffer; the M record
-// (envelope and body) is appended to the current batch; the committer
-// writes it, fdatasyncs the segment (and, for a new segment, fsyncs
+// (envelope and body) is appended to the current batch (or, for a large
+// inline body, placed by the Writer at its reserved offset); the committer
+// writes it, waits for the placed records, fdatasyncs the segment (and, for a new segment, fsyncs
 // journal/), and only then is the message put in the index and the ID
 // returned. A large body streams to body/<ID> as it arrives; Commit
 // fsyncs that file, and the batch that carries its M record fsyncs body/
@@ -154,10 +168,17 @@
 // torn tail: records are only appended, and a process never appends to a
 // segment that an earlier process wrote (every Open starts a new one). It
 // never scans past a bad record, since an inline body could be made to
-// look like one. After a failed write or fsync the committer cuts the
-// failed records off the segment (or removes a new segment file), fails
-// every batch queued behind it, and moves to a new segment: the records
-// were not acknowledged and must not come back.
+// look like one. Placed records may reach the file out of order, but a
+// batch is flushed only once all of its records are written and every
+// batch before it is durable, so a torn tail holds only unacknowledged
+// records. After a failed write or fsync (the committer's or a placing
+// Writer's) the committer cuts the failed records off the segment (or
+// removes a new segment file), fails every batch queued behind it, and
+// moves to a new segment: the records were not acknowledged and must not
+// come back. A Writer of a later batch may still place its record after
+// the cut; it lands past a hole of zeros, where replay has already
+// stopped. Records are placed only into a segment whose file exists, so a
+// new segment's first batch is always the committer's.
 //
 // # Segment deletion and compaction
 //

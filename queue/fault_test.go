@@ -157,22 +157,33 @@ func TestFaultsLeaveNothingHalfVisible(t *testing.T) {
 		big   bool // body larger than InlineMax
 		fresh bool // the fault hits the first write of a new segment
 		rule  func(string, string) error
+		// placed: an inline body large enough for its Writer to place
+		// the record into the journal itself.
+		placed bool
 	}{
-		{"journal write ENOSPC", false, false, failOn("write", ".seg", unix.ENOSPC)},
-		{"journal fdatasync EIO", false, false, failOn("datasync", ".seg", unix.EIO)},
+		{"journal write ENOSPC", false, false, failOn("write", ".seg", unix.ENOSPC), false},
+		{"journal fdatasync EIO", false, false, failOn("datasync", ".seg", unix.EIO), false},
 		{"journal fdatasync EIO, truncate fails too", false, false, func(o, p string) error {
 			if (o == "datasync" || o == "truncate") && strings.Contains(p, ".seg") {
 				return unix.EIO
 			}
 			return nil
+		}, false},
+		{"new segment: journal directory missing", false, true, failOn("create", ".seg", unix.ENOENT), false},
+		{"new segment: directory fsync EIO", false, true, failOn("syncdir", "journal", unix.EIO), false},
+		{"body write ENOSPC", true, false, failOn("write", "body", unix.ENOSPC), false},
+		{"body fsync EIO", true, false, failOn("sync", "body", unix.EIO), false},
+		{"body directory missing", true, false, failOn("create", "body", unix.ENOENT), false},
+		{"body directory fsync EIO", true, false, failOn("syncdir", "body", unix.EIO), false},
+		{"journal write EIO with big body", true, false, failOn("write", ".seg", unix.EIO), false},
+		{name: "placed record: journal write ENOSPC", placed: true, rule: failOn("write", ".seg", unix.ENOSPC)},
+		{name: "placed record: journal fdatasync EIO", placed: true, rule: failOn("datasync", ".seg", unix.EIO)},
+		{name: "placed record: fdatasync EIO, truncate fails too", placed: true, rule: func(o, p string) error {
+			if (o == "datasync" || o == "truncate") && strings.Contains(p, ".seg") {
+				return unix.EIO
+			}
+			return nil
 		}},
-		{"new segment: journal directory missing", false, true, failOn("create", ".seg", unix.ENOENT)},
-		{"new segment: directory fsync EIO", false, true, failOn("syncdir", "journal", unix.EIO)},
-		{"body write ENOSPC", true, false, failOn("write", "body", unix.ENOSPC)},
-		{"body fsync EIO", true, false, failOn("sync", "body", unix.EIO)},
-		{"body directory missing", true, false, failOn("create", "body", unix.ENOENT)},
-		{"body directory fsync EIO", true, false, failOn("syncdir", "body", unix.EIO)},
-		{"journal write EIO with big body", true, false, failOn("write", ".seg", unix.EIO)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -184,6 +195,9 @@ func TestFaultsLeaveNothingHalfVisible(t *testing.T) {
 			size := 500
 			if tc.big {
 				size = 5000
+			}
+			if tc.placed {
+				size = 800 // at least half of InlineMax: placed
 			}
 			q := openT(t, dir, opt)
 			ctx := context.Background()

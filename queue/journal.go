@@ -21,21 +21,32 @@ type segment struct {
 	durable int64 // bytes known to be on stable storage
 	refs    int   // live messages with records here
 	live    int64 // bytes of those records
-	pending int   // batches queued for this segment
+	pending int   // batches queued for this segment, and Writers placing records in it
 	broken  bool  // a write or sync failed: never append here again
-	f       file  // open for writing; owned by the committer
+	// opened: f exists and is open, so Writers may place records into it
+	// (set under q.mu once the file is made; f never changes while
+	// pending > 0).
+	opened bool
+	f      file // open for writing; owned by the committer
 }
 
-// batch is one group commit: records appended by many callers, written with
-// one write and made durable with one fdatasync.
+// batch is one group commit: records appended by many callers, written
+// with one write per run of copied records, made durable with one
+// fdatasync. A large record is not copied: its Writer places it into the
+// segment itself (placeLocked), and the committer waits for it before the
+// flush.
 type batch struct {
 	seg         *segment
 	off         int64
+	end         int64 // the segment's size after the batch's last record
 	buf         []byte
-	create      bool // the batch creates the segment (and syncs the directory)
-	syncBodyDir bool // a record names a new file in body/
-	taken       bool // the committer has it: appends go to a new batch
-	waiters     int  // callers that wait for this batch (joinLocked)
+	runs        []run // where buf's bytes go: consecutive runs of copied records
+	placing     int   // Writers still placing records of this batch
+	placeErr    error // the first failed placement: the batch fails
+	create      bool  // the batch creates the segment (and syncs the directory)
+	syncBodyDir bool  // a record names a new file in body/
+	taken       bool  // the committer has it: appends go to a new batch
+	waiters     int   // callers that wait for this batch (joinLocked)
 	done        chan struct{}
 	// returning counts the waiters woken when the batch finished that
 	// have not run yet; the last one to run pokes the committer (linger).
@@ -45,6 +56,13 @@ type batch struct {
 	inserts   []pendingInsert // new messages, indexed once the batch is durable
 	onDone    []func()        // run under q.mu once the batch is durable
 	onFail    []func()        // run under q.mu if it fails
+}
+
+// run is a stretch of a batch's buffer written at one offset of its
+// segment.
+type run struct {
+	off int64
+	n   int
 }
 
 // pendingInsert is a message whose record is in a batch: it joins the
@@ -106,10 +124,106 @@ func (q *Queue) segPath(seq uint64) string { return filepath.Join(q.journalDir, 
 // an inline body before the batch is written. partial is partialCRC of the
 // record. Caller holds q.mu.
 func (q *Queue) appendLocked(typ byte, meta, body []byte, partial uint32) (seq uint64, off int64, b *batch, err error) {
-	if q.closed {
-		return 0, 0, nil, errClosed
+	h, b, err := q.reserveLocked(typ, len(meta), len(body), partial)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	s := b.seg
+	off = s.size
+	n := recHeaderLen + len(meta) + len(body)
+	if k := len(b.runs); k > 0 && b.runs[k-1].off+int64(b.runs[k-1].n) == off {
+		b.runs[k-1].n += n
+	} else {
+		b.runs = append(b.runs, run{off: off, n: n})
+	}
+	b.buf = append(b.buf, h[:]...)
+	b.buf = append(b.buf, meta...)
+	b.buf = append(b.buf, body...)
+	q.grewLocked(s, int64(n), b)
+	return s.seq, off, b, nil
+}
+
+// placeLocked reserves room for a record in the batch being gathered, as
+// appendLocked does, but leaves writing it to the caller: the caller
+// writes hdr, meta and body at off (Placement.write) and then calls
+// Placement.done, before which the committer neither writes nor flushes
+// the batch. Large bodies are placed so that they are copied once, by
+// their own Writer and in parallel, instead of into the batch under the
+// lock and then again by the one committer. ok is false when the current
+// segment's file is not made yet; the caller appends instead.
+func (q *Queue) placeLocked(typ byte, meta, body []byte, partial uint32) (p placement, ok bool, err error) {
+	if s := q.cur; s == nil || !s.opened || s.broken {
+		return placement{}, false, nil
 	}
 	n := int64(recHeaderLen + len(meta) + len(body))
+	if s := q.cur; s.size > segHeaderLen && s.size+n > q.opt.SegmentSize {
+		return placement{}, false, nil // rotation: appendLocked's
+	}
+	h, b, err := q.reserveLocked(typ, len(meta), len(body), partial)
+	if err != nil {
+		return placement{}, false, err
+	}
+	s := b.seg
+	p = placement{q: q, b: b, f: s.f, seq: s.seq, off: s.size, hdr: h}
+	b.placing++
+	s.pending++ // keeps s.f open until done
+	q.wg.Add(1) // and Close waits for it
+	q.grewLocked(s, n, b)
+	return p, true, nil
+}
+
+// placement is a record a Writer writes into the journal itself.
+type placement struct {
+	q   *Queue
+	b   *batch
+	f   file
+	seq uint64
+	off int64
+	hdr [recHeaderLen]byte
+}
+
+// write writes the record at its reserved place, without the lock.
+func (p *placement) write(meta, body []byte) error {
+	buf := make([]byte, 0, recHeaderLen+len(meta))
+	buf = append(append(buf, p.hdr[:]...), meta...)
+	if _, err := p.f.WriteAt(buf, p.off); err != nil {
+		return err
+	}
+	_, err := p.f.WriteAt(body, p.off+int64(len(buf)))
+	return err
+}
+
+// done reports the record written (err nil) or not; a failure fails the
+// whole batch, whose records the committer then cuts off. Caller holds
+// q.mu.
+func (p *placement) doneLocked(err error) {
+	q, b := p.q, p.b
+	if err != nil && b.placeErr == nil {
+		b.placeErr = err
+	}
+	b.placing--
+	s := b.seg
+	s.pending--
+	if b.placing == 0 && b.taken {
+		q.cond.Broadcast() // the committer waits for the last placement
+	}
+	if s.pending == 0 && s != q.cur && s.f != nil {
+		// Its batch failed while this record was being placed: the
+		// committer is done with the file and left it to us.
+		s.f.Close()
+		s.f = nil
+	}
+	q.wg.Done()
+}
+
+// reserveLocked picks the batch for a record of the given sizes (rotating
+// to a new segment when the current one is full or broken) and returns its
+// header with the CRC filled in.
+func (q *Queue) reserveLocked(typ byte, metaLen, bodyLen int, partial uint32) (h [recHeaderLen]byte, b *batch, err error) {
+	if q.closed {
+		return h, nil, errClosed
+	}
+	n := int64(recHeaderLen + metaLen + bodyLen)
 	if s := q.cur; s == nil || s.broken || s.size > segHeaderLen && s.size+n > q.opt.SegmentSize {
 		q.rotateLocked()
 	}
@@ -119,19 +233,20 @@ func (q *Queue) appendLocked(typ byte, meta, body []byte, partial uint32) (seq u
 	} else {
 		b = q.newBatchLocked(s)
 	}
-	h := recordHeader(typ, len(meta), len(body))
+	h = recordHeader(typ, metaLen, bodyLen)
 	crc := finishCRC(partial, s.seq)
 	h[0], h[1], h[2], h[3] = byte(crc), byte(crc>>8), byte(crc>>16), byte(crc>>24)
-	off = s.size
-	b.buf = append(b.buf, h[:]...)
-	b.buf = append(b.buf, meta...)
-	b.buf = append(b.buf, body...)
+	return h, b, nil
+}
+
+// grewLocked accounts n bytes just reserved at the end of s for b.
+func (q *Queue) grewLocked(s *segment, n int64, b *batch) {
 	s.size += n
+	b.end = s.size
 	q.nRecords++
 	if s.size > q.opt.SegmentSize/2 && q.spare == nil && !q.spareBusy && q.opt.SegmentSize >= minSpareSegment {
 		q.prepareSpareLocked()
 	}
-	return s.seq, off, b, nil
 }
 
 // appendStateLocked appends a small state record about m.
@@ -145,7 +260,7 @@ func (q *Queue) appendStateLocked(m *message, typ byte, meta []byte) (*batch, er
 }
 
 func (q *Queue) newBatchLocked(s *segment) *batch {
-	b := &batch{seg: s, off: s.size, done: make(chan struct{}), buf: q.batchBufLocked(), inserts: q.insertsLocked(), poke: q.lingerPoke}
+	b := &batch{seg: s, off: s.size, end: s.size, done: make(chan struct{}), buf: q.batchBufLocked(), inserts: q.insertsLocked(), poke: q.lingerPoke}
 	s.pending++
 	q.batches = append(q.batches, b)
 	q.cond.Signal()
@@ -197,7 +312,7 @@ func (q *Queue) recycleLocked(b *batch) {
 		clear(b.inserts)
 		q.freeInserts = append(q.freeInserts, b.inserts[:0])
 	}
-	b.buf, b.inserts, b.onDone, b.onFail = nil, nil, nil, nil
+	b.buf, b.runs, b.inserts, b.onDone, b.onFail = nil, nil, nil, nil, nil
 }
 
 // rotateLocked starts a new segment: the spare one if it is ready, or else
@@ -226,6 +341,7 @@ func (q *Queue) rotateLocked() {
 	b := q.newBatchLocked(s) // the committer takes it only once q.mu is free
 	b.off, b.create = 0, true
 	b.buf = append(b.buf, segmentHeader(s.seq)...)
+	b.runs = append(b.runs, run{off: 0, n: segHeaderLen})
 	q.kickMaint()
 }
 
@@ -270,7 +386,7 @@ func (q *Queue) makeSegment(seq uint64) (*segment, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &segment{seq: seq, size: segHeaderLen, durable: segHeaderLen, f: f}
+	s := &segment{seq: seq, size: segHeaderLen, durable: segHeaderLen, f: f, opened: true}
 	q.preallocate(s)
 	_, err = f.WriteAt(segmentHeader(seq), 0)
 	if err == nil {
@@ -320,6 +436,9 @@ func (q *Queue) commitLoop() {
 			q.linger(b, prev, expect, freed.Add(q.opt.CommitLinger))
 		}
 		b.taken = true
+		for b.placing > 0 {
+			q.cond.Wait() // Writers still placing their records (placeLocked)
+		}
 		q.mu.Unlock()
 
 		t0 := time.Now()
@@ -337,7 +456,8 @@ func (q *Queue) commitLoop() {
 		s := b.seg
 		s.pending--
 		if err == nil {
-			s.durable = b.off + int64(len(b.buf))
+			s.opened = true
+			s.durable = b.end
 			for _, p := range b.inserts {
 				delete(q.inflight, p.m.id)
 				q.insertLocked(p.m, p.seq, p.n)
@@ -469,8 +589,15 @@ func (q *Queue) writeBatch(b *batch) error {
 	if s.f == nil {
 		return errors.New("journal segment not open")
 	}
-	if _, err := s.f.WriteAt(b.buf, b.off); err != nil {
-		return err
+	if b.placeErr != nil {
+		return b.placeErr
+	}
+	pos := 0
+	for _, r := range b.runs {
+		if _, err := s.f.WriteAt(b.buf[pos:pos+r.n], r.off); err != nil {
+			return err
+		}
+		pos += r.n
 	}
 	if b.syncBodyDir {
 		// Before the journal: a durable record must never name a body
@@ -518,7 +645,7 @@ func (q *Queue) preallocate(s *segment) {
 // fails too, they may: the same as a commit whose reply was lost.
 func (q *Queue) abandon(b *batch, cause error) {
 	s := b.seg
-	q.log.Error("queue: journal write failed", "segment", s.seq, "offset", b.off, "bytes", len(b.buf),
+	q.log.Error("queue: journal write failed", "segment", s.seq, "offset", b.off, "bytes", b.end-b.off,
 		"disk_full", isNoSpace(cause), "err", cause)
 	if s.f == nil {
 		if b.create {

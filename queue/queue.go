@@ -49,6 +49,13 @@ type Queue struct {
 	spareBusy, spareStale bool
 	freeBufs              [][]byte
 	freeInserts           [][]pendingInsert
+	// bodyBufs holds buffers of InlineMax bytes for Writers whose body
+	// outgrows bufPool's (nil when InlineMax exceeds maxBodyBuf).
+	bodyBufs *sync.Pool
+	// placeMin is the smallest inline body a Writer places into the
+	// journal itself (placeLocked): minPlacedBody, or half of a smaller
+	// InlineMax, so that both ways are used whatever the options.
+	placeMin int64
 
 	// The committer holding batch lingerB open for lingerFor callers.
 	lingerB    *batch
@@ -94,6 +101,10 @@ func Open(dir string, opt Options) (*Queue, error) {
 		stop:       make(chan struct{}),
 	}
 	q.cond = sync.NewCond(&q.mu)
+	q.placeMin = max(1, min(minPlacedBody, opt.InlineMax/2))
+	if n := opt.InlineMax; n > maxPooledBuf && n <= maxBodyBuf {
+		q.bodyBufs = &sync.Pool{New: func() any { b := make([]byte, 0, n); return &b }}
+	}
 	for _, d := range []string{dir, q.journalDir, q.bodyDir} {
 		if err := q.makeDir(d); err != nil {
 			return nil, &Error{Op: "open", Err: err}

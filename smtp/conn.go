@@ -80,9 +80,21 @@ type serverConn struct {
 	dotLine  atomic.Bool // a line "." CR CR LF was read (scanDotCR)
 	inData   atomic.Bool // go-smtp's DATA reader is reading
 
+	// Replies wait in pending until go-smtp would block for input
+	// (Read), so that the lines of a multi-line reply, and the replies
+	// to commands a client pipelined (RFC 2920), leave in one write
+	// instead of one each: go-smtp flushes every line. wmu guards
+	// pending and the writes.
+	wmu     sync.Mutex
+	pending []byte
+
 	closeOnce sync.Once
 	done      chan struct{}
 }
+
+// maxPendingReplies bounds the replies held back for one write; past it
+// they go out at once.
+const maxPendingReplies = 16 << 10
 
 func newServerConn(srv *Server, c net.Conn, t *serve.Conn) *serverConn {
 	sc := &serverConn{
@@ -136,6 +148,12 @@ func (sc *serverConn) Read(p []byte) (int, error) {
 			// a reply.
 			return 0, errDotLineCR
 		}
+		// About to wait for the client: the replies so far must be out
+		// (before the read's deadline is armed, so that writing them
+		// does not take from it).
+		if err := sc.flushPending(); err != nil {
+			return 0, err
+		}
 		sc.mu.Lock()
 		dl := sc.tm.Deadline(sc.tm.ReadTimeout)
 		sc.mu.Unlock()
@@ -188,24 +206,24 @@ func (sc *serverConn) timedOut() error {
 	return replyError(statusTimeout421)
 }
 
-// Write writes with a fresh deadline per call, and ends the connection after
-// the reply that closeAfterWrite was armed for.
+// Write holds a reply back for the next read (see pending), or writes it
+// with what is held back, with a fresh deadline per call; it ends the
+// connection after the reply that closeAfterWrite was armed for.
 func (sc *serverConn) Write(p []byte) (int, error) {
-	sc.mu.Lock()
-	sc.tm.Wrote()
-	// Not capped by the session's end: the 421 that ends it must go out.
-	var dl time.Time
-	if sc.tm.WriteTimeout > 0 {
-		dl = time.Now().Add(sc.tm.WriteTimeout)
-	}
-	if w := sc.writeDeadline; !w.IsZero() && (dl.IsZero() || w.Before(dl)) {
-		dl = w
-	}
-	sc.mu.Unlock()
-	sc.Conn.SetWriteDeadline(dl)
+	sc.wmu.Lock()
+	defer sc.wmu.Unlock()
 	sc.logSyntax(p)
 	q, changed := sc.rewrite(p)
-	n, err := sc.stream.Write(q)
+	if !sc.startTLS && sc.closeAfterWrite.Load() == 0 && !sc.stopped.Load() &&
+		len(sc.pending)+len(q) <= maxPendingReplies {
+		sc.pending = append(sc.pending, q...)
+		return len(p), nil
+	}
+	if len(sc.pending) > 0 {
+		q, changed = append(sc.pending, q...), true
+		sc.pending = sc.pending[:0]
+	}
+	n, err := sc.writeNow(q)
 	if changed {
 		// The caller counts what it asked to write.
 		n = len(p)
@@ -221,11 +239,44 @@ func (sc *serverConn) Write(p []byte) (int, error) {
 	}
 	switch sc.closeAfterWrite.Swap(0) {
 	case closePlain:
-		sc.Close()
+		sc.closeLocked()
 	case closeLinger:
-		sc.lingerClose()
+		sc.lingerCloseLocked()
 	}
 	return n, err
+}
+
+// flushPending writes the replies held back, if any.
+func (sc *serverConn) flushPending() error {
+	sc.wmu.Lock()
+	defer sc.wmu.Unlock()
+	return sc.flushPendingLocked()
+}
+
+func (sc *serverConn) flushPendingLocked() error {
+	if len(sc.pending) == 0 {
+		return nil
+	}
+	_, err := sc.writeNow(sc.pending)
+	sc.pending = sc.pending[:0]
+	return err
+}
+
+// writeNow writes p with a fresh deadline. Caller holds wmu.
+func (sc *serverConn) writeNow(p []byte) (int, error) {
+	sc.mu.Lock()
+	sc.tm.Wrote()
+	// Not capped by the session's end: the 421 that ends it must go out.
+	var dl time.Time
+	if sc.tm.WriteTimeout > 0 {
+		dl = time.Now().Add(sc.tm.WriteTimeout)
+	}
+	if w := sc.writeDeadline; !w.IsZero() && (dl.IsZero() || w.Before(dl)) {
+		dl = w
+	}
+	sc.mu.Unlock()
+	sc.Conn.SetWriteDeadline(dl)
+	return sc.stream.Write(p)
 }
 
 // Values of closeAfterWrite.
@@ -266,11 +317,13 @@ func (sc *serverConn) closeAfterReply() {
 	sc.closeAfterWrite.Store(closePlain)
 }
 
-// lingerClose half-closes the connection after the final reply and discards
+// lingerCloseLocked half-closes the connection after the final reply and discards
 // what the client still sends for a short while before closing: closing with
 // unread input makes the kernel send a reset, which can destroy the reply
 // before the client reads it.
-func (sc *serverConn) lingerClose() {
+// Caller holds wmu.
+func (sc *serverConn) lingerCloseLocked() {
+	sc.flushPendingLocked()
 	sc.stopped.Store(true)
 	if cw, ok := sc.Conn.(interface{ CloseWrite() error }); ok {
 		if cw.CloseWrite() == nil {
@@ -278,11 +331,27 @@ func (sc *serverConn) lingerClose() {
 			io.CopyN(io.Discard, sc.Conn, lingerMaxBytes)
 		}
 	}
-	sc.Close()
+	sc.closeLocked()
 }
 
-// Close closes the connection once and gives back its connection slot.
+// Close sends the replies held back, unless a write is under way on
+// another goroutine (a hard close), then closes the connection once and
+// gives back its connection slot.
 func (sc *serverConn) Close() error {
+	if sc.wmu.TryLock() {
+		defer sc.wmu.Unlock()
+		return sc.closeLocked()
+	}
+	return sc.closeConn()
+}
+
+// closeLocked is Close with wmu held.
+func (sc *serverConn) closeLocked() error {
+	sc.flushPendingLocked()
+	return sc.closeConn()
+}
+
+func (sc *serverConn) closeConn() error {
 	var err error
 	sc.closeOnce.Do(func() {
 		sc.stopped.Store(true)

@@ -16,7 +16,17 @@
 //     neither the file's size nor its allocation, so no file system
 //     journal commit rides on the flush.
 //
-//     flushrate [-dir DIR] [-size BYTES] [-seconds S] [-writers N] [-batch N] [-json]
+//   - parallel writers into one preallocated log: -writers goroutines
+//     each write their share of -batch messages at offsets reserved for
+//     them, in parallel, then one fdatasync makes the batch durable. This
+//     is the most a journal with group commit can reach when its writers
+//     place their own bodies (the disk's best durable rate for large
+//     messages).
+//
+// Every result also gives MB/s, so that rates at different message sizes
+// compare.
+//
+//	flushrate [-dir DIR] [-size BYTES] [-seconds S] [-writers N] [-batch N] [-modes file,log,parallel] [-json]
 //
 // Files are created in a fresh subdirectory of DIR and removed afterwards.
 // It runs on Linux, whose fdatasync and fallocate it measures.
@@ -29,6 +39,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -39,6 +50,10 @@ import (
 // writes in a few seconds on any disk it is likely to meet (past it, the
 // file simply grows).
 const preallocBytes = 256 << 20
+
+// parallelPreallocBytes is the same for the parallel log test, which moves
+// far more bytes with large messages.
+const parallelPreallocBytes = 2 << 30
 
 // Result is one measurement.
 type Result struct {
@@ -52,6 +67,8 @@ type Result struct {
 	FlushSec float64 `json:"flushes_per_sec"`
 	// LatencyUS is the mean time of one durable step, in microseconds.
 	LatencyUS float64 `json:"latency_us"`
+	// MBPerSec is the durable payload rate, in 10^6 bytes a second.
+	MBPerSec float64 `json:"mb_per_sec"`
 }
 
 func main() {
@@ -61,7 +78,12 @@ func main() {
 	writers := flag.Int("writers", 16, "parallel writers for the parallel file test")
 	batch := flag.Int("batch", 32, "messages per flush for the batched log test")
 	asJSON := flag.Bool("json", false, "print JSON")
+	modes := flag.String("modes", "file,log,parallel", "which measurements: file (one file per message), log (the append logs), parallel (parallel writers into one preallocated log)")
 	flag.Parse()
+	want := map[string]bool{}
+	for _, m := range strings.Split(*modes, ",") {
+		want[strings.TrimSpace(m)] = true
+	}
 	work, err := os.MkdirTemp(*dir, "flushrate-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "flushrate:", err)
@@ -75,6 +97,9 @@ func main() {
 	}
 	var res []Result
 	for _, w := range []int{1, *writers} {
+		if !want["file"] {
+			break
+		}
 		r, err := fileTest(work, msg, w, d)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "flushrate:", err)
@@ -86,6 +111,9 @@ func main() {
 		batch    int
 		prealloc bool
 	}{{1, false}, {*batch, false}, {1, true}} {
+		if !want["log"] {
+			break
+		}
 		r, err := logTest(work, msg, t.batch, t.prealloc, d)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "flushrate:", err)
@@ -93,13 +121,24 @@ func main() {
 		}
 		res = append(res, r)
 	}
+	if want["parallel"] {
+		r, err := parallelLogTest(work, msg, *writers, *batch, d)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "flushrate:", err)
+			os.Exit(1)
+		}
+		res = append(res, r)
+	}
+	for i := range res {
+		res[i].MBPerSec = res[i].PerSec * float64(*size) / 1e6
+	}
 	if *asJSON {
 		json.NewEncoder(os.Stdout).Encode(res)
 		return
 	}
 	for _, r := range res {
-		fmt.Printf("%-5s writers=%-3d batch=%-3d %8.0f messages/s %8.0f flushes/s %7.0f µs per flush\n",
-			r.Name, r.Writers, r.Batch, r.PerSec, r.FlushSec, r.LatencyUS)
+		fmt.Printf("%-16s writers=%-3d batch=%-3d %8.0f messages/s %8.1f MB/s %8.0f flushes/s %7.0f µs per flush\n",
+			r.Name, r.Writers, r.Batch, r.PerSec, r.MBPerSec, r.FlushSec, r.LatencyUS)
 	}
 }
 
@@ -204,6 +243,62 @@ func logTest(work string, msg []byte, batch int, prealloc bool, d time.Duration)
 	}
 	el := time.Since(start)
 	r := Result{Name: name, Writers: 1, Batch: batch, Flushes: flushes, Messages: flushes * int64(batch), Seconds: el.Seconds()}
+	r.PerSec = float64(r.Messages) / el.Seconds()
+	r.FlushSec = float64(flushes) / el.Seconds()
+	if flushes > 0 {
+		r.LatencyUS = float64(el.Microseconds()) / float64(flushes)
+	}
+	return r, nil
+}
+
+// parallelLogTest: rounds of batch messages into one preallocated file,
+// each round's messages written by writers goroutines in parallel at
+// offsets reserved in order, then one fdatasync for the round.
+func parallelLogTest(work string, msg []byte, writers, batch int, d time.Duration) (Result, error) {
+	writers = max(1, min(writers, batch))
+	f, err := os.OpenFile(filepath.Join(work, "log-parallel"), os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return Result{}, err
+	}
+	defer f.Close()
+	if err := syscall.Fallocate(int(f.Fd()), 0, 0, parallelPreallocBytes); err != nil {
+		return Result{}, fmt.Errorf("fallocate: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return Result{}, err
+	}
+	var flushes int64
+	var off int64
+	errs := make([]error, writers)
+	start := time.Now()
+	for time.Since(start) < d {
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < batch; i += writers {
+					if _, err := f.WriteAt(msg, off+int64(i*len(msg))); err != nil {
+						errs[w] = err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				return Result{}, err
+			}
+		}
+		off += int64(batch * len(msg))
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			return Result{}, err
+		}
+		flushes++
+	}
+	el := time.Since(start)
+	r := Result{Name: "log-parallel", Writers: writers, Batch: batch, Flushes: flushes, Messages: flushes * int64(batch), Seconds: el.Seconds()}
 	r.PerSec = float64(r.Messages) / el.Seconds()
 	r.FlushSec = float64(flushes) / el.Seconds()
 	if flushes > 0 {

@@ -133,3 +133,14 @@ PASS
 		t.Fatalf("second result %+v", r)
 	}
 }
+
+func TestKeepAnalysis(t *testing.T) {
+	old := "# Benchmarks\n\nold figures\n\n" + analysisHeading + "\n\nnotes\n"
+	got := keepAnalysis(old, "# Benchmarks\n\nnew figures\n")
+	if want := "# Benchmarks\n\nnew figures\n\n" + analysisHeading + "\n\nnotes\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := keepAnalysis("# Benchmarks\n", "new\n"); got != "new\n" {
+		t.Errorf("without an analysis: %q", got)
+	}
+}

@@ -15,7 +15,7 @@ import (
 
 // FlushRates are bench/flushrate's results on the work directory's disk.
 type FlushRates struct {
-	File1, FileN, Log1, LogBatch, LogPre flushResult
+	File1, FileN, Log1, LogBatch, LogPre, LogParallel flushResult
 }
 
 type flushResult struct {
@@ -25,6 +25,7 @@ type flushResult struct {
 	PerSec   float64 `json:"messages_per_sec"`
 	FlushSec float64 `json:"flushes_per_sec"`
 	Latency  float64 `json:"latency_us"`
+	MBPerSec float64 `json:"mb_per_sec"`
 }
 
 func (h *Harness) flushRate() *Section {
@@ -33,19 +34,21 @@ func (h *Harness) flushRate() *Section {
 		"-seconds", fmt.Sprint(h.sizes.FlushSeconds), "-writers", "16", "-batch", "32")
 	h.check(err)
 	var res []flushResult
-	if err := json.Unmarshal([]byte(r.Stdout), &res); err != nil || len(res) != 5 {
+	if err := json.Unmarshal([]byte(r.Stdout), &res); err != nil || len(res) != 6 {
 		h.fail("flushrate: %v %q %s", err, r.Stdout, r.Stderr)
 	}
-	h.flush = &FlushRates{File1: res[0], FileN: res[1], Log1: res[2], LogBatch: res[3], LogPre: res[4]}
+	h.flush = &FlushRates{File1: res[0], FileN: res[1], Log1: res[2], LogBatch: res[3], LogPre: res[4], LogParallel: res[5]}
 	s.printf("bench/flushrate on the queue's filesystem, %d-byte messages, %.1f s each. Durable ingest cannot beat these without sharing flushes; "+
 		"the ingest tables below give each figure as a multiple of the first line.\n\n", h.sizes.Size, h.sizes.FlushSeconds)
 	s.table([][]string{
-		{"method", "messages/s", "flushes/s", "µs per durable step"},
-		{"one file per message (create, write, fsync, fsync dir), 1 writer", rate(res[0].PerSec), rate(res[0].FlushSec), rate(res[0].Latency)},
-		{fmt.Sprintf("one file per message, %d writers", res[1].Writers), rate(res[1].PerSec), rate(res[1].FlushSec), rate(res[1].Latency)},
-		{"append log, one fdatasync per message", rate(res[2].PerSec), rate(res[2].FlushSec), rate(res[2].Latency)},
-		{fmt.Sprintf("append log, one fdatasync per %d messages", res[3].Batch), rate(res[3].PerSec), rate(res[3].FlushSec), rate(res[3].Latency)},
-		{"append log in a preallocated file (as qmgate's journal), one fdatasync per message", rate(res[4].PerSec), rate(res[4].FlushSec), rate(res[4].Latency)},
+		{"method", "messages/s", "MB/s", "flushes/s", "µs per durable step"},
+		{"one file per message (create, write, fsync, fsync dir), 1 writer", rate(res[0].PerSec), fmt.Sprintf("%.1f", res[0].MBPerSec), rate(res[0].FlushSec), rate(res[0].Latency)},
+		{fmt.Sprintf("one file per message, %d writers", res[1].Writers), rate(res[1].PerSec), fmt.Sprintf("%.1f", res[1].MBPerSec), rate(res[1].FlushSec), rate(res[1].Latency)},
+		{"append log, one fdatasync per message", rate(res[2].PerSec), fmt.Sprintf("%.1f", res[2].MBPerSec), rate(res[2].FlushSec), rate(res[2].Latency)},
+		{fmt.Sprintf("append log, one fdatasync per %d messages", res[3].Batch), rate(res[3].PerSec), fmt.Sprintf("%.1f", res[3].MBPerSec), rate(res[3].FlushSec), rate(res[3].Latency)},
+		{"append log in a preallocated file (as qmgate's journal), one fdatasync per message", rate(res[4].PerSec), fmt.Sprintf("%.1f", res[4].MBPerSec), rate(res[4].FlushSec), rate(res[4].Latency)},
+		{fmt.Sprintf("preallocated log, %d writers placing their messages in parallel, one fdatasync per %d messages", res[5].Writers, res[5].Batch),
+			rate(res[5].PerSec), fmt.Sprintf("%.1f", res[5].MBPerSec), rate(res[5].FlushSec), rate(res[5].Latency)},
 	})
 	return s
 }

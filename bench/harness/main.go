@@ -201,6 +201,9 @@ func (h *Harness) main(out, work, only string, keep bool, plot string) int {
 		h.logf("   %s took %v", s.key, sec.Took.Round(time.Second))
 	}
 	report := h.render(machine, load, sections)
+	if old, err := os.ReadFile(out); err == nil {
+		report = keepAnalysis(string(old), report)
+	}
 	if err := os.WriteFile(out, []byte(report), 0o644); err != nil {
 		h.logf("%v", err)
 		return 1
@@ -439,4 +442,19 @@ func (h *Harness) background() float64 {
 		h.logf("   waiting for other processes: the cores are %.0f%% busy", bg)
 		time.Sleep(5 * time.Second)
 	}
+}
+
+// analysisHeading starts the part of the report written by hand (where a
+// message's time goes, from profiles): a run carries it over from the
+// report it replaces, at the end.
+const analysisHeading = "## Where the time goes"
+
+// keepAnalysis appends old's hand-written analysis, from analysisHeading
+// to the end, to report.
+func keepAnalysis(old, report string) string {
+	i := strings.Index(old, "\n"+analysisHeading)
+	if i < 0 || strings.Contains(report, "\n"+analysisHeading) {
+		return report
+	}
+	return strings.TrimRight(report, "\n") + "\n" + old[i:]
 }

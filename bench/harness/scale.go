@@ -3,10 +3,12 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,7 +20,11 @@ type curvePoint struct {
 	x     int
 	n     int
 	rates [3]float64 // qmgate, Postfix qmqpd, qmqp-sink
-	errs  []string
+	// disk is the disk's best durable rate at this size (size curve
+	// only): bench/flushrate's parallel writers into one preallocated
+	// log, 10 writers, one fdatasync per 10 messages. 0: not measured.
+	disk float64
+	errs []string
 }
 
 var curveNames = [3]string{"qmgate serve", "Postfix qmqpd", "qmqp-sink (generator's ceiling)"}
@@ -70,6 +76,7 @@ func (h *Harness) scale() *Section {
 		n := max(min(z.ScaleMsgs, z.ScaleBytes/size), 50)
 		p := point(10, size, n)
 		p.x = size
+		p.disk = h.diskRate(size)
 		bySize = append(bySize, p)
 	}
 	for _, sessions := range z.ScaleSessions {
@@ -83,14 +90,27 @@ func (h *Harness) scale() *Section {
 	}
 
 	table := func(xname string, pts []curvePoint, xfmt func(int) string) {
-		rows := [][]string{{xname, "messages", "qmgate msg/s", "Postfix qmqpd msg/s", "qmqp-sink msg/s", "qmgate / Postfix", "qmgate / sink", "qmgate MB/s"}}
+		bySizes := xname == "size"
+		head := []string{xname, "messages", "qmgate msg/s", "Postfix qmqpd msg/s", "qmqp-sink msg/s", "qmgate / Postfix", "qmgate / sink", "qmgate MB/s"}
+		if bySizes {
+			head = append(head, "disk msg/s", "qmgate / disk")
+		}
+		rows := [][]string{head}
 		for _, p := range pts {
 			size := z.Size
-			if xname == "size" {
+			if bySizes {
 				size = p.x
 			}
-			rows = append(rows, []string{xfmt(p.x), fmt.Sprint(p.n), rate(p.rates[0]), rate(p.rates[1]), rate(p.rates[2]),
-				ratio(p.rates[0], p.rates[1]), pct(p.rates[0], p.rates[2]), fmt.Sprintf("%.1f", p.rates[0]*float64(size)/1e6)})
+			row := []string{xfmt(p.x), fmt.Sprint(p.n), rate(p.rates[0]), rate(p.rates[1]), rate(p.rates[2]),
+				ratio(p.rates[0], p.rates[1]), pct(p.rates[0], p.rates[2]), fmt.Sprintf("%.1f", p.rates[0]*float64(size)/1e6)}
+			if bySizes {
+				if p.disk > 0 {
+					row = append(row, rate(p.disk), pct(p.rates[0], p.disk))
+				} else {
+					row = append(row, "-", "-")
+				}
+			}
+			rows = append(rows, row)
 		}
 		s.table(rows)
 		for _, p := range pts {
@@ -99,7 +119,8 @@ func (h *Harness) scale() *Section {
 			}
 		}
 	}
-	s.printf("Against message size, 10 sessions:\n\n")
+	s.printf("Against message size, 10 sessions. The disk column is bench/flushrate's best durable rate at that size, measured just after the point: " +
+		"10 writers placing their messages into one preallocated log, one fdatasync per 10 messages.\n\n")
 	table("size", bySize, sizeLabel)
 	s.printf("Against sessions, %d bytes:\n\n", z.Size)
 	table("sessions", bySessions, func(x int) string { return fmt.Sprint(x) })
@@ -134,7 +155,11 @@ func (h *Harness) plot(bySize, bySessions []curvePoint) error {
 	write := func(name string, pts []curvePoint, xscale float64) (string, error) {
 		var b strings.Builder
 		for _, p := range pts {
-			fmt.Fprintf(&b, "%g %g %g %g\n", float64(p.x)/xscale, p.rates[0], p.rates[1], p.rates[2])
+			disk := "NaN" // gnuplot leaves the point out
+			if p.disk > 0 {
+				disk = fmt.Sprintf("%g", p.disk)
+			}
+			fmt.Fprintf(&b, "%g %g %g %g %s\n", float64(p.x)/xscale, p.rates[0], p.rates[1], p.rates[2], disk)
 		}
 		path := filepath.Join(dir, name)
 		return path, os.WriteFile(path, []byte(b.String()), 0o644)
@@ -167,7 +192,8 @@ set format y "%%.0f"
 set xlabel "message size (KiB), 10 sessions"
 plot %q using 1:2:xtic(1) with linespoints lw 2 pt 7 title %q, \
      %q using 1:3 with linespoints lw 2 pt 5 title %q, \
-     %q using 1:4 with linespoints lw 2 dt 2 pt 9 title %q
+     %q using 1:4 with linespoints lw 2 dt 2 pt 9 title %q, \
+     %q using 1:5 with linespoints lw 2 dt 3 pt 3 title %q
 set xlabel "sessions, %d-byte messages"
 plot %q using 1:2:xtic(1) with linespoints lw 2 pt 7 title %q, \
      %q using 1:3 with linespoints lw 2 pt 5 title %q, \
@@ -175,6 +201,7 @@ plot %q using 1:2:xtic(1) with linespoints lw 2 pt 7 title %q, \
 unset multiplot
 `, h.plotPath, title,
 		sizeDat, curveNames[0], sizeDat, curveNames[1], sizeDat, curveNames[2],
+		sizeDat, "the disk (bench/flushrate, parallel writers into one log)",
 		h.sizes.Size,
 		sessDat, curveNames[0], sessDat, curveNames[1], sessDat, curveNames[2])
 	scriptPath := filepath.Join(dir, "scaling.gp")
@@ -191,4 +218,21 @@ unset multiplot
 		}
 	}
 	return nil
+}
+
+// diskRate is the disk's best durable rate for messages of size bytes
+// (bench/flushrate's parallel preallocated log), or 0 when it cannot be
+// measured; the reason goes to the log.
+func (h *Harness) diskRate(size int) float64 {
+	r, err := h.runTool(2*time.Minute, h.bin("flushrate"), "-json", "-dir", h.work, "-size", strconv.Itoa(size),
+		"-seconds", fmt.Sprint(h.sizes.FlushSeconds), "-writers", "10", "-batch", "10", "-modes", "parallel")
+	var res []flushResult
+	if err == nil {
+		err = json.Unmarshal([]byte(r.Stdout), &res)
+	}
+	if err != nil || len(res) != 1 {
+		h.logf("   flushrate at %d bytes: %v %s", size, err, r.Stderr)
+		return 0
+	}
+	return res[0].PerSec
 }
