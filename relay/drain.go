@@ -98,7 +98,8 @@ func (h *Hub) DrainOutcome() (DrainResult, error) {
 }
 
 // Drain takes the hub away without stranding its queue: /readyz fails at
-// once, the listeners close and the sessions under way finish, deliveries
+// once, after [shutdown] ready_grace the listeners close and the sessions
+// under way finish, deliveries
 // go on until the queue is empty or timeout passes, then the delivery
 // engine stops and whatever is left (held messages excepted) is handed to
 // the first of peers that answers over QMTP or QMTPS (none: no hand-off).
@@ -130,6 +131,15 @@ func (h *Hub) startDrain(ctx context.Context, timeout time.Duration, peers []str
 func (h *Hub) drainQueue(ctx context.Context, timeout time.Duration, peers []string) (DrainResult, error) {
 	var res DrainResult
 	h.draining.Store(true)
+	// /readyz fails first; the listeners close after the grace, so that a
+	// load balancer stops sending before connections are refused.
+	if g := h.state.Load().cfg.Shutdown.ReadyGrace; g != nil && g.D() > 0 {
+		h.log.Info("draining: /readyz fails, listeners close after the grace", "ready_grace", g.D())
+		select {
+		case <-time.After(g.D()):
+		case <-ctx.Done():
+		}
+	}
 	h.log.Info("draining: no new connections", "deliveries_for", timeout, "handoff", peers)
 	h.shutdownServers(ctx)
 	if h.queue == nil {

@@ -52,6 +52,44 @@ via = "discard:"
 	}
 }
 
+// TestHubDrainReadyGrace: a drain fails /readyz first and keeps serving
+// for [shutdown] ready_grace, so a load balancer stops sending before any
+// connection is refused; after the grace the listener is closed.
+func TestHubDrainReadyGrace(t *testing.T) {
+	h := startHub(t, `
+[qmtp]
+listen = ["127.0.0.1:0"]
+relay_clients = ["127.0.0.1"]
+[metrics]
+listen = "127.0.0.1:0"
+[shutdown]
+ready_grace = "8s"
+[[route]]
+domains = ["*"]
+via = "discard:"
+`)
+	base := "http://" + h.addr("metrics")
+	qaddr := h.addr("qmtp")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.hub.Drain(context.Background(), time.Second, nil)
+	}()
+	testpeer.WaitFor(t, "/readyz to fail", 10*time.Second, func() bool {
+		code, _ := getStatus(t, base+"/readyz")
+		return code == 503
+	})
+	// Within the grace the listener still takes mail.
+	if st := sendQMTP(t, qaddr, mail.Envelope{Sender: "s@src.test", Recipients: []string{"user@example.com"}}, "Subject: g\n\nx\n"); !st[0].IsAccept() {
+		t.Fatalf("send during the grace: %v", st)
+	}
+	testpeer.Recv(t, "the drain to end", time.Minute, done)
+	if c, err := net.DialTimeout("tcp", qaddr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("the listener still accepts after the drain")
+	}
+}
+
 // TestHubDrain: a hub whose next hop is down drains: its listener closes,
 // deliveries are tried for the drain time, and its queue moves to the
 // peer, so it ends empty.

@@ -261,6 +261,10 @@ type Shutdown struct {
 	// DrainTimeout bounds the deliveries tried before the hand-off.
 	// Default 30s.
 	DrainTimeout Duration `toml:"drain_timeout"`
+	// ReadyGrace is how long a drain lets /readyz fail before it closes
+	// the listeners, so that a load balancer stops sending first. Default
+	// 2s; "0s": close at once.
+	ReadyGrace *Duration `toml:"ready_grace"`
 	// CAFile verifies qmtps:// hand-off peers (PEM); empty: the system's
 	// roots. CertFile and KeyFile are the client certificate a hand-off
 	// shows to qmtps:// peers that trust hubs by certificate.
@@ -268,6 +272,14 @@ type Shutdown struct {
 	CertFile string `toml:"cert_file"`
 	KeyFile  string `toml:"key_file"`
 }
+
+// DefaultReadyGrace is shutdown.ready_grace's default: a few of a load
+// balancer's health checks, which commonly come every second or two.
+const DefaultReadyGrace = 2 * time.Second
+
+// MaxReadyGrace bounds shutdown.ready_grace: a drain must not wait long
+// before it starts to close.
+const MaxReadyGrace = 5 * time.Minute
 
 // Queue configures retries and bounces.
 type Queue struct {
@@ -678,6 +690,10 @@ func (c *Config) applyDefaults() {
 
 	setDur(&c.Queue.Lifetime, 7*24*time.Hour)
 	setDur(&c.Shutdown.DrainTimeout, 30*time.Second)
+	if c.Shutdown.ReadyGrace == nil {
+		g := Duration(DefaultReadyGrace)
+		c.Shutdown.ReadyGrace = &g
+	}
 	if c.Queue.DelayNotice == nil {
 		d := Duration(4 * time.Hour)
 		c.Queue.DelayNotice = &d
@@ -822,6 +838,9 @@ func (c *Config) validate() Errors {
 	}
 	if (c.Shutdown.CertFile == "") != (c.Shutdown.KeyFile == "") {
 		bad("shutdown.cert_file", "cert_file and key_file go together")
+	}
+	if g := c.Shutdown.ReadyGrace; g != nil && (*g < 0 || g.D() > MaxReadyGrace) {
+		bad("shutdown.ready_grace", "must be between 0s and %v", MaxReadyGrace)
 	}
 	checkNets("qmtp.proxy_from", c.QMTP.ProxyFrom)
 	checkNets("smtp.proxy_from", c.SMTP.ProxyFrom)

@@ -73,6 +73,7 @@ var keyDoc = map[string]string{
 	"shutdown.cert_file":     "client certificate (PEM) a hand-off shows to qmtps:// peers",
 	"shutdown.key_file":      "private key of shutdown.cert_file",
 	"shutdown.drain_timeout": "how long a drain lets deliveries run before the hand-off",
+	"shutdown.ready_grace":   "how long a drain lets /readyz fail before it closes the listeners",
 	"qmtp.tls_cert":          "certificate file (PEM) for QMTPS",
 	"qmtp.tls_key":           "private key file (PEM) for QMTPS",
 	"qmtp.client_ca":         "CA file: QMTPS clients presenting a certificate it signed may relay",
