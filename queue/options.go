@@ -98,10 +98,11 @@ type Options struct {
 	// failed temporarily, so one dead hub costs one attempt per interval
 	// instead of one per message. Default DefaultDestinationBackoff.
 	DestinationBackoff Backoff
-	// DestinationOf gives the destination key of a recipient before the
-	// relay has reported one (Result.Destination). Default: the lower-cased
-	// domain.
-	DestinationOf func(rcpt string) string
+	// DestinationOf gives the destination key of a recipient of a
+	// message from sender (as committed, VERP unexpanded) before the relay
+	// has reported one (Result.Destination). Default: the recipient's
+	// lower-cased domain.
+	DestinationOf func(sender, rcpt string) string
 	// LeaseTime bounds a claim: work claimed and not recorded within it is
 	// handed out again. Default 1 hour; it must exceed any delivery.
 	LeaseTime time.Duration
@@ -180,7 +181,7 @@ func (o *Options) setDefaults() {
 		b.Jitter = min(max(b.Jitter, 0), 1)
 	}
 	if o.DestinationOf == nil {
-		o.DestinationOf = mail.Domain
+		o.DestinationOf = func(_, rcpt string) string { return mail.Domain(rcpt) }
 	}
 	if o.LeaseTime <= 0 {
 		o.LeaseTime = DefaultLeaseTime

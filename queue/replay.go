@@ -197,7 +197,7 @@ func (q *Queue) applyRecord(rs *replayState, typ byte, meta []byte, seq uint64, 
 			m.body.seq, m.body.off = seq, off+head
 		}
 		for i, a := range mm.rcpts {
-			m.rcpts[i] = rcpt{addr: a, next: mm.received, dest: q.opt.DestinationOf(a)}
+			m.rcpts[i] = rcpt{addr: a, next: mm.received, dest: q.opt.DestinationOf(mm.sender, a)}
 		}
 		m.segs = []segUse{{seq: seq, bytes: n}}
 		q.msgs.put(m)

@@ -295,7 +295,7 @@ func (w *Writer) Commit(ctx context.Context, env mail.Envelope) (string, error) 
 	m.sender, all = all[:len(env.Sender)], all[len(env.Sender):]
 	for i, a := range env.Recipients {
 		a, all = all[:len(a)], all[len(a):]
-		m.rcpts[i] = rcpt{addr: a, next: received, dest: q.opt.DestinationOf(a)}
+		m.rcpts[i] = rcpt{addr: a, next: received, dest: q.opt.DestinationOf(env.Sender, a)}
 	}
 
 	q.committing.Add(1) // a lingering committer waits for this append

@@ -137,8 +137,8 @@ func runEngine(t *testing.T, doc string, edit func(*config.Config), lists ...[]s
 		t.Fatal(err)
 	}
 	t.Cleanup(router.Close)
-	q, err := queue.Open(cfg.QueueDir, queue.Options{Logger: log, DestinationOf: func(rcpt string) string {
-		return router.Lookup("", rcpt).Via
+	q, err := queue.Open(cfg.QueueDir, queue.Options{Logger: log, DestinationOf: func(sender, rcpt string) string {
+		return router.Lookup(sender, rcpt).Via
 	}})
 	if err != nil {
 		t.Fatal(err)

@@ -509,10 +509,11 @@ func (a reloadingAuth) Authenticate(ctx context.Context, user, pass string) (boo
 // destinationOf keys the queue's per-destination backoff: the route's
 // transport URL (one dead hub holds back only its own mail), or for mx
 // routes the recipient's domain.
-func (h *Hub) destinationOf(rcpt string) string {
-	// The queue keys a recipient without its sender: this is the route of
-	// the recipient rule, which a route with senders may take over.
-	rt := h.state.Load().router.Lookup("", rcpt)
+func (h *Hub) destinationOf(sender, rcpt string) string {
+	// The sender as the engine looks routes up with it (VERP expanded),
+	// so a recipient sent through a route with senders is held back
+	// under that route's next hop.
+	rt := h.state.Load().router.Lookup(mail.ExpandVERP(sender, rcpt), rcpt)
 	if rt == nil {
 		return "noroute"
 	}

@@ -148,3 +148,31 @@ tls = "none"
 		}
 	}
 }
+
+// TestDestinationOfSender: the queue's per-destination backoff keys a
+// recipient by the route its sender takes, so a dead smarthost of one
+// sending domain holds back only that domain's mail.
+func TestDestinationOfSender(t *testing.T) {
+	h := startHub(t, `
+[qmtp]
+listen = ["127.0.0.1:0"]
+[[route]]
+domains = ["*"]
+senders = ["*@billing.example.net"]
+via = "qmtp://127.0.0.1:1"
+[[route]]
+domains = ["*"]
+via = "qmtp://127.0.0.1:2"
+`)
+	for _, c := range []struct{ sender, want string }{
+		{"a@billing.example.net", "qmtp://127.0.0.1:1"},
+		{"a@shop.example.net", "qmtp://127.0.0.1:2"},
+		{"", "qmtp://127.0.0.1:2"},
+		// VERP: the sender as delivery expands it.
+		{"list-@billing.example.net-@[]", "qmtp://127.0.0.1:1"},
+	} {
+		if got := h.hub.destinationOf(c.sender, "x@example.org"); got != c.want {
+			t.Errorf("sender %q: destination %q, want %q", c.sender, got, c.want)
+		}
+	}
+}
