@@ -43,6 +43,33 @@ func (c *ConnInfo) RemoteIP() netip.Addr { return addrIP(c.RemoteAddr) }
 // LocalIP returns the local IP address of the connection, if any.
 func (c *ConnInfo) LocalIP() netip.Addr { return addrIP(c.LocalAddr) }
 
+// Client names the client for logs, in one form for every protocol: its IP
+// address; for a unix-socket client whose address says who it is (the
+// daemon's peer credentials: "uid 1000 (alice)"), that; for other
+// unix-socket clients "local user (unknown uid)"; "unknown" when nothing
+// is known.
+func (c *ConnInfo) Client() string {
+	if c == nil {
+		return "unknown"
+	}
+	if ip := c.RemoteIP(); ip.IsValid() {
+		return ip.String()
+	}
+	switch c.RemoteAddr.(type) {
+	case *net.UnixAddr:
+		return "local user (unknown uid)"
+	case nil:
+		if c.LocalAddr != nil && c.LocalAddr.Network() == "unix" {
+			return "local user (unknown uid)"
+		}
+		return "unknown"
+	}
+	if s := c.RemoteAddr.String(); s != "" && s != "@" {
+		return s
+	}
+	return "unknown"
+}
+
 func addrIP(a net.Addr) netip.Addr {
 	switch v := a.(type) {
 	case *net.TCPAddr:

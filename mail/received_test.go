@@ -115,3 +115,21 @@ type strAddr string
 
 func (a strAddr) Network() string { return "test" }
 func (a strAddr) String() string  { return string(a) }
+
+func TestConnInfoClient(t *testing.T) {
+	for _, tc := range []struct {
+		c    *ConnInfo
+		want string
+	}{
+		{&ConnInfo{RemoteAddr: &net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 1}}, "192.0.2.7"},
+		{&ConnInfo{RemoteAddr: &net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 1}}, "2001:db8::1"},
+		{&ConnInfo{RemoteAddr: &net.UnixAddr{Name: "@", Net: "unix"}}, "local user (unknown uid)"},
+		{&ConnInfo{LocalAddr: &net.UnixAddr{Name: "/run/q.sock", Net: "unix"}}, "local user (unknown uid)"},
+		{&ConnInfo{}, "unknown"},
+		{nil, "unknown"},
+	} {
+		if got := tc.c.Client(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.c, got, tc.want)
+		}
+	}
+}

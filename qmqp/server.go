@@ -284,17 +284,6 @@ func (s *Server) allowed(info *mail.ConnInfo) bool {
 	return false
 }
 
-// clientName is the client's address for logs and the refusal text.
-func clientName(info *mail.ConnInfo) string {
-	if ip := info.RemoteIP(); ip.IsValid() {
-		return ip.String()
-	}
-	if isUnix(info) {
-		return "unix"
-	}
-	return "unknown"
-}
-
 // serve runs one session on a tracked connection.
 func (s *Server) serve(t *serve.Conn, rw io.ReadWriter, info *mail.ConnInfo) error {
 	ctx := t.Context()
@@ -313,13 +302,13 @@ func (s *Server) serve(t *serve.Conn, rw io.ReadWriter, info *mail.ConnInfo) err
 		defer stop()
 	}
 	c := serve.NewIOConn(rw, timing)
-	log := s.logger().With("proto", info.Proto, "client", clientName(info))
+	log := s.logger().With("proto", "QMQP", "client", info.Client())
 
 	// Refusals come before anything is read: an unauthorised client must
 	// not get to send a byte more than it already has.
 	if !s.allowed(info) {
 		s.refused("access")
-		st := mail.Perm("5.7.1", "client "+clientName(info)+" is not authorized to use this service")
+		st := mail.Perm("5.7.1", "client "+info.Client()+" is not authorized to use this service")
 		// The door's refusal line (relay logs the others the same way);
 		// no envelope has been read, so it names no sender or recipient.
 		log.Info("refused", "reason", "access", "reply", st.SMTPText(), "code", st.EnhancedCode(), "result", st.Outcome())

@@ -293,7 +293,12 @@ func (s *Server) serveSession(t *serve.Conn, rw io.ReadWriter, info *mail.ConnIn
 		defer stop()
 	}
 	c := serve.NewIOConn(rw, s.settings().Timing(time.Now()))
-	log := s.logger().With("client", clientName(info), "proto", info.Proto)
+	// One spelling of the protocol in every log line (QMTPS, the Received
+	// line's word for it over TLS, is tls=true here).
+	log := s.logger().With("client", info.Client(), "proto", "QMTP")
+	if _, ok := rw.(*tls.Conn); ok {
+		log = log.With("tls", true)
+	}
 
 	if tc, ok := rw.(*tls.Conn); ok {
 		tc.SetDeadline(c.Deadline(c.ReadTimeout))
@@ -347,15 +352,4 @@ func (s *Server) serveSession(t *serve.Conn, rw io.ReadWriter, info *mail.ConnIn
 		log.Debug("qmtp: session ended", "err", err)
 	}
 	return err
-}
-
-// clientName is the client's address for logs.
-func clientName(info *mail.ConnInfo) string {
-	if ip := info.RemoteIP(); ip.IsValid() {
-		return ip.String()
-	}
-	if info.RemoteAddr != nil {
-		return info.RemoteAddr.String()
-	}
-	return "unknown"
 }

@@ -300,7 +300,7 @@ func (t *Tally) add(rules [nLimitWho]*limitRule, n int, now time.Time) {
 func (t *Tally) refuse(w limitWho, r *limitRule, by ratelimit.Rate) mail.Status {
 	r.refused.Inc()
 	if log := t.l.log; log != nil {
-		client := clientName(t.c)
+		client := t.c.Client()
 		who := t.keys[w]
 		switch w {
 		case byClient:

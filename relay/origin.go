@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -41,7 +40,7 @@ func originOf(ctx context.Context, proto string, c *mail.ConnInfo) origin {
 	if o, ok := ctx.Value(originKey{}).(origin); ok {
 		return o
 	}
-	return origin{proto: proto, client: clientName(c)}
+	return origin{proto: proto, client: c.Client()}
 }
 
 // attrs are the log attributes that name the origin.
@@ -148,31 +147,4 @@ func protoFamily(word string) string {
 		return "SMTP"
 	}
 	return ""
-}
-
-// clientName is the client for logs: its IP address; for a local user of
-// the QMQP socket "uid 1000 (alice)"; for a unix socket whose user is not
-// known "local user (unknown uid)".
-func clientName(c *mail.ConnInfo) string {
-	if c == nil {
-		return "unknown"
-	}
-	if ip := c.RemoteIP(); ip.IsValid() {
-		return ip.String()
-	}
-	switch a := c.RemoteAddr.(type) {
-	case *Peer:
-		return a.String()
-	case *net.UnixAddr:
-		return "local user (unknown uid)"
-	case nil:
-		if c.LocalAddr != nil && c.LocalAddr.Network() == "unix" {
-			return "local user (unknown uid)"
-		}
-		return "unknown"
-	}
-	if s := c.RemoteAddr.String(); s != "" && s != "@" {
-		return s
-	}
-	return "unknown"
 }

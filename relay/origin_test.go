@@ -82,7 +82,7 @@ func TestClientName(t *testing.T) {
 		{&mail.ConnInfo{LocalAddr: &net.UnixAddr{Name: "/run/q.sock", Net: "unix"}}, "local user (unknown uid)"},
 		{nil, "unknown"},
 	} {
-		if got := clientName(tc.c); got != tc.want {
+		if got := tc.c.Client(); got != tc.want {
 			t.Errorf("%+v: %q, want %q", tc.c, got, tc.want)
 		}
 	}
