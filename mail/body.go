@@ -155,3 +155,28 @@ func (b *BodyReader) N() int64 { return b.n }
 
 // Hops returns the number of Received:/Delivered-To: lines seen in the header.
 func (b *BodyReader) Hops() int { return b.hops }
+
+// HeaderEnd returns the offset just past the blank line that ends the
+// header in b (RFC 5322 section 2.1; LF or CR LF line ends), searching
+// from offset from, or -1 when b holds no such line yet. A message that
+// starts with a blank line has an empty header.
+func HeaderEnd(b []byte, from int) int {
+	if bytes.HasPrefix(b, []byte("\n")) {
+		return 1
+	}
+	if bytes.HasPrefix(b, []byte("\r\n")) {
+		return 2
+	}
+	for i := from; i < len(b); i++ {
+		if b[i] != '\n' {
+			continue
+		}
+		switch {
+		case i+1 < len(b) && b[i+1] == '\n':
+			return i + 2
+		case i+2 < len(b) && b[i+1] == '\r' && b[i+2] == '\n':
+			return i + 3
+		}
+	}
+	return -1
+}

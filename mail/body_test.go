@@ -221,3 +221,25 @@ func TestBodyReaderPassesErrors(t *testing.T) {
 		t.Fatalf("Err() = %v; only limits are Err", b.Err())
 	}
 }
+
+func TestHeaderEnd(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		from int
+		want int
+	}{
+		{"\nbody", 0, 1},
+		{"\r\nbody", 0, 2},
+		{"A: b\n\nbody", 0, 6},
+		{"A: b\r\n\r\nbody", 0, 8},
+		{"A: b\r\n B\r\n\r\n", 0, 12},
+		{"A: b\nC: d\n", 0, -1},
+		{"A: b\r\n\r", 0, -1},
+		{"A: b\n\nx\n\n", 6, 9},
+		{"", 0, -1},
+	} {
+		if got := HeaderEnd([]byte(c.in), c.from); got != c.want {
+			t.Errorf("HeaderEnd(%q, %d) = %d, want %d", c.in, c.from, got, c.want)
+		}
+	}
+}

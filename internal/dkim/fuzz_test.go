@@ -3,6 +3,8 @@ package dkim
 import (
 	"bytes"
 	"testing"
+
+	"github.com/qmgate/qmgate/mail"
 )
 
 // FuzzWriter feeds any bytes, in two pieces split anywhere, through the
@@ -37,7 +39,7 @@ func FuzzWriter(f *testing.F) {
 			return // not a message a hub accepts (no line end, or bare CRs)
 		}
 		out := append(append([]byte{}, res.Header...), msg...)
-		if headerEnd(msg, 0) < 0 {
+		if mail.HeaderEnd(msg, 0) < 0 {
 			// All header: go-msgauth's verifier wants the blank line after it.
 			if !bytes.HasSuffix(out, []byte("\n")) {
 				out = append(out, '\n')

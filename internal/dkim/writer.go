@@ -11,6 +11,7 @@ import (
 	"time"
 
 	msgdkim "github.com/emersion/go-msgauth/dkim"
+	"github.com/qmgate/qmgate/mail"
 )
 
 // Writer signs one message written through it. It holds the header (up to
@@ -62,7 +63,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if len(w.hdr) == 0 {
 		// The first write usually holds the whole header: keep only that
 		// rather than copy the body into the header buffer.
-		if e := headerEnd(p, 0); e >= 0 {
+		if e := mail.HeaderEnd(p, 0); e >= 0 {
 			w.header(p[:e])
 			if w.err == nil && w.inBody && e < len(p) {
 				w.err = w.feed(p[e:])
@@ -79,7 +80,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 func (w *Writer) header(p []byte) {
 	old := len(w.hdr)
 	w.hdr = append(w.hdr, p...)
-	end := headerEnd(w.hdr, max(0, old-2))
+	end := mail.HeaderEnd(w.hdr, max(0, old-2))
 	if end < 0 {
 		if len(w.hdr) > w.s.maxHeader {
 			w.skip("the header is larger than " + strconv.Itoa(w.s.maxHeader) + " bytes")
@@ -99,30 +100,6 @@ func (w *Writer) header(p []byte) {
 		w.err = w.feed(rest)
 	}
 	w.hdr = nil
-}
-
-// headerEnd returns the offset just past the blank line that ends the header
-// in b, searching from from, or -1. A message that starts with a blank line
-// has an empty header.
-func headerEnd(b []byte, from int) int {
-	if bytes.HasPrefix(b, []byte("\n")) {
-		return 1
-	}
-	if bytes.HasPrefix(b, []byte("\r\n")) {
-		return 2
-	}
-	for i := from; i < len(b); i++ {
-		if b[i] != '\n' {
-			continue
-		}
-		switch {
-		case i+1 < len(b) && b[i+1] == '\n':
-			return i + 2
-		case i+2 < len(b) && b[i+1] == '\r' && b[i+2] == '\n':
-			return i + 3
-		}
-	}
-	return -1
 }
 
 func (w *Writer) skip(reason string) {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"io"
 	"testing"
+
+	"github.com/qmgate/qmgate/mail"
 )
 
 // FuzzHeader checks what header rewriting promises for any input: no panic,
@@ -65,7 +67,7 @@ func FuzzHeader(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		end := headerEnd(msg, 0)
+		end := mail.HeaderEnd(msg, 0)
 		want := got
 		if end >= 0 {
 			h, _ := rw.Header(msg[:end])

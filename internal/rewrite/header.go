@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"io"
 	"strings"
+
+	"github.com/qmgate/qmgate/mail"
 )
 
 // Bounds on header rewriting.
@@ -233,7 +235,7 @@ func (r *Reader) fill() error {
 	chunk := make([]byte, 4096)
 	from := 0 // where the blank line may start: earlier bytes were searched
 	for {
-		if end := headerEnd(r.buf, from); end >= 0 {
+		if end := mail.HeaderEnd(r.buf, from); end >= 0 {
 			h, ch := r.rw.Header(r.buf[:end])
 			r.changes = ch
 			r.buf = append(h[:len(h):len(h)], r.buf[end:]...)
@@ -257,27 +259,4 @@ func (r *Reader) fill() error {
 			return err
 		}
 	}
-}
-
-// headerEnd returns the offset just past the blank line ending the header,
-// looking from offset from on, or -1.
-func headerEnd(b []byte, from int) int {
-	if bytes.HasPrefix(b, []byte("\n")) {
-		return 1
-	}
-	if bytes.HasPrefix(b, []byte("\r\n")) {
-		return 2
-	}
-	for i := from; i < len(b); i++ {
-		if b[i] != '\n' {
-			continue
-		}
-		if i+1 < len(b) && b[i+1] == '\n' {
-			return i + 2
-		}
-		if i+2 < len(b) && b[i+1] == '\r' && b[i+2] == '\n' {
-			return i + 3
-		}
-	}
-	return -1
 }
