@@ -372,7 +372,7 @@ func (q *Queue) Show(ctx context.Context, id string) (*Detail, error) {
 	return d, nil
 }
 
-func notFound(id string) error { return &idError{id: wordSafe(sanitizeField(id, 64))} }
+func notFound(id string) error { return &idError{id: mail.OneWord(sanitizeField(id, 64))} }
 
 // adminOp applies op to each message and waits for the records it wrote.
 // Unknown IDs are reported, each with ErrNotFound, after the known ones

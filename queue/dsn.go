@@ -57,11 +57,11 @@ func (d *dsn) render() []byte {
 	if !d.anyFailed() {
 		subject = "delivery delay notice"
 	}
-	fmt.Fprintf(&b, "From: MAILER-DAEMON@%s\n", headerSafe(d.hostname))
-	fmt.Fprintf(&b, "To: <%s>\n", headerSafe(mail.QuoteSMTP(d.to)))
+	fmt.Fprintf(&b, "From: MAILER-DAEMON@%s\n", mail.OneLine(d.hostname))
+	fmt.Fprintf(&b, "To: <%s>\n", mail.OneLine(mail.QuoteSMTP(d.to)))
 	fmt.Fprintf(&b, "Subject: %s\n", subject)
 	fmt.Fprintf(&b, "Date: %s\n", d.now.UTC().Format(time.RFC1123Z))
-	fmt.Fprintf(&b, "Message-ID: <%s.dsn@%s>\n", d.id, headerSafe(d.hostname))
+	fmt.Fprintf(&b, "Message-ID: <%s.dsn@%s>\n", d.id, mail.OneLine(d.hostname))
 	b.WriteString("Auto-Submitted: auto-replied\n") // RFC 3834 5
 	b.WriteString("MIME-Version: 1.0\n")
 	fmt.Fprintf(&b, "Content-Type: multipart/report; report-type=delivery-status;\n\tboundary=\"%s\"\n", boundary)
@@ -94,7 +94,7 @@ func (d *dsn) anyFailed() bool {
 }
 
 func (d *dsn) writeText(b *bytes.Buffer) {
-	fmt.Fprintf(b, "Hi. This is the qmgate program at %s.\n", headerSafe(d.hostname))
+	fmt.Fprintf(b, "Hi. This is the qmgate program at %s.\n", mail.OneLine(d.hostname))
 	var failed, delayed []dsnRcpt
 	for _, r := range d.rcpts {
 		if r.action == actionFailed {
@@ -216,16 +216,6 @@ func remoteMTA(host string) string {
 		host = h
 	}
 	return host
-}
-
-// headerSafe keeps a value on one header line: control bytes become '?'.
-func headerSafe(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
 }
 
 // textSafe is headerSafe for the us-ascii text part: 8-bit bytes become

@@ -5,11 +5,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/qmgate/qmgate/mail"
 	"golang.org/x/sys/unix"
 )
 
@@ -307,10 +307,5 @@ func sanitizeField(s string, n int) string {
 	if len(s) > n {
 		s = s[:n]
 	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
+	return mail.OneLine(s)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/qmgate/qmgate/internal/config"
 	"github.com/qmgate/qmgate/internal/inject"
 	"github.com/qmgate/qmgate/internal/qmail"
+	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/queue"
 )
 
@@ -117,19 +118,19 @@ func writeMailq(w io.Writer, rows []queue.Row) error {
 		case queue.RowHeld:
 			mark = '!'
 		}
-		sender := wordSafe(r.Sender)
+		sender := mail.OneWord(r.Sender)
 		if sender == "" {
 			sender = "MAILER-DAEMON"
 		}
-		fmt.Fprintf(w, "%-10s%c %8d %s  %s\n", wordSafe(r.ID), mark, r.Size, r.Received.Local().Format(mailqTime), sender)
+		fmt.Fprintf(w, "%-10s%c %8d %s  %s\n", mail.OneWord(r.ID), mark, r.Size, r.Received.Local().Format(mailqTime), sender)
 		// As Postfix: each reason on its own line, in parentheses, above
 		// the recipients it holds back; recipients not tried yet first.
 		for _, g := range reasonGroups(r) {
 			if g.reason != "" {
-				fmt.Fprintf(w, "(%s)\n", headerSafe(g.reason))
+				fmt.Fprintf(w, "(%s)\n", mail.OneLine(g.reason))
 			}
 			for _, p := range g.rcpts {
-				fmt.Fprintf(w, "%s%s\n", indent, wordSafe(p))
+				fmt.Fprintf(w, "%s%s\n", indent, mail.OneWord(p))
 			}
 		}
 		fmt.Fprintln(w)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/qmgate/qmgate/internal/config"
 	"github.com/qmgate/qmgate/internal/qmail"
+	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/queue"
 	"github.com/qmgate/qmgate/relay"
 )
@@ -169,13 +170,13 @@ func queueErr(stderr io.Writer, sub, id string, err error) int {
 	}
 	if errors.Is(err, queue.ErrNotFound) {
 		if id != "" {
-			return fail(stderr, "queue "+sub, 67, "%s: no such message", wordSafe(id)) // EX_NOUSER
+			return fail(stderr, "queue "+sub, 67, "%s: no such message", mail.OneWord(id)) // EX_NOUSER
 		}
 		return fail(stderr, "queue "+sub, 67, "%s", plainErr(err))
 	}
 	msg := plainErr(err)
 	if id != "" && !strings.Contains(msg, id) {
-		msg = wordSafe(id) + ": " + msg
+		msg = mail.OneWord(id) + ": " + msg
 	}
 	return fail(stderr, "queue "+sub, 75, "%s", msg)
 }

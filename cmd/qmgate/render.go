@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/qmgate/qmgate/internal/config"
+	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/queue"
 )
 
@@ -37,14 +38,14 @@ func writeList(w io.Writer, rows []queue.Row, asJSON bool) error {
 		r := &rows[i]
 		pend := make([]string, len(r.Pending))
 		for j, p := range r.Pending {
-			pend[j] = "<" + wordSafe(p) + ">"
+			pend[j] = "<" + mail.OneWord(p) + ">"
 		}
 		pending := strings.Join(pend, ",")
 		if pending == "" {
 			pending = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t<%s>\t%d\t%s\t%s\n", wordSafe(r.ID), formatAge(r.AgeSeconds),
-			r.Size, r.State, nextText(r), wordSafe(r.Sender), len(r.Pending), pending, lineSafe(r.LastError))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t<%s>\t%d\t%s\t%s\n", mail.OneWord(r.ID), formatAge(r.AgeSeconds),
+			r.Size, r.State, nextText(r), mail.OneWord(r.Sender), len(r.Pending), pending, lineSafe(r.LastError))
 	}
 	return tw.Flush()
 }
@@ -86,7 +87,7 @@ func writeStat(w io.Writer, st *queue.Stats, routes []config.Route, asJSON bool)
 	}
 	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
 	for _, d := range append([]queue.DomainShape{st.Total}, st.Domains...) {
-		cols := []string{wordSafe(d.Domain), strconv.Itoa(d.Total)}
+		cols := []string{mail.OneWord(d.Domain), strconv.Itoa(d.Total)}
 		for _, c := range d.Buckets {
 			cols = append(cols, strconv.Itoa(c))
 		}
@@ -109,7 +110,7 @@ func writeDetail(w io.Writer, d *queue.Detail, asJSON bool) error {
 	fmt.Fprintf(w, "id          %s\n", d.ID)
 	fmt.Fprintf(w, "received    %s (%s ago)\n", stamp(d.Received), formatAge(d.AgeSeconds))
 	fmt.Fprintf(w, "size        %d\n", d.Size)
-	fmt.Fprintf(w, "sender      <%s>\n", headerSafe(d.Sender))
+	fmt.Fprintf(w, "sender      <%s>\n", mail.OneLine(d.Sender))
 	fmt.Fprintf(w, "state       %s\n", d.State)
 	if !d.NextAttempt.IsZero() {
 		fmt.Fprintf(w, "next        %s (%s)\n", stamp(d.NextAttempt), nextText(&d.Row))
@@ -119,11 +120,11 @@ func writeDetail(w io.Writer, d *queue.Detail, asJSON bool) error {
 	}
 	fmt.Fprintf(w, "recipients  %d (%d pending)\n", d.Recipients, len(d.Pending))
 	for _, r := range d.Recipient {
-		fmt.Fprintf(w, "\n<%s>  %s", headerSafe(r.Address), r.State)
+		fmt.Fprintf(w, "\n<%s>  %s", mail.OneLine(r.Address), r.State)
 		if r.Active {
 			fmt.Fprint(w, " (being delivered)")
 		}
-		fmt.Fprintf(w, "  attempts %d  destination %s\n", r.Attempts, wordSafe(r.Destination))
+		fmt.Fprintf(w, "  attempts %d  destination %s\n", r.Attempts, mail.OneWord(r.Destination))
 		if !r.NextAttempt.IsZero() {
 			fmt.Fprintf(w, "  next attempt %s\n", stamp(r.NextAttempt))
 		}
@@ -136,7 +137,7 @@ func writeDetail(w io.Writer, d *queue.Detail, asJSON bool) error {
 		}
 		for _, a := range r.History {
 			fmt.Fprintf(w, "  %s  %s  route=%s host=%s tls=%s  %s\n", stamp(a.Time), a.Result,
-				orDash(wordSafe(a.Route)), orDash(wordSafe(a.Host)), orDash(wordSafe(a.TLSPolicy)), lineSafe(a.Reply))
+				orDash(mail.OneWord(a.Route)), orDash(mail.OneWord(a.Host)), orDash(mail.OneWord(a.TLSPolicy)), lineSafe(a.Reply))
 		}
 	}
 	fmt.Fprintln(w, "\nheader:")
@@ -187,35 +188,10 @@ func formatAge(sec int64) string {
 	return fmt.Sprintf("%dd%dh", d, h)
 }
 
-// headerSafe keeps a value on one line: control bytes become '?'.
-func headerSafe(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
-}
-
-// wordSafe makes s one whitespace-free printable token.
-func wordSafe(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r <= ' ' || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
-}
-
 // lineSafe makes s one printable line.
 func lineSafe(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
+	return mail.OneLine(s)
 }

@@ -123,7 +123,7 @@ TEXT is what the server said.`
 // statusLine is one recipient's outcome in words (the wire's status letters
 // stay on the wire).
 func statusLine(rcpt string, st mail.Status) string {
-	return rcpt + " " + headerSafe(st.Describe())
+	return rcpt + " " + mail.OneLine(st.Describe())
 }
 
 func sendQMTP(ctx context.Context, u *url.URL, env mail.Envelope, body io.Reader, size int64, insecure bool) []mail.Status {

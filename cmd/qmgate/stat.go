@@ -109,7 +109,7 @@ func writeRoutes(w io.Writer, st *queue.Stats, shapes []routeShape) error {
 	}
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	for _, r := range shapes {
-		cols := []string{wordSafe(r.Route), wordSafe(r.NextHop), strconv.Itoa(r.Total)}
+		cols := []string{mail.OneWord(r.Route), mail.OneWord(r.NextHop), strconv.Itoa(r.Total)}
 		for _, c := range r.Buckets {
 			cols = append(cols, strconv.Itoa(c))
 		}
@@ -151,7 +151,7 @@ func writeNextHops(w io.Writer, st *queue.Stats, now time.Time) error {
 				last += " (" + stamp(h.LastErrorAt) + ")"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", wordSafe(h.Host), state, since, retry, h.Failures, last)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", mail.OneWord(h.Host), state, since, retry, h.Failures, last)
 	}
 	return tw.Flush()
 }

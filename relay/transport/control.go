@@ -283,7 +283,7 @@ func (m *Mailboxes) reverseSRS(ctx context.Context, j *Job, rcpt string) Result 
 		return Result{Status: statusBadSRS}
 	}
 	env := mail.Envelope{Sender: mail.ExpandVERP(j.Envelope.Sender, rcpt), Recipients: []string{orig}}
-	if err := m.requeueJob(ctx, j, env, "Delivered-To: "+headerSafe(rcpt)+"\n"); err != nil {
+	if err := m.requeueJob(ctx, j, env, "Delivered-To: "+mail.OneLine(rcpt)+"\n"); err != nil {
 		return Result{Status: mail.StatusOf(err), Host: "srs"}
 	}
 	return Result{Status: mail.OK("returned to " + orig), Host: "srs"}

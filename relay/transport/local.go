@@ -24,20 +24,7 @@ import (
 // Return-Path with the envelope sender and Delivered-To with the full
 // recipient address (which also counts as a hop, so forwarding loops end).
 func traceHeader(sender, rcpt string) string {
-	return "Return-Path: <" + headerSafe(sender) + ">\nDelivered-To: " + headerSafe(rcpt) + "\n"
-}
-
-// headerSafe keeps an address from breaking out of its header line.
-func headerSafe(s string) string {
-	if strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) < 0 {
-		return s
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
+	return "Return-Path: <" + mail.OneLine(sender) + ">\nDelivered-To: " + mail.OneLine(rcpt) + "\n"
 }
 
 // Maildir delivers into DIR/domain/user/{tmp,new,cur}, creating the maildir on

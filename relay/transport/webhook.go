@@ -115,11 +115,11 @@ func (w *Webhook) post(ctx context.Context, j *Job) mail.Status {
 	}
 	req.Header.Set("Content-Type", "message/rfc822")
 	req.Header.Set("X-Qmgate-Id", j.ID)
-	req.Header.Set("X-Qmgate-Sender", headerSafe(j.Envelope.Sender))
+	req.Header.Set("X-Qmgate-Sender", mail.OneLine(j.Envelope.Sender))
 	h := sha256.New()
 	h.Write([]byte(j.ID))
 	for _, r := range j.Envelope.Recipients {
-		req.Header.Add("X-Qmgate-Recipient", headerSafe(r))
+		req.Header.Add("X-Qmgate-Recipient", mail.OneLine(r))
 		h.Write([]byte{0})
 		h.Write([]byte(r))
 	}
@@ -137,7 +137,7 @@ func (w *Webhook) post(ctx context.Context, j *Job) mail.Status {
 			st.Class, st.Code = mail.Permanent, "5.4.6"
 		}
 		w.log.Warn("webhook redirected; not followed", "id", j.ID, "url", w.URL,
-			"status", resp.StatusCode, "location", headerSafe(truncate(resp.Header.Get("Location"), 512)))
+			"status", resp.StatusCode, "location", mail.OneLine(truncate(resp.Header.Get("Location"), 512)))
 	}
 	return st
 }
