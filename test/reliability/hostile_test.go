@@ -34,6 +34,9 @@ max_message_bytes = 1048576
 [limits]
 max_conns = 400
 max_conns_per_ip = 20
+# Every QMQP client is on the allow list, and trusted networks count only
+# towards max_conns by default; the per-client cap is what is tested here.
+limit_trusted_conns = true
 read_timeout = "3s"
 write_timeout = "5s"
 session_timeout = %q
