@@ -140,6 +140,11 @@ func (h *Handlers) commit(ctx context.Context, proto string, c *mail.ConnInfo, m
 	}
 	res := msg.Commit(ctx, env)
 	if !res.Status.IsAccept() {
+		if res.Problem != "" {
+			// The sink's own reason (the daemon not running, say) is for
+			// the operator; the client gets only the status.
+			h.Log.Warn("not queued", "problem", res.Problem)
+		}
 		h.refuse(ctx, proto, c, env.Sender, env.Recipients, res.Status)
 		return res.Status
 	}

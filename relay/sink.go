@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/qmgate/qmgate/internal/qmail"
@@ -160,9 +162,10 @@ func (m *spooledMessage) Abort() {
 	}
 }
 
-// exitResult is the Result for a qmail-qmqpc exit code with qmail's text.
-func exitResult(code int) qmail.Result {
-	return qmail.Result{Status: qmail.StatusForExit(code, nil), Exit: code}
+// exitResult is the Result for a qmail-qmqpc exit code with qmail's text,
+// and the plain reason for the operator.
+func exitResult(code int, problem string) qmail.Result {
+	return qmail.Result{Status: qmail.StatusForExit(code, nil), Exit: code, Problem: problem}
 }
 
 // Commit sends the spooled message.
@@ -172,7 +175,7 @@ func (m *spooledMessage) Commit(ctx context.Context, env mail.Envelope) qmail.Re
 	}
 	defer m.Abort()
 	if m.werr != nil {
-		return exitResult(qmail.ExitWriteError)
+		return exitResult(qmail.ExitWriteError, "could not write the message to a temporary file: "+m.werr.Error())
 	}
 	timeout := m.s.Timeout
 	if timeout <= 0 {
@@ -180,7 +183,7 @@ func (m *spooledMessage) Commit(ctx context.Context, env mail.Envelope) qmail.Re
 	}
 	body := func() io.Reader { return io.NewSectionReader(m.f, 0, m.n) }
 
-	res := exitResult(qmail.ExitConfig)
+	res := exitResult(qmail.ExitConfig, "no QMQP server to send to (for qmgate's daemon: no unix: address in [qmqp] listen)")
 	if len(m.s.Servers) > 0 {
 		c := &qmqp.Client{Servers: m.s.Servers, ConnectTimeout: m.s.ConnectTimeout, IOTimeout: timeout}
 		r, err := c.Send(ctx, env, body(), m.n)
@@ -192,15 +195,17 @@ func (m *spooledMessage) Commit(ctx context.Context, env mail.Envelope) qmail.Re
 		case errors.Is(err, qmqp.ErrInvalidEnvelope):
 			return qmail.Result{Status: r.Status, Exit: qmail.ExitRefused}
 		case errors.As(err, &ce) && ce.Timeout():
-			res = exitResult(qmail.ExitConnectTimeout)
+			res = exitResult(qmail.ExitConnectTimeout, "no QMQP server answered in time ("+strings.Join(m.s.Servers, ", ")+"): is the daemon running?")
 		case ce != nil:
-			res = exitResult(qmail.ExitConnectRefused)
+			res = exitResult(qmail.ExitConnectRefused, "could not connect to "+strings.Join(m.s.Servers, ", ")+
+				" ("+cmp.Or(mail.Cause(err, 0), "connection failed")+"): is the daemon running?")
 		case errors.As(err, &te):
 			// It may have been queued: trying the queue directory now
 			// could make a duplicate, qmail-qmqpc's rule applies.
-			return exitResult(qmail.ExitCommFailed)
+			return exitResult(qmail.ExitCommFailed, "the connection to the QMQP server failed during the transfer ("+
+				cmp.Or(mail.Cause(err, timeout), "connection lost")+"); the message may have been queued, so it was not sent again")
 		default:
-			return exitResult(qmail.ExitReadError)
+			return exitResult(qmail.ExitReadError, "could not read the message back from its temporary file")
 		}
 	}
 	if m.s.QueueDir == "" {
@@ -216,15 +221,34 @@ func (m *spooledMessage) Commit(ctx context.Context, env mail.Envelope) qmail.Re
 		if errors.As(err, &st) && st.IsPermanent() {
 			return qmail.Result{Status: st, Exit: qmail.ExitRefused}
 		}
+		why := directProblem(m.s.QueueDir, err)
 		if len(m.s.Servers) > 0 && (errors.Is(err, ErrQueueBusy) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission)) {
 			// The queue is not ours to write (the daemon holds it, it is
 			// not there, it belongs to another user): the failed
-			// connection is the error to report.
+			// connection is the exit code to report, with both reasons.
+			res.Problem += "; and " + why
 			return res
 		}
-		return exitResult(qmail.ExitWriteError)
+		if len(m.s.Servers) == 0 {
+			why = res.Problem + "; and " + why
+		}
+		return exitResult(qmail.ExitWriteError, why)
 	}
 	return qmail.Result{Status: mail.OK("ok " + strconv.FormatInt(time.Now().Unix(), 10) + " queued as " + id), ID: id}
+}
+
+// directProblem words why a direct commit into the queue directory dir
+// failed, for the operator.
+func directProblem(dir string, err error) string {
+	switch {
+	case errors.Is(err, ErrQueueBusy):
+		return "the queue directory " + dir + " is locked (a running daemon holds it)"
+	case errors.Is(err, fs.ErrNotExist):
+		return "the queue directory " + dir + " does not exist"
+	case errors.Is(err, fs.ErrPermission):
+		return "this user (uid " + strconv.Itoa(os.Getuid()) + ") may not write the queue directory " + dir + " directly: only its owner or root may"
+	}
+	return "could not write the message into the queue directory " + dir + ": " + err.Error()
 }
 
 // CommitToQueue commits a message into qmgate's queue directory dir itself,

@@ -191,3 +191,27 @@ func TestCommitToQueueMissingDir(t *testing.T) {
 		t.Fatal("a missing queue directory was created")
 	}
 }
+
+// TestQMQPSinkProblem: a message that could not be queued says why in
+// plain words for the operator, and the client's status names no path.
+func TestQMQPSinkProblem(t *testing.T) {
+	dir := t.TempDir()
+	s := &QMQPSink{Servers: []string{"unix:" + filepath.Join(dir, "gone.sock")}, QueueDir: filepath.Join(dir, "no-queue")}
+	m, err := s.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Write([]byte("Subject: x\n\nbody\n"))
+	res := m.Commit(context.Background(), mail.Envelope{Sender: "a@b", Recipients: []string{"c@d"}})
+	if res.Exit != qmail.ExitConnectRefused || res.Status.IsAccept() {
+		t.Fatalf("result %+v", res)
+	}
+	for _, want := range []string{"could not connect to unix:", "is the daemon running?", "no-queue does not exist"} {
+		if !strings.Contains(res.Problem, want) {
+			t.Errorf("problem %q lacks %q", res.Problem, want)
+		}
+	}
+	if strings.Contains(res.Status.Text, dir) {
+		t.Errorf("the client's status names a path: %q", res.Status.Text)
+	}
+}

@@ -58,24 +58,24 @@ func fdFile(v any) (*os.File, bool) {
 
 // readQueueInput reads what qmail-queue reads: the whole message from fd 0
 // into m, then the envelope from fd 1. The exit code is qmail-queue's for
-// the first failure, or 0.
-func readQueueInput(m qmail.Message, stdin io.Reader, stdout io.Writer, maxRcpt int) (mail.Envelope, int) {
+// the first failure, or 0, and that failure in plain words.
+func readQueueInput(m qmail.Message, stdin io.Reader, stdout io.Writer, maxRcpt int) (mail.Envelope, int, string) {
 	if _, err := io.Copy(m, stdin); err != nil {
-		return mail.Envelope{}, qmail.ExitReadError
+		return mail.Envelope{}, qmail.ExitReadError, "could not read the message from standard input: " + err.Error()
 	}
 	fd1, ok := fdFile(stdout)
 	if !ok {
-		return mail.Envelope{}, qmail.ExitReadError
+		return mail.Envelope{}, qmail.ExitReadError, "the envelope must come on file descriptor 1, as qmail-queue reads it"
 	}
 	env, err := qmail.ReadEnvelope(fd1, maxRcpt)
 	if err != nil {
 		var ee *qmail.EnvelopeError
 		if errors.As(err, &ee) {
-			return mail.Envelope{}, ee.Code
+			return mail.Envelope{}, ee.Code, "bad envelope on file descriptor 1: " + ee.Err.Error()
 		}
-		return mail.Envelope{}, qmail.ExitReadError
+		return mail.Envelope{}, qmail.ExitReadError, "could not read the envelope from file descriptor 1: " + err.Error()
 	}
-	return env, 0
+	return env, 0, ""
 }
 
 // runQmqpc is qmail-qmqpc: the servers come from control/qmqpservers under
@@ -95,6 +95,7 @@ func runQmqpc(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return qmail.ExitConfig
 	}
 	res, _ := putQueueInput(&relay.QMQPSink{Servers: servers}, nil, stdin, stdout, 0)
+	reportQueueFailure(stderr, "qmail-qmqpc", res)
 	return res.Exit
 }
 
@@ -105,13 +106,13 @@ func runQmqpc(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func putQueueInput(sink qmail.Sink, trace []byte, stdin io.Reader, stdout io.Writer, maxRcpt int) (res qmail.Result, committed bool) {
 	m, err := sink.Begin(context.Background())
 	if err != nil {
-		return qmail.Result{Exit: qmail.ExitWriteError}, false
+		return qmail.Result{Exit: qmail.ExitWriteError, Problem: "could not make a temporary file for the message in " + os.TempDir()}, false
 	}
 	m.Write(trace)
-	env, code := readQueueInput(m, stdin, stdout, maxRcpt)
+	env, code, problem := readQueueInput(m, stdin, stdout, maxRcpt)
 	if code != 0 || len(env.Recipients) == 0 {
 		m.Abort()
-		return qmail.Result{Exit: code}, false
+		return qmail.Result{Exit: code, Problem: problem}, false
 	}
 	return m.Commit(context.Background(), env), true
 }
@@ -171,11 +172,26 @@ func runQmailQueue(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 	// qmail-queue's own trace line, on top of the message.
 	b := []byte("Received: (qmgate " + strconv.Itoa(os.Getpid()) + " invoked by uid " + strconv.Itoa(os.Getuid()) + "); ")
 	b = mail.AppendDate822(b, time.Now())
-	res, committed := putQueueInput(daemonSink(cfg), append(b, '\n'), stdin, stdout, cfg.MaxRecipients)
-	if committed && !res.Status.IsAccept() {
-		fmt.Fprintf(stderr, "qmgate qmail-queue: %s\n", res.Status.Reply())
-	}
+	res, _ := putQueueInput(daemonSink(cfg), append(b, '\n'), stdin, stdout, cfg.MaxRecipients)
+	reportQueueFailure(stderr, "qmail-queue", res)
 	return res.Exit
+}
+
+// reportQueueFailure tells the person or the log behind stderr why a
+// message was not queued: the sink's plain reason, else the refusal in
+// words (qmail's exit code stays the program's answer).
+func reportQueueFailure(stderr io.Writer, name string, res qmail.Result) {
+	if res.Exit == 0 {
+		return
+	}
+	why := res.Problem
+	if why == "" && res.Status.Text != "" {
+		why = res.Status.Describe()
+	}
+	if why == "" {
+		why = qmail.StatusForExit(res.Exit, nil).Describe()
+	}
+	fmt.Fprintf(stderr, "qmgate %s: message not queued: %s\n", name, why)
 }
 
 func runQmtpd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {

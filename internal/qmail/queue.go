@@ -57,6 +57,11 @@ type Result struct {
 	// queue ID, or the program's pid. Empty when nothing was committed or
 	// the sink gives no name.
 	ID string
+	// Problem says in plain words why nothing was committed, when the sink
+	// knows more than Status ("the daemon is not running ..."), for the
+	// operator: stderr and logs. It may name paths and users, so it is
+	// never sent to a client; Status is the wire's answer.
+	Problem string
 }
 
 // Put runs the program with body on fd 0 and env on fd 1, as qmail's
