@@ -479,12 +479,7 @@ func (s *Server) readHeader(c *serve.IOConn, info *mail.ConnInfo, now time.Time)
 // readErr classifies an error from the netstring reader: grammar errors wrap
 // ErrMalformed; I/O errors (EOF, reset, timeout) are returned as they are.
 func readErr(err error) error {
-	switch {
-	case errors.Is(err, netstring.ErrNotDigit), errors.Is(err, netstring.ErrOverflow),
-		errors.Is(err, netstring.ErrComma), errors.Is(err, netstring.ErrTooLong),
-		errors.Is(err, netstring.ErrLeadingZero), errors.Is(err, netstring.ErrEmptyLength):
-		return fmt.Errorf("%w: %w", ErrMalformed, err)
-	case errors.Is(err, netstring.ErrPending):
+	if netstring.Malformed(err) || errors.Is(err, netstring.ErrPending) {
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return err

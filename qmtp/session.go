@@ -42,9 +42,7 @@ func protocolError(err error) error {
 	switch {
 	case err == nil, errors.Is(err, ErrProtocol):
 		return err
-	case errors.Is(err, netstring.ErrNotDigit), errors.Is(err, netstring.ErrOverflow),
-		errors.Is(err, netstring.ErrTooLong), errors.Is(err, netstring.ErrComma),
-		errors.Is(err, netstring.ErrLeadingZero), errors.Is(err, netstring.ErrEmptyLength):
+	case netstring.Malformed(err):
 		return fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
 	return err
