@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/safedir"
 )
 
 // Defaults for Cache's bounds.
@@ -351,8 +353,8 @@ func (c *Cache) load(domain string) (Policy, bool) {
 	return p, true
 }
 
-// store keeps p in memory and on disk (written to a temporary file and
-// renamed, so a crash leaves the old policy or the new one).
+// store keeps p in memory and on disk (replaced atomically, so a crash
+// leaves the old policy or the new one).
 func (c *Cache) store(p Policy) error {
 	c.mu.Lock()
 	c.mem[p.Domain] = p
@@ -364,24 +366,7 @@ func (c *Cache) store(p Policy) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(c.Dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), c.path(p.Domain))
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
+	return safedir.WriteFile(c.path(p.Domain), b)
 }
 
 // path is the cache file of a domain; isHostname has kept '/' and ".." out.
