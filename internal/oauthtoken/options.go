@@ -147,12 +147,10 @@ func loopbackHTTP(u string) bool {
 	return false
 }
 
-func (o *Options) routeName() string {
-	if o.Route == "" {
-		return "(unnamed)"
-	}
-	return o.Route
-}
+func (o *Options) routeName() string { return routeName(o.Route) }
+
+// routeName is how status texts and errors name a route.
+func routeName(r string) string { return cmp.Or(r, "(unnamed)") }
 
 func (o *Options) margin() time.Duration {
 	if o.RefreshMargin > 0 {
