@@ -352,11 +352,11 @@ func (s *Server) serve(t *serve.Conn, rw io.ReadWriter, info *mail.ConnInfo) err
 	if errors.As(req.envErr, &override) {
 		st = override
 	}
+	level := slog.LevelInfo
 	if st.IsAccept() {
-		log.Debug("qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", st.SMTPText(), "code", st.EnhancedCode(), "result", st.Outcome(), "delay", time.Since(start))
-	} else {
-		log.Info("qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", st.SMTPText(), "code", st.EnhancedCode(), "result", st.Outcome(), "delay", time.Since(start))
+		level = slog.LevelDebug
 	}
+	log.Log(context.Background(), level, "qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", st.SMTPText(), "code", st.EnhancedCode(), "result", st.Outcome(), "delay", time.Since(start))
 	return s.reply(c, rw, st, log, release)
 }
 
