@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -314,27 +315,27 @@ func (cn *Conn) Send(ctx context.Context, msgs ...*Message) ([][]mail.Status, er
 			todo = append(todo, i)
 		}
 	}
+	// unsent answers the messages todo[k:] with st.
+	unsent := func(k int, st mail.Status) {
+		for _, i := range todo[k:] {
+			res[i] = fill(len(msgs[i].Envelope.Recipients), st)
+		}
+	}
 	if len(todo) == 0 {
 		return res, errors.Join(errs...)
 	}
 	if err := cn.Err(); err != nil {
-		for _, i := range todo {
-			res[i] = fill(len(msgs[i].Envelope.Recipients), mail.StatusNoReply)
-		}
+		unsent(0, mail.StatusNoReply)
 		return res, errors.Join(append(errs, fmt.Errorf("%w: %w", ErrConnBroken, err))...)
 	}
 	if err := ctx.Err(); err != nil {
 		// Nothing sent, and the connection stays good for another call.
-		for _, i := range todo {
-			res[i] = fill(len(msgs[i].Envelope.Recipients), mail.StatusTempFailure)
-		}
+		unsent(0, mail.StatusTempFailure)
 		return res, errors.Join(append(errs, err)...)
 	}
 	if err := cn.probe(); err != nil {
 		cn.abort(err)
-		for _, i := range todo {
-			res[i] = fill(len(msgs[i].Envelope.Recipients), mail.StatusNoReply)
-		}
+		unsent(0, mail.StatusNoReply)
 		return res, errors.Join(append(errs, err)...)
 	}
 
@@ -382,10 +383,7 @@ func (cn *Conn) Send(ctx context.Context, msgs ...*Message) ([][]mail.Status, er
 			m.Replied(st)
 		}
 	}
-	for ; k < len(todo); k++ {
-		i := todo[k]
-		res[i] = fill(len(msgs[i].Envelope.Recipients), statusFor(connErr))
-	}
+	unsent(k, statusFor(connErr))
 	if connErr != nil {
 		cn.abort(connErr) // also unblocks the writer
 	} else if cn.br.Buffered() > 0 {
@@ -514,11 +512,7 @@ func (cn *Conn) writePackage(m *Message) error {
 	return err
 }
 
-func fill(n int, st mail.Status) []mail.Status {
-	s := make([]mail.Status, n)
-	fillFrom(s, 0, st)
-	return s
-}
+func fill(n int, st mail.Status) []mail.Status { return slices.Repeat([]mail.Status{st}, n) }
 
 func fillFrom(s []mail.Status, from int, st mail.Status) {
 	for i := from; i < len(s); i++ {
