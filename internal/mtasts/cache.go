@@ -97,11 +97,14 @@ func (c *Cache) init() {
 	})
 }
 
-func (c *Cache) fetchTimeout() time.Duration {
-	if c.FetchTimeout > 0 {
-		return c.FetchTimeout
+func (c *Cache) fetchTimeout() time.Duration { return orDefault(c.FetchTimeout, DefaultFetchTimeout) }
+
+// orDefault is v when positive, else def.
+func orDefault[T int | int64 | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
 	}
-	return DefaultFetchTimeout
+	return def
 }
 
 func (c *Cache) now() time.Time {
@@ -203,11 +206,7 @@ func (c *Cache) lookup(ctx context.Context, domain string) (string, error) {
 	if r == nil {
 		r = net.DefaultResolver
 	}
-	t := c.LookupTimeout
-	if t <= 0 {
-		t = DefaultLookupTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, t)
+	ctx, cancel := context.WithTimeout(ctx, orDefault(c.LookupTimeout, DefaultLookupTimeout))
 	defer cancel()
 	recs, err := r.LookupTXT(ctx, "_mta-sts."+domain)
 	if err != nil {
@@ -251,10 +250,7 @@ func (c *Cache) fetch(ctx context.Context, domain string) (Policy, error) {
 			return Policy{}, fmt.Errorf("policy served as %q, not text/plain", trunc(ct))
 		}
 	}
-	max := c.MaxPolicyBytes
-	if max <= 0 {
-		max = DefaultMaxPolicyBytes
-	}
+	max := orDefault(c.MaxPolicyBytes, DefaultMaxPolicyBytes)
 	b, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
 	if err != nil {
 		return Policy{}, fmt.Errorf("reading the policy: %w", err)
@@ -277,9 +273,7 @@ const DefaultRefreshMax = 100
 // failure.
 func (c *Cache) Refresh(ctx context.Context, max int) (int, error) {
 	c.init()
-	if max <= 0 {
-		max = DefaultRefreshMax
-	}
+	max = orDefault(max, DefaultRefreshMax)
 	now := c.now()
 	var due []string
 	seen := map[string]bool{}
