@@ -118,17 +118,14 @@ type ConnectAttempt struct {
 }
 
 func (e *ConnectError) Error() string {
-	var b strings.Builder
-	b.WriteString("qmqp: could not connect to any server")
-	for i, a := range e.Attempts {
-		if i == 0 {
-			b.WriteString(": ")
-		} else {
-			b.WriteString("; ")
-		}
-		b.WriteString(a.Server + ": " + a.Err.Error())
+	var tried []string
+	for _, a := range e.Attempts {
+		tried = append(tried, a.Server+": "+a.Err.Error())
 	}
-	return b.String()
+	if len(tried) == 0 {
+		return "qmqp: could not connect to any server"
+	}
+	return "qmqp: could not connect to any server: " + strings.Join(tried, "; ")
 }
 
 // Unwrap returns the attempts' errors.
