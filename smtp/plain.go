@@ -215,13 +215,14 @@ func (sc *serverConn) rewrite(p []byte) ([]byte, bool) {
 			}
 			continue
 		}
-		repl, ok := sc.replaceLine(nil, line)
+		// The result lives until Write returns (it is written, or copied
+		// into pending), so the connection's scratch buffer can hold it.
+		repl, ok := sc.replaceLine(sc.rewriteBuf[:0], line)
 		if !ok {
 			continue
 		}
 		// The first change: the lines before it stay as they were.
-		changed = true
-		out = repl
+		changed, out = true, repl
 		if start > 0 {
 			out = append(append(make([]byte, 0, len(p)+len(repl)), p[:start]...), repl...)
 		}
