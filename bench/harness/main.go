@@ -4,7 +4,7 @@
 // limits, and writes BENCHMARKS.md. bench/run is the one command that runs
 // it (after installing what it needs from Debian packages):
 //
-//	bench/run                      # full run, writes BENCHMARKS.md (~20 minutes)
+//	bench/run                      # full run, writes BENCHMARKS.md (~25 minutes)
 //	bench/run -quick -out /tmp/B.md   # smoke run with tiny counts (~1 minute)
 //	go run ./bench/harness -only qmqp,smtp -pprof /tmp/prof   # some measurements, with CPU profiles
 //
