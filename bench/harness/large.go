@@ -2,7 +2,12 @@
 
 package main
 
-import "fmt"
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
 
 // largeDepth is qmtp-source's pipelining depth for large messages: four
 // packages in flight per session keep a hub busy without holding hundreds
@@ -18,6 +23,7 @@ type largePoint struct {
 	size  int
 	msgs  int
 	disk  float64 // bench/flushrate's best durable rate at this size; 0: not measured
+	best  string  // the flushrate mode that reached it
 	relay hubRelay
 	drain drainRun
 }
@@ -25,8 +31,9 @@ type largePoint struct {
 func (h *Harness) largeMessages() *Section {
 	s := &Section{}
 	z := h.sizes
-	s.printf("At each size: the disk's best durable rate for it (`bench/flushrate -modes parallel`: 10 writers placing their messages "+
-		"into one preallocated log, one fdatasync per 10 messages), then hub to hub as in section 3 (`qmtp-source`, %d sessions, %d packages "+
+	s.printf("At each size: the disk's best durable rate for it (the best of every `bench/flushrate` mode at that size, 10 writers where a mode "+
+		"has several, one fdatasync per 10 messages where it batches: one file per message, an append log, a preallocated log, writers placing "+
+		"their messages into one preallocated log in parallel), then hub to hub as in section 3 (`qmtp-source`, %d sessions, %d packages "+
 		"in flight each → hub A → QMTP → hub B → `discard:`; the clock stops when B has delivered every message A acknowledged), then the "+
 		"drain as in section 4 (the backlog queued while the next hop is down, then flushed to `qmtp-sink`; the clock runs from the flush until the sink has every message). "+
 		"Each runs min(%d, %d MiB ÷ size) messages. Both hubs' queues and the drain's queue are on the disk flushrate measured; hub to hub writes "+
@@ -35,7 +42,7 @@ func (h *Harness) largeMessages() *Section {
 	var pts []largePoint
 	for _, size := range z.LargeSizes {
 		p := largePoint{size: size, msgs: max(min(z.LargeMsgs, z.LargeBytes/size), 20)}
-		p.disk = h.diskRate(size)
+		p.disk, p.best = h.diskBest(size)
 		p.relay = h.relayHubs(fmt.Sprintf("large-%d", size), fmt.Sprintf("hub to hub, %s messages: qmtp-source K → hub B delivered", sizeLabel(size)),
 			largeSessions, p.msgs, size, largeDepth, false)
 		p.drain = h.drainQmgate(fmt.Sprintf("large-drain-%d", size), "qmtp", p.msgs, size, largeDepth)
@@ -62,7 +69,7 @@ const largeGoalSize = 256 << 10
 // largeReport is the table of the large-message measurement and its
 // targets (at largeGoalSize, when measured).
 func largeReport(pts []largePoint) ([][]string, []Target) {
-	rows := [][]string{{"size", "messages", "disk msg/s (MB/s)", "hub to hub msg/s (MB/s)", "hub to hub ÷ disk", "hubs' CPU µs/msg (A + B)",
+	rows := [][]string{{"size", "messages", "disk msg/s (MB/s)", "disk's best mode", "hub to hub msg/s (MB/s)", "hub to hub ÷ disk", "hubs' CPU µs/msg (A + B)",
 		"drain msg/s (MB/s)", "drain ÷ disk", "drain CPU µs/msg", "machine CPU (hub to hub, drain)"}}
 	var targets []Target
 	mbs := func(r float64, size int) string { return fmt.Sprintf("%s (%.0f)", rate(r), r*float64(size)/1e6) }
@@ -73,7 +80,11 @@ func largeReport(pts []largePoint) ([][]string, []Target) {
 			disk = mbs(p.disk, p.size)
 		}
 		n := p.relay.load.Accepted
-		rows = append(rows, []string{sizeLabel(p.size), fmt.Sprint(p.msgs), disk, mbs(rr, p.size), pct(rr, p.disk),
+		best := p.best
+		if best == "" {
+			best = "–"
+		}
+		rows = append(rows, []string{sizeLabel(p.size), fmt.Sprint(p.msgs), disk, best, mbs(rr, p.size), pct(rr, p.disk),
 			fmt.Sprintf("%s (%s + %s)", usPer(p.relay.cpuA+p.relay.cpuB, n), usPer(p.relay.cpuA, n), usPer(p.relay.cpuB, n)),
 			mbs(dr, p.size), pct(dr, p.disk), usPer(p.drain.cpu, p.drain.got),
 			fmt.Sprintf("%.0f%%, %.0f%%", p.relay.usage.CPUPercent(), p.drain.usage.CPUPercent())})
@@ -103,4 +114,36 @@ func largeReport(pts []largePoint) ([][]string, []Target) {
 		}
 	}
 	return rows, targets
+}
+
+// diskBest is the disk's best durable rate for messages of size bytes over
+// every mode of bench/flushrate (10 writers where a mode has several, one
+// fdatasync per 10 messages where it batches), and which mode reached it;
+// 0 when it cannot be measured (the reason goes to the log).
+func (h *Harness) diskBest(size int) (float64, string) {
+	r, err := h.runTool(5*time.Minute, h.bin("flushrate"), "-json", "-dir", h.work, "-size", strconv.Itoa(size),
+		"-seconds", fmt.Sprint(h.sizes.FlushSeconds), "-writers", "10", "-batch", "10")
+	var res []flushResult
+	if err == nil {
+		err = json.Unmarshal([]byte(r.Stdout), &res)
+	}
+	if err != nil || len(res) == 0 {
+		h.logf("   flushrate at %d bytes: %v %s", size, err, r.Stderr)
+		return 0, ""
+	}
+	return bestFlush(res)
+}
+
+// bestFlush picks the fastest of flushrate's results and names its mode.
+func bestFlush(res []flushResult) (float64, string) {
+	var best flushResult
+	for _, r := range res {
+		if r.PerSec > best.PerSec {
+			best = r
+		}
+	}
+	if best.PerSec <= 0 {
+		return 0, ""
+	}
+	return best.PerSec, fmt.Sprintf("%s, %d writer(s), %d per fdatasync", best.Name, best.Writers, best.Batch)
 }
