@@ -156,7 +156,8 @@ func (h *Harness) dkimSigning() *Section {
 		"starting with the next one, so that the load of a shared machine falls on each alike; after each signed run the harness measures the bare signing rate of the "+
 		"machine's %d cores for the same key (a Go program in the harness: one SHA-256 of a signed header block and the key's `Sign`, "+
 		"every core at once for %v; Go's crypto, the code qmgate signs with, rather than `openssl speed`, whose own assembly would "+
-		"make the ratio compare two libraries). Figures are medians over the rounds, ranges in brackets. "+
+		"make the ratio compare two libraries). Figures are medians over the rounds, ranges in brackets; ratios are taken within each round; "+
+		"a goal is judged on its worst round, since on a busy machine a lucky round or median can pass it. "+
 		"The sink's bytes per message show that the signed hubs did sign.\n\n",
 		z.DKIMSessions, z.DKIMMsgs, z.Size, benchSender, z.DKIMRounds, runtime.NumCPU(), z.SignTime)
 
@@ -301,18 +302,18 @@ func dkimReport(variants []*dkimVariant) (rows [][]string, targets []Target, err
 		rows = append(rows, row)
 		switch v.algo {
 		case dkim.AlgoRSA:
-			got := median(vsSign)
-			targets = append(targets, Target{Name: "DKIM RSA-2048: signed delivery ≥ 80 % of the cores' signing rate", Want: "≥ 80 %",
-				Got:  fmt.Sprintf("%s (%s msg/s vs %s signatures/s)", percent(got), rate(median(rates)), rate(median(sigRates))),
-				Pass: len(vsSign) > 0 && got >= 0.8,
+			got, worst := median(vsSign), minOr0(vsSign)
+			targets = append(targets, Target{Name: "DKIM RSA-2048: signed delivery ≥ 80 % of the cores' signing rate", Want: "≥ 80 % in every round",
+				Got:  fmt.Sprintf("%s, worst round %s (%s msg/s vs %s signatures/s)", percent(got), percent(worst), rate(median(rates)), rate(median(sigRates))),
+				Pass: len(vsSign) > 0 && worst >= 0.8,
 				Limit: fmt.Sprintf("The cores' signing rate is what they reach doing nothing else; end to end they also carry qmqp-source, qmtp-sink and "+
 					"the kernel's loopback work. What signing adds to qmgate's CPU per message is %s of one bare signature's CPU "+
 					"(1.00: the signature and nothing more).", spread(extra, func(x float64) string { return fmt.Sprintf("%.2f", x) }))})
 		case dkim.AlgoEd25519:
-			loss := 1 - median(vsBase)
-			targets = append(targets, Target{Name: "DKIM Ed25519: under 10 % throughput lost to signing", Want: "< 10 %",
-				Got:  fmt.Sprintf("%s lost (%s vs %s msg/s)", percent(loss), rate(median(rates)), rate(median(base.rates()))),
-				Pass: len(vsBase) > 0 && loss < 0.1,
+			loss, worst := 1-median(vsBase), 1-minOr0(vsBase)
+			targets = append(targets, Target{Name: "DKIM Ed25519: under 10 % throughput lost to signing", Want: "< 10 % in every round",
+				Got:  fmt.Sprintf("%s lost, worst round %s (%s vs %s msg/s)", percent(loss), percent(worst), rate(median(rates)), rate(median(base.rates()))),
+				Pass: len(vsBase) > 0 && worst < 0.1,
 				Limit: fmt.Sprintf("Signing adds %s µs of qmgate CPU per message to %s µs unsigned; a bare Ed25519 signature costs %s µs here.",
 					fmt.Sprintf("%.0f", median(cpus)-median(base.cpus())), fmt.Sprintf("%.0f", median(base.cpus())), fmt.Sprintf("%.0f", median(sigCPU)))})
 		}
@@ -338,6 +339,16 @@ func (v *dkimVariant) cpus() []float64 {
 
 // percent writes a fraction as a percentage, as pct does.
 func percent(x float64) string { return fmt.Sprintf("%.0f%%", 100*x) }
+
+// minOr0 is v's least value, 0 when it is empty. A target is judged on
+// its worst round: on a busy machine one lucky round, or a lucky median,
+// can pass a goal that the code does not meet.
+func minOr0(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	return slices.Min(v)
+}
 
 // median of v (0 when empty).
 func median(v []float64) float64 {
