@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/dns/dnsmessage"
-
 	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 )
@@ -251,72 +249,6 @@ via = "maildir:DIR/maildir"
 	})
 }
 
-// fakeDNS answers MX, A and AAAA queries from a table, on loopback UDP.
-type fakeDNS struct {
-	addr string
-	mx   map[string][]*net.MX
-	a    map[string]string
-	fail map[string]bool // SERVFAIL
-}
-
-func startFakeDNS(t *testing.T, d *fakeDNS) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	d.addr = pc.LocalAddr().String()
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var p dnsmessage.Parser
-			hdr, err := p.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			q, err := p.Question()
-			if err != nil {
-				continue
-			}
-			name := strings.ToLower(strings.TrimSuffix(q.Name.String(), "."))
-			rh := dnsmessage.Header{ID: hdr.ID, Response: true, Authoritative: true, RCode: dnsmessage.RCodeSuccess}
-			known := d.mx[name] != nil || d.a[name] != ""
-			if d.fail[name] {
-				rh.RCode = dnsmessage.RCodeServerFailure
-			} else if !known {
-				rh.RCode = dnsmessage.RCodeNameError
-			}
-			bld := dnsmessage.NewBuilder(nil, rh)
-			bld.StartQuestions()
-			bld.Question(q)
-			bld.StartAnswers()
-			rr := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}
-			if rh.RCode == dnsmessage.RCodeSuccess {
-				switch q.Type {
-				case dnsmessage.TypeMX:
-					for _, mx := range d.mx[name] {
-						bld.MXResource(rr, dnsmessage.MXResource{Pref: mx.Pref, MX: dnsmessage.MustNewName(mx.Host)})
-					}
-				case dnsmessage.TypeA:
-					if ip := d.a[name]; ip != "" {
-						var a [4]byte
-						copy(a[:], net.ParseIP(ip).To4())
-						bld.AResource(rr, dnsmessage.AResource{A: a})
-					}
-				}
-			}
-			out, err := bld.Finish()
-			if err == nil {
-				pc.WriteTo(out, from)
-			}
-		}
-	}()
-}
-
 // commonPort reserves one port on every address (testpeer.Reserve) until
 // the test ends, so an MX route's fixed QMTP and SMTP ports can reach
 // servers on different loopback addresses. The kernel picks it on the first
@@ -373,19 +305,15 @@ via = "maildir:DIR/maildir"
 `, qport))
 	smtp3 := newRawSMTPSink(t, fmt.Sprintf("127.0.0.3:%d", sport))
 	smtp4 := newRawSMTPSink(t, fmt.Sprintf("127.0.0.4:%d", sport))
-	dns := &fakeDNS{
-		mx: map[string][]*net.MX{
-			"qmtp.test":     {{Host: "mx.qmtp.test.", Pref: 12801}},
-			"smtp.test":     {{Host: "mx.smtp.test.", Pref: 10}},
-			"fallback.test": {{Host: "mx.fallback.test.", Pref: 12817}},
-		},
-		a: map[string]string{
-			"mx.qmtp.test": "127.0.0.2", "mx.smtp.test": "127.0.0.3", "mx.fallback.test": "127.0.0.4",
-			"nomx.test": "127.0.0.3",
-		},
-		fail: map[string]bool{"servfail.test": true},
+	dns := testpeer.StartDNS(t, "127.0.0.1")
+	dns.SetMX("qmtp.test", &net.MX{Host: "mx.qmtp.test.", Pref: 12801})
+	dns.SetMX("smtp.test", &net.MX{Host: "mx.smtp.test.", Pref: 10})
+	dns.SetMX("fallback.test", &net.MX{Host: "mx.fallback.test.", Pref: 12817})
+	for name, ip := range map[string]string{"mx.qmtp.test": "127.0.0.2", "mx.smtp.test": "127.0.0.3", "mx.fallback.test": "127.0.0.4",
+		"nomx.test": "127.0.0.3"} {
+		dns.SetA(name, ip)
 	}
-	startFakeDNS(t, dns)
+	dns.SetFault("servfail.test", testpeer.DNSServFail)
 	h := startHub(t, fmt.Sprintf(`
 rcpthosts = ["a.example"]
 [qmtp]
@@ -404,7 +332,7 @@ via = "maildir:DIR/maildir"
 [[route]]
 domains = ["*"]
 via = "mx"
-`, dns.addr, qport, sport))
+`, dns.Addr, qport, sport))
 	for _, rcpt := range []string{"u@qmtp.test", "u@smtp.test", "u@fallback.test", "u@nomx.test", "u@nxdomain.test", "u@servfail.test"} {
 		st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "alice@a.example", Recipients: []string{rcpt}}, "Subject: mx\n\nx\n")
 		if !st[0].IsAccept() {

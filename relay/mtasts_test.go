@@ -21,7 +21,6 @@ import (
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
-	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/qmgate/qmgate/internal/mtasts"
 	"github.com/qmgate/qmgate/internal/testpeer"
@@ -70,80 +69,6 @@ func (ca *stsCA) issue(serial int64, names ...string) tls.Certificate {
 		ca.t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-// stsDNS answers MX, A and TXT queries from tables, on loopback UDP; other
-// names are NXDOMAIN. The tables may change while it runs.
-type stsDNS struct {
-	addr string
-	mu   sync.Mutex
-	mx   map[string]string   // domain → its one exchanger (preference 10)
-	a    map[string]string   // name → IPv4 address
-	txt  map[string][]string // name → TXT strings
-}
-
-func startSTSDNS(t *testing.T, d *stsDNS) {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.addr = pc.LocalAddr().String()
-	done := make(chan struct{})
-	t.Cleanup(func() { pc.Close(); <-done })
-	go func() {
-		defer close(done)
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var p dnsmessage.Parser
-			hdr, err := p.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			q, err := p.Question()
-			if err != nil {
-				continue
-			}
-			name := strings.ToLower(strings.TrimSuffix(q.Name.String(), "."))
-			d.mu.Lock()
-			mx, a, txt := d.mx[name], d.a[name], d.txt[name]
-			d.mu.Unlock()
-			rh := dnsmessage.Header{ID: hdr.ID, Response: true, Authoritative: true}
-			if mx == "" && a == "" && txt == nil {
-				rh.RCode = dnsmessage.RCodeNameError
-			}
-			b := dnsmessage.NewBuilder(nil, rh)
-			b.StartQuestions()
-			b.Question(q)
-			b.StartAnswers()
-			rr := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}
-			switch {
-			case q.Type == dnsmessage.TypeMX && mx != "":
-				b.MXResource(rr, dnsmessage.MXResource{Pref: 10, MX: dnsmessage.MustNewName(mx + ".")})
-			case q.Type == dnsmessage.TypeA && a != "":
-				var ip [4]byte
-				copy(ip[:], net.ParseIP(a).To4())
-				b.AResource(rr, dnsmessage.AResource{A: ip})
-			case q.Type == dnsmessage.TypeTXT:
-				for _, s := range txt {
-					b.TXTResource(rr, dnsmessage.TXTResource{TXT: []string{s}})
-				}
-			}
-			if out, err := b.Finish(); err == nil {
-				pc.WriteTo(out, from)
-			}
-		}
-	}()
-}
-
-func (d *stsDNS) setTXT(name string, recs ...string) {
-	d.mu.Lock()
-	d.txt[name] = recs
-	d.mu.Unlock()
 }
 
 // policySite is what the policy server answers for one mta-sts host.
@@ -329,18 +254,17 @@ func TestHubMTASTS(t *testing.T) {
 	}
 	startPolicyServer(t, ca, fmt.Sprintf("%s:%d", good, hport), sites, &mu, hostNames...)
 
-	dns := &stsDNS{mx: map[string]string{}, a: map[string]string{}, txt: map[string][]string{}}
+	dns := testpeer.StartDNS(t, "127.0.0.1")
 	for _, d := range []string{"good", "badmx", "idchange", "badcert", "testing", "big", "moved", "plain"} {
 		mxHost := "mx." + d + ".test"
-		dns.mx[d+".test"] = mxHost
-		dns.a[mxHost] = good
-		dns.a["mta-sts."+d+".test"] = good
+		dns.SetMX(d+".test", &net.MX{Host: mxHost, Pref: 10})
+		dns.SetA(mxHost, good)
+		dns.SetA("mta-sts."+d+".test", good)
 		if d != "plain" {
-			dns.txt["_mta-sts."+d+".test"] = []string{"v=STSv1; id=1"}
+			dns.SetTXT("_mta-sts."+d+".test", "v=STSv1; id=1")
 		}
 	}
-	dns.a["mx.badmx.test"] = other
-	startSTSDNS(t, dns)
+	dns.SetA("mx.badmx.test", other)
 
 	h := startHub(t, fmt.Sprintf(`
 rcpthosts = ["a.example"]
@@ -362,7 +286,7 @@ via = "maildir:DIR/maildir"
 domains = ["*"]
 via = "mx"
 ca_file = %q
-`, dns.addr, qport, sport, hport, ca.file))
+`, dns.Addr, qport, sport, hport, ca.file))
 
 	ids := map[string]string{}
 	for _, d := range []string{"good", "badmx", "idchange", "badcert", "testing", "big", "moved", "plain"} {
@@ -453,7 +377,7 @@ ca_file = %q
 	mu.Lock()
 	sites["mta-sts.idchange.test"] = policySite{body: fmt.Sprintf(stsEnforce, "mx.idchange.test")}
 	mu.Unlock()
-	dns.setTXT("_mta-sts.idchange.test", "v=STSv1; id=2")
+	dns.SetTXT("_mta-sts.idchange.test", "v=STSv1; id=2")
 	if err := h.hub.Queue().Flush(t.Context(), ids["u@idchange.test"]); err != nil {
 		t.Fatal(err)
 	}
@@ -478,9 +402,11 @@ func TestHubMTASTSCache(t *testing.T) {
 	qport := commonPort(t, ip)
 	ca := newSTSCA(t)
 	sink := startTLSSink(t, fmt.Sprintf("%s:%d", ip, sport), ca.issue(2, "mx.cached.test", "mx.expired.test"))
-	dns := &stsDNS{mx: map[string]string{"cached.test": "mx.cached.test", "expired.test": "mx.expired.test"},
-		a: map[string]string{"mx.cached.test": ip, "mx.expired.test": ip}, txt: map[string][]string{}}
-	startSTSDNS(t, dns)
+	dns := testpeer.StartDNS(t, "127.0.0.1")
+	for _, d := range []string{"cached.test", "expired.test"} {
+		dns.SetMX(d, &net.MX{Host: "mx." + d, Pref: 10})
+		dns.SetA("mx."+d, ip)
+	}
 
 	qdir := filepath.Join(t.TempDir(), "queue")
 	now := time.Now()
@@ -518,7 +444,7 @@ via = "maildir:DIR/maildir"
 domains = ["*"]
 via = "mx"
 ca_file = %q
-`, qdir, dns.addr, qport, sport, ca.file))
+`, qdir, dns.Addr, qport, sport, ca.file))
 	for _, rcpt := range []string{"u@cached.test", "u@expired.test"} {
 		st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "alice@a.example", Recipients: []string{rcpt}}, "Subject: sts\n\nx\n")
 		if !st[0].IsAccept() {

@@ -2,6 +2,7 @@ package testpeer
 
 import (
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,9 +34,30 @@ func TestRecv(t *testing.T) {
 		defer close(done)
 		Recv(rec, "nothing", time.Millisecond, make(chan int))
 	}()
-	<-done
+	Recv(t, "Recv to give up", 10*time.Second, done)
 	if !rec.failed {
 		t.Fatal("Recv did not fail when nothing came")
+	}
+}
+
+// TestWait: work that ends returns; work that does not fails the test.
+func TestWait(t *testing.T) {
+	var wg sync.WaitGroup
+	wg.Go(func() {})
+	Wait(t, "work that ends", 10*time.Second, &wg)
+
+	var stuck sync.WaitGroup
+	stuck.Add(1)
+	defer stuck.Done()
+	rec := &recorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Wait(rec, "work that never ends", time.Millisecond, &stuck)
+	}()
+	Recv(t, "Wait to give up", 10*time.Second, done)
+	if !rec.failed {
+		t.Fatal("Wait did not fail when the work never ended")
 	}
 }
 
@@ -60,7 +82,7 @@ func TestCheckGoroutines(t *testing.T) {
 		CheckGoroutines(rec, 10*time.Second)
 		done := make(chan struct{})
 		go func() { close(done) }()
-		<-done
+		Recv(t, "a goroutine's end", 10*time.Second, done)
 	}()
 	if rec.failed {
 		t.Fatal("a goroutine that ended was reported")
