@@ -733,7 +733,7 @@ func TestManyConcurrentClients(t *testing.T) {
 		}(i)
 	}
 	for i := 0; i < n; i++ {
-		if err := <-errc; err != nil {
+		if err := testpeer.Recv(t, "a client to finish", 30*time.Second, errc); err != nil {
 			t.Error(err)
 		}
 	}
@@ -766,8 +766,8 @@ func TestBodyAfterHandlerReturns(t *testing.T) {
 	}
 	// Another request reuses the pooled buffer.
 	exchange(t, "tcp", addr, request("secret\n", "x@y", "z@w"))
-	<-kept
-	b := <-kept
+	testpeer.Recv(t, "the first request's body", 30*time.Second, kept)
+	b := testpeer.Recv(t, "the second request's body", 30*time.Second, kept)
 	if n, err := b.Read(make([]byte, 100)); n != 0 || err != errReleased {
 		t.Fatalf("stale body read %d, %v", n, err)
 	}

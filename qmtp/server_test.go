@@ -47,7 +47,7 @@ func startServer(t *testing.T, srv *Server, useTLS bool) string {
 	}()
 	t.Cleanup(func() {
 		srv.Close()
-		if err := <-done; !errors.Is(err, ErrServerClosed) {
+		if err := testpeer.Recv(t, "Serve to return", long, done); !errors.Is(err, ErrServerClosed) {
 			t.Errorf("Serve returned %v", err)
 		}
 	})
@@ -319,7 +319,7 @@ func TestMaxConns(t *testing.T) {
 	}
 	c2.(*net.TCPConn).CloseWrite()
 	expectEOF(t, c2)
-	if r := <-refused; r != "limit" {
+	if r := testpeer.Recv(t, "OnRefuse", long, refused); r != "limit" {
 		t.Fatalf("OnRefuse(%q), want limit", r)
 	}
 
@@ -550,7 +550,7 @@ func TestConnContext(t *testing.T) {
 		t.Fatalf("reply %q", r)
 	}
 	want := "Received: from client.example (127.0.0.1)\n  by mx.test with QMTP; 26 Sep 1995 04:46:54 -0000\nxv"
-	if g := <-got; g != want {
+	if g := testpeer.Recv(t, "the handler's body", long, got); g != want {
 		t.Errorf("body %q, want %q", g, want)
 	}
 
@@ -691,7 +691,7 @@ func TestShutdownServeConn(t *testing.T) {
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	if err := <-done; !errors.Is(err, ErrServerClosed) && err != nil {
+	if err := testpeer.Recv(t, "ServeConn to return", long, done); !errors.Is(err, ErrServerClosed) && err != nil {
 		t.Fatalf("ServeConn: %v", err)
 	}
 	if err := srv.ServeConn(context.Background(), srvSide, nil); !errors.Is(err, ErrServerClosed) {

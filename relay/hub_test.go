@@ -438,7 +438,7 @@ concurrency = %d
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	wg.Wait()
+	testpeer.Wait(t, "the clients during reloads", time.Minute, &wg)
 	failed.Range(func(k, v any) bool {
 		t.Errorf("lost during reload: %q: %v", k, v)
 		return true

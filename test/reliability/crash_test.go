@@ -70,7 +70,7 @@ via = "maildir:{{DIR}}/maildir"
 	hi := time.Duration(scale(400, 2000)) * time.Millisecond
 	underLoad := killRounds(t, d, rounds, 30*time.Millisecond, hi, func() bool { return ld.busy.Load() > 0 }, nil)
 	time.Sleep(500 * time.Millisecond)
-	ld.finish()
+	ld.finish(t)
 
 	root := filepath.Join(d.dir, "maildir")
 	acked := led.ackedKeys()
@@ -252,7 +252,7 @@ tls = "none"
 		return qs.inflight.Load()+ss.inflight.Load() > 0
 	}, nil)
 	time.Sleep(500 * time.Millisecond)
-	ld.finish()
+	ld.finish(t)
 
 	acked := led.ackedKeys()
 	testpeer.WaitFor(t, "every acknowledged recipient at a sink", 3*time.Minute, func() bool {

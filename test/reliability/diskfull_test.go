@@ -160,7 +160,7 @@ via = "qmtp://%s"
 	// needs room too), and new mail gets in as space frees up.
 	qs.Refuse.Store(false)
 	time.Sleep(3 * time.Second)
-	ld.finish()
+	ld.finish(t)
 	if len(led.permFails) > 0 {
 		t.Errorf("permanent refusals on a full disk: %v", led.permFails)
 	}

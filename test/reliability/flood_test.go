@@ -68,7 +68,7 @@ func flood(t *testing.T, conns []*floodConn, led *ledger, settle bool) map[strin
 			fc.c = c
 		}()
 	}
-	dialWG.Wait()
+	testpeer.Wait(t, "the flood's connections", stuckAfter, &dialWG)
 	// Let the daemon accept (and so admit or refuse) the whole backlog:
 	// a connection accepted after others finish could take a freed slot.
 	if settle && !testpeer.Poll(time.Minute, 25*time.Millisecond, func() bool {
@@ -94,7 +94,7 @@ func flood(t *testing.T, conns []*floodConn, led *ledger, settle bool) map[strin
 			fc.speak(led)
 		}()
 	}
-	wg.Wait()
+	testpeer.Wait(t, "the flood's clients", stuckAfter, &wg)
 	out := map[string][outcomeCount]int{}
 	for _, fc := range conns {
 		a := out[fc.proto]

@@ -270,7 +270,7 @@ func TestHostileInput(t *testing.T) {
 	// SMTP.
 	smtpHostile(t, hl, led, smtpA, d, h)
 
-	slow.Wait()
+	testpeer.Wait(t, "the slow and idle clients", stuckAfter, &slow)
 	cn.finish()
 
 	// Truncated and malformed sessions queued nothing; smuggled
@@ -541,7 +541,7 @@ func authBruteForce(t *testing.T, addr, friend string) bool {
 			results[i] = try(fmt.Sprintf("guess%d", i), 10)
 		}()
 	}
-	wg.Wait()
+	testpeer.Wait(t, "the password guessers", stuckAfter, &wg)
 	ok := true
 	for _, codes := range results {
 		// 535, 535, 421, then the connection is gone.

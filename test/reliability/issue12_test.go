@@ -767,7 +767,7 @@ via = "maildir:{{DIR}}/maildir"
 			smu.Unlock()
 		}()
 	}
-	wg.Wait()
+	testpeer.Wait(t, "the silent clients", stuckAfter, &wg)
 	var cut []string
 	for _, p := range []string{"QMTP", "QMQP", "SMTP"} {
 		r := silent[p]
