@@ -74,15 +74,7 @@ via = "maildir:{{DIR}}/maildir"
 
 	root := filepath.Join(d.dir, "maildir")
 	acked := led.ackedKeys()
-	testpeer.WaitFor(t, "every acknowledged recipient in its Maildir", 3*time.Minute, func() bool {
-		ds := scanMaildirs(root)
-		for k := range acked {
-			if ds.count[k] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	testpeer.WaitFor(t, "every acknowledged recipient in its Maildir", 3*time.Minute, func() bool { return scanMaildirs(root).holdsAll(acked) })
 	if !d.waitQueueEmpty(2 * time.Minute) {
 		t.Errorf("queue not empty at the end: %d messages", d.queued())
 	}
@@ -255,15 +247,7 @@ tls = "none"
 	ld.finish(t)
 
 	acked := led.ackedKeys()
-	testpeer.WaitFor(t, "every acknowledged recipient at a sink", 3*time.Minute, func() bool {
-		ds := sinkSet(qs, ss)
-		for k := range acked {
-			if ds.count[k] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	testpeer.WaitFor(t, "every acknowledged recipient at a sink", 3*time.Minute, func() bool { return sinkSet(qs, ss).holdsAll(acked) })
 	if !d.waitQueueEmpty(2 * time.Minute) {
 		t.Errorf("queue not empty at the end: %d messages", d.queued())
 	}

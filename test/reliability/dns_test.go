@@ -109,15 +109,7 @@ via = "mx"
 	}
 	dns.SetFault("mx.afail.test", testpeer.DNSHealthy)
 	acked := led.ackedKeys()
-	testpeer.WaitFor(t, "every recipient delivered once DNS answers", 3*time.Minute, func() bool {
-		ds := sinkSet(qs)
-		for k := range acked {
-			if ds.count[k] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	testpeer.WaitFor(t, "every recipient delivered once DNS answers", 3*time.Minute, func() bool { return sinkSet(qs).holdsAll(acked) })
 	if !d.waitQueueEmpty(time.Minute) {
 		t.Errorf("queue not empty: %d", d.queued())
 	}

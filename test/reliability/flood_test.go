@@ -331,15 +331,7 @@ func TestFlood(t *testing.T) {
 		t.Error("service not back to normal 10 s after the flood")
 	}
 	acked := led.ackedKeys()
-	testpeer.WaitFor(t, "every served message at the next hop", 2*time.Minute, func() bool {
-		ds := sinkSet(qs)
-		for k := range acked {
-			if ds.count[k] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	testpeer.WaitFor(t, "every served message at the next hop", 2*time.Minute, func() bool { return sinkSet(qs).holdsAll(acked) })
 	d.stop()
 	tl := led.tally(sinkSet(qs))
 	report(t, &row{
@@ -407,15 +399,7 @@ func TestFloodDescriptorExhaustion(t *testing.T) {
 		t.Error("service not back to normal 30 s after the flood")
 	}
 	acked := led.ackedKeys()
-	testpeer.WaitFor(t, "every acknowledged message at the next hop", 2*time.Minute, func() bool {
-		ds := sinkSet(qs)
-		for k := range acked {
-			if ds.count[k] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	testpeer.WaitFor(t, "every acknowledged message at the next hop", 2*time.Minute, func() bool { return sinkSet(qs).holdsAll(acked) })
 	d.stop()
 	tl := led.tally(sinkSet(qs))
 	report(t, &row{

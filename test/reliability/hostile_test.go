@@ -278,13 +278,7 @@ func TestHostileInput(t *testing.T) {
 	root := filepath.Join(d.dir, "maildir")
 	acked := led.ackedKeys()
 	testpeer.WaitFor(t, "every acknowledged message in its Maildir", 2*time.Minute, func() bool {
-		ds := scanMaildirs(root, "barelf", "barecr", "smuggle", "trunc", "lfcmd")
-		for k := range acked {
-			if ds.count[k] == 0 {
-				return false
-			}
-		}
-		return true
+		return scanMaildirs(root, "barelf", "barecr", "smuggle", "trunc", "lfcmd").holdsAll(acked)
 	})
 	if !d.waitQueueEmpty(time.Minute) {
 		t.Errorf("queue not empty: %d", d.queued())
