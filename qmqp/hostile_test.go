@@ -174,7 +174,7 @@ func TestRefusalFlood(t *testing.T) {
 			}
 		}
 		s.Shutdown(context.Background())
-		<-served
+		testpeer.Recv(t, "Serve to return", 30*time.Second, served)
 	}()
 	settleGoroutines(t, base)
 }

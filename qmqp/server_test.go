@@ -451,7 +451,7 @@ func TestConnectionLimits(t *testing.T) {
 			if _, err := c1.Write([]byte(mailfrontRequest)); err != nil {
 				t.Fatal(err)
 			}
-			<-h.called
+			testpeer.Recv(t, "the first client in the handler", 30*time.Second, h.called)
 
 			want := ns("Ztoo many connections, try again later (#4.3.2)")
 			if got := readRefusal(t, "tcp", addr); got != want {
@@ -588,7 +588,7 @@ func TestSlowClientTimesOut(t *testing.T) {
 		t.Fatalf("trickling client: %q, %v", out, err)
 	}
 	c2.Close()
-	<-done
+	testpeer.Recv(t, "the first client to finish", 30*time.Second, done)
 	if h.committed() != 0 {
 		t.Fatal("a timed-out request was committed")
 	}

@@ -437,7 +437,7 @@ func TestCloseCancelsHandler(t *testing.T) {
 	addr := startServer(t, srv, false)
 	c := dial(t, addr)
 	io.WriteString(c, "100:\nabc")
-	<-inHandler
+	testpeer.Recv(t, "the handler to start", long, inHandler)
 	srv.Close()
 	select {
 	case <-ctxDone:
