@@ -1,16 +1,11 @@
 package relay
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -28,49 +23,6 @@ import (
 	"github.com/qmgate/qmgate/relay/transport"
 )
 
-// stsCA is a test CA that issues server certificates for given names.
-type stsCA struct {
-	t    *testing.T
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string // the CA certificate, PEM
-}
-
-func newSTSCA(t *testing.T) *stsCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "qmgate MTA-STS test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &stsCA{t: t, cert: cert, key: key, file: writePEM(t, t.TempDir(), "sts-ca.pem", "CERTIFICATE", der)}
-}
-
-func (ca *stsCA) issue(serial int64, names ...string) tls.Certificate {
-	ca.t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 // policySite is what the policy server answers for one mta-sts host.
 type policySite struct {
 	body     string
@@ -79,7 +31,7 @@ type policySite struct {
 
 // startPolicyServer runs one HTTPS server on addr standing in for every
 // mta-sts.DOMAIN, with a certificate from ca for the given names.
-func startPolicyServer(t *testing.T, ca *stsCA, addr string, sites map[string]policySite, mu *sync.Mutex, names ...string) {
+func startPolicyServer(t *testing.T, ca *testpeer.CA, addr string, sites map[string]policySite, mu *sync.Mutex, names ...string) {
 	t.Helper()
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -100,7 +52,7 @@ func startPolicyServer(t *testing.T, ca *stsCA, addr string, sites map[string]po
 				io.WriteString(w, s.body)
 			}
 		}),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{ca.issue(100, names...)}},
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{ca.Issue(names[0], x509.ExtKeyUsageServerAuth, names...)}},
 		ReadHeaderTimeout: time.Minute,
 	}
 	done := make(chan struct{})
@@ -231,12 +183,12 @@ func TestHubMTASTS(t *testing.T) {
 	sport := commonPort(t, good, other)
 	qport := commonPort(t, good, other) // nobody listens: MXPS is not in play
 	hport := commonPort(t, good)
-	ca := newSTSCA(t)
+	ca := testpeer.NewCA(t, "qmgate MTA-STS test CA", "")
 	// One sink has a certificate for every name but mx.badcert.test;
 	// the other stands for exchangers no policy names.
 	sinkGood := startTLSSink(t, fmt.Sprintf("%s:%d", good, sport),
-		ca.issue(2, "mx.good.test", "mx.moved.test", "mx.testing.test", "mx.big.test", "mx.plain.test", "mx.idchange.test", "other.badcert.test"))
-	sinkOther := startTLSSink(t, fmt.Sprintf("%s:%d", other, sport), ca.issue(3, "mx.badmx.test"))
+		ca.Issue("mx.good.test", x509.ExtKeyUsageServerAuth, "mx.good.test", "mx.moved.test", "mx.testing.test", "mx.big.test", "mx.plain.test", "mx.idchange.test", "other.badcert.test"))
+	sinkOther := startTLSSink(t, fmt.Sprintf("%s:%d", other, sport), ca.Issue("mx.badmx.test", x509.ExtKeyUsageServerAuth, "mx.badmx.test"))
 
 	var mu sync.Mutex
 	sites := map[string]policySite{
@@ -286,7 +238,7 @@ via = "maildir:DIR/maildir"
 domains = ["*"]
 via = "mx"
 ca_file = %q
-`, dns.Addr, qport, sport, hport, ca.file))
+`, dns.Addr, qport, sport, hport, ca.File))
 
 	ids := map[string]string{}
 	for _, d := range []string{"good", "badmx", "idchange", "badcert", "testing", "big", "moved", "plain"} {
@@ -400,8 +352,8 @@ func TestHubMTASTSCache(t *testing.T) {
 	const ip = "127.0.0.3"
 	sport := commonPort(t, ip)
 	qport := commonPort(t, ip)
-	ca := newSTSCA(t)
-	sink := startTLSSink(t, fmt.Sprintf("%s:%d", ip, sport), ca.issue(2, "mx.cached.test", "mx.expired.test"))
+	ca := testpeer.NewCA(t, "qmgate MTA-STS test CA", "")
+	sink := startTLSSink(t, fmt.Sprintf("%s:%d", ip, sport), ca.Issue("mx.cached.test", x509.ExtKeyUsageServerAuth, "mx.cached.test", "mx.expired.test"))
 	dns := testpeer.StartDNS(t, "127.0.0.1")
 	for _, d := range []string{"cached.test", "expired.test"} {
 		dns.SetMX(d, &net.MX{Host: "mx." + d, Pref: 10})
@@ -444,7 +396,7 @@ via = "maildir:DIR/maildir"
 domains = ["*"]
 via = "mx"
 ca_file = %q
-`, qdir, dns.Addr, qport, sport, ca.file))
+`, qdir, dns.Addr, qport, sport, ca.File))
 	for _, rcpt := range []string{"u@cached.test", "u@expired.test"} {
 		st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "alice@a.example", Recipients: []string{rcpt}}, "Subject: sts\n\nx\n")
 		if !st[0].IsAccept() {
