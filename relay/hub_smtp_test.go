@@ -120,24 +120,11 @@ func (s *rawSMTPSink) transactions() []rawTxn {
 func TestHubSMTPtoQMTP(t *testing.T) {
 	swaks := testpeer.Need(t, "swaks")
 	source := testpeer.Need(t, "smtp-source")
-	b := startHub(t, `
-hostname = "hub-b.test"
-rcpthosts = ["example.com"]
-[qmtp]
-listen = ["127.0.0.1:0"]
-[[route]]
-domains = ["example.com"]
-via = "maildir:DIR/maildir"
-`)
-	a := startHub(t, fmt.Sprintf(`
-hostname = "hub-a.test"
+	a, b := startChain(t, `
 [smtp]
 listen = ["127.0.0.1:0"]
 relay_clients = ["127.0.0.0/8"]
-[[route]]
-domains = ["*"]
-via = "qmtp://%s"
-`, b.addr("qmtp")))
+`)
 	out, err := exec.Command(swaks, "--server", a.addr("smtp"), "--from", "s@x.test", "--to", "swaks@example.com",
 		"--header", "Subject: via swaks", "--body", "line one\n.leading dot\nlast").CombinedOutput()
 	if err != nil {
