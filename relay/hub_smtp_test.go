@@ -275,6 +275,62 @@ func commonPort(t *testing.T, ips ...string) int {
 	return 0
 }
 
+// mxHubConfig is what varies between the hubs of the MX tests.
+type mxHubConfig struct {
+	Resolver           string // the DNS server's address
+	QMTPPort, SMTPPort int    // where the exchangers listen
+	MTASTSPort         int    // where the policy hosts listen; 0: the default
+	QueueDir           string // "": the test's own
+	CAFile             string // the mx route's CA; "": the system's
+}
+
+// startMXHub starts a hub that takes mail from loopback over QMTP, keeps
+// a.example in a Maildir and sends every other domain by MX, retrying a
+// temporary failure only after an hour.
+func startMXHub(t *testing.T, c mxHubConfig) *testHub {
+	t.Helper()
+	var top, delivery, route string
+	if c.QueueDir != "" {
+		top = fmt.Sprintf("queue_dir = %q\n", c.QueueDir)
+	}
+	if c.MTASTSPort != 0 {
+		delivery = fmt.Sprintf("mta_sts_port = %d\n", c.MTASTSPort)
+	}
+	if c.CAFile != "" {
+		route = fmt.Sprintf("ca_file = %q\n", c.CAFile)
+	}
+	return startHub(t, fmt.Sprintf(`%srcpthosts = ["a.example"]
+[qmtp]
+listen = ["127.0.0.1:0"]
+relay_clients = ["127.0.0.0/8"]
+[delivery]
+resolver = %q
+qmtp_port = %d
+smtp_port = %d
+%s[queue]
+retry_min = "1h"
+retry_max = "2h"
+[[route]]
+domains = ["a.example"]
+via = "maildir:DIR/maildir"
+[[route]]
+domains = ["*"]
+via = "mx"
+%s`, top, c.Resolver, c.QMTPPort, c.SMTPPort, delivery, route))
+}
+
+// sendEach sends one message from alice@a.example to each of rcpts
+// through h's QMTP listener, failing the test on a refusal.
+func sendEach(t *testing.T, h *testHub, subject string, rcpts ...string) {
+	t.Helper()
+	for _, rcpt := range rcpts {
+		st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "alice@a.example", Recipients: []string{rcpt}}, "Subject: "+subject+"\n\nx\n")
+		if !st[0].IsAccept() {
+			t.Fatalf("%s: %v", rcpt, st[0])
+		}
+	}
+}
+
 // TestHubMX: MX routing with MXPS against a fake DNS server: a QMTP-slice MX
 // gets QMTP; a plain MX gets SMTP; a QMTP-slice MX whose QMTP port is closed
 // gets SMTP on the same host; a domain without MX uses its address; NXDOMAIN
@@ -301,31 +357,8 @@ via = "maildir:DIR/maildir"
 		dns.SetA(name, ip)
 	}
 	dns.SetFault("servfail.test", testpeer.DNSServFail)
-	h := startHub(t, fmt.Sprintf(`
-rcpthosts = ["a.example"]
-[qmtp]
-listen = ["127.0.0.1:0"]
-relay_clients = ["127.0.0.0/8"]
-[delivery]
-resolver = %q
-qmtp_port = %d
-smtp_port = %d
-[queue]
-retry_min = "1h"
-retry_max = "2h"
-[[route]]
-domains = ["a.example"]
-via = "maildir:DIR/maildir"
-[[route]]
-domains = ["*"]
-via = "mx"
-`, dns.Addr, qport, sport))
-	for _, rcpt := range []string{"u@qmtp.test", "u@smtp.test", "u@fallback.test", "u@nomx.test", "u@nxdomain.test", "u@servfail.test"} {
-		st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "alice@a.example", Recipients: []string{rcpt}}, "Subject: mx\n\nx\n")
-		if !st[0].IsAccept() {
-			t.Fatalf("%s: %v", rcpt, st[0])
-		}
-	}
+	h := startMXHub(t, mxHubConfig{Resolver: dns.Addr, QMTPPort: qport, SMTPPort: sport})
+	sendEach(t, h, "mx", "u@qmtp.test", "u@smtp.test", "u@fallback.test", "u@nomx.test", "u@nxdomain.test", "u@servfail.test")
 	testpeer.WaitFor(t, "QMTP delivery to the QMTP-slice MX", 30*time.Second, func() bool {
 		return len(maildirFiles(t, filepath.Join(b.dir, "maildir"), "qmtp.test", "u")) == 1
 	})

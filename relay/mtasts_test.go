@@ -19,7 +19,6 @@ import (
 
 	"github.com/qmgate/qmgate/internal/mtasts"
 	"github.com/qmgate/qmgate/internal/testpeer"
-	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/relay/transport"
 )
 
@@ -218,36 +217,11 @@ func TestHubMTASTS(t *testing.T) {
 	}
 	dns.SetA("mx.badmx.test", other)
 
-	h := startHub(t, fmt.Sprintf(`
-rcpthosts = ["a.example"]
-[qmtp]
-listen = ["127.0.0.1:0"]
-relay_clients = ["127.0.0.0/8"]
-[delivery]
-resolver = %q
-qmtp_port = %d
-smtp_port = %d
-mta_sts_port = %d
-[queue]
-retry_min = "1h"
-retry_max = "2h"
-[[route]]
-domains = ["a.example"]
-via = "maildir:DIR/maildir"
-[[route]]
-domains = ["*"]
-via = "mx"
-ca_file = %q
-`, dns.Addr, qport, sport, hport, ca.File))
+	h := startMXHub(t, mxHubConfig{Resolver: dns.Addr, QMTPPort: qport, SMTPPort: sport, MTASTSPort: hport, CAFile: ca.File})
 
 	ids := map[string]string{}
-	for _, d := range []string{"good", "badmx", "idchange", "badcert", "testing", "big", "moved", "plain"} {
-		rcpt := "u@" + d + ".test"
-		st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "alice@a.example", Recipients: []string{rcpt}}, "Subject: sts\n\nx\n")
-		if !st[0].IsAccept() {
-			t.Fatalf("%s: %v", rcpt, st[0])
-		}
-	}
+	sendEach(t, h, "sts", "u@good.test", "u@badmx.test", "u@idchange.test", "u@badcert.test", "u@testing.test", "u@big.test",
+		"u@moved.test", "u@plain.test")
 	for _, d := range []string{"good", "testing", "big", "moved", "plain"} {
 		rcpt := "u@" + d + ".test"
 		testpeer.WaitFor(t, "delivery to "+rcpt, 30*time.Second, func() bool { return len(sinkGood.to(rcpt)) == 1 })
@@ -376,33 +350,8 @@ func TestHubMTASTSCache(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h := startHub(t, fmt.Sprintf(`
-queue_dir = %q
-rcpthosts = ["a.example"]
-[qmtp]
-listen = ["127.0.0.1:0"]
-relay_clients = ["127.0.0.0/8"]
-[delivery]
-resolver = %q
-qmtp_port = %d
-smtp_port = %d
-[queue]
-retry_min = "1h"
-retry_max = "2h"
-[[route]]
-domains = ["a.example"]
-via = "maildir:DIR/maildir"
-[[route]]
-domains = ["*"]
-via = "mx"
-ca_file = %q
-`, qdir, dns.Addr, qport, sport, ca.File))
-	for _, rcpt := range []string{"u@cached.test", "u@expired.test"} {
-		st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "alice@a.example", Recipients: []string{rcpt}}, "Subject: sts\n\nx\n")
-		if !st[0].IsAccept() {
-			t.Fatalf("%s: %v", rcpt, st[0])
-		}
-	}
+	h := startMXHub(t, mxHubConfig{Resolver: dns.Addr, QMTPPort: qport, SMTPPort: sport, QueueDir: qdir, CAFile: ca.File})
+	sendEach(t, h, "sts", "u@cached.test", "u@expired.test")
 	testpeer.WaitFor(t, "delivery under the expired policy", 30*time.Second, func() bool { return len(sink.to("u@expired.test")) == 1 })
 	testpeer.WaitFor(t, "the cached policy's refusal recorded", 30*time.Second, func() bool {
 		rows, err := h.hub.Queue().List(t.Context())
