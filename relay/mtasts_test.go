@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	gosmtp "github.com/emersion/go-smtp"
-
 	"github.com/qmgate/qmgate/internal/mtasts"
 	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/relay/transport"
@@ -59,80 +57,12 @@ func startPolicyServer(t *testing.T, ca *testpeer.CA, addr string, sites map[str
 	t.Cleanup(func() { srv.Close(); <-done })
 }
 
-// tlsSink is an SMTP server with STARTTLS that records each message's
-// recipients and whether it came over TLS.
-type tlsSink struct {
-	mu   sync.Mutex
-	msgs []tlsSinkMsg
-}
-
-type tlsSinkMsg struct {
-	rcpts []string
-	tls   bool
-	sni   string
-}
-
-func startTLSSink(t *testing.T, addr string, cert tls.Certificate) *tlsSink {
+// startTLSSink starts an SMTP sink on addr that offers STARTTLS with cert
+// and records whether each message came over TLS, and for which name.
+func startTLSSink(t *testing.T, addr string, cert tls.Certificate) *testpeer.SMTPSink {
 	t.Helper()
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := &tlsSink{}
-	srv := gosmtp.NewServer(gosmtp.BackendFunc(func(c *gosmtp.Conn) (gosmtp.Session, error) {
-		return &tlsSinkSession{k: k, c: c}, nil
-	}))
-	srv.Domain = "sink.sts.test"
-	srv.ReadTimeout, srv.WriteTimeout = time.Minute, time.Minute
-	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(l) }()
-	t.Cleanup(func() { srv.Close(); <-done })
-	return k
+	return testpeer.StartSMTPSink(t, testpeer.SMTPSinkConfig{Addr: addr, Cert: &cert})
 }
-
-func (k *tlsSink) received() []tlsSinkMsg {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return append([]tlsSinkMsg(nil), k.msgs...)
-}
-
-// to returns the messages received for rcpt.
-func (k *tlsSink) to(rcpt string) []tlsSinkMsg {
-	var out []tlsSinkMsg
-	for _, m := range k.received() {
-		for _, r := range m.rcpts {
-			if r == rcpt {
-				out = append(out, m)
-			}
-		}
-	}
-	return out
-}
-
-type tlsSinkSession struct {
-	k     *tlsSink
-	c     *gosmtp.Conn
-	rcpts []string
-}
-
-func (s *tlsSinkSession) Mail(string, *gosmtp.MailOptions) error { s.rcpts = nil; return nil }
-func (s *tlsSinkSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
-	s.rcpts = append(s.rcpts, to)
-	return nil
-}
-func (s *tlsSinkSession) Data(r io.Reader) error {
-	if _, err := io.Copy(io.Discard, r); err != nil {
-		return err
-	}
-	cs, ok := s.c.TLSConnectionState()
-	s.k.mu.Lock()
-	s.k.msgs = append(s.k.msgs, tlsSinkMsg{rcpts: s.rcpts, tls: ok, sni: cs.ServerName})
-	s.k.mu.Unlock()
-	return nil
-}
-func (s *tlsSinkSession) Reset()        { s.rcpts = nil }
-func (s *tlsSinkSession) Logout() error { return nil }
 
 // tlsPolicyCount reads qmgate_deliveries_by_tls_policy_total{policy, result}.
 func tlsPolicyCount(t *testing.T, h *testHub, policy, result string) float64 {
@@ -224,8 +154,8 @@ func TestHubMTASTS(t *testing.T) {
 		"u@moved.test", "u@plain.test")
 	for _, d := range []string{"good", "testing", "big", "moved", "plain"} {
 		rcpt := "u@" + d + ".test"
-		testpeer.WaitFor(t, "delivery to "+rcpt, 30*time.Second, func() bool { return len(sinkGood.to(rcpt)) == 1 })
-		if m := sinkGood.to(rcpt)[0]; !m.tls || m.sni != "mx."+d+".test" {
+		testpeer.WaitFor(t, "delivery to "+rcpt, 30*time.Second, func() bool { return len(sinkGood.To(rcpt)) == 1 })
+		if m := sinkGood.To(rcpt)[0]; !m.TLS || m.ServerName != "mx."+d+".test" {
 			t.Errorf("%s: delivered without TLS or to another name: %+v", rcpt, m)
 		}
 	}
@@ -243,7 +173,7 @@ func TestHubMTASTS(t *testing.T) {
 		}
 		return true
 	})
-	if n := len(sinkOther.received()); n != 0 {
+	if n := len(sinkOther.Messages()); n != 0 {
 		t.Errorf("an exchanger the policy does not name got %d messages", n)
 	}
 	for rcpt, want := range map[string]string{
@@ -308,12 +238,12 @@ func TestHubMTASTS(t *testing.T) {
 		t.Fatal(err)
 	}
 	testpeer.WaitFor(t, "delivery to u@idchange.test under its new policy", 30*time.Second, func() bool {
-		return len(sinkGood.to("u@idchange.test")) == 1
+		return len(sinkGood.To("u@idchange.test")) == 1
 	})
-	if m := sinkGood.to("u@idchange.test")[0]; !m.tls || m.sni != "mx.idchange.test" {
+	if m := sinkGood.To("u@idchange.test")[0]; !m.TLS || m.ServerName != "mx.idchange.test" {
 		t.Errorf("u@idchange.test: %+v", m)
 	}
-	if n := len(sinkOther.received()); n != 0 {
+	if n := len(sinkOther.Messages()); n != 0 {
 		t.Errorf("an exchanger no policy names got %d messages", n)
 	}
 }
@@ -352,7 +282,7 @@ func TestHubMTASTSCache(t *testing.T) {
 	}
 	h := startMXHub(t, mxHubConfig{Resolver: dns.Addr, QMTPPort: qport, SMTPPort: sport, QueueDir: qdir, CAFile: ca.File})
 	sendEach(t, h, "sts", "u@cached.test", "u@expired.test")
-	testpeer.WaitFor(t, "delivery under the expired policy", 30*time.Second, func() bool { return len(sink.to("u@expired.test")) == 1 })
+	testpeer.WaitFor(t, "delivery under the expired policy", 30*time.Second, func() bool { return len(sink.To("u@expired.test")) == 1 })
 	testpeer.WaitFor(t, "the cached policy's refusal recorded", 30*time.Second, func() bool {
 		rows, err := h.hub.Queue().List(t.Context())
 		return err == nil && len(rows) == 1 && rows[0].Attempts > 0
@@ -361,7 +291,7 @@ func TestHubMTASTSCache(t *testing.T) {
 	if rows[0].Pending[0] != "u@cached.test" || !strings.Contains(rows[0].LastError, "MTA-STS") {
 		t.Fatalf("queue: %+v", rows)
 	}
-	if n := len(sink.to("u@cached.test")); n != 0 {
+	if n := len(sink.To("u@cached.test")); n != 0 {
 		t.Errorf("delivered against the cached enforce policy: %d", n)
 	}
 	if a, d := tlsPolicyCount(t, h, transport.TLSPolicyOpportunistic, "accept"), tlsPolicyCount(t, h, transport.TLSPolicyMTASTSEnforce, "temporary"); a != 1 || d != 1 {
