@@ -65,36 +65,23 @@ func StartDNS(t testing.TB, ip string) *DNS {
 
 // SetMX sets domain's exchangers (host names with or without the final
 // dot); none removes them.
-func (d *DNS) SetMX(domain string, mx ...*net.MX) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if len(mx) == 0 {
-		delete(d.mx, domain)
-		return
-	}
-	d.mx[domain] = mx
-}
+func (d *DNS) SetMX(domain string, mx ...*net.MX) { set(d, d.mx, domain, mx, len(mx) > 0) }
 
 // SetA sets name's IPv4 address; "" removes it.
-func (d *DNS) SetA(name, ip string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if ip == "" {
-		delete(d.a, name)
-		return
-	}
-	d.a[name] = ip
-}
+func (d *DNS) SetA(name, ip string) { set(d, d.a, name, ip, ip != "") }
 
 // SetTXT sets name's TXT records; none removes them.
-func (d *DNS) SetTXT(name string, recs ...string) {
+func (d *DNS) SetTXT(name string, recs ...string) { set(d, d.txt, name, recs, len(recs) > 0) }
+
+// set puts v in table under name, or removes name unless keep.
+func set[V any](d *DNS, table map[string]V, name string, v V, keep bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(recs) == 0 {
-		delete(d.txt, name)
-		return
+	if keep {
+		table[name] = v
+	} else {
+		delete(table, name)
 	}
-	d.txt[name] = recs
 }
 
 // SetFault makes queries for name ("name/TYPE", as "example.test/AAAA":
