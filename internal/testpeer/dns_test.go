@@ -9,6 +9,7 @@ import (
 )
 
 func TestDNS(t *testing.T) {
+	CheckGoroutines(t, 10*time.Second) // and lets none outlive the test
 	d := StartDNS(t, "127.0.0.1")
 	d.SetMX("mail.test", &net.MX{Host: "mx.mail.test", Pref: 10})
 	d.SetA("mx.mail.test", "127.0.0.9")

@@ -12,6 +12,7 @@ import (
 // that a message came over it, and for which name; one without TLS
 // records a plain message.
 func TestSMTPSinkTLS(t *testing.T) {
+	CheckGoroutines(t, 10*time.Second) // and lets none outlive the test
 	ca := NewCA(t, "sink CA", "")
 	cert := ca.Issue("mx.sink.test", x509.ExtKeyUsageServerAuth, "mx.sink.test")
 	sink := StartSMTPSink(t, SMTPSinkConfig{Cert: &cert})

@@ -46,8 +46,12 @@ func TestWait(t *testing.T) {
 	wg.Go(func() {})
 	Wait(t, "work that ends", 10*time.Second, &wg)
 
+	// Wait's own goroutine outlives the failed wait until the work ends:
+	// end it, and see it gone, before the next test counts goroutines.
+	before := runtime.NumGoroutine()
 	var stuck sync.WaitGroup
 	stuck.Add(1)
+	defer WaitFor(t, "Wait's goroutine to end", 10*time.Second, func() bool { return runtime.NumGoroutine() <= before })
 	defer stuck.Done()
 	rec := &recorder{TB: t}
 	done := make(chan struct{})
@@ -64,12 +68,23 @@ func TestWait(t *testing.T) {
 // TestCheckGoroutines: a goroutine that outlives its test is reported; one
 // that ends in time is not.
 func TestCheckGoroutines(t *testing.T) {
+	// Goroutines of earlier tests that are still ending would hide a leak
+	// from the count: wait until the count holds still.
+	last := -1
+	Poll(10*time.Second, 50*time.Millisecond, func() bool {
+		n := runtime.NumGoroutine()
+		steady := n == last
+		last = n
+		return steady
+	})
 	stop := make(chan struct{})
 	rec := &recorder{TB: t}
 	func() {
 		defer rec.runCleanups()
 		CheckGoroutines(rec, 50*time.Millisecond)
-		go func() { <-stop }()
+		for range 3 {
+			go func() { <-stop }()
+		}
 	}()
 	close(stop)
 	if !rec.failed {
