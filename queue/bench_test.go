@@ -236,3 +236,64 @@ func BenchmarkPutSize(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPutMixed measures whether large messages hold back small ones:
+// 9 writers commit 2 KB messages while one more writer commits bodies of
+// the given size (none: the small writers alone). Reported: the small
+// messages' msgs/s and latency, the large writer's msgs/s and MB/s, CPU
+// per small message. QMGATE_BENCH_INLINE_MAX sets Options.InlineMax.
+//
+//	TMPDIR=/var/tmp/qmgate-bench go test -run '^$' -bench PutMixed -benchtime 3s ./queue
+func BenchmarkPutMixed(b *testing.B) {
+	env := mail.Envelope{Sender: "alice@example.org", Recipients: []string{"bob@example.com"}}
+	small := bodyOf(2048, 1)
+	for _, size := range []int{0, 200 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("large=%dKiB", size>>10), func(b *testing.B) {
+			opt := Options{Logger: quietLogger(), Passive: true}
+			if v, err := strconv.ParseInt(os.Getenv("QMGATE_BENCH_INLINE_MAX"), 10, 64); err == nil {
+				opt.InlineMax = v
+			}
+			q, err := Open(b.TempDir(), opt)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer q.Close()
+			ctx := context.Background()
+			stop := make(chan struct{})
+			var large atomic.Int64
+			var wg sync.WaitGroup
+			if size > 0 {
+				big := bodyOf(size, 2)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						if _, err := q.Put(ctx, env, bytes.NewReader(big)); err != nil {
+							b.Error(err)
+							return
+						}
+						large.Add(1)
+					}
+				}()
+			}
+			cpu0 := processCPU()
+			lat, elapsed := runWriters(b, 9, func() error {
+				_, err := q.Put(ctx, env, bytes.NewReader(small))
+				return err
+			})
+			cpu := processCPU() - cpu0
+			n := large.Load()
+			close(stop)
+			wg.Wait()
+			report(b, lat, elapsed)
+			b.ReportMetric(float64(n)/elapsed.Seconds(), "large-msgs/s")
+			b.ReportMetric(float64(n)*float64(size)/elapsed.Seconds()/1e6, "large-MB/s")
+			b.ReportMetric(float64(cpu.Microseconds())/float64(max(len(lat), 1)), "cpu-us/msg")
+		})
+	}
+}

@@ -153,13 +153,16 @@
 // Commit of a small body: the body is in the writer's buffer; the M record
 // (envelope and body) is appended to the current batch (or, for a large
 // inline body, placed by the Writer at its reserved offset); the committer
-// writes it, waits for the placed records, fdatasyncs the segment (and, for a new segment, fsyncs
-// journal/), and only then is the message put in the index and the ID
-// returned. A large body streams to body/<ID> as it arrives; Commit
-// fsyncs that file, and the batch that carries its M record fsyncs body/
-// before the journal, so a durable record never names a file that could
-// vanish. Replay drops a record whose body file is missing or short: only
-// a failed, unacknowledged commit can leave one.
+// writes it, waits for the placed records, fdatasyncs the segment (and,
+// for a new segment, fsyncs journal/), and only then is the message put
+// in the index and the ID returned. A large body streams to body/<ID> as
+// it arrives; Commit fsyncs that file and then body/, in the Writer's own
+// goroutine and in parallel with other commits, before the M record joins
+// a batch: a durable record never names a file that could vanish, and the
+// batch carries only the small record, so the small messages committed
+// with it never wait for the large body's flush, nor fail with it. Replay
+// drops a record whose body file is missing or short: only a failed,
+// unacknowledged commit can leave one.
 //
 // # Replay and crashes
 //

@@ -368,3 +368,74 @@ func TestRealFullDisk(t *testing.T) {
 		}
 	}
 }
+
+// A large body is made durable by its own Writer before its record joins
+// a group commit, so a failure on that path fails that message alone:
+// small messages committed meanwhile, in the batches around it, stay
+// queued, and the failed body leaves no file behind.
+func TestFaultLargeBodyAloneFails(t *testing.T) {
+	for _, rule := range []struct {
+		name string
+		fn   func(string, string) error
+	}{
+		{"file fsync EIO", failOn("sync", "/body/", unix.EIO)},
+		{"its directory's fsync EIO", failOn("syncdir", "/body", unix.EIO)},
+	} {
+		t.Run(rule.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ffs := &faultFS{inner: osFS{}}
+			opt := testOptions(newFakeClock())
+			opt.fs = ffs
+			opt.InlineMax = 1024
+			q := openT(t, dir, opt)
+			ctx := context.Background()
+			ffs.set(rule.fn)
+			good := map[string][]byte{}
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			for w := range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range 5 {
+						b := bodyOf(500, 10*w+i)
+						id, err := q.Put(ctx, mail.Envelope{Sender: "s@x", Recipients: []string{"r@y"}}, bytes.NewReader(b))
+						if err != nil {
+							t.Errorf("small message failed with the large one: %v", err)
+							return
+						}
+						mu.Lock()
+						good[id] = b
+						mu.Unlock()
+					}
+				}()
+			}
+			for i := range 5 {
+				_, err := q.Put(ctx, mail.Envelope{Sender: "s@x", Recipients: []string{"r@y"}}, bytes.NewReader(bodyOf(5000, 100+i)))
+				if err == nil {
+					t.Fatal("Put of a large body succeeded despite the fault")
+				}
+				if st := mail.StatusOf(err); !st.IsTemporary() {
+					t.Fatalf("error %v is not temporary", err)
+				}
+			}
+			wg.Wait()
+			q.Close()
+			ffs.set(nil)
+			q = openT(t, dir, opt)
+			defer q.Close()
+			ds := claimAll(q)
+			if len(ds) != len(good) {
+				t.Fatalf("after reopen %d messages, want %d", len(ds), len(good))
+			}
+			for _, d := range ds {
+				if b, ok := good[d.ID]; !ok || !bytes.Equal(readAll(t, d), b) {
+					t.Fatalf("message %s unexpected or damaged", d.ID)
+				}
+			}
+			if ents, _ := os.ReadDir(filepath.Join(dir, "body")); len(ents) != 0 {
+				t.Errorf("%d body files left by failed commits, want 0", len(ents))
+			}
+		})
+	}
+}

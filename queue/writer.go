@@ -248,6 +248,10 @@ func (w *Writer) Commit(ctx context.Context, env mail.Envelope) (string, error) 
 	body := bodyRef{size: w.n, crc: w.crc, prefix: w.prefix}
 	var inline []byte
 	if w.f != nil {
+		// The body and its name are made durable here, by this Writer
+		// and in parallel with other commits, before its record joins a
+		// batch: the group commit then carries only the small record,
+		// and no one else's commit waits for this body's flush.
 		err := w.bw.Flush()
 		if err == nil {
 			err = w.f.Sync()
@@ -256,6 +260,9 @@ func (w *Writer) Commit(ctx context.Context, env mail.Envelope) (string, error) 
 			err = cerr
 		}
 		w.f = nil
+		if err == nil {
+			err = q.fs.SyncDir(q.bodyDir)
+		}
 		if err != nil {
 			w.err = &Error{Op: "write", Err: err}
 			w.Abort()
@@ -322,9 +329,7 @@ func (w *Writer) Commit(ctx context.Context, env mail.Envelope) (string, error) 
 		return "", &Error{Op: "commit", Err: err}
 	}
 	n := int64(recHeaderLen + len(meta) + len(inline))
-	if body.external {
-		b.syncBodyDir = true
-	} else {
+	if !body.external {
 		m.body.seq, m.body.off = seq, off+int64(recHeaderLen+len(meta))
 	}
 	id := w.id
