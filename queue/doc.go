@@ -277,7 +277,9 @@
 // root; golden DSNs; and a 1 GiB body queued and read back by a process
 // whose peak RSS must stay under 64 MiB. BenchmarkPut compares durable Put
 // throughput with one file per message (create, write, fsync, rename,
-// directory fsync) at 1, 16 and 64 writers:
+// directory fsync) at 1, 16 and 64 writers; BenchmarkPutSize measures
+// 64 KiB to 1 MiB bodies, and BenchmarkPutMixed 2 KB messages committed
+// beside a writer of large ones (whether the large hold the small back):
 //
 //	go test -run '^$' -bench Put -benchtime 2s -count 3 ./queue
 //
