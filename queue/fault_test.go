@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -437,5 +438,50 @@ func TestFaultLargeBodyAloneFails(t *testing.T) {
 				t.Errorf("%d body files left by failed commits, want 0", len(ents))
 			}
 		})
+	}
+}
+
+// syncGroup: every caller gets the result of a round that started after
+// it asked (so the round's fsync covers what the caller made), and
+// callers that overlap share rounds.
+func TestSyncGroupRounds(t *testing.T) {
+	var g syncGroup
+	var tickets, startedAt, runs atomic.Int64
+	fail := errors.New("flush failed")
+	var failing atomic.Bool
+	fn := func() error {
+		startedAt.Store(tickets.Load())
+		runs.Add(1)
+		if failing.Load() {
+			return fail
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	const callers = 16
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				my := tickets.Add(1)
+				if err := g.do(fn); err != nil {
+					t.Errorf("do: %v", err)
+					return
+				}
+				if got := startedAt.Load(); got < my {
+					t.Errorf("round started at ticket %d, before caller %d asked", got, my)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := runs.Load(); n > callers*50 || n == 0 {
+		t.Fatalf("%d rounds for %d calls", n, callers*50)
+	}
+	failing.Store(true)
+	if err := g.do(fn); err != fail {
+		t.Fatalf("error %v, want the round's", err)
 	}
 }
