@@ -156,8 +156,9 @@
 // writes it, waits for the placed records, fdatasyncs the segment (and,
 // for a new segment, fsyncs journal/), and only then is the message put
 // in the index and the ID returned. A large body streams to body/<ID> as
-// it arrives; Commit fsyncs that file and then body/, in the Writer's own
-// goroutine and in parallel with other commits, before the M record joins
+// it arrives; Commit fsyncs that file and then body/ (one fsync shared by
+// the Writers that need it at the same moment), by the Writers themselves
+// and in parallel with other commits, before the M record joins
 // a batch: a durable record never names a file that could vanish, and the
 // batch carries only the small record, so the small messages committed
 // with it never wait for the large body's flush, nor fail with it. Replay
