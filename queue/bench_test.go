@@ -192,16 +192,10 @@ func BenchmarkPutSize(b *testing.B) {
 	for _, size := range []int{64 << 10, 128 << 10, 256 << 10, 1 << 20} {
 		body := bodyOf(size, 1)
 		b.Run(fmt.Sprintf("size=%dKiB", size>>10), func(b *testing.B) {
-			q, err := Open(b.TempDir(), Options{Logger: quietLogger(), Passive: true})
-			if err != nil {
-				b.Fatal(err)
-			}
+			q := openBench(b)
 			defer q.Close()
 			ctx := context.Background()
 			q.mu.Lock()
-			if v, err := strconv.ParseInt(os.Getenv("QMGATE_BENCH_PLACE_MIN"), 10, 64); err == nil {
-				q.placeMin = v // compare placing with copying
-			}
 			q.flushTimes = make([]time.Duration, 0, 1024)
 			q.mu.Unlock()
 			m0 := q.Metrics()
@@ -235,4 +229,82 @@ func BenchmarkPutSize(b *testing.B) {
 			b.ReportMetric(float64(cpu.Microseconds())/float64(max(len(lat), 1)), "cpu-us/msg")
 		})
 	}
+}
+
+// BenchmarkPutMixed measures whether large messages hold back small ones:
+// 9 writers commit 2 KB messages while one more writer commits bodies of
+// the given size (none: the small writers alone). Reported: the small
+// messages' msgs/s and latency, the large writer's msgs/s and MB/s, CPU
+// per small message.
+//
+//	TMPDIR=/var/tmp/qmgate-bench go test -run '^$' -bench PutMixed -benchtime 3s ./queue
+func BenchmarkPutMixed(b *testing.B) {
+	env := mail.Envelope{Sender: "alice@example.org", Recipients: []string{"bob@example.com"}}
+	small := bodyOf(2048, 1)
+	for _, size := range []int{0, 200 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("large=%dKiB", size>>10), func(b *testing.B) {
+			q := openBench(b)
+			defer q.Close()
+			ctx := context.Background()
+			stop := make(chan struct{})
+			var large atomic.Int64
+			var wg sync.WaitGroup
+			if size > 0 {
+				big := bodyOf(size, 2)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						if _, err := q.Put(ctx, env, bytes.NewReader(big)); err != nil {
+							b.Error(err)
+							return
+						}
+						large.Add(1)
+					}
+				}()
+			}
+			cpu0 := processCPU()
+			lat, elapsed := runWriters(b, 9, func() error {
+				_, err := q.Put(ctx, env, bytes.NewReader(small))
+				return err
+			})
+			cpu := processCPU() - cpu0
+			n := large.Load()
+			close(stop)
+			wg.Wait()
+			report(b, lat, elapsed)
+			b.ReportMetric(float64(n)/elapsed.Seconds(), "large-msgs/s")
+			b.ReportMetric(float64(n)*float64(size)/elapsed.Seconds()/1e6, "large-MB/s")
+			b.ReportMetric(float64(cpu.Microseconds())/float64(max(len(lat), 1)), "cpu-us/msg")
+		})
+	}
+}
+
+// openBench opens a queue for the size benchmarks. To compare settings,
+// QMGATE_BENCH_INLINE_MAX sets Options.InlineMax, QMGATE_BENCH_SEGMENT
+// Options.SegmentSize, and QMGATE_BENCH_PLACE_MIN the smallest body a
+// Writer places into the journal itself (placing against copying).
+func openBench(b *testing.B) *Queue {
+	opt := Options{Logger: quietLogger(), Passive: true}
+	if v, err := strconv.ParseInt(os.Getenv("QMGATE_BENCH_INLINE_MAX"), 10, 64); err == nil {
+		opt.InlineMax = v
+	}
+	if v, err := strconv.ParseInt(os.Getenv("QMGATE_BENCH_SEGMENT"), 10, 64); err == nil {
+		opt.SegmentSize = v
+	}
+	q, err := Open(b.TempDir(), opt)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if v, err := strconv.ParseInt(os.Getenv("QMGATE_BENCH_PLACE_MIN"), 10, 64); err == nil {
+		q.mu.Lock()
+		q.placeMin = v
+		q.mu.Unlock()
+	}
+	return q
 }

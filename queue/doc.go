@@ -153,13 +153,17 @@
 // Commit of a small body: the body is in the writer's buffer; the M record
 // (envelope and body) is appended to the current batch (or, for a large
 // inline body, placed by the Writer at its reserved offset); the committer
-// writes it, waits for the placed records, fdatasyncs the segment (and, for a new segment, fsyncs
-// journal/), and only then is the message put in the index and the ID
-// returned. A large body streams to body/<ID> as it arrives; Commit
-// fsyncs that file, and the batch that carries its M record fsyncs body/
-// before the journal, so a durable record never names a file that could
-// vanish. Replay drops a record whose body file is missing or short: only
-// a failed, unacknowledged commit can leave one.
+// writes it, waits for the placed records, fdatasyncs the segment (and,
+// for a new segment, fsyncs journal/), and only then is the message put
+// in the index and the ID returned. A large body streams to body/<ID> as
+// it arrives; Commit fsyncs that file and then body/ (one fsync shared by
+// the Writers that need it at the same moment), by the Writers themselves
+// and in parallel with other commits, before the M record joins
+// a batch: a durable record never names a file that could vanish, and the
+// batch carries only the small record, so the small messages committed
+// with it never wait for the large body's flush, nor fail with it. Replay
+// drops a record whose body file is missing or short: only a failed,
+// unacknowledged commit can leave one.
 //
 // # Replay and crashes
 //
@@ -274,7 +278,9 @@
 // root; golden DSNs; and a 1 GiB body queued and read back by a process
 // whose peak RSS must stay under 64 MiB. BenchmarkPut compares durable Put
 // throughput with one file per message (create, write, fsync, rename,
-// directory fsync) at 1, 16 and 64 writers:
+// directory fsync) at 1, 16 and 64 writers; BenchmarkPutSize measures
+// 64 KiB to 1 MiB bodies, and BenchmarkPutMixed 2 KB messages committed
+// beside a writer of large ones (whether the large hold the small back):
 //
 //	go test -run '^$' -bench Put -benchtime 2s -count 3 ./queue
 //

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -366,5 +367,121 @@ func TestRealFullDisk(t *testing.T) {
 		if !bytes.Equal(readAll(t, d), good[d.ID]) {
 			t.Fatalf("%s damaged", d.ID)
 		}
+	}
+}
+
+// A large body is made durable by its own Writer before its record joins
+// a group commit, so a failure on that path fails that message alone:
+// small messages committed meanwhile, in the batches around it, stay
+// queued, and the failed body leaves no file behind.
+func TestFaultLargeBodyAloneFails(t *testing.T) {
+	for _, rule := range []struct {
+		name string
+		fn   func(string, string) error
+	}{
+		{"file fsync EIO", failOn("sync", "/body/", unix.EIO)},
+		{"its directory's fsync EIO", failOn("syncdir", "/body", unix.EIO)},
+	} {
+		t.Run(rule.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ffs := &faultFS{inner: osFS{}}
+			opt := testOptions(newFakeClock())
+			opt.fs = ffs
+			opt.InlineMax = 1024
+			q := openT(t, dir, opt)
+			ctx := context.Background()
+			ffs.set(rule.fn)
+			good := map[string][]byte{}
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			for w := range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range 5 {
+						b := bodyOf(500, 10*w+i)
+						id, err := q.Put(ctx, mail.Envelope{Sender: "s@x", Recipients: []string{"r@y"}}, bytes.NewReader(b))
+						if err != nil {
+							t.Errorf("small message failed with the large one: %v", err)
+							return
+						}
+						mu.Lock()
+						good[id] = b
+						mu.Unlock()
+					}
+				}()
+			}
+			for i := range 5 {
+				_, err := q.Put(ctx, mail.Envelope{Sender: "s@x", Recipients: []string{"r@y"}}, bytes.NewReader(bodyOf(5000, 100+i)))
+				if err == nil {
+					t.Fatal("Put of a large body succeeded despite the fault")
+				}
+				if st := mail.StatusOf(err); !st.IsTemporary() {
+					t.Fatalf("error %v is not temporary", err)
+				}
+			}
+			wg.Wait()
+			q.Close()
+			ffs.set(nil)
+			q = openT(t, dir, opt)
+			defer q.Close()
+			ds := claimAll(q)
+			if len(ds) != len(good) {
+				t.Fatalf("after reopen %d messages, want %d", len(ds), len(good))
+			}
+			for _, d := range ds {
+				if b, ok := good[d.ID]; !ok || !bytes.Equal(readAll(t, d), b) {
+					t.Fatalf("message %s unexpected or damaged", d.ID)
+				}
+			}
+			if ents, _ := os.ReadDir(filepath.Join(dir, "body")); len(ents) != 0 {
+				t.Errorf("%d body files left by failed commits, want 0", len(ents))
+			}
+		})
+	}
+}
+
+// syncGroup: every caller gets the result of a round that started after
+// it asked (so the round's fsync covers what the caller made), and
+// callers that overlap share rounds.
+func TestSyncGroupRounds(t *testing.T) {
+	var g syncGroup
+	var tickets, startedAt, runs atomic.Int64
+	fail := errors.New("flush failed")
+	var failing atomic.Bool
+	fn := func() error {
+		startedAt.Store(tickets.Load())
+		runs.Add(1)
+		if failing.Load() {
+			return fail
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	const callers = 16
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				my := tickets.Add(1)
+				if err := g.do(fn); err != nil {
+					t.Errorf("do: %v", err)
+					return
+				}
+				if got := startedAt.Load(); got < my {
+					t.Errorf("round started at ticket %d, before caller %d asked", got, my)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := runs.Load(); n > callers*50 || n == 0 {
+		t.Fatalf("%d rounds for %d calls", n, callers*50)
+	}
+	failing.Store(true)
+	if err := g.do(fn); err != fail {
+		t.Fatalf("error %v, want the round's", err)
 	}
 }

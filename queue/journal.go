@@ -36,18 +36,17 @@ type segment struct {
 // segment itself (placeLocked), and the committer waits for it before the
 // flush.
 type batch struct {
-	seg         *segment
-	off         int64
-	end         int64 // the segment's size after the batch's last record
-	buf         []byte
-	runs        []run // where buf's bytes go: consecutive runs of copied records
-	placing     int   // Writers still placing records of this batch
-	placeErr    error // the first failed placement: the batch fails
-	create      bool  // the batch creates the segment (and syncs the directory)
-	syncBodyDir bool  // a record names a new file in body/
-	taken       bool  // the committer has it: appends go to a new batch
-	waiters     int   // callers that wait for this batch (joinLocked)
-	done        chan struct{}
+	seg      *segment
+	off      int64
+	end      int64 // the segment's size after the batch's last record
+	buf      []byte
+	runs     []run // where buf's bytes go: consecutive runs of copied records
+	placing  int   // Writers still placing records of this batch
+	placeErr error // the first failed placement: the batch fails
+	create   bool  // the batch creates the segment (and syncs the directory)
+	taken    bool  // the committer has it: appends go to a new batch
+	waiters  int   // callers that wait for this batch (joinLocked)
+	done     chan struct{}
 	// returning counts the waiters woken when the batch finished that
 	// have not run yet; the last one to run pokes the committer (linger).
 	returning atomic.Int32
@@ -598,13 +597,6 @@ func (q *Queue) writeBatch(b *batch) error {
 			return err
 		}
 		pos += r.n
-	}
-	if b.syncBodyDir {
-		// Before the journal: a durable record must never name a body
-		// file whose directory entry could still vanish.
-		if err := q.fs.SyncDir(q.bodyDir); err != nil {
-			return err
-		}
 	}
 	if err := s.f.Datasync(); err != nil {
 		return err

@@ -25,6 +25,10 @@ type Queue struct {
 
 	drainer atomic.Pointer[Drainer] // SetDrainer (drain.go)
 
+	// bodyDirSync shares fsyncs of body/ among the Writers of large
+	// bodies (Writer.Commit).
+	bodyDirSync syncGroup
+
 	mu     sync.Mutex
 	cond   *sync.Cond // the committer waits here for batches
 	closed bool       // no more appends

@@ -16,6 +16,12 @@
 //     neither the file's size nor its allocation, so no file system
 //     journal commit rides on the flush.
 //
+//   - log into a prewritten file (zeros written and synced first, as a
+//     recycled segment would be), one fdatasync per message and per
+//     -batch: fallocate leaves its blocks marked unwritten, and the
+//     first write into each converts them, a change of the file's
+//     metadata that the flush must commit; prewritten blocks need none.
+//
 //   - parallel writers into one preallocated log: -writers goroutines
 //     each write their share of -batch messages at offsets reserved for
 //     them, in parallel, then one fdatasync makes the batch durable. This
@@ -78,7 +84,7 @@ func main() {
 	writers := flag.Int("writers", 16, "parallel writers for the parallel file test")
 	batch := flag.Int("batch", 32, "messages per flush for the batched log test")
 	asJSON := flag.Bool("json", false, "print JSON")
-	modes := flag.String("modes", "file,log,parallel", "which measurements: file (one file per message), log (the append logs), parallel (parallel writers into one preallocated log)")
+	modes := flag.String("modes", "file,log,parallel", "which measurements: file (one file per message), log (the append logs), prewritten (the log into a file written with zeros first), parallel (parallel writers into one preallocated log)")
 	flag.Parse()
 	want := map[string]bool{}
 	for _, m := range strings.Split(*modes, ",") {
@@ -108,13 +114,14 @@ func main() {
 		res = append(res, r)
 	}
 	for _, t := range []struct {
-		batch    int
-		prealloc bool
-	}{{1, false}, {*batch, false}, {1, true}} {
-		if !want["log"] {
-			break
+		mode  string
+		batch int
+		kind  logKind
+	}{{"log", 1, grown}, {"log", *batch, grown}, {"log", 1, preallocated}, {"prewritten", 1, prewritten}, {"prewritten", *batch, prewritten}} {
+		if !want[t.mode] {
+			continue
 		}
-		r, err := logTest(work, msg, t.batch, t.prealloc, d)
+		r, err := logTest(work, msg, t.batch, t.kind, d)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "flushrate:", err)
 			os.Exit(1)
@@ -203,20 +210,40 @@ func fileTest(work string, msg []byte, writers int, d time.Duration) (Result, er
 	return r, nil
 }
 
+// logKind is how the log test's file gets its blocks.
+type logKind int
+
+const (
+	grown        logKind = iota // by the appends
+	preallocated                // fallocate(2) first
+	prewritten                  // zeros written and synced first
+)
+
+// prewriteBytes is what the prewritten log test fills with zeros first;
+// past it, the file grows with its appends.
+const prewriteBytes = 128 << 20
+
 // logTest appends batch messages with one write and one fdatasync, over and
-// over, to one file that grows with the appends or, with prealloc, was
-// preallocated with fallocate(2).
-func logTest(work string, msg []byte, batch int, prealloc bool, d time.Duration) (Result, error) {
-	name := "log"
-	if prealloc {
-		name = "log-preallocated"
-	}
+// over, to one file whose blocks come as kind says.
+func logTest(work string, msg []byte, batch int, kind logKind, d time.Duration) (Result, error) {
+	name := [...]string{"log", "log-preallocated", "log-prewritten"}[kind]
 	f, err := os.OpenFile(filepath.Join(work, name+"-"+strconv.Itoa(batch)), os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return Result{}, err
 	}
 	defer f.Close()
-	if prealloc {
+	if kind == prewritten {
+		zero := make([]byte, 1<<20)
+		for off := int64(0); off < prewriteBytes; off += int64(len(zero)) {
+			if _, err := f.WriteAt(zero, off); err != nil {
+				return Result{}, err
+			}
+		}
+		if err := f.Sync(); err != nil {
+			return Result{}, err
+		}
+	}
+	if kind == preallocated {
 		if err := syscall.Fallocate(int(f.Fd()), 0, 0, preallocBytes); err != nil {
 			return Result{}, fmt.Errorf("fallocate: %w", err)
 		}
