@@ -96,11 +96,7 @@ func (h *Harness) measure(server string, cpu func() time.Duration, gen func() (L
 // awaitDelivered waits until count() reaches want (what the source saw
 // accepted), records the comparison, and returns what the far end got.
 func (h *Harness) awaitDelivered(what string, want int64, count func() int64, timeout time.Duration) int64 {
-	var got int64
-	testpeer.Poll(timeout, 50*time.Millisecond, func() bool {
-		got = count()
-		return got >= want
-	})
+	got, _ := waitCount(timeout, 50*time.Millisecond, count, want)
 	// Anything more than the acknowledgements would be a duplicate; give
 	// it a moment to show.
 	time.Sleep(100 * time.Millisecond)
@@ -300,16 +296,10 @@ func (h *Harness) profileSeconds() time.Duration {
 // figure: the load generator's own ceiling (the sink), the CPU each party
 // spends per message on a machine whose cores they share, and the disk.
 func (h *Harness) explainIngest(p ingestProto, q, pf, sk Run, goals []goal) string {
-	perMsg := func(d time.Duration, n int64) float64 {
-		if n <= 0 {
-			return 0
-		}
-		return float64(d.Microseconds()) / float64(n)
-	}
-	qUS := perMsg(q.ServerCPU, q.Load.Accepted)
-	pUS := perMsg(pf.ServerCPU, pf.Load.Accepted)
-	gUS := perMsg(q.Load.CPU, q.Load.Accepted)
-	skG := perMsg(sk.Load.CPU, sk.Load.Accepted)
+	qUS := perMessage(q.ServerCPU, q.Load.Accepted)
+	pUS := perMessage(pf.ServerCPU, pf.Load.Accepted)
+	gUS := perMessage(q.Load.CPU, q.Load.Accepted)
+	skG := perMessage(sk.Load.CPU, sk.Load.Accepted)
 	qr, kr := q.Load.Rate(), sk.Load.Rate()
 	cores := runtime.NumCPU()
 	var b strings.Builder

@@ -157,14 +157,13 @@ func (q *Qmgate) Memory() Memory {
 	return m
 }
 
-// Metrics reads the daemon's Prometheus counters: messages accepted (all
-// protocols), recipients delivered (result="accept", all routes), messages
-// in the queue.
-func (q *Qmgate) Counters() (accepted, delivered, queued int64, err error) {
+// scrape reads the daemon's Prometheus samples, calling f with each
+// sample's name (labels included) and value.
+func (q *Qmgate) scrape(f func(name string, v float64)) error {
 	c := http.Client{Timeout: 10 * time.Second}
 	r, err := c.Get("http://" + q.Metrics + "/metrics")
 	if err != nil {
-		return 0, 0, 0, err
+		return err
 	}
 	defer r.Body.Close()
 	sc := bufio.NewScanner(r.Body)
@@ -175,10 +174,18 @@ func (q *Qmgate) Counters() (accepted, delivered, queued int64, err error) {
 		if !ok || strings.HasPrefix(line, "#") {
 			continue
 		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-		if err != nil {
-			continue
+		if v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64); err == nil {
+			f(name, v)
 		}
+	}
+	return sc.Err()
+}
+
+// Counters reads the daemon's Prometheus counters: messages accepted (all
+// protocols), recipients delivered (result="accept", all routes), messages
+// in the queue.
+func (q *Qmgate) Counters() (accepted, delivered, queued int64, err error) {
+	err = q.scrape(func(name string, v float64) {
 		switch {
 		case strings.HasPrefix(name, "qmgate_messages_accepted_total"):
 			accepted += int64(v)
@@ -187,8 +194,8 @@ func (q *Qmgate) Counters() (accepted, delivered, queued int64, err error) {
 		case name == "qmgate_queue_messages":
 			queued = int64(v)
 		}
-	}
-	return accepted, delivered, queued, sc.Err()
+	})
+	return accepted, delivered, queued, err
 }
 
 // Delivered is the count of recipients delivered so far, or -1 when the
@@ -239,22 +246,15 @@ func (q *Qmgate) Profile(label string, d time.Duration) <-chan struct{} {
 
 // gauge reads one labelled sample, name{proto="P"}, or -1.
 func (q *Qmgate) gauge(name, proto string) int64 {
-	c := http.Client{Timeout: 10 * time.Second}
-	r, err := c.Get("http://" + q.Metrics + "/metrics")
+	n := int64(-1)
+	want := name + `{proto="` + proto + `"}`
+	err := q.scrape(func(name string, v float64) {
+		if name == want && n < 0 {
+			n = int64(v)
+		}
+	})
 	if err != nil {
 		return -1
 	}
-	defer r.Body.Close()
-	want := name + `{proto="` + proto + `"} `
-	sc := bufio.NewScanner(r.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), want); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err == nil {
-				return int64(f)
-			}
-		}
-	}
-	return -1
+	return n
 }

@@ -4,7 +4,7 @@ package main
 
 import (
 	"fmt"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/qmgate/qmgate/internal/testpeer"
@@ -14,28 +14,27 @@ import (
 // far() reached what it saw accepted.
 func (h *Harness) endToEnd(gen func() (Load, error), far func() int64, timeout time.Duration) (Load, time.Duration, int64, error) {
 	t0 := time.Now()
-	var l Load
-	var err error
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		l, err = gen()
-	}()
-	wg.Wait()
+	l, err := gen()
 	if err != nil {
 		return l, 0, 0, err
 	}
-	var got int64
-	ok := testpeer.Poll(timeout, 10*time.Millisecond, func() bool {
-		got = far()
-		return got >= l.Accepted
-	})
+	got, ok := waitCount(timeout, 10*time.Millisecond, far, l.Accepted)
 	el := time.Since(t0)
 	if !ok {
 		return l, el, got, fmt.Errorf("far end has %d of %d accepted messages after %v", got, l.Accepted, timeout)
 	}
 	return l, el, got, nil
+}
+
+// waitCount polls count every interval until it reaches want or timeout
+// passes, and returns the last count and whether it reached want.
+func waitCount(timeout, interval time.Duration, count func() int64, want int64) (int64, bool) {
+	var got int64
+	ok := testpeer.Poll(timeout, interval, func() bool {
+		got = count()
+		return got >= want
+	})
+	return got, ok
 }
 
 func (h *Harness) hubToHub() *Section {
@@ -177,11 +176,7 @@ func (h *Harness) drainQmgate(name, kind string, msgs, size, depth int) drainRun
 	before := h.sample()
 	c0 := q.CPU()
 	h.check(q.Flush())
-	var got int64
-	ok := testpeer.Poll(15*time.Minute, 20*time.Millisecond, func() bool {
-		got = sink.Received()
-		return got >= fill.Accepted
-	})
+	got, ok := waitCount(15*time.Minute, 20*time.Millisecond, sink.Received, fill.Accepted)
 	d := drainRun{queued: fill.Accepted, got: got, usage: since(before, h), cpu: q.CPU() - c0}
 	// Not timed: the queue gauge is refreshed once a second.
 	ok = ok && testpeer.Poll(time.Minute, 100*time.Millisecond, func() bool { _, _, n, _ := q.Counters(); return n == 0 })
@@ -195,14 +190,7 @@ func (h *Harness) drainQmgate(name, kind string, msgs, size, depth int) drainRun
 	return d
 }
 
-func portOf(addr string) string {
-	for i := len(addr) - 1; i >= 0; i-- {
-		if addr[i] == ':' {
-			return addr[i+1:]
-		}
-	}
-	return addr
-}
+func portOf(addr string) string { return addr[strings.LastIndexByte(addr, ':')+1:] }
 
 func (h *Harness) drain() *Section {
 	s := &Section{}
@@ -252,11 +240,7 @@ func (h *Harness) drain() *Section {
 	if out, err := pf.command(time.Minute, "postqueue", "-f"); err != nil {
 		h.fail("postqueue -f: %v %s", err, out)
 	}
-	var got int64
-	ok := testpeer.Poll(20*time.Minute, 20*time.Millisecond, func() bool {
-		got = sink.Received()
-		return got >= fill.Accepted
-	})
+	got, ok := waitCount(20*time.Minute, 20*time.Millisecond, sink.Received, fill.Accepted)
 	u := since(before, h)
 	cpu := pf.CPU() - c0
 	ok = ok && testpeer.Poll(time.Minute, 100*time.Millisecond, func() bool { return pf.QueueCount() == 0 })
