@@ -312,27 +312,20 @@ func dkimReport(variants []*dkimVariant) (rows [][]string, targets []Target, err
 		case dkim.AlgoEd25519:
 			loss, worst := 1-median(vsBase), 1-minOr0(vsBase)
 			targets = append(targets, Target{Name: "DKIM Ed25519: under 10 % throughput lost to signing", Want: "< 10 % in every round",
-				Got:  fmt.Sprintf("%s lost, worst round %s (%s vs %s msg/s)", percent(loss), percent(worst), rate(median(rates)), rate(median(base.rates()))),
+				Got:  fmt.Sprintf("%s lost, worst round %s (%s vs %s msg/s)", percent(loss), percent(worst), rate(median(rates)), rate(median(base.each(dkimRun.rate)))),
 				Pass: len(vsBase) > 0 && worst < 0.1,
 				Limit: fmt.Sprintf("Signing adds %s µs of qmgate CPU per message to %s µs unsigned; a bare Ed25519 signature costs %s µs here.",
-					fmt.Sprintf("%.0f", median(cpus)-median(base.cpus())), fmt.Sprintf("%.0f", median(base.cpus())), fmt.Sprintf("%.0f", median(sigCPU)))})
+					fmt.Sprintf("%.0f", median(cpus)-median(base.each(dkimRun.cpuPer))), fmt.Sprintf("%.0f", median(base.each(dkimRun.cpuPer))), fmt.Sprintf("%.0f", median(sigCPU)))})
 		}
 	}
 	return rows, targets, errs
 }
 
-func (v *dkimVariant) rates() []float64 {
+// each is f of every round's run.
+func (v *dkimVariant) each(f func(dkimRun) float64) []float64 {
 	var out []float64
 	for _, r := range v.runs {
-		out = append(out, r.rate())
-	}
-	return out
-}
-
-func (v *dkimVariant) cpus() []float64 {
-	var out []float64
-	for _, r := range v.runs {
-		out = append(out, r.cpuPer())
+		out = append(out, f(r))
 	}
 	return out
 }

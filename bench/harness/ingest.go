@@ -30,11 +30,8 @@ type flushResult struct {
 
 func (h *Harness) flushRate() *Section {
 	s := &Section{}
-	r, err := h.runTool(5*time.Minute, h.bin("flushrate"), "-json", "-dir", h.work, "-size", strconv.Itoa(h.sizes.Size),
-		"-seconds", fmt.Sprint(h.sizes.FlushSeconds), "-writers", "16", "-batch", "32")
-	h.check(err)
-	var res []flushResult
-	if err := json.Unmarshal([]byte(r.Stdout), &res); err != nil || len(res) != 6 {
+	r, res, err := h.runFlushrate(5*time.Minute, h.sizes.Size, "-writers", "16", "-batch", "32")
+	if err != nil || len(res) != 6 {
 		h.fail("flushrate: %v %q %s", err, r.Stdout, r.Stderr)
 	}
 	h.flush = &FlushRates{File1: res[0], FileN: res[1], Log1: res[2], LogBatch: res[3], LogPre: res[4], LogParallel: res[5]}
@@ -51,6 +48,18 @@ func (h *Harness) flushRate() *Section {
 			rate(res[5].PerSec), fmt.Sprintf("%.1f", res[5].MBPerSec), rate(res[5].FlushSec), rate(res[5].Latency)},
 	})
 	return s
+}
+
+// runFlushrate runs bench/flushrate on the work directory's disk with
+// messages of size bytes and the extra arguments, and reads its results.
+func (h *Harness) runFlushrate(timeout time.Duration, size int, args ...string) (ToolRun, []flushResult, error) {
+	r, err := h.runTool(timeout, h.bin("flushrate"), append([]string{"-json", "-dir", h.work, "-size", strconv.Itoa(size),
+		"-seconds", fmt.Sprint(h.sizes.FlushSeconds)}, args...)...)
+	var res []flushResult
+	if err == nil {
+		err = json.Unmarshal([]byte(r.Stdout), &res)
+	}
+	return r, res, err
 }
 
 // fileLimitRate is the single-writer one-file-per-message rate, the

@@ -3,9 +3,7 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
 )
 
@@ -121,12 +119,7 @@ func largeReport(pts []largePoint) ([][]string, []Target) {
 // fdatasync per 10 messages where it batches), and which mode reached it;
 // 0 when it cannot be measured (the reason goes to the log).
 func (h *Harness) diskBest(size int) (float64, string) {
-	r, err := h.runTool(5*time.Minute, h.bin("flushrate"), "-json", "-dir", h.work, "-size", strconv.Itoa(size),
-		"-seconds", fmt.Sprint(h.sizes.FlushSeconds), "-writers", "10", "-batch", "10")
-	var res []flushResult
-	if err == nil {
-		err = json.Unmarshal([]byte(r.Stdout), &res)
-	}
+	r, res, err := h.runFlushrate(5*time.Minute, size, "-writers", "10", "-batch", "10")
 	if err != nil || len(res) == 0 {
 		h.logf("   flushrate at %d bytes: %v %s", size, err, r.Stderr)
 		return 0, ""

@@ -77,8 +77,7 @@ func (p *Proc) Stop() {
 	select {
 	case <-p.done:
 	case <-time.After(30 * time.Second):
-		p.Cmd.Process.Kill()
-		<-p.done
+		p.Kill()
 	}
 }
 

@@ -3,12 +3,10 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -44,26 +42,25 @@ func (h *Harness) scale() *Section {
 
 	point := func(sessions, size, n int) curvePoint {
 		p := curvePoint{n: n}
-		for i, addr := range []string{q.QMQP, pf.QMQPAddr, sink.Addr} {
+		for i, sv := range []struct {
+			name, addr string
+			delivered  func() int64 // nil: the sink, which counts nothing we read
+			wait       time.Duration
+		}{{"qmgate", q.QMQP, q.Delivered, 5 * time.Minute}, {"Postfix qmqpd", pf.QMQPAddr, pf.Delivered, 10 * time.Minute}, {addr: sink.Addr}} {
 			var deliveredBefore int64
-			switch i {
-			case 0:
-				deliveredBefore = q.Delivered()
-			case 1:
-				deliveredBefore = pf.Delivered()
+			if sv.delivered != nil {
+				deliveredBefore = sv.delivered()
 			}
-			l, err := h.qmqpSource(addr, sessions, n, size)
+			l, err := h.qmqpSource(sv.addr, sessions, n, size)
 			if err != nil || !l.OK() {
 				p.errs = append(p.errs, fmt.Sprintf("%s at %d sessions, %d bytes: %d of %d accepted %v %s", curveNames[i], sessions, size, l.Accepted, n, err, l.Output))
 			}
 			p.rates[i] = l.Rate()
-			switch i {
-			case 0:
-				h.awaitDelivered(fmt.Sprintf("scale: qmgate, %d sessions, %d bytes", sessions, size), l.Accepted,
-					func() int64 { return q.Delivered() - deliveredBefore }, 5*time.Minute)
-			case 1:
-				h.awaitDelivered(fmt.Sprintf("scale: Postfix qmqpd, %d sessions, %d bytes", sessions, size), l.Accepted,
-					func() int64 { return pf.Delivered() - deliveredBefore }, 10*time.Minute)
+			if sv.delivered != nil {
+				h.awaitDelivered(fmt.Sprintf("scale: %s, %d sessions, %d bytes", sv.name, sessions, size), l.Accepted,
+					func() int64 { return sv.delivered() - deliveredBefore }, sv.wait)
+			}
+			if i == 1 { // Postfix's queue empties before the next run
 				testpeer.Poll(2*time.Minute, 100*time.Millisecond, func() bool { return pf.QueueCount() == 0 })
 			}
 		}
@@ -224,12 +221,7 @@ unset multiplot
 // (bench/flushrate's parallel preallocated log), or 0 when it cannot be
 // measured; the reason goes to the log.
 func (h *Harness) diskRate(size int) float64 {
-	r, err := h.runTool(2*time.Minute, h.bin("flushrate"), "-json", "-dir", h.work, "-size", strconv.Itoa(size),
-		"-seconds", fmt.Sprint(h.sizes.FlushSeconds), "-writers", "10", "-batch", "10", "-modes", "parallel")
-	var res []flushResult
-	if err == nil {
-		err = json.Unmarshal([]byte(r.Stdout), &res)
-	}
+	r, res, err := h.runFlushrate(2*time.Minute, size, "-writers", "10", "-batch", "10", "-modes", "parallel")
 	if err != nil || len(res) != 1 {
 		h.logf("   flushrate at %d bytes: %v %s", size, err, r.Stderr)
 		return 0

@@ -64,11 +64,7 @@ func lastCounter(out string) int64 {
 // qmqpSource runs Postfix's qmqp-source: one message per connection,
 // LF-only, size with headers.
 func (h *Harness) qmqpSource(addr string, sessions, msgs, size int) (Load, error) {
-	r, err := h.runTool(h.toolTimeout(msgs, size), h.peer("qmqp-source"), "-c", "-s", strconv.Itoa(sessions), "-m", strconv.Itoa(msgs),
-		"-l", strconv.Itoa(size), "-f", benchSender, "-t", benchRcpt, addr)
-	l := Load{Tool: "qmqp-source", Sessions: sessions, Messages: msgs, Size: size, Elapsed: r.Elapsed, CPU: r.CPU, Exit: r.Exit,
-		Accepted: lastCounter(r.Stdout), Output: strings.TrimSpace(r.Stderr)}
-	return l, err
+	return h.postfixSource("qmqp-source", addr, sessions, msgs, size, size)
 }
 
 // smtpSource runs Postfix's smtp-source. reuse keeps a session's
@@ -77,13 +73,20 @@ func (h *Harness) qmqpSource(addr string, sessions, msgs, size int) (Load, error
 // only: it is given size minus its own headers (about 150 bytes), so the
 // messages are the same size as qmqp-source's.
 func (h *Harness) smtpSource(addr string, sessions, msgs, size int, reuse bool) (Load, error) {
-	args := []string{"-c", "-s", strconv.Itoa(sessions), "-m", strconv.Itoa(msgs), "-l", strconv.Itoa(max(size-smtpSourceHeader, 1)),
-		"-f", benchSender, "-t", benchRcpt, "-M", "bench.test"}
+	extra := []string{"-M", "bench.test"}
 	if reuse {
-		args = append(args, "-d")
+		extra = append(extra, "-d")
 	}
-	r, err := h.runTool(h.toolTimeout(msgs, size), h.peer("smtp-source"), append(args, addr)...)
-	l := Load{Tool: "smtp-source", Sessions: sessions, Messages: msgs, Size: size, Elapsed: r.Elapsed, CPU: r.CPU, Exit: r.Exit,
+	return h.postfixSource("smtp-source", addr, sessions, msgs, size, max(size-smtpSourceHeader, 1), extra...)
+}
+
+// postfixSource runs one of Postfix's generators with -l length and the
+// extra arguments, and reads its running counter.
+func (h *Harness) postfixSource(tool, addr string, sessions, msgs, size, length int, extra ...string) (Load, error) {
+	args := append([]string{"-c", "-s", strconv.Itoa(sessions), "-m", strconv.Itoa(msgs), "-l", strconv.Itoa(length),
+		"-f", benchSender, "-t", benchRcpt}, extra...)
+	r, err := h.runTool(h.toolTimeout(msgs, size), h.peer(tool), append(args, addr)...)
+	l := Load{Tool: tool, Sessions: sessions, Messages: msgs, Size: size, Elapsed: r.Elapsed, CPU: r.CPU, Exit: r.Exit,
 		Accepted: lastCounter(r.Stdout), Output: strings.TrimSpace(r.Stderr)}
 	return l, err
 }
