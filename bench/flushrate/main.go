@@ -102,16 +102,18 @@ func main() {
 		msg[i] = 'X'
 	}
 	var res []Result
-	for _, w := range []int{1, *writers} {
-		if !want["file"] {
-			break
-		}
-		r, err := fileTest(work, msg, w, d)
+	add := func(r Result, err error) {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "flushrate:", err)
 			os.Exit(1)
 		}
 		res = append(res, r)
+	}
+	for _, w := range []int{1, *writers} {
+		if !want["file"] {
+			break
+		}
+		add(fileTest(work, msg, w, d))
 	}
 	for _, t := range []struct {
 		mode  string
@@ -121,20 +123,10 @@ func main() {
 		if !want[t.mode] {
 			continue
 		}
-		r, err := logTest(work, msg, t.batch, t.kind, d)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "flushrate:", err)
-			os.Exit(1)
-		}
-		res = append(res, r)
+		add(logTest(work, msg, t.batch, t.kind, d))
 	}
 	if want["parallel"] {
-		r, err := parallelLogTest(work, msg, *writers, *batch, d)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "flushrate:", err)
-			os.Exit(1)
-		}
-		res = append(res, r)
+		add(parallelLogTest(work, msg, *writers, *batch, d))
 	}
 	for i := range res {
 		res[i].MBPerSec = res[i].PerSec * float64(*size) / 1e6
@@ -244,10 +236,7 @@ func logTest(work string, msg []byte, batch int, kind logKind, d time.Duration) 
 		}
 	}
 	if kind == preallocated {
-		if err := syscall.Fallocate(int(f.Fd()), 0, 0, preallocBytes); err != nil {
-			return Result{}, fmt.Errorf("fallocate: %w", err)
-		}
-		if err := f.Sync(); err != nil {
+		if err := preallocate(f, preallocBytes); err != nil {
 			return Result{}, err
 		}
 	}
@@ -278,6 +267,14 @@ func logTest(work string, msg []byte, batch int, kind logKind, d time.Duration) 
 	return r, nil
 }
 
+// preallocate gives f its first n bytes' blocks with fallocate(2), durably.
+func preallocate(f *os.File, n int64) error {
+	if err := syscall.Fallocate(int(f.Fd()), 0, 0, n); err != nil {
+		return fmt.Errorf("fallocate: %w", err)
+	}
+	return f.Sync()
+}
+
 // parallelLogTest: rounds of batch messages into one preallocated file,
 // each round's messages written by writers goroutines in parallel at
 // offsets reserved in order, then one fdatasync for the round.
@@ -288,10 +285,7 @@ func parallelLogTest(work string, msg []byte, writers, batch int, d time.Duratio
 		return Result{}, err
 	}
 	defer f.Close()
-	if err := syscall.Fallocate(int(f.Fd()), 0, 0, parallelPreallocBytes); err != nil {
-		return Result{}, fmt.Errorf("fallocate: %w", err)
-	}
-	if err := f.Sync(); err != nil {
+	if err := preallocate(f, parallelPreallocBytes); err != nil {
 		return Result{}, err
 	}
 	var flushes int64
