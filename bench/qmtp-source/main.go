@@ -36,6 +36,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/qmgate/qmgate/netstring"
 )
 
 // seqHeader matches qmtp-sink's SeqHeader.
@@ -151,33 +153,20 @@ func buildPackage(from, to string, length, rcpts int, seq bool) ([]byte, int) {
 		body.WriteByte('\n')
 	}
 	msg := "\n" + body.String()
-	var b []byte
-	b = strconv.AppendInt(b, int64(len(msg)), 10)
-	b = append(b, ':')
+	b := netstring.AppendHeader(nil, int64(len(msg)))
 	if seqOff >= 0 {
 		seqOff += len(b) + 1 // the length prefix and the mode byte
 	}
-	b = append(b, msg...)
-	b = append(b, ',')
-	b = strconv.AppendInt(b, int64(len(from)), 10)
-	b = append(b, ':')
-	b = append(b, from...)
-	b = append(b, ',')
+	b = netstring.AppendString(append(append(b, msg...), ','), from)
 	var list []byte
 	for i := 0; i < rcpts; i++ {
 		r := to
 		if rcpts > 1 {
 			r = strconv.Itoa(i) + to
 		}
-		list = strconv.AppendInt(list, int64(len(r)), 10)
-		list = append(list, ':')
-		list = append(list, r...)
-		list = append(list, ',')
+		list = netstring.AppendString(list, r)
 	}
-	b = strconv.AppendInt(b, int64(len(list)), 10)
-	b = append(b, ':')
-	b = append(b, list...)
-	return append(b, ','), seqOff
+	return netstring.Append(b, list), seqOff
 }
 
 // session sends messages until the shared counter runs out, reconnecting
