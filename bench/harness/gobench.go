@@ -132,13 +132,13 @@ func (h *Harness) packageBenchmarks() *Section {
 				if u == "ns/op" || u == "MB/s" || u == "B/op" || u == "allocs/op" {
 					continue
 				}
-				other = append(other, fmt.Sprintf("%s %s", trimFloat(r.Metrics[u]), u))
+				other = append(other, fmt.Sprintf("%s %s", rate(r.Metrics[u]), u))
 			}
 			mbs := "–"
 			if v, ok := r.Metrics["MB/s"]; ok {
-				mbs = trimFloat(v)
+				mbs = rate(v)
 			}
-			rows = append(rows, []string{r.Name, strconv.FormatInt(r.N, 10), trimFloat(r.Metrics["ns/op"]), mbs, strings.Join(other, ", ")})
+			rows = append(rows, []string{r.Name, strconv.FormatInt(r.N, 10), rate(r.Metrics["ns/op"]), mbs, strings.Join(other, ", ")})
 		}
 		s.table(rows)
 	}
@@ -174,16 +174,4 @@ func (h *Harness) putTail(j, one goBenchResult, putTime string) string {
 		"and about one writer in two batches is still running when the committer takes the batch, so it waits for the next flush (up to two intervals).",
 		runtime.NumCPU(), j.Metrics["cpu-us/msg"])
 	return b.String()
-}
-
-// trimFloat prints v with at most three significant decimals.
-func trimFloat(v float64) string {
-	switch {
-	case v >= 100:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case v >= 10:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	default:
-		return strconv.FormatFloat(v, 'f', 2, 64)
-	}
 }

@@ -60,12 +60,11 @@ func (h *Harness) profileRun(label string, load func(q *Qmgate, msgs int) (Load,
 	c0 := q.CPU()
 	prof := q.Profile(label, d)
 	t0 := time.Now()
-	var l Load
 	var lerr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		l, lerr = load(q, msgs)
+		_, lerr = load(q, msgs)
 	}()
 	<-prof
 	a1, _, _, _ := q.Counters()
@@ -75,17 +74,13 @@ func (h *Harness) profileRun(label string, load func(q *Qmgate, msgs int) (Load,
 	if lerr != nil {
 		return nil, lerr
 	}
-	_ = l
 	path := filepath.Join(h.pprofDir, label+".pprof")
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("no profile: %w", err)
 	}
 	n := a1 - a0
 	rows := [][]string{{"part of the work", "share of qmgate's CPU", "µs per message"}}
-	var totalUS float64
-	if n > 0 {
-		totalUS = float64(cpu.Microseconds()) / float64(n)
-	}
+	totalUS := perMessage(cpu, n)
 	rows = append(rows, []string{fmt.Sprintf("**everything** (%d messages accepted in the %.1f s profiled)", n, window.Seconds()), "100%", fmt.Sprintf("%.0f", totalUS)})
 	for _, c := range cpuCategories {
 		share, err := pprofShare(h.qmgateBin, path, c.focus)

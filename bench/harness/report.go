@@ -74,6 +74,7 @@ func passFail(ok bool) string {
 	return "**FAIL**"
 }
 
+// rate prints a figure with fewer decimals the larger it is.
 func rate(v float64) string {
 	switch {
 	case v >= 100:
