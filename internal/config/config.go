@@ -573,16 +573,8 @@ func LoadFrom(path, origin string) (*Config, error) {
 // then $QMGATE_CONFIG, then DefaultPath if it exists, then "" (the embedded
 // default).
 func Locate(flagValue string) string {
-	if flagValue != "" {
-		return flagValue
-	}
-	if v := os.Getenv(EnvVar); v != "" {
-		return v
-	}
-	if _, err := os.Stat(DefaultPath); err == nil {
-		return DefaultPath
-	}
-	return ""
+	path, _ := Find(flagValue)
+	return path
 }
 
 // Load reads and validates the file at path, or the embedded default when
@@ -657,74 +649,62 @@ func (c *Config) applyDefaults() {
 	}
 	// On an app server the local daemon forwards what sendmail spools, so
 	// the spool is the daemon's queue.
-	setStr(&c.QueueDir, c.Nullclient.SpoolDir)
-	setStr(&c.QueueDir, "./qmgate-data/queue")
-	setInt64(&c.MaxMessageBytes, 50<<20)
-	setInt(&c.MaxRecipients, 1000)
-	setInt(&c.MaxHops, 100)
-	setStr(&c.DefaultDomain, c.Hostname)
-	setStr(&c.Postmaster, "postmaster@"+c.Hostname)
-	setStr(&c.Log.Level, "info")
-	setStr(&c.Log.Format, "text")
+	setDef(&c.QueueDir, c.Nullclient.SpoolDir)
+	setDef(&c.QueueDir, "./qmgate-data/queue")
+	setDef(&c.MaxMessageBytes, 50<<20)
+	setDef(&c.MaxRecipients, 1000)
+	setDef(&c.MaxHops, 100)
+	setDef(&c.DefaultDomain, c.Hostname)
+	setDef(&c.Postmaster, "postmaster@"+c.Hostname)
+	setDef(&c.Log.Level, "info")
+	setDef(&c.Log.Format, "text")
 
-	setInt(&c.Limits.MaxConns, 1000)
-	setInt(&c.Limits.MaxConnsPerIP, 50)
+	setDef(&c.Limits.MaxConns, 1000)
+	setDef(&c.Limits.MaxConnsPerIP, 50)
 	setDur(&c.Limits.ReadTimeout, 5*time.Minute)
 	setDur(&c.Limits.WriteTimeout, 5*time.Minute)
 	setDur(&c.Limits.SessionTimeout, time.Hour)
 	setDur(&c.Limits.FirstTimeout, 30*time.Second)
-	setInt64(&c.Limits.MinDataRate, 64)
-	setInt(&c.Limits.MaxUnixConns, 100)
-	setInt(&c.Limits.ClientIPv4Prefix, 32)
-	setInt(&c.Limits.ClientIPv6Prefix, 64)
+	setDef(&c.Limits.MinDataRate, 64)
+	setDef(&c.Limits.MaxUnixConns, 100)
+	setDef(&c.Limits.ClientIPv4Prefix, 32)
+	setDef(&c.Limits.ClientIPv6Prefix, 64)
 	for _, l := range []*ListenLimit{&c.QMQP.ListenLimit, &c.QMTP.ListenLimit, &c.SMTP.ListenLimit} {
-		setInt(&l.MaxConns, c.Limits.MaxConns)
-		setInt(&l.MaxConnsPerIP, c.Limits.MaxConnsPerIP)
-		setDur(&l.ReadTimeout, c.Limits.ReadTimeout.D())
-		setDur(&l.WriteTimeout, c.Limits.WriteTimeout.D())
-		setDur(&l.SessionTimeout, c.Limits.SessionTimeout.D())
-		setDur(&l.FirstTimeout, c.Limits.FirstTimeout.D())
-		setInt64(&l.MinDataRate, c.Limits.MinDataRate)
-		setInt(&l.MaxUnixConns, c.Limits.MaxUnixConns)
+		setDef(&l.MaxConns, c.Limits.MaxConns)
+		setDef(&l.MaxConnsPerIP, c.Limits.MaxConnsPerIP)
+		setDef(&l.ReadTimeout, c.Limits.ReadTimeout)
+		setDef(&l.WriteTimeout, c.Limits.WriteTimeout)
+		setDef(&l.SessionTimeout, c.Limits.SessionTimeout)
+		setDef(&l.FirstTimeout, c.Limits.FirstTimeout)
+		setDef(&l.MinDataRate, c.Limits.MinDataRate)
+		setDef(&l.MaxUnixConns, c.Limits.MaxUnixConns)
 	}
 
 	setDur(&c.Queue.Lifetime, 7*24*time.Hour)
 	setDur(&c.Shutdown.DrainTimeout, 30*time.Second)
-	if c.Shutdown.ReadyGrace == nil {
-		g := Duration(DefaultReadyGrace)
-		c.Shutdown.ReadyGrace = &g
-	}
-	if c.Queue.DelayNotice == nil {
-		d := Duration(4 * time.Hour)
-		c.Queue.DelayNotice = &d
-	}
-	if c.Queue.CommitLinger == nil {
-		d := Duration(time.Millisecond)
-		c.Queue.CommitLinger = &d
-	}
-	setInt64(&c.Queue.MinFreeBytes, DefaultMinFreeBytes)
+	setPtr(&c.Shutdown.ReadyGrace, Duration(DefaultReadyGrace))
+	setPtr(&c.Queue.DelayNotice, Duration(4*time.Hour))
+	setPtr(&c.Queue.CommitLinger, Duration(time.Millisecond))
+	setDef(&c.Queue.MinFreeBytes, DefaultMinFreeBytes)
 	setDur(&c.Queue.RetryMin, time.Minute)
 	setDur(&c.Queue.RetryMax, time.Hour)
 
-	setInt(&c.Delivery.Concurrency, 20)
+	setDef(&c.Delivery.Concurrency, 20)
 	setDur(&c.Delivery.ConnectTimeout, 60*time.Second)
 	setDur(&c.Delivery.Timeout, 20*time.Minute)
-	setInt(&c.Delivery.QMTPPort, 209)
-	setInt(&c.Delivery.SMTPPort, 25)
-	setInt(&c.Delivery.MTASTSPort, 443)
+	setDef(&c.Delivery.QMTPPort, 209)
+	setDef(&c.Delivery.SMTPPort, 25)
+	setDef(&c.Delivery.MTASTSPort, 443)
 	for i := range c.Routes {
 		r := &c.Routes[i]
-		setInt(&r.Concurrency, c.Delivery.Concurrency)
-		if r.MTASTS == nil {
-			on := true
-			r.MTASTS = &on
-		}
+		setDef(&r.Concurrency, c.Delivery.Concurrency)
+		setPtr(&r.MTASTS, true)
 		r.setVia()
 		if r.Fallback != "" {
-			setInt(&r.FallbackAfter, 3)
+			setDef(&r.FallbackAfter, 3)
 		}
 		if strings.HasPrefix(r.Via, "smtp") {
-			setStr(&r.TLS, "required")
+			setDef(&r.TLS, "required")
 		}
 	}
 	nameRoutes(c.Routes)
@@ -762,26 +742,23 @@ func (c *Config) validate() Errors {
 	default:
 		bad("log.format", "%q: use text or json", c.Log.Format)
 	}
-	checkListen := func(key string, addrs []string) {
-		for i, a := range addrs {
-			if err := checkListenAddr(a); err != nil {
+	// each reports every entry of the list at key that check refuses.
+	each := func(key string, list []string, check func(string) error) {
+		for i, s := range list {
+			if err := check(s); err != nil {
 				bad(fmt.Sprintf("%s[%d]", key, i), "%v", err)
 			}
 		}
 	}
-	checkListen("qmqp.listen", c.QMQP.Listen)
-	checkListen("qmtp.listen", c.QMTP.Listen)
-	checkListen("qmtp.listen_tls", c.QMTP.ListenTLS)
-	checkListen("smtp.listen", c.SMTP.Listen)
-	checkListen("smtp.submission", c.SMTP.Submission)
-	checkListen("smtp.submissions", c.SMTP.Submissions)
 	checkNets := func(key string, nets []string) {
-		for i, n := range nets {
-			if _, err := ParsePrefix(n); err != nil {
-				bad(fmt.Sprintf("%s[%d]", key, i), "%v", err)
-			}
-		}
+		each(key, nets, func(s string) error { _, err := ParsePrefix(s); return err })
 	}
+	each("qmqp.listen", c.QMQP.Listen, checkListenAddr)
+	each("qmtp.listen", c.QMTP.Listen, checkListenAddr)
+	each("qmtp.listen_tls", c.QMTP.ListenTLS, checkListenAddr)
+	each("smtp.listen", c.SMTP.Listen, checkListenAddr)
+	each("smtp.submission", c.SMTP.Submission, checkListenAddr)
+	each("smtp.submissions", c.SMTP.Submissions, checkListenAddr)
 	checkNets("qmqp.allow", c.QMQP.Allow)
 	for i, u := range c.QMQP.UnixAllow {
 		if strings.TrimPrefix(u, "@") == "" || strings.ContainsAny(u, " \t:") {
@@ -801,11 +778,7 @@ func (c *Config) validate() Errors {
 		}
 	}
 	for _, rk := range c.Limits.RateKeys() {
-		for i, r := range rk.Rates {
-			if _, err := ratelimit.ParseRate(r); err != nil {
-				bad(fmt.Sprintf("limits.%s[%d]", rk.Key, i), "%v", err)
-			}
-		}
+		each("limits."+rk.Key, rk.Rates, func(s string) error { _, err := ratelimit.ParseRate(s); return err })
 	}
 	for _, l := range []struct {
 		sect string
@@ -831,11 +804,7 @@ func (c *Config) validate() Errors {
 	checkNets("qmtp.relay_clients", c.QMTP.RelayClients)
 	checkNets("smtp.relay_clients", c.SMTP.RelayClients)
 	checkNets("qmqp.proxy_from", c.QMQP.ProxyFrom)
-	for i, p := range c.Shutdown.Handoff {
-		if err := CheckHandoffPeer(p); err != nil {
-			bad(fmt.Sprintf("shutdown.handoff[%d]", i), "%v", err)
-		}
-	}
+	each("shutdown.handoff", c.Shutdown.Handoff, CheckHandoffPeer)
 	if (c.Shutdown.CertFile == "") != (c.Shutdown.KeyFile == "") {
 		bad("shutdown.cert_file", "cert_file and key_file go together")
 	}
@@ -1032,35 +1001,27 @@ func checkListenAddr(a string) error {
 		}
 		return nil
 	}
-	ap, err := netip.ParseAddrPort(a)
-	if err != nil {
+	if _, err := netip.ParseAddrPort(a); err != nil {
 		return fmt.Errorf("%q: want ip:port or unix:/path", a)
 	}
-	_ = ap
 	return nil
 }
 
-func setStr(p *string, v string) {
-	if *p == "" {
+// setDef sets *p to v when the file left it at its zero value.
+func setDef[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
 		*p = v
 	}
 }
 
-func setInt(p *int, v int) {
-	if *p == 0 {
-		*p = v
-	}
-}
+func setDur(p *Duration, v time.Duration) { setDef(p, Duration(v)) }
 
-func setInt64(p *int64, v int64) {
-	if *p == 0 {
-		*p = v
-	}
-}
-
-func setDur(p *Duration, v time.Duration) {
-	if *p == 0 {
-		*p = Duration(v)
+// setPtr sets *p to point to v when the file did not set it (a pointer
+// field, whose zero value is a setting of its own).
+func setPtr[T any](p **T, v T) {
+	if *p == nil {
+		*p = &v
 	}
 }
 
