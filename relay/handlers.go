@@ -275,7 +275,11 @@ func (s smtpHandler) Sender(ctx context.Context, c *mail.ConnInfo, from string) 
 // clients and authenticated users.
 func (s smtpHandler) Recipient(ctx context.Context, c *mail.ConnInfo, from, rcpt string) mail.Status {
 	st := s.h.Policy().Rcpt(c, from, rcpt)
-	s.h.refuse(ctx, "SMTP", c, from, []string{rcpt}, st)
+	if !st.IsAccept() {
+		// Only here: the one-element list would be made for every
+		// recipient otherwise, accepted or not.
+		s.h.refuse(ctx, "SMTP", c, from, []string{rcpt}, st)
+	}
 	return st
 }
 

@@ -87,6 +87,10 @@ type serverConn struct {
 	// pending and the writes.
 	wmu     sync.Mutex
 	pending []byte
+	// replyBuf backs pending and rewritten for a session's usual replies,
+	// so that holding them back allocates nothing.
+	replyBuf   [512]byte
+	rewriteBuf [256]byte
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -105,6 +109,7 @@ func newServerConn(srv *Server, c net.Conn, t *serve.Conn) *serverConn {
 		tm:     srv.settings().Timing(time.Now()),
 		done:   make(chan struct{}),
 	}
+	sc.pending = sc.replyBuf[:0]
 	sc.info = mail.ConnInfo{
 		Proto:      "SMTP",
 		RemoteAddr: c.RemoteAddr(),

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"sync"
 )
 
 // dataFilter turns the message go-smtp hands over (dot-unstuffed, line ends
@@ -60,8 +61,25 @@ const (
 	gsCR
 )
 
+// dataBufBytes is the size of a dataFilter's read buffer (go-smtp's data
+// reader hands over at most what its own 4 KiB buffer holds per read).
+const dataBufBytes = 4096
+
+// dataBufs pools the filters' buffers: a message's buffer is free again
+// once its reply is decided, and a busy server takes thousands of
+// messages a second.
+var dataBufs = sync.Pool{New: func() any { return new([dataBufBytes]byte) }}
+
 func newDataFilter(r io.Reader, bdat bool) *dataFilter {
-	return &dataFilter{r: r, bdat: bdat, buf: make([]byte, 4096)}
+	return &dataFilter{r: r, bdat: bdat, buf: dataBufs.Get().(*[dataBufBytes]byte)[:]}
+}
+
+// release gives the filter's buffer back; the filter is not used again.
+func (f *dataFilter) release() {
+	if f.buf != nil {
+		dataBufs.Put((*[dataBufBytes]byte)(f.buf))
+		f.buf = nil
+	}
 }
 
 // Read gives the handler the stored form. After a bare CR it returns
@@ -285,3 +303,59 @@ func (f *dataFilter) scan(c byte) {
 		f.suspect = 1
 	}
 }
+
+// messageBody is what the handler reads from Deliver: the server's Received
+// line, then the message. It is io.MultiReader without the 32 KiB buffer
+// that MultiReader's WriteTo makes for each io.Copy of a message.
+type messageBody struct {
+	head string
+	rest io.Reader
+}
+
+func (b *messageBody) Read(p []byte) (int, error) {
+	if len(b.head) > 0 {
+		n := copy(p, b.head)
+		b.head = b.head[n:]
+		return n, nil
+	}
+	return b.rest.Read(p)
+}
+
+// WriteTo lets io.Copy move the message through a pooled buffer.
+func (b *messageBody) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	if len(b.head) > 0 {
+		n, err := io.WriteString(w, b.head)
+		total += int64(n)
+		b.head = b.head[n:]
+		if err != nil {
+			return total, err
+		}
+	}
+	buf := copyBufs.Get().(*[copyBufBytes]byte)
+	defer copyBufs.Put(buf)
+	for {
+		n, err := b.rest.Read(buf[:])
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+			if m < n {
+				return total, io.ErrShortWrite
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// copyBufBytes is messageBody.WriteTo's buffer: twice go-smtp's reads.
+const copyBufBytes = 8 << 10
+
+var copyBufs = sync.Pool{New: func() any { return new([copyBufBytes]byte) }}

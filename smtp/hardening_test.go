@@ -310,3 +310,22 @@ func TestSyntaxRefusalsLogged(t *testing.T) {
 		t.Errorf("%d syntax refusals logged, want 4:\n%s", n, got)
 	}
 }
+
+// TestRewriteLines: rewrite replaces go-smtp's texts line by line in a
+// write of several lines, keeps the other lines and their order, and
+// leaves a write without such texts (or without whole lines) as it is.
+func TestRewriteLines(t *testing.T) {
+	sc := &serverConn{srv: &Server{TLSConfig: &tls.Config{}}}
+	for _, tc := range []struct{ in, want string }{
+		{"250-mx.test\r\n250-CHUNKING\r\n250 SIZE 10\r\n", "250-mx.test\r\n250-CHUNKING\r\n250-STARTTLS\r\n250 SIZE 10\r\n"},
+		{"250 2.0.0 Roger, accepting mail from <a@b.example>\r\n", "250 2.0.0 sender <a@b.example> ok\r\n"},
+		{"250 2.0.0 ok\r\n354 Go ahead. End your data with <CR><LF>.<CR><LF>\r\n221 2.0.0 Bye\r\n", "250 2.0.0 ok\r\n354 end data with <CR><LF>.<CR><LF>\r\n221 2.0.0 closing connection\r\n"},
+		{"250 2.0.0 ok queued\r\n", "250 2.0.0 ok queued\r\n"},
+		{"221 2.0.0 Bye", "221 2.0.0 Bye"},
+	} {
+		out, changed := sc.rewrite([]byte(tc.in))
+		if string(out) != tc.want || changed != (tc.in != tc.want) {
+			t.Errorf("rewrite(%q) = %q, %v; want %q", tc.in, out, changed, tc.want)
+		}
+	}
+}

@@ -44,7 +44,16 @@ var errDotLineCR = errors.New("smtp: dot line ending in CR CR LF")
 // after the reply (dotLine, Read).
 func (sc *serverConn) scanDotCR(p []byte) {
 	st := sc.dcState
-	for _, c := range p {
+	for i := 0; i < len(p); i++ {
+		if st == dcNone {
+			// Only a CR leaves dcNone: skip to the next one.
+			j := bytes.IndexByte(p[i:], '\r')
+			if j < 0 {
+				break
+			}
+			i += j
+		}
+		c := p[i]
 		switch {
 		case st == dcDotCRCR && c == '\n':
 			sc.dotLine.Store(true)
@@ -55,8 +64,10 @@ func (sc *serverConn) scanDotCR(p []byte) {
 			if c == '\r' {
 				st = dcDotCRCR
 			}
+		case c == '\r' && st == dcDot:
+			st = dcDotCR
 		case c == '\r':
-			st = map[bool]int{true: dcDotCR, false: dcCR}[st == dcDot]
+			st = dcCR
 		case c == '\n' && (st == dcCR || st == dcDotCR):
 			st = dcCRLF
 		case c == '.' && st == dcCRLF:
@@ -158,12 +169,14 @@ func (sc *serverConn) handshake() error {
 // (session.refuse). go-smtp answers most of them itself, without asking the
 // session, so they are taken from the replies on their way out.
 func (sc *serverConn) logSyntax(p []byte) {
-	for _, line := range bytes.SplitAfter(p, []byte("\r\n")) {
-		if len(line) < 6 || line[3] != ' ' || !bytes.HasPrefix(line, []byte("50")) ||
+	for rest := p; len(rest) > 0; {
+		var line []byte
+		line, rest = nextLine(rest)
+		if len(line) < 6 || line[3] != ' ' || line[0] != '5' || line[1] != '0' ||
 			(line[2] != '0' && line[2] != '1') {
 			continue
 		}
-		text := string(bytes.TrimSuffix(line[4:], []byte("\r\n")))
+		text := string(bytes.TrimSuffix(line[4:], crlf))
 		code := ""
 		if i := strings.IndexByte(text, ' '); i > 0 && strings.Count(text[:i], ".") == 2 {
 			code, text = text[:i], text[i+1:]
@@ -173,44 +186,77 @@ func (sc *serverConn) logSyntax(p []byte) {
 	}
 }
 
+// nextLine splits p after its first CR LF (all of p when it has none).
+func nextLine(p []byte) (line, rest []byte) {
+	i := bytes.Index(p, crlf)
+	if i < 0 {
+		return p, nil
+	}
+	return p[:i+2], p[i+2:]
+}
+
 // rewrite returns p with go-smtp's fixed texts replaced, line by line, and
 // whether it changed anything. It leaves p alone unless it holds whole
-// lines.
+// lines, and copies it only when a line changes.
 func (sc *serverConn) rewrite(p []byte) ([]byte, bool) {
-	if !bytes.HasSuffix(p, []byte("\r\n")) {
+	if !bytes.HasSuffix(p, crlf) {
 		return p, false
 	}
 	var out []byte
 	changed := false
-	for _, line := range bytes.SplitAfter(p, []byte("\r\n")) {
-		switch {
-		case bytes.Equal(line, noTLSReply):
-			out, changed = append(out, sc.startTLSLine()...), true
-			continue
-		case bytes.Equal(line, chunkingCap) && sc.tlsOffered():
-			out, changed = append(append(out, line...), "250-STARTTLS\r\n"...), true
+	for rest := p; len(rest) > 0; {
+		start := len(p) - len(rest)
+		var line []byte
+		line, rest = nextLine(rest)
+		if changed {
+			var ok bool
+			if out, ok = sc.replaceLine(out, line); !ok {
+				out = append(out, line...)
+			}
 			continue
 		}
-		repl := line
-		for _, r := range replyTexts {
-			if !bytes.HasPrefix(line, []byte(r.prefix)) {
-				continue
-			}
-			text := r.repl
-			if i := bytes.IndexByte([]byte(text), '%'); i >= 0 {
-				addr := line[len(r.prefix):]
-				if j := bytes.LastIndexByte(addr, '>'); j >= 0 {
-					addr = addr[:j]
-				}
-				text = text[:i] + string(addr) + text[i+2:]
-			}
-			repl, changed = []byte(text+"\r\n"), true
-			break
+		// The result lives until Write returns (it is written, or copied
+		// into pending), so the connection's scratch buffer can hold it.
+		repl, ok := sc.replaceLine(sc.rewriteBuf[:0], line)
+		if !ok {
+			continue
 		}
-		out = append(out, repl...)
+		// The first change: the lines before it stay as they were.
+		changed, out = true, repl
+		if start > 0 {
+			out = append(append(make([]byte, 0, len(p)+len(repl)), p[:start]...), repl...)
+		}
 	}
 	if !changed {
 		return p, false
 	}
 	return out, true
+}
+
+// replaceLine appends the replacement of one reply line to dst and
+// returns it, or reports that the line stays as it is.
+func (sc *serverConn) replaceLine(dst, line []byte) ([]byte, bool) {
+	switch {
+	case bytes.Equal(line, noTLSReply):
+		return append(dst, sc.startTLSLine()...), true
+	case bytes.Equal(line, chunkingCap) && sc.tlsOffered():
+		return append(append(dst, line...), "250-STARTTLS\r\n"...), true
+	}
+	for _, r := range replyTexts {
+		if !bytes.HasPrefix(line, []byte(r.prefix)) {
+			continue
+		}
+		text := r.repl
+		if i := strings.IndexByte(text, '%'); i >= 0 {
+			addr := line[len(r.prefix):]
+			if j := bytes.LastIndexByte(addr, '>'); j >= 0 {
+				addr = addr[:j]
+			}
+			dst = append(append(append(dst, text[:i]...), addr...), text[i+2:]...)
+		} else {
+			dst = append(dst, text...)
+		}
+		return append(dst, crlf...), true
+	}
+	return dst, false
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
@@ -200,16 +201,27 @@ type Server struct {
 
 	core serve.Core
 	auth authGuard
+	log  atomic.Pointer[taggedLog] // logger's result, made once per ErrorLog
 }
 
+// taggedLog is a logger with proto=SMTP, and the ErrorLog it was made from.
+type taggedLog struct{ from, tagged *slog.Logger }
+
 // logger is ErrorLog (or slog's default) with proto=SMTP, the one place
-// the server's log lines get their protocol.
+// the server's log lines get their protocol. Deriving a logger formats its
+// attributes in advance, so the result is kept; it is made again only if
+// the logger it came from changes.
 func (s *Server) logger() *slog.Logger {
 	l := s.ErrorLog
 	if l == nil {
 		l = slog.Default()
 	}
-	return l.With("proto", "SMTP")
+	if t := s.log.Load(); t != nil && t.from == l {
+		return t.tagged
+	}
+	t := &taggedLog{from: l, tagged: l.With("proto", "SMTP")}
+	s.log.Store(t)
+	return t.tagged
 }
 
 func (s *Server) hostname() string {

@@ -200,6 +200,7 @@ func (s *session) Data(r io.Reader) error {
 
 	_, bdat := r.(*io.PipeReader)
 	f := newDataFilter(r, bdat)
+	defer f.release()
 	if !bdat {
 		f.dotCR = s.sc.takeDotCR
 		s.sc.inData.Store(true)
@@ -213,7 +214,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 	nul := serve.RefuseNUL(f)
 	br := mail.NewBodyReader(nul, srv.maxMessageBytes(), srv.maxHops())
-	body := io.MultiReader(strings.NewReader(info.Received(time.Now())), br)
+	body := &messageBody{head: info.Received(time.Now()), rest: br}
 	var st mail.Status
 	if srv.Handler == nil {
 		st = statusNoHandler
