@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"net"
 	"net/netip"
-	"strconv"
 	"time"
 )
 
@@ -101,8 +100,7 @@ func addrIP(a net.Addr) netip.Addr {
 func (c *ConnInfo) Received(now time.Time) string {
 	b := make([]byte, 0, 160)
 	b = append(b, "Received: from "...)
-	host := c.RemoteHost
-	host = cmp.Or(host, "unknown")
+	host := cmp.Or(c.RemoteHost, "unknown")
 	b = appendSafe(b, host)
 	if c.Helo != "" && !equalFoldASCII(c.Helo, host) {
 		b = append(b, " (HELO "...)
@@ -130,9 +128,7 @@ func (c *ConnInfo) Received(now time.Time) string {
 	}
 	b = appendSafe(b, local)
 	b = append(b, " with "...)
-	proto := c.Proto
-	proto = cmp.Or(proto, "unknown")
-	b = appendSafe(b, proto)
+	b = appendSafe(b, cmp.Or(c.Proto, "unknown"))
 	b = append(b, "; "...)
 	b = AppendDate822(b, now)
 	b = append(b, '\n')
@@ -163,26 +159,8 @@ func appendSafe(b []byte, s string) []byte {
 	return b
 }
 
-var monthNames = [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
-
 // AppendDate822 appends qmail's date822fmt form of t: "26 Sep 1995 04:46:54
 // -0000" — no weekday, a one- or two-digit day, always UTC written as -0000.
 func AppendDate822(b []byte, t time.Time) []byte {
-	t = t.UTC()
-	b = strconv.AppendInt(b, int64(t.Day()), 10)
-	b = append(b, ' ')
-	b = append(b, monthNames[t.Month()-1]...)
-	b = append(b, ' ')
-	b = strconv.AppendInt(b, int64(t.Year()), 10)
-	b = append(b, ' ')
-	b = append2(b, t.Hour())
-	b = append(b, ':')
-	b = append2(b, t.Minute())
-	b = append(b, ':')
-	b = append2(b, t.Second())
-	return append(b, " -0000"...)
-}
-
-func append2(b []byte, n int) []byte {
-	return append(b, byte('0'+n/10), byte('0'+n%10))
+	return t.UTC().AppendFormat(b, "2 Jan 2006 15:04:05 -0000")
 }

@@ -20,42 +20,38 @@ const (
 	Permanent              // refused for good: 'D', SMTP 5xx
 )
 
-func (c Class) String() string {
-	switch c {
-	case Accept:
-		return "accept"
-	case Permanent:
-		return "permanent"
-	default:
-		return "temporary"
-	}
+// classWords are each class's names, indexed by Class.
+var classWords = [...]classWord{
+	Temporary: {"temporary", "deferred", "deferred", 'Z', '4', "4.3.0"},
+	Accept:    {"accept", "delivered", "accepted", 'K', '2', "2.0.0"},
+	Permanent: {"permanent", "failed", "refused", 'D', '5', "5.0.0"},
 }
+
+type classWord struct {
+	name, result  string
+	outcome       string // of a Status, see Outcome
+	letter, digit byte   // the reply letter; the first digit of the codes
+	code          string // the default enhanced code
+}
+
+// words are the class's names; a value outside the three constants reads
+// as Temporary.
+func (c Class) words() classWord {
+	if int(c) >= len(classWords) {
+		c = Temporary
+	}
+	return classWords[c]
+}
+
+func (c Class) String() string { return c.words().name }
 
 // DeliveryResult names the class as the result of a delivery attempt, for
 // people and logs: "delivered", "deferred" or "failed" (never a qmail
 // letter).
-func (c Class) DeliveryResult() string {
-	switch c {
-	case Accept:
-		return "delivered"
-	case Permanent:
-		return "failed"
-	default:
-		return "deferred"
-	}
-}
+func (c Class) DeliveryResult() string { return c.words().result }
 
 // Letter is the QMTP/QMQP reply letter for the class: K, Z or D.
-func (c Class) Letter() byte {
-	switch c {
-	case Accept:
-		return 'K'
-	case Permanent:
-		return 'D'
-	default:
-		return 'Z'
-	}
-}
+func (c Class) Letter() byte { return c.words().letter }
 
 // MaxStatusText bounds the text of a Status. Postfix's qmqp-source reads at most
 // 10240 bytes of reply, and replies are meant for humans; 512 is plenty.
@@ -117,20 +113,12 @@ var (
 // Error makes a Status usable as an error. The string is the QMTP-style reply
 // without the letter, prefixed by the class, for logs.
 func (s Status) Error() string {
-	return s.Class.String() + ": " + s.text()
+	return s.Class.String() + ": " + string(s.Reply()[1:])
 }
 
 // Outcome is the status's class in the words a person reads: "accepted",
 // "deferred" (temporary) or "refused" (permanent).
-func (s Status) Outcome() string {
-	switch {
-	case s.IsAccept():
-		return "accepted"
-	case s.IsPermanent():
-		return "refused"
-	}
-	return "deferred"
-}
+func (s Status) Outcome() string { return s.Class.words().outcome }
 
 // Describe renders the status for a person, without the wire's status
 // letter: "deferred: could not connect to remote host (#4.4.1)".
@@ -157,15 +145,7 @@ func (s Status) class() Class {
 
 // classDigit is the first digit of the enhanced and basic codes of the
 // class: 2, 4 or 5.
-func (s Status) classDigit() byte {
-	switch s.class() {
-	case Accept:
-		return '2'
-	case Permanent:
-		return '5'
-	}
-	return '4'
-}
+func (s Status) classDigit() byte { return s.Class.words().digit }
 
 // EnhancedCode returns the enhanced status code, or a default for the class
 // (2.0.0, 4.3.0 or 5.0.0) when Code is empty, malformed or of another class:
@@ -174,14 +154,7 @@ func (s Status) EnhancedCode() string {
 	if validEnhanced(s.Code) && s.Code[0] == s.classDigit() {
 		return s.Code
 	}
-	switch s.class() {
-	case Accept:
-		return "2.0.0"
-	case Permanent:
-		return "5.0.0"
-	default:
-		return "4.3.0"
-	}
+	return s.Class.words().code
 }
 
 // EnhancedCodeParts returns the enhanced code as three integers, the form
@@ -264,15 +237,6 @@ func (s Status) AppendReply(dst []byte) []byte {
 		dst = append(dst, ')')
 	}
 	return dst
-}
-
-// text is the sanitized text plus " (#code)" for failures.
-func (s Status) text() string {
-	t := s.SMTPText()
-	if s.class() == Accept {
-		return t
-	}
-	return t + " (#" + s.EnhancedCode() + ")"
 }
 
 // sanitized returns Text made safe for every protocol: one line of printable

@@ -186,9 +186,7 @@ func (r *Reader) readData(p []byte) (int, error) {
 	r.remain -= int64(n)
 	r.consumed += int64(n)
 	if err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
+		err = unexpected(err)
 		r.fail(err)
 		if n > 0 {
 			return n, nil
@@ -219,28 +217,17 @@ func (r *Reader) End() error {
 	if !r.pending {
 		return nil
 	}
-	if r.remain > 0 {
+	for r.remain > 0 {
 		n, err := r.r.Discard(int(min(r.remain, 1<<30)))
 		r.remain -= int64(n)
 		r.consumed += int64(n)
-		for err == nil && r.remain > 0 {
-			n, err = r.r.Discard(int(min(r.remain, 1<<30)))
-			r.remain -= int64(n)
-			r.consumed += int64(n)
-		}
 		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return r.fail(err)
+			return r.fail(unexpected(err))
 		}
 	}
 	c, err := r.r.ReadByte()
 	if err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return r.fail(err)
+		return r.fail(unexpected(err))
 	}
 	r.consumed++
 	if c != ',' {
@@ -269,10 +256,7 @@ func (r *Reader) ReadBytes(limit int64) ([]byte, error) {
 		m, err := r.readData(buf[len(buf):want])
 		buf = buf[:len(buf)+m]
 		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
+			return nil, unexpected(err)
 		}
 	}
 	if err := r.End(); err != nil {
@@ -283,6 +267,27 @@ func (r *Reader) ReadBytes(limit int64) ([]byte, error) {
 
 // Err returns the sticky error that stopped the reader, if any.
 func (r *Reader) Err() error { return r.err }
+
+// unexpected turns io.EOF inside a netstring into io.ErrUnexpectedEOF.
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// Malformed reports whether err says the input broke the netstring grammar
+// (a non-digit, an overflow, a length over the limit, a missing comma, and
+// in Strict mode a leading zero or an empty length), as opposed to an I/O
+// error such as a truncation or a timeout.
+func Malformed(err error) bool {
+	for _, e := range []error{ErrNotDigit, ErrOverflow, ErrTooLong, ErrComma, ErrLeadingZero, ErrEmptyLength} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
 
 func (r *Reader) fail(err error) error {
 	if r.err == nil {
@@ -298,18 +303,12 @@ func Len(n int64) int64 {
 
 // Append appends data as a netstring to dst.
 func Append(dst, data []byte) []byte {
-	dst = strconv.AppendInt(dst, int64(len(data)), 10)
-	dst = append(dst, ':')
-	dst = append(dst, data...)
-	return append(dst, ',')
+	return append(append(AppendHeader(dst, int64(len(data))), data...), ',')
 }
 
 // AppendString appends s as a netstring to dst.
 func AppendString(dst []byte, s string) []byte {
-	dst = strconv.AppendInt(dst, int64(len(s)), 10)
-	dst = append(dst, ':')
-	dst = append(dst, s...)
-	return append(dst, ',')
+	return append(append(AppendHeader(dst, int64(len(s))), s...), ',')
 }
 
 // AppendHeader appends the length field "n:" of a netstring whose data the
@@ -358,10 +357,30 @@ func WriteFrom(w io.Writer, n int64, r io.Reader) error {
 	return WriteTrailer(w)
 }
 
+// ReadError is an error of the reader that CopyExactly copies from, told
+// apart from an error of the writer: the caller's body failed, not the
+// connection. Its text is the reader's error's.
+type ReadError struct{ Err error }
+
+func (e *ReadError) Error() string { return e.Err.Error() }
+func (e *ReadError) Unwrap() error { return e.Err }
+
+// sourceReader wraps the errors of r, other than io.EOF, in a *ReadError.
+type sourceReader struct{ r io.Reader }
+
+func (s sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &ReadError{err}
+	}
+	return n, err
+}
+
 // CopyExactly copies exactly n bytes from r to w and checks that r has no
 // more; it is the body half of WriteFrom for callers that frame themselves.
+// An error of r is a *ReadError.
 func CopyExactly(w io.Writer, r io.Reader, n int64) error {
-	m, err := io.Copy(w, io.LimitReader(r, n))
+	m, err := io.Copy(w, io.LimitReader(sourceReader{r}, n))
 	if err != nil {
 		return err
 	}

@@ -118,17 +118,14 @@ type ConnectAttempt struct {
 }
 
 func (e *ConnectError) Error() string {
-	var b strings.Builder
-	b.WriteString("qmqp: could not connect to any server")
-	for i, a := range e.Attempts {
-		if i == 0 {
-			b.WriteString(": ")
-		} else {
-			b.WriteString("; ")
-		}
-		b.WriteString(a.Server + ": " + a.Err.Error())
+	var tried []string
+	for _, a := range e.Attempts {
+		tried = append(tried, a.Server+": "+a.Err.Error())
 	}
-	return b.String()
+	if len(tried) == 0 {
+		return "qmqp: could not connect to any server"
+	}
+	return "qmqp: could not connect to any server: " + strings.Join(tried, "; ")
 }
 
 // Unwrap returns the attempts' errors.
@@ -200,16 +197,6 @@ func isIPv6(s string) bool {
 	return err == nil && a.Is6()
 }
 
-func timeoutOr(v, def time.Duration) time.Duration {
-	switch {
-	case v == 0:
-		return def
-	case v < 0:
-		return 0
-	}
-	return v
-}
-
 // Send sends one message: env is the envelope (raw addresses, not
 // SMTP-quoted), body yields exactly size bytes with LF line ends. The body is
 // streamed, never held in memory.
@@ -239,7 +226,7 @@ func (c *Client) Send(ctx context.Context, env mail.Envelope, body io.Reader, si
 	if dialer == nil {
 		dialer = &net.Dialer{}
 	}
-	connectTimeout := timeoutOr(c.ConnectTimeout, DefaultConnectTimeout)
+	connectTimeout := serve.Pick(c.ConnectTimeout, DefaultConnectTimeout)
 	cerr := ConnectError{ConnectTimeout: max(connectTimeout, 0)}
 	for _, srv := range c.Servers {
 		network, addr, err := ParseServer(srv)
@@ -289,23 +276,6 @@ func checkEnvelope(env mail.Envelope) (mail.Status, bool) {
 	return mail.Status{}, true
 }
 
-// bodyError marks a failure to read the caller's body, as opposed to a
-// failure of the connection.
-type bodyError struct{ err error }
-
-func (e bodyError) Error() string { return "qmqp: reading message: " + e.err.Error() }
-func (e bodyError) Unwrap() error { return e.err }
-
-type bodySource struct{ r io.Reader }
-
-func (b bodySource) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	if err != nil && err != io.EOF {
-		err = bodyError{err}
-	}
-	return n, err
-}
-
 // transfer writes the request on conn and reads the reply.
 func (c *Client) transfer(ctx context.Context, conn net.Conn, env mail.Envelope, body io.Reader, size int64) (mail.Status, error) {
 	defer conn.Close()
@@ -314,16 +284,19 @@ func (c *Client) transfer(ctx context.Context, conn net.Conn, env mail.Envelope,
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
-	ioTimeout := timeoutOr(c.IOTimeout, DefaultIOTimeout)
+	ioTimeout := serve.Pick(c.IOTimeout, DefaultIOTimeout)
 	var end time.Time
-	if d := timeoutOr(c.SessionTimeout, DefaultClientSessionTimeout); d > 0 {
+	if d := serve.Pick(c.SessionTimeout, DefaultClientSessionTimeout); d > 0 {
 		end = time.Now().Add(d)
 	}
 	dc := serve.NewIOConn(conn, serve.Timing{ReadTimeout: ioTimeout, WriteTimeout: ioTimeout, End: end})
 
 	werr := writeRequest(dc, env, body, size)
-	var be bodyError
-	if errors.As(werr, &be) || errors.Is(werr, netstring.ErrShortBody) {
+	var re *netstring.ReadError
+	if errors.As(werr, &re) {
+		werr = fmt.Errorf("qmqp: reading message: %w", werr)
+	}
+	if re != nil || errors.Is(werr, netstring.ErrShortBody) {
 		// Our own side failed; the server saw a truncated request and
 		// discards it.
 		return mail.StatusTempFailure, werr
@@ -366,7 +339,7 @@ func writeRequest(w *serve.IOConn, env mail.Envelope, body io.Reader, size int64
 	if _, err := bw.Write(b); err != nil {
 		return err
 	}
-	if err := netstring.CopyExactly(bw, bodySource{body}, size); err != nil {
+	if err := netstring.CopyExactly(bw, body, size); err != nil {
 		if w.WriteErr != nil {
 			return w.WriteErr
 		}
@@ -401,16 +374,9 @@ func readReply(r io.Reader) (mail.Status, error) {
 		return mail.StatusBadReply, fmt.Errorf("%w: %w", ErrBadReply, err)
 	}
 	if len(data) == 0 || (data[0] != 'K' && data[0] != 'Z' && data[0] != 'D') {
-		return mail.StatusBadReply, fmt.Errorf("%w: reply %q", ErrBadReply, truncate(data, 64))
+		return mail.StatusBadReply, fmt.Errorf("%w: reply %q", ErrBadReply, data[:min(len(data), 64)])
 	}
 	return mail.ParseReply(data), nil
-}
-
-func truncate(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[:n]
-	}
-	return b
 }
 
 // writerPool recycles the clients' write buffers.

@@ -122,18 +122,9 @@
 //
 // # Serving
 //
-// Serve takes a TCP or unix-domain listener. ServeConn serves one
-// connection someone else accepted, or stdin/stdout under tcpserver:
-//
-//	c, _ := net.FileConn(os.Stdin) // deadlines and half-close; fall back to stdin/stdout
-//	err := srv.ServeConn(ctx, c, infoFromTCPEnviron())
-//
-// with the mail.ConnInfo built from TCPREMOTEIP, TCPREMOTEHOST,
-// TCPREMOTEINFO, TCPLOCALHOST and TCPLOCALIP (the tests do exactly this under
-// ucspi-tcp's tcpserver). Under tcpserver, access control may already be done
-// by its rules; set AllowFunc to accept then. Shutdown stops accepting and
-// waits for the messages in progress; Close ends them (they are not
-// acknowledged, so their clients retry).
+// Serve takes a TCP or unix-domain listener; ServeConn serves one
+// connection someone else accepted, or stdin/stdout under tcpserver (the
+// tests do exactly this under ucspi-tcp's tcpserver).
 //
 // Logging goes to ErrorLog (slog.Default when nil), one line per event with
 // the keys proto, client, size, rcpts, status and delay: accepted messages
@@ -144,38 +135,15 @@
 //
 // # Client
 //
-// A Client sends to the first server of its list that it can connect to:
-// "host:port", "[2001:db8::1]:port", a bare host or address (port 628), or
-// "unix:/path". It moves on to the next server only when the connection
-// cannot be made. Once connected, any failure is a temporary failure for the
-// message and no other server is tried, because the first one may already
-// have queued it (qmail-qmqpc's rule, qmail-qmqpc.c).
-//
-// Send streams the body, whose size must be known up front (the outer
-// netstring's length depends on it), so nothing is buffered: a caller with a
-// stream of unknown length spools it first. It refuses an envelope no server
-// would accept (no recipients, a bad address) without connecting. The reply
-// is parsed strictly, bounded by MaxReplyBytes; a missing, short or malformed
-// reply is a temporary failure, never a permanent one. Timeouts are
-// qmail-qmqpc's: 10 seconds to connect, 60 seconds per read or write, and
-// one hour for the whole transfer.
-//
-// Postfix replies D before it has read the request (an unauthorized client,
-// a message over its limit) and closes, so the client's write fails. The
-// client then still reads the reply and reports that D; qmail-qmqpc gives up
-// with a temporary error instead. An early K cannot be a real acceptance
-// and is reported as ErrEarlyAccept.
-//
-// The result says what happened in the terms a qmail-qmqpc replacement needs
-// for its exit code:
+// A Client tries its servers in order and moves on only when a connection
+// cannot be made (Client documents the rule, Send the rest). The result
+// says what a qmail-qmqpc replacement needs for its exit code:
 //
 //	err == nil                      the server replied: Status is K (0), Z (71) or D (31)
 //	*ConnectError                   no server could be connected: 72 if
 //	                                ConnectError.Timeout(), else 73; nothing was sent
 //	*TransferError                  connected, then failed: 74; no other server tried
 //	ErrInvalidEnvelope              the envelope can never be sent (permanent)
-//
-// Result.Server names the server that was connected.
 //
 // # What this package is not
 //

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -122,7 +123,7 @@ func serveOn(t testing.TB, s *Server, l net.Listener) string {
 		if err := s.Shutdown(ctx); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}
-		if err := <-done; !errors.Is(err, ErrServerClosed) {
+		if err := testpeer.Recv(t, "Serve to return", 30*time.Second, done); !errors.Is(err, ErrServerClosed) {
 			t.Errorf("Serve returned %v", err)
 		}
 	})

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 )
 
@@ -131,7 +132,7 @@ func TestNoGoroutineLeaks(t *testing.T) {
 		if err := s.Shutdown(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if err := <-served; err != ErrServerClosed {
+		if err := testpeer.Recv(t, "Serve to return", 30*time.Second, served); err != ErrServerClosed {
 			t.Fatal(err)
 		}
 	}()
@@ -168,12 +169,12 @@ func TestRefusalFlood(t *testing.T) {
 		}
 		want := ns("Dclient 127.0.0.1 is not authorized to use this service (#5.7.1)")
 		for i := 0; i < n; i++ {
-			if got := <-errs; got != want {
+			if got := testpeer.Recv(t, "a client's reply", 30*time.Second, errs); got != want {
 				t.Errorf("client got %q", got)
 			}
 		}
 		s.Shutdown(context.Background())
-		<-served
+		testpeer.Recv(t, "Serve to return", 30*time.Second, served)
 	}()
 	settleGoroutines(t, base)
 }

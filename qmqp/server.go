@@ -352,11 +352,11 @@ func (s *Server) serve(t *serve.Conn, rw io.ReadWriter, info *mail.ConnInfo) err
 	if errors.As(req.envErr, &override) {
 		st = override
 	}
+	level := slog.LevelInfo
 	if st.IsAccept() {
-		log.Debug("qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", st.SMTPText(), "code", st.EnhancedCode(), "result", st.Outcome(), "delay", time.Since(start))
-	} else {
-		log.Info("qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", st.SMTPText(), "code", st.EnhancedCode(), "result", st.Outcome(), "delay", time.Since(start))
+		level = slog.LevelDebug
 	}
+	log.Log(context.Background(), level, "qmqp message", "size", req.Size, "rcpts", len(req.env.Recipients), "status", st.SMTPText(), "code", st.EnhancedCode(), "result", st.Outcome(), "delay", time.Since(start))
 	return s.reply(c, rw, st, log, release)
 }
 
@@ -479,12 +479,7 @@ func (s *Server) readHeader(c *serve.IOConn, info *mail.ConnInfo, now time.Time)
 // readErr classifies an error from the netstring reader: grammar errors wrap
 // ErrMalformed; I/O errors (EOF, reset, timeout) are returned as they are.
 func readErr(err error) error {
-	switch {
-	case errors.Is(err, netstring.ErrNotDigit), errors.Is(err, netstring.ErrOverflow),
-		errors.Is(err, netstring.ErrComma), errors.Is(err, netstring.ErrTooLong),
-		errors.Is(err, netstring.ErrLeadingZero), errors.Is(err, netstring.ErrEmptyLength):
-		return fmt.Errorf("%w: %w", ErrMalformed, err)
-	case errors.Is(err, netstring.ErrPending):
+	if netstring.Malformed(err) || errors.Is(err, netstring.ErrPending) {
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return err

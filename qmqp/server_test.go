@@ -451,7 +451,7 @@ func TestConnectionLimits(t *testing.T) {
 			if _, err := c1.Write([]byte(mailfrontRequest)); err != nil {
 				t.Fatal(err)
 			}
-			<-h.called
+			testpeer.Recv(t, "the first client in the handler", 30*time.Second, h.called)
 
 			want := ns("Ztoo many connections, try again later (#4.3.2)")
 			if got := readRefusal(t, "tcp", addr); got != want {
@@ -588,7 +588,7 @@ func TestSlowClientTimesOut(t *testing.T) {
 		t.Fatalf("trickling client: %q, %v", out, err)
 	}
 	c2.Close()
-	<-done
+	testpeer.Recv(t, "the first client to finish", 30*time.Second, done)
 	if h.committed() != 0 {
 		t.Fatal("a timed-out request was committed")
 	}
@@ -733,7 +733,7 @@ func TestManyConcurrentClients(t *testing.T) {
 		}(i)
 	}
 	for i := 0; i < n; i++ {
-		if err := <-errc; err != nil {
+		if err := testpeer.Recv(t, "a client to finish", 30*time.Second, errc); err != nil {
 			t.Error(err)
 		}
 	}
@@ -766,8 +766,8 @@ func TestBodyAfterHandlerReturns(t *testing.T) {
 	}
 	// Another request reuses the pooled buffer.
 	exchange(t, "tcp", addr, request("secret\n", "x@y", "z@w"))
-	<-kept
-	b := <-kept
+	testpeer.Recv(t, "the first request's body", 30*time.Second, kept)
+	b := testpeer.Recv(t, "the second request's body", 30*time.Second, kept)
 	if n, err := b.Read(make([]byte, 100)); n != 0 || err != errReleased {
 		t.Fatalf("stale body read %d, %v", n, err)
 	}

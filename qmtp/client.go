@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -314,27 +315,27 @@ func (cn *Conn) Send(ctx context.Context, msgs ...*Message) ([][]mail.Status, er
 			todo = append(todo, i)
 		}
 	}
+	// unsent answers the messages todo[k:] with st.
+	unsent := func(k int, st mail.Status) {
+		for _, i := range todo[k:] {
+			res[i] = fill(len(msgs[i].Envelope.Recipients), st)
+		}
+	}
 	if len(todo) == 0 {
 		return res, errors.Join(errs...)
 	}
 	if err := cn.Err(); err != nil {
-		for _, i := range todo {
-			res[i] = fill(len(msgs[i].Envelope.Recipients), mail.StatusNoReply)
-		}
+		unsent(0, mail.StatusNoReply)
 		return res, errors.Join(append(errs, fmt.Errorf("%w: %w", ErrConnBroken, err))...)
 	}
 	if err := ctx.Err(); err != nil {
 		// Nothing sent, and the connection stays good for another call.
-		for _, i := range todo {
-			res[i] = fill(len(msgs[i].Envelope.Recipients), mail.StatusTempFailure)
-		}
+		unsent(0, mail.StatusTempFailure)
 		return res, errors.Join(append(errs, err)...)
 	}
 	if err := cn.probe(); err != nil {
 		cn.abort(err)
-		for _, i := range todo {
-			res[i] = fill(len(msgs[i].Envelope.Recipients), mail.StatusNoReply)
-		}
+		unsent(0, mail.StatusNoReply)
 		return res, errors.Join(append(errs, err)...)
 	}
 
@@ -382,10 +383,7 @@ func (cn *Conn) Send(ctx context.Context, msgs ...*Message) ([][]mail.Status, er
 			m.Replied(st)
 		}
 	}
-	for ; k < len(todo); k++ {
-		i := todo[k]
-		res[i] = fill(len(msgs[i].Envelope.Recipients), statusFor(connErr))
-	}
+	unsent(k, statusFor(connErr))
 	if connErr != nil {
 		cn.abort(connErr) // also unblocks the writer
 	} else if cn.br.Buffered() > 0 {
@@ -408,9 +406,7 @@ func (cn *Conn) replyError(err error) error {
 	if errors.Is(err, ErrBadReply) {
 		return err
 	}
-	switch {
-	case errors.Is(err, netstring.ErrNotDigit), errors.Is(err, netstring.ErrOverflow),
-		errors.Is(err, netstring.ErrTooLong), errors.Is(err, netstring.ErrComma):
+	if netstring.Malformed(err) {
 		return fmt.Errorf("%w: %w", ErrBadReply, err)
 	}
 	// The connection ended or stalled. If the writer failed on a body,
@@ -458,6 +454,7 @@ func (cn *Conn) probe() error {
 }
 
 // writePackages is the writer goroutine of Send.
+// writePackages is the writer goroutine of Send.
 func (cn *Conn) writePackages(msgs []*Message, todo []int, written chan<- error) {
 	for _, i := range todo {
 		err := cn.writePackage(msgs[i])
@@ -483,86 +480,39 @@ func (cn *Conn) writePackages(msgs []*Message, todo []int, written chan<- error)
 	}
 }
 
-// bodyErr tags errors that come from the caller's Body rather than the
-// connection.
-type bodyErr struct{ err error }
-
-func (e bodyErr) Error() string { return e.err.Error() }
-func (e bodyErr) Unwrap() error { return e.err }
-
-type taggedBody struct{ r io.Reader }
-
-func (t taggedBody) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	if err != nil && err != io.EOF {
-		err = bodyErr{err}
-	}
-	return n, err
-}
-
 func (cn *Conn) writePackage(m *Message) error {
-	var hdr [24]byte
-	b := netstring.AppendHeader(hdr[:0], m.Size+1)
+	mode := byte('\n')
 	if m.CRLF {
-		b = append(b, '\r')
-	} else {
-		b = append(b, '\n')
+		mode = '\r'
 	}
+	b := append(netstring.AppendHeader(make([]byte, 0, 24), m.Size+1), mode)
 	if _, err := cn.bw.Write(b); err != nil {
 		return err
 	}
-	if m.Size > 0 {
-		err := netstring.CopyExactly(cn.bw, taggedBody{m.Body}, m.Size)
-		var be bodyErr
-		if errors.As(err, &be) || errors.Is(err, netstring.ErrShortBody) {
+	if m.Body != nil {
+		err := netstring.CopyExactly(cn.bw, m.Body, m.Size)
+		var re *netstring.ReadError
+		if errors.As(err, &re) || errors.Is(err, netstring.ErrShortBody) {
 			return fmt.Errorf("%w: %w", ErrBody, err)
 		}
 		if err != nil {
 			return err
 		}
-	} else if m.Body != nil {
-		var one [1]byte
-		if n, _ := io.ReadFull(m.Body, one[:]); n > 0 {
-			return fmt.Errorf("%w: %w: more than 0 bytes", ErrBody, netstring.ErrShortBody)
-		}
-	}
-	if err := cn.bw.WriteByte(','); err != nil {
-		return err
-	}
-	if err := writeNetstring(cn.bw, m.Envelope.Sender); err != nil {
-		return err
 	}
 	var list int64
 	for _, r := range m.Envelope.Recipients {
 		list += netstring.Len(int64(len(r)))
 	}
-	if _, err := cn.bw.Write(netstring.AppendHeader(hdr[:0], list)); err != nil {
-		return err
-	}
+	b = netstring.AppendString(append(b[:0], ','), m.Envelope.Sender)
+	b = netstring.AppendHeader(b, list)
 	for _, r := range m.Envelope.Recipients {
-		if err := writeNetstring(cn.bw, r); err != nil {
-			return err
-		}
+		b = netstring.AppendString(b, r)
 	}
-	return cn.bw.WriteByte(',')
+	_, err := cn.bw.Write(append(b, ','))
+	return err
 }
 
-func writeNetstring(w *bufio.Writer, s string) error {
-	var hdr [24]byte
-	if _, err := w.Write(netstring.AppendHeader(hdr[:0], int64(len(s)))); err != nil {
-		return err
-	}
-	if _, err := w.WriteString(s); err != nil {
-		return err
-	}
-	return w.WriteByte(',')
-}
-
-func fill(n int, st mail.Status) []mail.Status {
-	s := make([]mail.Status, n)
-	fillFrom(s, 0, st)
-	return s
-}
+func fill(n int, st mail.Status) []mail.Status { return slices.Repeat([]mail.Status{st}, n) }
 
 func fillFrom(s []mail.Status, from int, st mail.Status) {
 	for i := from; i < len(s); i++ {

@@ -99,65 +99,18 @@
 //   - The Request must not be used after ServeQMTP returns. ctx is
 //     cancelled when the connection ends or the server is Closed.
 //
-// # Limits and defaults
+// # Limits
 //
-// Every limit is a Server field whose zero value means a safe default:
+// Every limit is a Server field whose zero value means a safe default (the
+// Default constants); negative means none. No declared length allocates
+// memory: bodies stream, addresses are read into a fixed 1000-byte buffer,
+// and longer ones are skipped, never stored. A connection over MaxConns or
+// MaxConnsPerIP gets one "Z…(#4.3.2)" reply and is closed. QMTPS (implicit
+// TLS, as s/qmail runs it under sslserver) has no registered port: ServeTLS
+// serves any listener, and a Client with TLSConfig needs an explicit port.
 //
-//	MaxMessageBytes  50 MiB  message as stored (after CR conversion, without the
-//	                         Received line); qmail's databytes. In LF mode a
-//	                         declared length over it is known up front; the
-//	                         package is drained all the same (QMTP cannot abort
-//	                         mid-stream) and every recipient gets StatusTooBig.
-//	MaxHops          100     Received:/Delivered-To: header lines, as qmail-smtpd
-//	                         (qmail-qmtpd itself counts none).
-//	MaxRecipients    1000    well-formed recipients per package (Postfix's
-//	                         smtpd_recipient_limit); the rest get Z #4.5.3 and are
-//	                         sent again later. The recipient list netstring may be
-//	                         at most MaxRecipients*1005 bytes; beyond, the
-//	                         connection closes.
-//	ReadTimeout      5 min   per network read (Postfix's 300 s)
-//	WriteTimeout     5 min   per network write
-//	SessionTimeout   1 h     whole connection (qmail-qmtpd's alarm, the spec's hour)
-//	MaxConns         500     connections held by Serve at once
-//	MaxConnsPerIP    50      of those from one client address
-//
-// A connection over MaxConns or MaxConnsPerIP gets one "Z…(#4.3.2)" reply and
-// is closed. Fixed bounds: a declared message length over MaxMessageNetstring
-// (2 GiB, or MaxMessageBytes if larger) and a sender netstring over
-// MaxSenderNetstring (64 KiB) close the connection. No declared length
-// allocates memory: bodies stream, addresses are read into a fixed 1000-byte
-// buffer, and longer ones are skipped, never stored. Lengths accept leading
-// zeros and an empty length as qmail does, never a non-digit.
-//
-// Serve and ServeTLS count connections against MaxConns; ServeConn, meant
-// for a stream someone else accepted (tcpserver's stdin/stdout, wrapped as a
-// net.Conn so deadlines work), is not counted. Shutdown closes listeners and
-// idle connections at once, lets the others finish the package in hand and
-// answer it, then returns; Close drops everything.
-//
-// QMTPS is QMTP inside implicit TLS (as s/qmail runs it under sslserver). It
-// has no registered port, so the package assumes none: ServeTLS serves any
-// listener with TLSConfig, and a Client with TLSConfig requires an explicit
-// port.
-//
-// # The client
-//
-// Client.Dial connects (60 s connect timeout, as qmail-remote; errors are
-// *DialError, meaning nothing was sent). Conn.Send writes the packages from
-// a goroutine while reading the replies, so a server that answers as it
-// goes cannot deadlock it, and returns one Status per recipient, always
-// complete: 'K' accepts, 'D' is permanent, and 'Z', a missing, short,
-// oversized (over MaxReplyBytes) or malformed reply are temporary. Each
-// write and each wait for a reply has IOTimeout (10 minutes, RFC 5321's
-// wait after the end of data); the connection lives at most SessionTimeout
-// (1 hour). A message with no recipients is never sent (qmail would answer
-// nothing and hang us). A Body whose length differs from Size abandons the
-// package mid-way, so the server discards it, while the replies to earlier
-// packages are still read; its recipients and later ones get temporary
-// failures. A Conn serves many Sends; Err reports when it is no longer
-// usable (after an I/O or protocol error, a hang-up noticed when the next
-// Send probes the idle connection, stray bytes from the server, or the
-// session limit), and the caller then closes it and dials again.
+// The Client and Conn document themselves: Send pipelines the packages and
+// always returns one Status per recipient, 'D' being the only permanent one.
 //
 // # MXPS
 //

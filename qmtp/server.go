@@ -296,11 +296,8 @@ func (s *Server) serveSession(t *serve.Conn, rw io.ReadWriter, info *mail.ConnIn
 	// One spelling of the protocol in every log line (QMTPS, the Received
 	// line's word for it over TLS, is tls=true here).
 	log := s.logger().With("client", info.Client(), "proto", "QMTP")
-	if _, ok := rw.(*tls.Conn); ok {
-		log = log.With("tls", true)
-	}
-
 	if tc, ok := rw.(*tls.Conn); ok {
+		log = log.With("tls", true)
 		tc.SetDeadline(c.Deadline(c.ReadTimeout))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			log.Info("qmtp: TLS handshake failed", "err", err)

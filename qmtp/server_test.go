@@ -3,15 +3,10 @@ package qmtp
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"runtime"
 	"strings"
@@ -47,7 +42,7 @@ func startServer(t *testing.T, srv *Server, useTLS bool) string {
 	}()
 	t.Cleanup(func() {
 		srv.Close()
-		if err := <-done; !errors.Is(err, ErrServerClosed) {
+		if err := testpeer.Recv(t, "Serve to return", long, done); !errors.Is(err, ErrServerClosed) {
 			t.Errorf("Serve returned %v", err)
 		}
 	})
@@ -319,7 +314,7 @@ func TestMaxConns(t *testing.T) {
 	}
 	c2.(*net.TCPConn).CloseWrite()
 	expectEOF(t, c2)
-	if r := <-refused; r != "limit" {
+	if r := testpeer.Recv(t, "OnRefuse", long, refused); r != "limit" {
 		t.Fatalf("OnRefuse(%q), want limit", r)
 	}
 
@@ -437,7 +432,7 @@ func TestCloseCancelsHandler(t *testing.T) {
 	addr := startServer(t, srv, false)
 	c := dial(t, addr)
 	io.WriteString(c, "100:\nabc")
-	<-inHandler
+	testpeer.Recv(t, "the handler to start", long, inHandler)
 	srv.Close()
 	select {
 	case <-ctxDone:
@@ -550,7 +545,7 @@ func TestConnContext(t *testing.T) {
 		t.Fatalf("reply %q", r)
 	}
 	want := "Received: from client.example (127.0.0.1)\n  by mx.test with QMTP; 26 Sep 1995 04:46:54 -0000\nxv"
-	if g := <-got; g != want {
+	if g := testpeer.Recv(t, "the handler's body", long, got); g != want {
 		t.Errorf("body %q, want %q", g, want)
 	}
 
@@ -563,32 +558,13 @@ func TestConnContext(t *testing.T) {
 	expectEOF(t, c2)
 }
 
+// testCert returns a server configuration with a certificate for mx.test
+// and 127.0.0.1, and the pool of the CA that issued it.
 func testCert(t testing.TB) (*tls.Config, *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "mx.test"},
-		DNSNames:              []string{"mx.test"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, pool
+	ca := testpeer.NewCA(t, "qmtp test CA", "")
+	cert := ca.Issue("mx.test", x509.ExtKeyUsageServerAuth, "mx.test", "127.0.0.1")
+	return &tls.Config{Certificates: []tls.Certificate{cert}}, ca.Pool
 }
 
 func TestQMTPS(t *testing.T) {
@@ -691,7 +667,7 @@ func TestShutdownServeConn(t *testing.T) {
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	if err := <-done; !errors.Is(err, ErrServerClosed) && err != nil {
+	if err := testpeer.Recv(t, "ServeConn to return", long, done); !errors.Is(err, ErrServerClosed) && err != nil {
 		t.Fatalf("ServeConn: %v", err)
 	}
 	if err := srv.ServeConn(context.Background(), srvSide, nil); !errors.Is(err, ErrServerClosed) {

@@ -42,9 +42,7 @@ func protocolError(err error) error {
 	switch {
 	case err == nil, errors.Is(err, ErrProtocol):
 		return err
-	case errors.Is(err, netstring.ErrNotDigit), errors.Is(err, netstring.ErrOverflow),
-		errors.Is(err, netstring.ErrTooLong), errors.Is(err, netstring.ErrComma),
-		errors.Is(err, netstring.ErrLeadingZero), errors.Is(err, netstring.ErrEmptyLength):
+	case netstring.Malformed(err):
 		return fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
 	return err
@@ -291,7 +289,6 @@ func (s *session) callHandler(req *Request) (st []mail.Status, handled bool) {
 // package's last byte. Any error lands in p.ioErr or p.limitErr.
 func (p *pkg) readEnvelope() {
 	p.envDone = true
-	s := p.s
 	if p.ioErr == nil && p.limitErr == nil && !p.bodyEOF {
 		// Through the BodyReader, so limits hold for bytes the handler
 		// did not read too.
@@ -304,23 +301,27 @@ func (p *pkg) readEnvelope() {
 	if p.ioErr != nil {
 		return
 	}
+	p.ioErr = protocolError(p.readAddresses())
+}
+
+// readAddresses reads the sender and the recipient list, to the package's
+// last byte, after the body.
+func (p *pkg) readAddresses() error {
+	s := p.s
 	// After a limit error the rest of the message is skipped unconverted.
 	if err := s.ns.End(); err != nil {
-		p.ioErr = protocolError(err)
-		return
+		return err
 	}
 
 	sender, n, err := s.ns.Next(MaxSenderNetstring)
 	if err != nil {
-		p.ioErr = protocolError(err)
-		return
+		return err
 	}
 	if n >= mail.MaxAddressLen {
 		p.badSender = true // skipped by End below, as qmail does
 	} else {
 		if _, err := io.ReadFull(sender, s.addr[:n]); err != nil {
-			p.ioErr = protocolError(err)
-			return
+			return err
 		}
 		a := s.addr[:n]
 		p.badSender = bytes.IndexByte(a, 0) >= 0
@@ -329,38 +330,32 @@ func (p *pkg) readEnvelope() {
 		}
 	}
 	if err := s.ns.End(); err != nil {
-		p.ioErr = protocolError(err)
-		return
+		return err
 	}
 
 	list, n, err := s.ns.Next(s.maxListNS)
 	if err != nil {
-		p.ioErr = protocolError(err)
-		return
+		return err
 	}
 	if n == 0 {
 		// qmail answers nothing and waits for the next package, so a
 		// client expecting a reply hangs; we close instead.
-		p.ioErr = errNoRecipients
-		return
+		return errNoRecipients
 	}
 	kinds := s.kinds[:0]
 	good := 0
 	for s.ns.Remaining() > 0 {
 		l, err := s.innerLength()
 		if err != nil {
-			p.ioErr = protocolError(err)
-			return
+			return err
 		}
 		if l >= s.ns.Remaining() {
-			p.ioErr = errInnerLength // no room for the data and its comma
-			return
+			return errInnerLength // no room for the data and its comma
 		}
 		kind := kindBad
 		if l < mail.MaxAddressLen {
 			if _, err := io.ReadFull(list, s.addr[:l]); err != nil {
-				p.ioErr = protocolError(err)
-				return
+				return err
 			}
 			a := s.addr[:l]
 			switch {
@@ -373,23 +368,19 @@ func (p *pkg) readEnvelope() {
 				p.env.Recipients = append(p.env.Recipients, string(a))
 			}
 		} else if _, err := io.CopyN(io.Discard, list, l); err != nil {
-			p.ioErr = protocolError(err)
-			return
+			return err
 		}
 		if c, err := s.ns.ReadByte(); err != nil || c != ',' {
 			if err == nil || err == io.EOF {
 				err = errInnerComma
 			}
-			p.ioErr = protocolError(err)
-			return
+			return err
 		}
 		kinds = append(kinds, kind)
 	}
 	s.kinds = kinds
 	p.kinds = kinds
-	if err := s.ns.End(); err != nil {
-		p.ioErr = protocolError(err)
-	}
+	return s.ns.End()
 }
 
 // innerLength reads the length field of a recipient netstring inside the

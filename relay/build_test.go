@@ -167,7 +167,7 @@ func runEngine(t *testing.T, doc string, edit func(*config.Config), lists ...[]s
 		return true
 	})
 	cancel()
-	if err := <-done; err != nil {
+	if err := testpeer.Recv(t, "the hub to stop", 30*time.Second, done); err != nil {
 		t.Fatal(err)
 	}
 	return q

@@ -90,11 +90,11 @@ via = "discard:"
 	}
 }
 
-// TestHubDrain: a hub whose next hop is down drains: its listener closes,
-// deliveries are tried for the drain time, and its queue moves to the
-// peer, so it ends empty.
-func TestHubDrain(t *testing.T) {
-	b := startHub(t, `
+// startPeerHub starts the peer a draining hub hands its queue to: QMTP
+// from loopback, every domain into its Maildir.
+func startPeerHub(t *testing.T) *testHub {
+	t.Helper()
+	return startHub(t, `
 hostname = "hub-b.test"
 [qmtp]
 listen = ["127.0.0.1:0"]
@@ -103,6 +103,24 @@ relay_clients = ["127.0.0.1"]
 domains = ["*"]
 via = "maildir:DIR/maildir"
 `)
+}
+
+// sendToUser sends n messages to user@example.com through h's QMTP
+// listener, failing the test on any refusal.
+func sendToUser(t *testing.T, h *testHub, n int) {
+	t.Helper()
+	for range n {
+		if st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "s@src.test", Recipients: []string{"user@example.com"}}, "Subject: d\n\nx\n"); !st[0].IsAccept() {
+			t.Fatalf("send: %v", st)
+		}
+	}
+}
+
+// TestHubDrain: a hub whose next hop is down drains: its listener closes,
+// deliveries are tried for the drain time, and its queue moves to the
+// peer, so it ends empty.
+func TestHubDrain(t *testing.T) {
+	b := startPeerHub(t)
 	a := startHub(t, `
 hostname = "hub-a.test"
 [qmtp]
@@ -113,11 +131,7 @@ domains = ["*"]
 via = "qmtp://127.0.0.1:1"
 `)
 	const n = 5
-	for range n {
-		if st := sendQMTP(t, a.addr("qmtp"), mail.Envelope{Sender: "s@src.test", Recipients: []string{"user@example.com"}}, "Subject: d\n\nx\n"); !st[0].IsAccept() {
-			t.Fatalf("send: %v", st)
-		}
-	}
+	sendToUser(t, a, n)
 	addrA := a.addr("qmtp")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -142,15 +156,7 @@ via = "qmtp://127.0.0.1:1"
 // moves to the peer, the report says so, and Drained is closed. A drain
 // whose peer is down reports what remains and why.
 func TestHubControlDrain(t *testing.T) {
-	b := startHub(t, `
-hostname = "hub-b.test"
-[qmtp]
-listen = ["127.0.0.1:0"]
-relay_clients = ["127.0.0.1"]
-[[route]]
-domains = ["*"]
-via = "maildir:DIR/maildir"
-`)
+	b := startPeerHub(t)
 	const conf = `
 hostname = "hub-a.test"
 [qmtp]
@@ -167,15 +173,8 @@ via = "qmtp://127.0.0.1:1"
 `
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	send := func(h *testHub, n int) {
-		for range n {
-			if st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "s@src.test", Recipients: []string{"user@example.com"}}, "Subject: d\n\nx\n"); !st[0].IsAccept() {
-				t.Fatalf("send: %v", st)
-			}
-		}
-	}
 	a := startHub(t, fmt.Sprintf(conf, "qmtp://"+b.addr("qmtp")))
-	send(a, 3)
+	sendToUser(t, a, 3)
 	rep, err := queue.Drain(ctx, a.cfg.QueueDir, "handoff", queue.DrainRequest{})
 	if err != nil || rep.HandedOffRecipients != 3 || rep.Remaining != 0 || rep.Problem != "" {
 		t.Fatalf("live hand-off: %+v %v", rep, err)
@@ -183,13 +182,13 @@ via = "qmtp://127.0.0.1:1"
 	if err := a.hub.Ready(); err != nil {
 		t.Fatalf("not ready after a live hand-off: %v", err)
 	}
-	send(a, 2)
+	sendToUser(t, a, 2)
 	metrics, addrA := a.addr("metrics"), a.addr("qmtp")
 	rep, err = queue.Drain(ctx, a.cfg.QueueDir, "drain", queue.DrainRequest{})
 	if err != nil || rep.HandedOffRecipients != 2 || rep.Remaining != 0 || rep.Left(true) {
 		t.Fatalf("drain: %+v %v", rep, err)
 	}
-	<-a.hub.Drained()
+	testpeer.Recv(t, "the drain to end", time.Minute, a.hub.Drained())
 	if res, err := a.hub.DrainOutcome(); err != nil || res.Remaining != 0 {
 		t.Fatalf("outcome: %+v %v", res, err)
 	}
@@ -207,9 +206,9 @@ via = "qmtp://127.0.0.1:1"
 
 	// The peer is down: what is left stays, and the report says so.
 	c := startHub(t, fmt.Sprintf(conf, "qmtp://127.0.0.1:1"))
-	send(c, 2)
+	sendToUser(t, c, 2)
 	rep, err = queue.Drain(ctx, c.cfg.QueueDir, "drain", queue.DrainRequest{})
-	<-c.hub.Drained()
+	testpeer.Recv(t, "the drain to end", time.Minute, c.hub.Drained())
 	c.hub = nil
 	if err != nil || rep.Remaining != 2 || !rep.Left(true) || rep.Problem == "" {
 		t.Fatalf("drain to a dead peer: %+v %v", rep, err)

@@ -96,7 +96,7 @@ func TestEngineRecordsEachJobWhenDone(t *testing.T) {
 	tr := &stepTransport{t: t, q: q, total: n}
 	e := &Engine{Queue: q, Log: log}
 	e.deliver(context.Background(), &Route{Name: "route[0]", Via: "step:", Transport: tr}, wholeParts(e, ds))
-	e.records.Wait()
+	testpeer.Wait(t, "the delivery records", 30*time.Second, &e.records)
 	for k, ok := range tr.waited {
 		if !ok {
 			t.Errorf("job %d started before the jobs ahead of it in the batch were recorded", k+1)
@@ -152,8 +152,8 @@ func TestEngineRecordsQMTPPerMessage(t *testing.T) {
 	defer tr.Close()
 	e := &Engine{Queue: q, Log: log}
 	e.deliver(context.Background(), &Route{Name: "route[0]", Via: "qmtp://" + l.Addr().String(), Transport: tr}, wholeParts(e, ds))
-	e.records.Wait()
-	got := <-waited
+	testpeer.Wait(t, "the delivery records", 30*time.Second, &e.records)
+	got := testpeer.Recv(t, "the server's count", 30*time.Second, waited)
 	if len(got) != n-1 {
 		t.Fatalf("the next hop answered %d packages after the first, want %d", len(got), n-1)
 	}

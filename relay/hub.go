@@ -108,6 +108,7 @@ func buildState(cfg *config.Config, log *slog.Logger) (*hubState, error) {
 		router.Close()
 		return nil, err
 	}
+	st.policy.Identity = st.identity
 	if cfg.SMTP.TLSCert != "" {
 		c, err := tls.LoadX509KeyPair(cfg.SMTP.TLSCert, cfg.SMTP.TLSKey)
 		if err != nil {

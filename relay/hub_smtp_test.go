@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/dns/dnsmessage"
-
 	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 )
@@ -122,24 +120,11 @@ func (s *rawSMTPSink) transactions() []rawTxn {
 func TestHubSMTPtoQMTP(t *testing.T) {
 	swaks := testpeer.Need(t, "swaks")
 	source := testpeer.Need(t, "smtp-source")
-	b := startHub(t, `
-hostname = "hub-b.test"
-rcpthosts = ["example.com"]
-[qmtp]
-listen = ["127.0.0.1:0"]
-[[route]]
-domains = ["example.com"]
-via = "maildir:DIR/maildir"
-`)
-	a := startHub(t, fmt.Sprintf(`
-hostname = "hub-a.test"
+	a, b := startChain(t, `
 [smtp]
 listen = ["127.0.0.1:0"]
 relay_clients = ["127.0.0.0/8"]
-[[route]]
-domains = ["*"]
-via = "qmtp://%s"
-`, b.addr("qmtp")))
+`)
 	out, err := exec.Command(swaks, "--server", a.addr("smtp"), "--from", "s@x.test", "--to", "swaks@example.com",
 		"--header", "Subject: via swaks", "--body", "line one\n.leading dot\nlast").CombinedOutput()
 	if err != nil {
@@ -251,72 +236,6 @@ via = "maildir:DIR/maildir"
 	})
 }
 
-// fakeDNS answers MX, A and AAAA queries from a table, on loopback UDP.
-type fakeDNS struct {
-	addr string
-	mx   map[string][]*net.MX
-	a    map[string]string
-	fail map[string]bool // SERVFAIL
-}
-
-func startFakeDNS(t *testing.T, d *fakeDNS) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	d.addr = pc.LocalAddr().String()
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var p dnsmessage.Parser
-			hdr, err := p.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			q, err := p.Question()
-			if err != nil {
-				continue
-			}
-			name := strings.ToLower(strings.TrimSuffix(q.Name.String(), "."))
-			rh := dnsmessage.Header{ID: hdr.ID, Response: true, Authoritative: true, RCode: dnsmessage.RCodeSuccess}
-			known := d.mx[name] != nil || d.a[name] != ""
-			if d.fail[name] {
-				rh.RCode = dnsmessage.RCodeServerFailure
-			} else if !known {
-				rh.RCode = dnsmessage.RCodeNameError
-			}
-			bld := dnsmessage.NewBuilder(nil, rh)
-			bld.StartQuestions()
-			bld.Question(q)
-			bld.StartAnswers()
-			rr := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}
-			if rh.RCode == dnsmessage.RCodeSuccess {
-				switch q.Type {
-				case dnsmessage.TypeMX:
-					for _, mx := range d.mx[name] {
-						bld.MXResource(rr, dnsmessage.MXResource{Pref: mx.Pref, MX: dnsmessage.MustNewName(mx.Host)})
-					}
-				case dnsmessage.TypeA:
-					if ip := d.a[name]; ip != "" {
-						var a [4]byte
-						copy(a[:], net.ParseIP(ip).To4())
-						bld.AResource(rr, dnsmessage.AResource{A: a})
-					}
-				}
-			}
-			out, err := bld.Finish()
-			if err == nil {
-				pc.WriteTo(out, from)
-			}
-		}
-	}()
-}
-
 // commonPort reserves one port on every address (testpeer.Reserve) until
 // the test ends, so an MX route's fixed QMTP and SMTP ports can reach
 // servers on different loopback addresses. The kernel picks it on the first
@@ -356,6 +275,62 @@ func commonPort(t *testing.T, ips ...string) int {
 	return 0
 }
 
+// mxHubConfig is what varies between the hubs of the MX tests.
+type mxHubConfig struct {
+	Resolver           string // the DNS server's address
+	QMTPPort, SMTPPort int    // where the exchangers listen
+	MTASTSPort         int    // where the policy hosts listen; 0: the default
+	QueueDir           string // "": the test's own
+	CAFile             string // the mx route's CA; "": the system's
+}
+
+// startMXHub starts a hub that takes mail from loopback over QMTP, keeps
+// a.example in a Maildir and sends every other domain by MX, retrying a
+// temporary failure only after an hour.
+func startMXHub(t *testing.T, c mxHubConfig) *testHub {
+	t.Helper()
+	var top, delivery, route string
+	if c.QueueDir != "" {
+		top = fmt.Sprintf("queue_dir = %q\n", c.QueueDir)
+	}
+	if c.MTASTSPort != 0 {
+		delivery = fmt.Sprintf("mta_sts_port = %d\n", c.MTASTSPort)
+	}
+	if c.CAFile != "" {
+		route = fmt.Sprintf("ca_file = %q\n", c.CAFile)
+	}
+	return startHub(t, fmt.Sprintf(`%srcpthosts = ["a.example"]
+[qmtp]
+listen = ["127.0.0.1:0"]
+relay_clients = ["127.0.0.0/8"]
+[delivery]
+resolver = %q
+qmtp_port = %d
+smtp_port = %d
+%s[queue]
+retry_min = "1h"
+retry_max = "2h"
+[[route]]
+domains = ["a.example"]
+via = "maildir:DIR/maildir"
+[[route]]
+domains = ["*"]
+via = "mx"
+%s`, top, c.Resolver, c.QMTPPort, c.SMTPPort, delivery, route))
+}
+
+// sendEach sends one message from alice@a.example to each of rcpts
+// through h's QMTP listener, failing the test on a refusal.
+func sendEach(t *testing.T, h *testHub, subject string, rcpts ...string) {
+	t.Helper()
+	for _, rcpt := range rcpts {
+		st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "alice@a.example", Recipients: []string{rcpt}}, "Subject: "+subject+"\n\nx\n")
+		if !st[0].IsAccept() {
+			t.Fatalf("%s: %v", rcpt, st[0])
+		}
+	}
+}
+
 // TestHubMX: MX routing with MXPS against a fake DNS server: a QMTP-slice MX
 // gets QMTP; a plain MX gets SMTP; a QMTP-slice MX whose QMTP port is closed
 // gets SMTP on the same host; a domain without MX uses its address; NXDOMAIN
@@ -373,44 +348,17 @@ via = "maildir:DIR/maildir"
 `, qport))
 	smtp3 := newRawSMTPSink(t, fmt.Sprintf("127.0.0.3:%d", sport))
 	smtp4 := newRawSMTPSink(t, fmt.Sprintf("127.0.0.4:%d", sport))
-	dns := &fakeDNS{
-		mx: map[string][]*net.MX{
-			"qmtp.test":     {{Host: "mx.qmtp.test.", Pref: 12801}},
-			"smtp.test":     {{Host: "mx.smtp.test.", Pref: 10}},
-			"fallback.test": {{Host: "mx.fallback.test.", Pref: 12817}},
-		},
-		a: map[string]string{
-			"mx.qmtp.test": "127.0.0.2", "mx.smtp.test": "127.0.0.3", "mx.fallback.test": "127.0.0.4",
-			"nomx.test": "127.0.0.3",
-		},
-		fail: map[string]bool{"servfail.test": true},
+	dns := testpeer.StartDNS(t, "127.0.0.1")
+	dns.SetMX("qmtp.test", &net.MX{Host: "mx.qmtp.test.", Pref: 12801})
+	dns.SetMX("smtp.test", &net.MX{Host: "mx.smtp.test.", Pref: 10})
+	dns.SetMX("fallback.test", &net.MX{Host: "mx.fallback.test.", Pref: 12817})
+	for name, ip := range map[string]string{"mx.qmtp.test": "127.0.0.2", "mx.smtp.test": "127.0.0.3", "mx.fallback.test": "127.0.0.4",
+		"nomx.test": "127.0.0.3"} {
+		dns.SetA(name, ip)
 	}
-	startFakeDNS(t, dns)
-	h := startHub(t, fmt.Sprintf(`
-rcpthosts = ["a.example"]
-[qmtp]
-listen = ["127.0.0.1:0"]
-relay_clients = ["127.0.0.0/8"]
-[delivery]
-resolver = %q
-qmtp_port = %d
-smtp_port = %d
-[queue]
-retry_min = "1h"
-retry_max = "2h"
-[[route]]
-domains = ["a.example"]
-via = "maildir:DIR/maildir"
-[[route]]
-domains = ["*"]
-via = "mx"
-`, dns.addr, qport, sport))
-	for _, rcpt := range []string{"u@qmtp.test", "u@smtp.test", "u@fallback.test", "u@nomx.test", "u@nxdomain.test", "u@servfail.test"} {
-		st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "alice@a.example", Recipients: []string{rcpt}}, "Subject: mx\n\nx\n")
-		if !st[0].IsAccept() {
-			t.Fatalf("%s: %v", rcpt, st[0])
-		}
-	}
+	dns.SetFault("servfail.test", testpeer.DNSServFail)
+	h := startMXHub(t, mxHubConfig{Resolver: dns.Addr, QMTPPort: qport, SMTPPort: sport})
+	sendEach(t, h, "mx", "u@qmtp.test", "u@smtp.test", "u@fallback.test", "u@nomx.test", "u@nxdomain.test", "u@servfail.test")
 	testpeer.WaitFor(t, "QMTP delivery to the QMTP-slice MX", 30*time.Second, func() bool {
 		return len(maildirFiles(t, filepath.Join(b.dir, "maildir"), "qmtp.test", "u")) == 1
 	})

@@ -137,12 +137,12 @@ func sendQMTP(t *testing.T, addr string, env mail.Envelope, body string) []mail.
 	return res[0]
 }
 
-// TestHubChainQMQPtoQMTPtoMaildir: Postfix's qmqp-source (a nullclient
-// stand-in) → hub A over QMQP → QMTP → hub B → Maildir. Every message arrives
-// once, byte-identical apart from the trace lines.
-func TestHubChainQMQPtoQMTPtoMaildir(t *testing.T) {
-	src := testpeer.Need(t, "qmqp-source")
-	b := startHub(t, `
+// startChain starts hub B, taking example.com over QMTP into a Maildir,
+// and hub A, which takes mail on the listener that the TOML section listen
+// configures and sends all of it to B over QMTP.
+func startChain(t *testing.T, listen string) (a, b *testHub) {
+	t.Helper()
+	b = startHub(t, `
 hostname = "hub-b.test"
 rcpthosts = ["example.com"]
 [qmtp]
@@ -151,15 +151,26 @@ listen = ["127.0.0.1:0"]
 domains = ["example.com"]
 via = "maildir:DIR/maildir"
 `)
-	a := startHub(t, fmt.Sprintf(`
+	a = startHub(t, fmt.Sprintf(`
 hostname = "hub-a.test"
-[qmqp]
-listen = ["127.0.0.1:0"]
-allow = ["127.0.0.0/8"]
+%s
 [[route]]
 domains = ["*"]
 via = "qmtp://%s"
-`, b.addr("qmtp")))
+`, listen, b.addr("qmtp")))
+	return a, b
+}
+
+// TestHubChainQMQPtoQMTPtoMaildir: Postfix's qmqp-source (a nullclient
+// stand-in) → hub A over QMQP → QMTP → hub B → Maildir. Every message arrives
+// once, byte-identical apart from the trace lines.
+func TestHubChainQMQPtoQMTPtoMaildir(t *testing.T) {
+	src := testpeer.Need(t, "qmqp-source")
+	a, b := startChain(t, `
+[qmqp]
+listen = ["127.0.0.1:0"]
+allow = ["127.0.0.0/8"]
+`)
 	const n = 1000
 	cmd := exec.Command(src, "-s", "10", "-m", fmt.Sprint(n), "-l", "2048", "-t", "user@example.com", "-f", "sender@src.test", a.addr("qmqp"))
 	out, err := cmd.CombinedOutput()
@@ -438,7 +449,7 @@ concurrency = %d
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	wg.Wait()
+	testpeer.Wait(t, "the clients during reloads", time.Minute, &wg)
 	failed.Range(func(k, v any) bool {
 		t.Errorf("lost during reload: %q: %v", k, v)
 		return true

@@ -84,6 +84,19 @@ func Trusted(c *mail.ConnInfo) bool {
 	return c != nil && (c.RelayClient || c.AuthUser != "" || c.Proto == "QMQP")
 }
 
+// routed returns the sender and recipient that delivery will see for mail
+// from c: rewritten as stamp.finish rewrites the envelope at commit when
+// id masquerades c's mail, else as they are. The route check at acceptance
+// looks these up, so that it accepts mail for the route it will take.
+func (id *Identity) routed(c *mail.ConnInfo, from, rcpt string) (string, string) {
+	if id == nil || id.Rewriter == nil || !Trusted(c) {
+		return from, rcpt
+	}
+	from, _ = id.Rewriter.Sender(from)
+	rcpt, _ = id.Rewriter.Recipient(rcpt)
+	return from, rcpt
+}
+
 // maxReceivedBytes bounds the server's Received line that a stamp holds
 // (mail.MaxReceivedField bounds each of its parts).
 const maxReceivedBytes = 4 << 10

@@ -1,16 +1,11 @@
 package relay
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -20,131 +15,10 @@ import (
 	"testing"
 	"time"
 
-	gosmtp "github.com/emersion/go-smtp"
-	"golang.org/x/net/dns/dnsmessage"
-
 	"github.com/qmgate/qmgate/internal/mtasts"
 	"github.com/qmgate/qmgate/internal/testpeer"
-	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/relay/transport"
 )
-
-// stsCA is a test CA that issues server certificates for given names.
-type stsCA struct {
-	t    *testing.T
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string // the CA certificate, PEM
-}
-
-func newSTSCA(t *testing.T) *stsCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "qmgate MTA-STS test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &stsCA{t: t, cert: cert, key: key, file: writePEM(t, t.TempDir(), "sts-ca.pem", "CERTIFICATE", der)}
-}
-
-func (ca *stsCA) issue(serial int64, names ...string) tls.Certificate {
-	ca.t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-// stsDNS answers MX, A and TXT queries from tables, on loopback UDP; other
-// names are NXDOMAIN. The tables may change while it runs.
-type stsDNS struct {
-	addr string
-	mu   sync.Mutex
-	mx   map[string]string   // domain → its one exchanger (preference 10)
-	a    map[string]string   // name → IPv4 address
-	txt  map[string][]string // name → TXT strings
-}
-
-func startSTSDNS(t *testing.T, d *stsDNS) {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.addr = pc.LocalAddr().String()
-	done := make(chan struct{})
-	t.Cleanup(func() { pc.Close(); <-done })
-	go func() {
-		defer close(done)
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var p dnsmessage.Parser
-			hdr, err := p.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			q, err := p.Question()
-			if err != nil {
-				continue
-			}
-			name := strings.ToLower(strings.TrimSuffix(q.Name.String(), "."))
-			d.mu.Lock()
-			mx, a, txt := d.mx[name], d.a[name], d.txt[name]
-			d.mu.Unlock()
-			rh := dnsmessage.Header{ID: hdr.ID, Response: true, Authoritative: true}
-			if mx == "" && a == "" && txt == nil {
-				rh.RCode = dnsmessage.RCodeNameError
-			}
-			b := dnsmessage.NewBuilder(nil, rh)
-			b.StartQuestions()
-			b.Question(q)
-			b.StartAnswers()
-			rr := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}
-			switch {
-			case q.Type == dnsmessage.TypeMX && mx != "":
-				b.MXResource(rr, dnsmessage.MXResource{Pref: 10, MX: dnsmessage.MustNewName(mx + ".")})
-			case q.Type == dnsmessage.TypeA && a != "":
-				var ip [4]byte
-				copy(ip[:], net.ParseIP(a).To4())
-				b.AResource(rr, dnsmessage.AResource{A: ip})
-			case q.Type == dnsmessage.TypeTXT:
-				for _, s := range txt {
-					b.TXTResource(rr, dnsmessage.TXTResource{TXT: []string{s}})
-				}
-			}
-			if out, err := b.Finish(); err == nil {
-				pc.WriteTo(out, from)
-			}
-		}
-	}()
-}
-
-func (d *stsDNS) setTXT(name string, recs ...string) {
-	d.mu.Lock()
-	d.txt[name] = recs
-	d.mu.Unlock()
-}
 
 // policySite is what the policy server answers for one mta-sts host.
 type policySite struct {
@@ -154,7 +28,7 @@ type policySite struct {
 
 // startPolicyServer runs one HTTPS server on addr standing in for every
 // mta-sts.DOMAIN, with a certificate from ca for the given names.
-func startPolicyServer(t *testing.T, ca *stsCA, addr string, sites map[string]policySite, mu *sync.Mutex, names ...string) {
+func startPolicyServer(t *testing.T, ca *testpeer.CA, addr string, sites map[string]policySite, mu *sync.Mutex, names ...string) {
 	t.Helper()
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -175,7 +49,7 @@ func startPolicyServer(t *testing.T, ca *stsCA, addr string, sites map[string]po
 				io.WriteString(w, s.body)
 			}
 		}),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{ca.issue(100, names...)}},
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{ca.Issue(names[0], x509.ExtKeyUsageServerAuth, names...)}},
 		ReadHeaderTimeout: time.Minute,
 	}
 	done := make(chan struct{})
@@ -183,80 +57,23 @@ func startPolicyServer(t *testing.T, ca *stsCA, addr string, sites map[string]po
 	t.Cleanup(func() { srv.Close(); <-done })
 }
 
-// tlsSink is an SMTP server with STARTTLS that records each message's
-// recipients and whether it came over TLS.
-type tlsSink struct {
-	mu   sync.Mutex
-	msgs []tlsSinkMsg
-}
-
-type tlsSinkMsg struct {
-	rcpts []string
-	tls   bool
-	sni   string
-}
-
-func startTLSSink(t *testing.T, addr string, cert tls.Certificate) *tlsSink {
+// startTLSSink starts an SMTP sink on addr that offers STARTTLS with cert
+// and records whether each message came over TLS, and for which name.
+func startTLSSink(t *testing.T, addr string, cert tls.Certificate) *testpeer.SMTPSink {
 	t.Helper()
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := &tlsSink{}
-	srv := gosmtp.NewServer(gosmtp.BackendFunc(func(c *gosmtp.Conn) (gosmtp.Session, error) {
-		return &tlsSinkSession{k: k, c: c}, nil
-	}))
-	srv.Domain = "sink.sts.test"
-	srv.ReadTimeout, srv.WriteTimeout = time.Minute, time.Minute
-	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(l) }()
-	t.Cleanup(func() { srv.Close(); <-done })
-	return k
+	return testpeer.StartSMTPSink(t, testpeer.SMTPSinkConfig{Addr: addr, Cert: &cert})
 }
 
-func (k *tlsSink) received() []tlsSinkMsg {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return append([]tlsSinkMsg(nil), k.msgs...)
-}
-
-// to returns the messages received for rcpt.
-func (k *tlsSink) to(rcpt string) []tlsSinkMsg {
-	var out []tlsSinkMsg
-	for _, m := range k.received() {
-		for _, r := range m.rcpts {
-			if r == rcpt {
-				out = append(out, m)
-			}
+// hasDeliveryLine reports whether log has a delivery line for rcpt under
+// the TLS policy.
+func hasDeliveryLine(log, rcpt, policy string) bool {
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, `msg="queue: delivery"`) && strings.Contains(l, "rcpt="+rcpt+" ") && strings.Contains(l, "tls_policy="+policy) {
+			return true
 		}
 	}
-	return out
+	return false
 }
-
-type tlsSinkSession struct {
-	k     *tlsSink
-	c     *gosmtp.Conn
-	rcpts []string
-}
-
-func (s *tlsSinkSession) Mail(string, *gosmtp.MailOptions) error { s.rcpts = nil; return nil }
-func (s *tlsSinkSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
-	s.rcpts = append(s.rcpts, to)
-	return nil
-}
-func (s *tlsSinkSession) Data(r io.Reader) error {
-	if _, err := io.Copy(io.Discard, r); err != nil {
-		return err
-	}
-	cs, ok := s.c.TLSConnectionState()
-	s.k.mu.Lock()
-	s.k.msgs = append(s.k.msgs, tlsSinkMsg{rcpts: s.rcpts, tls: ok, sni: cs.ServerName})
-	s.k.mu.Unlock()
-	return nil
-}
-func (s *tlsSinkSession) Reset()        { s.rcpts = nil }
-func (s *tlsSinkSession) Logout() error { return nil }
 
 // tlsPolicyCount reads qmgate_deliveries_by_tls_policy_total{policy, result}.
 func tlsPolicyCount(t *testing.T, h *testHub, policy, result string) float64 {
@@ -306,12 +123,12 @@ func TestHubMTASTS(t *testing.T) {
 	sport := commonPort(t, good, other)
 	qport := commonPort(t, good, other) // nobody listens: MXPS is not in play
 	hport := commonPort(t, good)
-	ca := newSTSCA(t)
+	ca := testpeer.NewCA(t, "qmgate MTA-STS test CA", "")
 	// One sink has a certificate for every name but mx.badcert.test;
 	// the other stands for exchangers no policy names.
 	sinkGood := startTLSSink(t, fmt.Sprintf("%s:%d", good, sport),
-		ca.issue(2, "mx.good.test", "mx.moved.test", "mx.testing.test", "mx.big.test", "mx.plain.test", "mx.idchange.test", "other.badcert.test"))
-	sinkOther := startTLSSink(t, fmt.Sprintf("%s:%d", other, sport), ca.issue(3, "mx.badmx.test"))
+		ca.Issue("mx.good.test", x509.ExtKeyUsageServerAuth, "mx.good.test", "mx.moved.test", "mx.testing.test", "mx.big.test", "mx.plain.test", "mx.idchange.test", "other.badcert.test"))
+	sinkOther := startTLSSink(t, fmt.Sprintf("%s:%d", other, sport), ca.Issue("mx.badmx.test", x509.ExtKeyUsageServerAuth, "mx.badmx.test"))
 
 	var mu sync.Mutex
 	sites := map[string]policySite{
@@ -329,53 +146,27 @@ func TestHubMTASTS(t *testing.T) {
 	}
 	startPolicyServer(t, ca, fmt.Sprintf("%s:%d", good, hport), sites, &mu, hostNames...)
 
-	dns := &stsDNS{mx: map[string]string{}, a: map[string]string{}, txt: map[string][]string{}}
+	dns := testpeer.StartDNS(t, "127.0.0.1")
 	for _, d := range []string{"good", "badmx", "idchange", "badcert", "testing", "big", "moved", "plain"} {
 		mxHost := "mx." + d + ".test"
-		dns.mx[d+".test"] = mxHost
-		dns.a[mxHost] = good
-		dns.a["mta-sts."+d+".test"] = good
+		dns.SetMX(d+".test", &net.MX{Host: mxHost, Pref: 10})
+		dns.SetA(mxHost, good)
+		dns.SetA("mta-sts."+d+".test", good)
 		if d != "plain" {
-			dns.txt["_mta-sts."+d+".test"] = []string{"v=STSv1; id=1"}
+			dns.SetTXT("_mta-sts."+d+".test", "v=STSv1; id=1")
 		}
 	}
-	dns.a["mx.badmx.test"] = other
-	startSTSDNS(t, dns)
+	dns.SetA("mx.badmx.test", other)
 
-	h := startHub(t, fmt.Sprintf(`
-rcpthosts = ["a.example"]
-[qmtp]
-listen = ["127.0.0.1:0"]
-relay_clients = ["127.0.0.0/8"]
-[delivery]
-resolver = %q
-qmtp_port = %d
-smtp_port = %d
-mta_sts_port = %d
-[queue]
-retry_min = "1h"
-retry_max = "2h"
-[[route]]
-domains = ["a.example"]
-via = "maildir:DIR/maildir"
-[[route]]
-domains = ["*"]
-via = "mx"
-ca_file = %q
-`, dns.addr, qport, sport, hport, ca.file))
+	h := startMXHub(t, mxHubConfig{Resolver: dns.Addr, QMTPPort: qport, SMTPPort: sport, MTASTSPort: hport, CAFile: ca.File})
 
 	ids := map[string]string{}
-	for _, d := range []string{"good", "badmx", "idchange", "badcert", "testing", "big", "moved", "plain"} {
-		rcpt := "u@" + d + ".test"
-		st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "alice@a.example", Recipients: []string{rcpt}}, "Subject: sts\n\nx\n")
-		if !st[0].IsAccept() {
-			t.Fatalf("%s: %v", rcpt, st[0])
-		}
-	}
+	sendEach(t, h, "sts", "u@good.test", "u@badmx.test", "u@idchange.test", "u@badcert.test", "u@testing.test", "u@big.test",
+		"u@moved.test", "u@plain.test")
 	for _, d := range []string{"good", "testing", "big", "moved", "plain"} {
 		rcpt := "u@" + d + ".test"
-		testpeer.WaitFor(t, "delivery to "+rcpt, 30*time.Second, func() bool { return len(sinkGood.to(rcpt)) == 1 })
-		if m := sinkGood.to(rcpt)[0]; !m.tls || m.sni != "mx."+d+".test" {
+		testpeer.WaitFor(t, "delivery to "+rcpt, 30*time.Second, func() bool { return len(sinkGood.To(rcpt)) == 1 })
+		if m := sinkGood.To(rcpt)[0]; !m.TLS || m.ServerName != "mx."+d+".test" {
 			t.Errorf("%s: delivered without TLS or to another name: %+v", rcpt, m)
 		}
 	}
@@ -393,7 +184,7 @@ ca_file = %q
 		}
 		return true
 	})
-	if n := len(sinkOther.received()); n != 0 {
+	if n := len(sinkOther.Messages()); n != 0 {
 		t.Errorf("an exchanger the policy does not name got %d messages", n)
 	}
 	for rcpt, want := range map[string]string{
@@ -417,6 +208,19 @@ ca_file = %q
 		t.Errorf("cached policy: %v", err)
 	}
 
+	// The engine logs a delivery just after the next hop's reply, which
+	// the sink may have recorded a moment before.
+	deliveryLines := map[string]string{"u@good.test": "mta-sts-enforce", "u@testing.test": "mta-sts-testing",
+		"u@plain.test": "opportunistic", "u@badmx.test": "mta-sts-enforce"}
+	testpeer.Poll(30*time.Second, 20*time.Millisecond, func() bool {
+		log := h.logText()
+		for rcpt, policy := range deliveryLines {
+			if !hasDeliveryLine(log, rcpt, policy) {
+				return false
+			}
+		}
+		return true
+	})
 	log := h.logText()
 	for _, want := range []string{
 		`msg="MTA-STS testing: enforcement would have refused this delivery" domain=testing.test host=mx.testing.test`,
@@ -427,14 +231,8 @@ ca_file = %q
 			t.Errorf("log lacks %q", want)
 		}
 	}
-	for rcpt, policy := range map[string]string{"u@good.test": "mta-sts-enforce", "u@testing.test": "mta-sts-testing",
-		"u@plain.test": "opportunistic", "u@badmx.test": "mta-sts-enforce"} {
-		found := false
-		for _, l := range strings.Split(log, "\n") {
-			found = found || strings.Contains(l, `msg="queue: delivery"`) && strings.Contains(l, "rcpt="+rcpt+" ") &&
-				strings.Contains(l, "tls_policy="+policy)
-		}
-		if !found {
+	for rcpt, policy := range deliveryLines {
+		if !hasDeliveryLine(log, rcpt, policy) {
 			t.Errorf("no delivery log line for %s with tls_policy=%s", rcpt, policy)
 		}
 	}
@@ -453,17 +251,17 @@ ca_file = %q
 	mu.Lock()
 	sites["mta-sts.idchange.test"] = policySite{body: fmt.Sprintf(stsEnforce, "mx.idchange.test")}
 	mu.Unlock()
-	dns.setTXT("_mta-sts.idchange.test", "v=STSv1; id=2")
+	dns.SetTXT("_mta-sts.idchange.test", "v=STSv1; id=2")
 	if err := h.hub.Queue().Flush(t.Context(), ids["u@idchange.test"]); err != nil {
 		t.Fatal(err)
 	}
 	testpeer.WaitFor(t, "delivery to u@idchange.test under its new policy", 30*time.Second, func() bool {
-		return len(sinkGood.to("u@idchange.test")) == 1
+		return len(sinkGood.To("u@idchange.test")) == 1
 	})
-	if m := sinkGood.to("u@idchange.test")[0]; !m.tls || m.sni != "mx.idchange.test" {
+	if m := sinkGood.To("u@idchange.test")[0]; !m.TLS || m.ServerName != "mx.idchange.test" {
 		t.Errorf("u@idchange.test: %+v", m)
 	}
-	if n := len(sinkOther.received()); n != 0 {
+	if n := len(sinkOther.Messages()); n != 0 {
 		t.Errorf("an exchanger no policy names got %d messages", n)
 	}
 }
@@ -476,11 +274,13 @@ func TestHubMTASTSCache(t *testing.T) {
 	const ip = "127.0.0.3"
 	sport := commonPort(t, ip)
 	qport := commonPort(t, ip)
-	ca := newSTSCA(t)
-	sink := startTLSSink(t, fmt.Sprintf("%s:%d", ip, sport), ca.issue(2, "mx.cached.test", "mx.expired.test"))
-	dns := &stsDNS{mx: map[string]string{"cached.test": "mx.cached.test", "expired.test": "mx.expired.test"},
-		a: map[string]string{"mx.cached.test": ip, "mx.expired.test": ip}, txt: map[string][]string{}}
-	startSTSDNS(t, dns)
+	ca := testpeer.NewCA(t, "qmgate MTA-STS test CA", "")
+	sink := startTLSSink(t, fmt.Sprintf("%s:%d", ip, sport), ca.Issue("mx.cached.test", x509.ExtKeyUsageServerAuth, "mx.cached.test", "mx.expired.test"))
+	dns := testpeer.StartDNS(t, "127.0.0.1")
+	for _, d := range []string{"cached.test", "expired.test"} {
+		dns.SetMX(d, &net.MX{Host: "mx." + d, Pref: 10})
+		dns.SetA("mx."+d, ip)
+	}
 
 	qdir := filepath.Join(t.TempDir(), "queue")
 	now := time.Now()
@@ -498,34 +298,9 @@ func TestHubMTASTSCache(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h := startHub(t, fmt.Sprintf(`
-queue_dir = %q
-rcpthosts = ["a.example"]
-[qmtp]
-listen = ["127.0.0.1:0"]
-relay_clients = ["127.0.0.0/8"]
-[delivery]
-resolver = %q
-qmtp_port = %d
-smtp_port = %d
-[queue]
-retry_min = "1h"
-retry_max = "2h"
-[[route]]
-domains = ["a.example"]
-via = "maildir:DIR/maildir"
-[[route]]
-domains = ["*"]
-via = "mx"
-ca_file = %q
-`, qdir, dns.addr, qport, sport, ca.file))
-	for _, rcpt := range []string{"u@cached.test", "u@expired.test"} {
-		st := sendQMTP(t, h.addr("qmtp"), mail.Envelope{Sender: "alice@a.example", Recipients: []string{rcpt}}, "Subject: sts\n\nx\n")
-		if !st[0].IsAccept() {
-			t.Fatalf("%s: %v", rcpt, st[0])
-		}
-	}
-	testpeer.WaitFor(t, "delivery under the expired policy", 30*time.Second, func() bool { return len(sink.to("u@expired.test")) == 1 })
+	h := startMXHub(t, mxHubConfig{Resolver: dns.Addr, QMTPPort: qport, SMTPPort: sport, QueueDir: qdir, CAFile: ca.File})
+	sendEach(t, h, "sts", "u@cached.test", "u@expired.test")
+	testpeer.WaitFor(t, "delivery under the expired policy", 30*time.Second, func() bool { return len(sink.To("u@expired.test")) == 1 })
 	testpeer.WaitFor(t, "the cached policy's refusal recorded", 30*time.Second, func() bool {
 		rows, err := h.hub.Queue().List(t.Context())
 		return err == nil && len(rows) == 1 && rows[0].Attempts > 0
@@ -534,7 +309,7 @@ ca_file = %q
 	if rows[0].Pending[0] != "u@cached.test" || !strings.Contains(rows[0].LastError, "MTA-STS") {
 		t.Fatalf("queue: %+v", rows)
 	}
-	if n := len(sink.to("u@cached.test")); n != 0 {
+	if n := len(sink.To("u@cached.test")); n != 0 {
 		t.Errorf("delivered against the cached enforce policy: %d", n)
 	}
 	if a, d := tlsPolicyCount(t, h, transport.TLSPolicyOpportunistic, "accept"), tlsPolicyCount(t, h, transport.TLSPolicyMTASTSEnforce, "temporary"); a != 1 || d != 1 {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/qmgate/qmgate/internal/ratelimit"
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/queue"
 	"github.com/qmgate/qmgate/relay/transport"
@@ -137,7 +138,7 @@ func TestEnginePacedRoute(t *testing.T) {
 		t.Fatalf("not all delivered: %d left", q.Metrics().Messages)
 	}
 	cancel()
-	<-done
+	testpeer.Recv(t, "the engine to stop", 30*time.Second, done)
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	if strings.Join(tr.ids, ",") != strings.Join(ids, ",") {
@@ -223,7 +224,7 @@ func TestEnginePacedBacklogOutlivesLease(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	cancel()
-	<-done
+	testpeer.Recv(t, "the engine to stop", 30*time.Second, done)
 	if left := q.Metrics().Messages; left > 0 {
 		t.Fatalf("not all delivered: %d left", left)
 	}

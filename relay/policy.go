@@ -109,6 +109,10 @@ type Policy struct {
 	// Unix governs clients of the QMQP unix-domain socket; nil lets every
 	// local user submit with any sender.
 	Unix *UnixPolicy
+	// Identity is the masquerading that acceptance applies to trusted
+	// submitters' mail (Identity.Rewriter), so that the route check sees
+	// the sender and recipients as delivery will; nil rewrites nothing.
+	Identity *Identity
 	// SMTPSenders holds an authenticated SMTP user to the senders
 	// [smtp] sender_login names; nil lets them use any.
 	SMTPSenders SenderMap
@@ -144,7 +148,9 @@ func (p *Policy) Recipient(c *mail.ConnInfo, from, rcpt string) mail.Status {
 
 // Accept decides whether one recipient of mail from the envelope sender from
 // is acceptable from this connection and returns it as it is to be
-// committed; the sender counts only for routes with senders. Relay clients (ConnInfo.RelayClient,
+// committed; the sender counts only for routes with senders. The route
+// is looked up for the sender and recipient as Identity's masquerading
+// rewrites them for this client, as delivery will see them. Relay clients (ConnInfo.RelayClient,
 // set from the listener's relay_clients, a verified client certificate or
 // tcpserver's RELAYCLIENT) and authenticated SMTP users may send anywhere,
 // and get RelaySuffix appended; everyone else only to rcpthosts (qmail's
@@ -169,14 +175,17 @@ func (p *Policy) Accept(c *mail.ConnInfo, from, rcpt string) (string, mail.Statu
 		return rcpt, mail.StatusUndeliverable
 	}
 	if p.Router != nil {
-		rt := p.Router.Lookup(from, rcpt)
+		// Masquerading comes first, then the route: the message is
+		// committed, and delivered, with the rewritten addresses.
+		rfrom, rrcpt := p.Identity.routed(c, from, rcpt)
+		rt := p.Router.Lookup(rfrom, rrcpt)
 		if rt == nil {
 			return rcpt, mail.Perm("5.1.2", "sorry, I have no route for that domain")
 		}
 		// Local routes know their mailboxes: a name local delivery would
 		// refuse (5.1.3) or a user not on the route's list (5.1.1).
 		if chk, ok := rt.Transport.(transport.RecipientChecker); ok {
-			if st := chk.CheckRecipient(rcpt); !st.IsAccept() {
+			if st := chk.CheckRecipient(rrcpt); !st.IsAccept() {
 				return rcpt, st
 			}
 		}

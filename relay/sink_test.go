@@ -169,7 +169,7 @@ func TestCommitToQueueConcurrent(t *testing.T) {
 		}()
 	}
 	for range n {
-		if err := <-errs; err != nil {
+		if err := testpeer.Recv(t, "a commit", 30*time.Second, errs); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -102,7 +102,8 @@ func TestParseSeqs(t *testing.T) {
 
 func TestQmgateConfigParses(t *testing.T) {
 	q := &Qmgate{QMQP: "127.0.0.1:1", QMTP: "127.0.0.1:2", SMTP: "127.0.0.1:3", Metrics: "127.0.0.1:4"}
-	for _, o := range []QmgateOpts{{Route: "discard:"}, {Route: "smtp://127.0.0.1:5", RouteTLS: "none", MaxMessageBytes: 3 << 30}} {
+	for _, o := range []QmgateOpts{{Route: "discard:"}, {Route: "smtp://127.0.0.1:5", RouteTLS: "none", MaxMessageBytes: 3 << 30},
+		{Route: "qmtp://127.0.0.1:5", DKIM: []DKIMKey{{Domain: dkimDomain, Selector: "bench-ed25519", KeyFile: "/nonexistent/ed25519.key", Algorithm: "ed25519"}}}} {
 		text := qmgateConfig(t.TempDir(), q, o)
 		if err := parseConfig(text); err != nil {
 			t.Errorf("%v\n%s", err, text)

@@ -4,7 +4,7 @@
 // limits, and writes BENCHMARKS.md. bench/run is the one command that runs
 // it (after installing what it needs from Debian packages):
 //
-//	bench/run                      # full run, writes BENCHMARKS.md (~20 minutes)
+//	bench/run                      # full run, writes BENCHMARKS.md (~25 minutes)
 //	bench/run -quick -out /tmp/B.md   # smoke run with tiny counts (~1 minute)
 //	go run ./bench/harness -only qmqp,smtp -pprof /tmp/prof   # some measurements, with CPU profiles
 //
@@ -61,6 +61,13 @@ type Sizes struct {
 	BigMessage     int64
 	FlushSeconds   float64
 	CrashMsgs      int
+	DKIMMsgs       int // per variant and round
+	DKIMSessions   int
+	DKIMRounds     int
+	SignTime       time.Duration // bare signing, per key and round
+	LargeSizes     []int         // relay and drain of large messages
+	LargeBytes     int           // bytes per size (bounds the count)
+	LargeMsgs      int           // messages per size (at most)
 }
 
 var fullSizes = Sizes{
@@ -70,6 +77,8 @@ var fullSizes = Sizes{
 	ScaleSizes: []int{1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20}, ScaleSessions: []int{1, 4, 16, 64, 256},
 	ScaleBytes: 256 << 20, ScaleMsgs: 4000,
 	IdleConns: 10000, BigMessage: 1 << 30, FlushSeconds: 3, CrashMsgs: 20000,
+	DKIMMsgs: 3000, DKIMSessions: 10, DKIMRounds: 3, SignTime: 2 * time.Second,
+	LargeSizes: []int{64 << 10, 256 << 10, 1 << 20}, LargeBytes: 256 << 20, LargeMsgs: 2000,
 }
 
 var quickSizes = Sizes{
@@ -79,6 +88,8 @@ var quickSizes = Sizes{
 	ScaleSizes: []int{1 << 10, 64 << 10}, ScaleSessions: []int{1, 8},
 	ScaleBytes: 4 << 20, ScaleMsgs: 200,
 	IdleConns: 200, BigMessage: 8 << 20, FlushSeconds: 0.2, CrashMsgs: 400,
+	DKIMMsgs: 100, DKIMSessions: 2, DKIMRounds: 2, SignTime: 200 * time.Millisecond,
+	LargeSizes: []int{64 << 10}, LargeBytes: 4 << 20, LargeMsgs: 60,
 }
 
 // scenarios in the order they run and appear.
@@ -94,6 +105,8 @@ var scenarios = []struct {
 	{"scale", "5. How cost grows", (*Harness).scale},
 	{"memory", "6. Memory", (*Harness).memory},
 	{"crash", "Durability under kill -9", (*Harness).crash},
+	{"dkim", "DKIM signing, end to end", (*Harness).dkimSigning},
+	{"large", "QMTP relay and drain of large messages, beside the disk", (*Harness).largeMessages},
 	{"gobench", "7. Package benchmarks (go test -bench)", (*Harness).packageBenchmarks},
 }
 

@@ -24,6 +24,13 @@ type QmgateOpts struct {
 	RouteTLS string
 	// MaxMessageBytes overrides the 50 MiB default.
 	MaxMessageBytes int64
+	// DKIM are [[dkim]] signing keys.
+	DKIM []DKIMKey
+}
+
+// DKIMKey is one [[dkim]] table.
+type DKIMKey struct {
+	Domain, Selector, KeyFile, Algorithm string
 }
 
 // Qmgate is a running `qmgate serve` with a generated configuration: every
@@ -77,6 +84,9 @@ via = %q
 `, q.QMQP, q.QMTP, q.SMTP, q.Metrics, o.Route)
 	if o.RouteTLS != "" {
 		fmt.Fprintf(&b, "tls = %q\n", o.RouteTLS)
+	}
+	for _, k := range o.DKIM {
+		fmt.Fprintf(&b, "\n[[dkim]]\ndomain = %q\nselector = %q\nkey_file = %q\nalgorithm = %q\n", k.Domain, k.Selector, k.KeyFile, k.Algorithm)
 	}
 	return b.String()
 }

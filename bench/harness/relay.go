@@ -47,31 +47,16 @@ func (h *Harness) hubToHub() *Section {
 		"`relayhost` = `smtp-sink`; the clock stops when `smtp-sink` has counted every message Postfix acknowledged.\n\n",
 		z.HubSessions, z.HubDepth, z.HubMsgs, z.Size, z.HubSessions)
 
-	hubB, err := h.startQmgate("hub-B", QmgateOpts{Route: "discard:"})
-	h.check(err)
-	hubA, err := h.startQmgate("hub-A", QmgateOpts{Route: "qmtp://" + hubB.QMTP})
-	h.check(err)
-	before := h.sample()
-	ca, cb := hubA.CPU(), hubB.CPU()
-	prof := hubA.Profile("hub-A", h.profileSeconds())
-	ql, qel, qgot, qerr := h.endToEnd(func() (Load, error) {
-		return h.qmtpSource(hubA.QMTP, z.HubSessions, z.HubMsgs, z.Size, z.HubDepth, "")
-	}, hubB.Delivered, 5*time.Minute)
-	qu := since(before, h)
-	cpuA, cpuB := hubA.CPU()-ca, hubB.CPU()-cb
-	<-prof
-	h.addCheck(Check{What: "hub to hub: qmtp-source K → hub B delivered", Acked: ql.Accepted, Received: qgot, OK: qgot == ql.Accepted && qerr == nil})
-	testpeer.Poll(time.Minute, 50*time.Millisecond, func() bool { _, _, n, _ := hubA.Counters(); return n == 0 })
-	hubA.Stop()
-	hubB.Stop()
-	qrate := float64(ql.Accepted) / qel.Seconds()
+	hr := h.relayHubs("hub", "hub to hub: qmtp-source K → hub B delivered", z.HubSessions, z.HubMsgs, z.Size, z.HubDepth, true)
+	ql, qel, qerr, qu, cpuA, cpuB := hr.load, hr.elapsed, hr.err, hr.usage, hr.cpuA, hr.cpuB
+	qrate := hr.rate()
 	h.logf("   qmgate hub→hub        %7.0f msg/s end to end (%d/%d, ingest %0.f msg/s) %v", qrate, ql.Accepted, ql.Messages, ql.Rate(), qerr)
 
 	sink, err := h.startSMTPSink(freePort())
 	h.check(err)
 	pf, err := h.startPostfix("relay", PostfixOpts{SMTP: true, Relayhost: "[127.0.0.1]:" + portOf(sink.Addr)})
 	h.check(err)
-	before = h.sample()
+	before := h.sample()
 	cp := pf.CPU()
 	pl, pel, pgot, perr := h.endToEnd(func() (Load, error) {
 		return h.smtpSource(pf.SMTPAddr, z.HubSessions, z.HubMsgs, z.Size, true)
@@ -109,6 +94,107 @@ func (h *Harness) hubToHub() *Section {
 	return s
 }
 
+// hubRelay is one run of qmtp-source → hub A → QMTP → hub B → discard:.
+type hubRelay struct {
+	load       Load
+	elapsed    time.Duration // until hub B had delivered every message A acknowledged
+	delivered  int64
+	cpuA, cpuB time.Duration
+	usage      Usage
+	err        error
+}
+
+// rate is messages a second end to end.
+func (r hubRelay) rate() float64 { return perSecond(r.load.Accepted, r.elapsed) }
+
+// relayHubs starts two fresh hubs (name-A relaying by QMTP to name-B, whose
+// route is discard:), drives A with qmtp-source, records check as the
+// comparison of what A acknowledged with what B delivered, and stops both.
+func (h *Harness) relayHubs(name, check string, sessions, msgs, size, depth int, profile bool) hubRelay {
+	o := QmgateOpts{Route: "discard:"}
+	hubB, err := h.startQmgate(name+"-B", o)
+	h.check(err)
+	o.Route = "qmtp://" + hubB.QMTP
+	hubA, err := h.startQmgate(name+"-A", o)
+	h.check(err)
+	before := h.sample()
+	ca, cb := hubA.CPU(), hubB.CPU()
+	prof := make(<-chan struct{})
+	if profile {
+		prof = hubA.Profile(name+"-A", h.profileSeconds())
+	}
+	var r hubRelay
+	r.load, r.elapsed, r.delivered, r.err = h.endToEnd(func() (Load, error) {
+		return h.qmtpSource(hubA.QMTP, sessions, msgs, size, depth, "")
+	}, hubB.Delivered, 5*time.Minute)
+	r.usage = since(before, h)
+	r.cpuA, r.cpuB = hubA.CPU()-ca, hubB.CPU()-cb
+	if profile {
+		<-prof
+	}
+	h.addCheck(Check{What: check, Acked: r.load.Accepted, Received: r.delivered, OK: r.delivered == r.load.Accepted && r.err == nil})
+	testpeer.Poll(time.Minute, 50*time.Millisecond, func() bool { _, _, n, _ := hubA.Counters(); return n == 0 })
+	hubA.Stop()
+	hubB.Stop()
+	return r
+}
+
+// drainRun is one drain of a backlog by qmgate.
+type drainRun struct {
+	queued, got int64
+	usage       Usage // from the flush until the sink had every queued message
+	cpu         time.Duration
+}
+
+func (d drainRun) rate() float64 { return perSecond(d.got, d.usage.Elapsed) }
+
+// drainQmgate queues msgs messages of size bytes (qmtp-source, 20
+// sessions, depth packages in flight each) in a fresh qmgate whose route
+// (kind "qmtp" or "smtp") leads to a sink that is not yet running, so the
+// first attempts fail and are deferred; then it starts the sink, flushes
+// the queue and times the drain until the sink has them all and the queue
+// is empty. The comparison goes into the checks.
+func (h *Harness) drainQmgate(name, kind string, msgs, size, depth int) drainRun {
+	addr := freePort()
+	o := QmgateOpts{Route: kind + "://" + addr}
+	if kind == "smtp" {
+		o.RouteTLS = "none"
+	}
+	q, err := h.startQmgate(name, o)
+	h.check(err)
+	fill, err := h.qmtpSource(q.QMTP, 20, msgs, size, depth, "")
+	h.check(err)
+	if !fill.OK() {
+		h.fail("filling qmgate's queue: %d of %d accepted", fill.Accepted, fill.Messages)
+	}
+	var sink *Sink
+	if kind == "qmtp" {
+		sink, err = h.startQMTPSink(addr)
+	} else {
+		sink, err = h.startSMTPSink(addr)
+	}
+	h.check(err)
+	before := h.sample()
+	c0 := q.CPU()
+	h.check(q.Flush())
+	var got int64
+	ok := testpeer.Poll(15*time.Minute, 20*time.Millisecond, func() bool {
+		got = sink.Received()
+		return got >= fill.Accepted
+	})
+	d := drainRun{queued: fill.Accepted, got: got, usage: since(before, h), cpu: q.CPU() - c0}
+	// Not timed: the queue gauge is refreshed once a second.
+	ok = ok && testpeer.Poll(time.Minute, 100*time.Millisecond, func() bool { _, _, n, _ := q.Counters(); return n == 0 })
+	what := fmt.Sprintf("drain: qmgate queue → %s", sink.Name)
+	if size != h.sizes.Size {
+		what = fmt.Sprintf("drain of %s messages: qmgate queue → %s", sizeLabel(size), sink.Name)
+	}
+	h.addCheck(Check{What: what, Acked: fill.Accepted, Received: got, OK: ok && got == fill.Accepted})
+	q.Stop()
+	sink.Proc.Stop()
+	return d
+}
+
 func portOf(addr string) string {
 	for i := len(addr) - 1; i >= 0; i-- {
 		if addr[i] == ':' {
@@ -138,46 +224,13 @@ func (h *Harness) drain() *Section {
 	}
 
 	for _, kind := range []string{"qmtp", "smtp"} {
-		addr := freePort()
-		o := QmgateOpts{Route: kind + "://" + addr}
-		if kind == "smtp" {
-			o.RouteTLS = "none"
-		}
-		q, err := h.startQmgate("drain-"+kind, o)
-		h.check(err)
-		fill, err := h.qmtpSource(q.QMTP, 20, z.DrainMsgs, z.Size, 32, "")
-		h.check(err)
-		if !fill.OK() {
-			h.fail("filling qmgate's queue: %d of %d accepted", fill.Accepted, fill.Messages)
-		}
-		var sink *Sink
-		if kind == "qmtp" {
-			sink, err = h.startQMTPSink(addr)
-		} else {
-			sink, err = h.startSMTPSink(addr)
-		}
-		h.check(err)
-		before := h.sample()
-		c0 := q.CPU()
-		h.check(q.Flush())
-		var got int64
-		ok := testpeer.Poll(15*time.Minute, 20*time.Millisecond, func() bool {
-			got = sink.Received()
-			return got >= fill.Accepted
-		})
-		u := since(before, h)
-		cpu := q.CPU() - c0
-		// Not timed: the queue gauge is refreshed once a second.
-		ok = ok && testpeer.Poll(time.Minute, 100*time.Millisecond, func() bool { _, _, n, _ := q.Counters(); return n == 0 })
-		h.addCheck(Check{What: fmt.Sprintf("drain: qmgate queue → %s", sink.Name), Acked: fill.Accepted, Received: got, OK: ok && got == fill.Accepted})
+		d := h.drainQmgate("drain-"+kind, kind, z.DrainMsgs, z.Size, 32)
 		name := "qmgate → QMTP → qmtp-sink"
 		if kind == "smtp" {
 			name = "qmgate → SMTP → smtp-sink"
 		}
-		h.logf("   %-28s %7.0f msg/s (%d in %v)", name, float64(got)/u.Elapsed.Seconds(), got, u.Elapsed.Round(time.Millisecond))
-		add(name, got, u.Elapsed, cpu, u)
-		q.Stop()
-		sink.Proc.Stop()
+		h.logf("   %-28s %7.0f msg/s (%d in %v)", name, d.rate(), d.got, d.usage.Elapsed.Round(time.Millisecond))
+		add(name, d.got, d.usage.Elapsed, d.cpu, d.usage)
 	}
 
 	// Postfix: the relayhost is down while the queue fills.

@@ -48,6 +48,11 @@ func TestBodyHashMatchesGoMsgauth(t *testing.T) {
 		"only whitespace":  " \t \r\n \r\n\t",
 		"lf and crlf":      "one\ntwo\r\nthree\n\n\r\n",
 		"cr at write ends": strings.Repeat("ab\r", 2000) + "\n",
+		// Plain lines take plainLine's fast path; the others around them
+		// do not, and a piece may end anywhere in either.
+		"plain lines": strings.Repeat("A plain line, single spaces only.\r\n", 200) + strings.Repeat("lf line\n", 200) +
+			"\r\n\r\n after empty lines\r\nx \r\n  two\r\nt\tab\r\nlast\r\n\r\n\r\n",
+		"plain after ws": "x \r\ny\r\n \r\nz\r\n\t\r\nw\n",
 	}
 	for name, body := range bodies {
 		want := msgauthBodyHash(t, []byte(body))

@@ -16,7 +16,7 @@ type field struct {
 // splitHeader cuts a header (without its ending blank line) into fields. A
 // line that starts with a space or tab continues the field before it.
 func splitHeader(h []byte) []field {
-	var fields []field
+	fields := make([]field, 0, bytes.Count(h, []byte("\n"))+1) // one per line at most
 	for len(h) > 0 {
 		end := bytes.IndexByte(h, '\n')
 		if end < 0 {
@@ -81,14 +81,15 @@ func (f field) is(n string) bool { return strings.EqualFold(f.name, n) }
 
 // value returns a field's unfolded value.
 func (f field) value() string {
-	v := string(f.raw)
-	if i := bytes.IndexByte(f.raw, ':'); i >= 0 {
+	v := f.raw
+	if i := bytes.IndexByte(v, ':'); i >= 0 {
 		v = v[i+1:]
 	}
-	if strings.ContainsAny(v, "\r\n") {
-		v = unfold.Replace(v)
+	v = bytes.TrimSpace(v) // the field's own line end too
+	if bytes.ContainsAny(v, "\r\n") {
+		return strings.TrimSpace(unfold.Replace(string(v)))
 	}
-	return strings.TrimSpace(v)
+	return string(v)
 }
 
 var unfold = strings.NewReplacer("\r\n", "", "\n", "", "\r", "")

@@ -3,7 +3,6 @@ package dkim
 import (
 	"crypto"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"strconv"
 	"time"
@@ -19,7 +18,10 @@ const sigLineLen = 72
 // the signed fields (section 3.7), and the key signs that hash once: RSA as
 // PKCS #1 v1.5 over SHA-256, Ed25519 over the SHA-256 hash (RFC 8463
 // section 3).
-func signature(d *domain, k Key, algo string, hkeys []string, fields []field, bh string, now time.Time, nl string) ([]byte, error) {
+//
+// The body hash c, finished, lends its hash state and buffers as scratch
+// space, so that a signature allocates little besides its field.
+func signature(d *domain, k Key, algo string, hkeys []string, fields []field, bh []byte, now time.Time, nl string, c *bodyHash) ([]byte, error) {
 	f := make([]byte, 0, 512)
 	f = append(f, "DKIM-Signature: v=1; a="...)
 	f = append(f, algo...)
@@ -54,9 +56,11 @@ func signature(d *domain, k Key, algo string, hkeys []string, fields []field, bh
 	f = append(f, nl...)
 	f = append(f, "\tb="...)
 
-	hash := sha256.New()
-	buf := make([]byte, 0, 1024)
-	picked := pickFields(hkeys, fields)
+	hash := c.h
+	hash.Reset()
+	buf := c.buf[:0]
+	var pickBuf [32]int
+	picked := pickFields(pickBuf[:0], hkeys, fields)
 	for _, p := range picked {
 		if p < 0 {
 			continue // an oversigned name with no field left: nothing to hash
@@ -66,7 +70,7 @@ func signature(d *domain, k Key, algo string, hkeys []string, fields []field, bh
 	}
 	buf = canonHeader(buf[:0], f)
 	hash.Write(buf[:len(buf)-2]) // without its CR LF (section 3.7)
-	sum := hash.Sum(nil)
+	sum := hash.Sum(c.sum[:0])
 
 	opts := crypto.SignerOpts(crypto.SHA256)
 	if algo == AlgoEd25519 {
@@ -76,8 +80,7 @@ func signature(d *domain, k Key, algo string, hkeys []string, fields []field, bh
 	if err != nil {
 		return nil, err
 	}
-	b := make([]byte, base64.StdEncoding.EncodedLen(len(sig)))
-	base64.StdEncoding.Encode(b, sig)
+	b := base64.StdEncoding.AppendEncode(buf[:0], sig)
 	line = len("\tb=")
 	for len(b) > 0 {
 		n := min(len(b), sigLineLen-line)
@@ -92,13 +95,14 @@ func signature(d *domain, k Key, algo string, hkeys []string, fields []field, bh
 	return append(f, nl...), nil
 }
 
-// pickFields returns, for each name in hkeys, the index of the field it
-// signs, or -1: the n-th occurrence of a name in h= takes the n-th field of
-// that name counted from the bottom of the header (RFC 6376 section 5.4.2).
-func pickFields(hkeys []string, fields []field) []int {
-	out := make([]int, len(hkeys))
-	for i := range out {
-		out[i] = -1
+// pickFields appends to dst, for each name in hkeys, the index of the field
+// it signs, or -1: the n-th occurrence of a name in h= takes the n-th field
+// of that name counted from the bottom of the header (RFC 6376 section
+// 5.4.2).
+func pickFields(dst []int, hkeys []string, fields []field) []int {
+	out := dst[:0]
+	for range hkeys {
+		out = append(out, -1)
 	}
 	// hkeys lists each name's occurrences together (headerKeys), so a run
 	// of one name walks the fields upwards once.

@@ -60,8 +60,10 @@ type Options struct {
 type Signer struct {
 	domains   map[string]*domain
 	headers   []string
-	lower     []string // headers in lower case
-	over      []bool   // whether headers[i] is oversigned
+	lower     []string       // headers in lower case
+	over      []bool         // whether headers[i] is oversigned
+	index     map[string]int // lower[i] -> i
+	ascii     bool           // every name in headers is ASCII
 	oversign  map[string]bool
 	maxHeader int
 }
@@ -152,6 +154,12 @@ func New(opt Options) (*Signer, error) {
 		s.over = append(s.over, s.oversign[l])
 	}
 	s.headers = headers
+	s.index = make(map[string]int, len(s.lower))
+	s.ascii = true
+	for i, l := range s.lower {
+		s.index[l] = i
+		s.ascii = s.ascii && isASCII(l)
+	}
 	return s, nil
 }
 
@@ -221,14 +229,29 @@ func (s *Signer) lookup(from string) *domain {
 // headerKeys is the h= list for a header: each configured field as often as
 // it occurs, oversigned fields once more.
 func (s *Signer) headerKeys(fields []field) []string {
-	keys := make([]string, 0, len(fields)+len(s.headers))
-	for i, h := range s.headers {
-		n := 0
-		for _, f := range fields {
-			if f.is(s.lower[i]) {
-				n++
+	var countBuf [64]int
+	counts := countBuf[:0]
+	for range s.headers {
+		counts = append(counts, 0)
+	}
+	for _, f := range fields {
+		if s.ascii && isASCII(f.name) {
+			// Both names are in lower case: Unicode case folding (is)
+			// makes no other pair of ASCII names equal.
+			if i, ok := s.index[f.name]; ok {
+				counts[i]++
+			}
+			continue
+		}
+		for i, l := range s.lower {
+			if f.is(l) {
+				counts[i]++
 			}
 		}
+	}
+	keys := make([]string, 0, len(fields)+len(s.headers))
+	for i, h := range s.headers {
+		n := counts[i]
 		if s.over[i] {
 			n++
 		}
@@ -237,6 +260,15 @@ func (s *Signer) headerKeys(fields []field) []string {
 		}
 	}
 	return keys
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func normDomain(d string) string {

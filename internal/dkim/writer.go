@@ -2,8 +2,6 @@ package dkim
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"io"
 	"strconv"
@@ -35,9 +33,9 @@ type Writer struct {
 	crlf   bool
 	dom    *domain
 	keys   []Key
-	fields []field  // the header, for the signatures
-	hkeys  []string // the h= list
-	body   bodyHash
+	fields []field   // the header, for the signatures
+	hkeys  []string  // the h= list
+	body   *bodyHash // from bodyHashes, between start and Close
 	now    func() time.Time
 
 	// The check for a signature of ours already present.
@@ -129,7 +127,7 @@ func (w *Writer) start(hdr []byte) {
 	w.res.Domain = d.Name
 	w.fields = fields
 	w.hkeys = w.s.headerKeys(fields)
-	w.body.reset(sha256.New())
+	w.body = newBodyHash()
 	w.startVerify(fields, hdr)
 }
 
@@ -247,15 +245,24 @@ func (w *Writer) Close() error {
 		w.verifyW.Close()
 		vs = <-w.verified
 	}
+	if w.body != nil {
+		defer func() {
+			putBodyHash(w.body)
+			w.body = nil
+		}()
+	}
 	if w.err != nil {
 		return w.err
 	}
 	if w.dom == nil {
 		return nil
 	}
-	kept := map[string]bool{}
+	var kept map[string]bool
 	for i, v := range vs {
 		if i < len(w.own) && v != nil && v.Err == nil {
+			if kept == nil {
+				kept = map[string]bool{}
+			}
 			kept[w.own[i]] = true
 		}
 	}
@@ -263,23 +270,27 @@ func (w *Writer) Close() error {
 	if w.crlf {
 		nl = "\r\n"
 	}
-	var bh string
+	var bh []byte
 	var out []byte
 	for i, k := range w.keys {
 		if kept[k.Selector] {
 			w.res.Kept = append(w.res.Kept, k.Selector)
 			continue
 		}
-		if bh == "" {
-			bh = base64.StdEncoding.EncodeToString(w.body.Sum())
+		if bh == nil {
+			bh = w.body.SumBase64()
 		}
-		sig, err := signature(w.dom, k, w.dom.algos[i], w.hkeys, w.fields, bh, w.now(), nl)
+		sig, err := signature(w.dom, k, w.dom.algos[i], w.hkeys, w.fields, bh, w.now(), nl, w.body)
 		if err != nil {
 			w.err = err
 			return err
 		}
 		w.res.Selectors = append(w.res.Selectors, k.Selector)
-		out = append(out, sig...)
+		if out == nil {
+			out = sig
+		} else {
+			out = append(out, sig...)
+		}
 	}
 	if out == nil {
 		w.skip("the message already carries our valid signatures")

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/qmgate/qmgate/internal/safedir"
 )
 
 // Defaults for Cache's bounds.
@@ -95,11 +97,14 @@ func (c *Cache) init() {
 	})
 }
 
-func (c *Cache) fetchTimeout() time.Duration {
-	if c.FetchTimeout > 0 {
-		return c.FetchTimeout
+func (c *Cache) fetchTimeout() time.Duration { return orDefault(c.FetchTimeout, DefaultFetchTimeout) }
+
+// orDefault is v when positive, else def.
+func orDefault[T int | int64 | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
 	}
-	return DefaultFetchTimeout
+	return def
 }
 
 func (c *Cache) now() time.Time {
@@ -201,11 +206,7 @@ func (c *Cache) lookup(ctx context.Context, domain string) (string, error) {
 	if r == nil {
 		r = net.DefaultResolver
 	}
-	t := c.LookupTimeout
-	if t <= 0 {
-		t = DefaultLookupTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, t)
+	ctx, cancel := context.WithTimeout(ctx, orDefault(c.LookupTimeout, DefaultLookupTimeout))
 	defer cancel()
 	recs, err := r.LookupTXT(ctx, "_mta-sts."+domain)
 	if err != nil {
@@ -249,10 +250,7 @@ func (c *Cache) fetch(ctx context.Context, domain string) (Policy, error) {
 			return Policy{}, fmt.Errorf("policy served as %q, not text/plain", trunc(ct))
 		}
 	}
-	max := c.MaxPolicyBytes
-	if max <= 0 {
-		max = DefaultMaxPolicyBytes
-	}
+	max := orDefault(c.MaxPolicyBytes, DefaultMaxPolicyBytes)
 	b, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
 	if err != nil {
 		return Policy{}, fmt.Errorf("reading the policy: %w", err)
@@ -275,9 +273,7 @@ const DefaultRefreshMax = 100
 // failure.
 func (c *Cache) Refresh(ctx context.Context, max int) (int, error) {
 	c.init()
-	if max <= 0 {
-		max = DefaultRefreshMax
-	}
+	max = orDefault(max, DefaultRefreshMax)
 	now := c.now()
 	var due []string
 	seen := map[string]bool{}
@@ -351,8 +347,8 @@ func (c *Cache) load(domain string) (Policy, bool) {
 	return p, true
 }
 
-// store keeps p in memory and on disk (written to a temporary file and
-// renamed, so a crash leaves the old policy or the new one).
+// store keeps p in memory and on disk (replaced atomically, so a crash
+// leaves the old policy or the new one).
 func (c *Cache) store(p Policy) error {
 	c.mu.Lock()
 	c.mem[p.Domain] = p
@@ -364,24 +360,7 @@ func (c *Cache) store(p Policy) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(c.Dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), c.path(p.Domain))
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
+	return safedir.WriteFile(c.path(p.Domain), b)
 }
 
 // path is the cache file of a domain; isHostname has kept '/' and ".." out.

@@ -1,7 +1,6 @@
 package oauthtoken
 
 import (
-	"cmp"
 	"errors"
 	"strings"
 
@@ -78,8 +77,7 @@ func (e *Error) Unwrap() []error {
 // and shown by `queue show`. It names the route and, for a revoked grant,
 // the command that renews it; it never holds a token or a secret.
 func (e *Error) Status() mail.Status {
-	r := e.Route
-	r = cmp.Or(r, "(unnamed)")
+	r := routeName(e.Route)
 	switch e.Kind {
 	case Revoked:
 		return mail.Temp("4.7.0", "OAuth2 grant of route "+r+" was revoked or has expired; run: qmgate oauth2 login "+r)
@@ -94,13 +92,11 @@ func (e *Error) Status() mail.Status {
 // codeText is Code when it is a plain RFC 6749 error code (letters, digits
 // and '_'), so that nothing the endpoint sends reaches a status text.
 func (e *Error) codeText() string {
-	if e.Code == "" || len(e.Code) > 64 {
-		return "no reason given"
+	odd := func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == ' ')
 	}
-	for _, r := range e.Code {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == ' ') {
-			return "no reason given"
-		}
+	if e.Code == "" || len(e.Code) > 64 || strings.ContainsFunc(e.Code, odd) {
+		return "no reason given"
 	}
 	return e.Code
 }

@@ -58,15 +58,10 @@ func Login(ctx context.Context, o Options, prompt Prompt) (*oauth2.Token, error)
 	t, err := cfg.DeviceAccessToken(ctx, da)
 	if err != nil {
 		var re *oauth2.RetrieveError
-		if errors.As(err, &re) {
-			switch re.ErrorCode {
-			case "access_denied":
-				return nil, errors.New("the access was denied in the browser")
-			case "expired_token":
-				return nil, errors.New("the code expired before the access was approved; run the login again")
-			}
-		}
-		if errors.Is(err, context.DeadlineExceeded) {
+		switch {
+		case errors.As(err, &re) && re.ErrorCode == "access_denied":
+			return nil, errors.New("the access was denied in the browser")
+		case errors.As(err, &re) && re.ErrorCode == "expired_token", errors.Is(err, context.DeadlineExceeded):
 			return nil, errors.New("the code expired before the access was approved; run the login again")
 		}
 		return nil, classify(o.Route, err)

@@ -147,26 +147,14 @@ func loopbackHTTP(u string) bool {
 	return false
 }
 
-func (o *Options) routeName() string {
-	if o.Route == "" {
-		return "(unnamed)"
-	}
-	return o.Route
-}
+func (o *Options) routeName() string { return routeName(o.Route) }
 
-func (o *Options) margin() time.Duration {
-	if o.RefreshMargin > 0 {
-		return o.RefreshMargin
-	}
-	return RefreshMargin
-}
+// routeName is how status texts and errors name a route.
+func routeName(r string) string { return cmp.Or(r, "(unnamed)") }
 
-func (o *Options) timeout() time.Duration {
-	if o.RequestTimeout > 0 {
-		return o.RequestTimeout
-	}
-	return RequestTimeout
-}
+// margin and timeout are the overrides when positive, else the defaults.
+func (o *Options) margin() time.Duration  { return cmp.Or(max(o.RefreshMargin, 0), RefreshMargin) }
+func (o *Options) timeout() time.Duration { return cmp.Or(max(o.RequestTimeout, 0), RequestTimeout) }
 
 func (o *Options) now() time.Time {
 	if o.Now != nil {

@@ -6,7 +6,8 @@
 // descriptor (fchown, fchmod), and a path whose parents anyone but root and
 // the mail user may rename things in is refused before anything is made.
 //
-// It knows nothing of mail or configuration.
+// WriteFile replaces small state files (tokens, cached policies) atomically
+// and durably. It knows nothing of mail or configuration.
 package safedir
 
 import (
@@ -98,4 +99,43 @@ func MakeOwned(path string, perm os.FileMode, uid, gid int, onlyNew bool) (Made,
 		}
 	}
 	return m, nil
+}
+
+// WriteFile replaces the file at path with data, mode 0600, so that a
+// reader sees the old content or the new and a crash leaves one of them: a
+// temporary file in the same directory (rename is atomic only within a
+// file system) is written, fsynced and renamed over path, and the directory
+// is fsynced so that the rename itself is durable.
+func WriteFile(path string, data []byte) error {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
+	if err != nil {
+		return err
+	}
+	err = tmp.Chmod(0o600)
+	if err == nil {
+		_, err = tmp.Write(data)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

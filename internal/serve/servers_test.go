@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/netstring"
 	"github.com/qmgate/qmgate/qmqp"
@@ -134,7 +135,7 @@ func run(t *testing.T, srv server, k knobs, networks ...string) []string {
 		defer cancel()
 		shutdown(ctx)
 		for range networks {
-			if err := <-served; err != closed {
+			if err := testpeer.Recv(t, "Serve to return", testTimeout, served); err != closed {
 				t.Errorf("Serve returned %v, want %v", err, closed)
 			}
 		}
@@ -159,7 +160,7 @@ func TestServeClosesListener(t *testing.T) {
 			if err := shutdown(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			if err := <-served; err != closed {
+			if err := testpeer.Recv(t, "Serve to return", testTimeout, served); err != closed {
 				t.Fatalf("Serve returned %v", err)
 			}
 			if err := l.Close(); !errors.Is(err, net.ErrClosed) {

@@ -3,9 +3,7 @@ package testpeer
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
 	"net"
@@ -19,8 +17,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/emersion/go-smtp"
 )
 
 // PostfixConfig describes a private Postfix instance for a test.
@@ -306,128 +302,6 @@ func (p *Postfix) Stop() {
 		}
 	})
 }
-
-// SinkMessage is one message an SMTPSink received.
-type SinkMessage struct {
-	From string
-	To   []string
-	// Data is the message as received, dot-unstuffed, with CRLF line ends
-	// turned into LF.
-	Data []byte
-}
-
-// SMTPSink is an SMTP server on a loopback port that accepts every message
-// and records it, as the next hop of a Postfix instance (see
-// PostfixConfig.Relayhost) or any SMTP client under test.
-type SMTPSink struct {
-	Addr string
-
-	mu     sync.Mutex
-	msgs   []SinkMessage
-	notify chan struct{}
-	srv    *smtp.Server
-}
-
-// NewSMTPSink starts a sink that is closed when the test ends.
-func NewSMTPSink(t testing.TB) *SMTPSink {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := &SMTPSink{Addr: l.Addr().String(), notify: make(chan struct{}, 1)}
-	k.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
-		return &sinkSession{sink: k}, nil
-	}))
-	k.srv.Domain = "sink.qmgate.test"
-	k.srv.ReadTimeout = time.Minute
-	k.srv.WriteTimeout = time.Minute
-	k.srv.MaxMessageBytes = 1 << 30
-	k.srv.MaxRecipients = 100000
-	k.srv.AllowInsecureAuth = true
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = k.srv.Serve(l)
-	}()
-	t.Cleanup(func() {
-		k.srv.Close()
-		<-done
-	})
-	return k
-}
-
-// Relayhost returns the sink's address in Postfix relayhost form,
-// "[127.0.0.1]:port" (brackets: no MX lookup).
-func (k *SMTPSink) Relayhost() string {
-	host, port, _ := net.SplitHostPort(k.Addr)
-	return "[" + host + "]:" + port
-}
-
-// Messages returns a copy of what the sink has received so far.
-func (k *SMTPSink) Messages() []SinkMessage {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return append([]SinkMessage(nil), k.msgs...)
-}
-
-// Wait waits until the sink has received at least n messages, or fails the
-// test after timeout.
-func (k *SMTPSink) Wait(t testing.TB, n int, timeout time.Duration) []SinkMessage {
-	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		if m := k.Messages(); len(m) >= n {
-			return m
-		}
-		select {
-		case <-k.notify:
-		case <-deadline.C:
-			t.Fatalf("SMTP sink: %d of %d messages after %v", len(k.Messages()), n, timeout)
-		}
-	}
-}
-
-type sinkSession struct {
-	sink *SMTPSink
-	msg  SinkMessage
-}
-
-func (s *sinkSession) AuthMechanisms() []string { return nil }
-
-func (s *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
-	s.msg = SinkMessage{From: from}
-	return nil
-}
-
-func (s *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	s.msg.To = append(s.msg.To, to)
-	return nil
-}
-
-func (s *sinkSession) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	if len(s.msg.To) == 0 {
-		return errors.New("no recipients")
-	}
-	s.msg.Data = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
-	s.sink.mu.Lock()
-	s.sink.msgs = append(s.sink.msgs, s.msg)
-	s.sink.mu.Unlock()
-	select {
-	case s.sink.notify <- struct{}{}:
-	default:
-	}
-	s.msg = SinkMessage{}
-	return nil
-}
-
-func (s *sinkSession) Reset()        { s.msg = SinkMessage{} }
-func (s *sinkSession) Logout() error { return nil }
 
 // PostfixServices returns the master.cf lines of the daemons a private
 // Postfix instance needs to queue and relay mail; callers add their

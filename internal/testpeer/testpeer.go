@@ -8,7 +8,10 @@
 //
 // It is also the one home of the helpers every package's tests share:
 // loopback ports reserved until a test ends (Reserve, FreePort), waiting for
-// an outcome (Poll, WaitFor) and the goroutine-leak check (CheckGoroutines).
+// an outcome (Poll, WaitFor) or an event with a bound (Recv, Wait), the
+// goroutine-leak check (CheckGoroutines), a DNS server answering from
+// tables (StartDNS), a throwaway certificate authority (NewCA) and an SMTP
+// sink (NewSMTPSink). Only tests and bench/ import it.
 package testpeer
 
 import (

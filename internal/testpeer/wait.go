@@ -43,6 +43,20 @@ func Recv[T any](t testing.TB, what string, timeout time.Duration, ch <-chan T) 
 	}
 }
 
+// Wait returns once wg.Wait does (wg: a sync.WaitGroup, an exec.Cmd's
+// process, anything whose Wait blocks until work ends), failing t when it
+// has not within timeout; what names the work in the failure. The
+// goroutine that waits outlives a failed test, which is about to end.
+func Wait(t testing.TB, what string, timeout time.Duration, wg interface{ Wait() }) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		wg.Wait()
+	}()
+	Recv(t, what, timeout, done)
+}
+
 // CheckGoroutines records how many goroutines run now and, when the test
 // ends, waits up to settle for the count to come back down, failing the
 // test with every goroutine's stack if it does not: a goroutine started

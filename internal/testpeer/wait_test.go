@@ -2,6 +2,7 @@ package testpeer
 
 import (
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,21 +34,57 @@ func TestRecv(t *testing.T) {
 		defer close(done)
 		Recv(rec, "nothing", time.Millisecond, make(chan int))
 	}()
-	<-done
+	Recv(t, "Recv to give up", 10*time.Second, done)
 	if !rec.failed {
 		t.Fatal("Recv did not fail when nothing came")
+	}
+}
+
+// TestWait: work that ends returns; work that does not fails the test.
+func TestWait(t *testing.T) {
+	var wg sync.WaitGroup
+	wg.Go(func() {})
+	Wait(t, "work that ends", 10*time.Second, &wg)
+
+	// Wait's own goroutine outlives the failed wait until the work ends:
+	// end it, and see it gone, before the next test counts goroutines.
+	before := runtime.NumGoroutine()
+	var stuck sync.WaitGroup
+	stuck.Add(1)
+	defer WaitFor(t, "Wait's goroutine to end", 10*time.Second, func() bool { return runtime.NumGoroutine() <= before })
+	defer stuck.Done()
+	rec := &recorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Wait(rec, "work that never ends", time.Millisecond, &stuck)
+	}()
+	Recv(t, "Wait to give up", 10*time.Second, done)
+	if !rec.failed {
+		t.Fatal("Wait did not fail when the work never ended")
 	}
 }
 
 // TestCheckGoroutines: a goroutine that outlives its test is reported; one
 // that ends in time is not.
 func TestCheckGoroutines(t *testing.T) {
+	// Goroutines of earlier tests that are still ending would hide a leak
+	// from the count: wait until the count holds still.
+	last := -1
+	Poll(10*time.Second, 50*time.Millisecond, func() bool {
+		n := runtime.NumGoroutine()
+		steady := n == last
+		last = n
+		return steady
+	})
 	stop := make(chan struct{})
 	rec := &recorder{TB: t}
 	func() {
 		defer rec.runCleanups()
 		CheckGoroutines(rec, 50*time.Millisecond)
-		go func() { <-stop }()
+		for range 3 {
+			go func() { <-stop }()
+		}
 	}()
 	close(stop)
 	if !rec.failed {
@@ -60,7 +97,7 @@ func TestCheckGoroutines(t *testing.T) {
 		CheckGoroutines(rec, 10*time.Second)
 		done := make(chan struct{})
 		go func() { close(done) }()
-		<-done
+		Recv(t, "a goroutine's end", 10*time.Second, done)
 	}()
 	if rec.failed {
 		t.Fatal("a goroutine that ended was reported")

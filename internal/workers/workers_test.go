@@ -1,6 +1,7 @@
 package workers
 
 import (
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -21,16 +22,13 @@ func TestRunsEverything(t *testing.T) {
 			wg.Done()
 		})
 	}
-	wg.Wait()
+	testpeer.Wait(t, "10000 functions to run", time.Minute, &wg)
 	if got := n.Load(); got != 10000 {
 		t.Fatalf("ran %d of 10000", got)
 	}
 	// A worker parks only after its function returned (and called
 	// wg.Done), so the last ones may not be idle yet: wait for one.
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Idle() < 1 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testpeer.Poll(5*time.Second, time.Millisecond, func() bool { return p.Idle() >= 1 })
 	if idle := p.Idle(); idle < 1 || idle > DefaultMaxIdle {
 		t.Fatalf("idle workers = %d, want 1..%d", idle, DefaultMaxIdle)
 	}
@@ -41,7 +39,7 @@ func TestReusesWorkers(t *testing.T) {
 	done := make(chan struct{})
 	for i := 0; i < 100; i++ {
 		p.Go(func() { done <- struct{}{} })
-		<-done
+		testpeer.Recv(t, "the function to run", 10*time.Second, done)
 		waitIdle(t, &p, 1)
 	}
 	// One call at a time: one worker did all the work. (Counted by the
@@ -54,27 +52,23 @@ func TestReusesWorkers(t *testing.T) {
 
 func TestNeverBlocks(t *testing.T) {
 	var p Pool
-	runTogether(&p, 300)            // all 300 run at once, beyond MaxIdle
+	runTogether(t, &p, 300)         // all 300 run at once, beyond MaxIdle
 	waitIdle(t, &p, DefaultMaxIdle) // the rest exit instead of parking
 }
 
 func TestIdleWorkersExit(t *testing.T) {
 	p := Pool{IdleTimeout: 20 * time.Millisecond, MaxIdle: 8}
 	before := runtime.NumGoroutine()
-	runTogether(&p, 8)
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before || p.Idle() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines and %d idle workers left after the idle timeout", runtime.NumGoroutine()-before, p.Idle())
-		}
-		time.Sleep(5 * time.Millisecond)
+	runTogether(t, &p, 8)
+	if !testpeer.Poll(5*time.Second, 5*time.Millisecond, func() bool { return runtime.NumGoroutine() <= before && p.Idle() == 0 }) {
+		t.Fatalf("%d goroutines and %d idle workers left after the idle timeout", runtime.NumGoroutine()-before, p.Idle())
 	}
 }
 
 func TestClose(t *testing.T) {
 	var p Pool
 	before := runtime.NumGoroutine()
-	runTogether(&p, 10)
+	runTogether(t, &p, 10)
 	waitIdle(t, &p, 10)
 	busy := make(chan struct{})
 	p.Go(func() { <-busy }) // on a worker while Close runs
@@ -82,13 +76,9 @@ func TestClose(t *testing.T) {
 	close(busy)
 	done := make(chan struct{})
 	p.Go(func() { close(done) }) // still works after Close
-	<-done
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines left after Close", runtime.NumGoroutine()-before)
-		}
-		time.Sleep(time.Millisecond)
+	testpeer.Recv(t, "a function run after Close", 10*time.Second, done)
+	if !testpeer.Poll(5*time.Second, time.Millisecond, func() bool { return runtime.NumGoroutine() <= before }) {
+		t.Fatalf("%d goroutines left after Close", runtime.NumGoroutine()-before)
 	}
 	if p.Idle() != 0 {
 		t.Fatalf("idle = %d after Close", p.Idle())
@@ -104,7 +94,7 @@ func TestNoIdle(t *testing.T) {
 	p := Pool{MaxIdle: -1}
 	done := make(chan struct{})
 	p.Go(func() { close(done) })
-	<-done
+	testpeer.Recv(t, "the function to run", 10*time.Second, done)
 	testpeer.WaitFor(t, "the worker to exit", 5*time.Second, func() bool { return runtime.NumGoroutine() <= before })
 	if p.Idle() != 0 {
 		t.Fatalf("idle = %d with MaxIdle < 0", p.Idle())
@@ -124,7 +114,7 @@ func TestRaceWithTimeout(t *testing.T) {
 			time.Sleep(time.Microsecond)
 		}
 	}
-	wg.Wait()
+	testpeer.Wait(t, "20000 functions to run", time.Minute, &wg)
 	if got := n.Load(); got != 20000 {
 		t.Fatalf("ran %d of 20000", got)
 	}
@@ -132,25 +122,22 @@ func TestRaceWithTimeout(t *testing.T) {
 
 // runTogether runs n functions on p that each wait until all n have
 // started, so that n workers exist at once, then lets them finish.
-func runTogether(p *Pool, n int) {
+func runTogether(t *testing.T, p *Pool, n int) {
+	t.Helper()
 	var started sync.WaitGroup
 	release := make(chan struct{})
 	for range n {
 		started.Add(1)
 		p.Go(func() { started.Done(); <-release })
 	}
-	started.Wait()
+	testpeer.Wait(t, fmt.Sprintf("%d workers at once", n), time.Minute, &started)
 	close(release)
 }
 
 func waitIdle(t *testing.T, p *Pool, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Idle() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("idle workers = %d, want %d", p.Idle(), n)
-		}
-		time.Sleep(time.Millisecond)
+	if !testpeer.Poll(5*time.Second, time.Millisecond, func() bool { return p.Idle() == n }) {
+		t.Fatalf("idle workers = %d, want %d", p.Idle(), n)
 	}
 }
 

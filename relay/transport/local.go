@@ -351,7 +351,7 @@ func (m *Mbox) deliverOwn(j *Job, rcpt, dom, user string) Result {
 		return Result{Status: localTemp("cannot open the mailbox", err), Host: path}
 	}
 	defer f.Close()
-	if err := appendMbox(f, j, rcpt); err != nil {
+	if err := appendMboxPrefix(f, j, traceHeader(j.Envelope.Sender, rcpt)); err != nil {
 		return Result{Status: localTemp("cannot write into the mailbox", err), Host: path}
 	}
 	return Result{Status: mail.OK("delivered to mbox"), Host: path}
@@ -373,11 +373,6 @@ func intoMbox(root *os.Root, rel, prefix string, j *Job) error {
 	return appendMboxPrefix(f, j, prefix)
 }
 
-// appendMbox appends the message for rcpt to the open mbox file f.
-func appendMbox(f *os.File, j *Job, rcpt string) error {
-	return appendMboxPrefix(f, j, traceHeader(j.Envelope.Sender, rcpt))
-}
-
 // appendMboxPrefix appends a "From " line, prefix and the message to f
 // under flock, truncating back a failed append.
 func appendMboxPrefix(f *os.File, j *Job, prefix string) error {
@@ -390,14 +385,12 @@ func appendMboxPrefix(f *os.File, j *Job, prefix string) error {
 		return err
 	}
 	start := fi.Size()
-	sender := j.Envelope.Sender
-	sender = cmp.Or(sender, "MAILER-DAEMON")
 	from := "From " + strings.Map(func(r rune) rune {
 		if r <= ' ' || r == 0x7f {
 			return '_'
 		}
 		return r
-	}, sender) + " " + time.Now().UTC().Format("Mon Jan _2 15:04:05 2006") + "\n"
+	}, cmp.Or(j.Envelope.Sender, "MAILER-DAEMON")) + " " + time.Now().UTC().Format("Mon Jan _2 15:04:05 2006") + "\n"
 	err = writeMessage(f, from+prefix, j, mboxrdCopy)
 	if err == nil {
 		err = f.Sync()

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -75,11 +76,7 @@ func NewWebhook(o WebhookOptions) *Webhook {
 	c.RetryMax = 2
 	c.RetryWaitMin = 500 * time.Millisecond
 	c.RetryWaitMax = 5 * time.Second
-	log := o.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	log = log.With("transport", "webhook")
+	log := cmp.Or(o.Log, slog.New(slog.DiscardHandler)).With("transport", "webhook")
 	c.Logger = slogLeveled{log}
 	// Give the caller the last response instead of an error after retries,
 	// so the status code decides the class.
@@ -136,18 +133,11 @@ func (w *Webhook) post(ctx context.Context, j *Job) mail.Status {
 		if w.RedirectPermanent {
 			st.Class, st.Code = mail.Permanent, "5.4.6"
 		}
+		loc := resp.Header.Get("Location")
 		w.log.Warn("webhook redirected; not followed", "id", j.ID, "url", w.URL,
-			"status", resp.StatusCode, "location", mail.OneLine(truncate(resp.Header.Get("Location"), 512)))
+			"status", resp.StatusCode, "location", mail.OneLine(loc[:min(len(loc), 512)]))
 	}
 	return st
-}
-
-// truncate keeps s to at most n bytes.
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
 
 // webhookStatus classifies an HTTP answer.

@@ -329,7 +329,7 @@ tls = "none"
 	}
 	time.Sleep(step)
 	stopLoad()
-	wg.Wait()
+	testpeer.Wait(t, "the load's last messages", 10*time.Minute, &wg)
 	note("load stopped")
 	movedRcpts := 0
 	for _, m := range regexp.MustCompile(`msg="hand-off done" messages=[0-9]+ recipients=([0-9]+)`).FindAllStringSubmatch(b.logText(), -1) {

@@ -70,19 +70,11 @@ via = "maildir:{{DIR}}/maildir"
 	hi := time.Duration(scale(400, 2000)) * time.Millisecond
 	underLoad := killRounds(t, d, rounds, 30*time.Millisecond, hi, func() bool { return ld.busy.Load() > 0 }, nil)
 	time.Sleep(500 * time.Millisecond)
-	ld.finish()
+	ld.finish(t)
 
 	root := filepath.Join(d.dir, "maildir")
 	acked := led.ackedKeys()
-	testpeer.WaitFor(t, "every acknowledged recipient in its Maildir", 3*time.Minute, func() bool {
-		ds := scanMaildirs(root)
-		for k := range acked {
-			if ds.count[k] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	testpeer.WaitFor(t, "every acknowledged recipient in its Maildir", 3*time.Minute, func() bool { return scanMaildirs(root).holdsAll(acked) })
 	if !d.waitQueueEmpty(2 * time.Minute) {
 		t.Errorf("queue not empty at the end: %d messages", d.queued())
 	}
@@ -252,18 +244,10 @@ tls = "none"
 		return qs.inflight.Load()+ss.inflight.Load() > 0
 	}, nil)
 	time.Sleep(500 * time.Millisecond)
-	ld.finish()
+	ld.finish(t)
 
 	acked := led.ackedKeys()
-	testpeer.WaitFor(t, "every acknowledged recipient at a sink", 3*time.Minute, func() bool {
-		ds := sinkSet(qs, ss)
-		for k := range acked {
-			if ds.count[k] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	testpeer.WaitFor(t, "every acknowledged recipient at a sink", 3*time.Minute, func() bool { return sinkSet(qs, ss).holdsAll(acked) })
 	if !d.waitQueueEmpty(2 * time.Minute) {
 		t.Errorf("queue not empty at the end: %d messages", d.queued())
 	}

@@ -160,20 +160,12 @@ via = "qmtp://%s"
 	// needs room too), and new mail gets in as space frees up.
 	qs.Refuse.Store(false)
 	time.Sleep(3 * time.Second)
-	ld.finish()
+	ld.finish(t)
 	if len(led.permFails) > 0 {
 		t.Errorf("permanent refusals on a full disk: %v", led.permFails)
 	}
 	acked := led.ackedKeys()
-	drained := testpeer.Poll(2*time.Minute, 25*time.Millisecond, func() bool {
-		ds := sinkSet(qs)
-		for k := range acked {
-			if ds.count[k] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	drained := testpeer.Poll(2*time.Minute, 25*time.Millisecond, func() bool { return sinkSet(qs).holdsAll(acked) })
 	if !drained {
 		t.Errorf("the queue did not drain on the full filesystem (%d of %d acknowledged recipients delivered)",
 			led.tally(sinkSet(qs)).Delivered, len(acked))
@@ -211,15 +203,7 @@ via = "qmtp://%s"
 		t.Errorf("mail still refused 30 s after space returned: %v", probe(qmtpA, qmqpA, smtpA, "u0@example.com", "full-probe-last", led))
 	}
 	acked = led.ackedKeys()
-	testpeer.WaitFor(t, "every acknowledged recipient at the next hop", 2*time.Minute, func() bool {
-		ds := sinkSet(qs)
-		for k := range acked {
-			if ds.count[k] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	testpeer.WaitFor(t, "every acknowledged recipient at the next hop", 2*time.Minute, func() bool { return sinkSet(qs).holdsAll(acked) })
 	if !d.waitQueueEmpty(time.Minute) {
 		t.Errorf("queue not empty at the end: %d", d.queued())
 	}

@@ -4,123 +4,14 @@ package reliability
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/qmgate/qmgate/internal/testpeer"
-	"golang.org/x/net/dns/dnsmessage"
 )
-
-// fakeDNS is a UDP DNS server whose answers for a name (or "name/TYPE",
-// which wins) follow a mode:
-// "servfail", "refused", "drop" (no answer: a timeout), "garbage" (random
-// bytes), "truncated" (TC set, and no TCP server behind it), "wrongid"
-// (an answer to another query), "nxdomain", or "" (the healthy answer
-// from mx and a).
-type fakeDNS struct {
-	addr string
-	pc   net.PacketConn
-
-	mu      sync.Mutex
-	mode    map[string]string // name → mode
-	mx      map[string]string // domain → exchanger name (preference 12801: QMTP)
-	a       map[string]string // name → IPv4 address
-	queries atomic.Int64
-}
-
-func startFakeDNS(t *testing.T, ip string) *fakeDNS {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &fakeDNS{addr: pc.LocalAddr().String(), pc: pc, mode: map[string]string{}, mx: map[string]string{}, a: map[string]string{}}
-	t.Cleanup(func() { pc.Close() })
-	go d.serve()
-	return d
-}
-
-func (d *fakeDNS) set(name, mode string) {
-	d.mu.Lock()
-	d.mode[name] = mode
-	d.mu.Unlock()
-}
-
-func (d *fakeDNS) serve() {
-	buf := make([]byte, 1500)
-	for {
-		n, from, err := d.pc.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		d.queries.Add(1)
-		var p dnsmessage.Parser
-		hdr, err := p.Start(buf[:n])
-		if err != nil {
-			continue
-		}
-		q, err := p.Question()
-		if err != nil {
-			continue
-		}
-		name := strings.ToLower(strings.TrimSuffix(q.Name.String(), "."))
-		d.mu.Lock()
-		mode, ok := d.mode[name+"/"+strings.TrimPrefix(q.Type.String(), "Type")]
-		if !ok {
-			mode = d.mode[name]
-		}
-		mx, a := d.mx[name], d.a[name]
-		d.mu.Unlock()
-		rh := dnsmessage.Header{ID: hdr.ID, Response: true, Authoritative: true, RecursionAvailable: true}
-		switch mode {
-		case "drop":
-			continue
-		case "garbage":
-			junk := make([]byte, 40+rand.IntN(200))
-			for i := range junk {
-				junk[i] = byte(rand.IntN(256))
-			}
-			d.pc.WriteTo(junk, from)
-			continue
-		case "servfail":
-			rh.RCode = dnsmessage.RCodeServerFailure
-		case "refused":
-			rh.RCode = dnsmessage.RCodeRefused
-		case "nxdomain":
-			rh.RCode = dnsmessage.RCodeNameError
-		case "truncated":
-			rh.Truncated = true
-		case "wrongid":
-			rh.ID++
-		}
-		b := dnsmessage.NewBuilder(nil, rh)
-		b.EnableCompression()
-		b.StartQuestions()
-		b.Question(q)
-		b.StartAnswers()
-		if mode == "" {
-			rr := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 1}
-			switch {
-			case q.Type == dnsmessage.TypeMX && mx != "":
-				b.MXResource(rr, dnsmessage.MXResource{Pref: 12801, MX: dnsmessage.MustNewName(mx + ".")})
-			case q.Type == dnsmessage.TypeA && a != "":
-				var ip [4]byte
-				copy(ip[:], net.ParseIP(a).To4())
-				b.AResource(rr, dnsmessage.AResource{A: ip})
-			}
-		}
-		out, err := b.Finish()
-		if err == nil {
-			d.pc.WriteTo(out, from)
-		}
-	}
-}
 
 // TestFaultDNS: mx routes while the resolver fails in every way a resolver
 // can: SERVFAIL, REFUSED, no answer at all, garbage, a truncated answer with
@@ -130,26 +21,27 @@ func (d *fakeDNS) serve() {
 // heals and everything is delivered over QMTP (MXPS) to a sink.
 func TestFaultDNS(t *testing.T) {
 	h := newNetHost(t)
-	dns := startFakeDNS(t, h.ip(1))
+	dns := testpeer.StartDNS(t, h.ip(1))
 	qs := newSink(t, "qmtp", h.addr(t))
 	_, qport, _ := net.SplitHostPort(qs.addr())
 	deadResolver := freeUDPAddr(t, h.ip(1))
 	qmtpA := h.addr(t)
-	faults := map[string]string{ // domain → mode of its MX lookup
-		"servfail.test": "servfail", "refused.test": "refused", "drop.test": "drop", "garbage.test": "garbage",
-		"truncated.test": "truncated", "wrongid.test": "wrongid", "afail.test": "", "nodata-afail.test": "",
+	faults := map[string]testpeer.DNSFault{ // domain → how its MX lookup fails
+		"servfail.test": testpeer.DNSServFail, "refused.test": testpeer.DNSRefused, "drop.test": testpeer.DNSDrop,
+		"garbage.test": testpeer.DNSGarbage, "truncated.test": testpeer.DNSTruncated, "wrongid.test": testpeer.DNSWrongID,
+		"afail.test": testpeer.DNSHealthy, "nodata-afail.test": testpeer.DNSHealthy,
 	}
-	for dom, mode := range faults {
-		dns.set(dom, mode)
-		dns.mx[dom] = "mx." + dom
-		dns.a["mx."+dom] = h.ip(1)
+	for dom, fault := range faults {
+		dns.SetFault(dom, fault)
+		dns.SetMX(dom, &net.MX{Host: "mx." + dom, Pref: 12801})
+		dns.SetA("mx."+dom, h.ip(1))
 	}
 	// afail: the exchanger's address lookup fails. nodata-afail: no MX
 	// records (NOERROR, empty), and the domain's own address lookup fails.
-	dns.set("mx.afail.test", "servfail")
-	delete(dns.mx, "nodata-afail.test")
-	dns.set("nodata-afail.test/A", "servfail")
-	dns.set("nodata-afail.test/AAAA", "servfail")
+	dns.SetFault("mx.afail.test", testpeer.DNSServFail)
+	dns.SetMX("nodata-afail.test")
+	dns.SetFault("nodata-afail.test/A", testpeer.DNSServFail)
+	dns.SetFault("nodata-afail.test/AAAA", testpeer.DNSServFail)
 	d := newDaemon(t, h, fmt.Sprintf(`
 hostname = "dns.test"
 rcpthosts = ["local.test"]
@@ -177,7 +69,7 @@ via = "mx"
 		if run == 1 {
 			return map[string]string{"RESOLVER": deadResolver}
 		}
-		return map[string]string{"RESOLVER": dns.addr}
+		return map[string]string{"RESOLVER": dns.Addr}
 	}
 	d.start()
 	led := newLedger()
@@ -211,23 +103,13 @@ via = "mx"
 		t.Errorf("%d deliveries while DNS was failing", got)
 	}
 	// DNS heals.
-	dns.mu.Lock()
 	for dom := range faults {
-		dns.mode[dom] = ""
-		dns.mx[dom] = "mx." + dom
+		dns.SetMX(dom, &net.MX{Host: "mx." + dom, Pref: 12801})
+		dns.SetFault(dom, testpeer.DNSHealthy)
 	}
-	dns.mode["mx.afail.test"] = ""
-	dns.mu.Unlock()
+	dns.SetFault("mx.afail.test", testpeer.DNSHealthy)
 	acked := led.ackedKeys()
-	testpeer.WaitFor(t, "every recipient delivered once DNS answers", 3*time.Minute, func() bool {
-		ds := sinkSet(qs)
-		for k := range acked {
-			if ds.count[k] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	testpeer.WaitFor(t, "every recipient delivered once DNS answers", 3*time.Minute, func() bool { return sinkSet(qs).holdsAll(acked) })
 	if !d.waitQueueEmpty(time.Minute) {
 		t.Errorf("queue not empty: %d", d.queued())
 	}
@@ -246,7 +128,7 @@ via = "mx"
 		Inputs: "no resolver listening; MX lookup SERVFAIL, REFUSED, no answer (timeout), garbage, truncated without TCP, wrong query ID; exchanger address SERVFAIL; no MX and the domain's address SERVFAIL; then DNS heals",
 		Acked:  tl.Acked, Delivered: tl.Delivered, Lost: tl.Lost, Dups: tl.Dups,
 		Notes: fmt.Sprintf("temporary statuses logged: %s; permanent failures: %d; bounces: %d; %d DNS queries; all delivered over QMTP (MXPS) once DNS answered.",
-			strings.Join(statuses, ", "), failed, bounces, dns.queries.Load()),
+			strings.Join(statuses, ", "), failed, bounces, dns.Queries()),
 	})
 	tl.check(t)
 	if failed > 0 || bounces > 0 || bouncesBefore > 0 {

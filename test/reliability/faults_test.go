@@ -119,15 +119,7 @@ via = "qmtp://%s"
 	// The missing next hop comes up.
 	down := newSink(t, "qmtp", downAddr)
 	acked := led.ackedKeys()
-	testpeer.WaitFor(t, "every acknowledged recipient delivered", 3*time.Minute, func() bool {
-		ds := peersSet(peers, down)
-		for k := range acked {
-			if ds.count[k] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	testpeer.WaitFor(t, "every acknowledged recipient delivered", 3*time.Minute, func() bool { return peersSet(peers, down).holdsAll(acked) })
 	if !d.waitQueueEmpty(time.Minute) {
 		t.Errorf("queue not empty: %d", d.queued())
 	}

@@ -68,7 +68,7 @@ func flood(t *testing.T, conns []*floodConn, led *ledger, settle bool) map[strin
 			fc.c = c
 		}()
 	}
-	dialWG.Wait()
+	testpeer.Wait(t, "the flood's connections", stuckAfter, &dialWG)
 	// Let the daemon accept (and so admit or refuse) the whole backlog:
 	// a connection accepted after others finish could take a freed slot.
 	if settle && !testpeer.Poll(time.Minute, 25*time.Millisecond, func() bool {
@@ -94,7 +94,7 @@ func flood(t *testing.T, conns []*floodConn, led *ledger, settle bool) map[strin
 			fc.speak(led)
 		}()
 	}
-	wg.Wait()
+	testpeer.Wait(t, "the flood's clients", stuckAfter, &wg)
 	out := map[string][outcomeCount]int{}
 	for _, fc := range conns {
 		a := out[fc.proto]
@@ -331,15 +331,7 @@ func TestFlood(t *testing.T) {
 		t.Error("service not back to normal 10 s after the flood")
 	}
 	acked := led.ackedKeys()
-	testpeer.WaitFor(t, "every served message at the next hop", 2*time.Minute, func() bool {
-		ds := sinkSet(qs)
-		for k := range acked {
-			if ds.count[k] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	testpeer.WaitFor(t, "every served message at the next hop", 2*time.Minute, func() bool { return sinkSet(qs).holdsAll(acked) })
 	d.stop()
 	tl := led.tally(sinkSet(qs))
 	report(t, &row{
@@ -407,15 +399,7 @@ func TestFloodDescriptorExhaustion(t *testing.T) {
 		t.Error("service not back to normal 30 s after the flood")
 	}
 	acked := led.ackedKeys()
-	testpeer.WaitFor(t, "every acknowledged message at the next hop", 2*time.Minute, func() bool {
-		ds := sinkSet(qs)
-		for k := range acked {
-			if ds.count[k] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	testpeer.WaitFor(t, "every acknowledged message at the next hop", 2*time.Minute, func() bool { return sinkSet(qs).holdsAll(acked) })
 	d.stop()
 	tl := led.tally(sinkSet(qs))
 	report(t, &row{

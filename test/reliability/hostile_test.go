@@ -270,7 +270,7 @@ func TestHostileInput(t *testing.T) {
 	// SMTP.
 	smtpHostile(t, hl, led, smtpA, d, h)
 
-	slow.Wait()
+	testpeer.Wait(t, "the slow and idle clients", stuckAfter, &slow)
 	cn.finish()
 
 	// Truncated and malformed sessions queued nothing; smuggled
@@ -278,13 +278,7 @@ func TestHostileInput(t *testing.T) {
 	root := filepath.Join(d.dir, "maildir")
 	acked := led.ackedKeys()
 	testpeer.WaitFor(t, "every acknowledged message in its Maildir", 2*time.Minute, func() bool {
-		ds := scanMaildirs(root, "barelf", "barecr", "smuggle", "trunc", "lfcmd")
-		for k := range acked {
-			if ds.count[k] == 0 {
-				return false
-			}
-		}
-		return true
+		return scanMaildirs(root, "barelf", "barecr", "smuggle", "trunc", "lfcmd").holdsAll(acked)
 	})
 	if !d.waitQueueEmpty(time.Minute) {
 		t.Errorf("queue not empty: %d", d.queued())
@@ -541,7 +535,7 @@ func authBruteForce(t *testing.T, addr, friend string) bool {
 			results[i] = try(fmt.Sprintf("guess%d", i), 10)
 		}()
 	}
-	wg.Wait()
+	testpeer.Wait(t, "the password guessers", stuckAfter, &wg)
 	ok := true
 	for _, codes := range results {
 		// 535, 535, 421, then the connection is gone.

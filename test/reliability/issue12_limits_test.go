@@ -349,9 +349,9 @@ via = "qmtp://%s"
 			}
 		}()
 	}
-	wg.Wait()
+	testpeer.Wait(t, "the senders", stuckAfter, &wg)
 	close(stop)
-	sampler.Wait()
+	testpeer.Wait(t, "the sampler", stuckAfter, &sampler)
 	next.Refuse.Store(false)
 	d.waitQueueEmpty(time.Minute)
 	d.stop()

@@ -8,16 +8,11 @@ package reliability
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -139,20 +134,8 @@ func newIPCert(t *testing.T, ip string) (string, tls.Certificate) {
 		t.Fatal(err)
 	}
 	os.Chmod(dir, 0o755)
-	ca, caKey, caDER := makeCA(t, "qmgate battery CA")
-	caFile := writePEM(t, dir, "ca.pem", "CERTIFICATE", caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: ip},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP(ip)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return caFile, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	ca := testpeer.NewCA(t, "qmgate battery CA", dir)
+	return ca.File, ca.Issue(ip, x509.ExtKeyUsageServerAuth, ip)
 }
 
 // credDelivery is one message a credential-recording sink took: on what
@@ -767,7 +750,7 @@ via = "maildir:{{DIR}}/maildir"
 			smu.Unlock()
 		}()
 	}
-	wg.Wait()
+	testpeer.Wait(t, "the silent clients", stuckAfter, &wg)
 	var cut []string
 	for _, p := range []string{"QMTP", "QMQP", "SMTP"} {
 		r := silent[p]

@@ -11,8 +11,10 @@ import (
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmqp"
 	"github.com/qmgate/qmgate/qmtp"
@@ -69,10 +71,16 @@ func (ld *load) start(tag string) {
 }
 
 // finish stops the senders and waits for their last attempts.
-func (ld *load) finish() {
+func (ld *load) finish(t *testing.T) {
+	t.Helper()
 	ld.stop.Store(true)
-	ld.wg.Wait()
+	testpeer.Wait(t, "the senders' last attempts", stuckAfter, &ld.wg)
 }
+
+// stuckAfter bounds a wait for senders, clients and samplers that each
+// have their own timeouts: past it one of them is stuck, and the test fails
+// instead of hanging until go test's timeout.
+const stuckAfter = 10 * time.Minute
 
 func (ld *load) marker(proto string, r *rand.Rand) string {
 	m := fmt.Sprintf("%s-%s-%d", ld.tag, proto, ld.id.Add(1))

@@ -305,6 +305,17 @@ func (tl tally) check(t *testing.T) {
 // scanMaildirs reads every delivered message under root (root/DOMAIN/USER/
 // {new,cur}/*), keyed by the Delivered-To line the Maildir transport adds.
 // Mailboxes named in skip hold hand-made messages and are left out.
+// holdsAll reports whether every recipient in keys was delivered at least
+// once.
+func (ds *deliveredSet) holdsAll(keys map[rcptKey]bool) bool {
+	for k := range keys {
+		if ds.count[k] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 func scanMaildirs(root string, skip ...string) *deliveredSet {
 	ds := &deliveredSet{count: map[rcptKey]int{}, copies: map[rcptKey][]copyInfo{}}
 	for _, sub := range []string{"new", "cur"} {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qmgate/qmgate/internal/testpeer"
 	"github.com/qmgate/qmgate/mail"
 	"github.com/qmgate/qmgate/qmqp"
 	"github.com/qmgate/qmgate/qmtp"
@@ -217,7 +218,7 @@ func startCanary(t *testing.T, qmtpA, qmqpA, smtpA, src, domain string, led *led
 // finish stops the canary and fails the test if any message was refused.
 func (cn *canary) finish() {
 	cn.stop.Store(true)
-	cn.wg.Wait()
+	testpeer.Wait(cn.t, "the canary's last message", stuckAfter, &cn.wg)
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
 	if len(cn.fails) > 0 {

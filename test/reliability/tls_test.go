@@ -171,8 +171,11 @@ via = "qmtp://%s"
 		st := probe("", "", userSMTP, "joe@example.com", fmt.Sprintf("asuser-%d", time.Now().UnixNano()), newLedger())
 		return st["SMTP"].IsAccept()
 	})
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() }) // if it ignores SIGTERM
 	cmd.Process.Signal(syscall.SIGTERM)
-	werr := cmd.Wait()
+	werr := testpeer.Recv(t, "the daemon to exit on SIGTERM", time.Minute, exited)
 	ok("an ordinary user runs it without `user`", served && werr == nil, "served %v, exit %v\n%s", served, werr, logb.String())
 
 	report(t, &row{
