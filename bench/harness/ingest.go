@@ -37,15 +37,17 @@ func (h *Harness) flushRate() *Section {
 	h.flush = &FlushRates{File1: res[0], FileN: res[1], Log1: res[2], LogBatch: res[3], LogPre: res[4], LogParallel: res[5]}
 	s.printf("bench/flushrate on the queue's filesystem, %d-byte messages, %.1f s each. Durable ingest cannot beat these without sharing flushes; "+
 		"the ingest tables below give each figure as a multiple of the first line.\n\n", h.sizes.Size, h.sizes.FlushSeconds)
+	row := func(method string, r flushResult) []string {
+		return []string{method, rate(r.PerSec), fmt.Sprintf("%.1f", r.MBPerSec), rate(r.FlushSec), rate(r.Latency)}
+	}
 	s.table([][]string{
 		{"method", "messages/s", "MB/s", "flushes/s", "µs per durable step"},
-		{"one file per message (create, write, fsync, fsync dir), 1 writer", rate(res[0].PerSec), fmt.Sprintf("%.1f", res[0].MBPerSec), rate(res[0].FlushSec), rate(res[0].Latency)},
-		{fmt.Sprintf("one file per message, %d writers", res[1].Writers), rate(res[1].PerSec), fmt.Sprintf("%.1f", res[1].MBPerSec), rate(res[1].FlushSec), rate(res[1].Latency)},
-		{"append log, one fdatasync per message", rate(res[2].PerSec), fmt.Sprintf("%.1f", res[2].MBPerSec), rate(res[2].FlushSec), rate(res[2].Latency)},
-		{fmt.Sprintf("append log, one fdatasync per %d messages", res[3].Batch), rate(res[3].PerSec), fmt.Sprintf("%.1f", res[3].MBPerSec), rate(res[3].FlushSec), rate(res[3].Latency)},
-		{"append log in a preallocated file (as qmgate's journal), one fdatasync per message", rate(res[4].PerSec), fmt.Sprintf("%.1f", res[4].MBPerSec), rate(res[4].FlushSec), rate(res[4].Latency)},
-		{fmt.Sprintf("preallocated log, %d writers placing their messages in parallel, one fdatasync per %d messages", res[5].Writers, res[5].Batch),
-			rate(res[5].PerSec), fmt.Sprintf("%.1f", res[5].MBPerSec), rate(res[5].FlushSec), rate(res[5].Latency)},
+		row("one file per message (create, write, fsync, fsync dir), 1 writer", res[0]),
+		row(fmt.Sprintf("one file per message, %d writers", res[1].Writers), res[1]),
+		row("append log, one fdatasync per message", res[2]),
+		row(fmt.Sprintf("append log, one fdatasync per %d messages", res[3].Batch), res[3]),
+		row("append log in a preallocated file (as qmgate's journal), one fdatasync per message", res[4]),
+		row(fmt.Sprintf("preallocated log, %d writers placing their messages in parallel, one fdatasync per %d messages", res[5].Writers, res[5].Batch), res[5]),
 	})
 	return s
 }
