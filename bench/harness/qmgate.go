@@ -246,15 +246,22 @@ func (q *Qmgate) Profile(label string, d time.Duration) <-chan struct{} {
 
 // gauge reads one labelled sample, name{proto="P"}, or -1.
 func (q *Qmgate) gauge(name, proto string) int64 {
-	n := int64(-1)
-	want := name + `{proto="` + proto + `"}`
-	err := q.scrape(func(name string, v float64) {
-		if name == want && n < 0 {
-			n = int64(v)
-		}
-	})
+	c := http.Client{Timeout: 10 * time.Second}
+	r, err := c.Get("http://" + q.Metrics + "/metrics")
 	if err != nil {
 		return -1
 	}
-	return n
+	defer r.Body.Close()
+	want := name + `{proto="` + proto + `"} `
+	sc := bufio.NewScanner(r.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), want); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return int64(f)
+			}
+		}
+	}
+	return -1
 }
