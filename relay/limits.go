@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -85,19 +86,13 @@ func newLimits(c *config.Limits, log *slog.Logger) *Limits {
 		// limitTrustedConns is read by the listeners' connection limits
 		// (trustedConnExempt), not by the rate limits.
 		limitTrustedConns: c.LimitTrustedConns,
-		v4Bits:            c.ClientIPv4Prefix,
-		v6Bits:            c.ClientIPv6Prefix,
+		v4Bits:            cmp.Or(c.ClientIPv4Prefix, 32),
+		v6Bits:            cmp.Or(c.ClientIPv6Prefix, 64),
 		log:               log,
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qmgate_limit_refusals_total",
 			Help: "Messages and recipients refused for a while because a client, user, local user or sender domain reached a rate limit ([limits]), by limit.",
 		}, []string{"limit"}),
-	}
-	if l.v4Bits == 0 {
-		l.v4Bits = 32
-	}
-	if l.v6Bits == 0 {
-		l.v6Bits = 64
 	}
 	for i, rk := range c.RateKeys() {
 		if len(rk.Rates) == 0 {
