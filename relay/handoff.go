@@ -149,13 +149,9 @@ func Handoff(ctx context.Context, q *queue.Queue, opt HandoffOptions) (HandoffRe
 		ds := q.ClaimAll(handoffBatch, held)
 		var todo []*queue.Delivery
 		for _, d := range ds {
-			if d.Received.After(began) {
-				q.Record(ctx, d, nil) // give the lease back
-				continue
-			}
-			keep := d.Recipients[:0:0]
+			var keep []string
 			for _, r := range d.Recipients {
-				if !refused[d.ID+"\x00"+r] {
+				if !d.Received.After(began) && !refused[d.ID+"\x00"+r] {
 					keep = append(keep, r)
 				}
 			}
@@ -222,27 +218,23 @@ func sendHandoff(ctx context.Context, peers []handoffPeer, ds []*queue.Delivery)
 	for _, peer := range peers {
 		msgs := make([]*qmtp.Message, len(ds))
 		var closers []io.Closer
-		ok := true
+		closeAll := func() {
+			for _, c := range closers {
+				c.Close()
+			}
+		}
 		for i, d := range ds {
 			body, err := d.Open()
 			if err != nil {
-				last, ok = fmt.Errorf("hand-off: message %s: %w", d.ID, err), false
-				break
+				closeAll()
+				return nil, peer, fmt.Errorf("hand-off: message %s: %w", d.ID, err)
 			}
 			closers = append(closers, body)
 			hdr := handoffHeaderLine(d.Received, d.Attempts, d.DelayNotified())
 			msgs[i] = &qmtp.Message{Envelope: d.Envelope(), Body: io.MultiReader(strings.NewReader(hdr), body), Size: int64(len(hdr)) + d.Size}
 		}
-		if !ok {
-			for _, c := range closers {
-				c.Close()
-			}
-			return nil, peer, last
-		}
 		sts, err := peer.client.Send(ctx, peer.addr, msgs...)
-		for _, c := range closers {
-			c.Close()
-		}
+		closeAll()
 		var de *qmtp.DialError
 		if errors.As(err, &de) {
 			last = fmt.Errorf("hand-off: peer %s: %w", peer.name, err)
