@@ -307,6 +307,10 @@ func (h *Hub) Start() error {
 		Identity: func() *Identity { return h.state.Load().identity },
 	}
 	h.buildServers()
+	serves := map[string]func(net.Listener) error{
+		"qmtp": h.qmtpSrv.Serve, "qmtps": h.qmtpSrv.ServeTLS, "qmqp": h.qmqpSrv.Serve,
+		"smtp": h.smtpSrv.Serve, "submission": h.subSrv.Serve, "submissions": h.subSrv.ServeTLS,
+	}
 	for _, bl := range h.listeners {
 		var inner net.Listener = bl.l
 		if bl.kind == "qmqp" && bl.unix != "" {
@@ -319,22 +323,7 @@ func (h *Hub) Start() error {
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
-			var err error
-			switch bl.kind {
-			case "qmtp":
-				err = h.qmtpSrv.Serve(l)
-			case "qmtps":
-				err = h.qmtpSrv.ServeTLS(l)
-			case "qmqp":
-				err = h.qmqpSrv.Serve(l)
-			case "smtp":
-				err = h.smtpSrv.Serve(l)
-			case "submission":
-				err = h.subSrv.Serve(l)
-			case "submissions":
-				err = h.subSrv.ServeTLS(l)
-			}
-			if err != nil && !isClosedErr(err) {
+			if err := serves[bl.kind](l); err != nil && !isClosedErr(err) {
 				h.log.Error("listener stopped", "kind", bl.kind, "addr", bl.addr, "err", err)
 				h.errs <- fmt.Errorf("%s %s: %w", bl.kind, bl.addr, err)
 			}
