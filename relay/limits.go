@@ -227,16 +227,11 @@ func (t *Tally) Recipients(n int) mail.Status {
 	if t == nil {
 		return mail.OK("")
 	}
-	for w, r := range t.l.recipients {
-		if r == nil || t.keys[w] == "" {
-			continue
-		}
-		if room, by := r.counts.Room(t.keys[w], t.now); room < t.rcpts+n {
-			return t.refuse(limitWho(w), r, by)
-		}
+	st := t.check(t.l.recipients, t.rcpts+n)
+	if st.IsAccept() {
+		t.rcpts += n
 	}
-	t.rcpts += n
-	return mail.OK("")
+	return st
 }
 
 // CountRecipient decides one more recipient and counts it at once, as
@@ -256,11 +251,16 @@ func (t *Tally) Message() mail.Status {
 	if t == nil {
 		return mail.OK("")
 	}
-	for w, r := range t.l.messages {
+	return t.check(t.l.messages, 1)
+}
+
+// check refuses when a rule of rules has no room for n more now.
+func (t *Tally) check(rules [nLimitWho]*limitRule, n int) mail.Status {
+	for w, r := range rules {
 		if r == nil || t.keys[w] == "" {
 			continue
 		}
-		if room, by := r.counts.Room(t.keys[w], t.now); room < 1 {
+		if room, by := r.counts.Room(t.keys[w], t.now); room < n {
 			return t.refuse(limitWho(w), r, by)
 		}
 	}
