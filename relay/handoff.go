@@ -168,28 +168,24 @@ func Handoff(ctx context.Context, q *queue.Queue, opt HandoffOptions) (HandoffRe
 		sts, peer, err := sendHandoff(ctx, peers, todo)
 		results := make([][]queue.Result, len(todo))
 		for i, d := range todo {
-			var accepted []queue.Result
-			moved := false
 			for j, r := range d.Recipients {
 				if sts == nil || j >= len(sts[i]) {
 					continue
 				}
 				st := sts[i][j]
 				if st.IsAccept() {
-					accepted = append(accepted, queue.Result{Recipient: r, Status: st,
+					results[i] = append(results[i], queue.Result{Recipient: r, Status: st,
 						Route: "handoff " + peer.name, Host: peer.addr})
 					res.Recipients++
-					moved = true
 				} else if st.IsPermanent() || err == nil {
 					refused[d.ID+"\x00"+r] = true
 					res.Refused++
 					log.Warn("hand-off refused", "id", d.ID, "rcpt", r, "peer", peer.name, "status", st.Text)
 				}
 			}
-			if moved {
+			if len(results[i]) > 0 {
 				res.Messages++
 			}
-			results[i] = accepted
 		}
 		// Recorded at once, so that the records share group commits
 		// instead of waiting for one flush each.
