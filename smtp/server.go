@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -224,15 +223,7 @@ func (s *Server) logger() *slog.Logger {
 	return t.tagged
 }
 
-func (s *Server) hostname() string {
-	if s.Hostname != "" {
-		return s.Hostname
-	}
-	if h, err := os.Hostname(); err == nil && h != "" {
-		return h
-	}
-	return "localhost"
-}
+func (s *Server) hostname() string { return orHostname(s.Hostname) }
 
 func (s *Server) maxMessageBytes() int64 {
 	return serve.Pick(s.MaxMessageBytes, DefaultMaxMessageBytes)
