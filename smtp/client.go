@@ -294,14 +294,16 @@ func (c *Client) setup(ctx context.Context, cc *clientConn, t target, tryTLS boo
 		if _, msg, err := text.ReadResponse(220); err != nil {
 			return nil, greetingStatus(err, msg)
 		}
-		ext, err := ehloExtensions(text, name)
+		offered, err := ehloOffersSTARTTLS(text, name)
 		if err != nil {
 			return nil, err
 		}
-		_, offered := ext["STARTTLS"]
 		switch {
 		case offered:
-			code, msg, err := starttls(text)
+			code, msg, err := 0, "", text.PrintfLine("STARTTLS")
+			if err == nil {
+				code, msg, err = text.ReadResponse(220)
+			}
 			if err == nil && text.R.Buffered() > 0 {
 				// Plaintext after the 220 would be taken for data from
 				// inside TLS by a careless client (CVE-2011-0411); here it
@@ -419,39 +421,32 @@ func greetingStatus(err error, msg string) mail.Status {
 	return st
 }
 
-// ehloExtensions says EHLO and returns the extensions offered, falling back
-// to HELO (and no extensions) when EHLO is not understood.
-func ehloExtensions(text *textproto.Conn, name string) (map[string]string, error) {
+// ehloOffersSTARTTLS says EHLO and reports whether STARTTLS is among the
+// extensions offered, falling back to HELO (and no extensions) when EHLO is
+// not understood.
+func ehloOffersSTARTTLS(text *textproto.Conn, name string) (bool, error) {
 	if err := text.PrintfLine("EHLO %s", name); err != nil {
-		return nil, greetingStatus(err, "")
+		return false, greetingStatus(err, "")
 	}
 	code, msg, err := text.ReadResponse(250)
 	if err != nil {
 		if code == 500 || code == 502 {
 			if err := text.PrintfLine("HELO %s", name); err != nil {
-				return nil, greetingStatus(err, "")
+				return false, greetingStatus(err, "")
 			}
 			if _, _, err := text.ReadResponse(250); err != nil {
-				return nil, greetingStatus(err, "")
+				return false, greetingStatus(err, "")
 			}
-			return map[string]string{}, nil
+			return false, nil
 		}
-		return nil, greetingStatus(err, msg)
+		return false, greetingStatus(err, msg)
 	}
-	ext := make(map[string]string)
-	lines := strings.Split(msg, "\n")
-	for _, l := range lines[1:] {
-		k, v, _ := strings.Cut(l, " ")
-		ext[strings.ToUpper(k)] = v
+	for _, l := range strings.Split(msg, "\n")[1:] {
+		if k, _, _ := strings.Cut(l, " "); strings.EqualFold(k, "STARTTLS") {
+			return true, nil
+		}
 	}
-	return ext, nil
-}
-
-func starttls(text *textproto.Conn) (int, string, error) {
-	if err := text.PrintfLine("STARTTLS"); err != nil {
-		return 0, "", err
-	}
-	return text.ReadResponse(220)
+	return false, nil
 }
 
 // greetedConn stands in front of a connection on which the greeting was

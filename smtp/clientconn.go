@@ -354,15 +354,12 @@ func spool(body io.Reader) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := io.Copy(f, body); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, bodyError{err}
+	if _, err = io.Copy(f, body); err != nil {
+		err = bodyError{err}
+	} else if _, err = f.Seek(0, io.SeekStart); err == nil {
+		return f, nil
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, err
-	}
-	return f, nil
+	f.Close()
+	os.Remove(f.Name())
+	return nil, err
 }

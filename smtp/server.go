@@ -254,9 +254,7 @@ func (s *Server) serve(l net.Listener, implicitTLS bool) error {
 	h := serve.Listener{
 		Closed: ErrServerClosed,
 		Serve: func(t *serve.Conn, c net.Conn) {
-			sc := newServerConn(s, c, t)
-			t.OnShutdown(sc.kick)
-			s.serveConn(sc, implicitTLS)
+			s.serveConn(newServerConn(s, c, t), implicitTLS)
 		},
 		Refusal:     replyLine(mail.StatusTooManyConns),
 		Log:         s.logger(),
@@ -282,7 +280,6 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, info *mail.ConnInfo)
 	}
 	defer s.core.Done(t)
 	sc := newServerConn(s, c, t)
-	t.OnShutdown(sc.kick)
 	if info != nil {
 		sc.info = *info
 		if sc.info.Proto == "" {
