@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -9,13 +8,15 @@ import (
 	"github.com/qmgate/qmgate/internal/dkim"
 )
 
+const dkimUsage = "usage: qmgate dkim keygen -domain DOMAIN -selector SELECTOR [-algo ed25519|rsa] [-bits 2048] [-out FILE]"
+
 func init() {
 	register(&command{name: "dkim", summary: "keygen: make a DKIM signing key and print its DNS record", run: runDkim})
 }
 
 func runDkim(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "keygen" {
-		fmt.Fprintln(stderr, "usage: qmgate dkim keygen -domain DOMAIN -selector SELECTOR [-algo ed25519|rsa] [-bits 2048] [-out FILE]")
+		fmt.Fprintln(stderr, dkimUsage)
 		return 64
 	}
 	return runDkimKeygen(args[1:], stdout, stderr)
@@ -24,19 +25,18 @@ func runDkim(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // runDkimKeygen writes a new private key (mode 0600, never over an existing
 // file) and prints the TXT record to publish, as a zone-file line, on stdout.
 func runDkimKeygen(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("qmgate dkim keygen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	domain := fs.String("domain", "", "signing `domain` (the d= tag), e.g. example.net")
-	selector := fs.String("selector", "", "`selector` (the s= tag), e.g. 2026a; the record goes to SELECTOR._domainkey.DOMAIN")
-	algo := fs.String("algo", dkim.AlgoRSA, "key algorithm: rsa or ed25519 (publish an RSA key beside an Ed25519 one: not every receiver checks Ed25519)")
-	bits := fs.Int("bits", dkim.DefaultRSABits, "RSA key size in bits (2048 to 4096)")
-	out := fs.String("out", "", "key `file` to write (default DOMAIN.SELECTOR.key in the current directory)")
-	if err := fs.Parse(args); err != nil {
-		return 64
+	fs := newFlags("dkim keygen", dkimUsage)
+	domain := fs.String("domain", "", "signing `DOMAIN` (the d= tag), e.g. example.net")
+	selector := fs.String("selector", "", "`SELECTOR` (the s= tag), e.g. 2026a; the record goes to SELECTOR._domainkey.DOMAIN")
+	algo := fs.String("algo", dkim.AlgoRSA, "key `ALGORITHM`: rsa or ed25519 (publish an RSA key beside an Ed25519 one: not every receiver checks Ed25519)")
+	bits := fs.Int("bits", dkim.DefaultRSABits, "RSA key size in `BITS` (2048 to 4096)")
+	out := fs.String("out", "", "key `FILE` to write (default: DOMAIN.SELECTOR.key in the current directory)")
+	pos, code, ok := parseFlags(fs, args, stdout, stderr)
+	if !ok {
+		return code
 	}
-	if fs.NArg() != 0 || *domain == "" || *selector == "" {
-		fmt.Fprintln(stderr, "usage: qmgate dkim keygen -domain DOMAIN -selector SELECTOR [-algo ed25519|rsa] [-bits 2048] [-out FILE]")
-		return 64
+	if len(pos) != 0 || *domain == "" || *selector == "" {
+		return usageError(fs, stderr, "want -domain and -selector, and no other argument")
 	}
 	d := strings.TrimSuffix(strings.ToLower(*domain), ".")
 	if !strings.Contains(d, ".") || strings.ContainsAny(d, " \t/\\") {

@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 
 	"github.com/qmgate/qmgate/internal/config"
 	"github.com/qmgate/qmgate/queue"
@@ -30,25 +28,16 @@ func init() {
 // runDrain is "qmgate drain": the running daemon drains through its
 // control socket and reports what it moved and what remains.
 func runDrain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("drain", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintln(stderr, drainUsage) }
-	cfgPath := fs.String("config", "", "configuration file")
-	timeout := fs.Duration("timeout", 0, "how long deliveries go on before the hand-off")
-	if err := fs.Parse(args); err != nil {
-		return 64
+	fs := newFlags("drain", drainUsage)
+	cfgPath := fs.String("config", "", configFlagHelp)
+	timeout := fs.Duration("timeout", 0, "how long deliveries go on before the hand-off, a `DURATION` (default: [shutdown] drain_timeout)")
+	pos, code, ok := parseFlags(fs, args, stdout, stderr)
+	if !ok {
+		return code
 	}
-	var peers []string
-	for _, a := range fs.Args() {
-		for p := range strings.SplitSeq(a, ",") {
-			if p = strings.TrimSpace(p); p == "" {
-				continue
-			}
-			if err := config.CheckHandoffPeer(p); err != nil {
-				return fail(stderr, "drain", 64, "%v", err)
-			}
-			peers = append(peers, p)
-		}
+	peers, err := parsePeers(pos)
+	if err != nil {
+		return fail(stderr, "drain", 64, "%v", err)
 	}
 	if *timeout < 0 {
 		return fail(stderr, "drain", 64, "-timeout must not be negative")

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,30 +16,38 @@ import (
 	"github.com/qmgate/qmgate/relay"
 )
 
+// parsePeers reads the peer hubs named on a command line: each argument a
+// peer or a comma-separated list of them.
+func parsePeers(args []string) ([]string, error) {
+	var peers []string
+	for _, a := range args {
+		for p := range strings.SplitSeq(a, ",") {
+			if p = strings.TrimSpace(p); p == "" {
+				continue
+			}
+			if err := config.CheckHandoffPeer(p); err != nil {
+				return nil, err
+			}
+			peers = append(peers, p)
+		}
+	}
+	return peers, nil
+}
+
 // runQueueHandoff is "qmgate queue handoff": it moves every queued message
 // to the first peer that answers, with the queue opened here when no
 // daemon runs, or by the running daemon through its control socket.
 func runQueueHandoff(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("queue handoff", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "configuration file")
+	fs := newFlags("queue handoff", queueSubUsage["handoff"])
+	cfgPath := fs.String("config", "", configFlagHelp)
 	held := fs.Bool("held", false, "hand off held messages too")
-	if err := fs.Parse(args); err != nil {
-		return 64
+	pos, code, ok := parseFlags(fs, args, stdout, stderr)
+	if !ok {
+		return code
 	}
-	var peers []string
-	for _, a := range fs.Args() {
-		for p := range strings.SplitSeq(a, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				peers = append(peers, p)
-			}
-		}
-	}
-	for _, p := range peers {
-		if err := config.CheckHandoffPeer(p); err != nil {
-			fmt.Fprintf(stderr, "qmgate queue handoff: %v\n", err)
-			return 64
-		}
+	peers, err := parsePeers(pos)
+	if err != nil {
+		return fail(stderr, "queue handoff", 64, "%v", err)
 	}
 	cfg, err := config.LoadFrom(config.Find(*cfgPath))
 	if err != nil {

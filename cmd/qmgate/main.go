@@ -5,6 +5,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -188,10 +189,12 @@ func usage(w io.Writer) {
 
 // printHelp writes a command's help to w and returns 0.
 func printHelp(w io.Writer, c *command) int {
-	text := c.usage
-	if text == "" {
-		text = helpText[c.name]
+	if _, ok := helpText[c.name]; ok {
+		fs, _ := helpFlags(c.name, w)
+		fs.Usage()
+		return 0
 	}
+	text := c.usage
 	if text == "" {
 		text = "usage: qmgate " + c.name + "\n\n" + c.summary
 	}
@@ -199,47 +202,45 @@ func printHelp(w io.Writer, c *command) int {
 	return 0
 }
 
-// helpText is the help of the commands whose flags are parsed outside this
-// package's flag helpers.
+// helpText is the help of the commands whose flags are parsed before they
+// run (they read stdin or start serving at once): the text above the flags
+// that helpFlags lists.
 var helpText = map[string]string{
 	"serve": `usage: qmgate serve [-config FILE]
 
 Run the hub: the SMTP, QMTP and QMQP listeners of the configuration, the
 durable queue and the deliveries. SIGHUP reloads the configuration (a bad
-one is refused and the running one kept); SIGTERM or SIGINT stops.
-
-flags:
-  -config FILE  configuration file (default: $QMGATE_CONFIG, then /etc/qmgate/qmgate.toml, then the embedded default)`,
+one is refused and the running one kept); SIGTERM or SIGINT stops.`,
 	"qmtpd": `usage: qmgate qmtpd [-config FILE]   (also run as qmail-qmtpd)
 
 qmail-qmtpd drop-in: QMTP on stdin and stdout, under tcpserver or inetd.
 Mail goes into qmgate's queue through the daemon, or to $QMAILQUEUE's program.
-
-flags:
-  -config FILE  configuration file: rcpthosts, sizes, the daemon's socket (default: $QMGATE_CONFIG, then /etc/qmgate/qmgate.toml, then the embedded default)`,
+The configuration gives rcpthosts, sizes and the daemon's socket.`,
 	"qmqpd": `usage: qmgate qmqpd [-config FILE]   (also run as qmail-qmqpd)
 
 qmail-qmqpd drop-in: QMQP on stdin and stdout, under tcpserver or inetd.
 Mail goes into qmgate's queue through the daemon, or to $QMAILQUEUE's program.
-
-flags:
-  -config FILE  configuration file: rcpthosts, sizes, the daemon's socket (default: $QMGATE_CONFIG, then /etc/qmgate/qmgate.toml, then the embedded default)`,
+The configuration gives rcpthosts, sizes and the daemon's socket.`,
 	"qmail-queue": `usage: qmgate qmail-queue [-config FILE]   (also run as qmail-queue)
 
 qmail-queue drop-in for qmail's front ends: the message on descriptor 0, the
-envelope on descriptor 1, into qmgate's queue through the daemon.
-
-flags:
-  -config FILE  configuration file (default: $QMGATE_CONFIG, then /etc/qmgate/qmgate.toml, then the embedded default)`,
+envelope on descriptor 1, into qmgate's queue through the daemon.`,
 	"qmail-qmqpc": `usage: qmgate qmail-qmqpc [-qmail DIR] [-config FILE]   (also run as qmail-qmqpc)
 
 qmail-qmqpc drop-in: the message on descriptor 0, the envelope on descriptor
 1, to the QMQP servers of DIR/control/qmqpservers, else of [nullclient]
-qmqp_servers.
+qmqp_servers.`,
+}
 
-flags:
-  -qmail DIR    qmail's home directory (default: $QMAILHOME, then /var/qmail)
-  -config FILE  configuration file (default: $QMGATE_CONFIG, then /etc/qmgate/qmgate.toml, then the embedded default)`,
+// helpFlags is the flag set of a command of helpText, whose help is that
+// text and the flags: -config, and -qmail for qmail-qmqpc.
+func helpFlags(name string, output io.Writer) (fs *flag.FlagSet, cfgPath *string) {
+	fs = newFlags(name, helpText[name])
+	fs.SetOutput(output)
+	if name == "qmail-qmqpc" {
+		fs.String("qmail", qmailHome(), "qmail's home `DIR`, where control/qmqpservers is read (default: $QMAILHOME, then /var/qmail)")
+	}
+	return fs, fs.String("config", "", configFlagHelp)
 }
 
 // fail prints one line to stderr in the "qmgate CMD: message" form and

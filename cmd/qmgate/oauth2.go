@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -44,40 +43,33 @@ func runOAuth2(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	sub := args[0]
 	var o oauthtoken.Options
 	var scopes []string
-	fs := flag.NewFlagSet("oauth2 "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, oauth2Usage)
-		fs.PrintDefaults()
-	}
-	fs.StringVar(&o.TokenURL, "token-url", "", "token endpoint (https://login.microsoftonline.com/TENANT/oauth2/v2.0/token, https://oauth2.googleapis.com/token)")
-	fs.StringVar(&o.DeviceAuthURL, "device-auth-url", "", "device authorization endpoint, for login (https://login.microsoftonline.com/TENANT/oauth2/v2.0/devicecode, https://oauth2.googleapis.com/device/code)")
-	fs.StringVar(&o.ClientID, "client-id", "", "the application's client id")
-	fs.StringVar(&o.ClientSecretFile, "client-secret-file", "", "file holding the client secret (client credentials; Google's device flow)")
-	fs.StringVar(&o.RefreshTokenFile, "refresh-token-file", "", "file holding the refresh token (written by login; without it, client credentials are used)")
-	fs.StringVar(&o.Username, "username", "", "the mailbox the token acts for")
-	fs.Func("scope", "a scope to request (repeat the flag or separate with spaces)", func(s string) error {
+	fs := newFlags("oauth2 "+sub, oauth2Usage)
+	fs.StringVar(&o.TokenURL, "token-url", "", "token endpoint `URL` (https://login.microsoftonline.com/TENANT/oauth2/v2.0/token, https://oauth2.googleapis.com/token)")
+	fs.StringVar(&o.DeviceAuthURL, "device-auth-url", "", "device authorization endpoint `URL`, for login (https://login.microsoftonline.com/TENANT/oauth2/v2.0/devicecode, https://oauth2.googleapis.com/device/code)")
+	fs.StringVar(&o.ClientID, "client-id", "", "the application's client `ID`")
+	fs.StringVar(&o.ClientSecretFile, "client-secret-file", "", "`FILE` holding the client secret (client credentials; Google's device flow)")
+	fs.StringVar(&o.RefreshTokenFile, "refresh-token-file", "", "`FILE` holding the refresh token (written by login; without it, client credentials are used)")
+	fs.StringVar(&o.Username, "username", "", "the `MAILBOX` the token acts for")
+	fs.Func("scope", "a `SCOPE` to request (repeat the flag or separate with spaces)", func(s string) error {
 		scopes = append(scopes, strings.Fields(s)...)
 		return nil
 	})
-	cfgPath := fs.String("config", "", "configuration file holding the route")
-	fs.DurationVar(&o.RequestTimeout, "timeout", oauthtoken.RequestTimeout, "time limit of each request to the endpoints")
+	cfgPath := fs.String("config", "", "configuration `FILE` holding the route")
+	fs.DurationVar(&o.RequestTimeout, "timeout", oauthtoken.RequestTimeout, "time limit of each request to the endpoints, a `DURATION`")
 	// ROUTE may stand before or after the flags.
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 64
-	}
-	if fs.NArg() < 1 {
+	pos, code, ok := parseFlags(fs, args[1:], stdout, stderr)
+	switch {
+	case !ok:
+		return code
+	case len(pos) == 0:
+		fs.SetOutput(stderr)
 		fs.Usage()
 		return 64
-	}
-	o.Route = fs.Arg(0)
-	if err := fs.Parse(fs.Args()[1:]); err != nil || fs.NArg() != 0 {
+	case len(pos) > 1:
 		fmt.Fprintln(stderr, "qmgate oauth2: one ROUTE, flags before or after it")
 		return 64
 	}
+	o.Route = pos[0]
 	o.Scopes = scopes
 	if path := config.Locate(*cfgPath); path != "" {
 		cfg, err := config.Load(path)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -82,14 +81,11 @@ func readQueueInput(m qmail.Message, stdin io.Reader, stdout io.Writer, maxRcpt 
 // -qmail DIR (default $QMAILHOME, then /var/qmail), else from qmgate's
 // [nullclient] qmqp_servers; none at all is exit 55.
 func runQmqpc(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("qmail-qmqpc", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	home := fs.String("qmail", qmailHome(), "qmail's home directory (control/qmqpservers is read there)")
-	cfgPath := fs.String("config", "", "qmgate configuration, for [nullclient] qmqp_servers when control/qmqpservers is missing")
+	fs, cfgPath := helpFlags("qmail-qmqpc", stderr)
 	if err := fs.Parse(args); err != nil {
 		return qmail.ExitConfig
 	}
-	servers, err := qmqpServers(*home, *cfgPath)
+	servers, err := qmqpServers(fs.Lookup("qmail").Value.String(), *cfgPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "qmgate qmail-qmqpc: %v\n", err)
 		return qmail.ExitConfig
@@ -158,9 +154,7 @@ func daemonSink(cfg *config.Config) *relay.QMQPSink {
 // runQmailQueue is qmail-queue for qmail's front ends: any user may run it;
 // the message reaches qmgate's queue through the daemon.
 func runQmailQueue(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("qmail-queue", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "configuration file")
+	fs, cfgPath := helpFlags("qmail-queue", stderr)
 	if err := fs.Parse(args); err != nil {
 		return qmail.ExitConfig
 	}
@@ -206,9 +200,7 @@ func runQmqpd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // QMTP or QMQP server (relay.DropIn) until it ends or SIGTERM comes. The
 // sink is $QMAILQUEUE's program, else qmgate's queue through the daemon.
 func runDropIn(name, proto string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "configuration file (rcpthosts, sizes, the daemon's socket)")
+	fs, cfgPath := helpFlags(name, stderr)
 	if err := fs.Parse(args); err != nil {
 		return exitDaemonTrouble
 	}

@@ -78,20 +78,9 @@ func writeStat(w io.Writer, st *queue.Stats, routes []config.Route, asJSON bool)
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.AlignRight)
-	head := []string{"", "T"}
-	for _, b := range st.BucketMinutes {
-		head = append(head, strconv.Itoa(b))
-	}
-	if n := len(st.BucketMinutes); n > 0 {
-		head = append(head, strconv.Itoa(st.BucketMinutes[n-1])+"+")
-	}
-	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
+	fmt.Fprintln(tw, strings.Join(ageColumns(st, "", "T"), "\t")+"\t")
 	for _, d := range append([]queue.DomainShape{st.Total}, st.Domains...) {
-		cols := []string{mail.OneWord(d.Domain), strconv.Itoa(d.Total)}
-		for _, c := range d.Buckets {
-			cols = append(cols, strconv.Itoa(c))
-		}
-		fmt.Fprintln(tw, strings.Join(cols, "\t")+"\t")
+		fmt.Fprintln(tw, strings.Join(counts(d.Buckets, mail.OneWord(d.Domain), strconv.Itoa(d.Total)), "\t")+"\t")
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -100,6 +89,26 @@ func writeStat(w io.Writer, st *queue.Stats, routes []config.Route, asJSON bool)
 		return err
 	}
 	return writeNextHops(w, st, time.Now())
+}
+
+// ageColumns is the head of a qshape table: the columns named, then each
+// age bucket's minutes, and the last again with "+" (older than that).
+func ageColumns(st *queue.Stats, names ...string) []string {
+	for _, b := range st.BucketMinutes {
+		names = append(names, strconv.Itoa(b))
+	}
+	if n := len(st.BucketMinutes); n > 0 {
+		names = append(names, strconv.Itoa(st.BucketMinutes[n-1])+"+")
+	}
+	return names
+}
+
+// counts is a row of a qshape table: the columns given, then the counts.
+func counts(buckets []int, cols ...string) []string {
+	for _, c := range buckets {
+		cols = append(cols, strconv.Itoa(c))
+	}
+	return cols
 }
 
 // writeDetail renders `qmgate queue show ID`.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,9 +28,7 @@ func init() {
 const shutdownGrace = 30 * time.Second
 
 func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "configuration file (default: $QMGATE_CONFIG, /etc/qmgate/qmgate.toml, embedded)")
+	fs, cfgPath := helpFlags("serve", stderr)
 	if err := fs.Parse(args); err != nil {
 		return 64
 	}

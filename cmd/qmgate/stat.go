@@ -100,20 +100,9 @@ func writeRoutes(w io.Writer, st *queue.Stats, shapes []routeShape) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	head := []string{"ROUTE", "NEXT-HOP", "T"}
-	for _, b := range st.BucketMinutes {
-		head = append(head, strconv.Itoa(b))
-	}
-	if n := len(st.BucketMinutes); n > 0 {
-		head = append(head, strconv.Itoa(st.BucketMinutes[n-1])+"+")
-	}
-	fmt.Fprintln(tw, strings.Join(head, "\t"))
+	fmt.Fprintln(tw, strings.Join(ageColumns(st, "ROUTE", "NEXT-HOP", "T"), "\t"))
 	for _, r := range shapes {
-		cols := []string{mail.OneWord(r.Route), mail.OneWord(r.NextHop), strconv.Itoa(r.Total)}
-		for _, c := range r.Buckets {
-			cols = append(cols, strconv.Itoa(c))
-		}
-		fmt.Fprintln(tw, strings.Join(cols, "\t"))
+		fmt.Fprintln(tw, strings.Join(counts(r.Buckets, mail.OneWord(r.Route), mail.OneWord(r.NextHop), strconv.Itoa(r.Total)), "\t"))
 	}
 	return tw.Flush()
 }

@@ -41,31 +41,20 @@ var defaultTOML []byte
 // DefaultTOML returns the embedded default configuration's text.
 func DefaultTOML() []byte { return append([]byte(nil), defaultTOML...) }
 
-// Config is the whole configuration. Field comments give the defaults.
+// Config is the whole configuration: one field per key of qmgate.toml(5)
+// (docs/man/qmgate.toml.5.md), which gives each key's meaning, default and
+// whether a reload applies it; a test keeps that page and these structures
+// in step. applyDefaults fills in the defaults, validate checks the values.
 type Config struct {
-	// Hostname names this host in greetings, Received lines and DSNs.
-	// Default: the system's host name.
-	Hostname string `toml:"hostname"`
-	// User to drop privileges to after binding when started as root. Required
-	// when started as root.
-	User string `toml:"user"`
-	// QueueDir is the durable spool. Default "./qmgate-data/queue".
-	QueueDir string `toml:"queue_dir"`
-	// MaxMessageBytes bounds a message as stored. Default 52428800 (50 MiB).
-	MaxMessageBytes int64 `toml:"max_message_bytes"`
-	// MaxRecipients bounds recipients per message on every listener.
-	// Default 1000.
-	MaxRecipients int `toml:"max_recipients"`
-	// MaxHops: this many Received:/Delivered-To: lines make a loop. Default 100.
-	MaxHops int `toml:"max_hops"`
-	// RcptHosts are the domains accepted from anyone (qmail's rcpthosts:
-	// exact, or ".suffix" for subdomains; case-insensitive).
-	RcptHosts []string `toml:"rcpthosts"`
-	// DefaultDomain qualifies bare local addresses (qmail's defaultdomain).
-	// Default: Hostname.
-	DefaultDomain string `toml:"default_domain"`
-	// Postmaster receives double bounces. Default "postmaster@" + Hostname.
-	Postmaster string `toml:"postmaster"`
+	Hostname        string   `toml:"hostname"`
+	User            string   `toml:"user"`
+	QueueDir        string   `toml:"queue_dir"`
+	MaxMessageBytes int64    `toml:"max_message_bytes"`
+	MaxRecipients   int      `toml:"max_recipients"`
+	MaxHops         int      `toml:"max_hops"`
+	RcptHosts       []string `toml:"rcpthosts"`
+	DefaultDomain   string   `toml:"default_domain"`
+	Postmaster      string   `toml:"postmaster"`
 
 	Log        Log        `toml:"log"`
 	QMQP       QMQP       `toml:"qmqp"`
@@ -77,8 +66,8 @@ type Config struct {
 	Metrics    Metrics    `toml:"metrics"`
 	Nullclient Nullclient `toml:"nullclient"`
 	Limits     Limits     `toml:"limits"`
-	DKIM       []DKIM     `toml:"dkim"`    // signing keys (identity.go)
-	Rewrite    Rewrite    `toml:"rewrite"` // masquerading (identity.go)
+	DKIM       []DKIM     `toml:"dkim"`
+	Rewrite    Rewrite    `toml:"rewrite"`
 	Shutdown   Shutdown   `toml:"shutdown"`
 
 	// Source is the file the configuration came from ("(embedded default)"
@@ -94,27 +83,21 @@ type Config struct {
 
 // Log configures logging.
 type Log struct {
-	Level  string `toml:"level"`  // debug, info, warn, error. Default "info".
-	Format string `toml:"format"` // text or json. Default "text".
+	Level  string `toml:"level"`
+	Format string `toml:"format"`
 }
 
 // ListenLimit holds the limits every listener shares unless its own section
 // overrides them.
 type ListenLimit struct {
-	MaxConns       int      `toml:"max_conns"`        // default 1000
-	MaxConnsPerIP  int      `toml:"max_conns_per_ip"` // default 50
-	ReadTimeout    Duration `toml:"read_timeout"`     // per read, default 5m
-	WriteTimeout   Duration `toml:"write_timeout"`    // per write, default 5m
-	SessionTimeout Duration `toml:"session_timeout"`  // whole connection, default 1h
-	// FirstTimeout bounds the wait for a client's first command (SMTP
-	// HELO or EHLO) or the start of its package (QMTP, QMQP), default 30s.
-	FirstTimeout Duration `toml:"first_timeout"`
-	// MinDataRate is the slowest a client may send, bytes a second over
-	// two minutes, default 64.
-	MinDataRate int64 `toml:"min_data_rate"`
-	// MaxUnixConns bounds the connections on unix-domain sockets, a
-	// budget apart from MaxConns, default 100.
-	MaxUnixConns int `toml:"max_unix_conns"`
+	MaxConns       int      `toml:"max_conns"`
+	MaxConnsPerIP  int      `toml:"max_conns_per_ip"`
+	ReadTimeout    Duration `toml:"read_timeout"`
+	WriteTimeout   Duration `toml:"write_timeout"`
+	SessionTimeout Duration `toml:"session_timeout"`
+	FirstTimeout   Duration `toml:"first_timeout"`
+	MinDataRate    int64    `toml:"min_data_rate"`
+	MaxUnixConns   int      `toml:"max_unix_conns"`
 }
 
 // Limits holds the connection limits every listener shares (ListenLimit)
@@ -123,37 +106,19 @@ type ListenLimit struct {
 // "100/m", "2000/h", "10000/d"; all must hold. Empty lists limit nothing.
 type Limits struct {
 	ListenLimit
-	// Per client address: IPv4 per ClientIPv4Prefix (default /32), IPv6 per
-	// ClientIPv6Prefix (default /64), on every TCP listener.
-	ClientMessages   []string `toml:"client_messages"`
-	ClientRecipients []string `toml:"client_recipients"`
-	// Per authenticated SMTP user.
-	UserMessages   []string `toml:"user_messages"`
-	UserRecipients []string `toml:"user_recipients"`
-	// Per local user (uid) of the QMQP unix-domain socket.
-	UIDMessages   []string `toml:"uid_messages"`
-	UIDRecipients []string `toml:"uid_recipients"`
-	// Per envelope sender domain (the null sender and bare names: none).
+	ClientMessages         []string `toml:"client_messages"`
+	ClientRecipients       []string `toml:"client_recipients"`
+	UserMessages           []string `toml:"user_messages"`
+	UserRecipients         []string `toml:"user_recipients"`
+	UIDMessages            []string `toml:"uid_messages"`
+	UIDRecipients          []string `toml:"uid_recipients"`
 	SenderDomainMessages   []string `toml:"sender_domain_messages"`
 	SenderDomainRecipients []string `toml:"sender_domain_recipients"`
-	// ClientIPv4Prefix and ClientIPv6Prefix group client addresses into
-	// networks for the client limits. Defaults 32 and 64.
-	ClientIPv4Prefix int `toml:"client_ipv4_prefix"`
-	ClientIPv6Prefix int `toml:"client_ipv6_prefix"`
-	// Exempt lists client networks no rate limit applies to.
-	Exempt []string `toml:"exempt"`
-	// ExemptRelayClients exempts relay clients (QMTP and SMTP
-	// relay_clients, a verified QMTPS client certificate) and QMQP clients
-	// on the allow list from every rate limit. Default false: the app
-	// servers that send through the hub are what the limits protect
-	// against when one is compromised.
-	ExemptRelayClients bool `toml:"exempt_relay_clients"`
-	// LimitTrustedConns applies max_conns_per_ip to trusted clients too:
-	// QMTP and SMTP relay_clients, the QMQP allow list and Exempt. Default
-	// false: like Postfix's mynetworks, trusted networks count towards
-	// max_conns only, so a fleet of app servers behind one NAT address is
-	// not turned away.
-	LimitTrustedConns bool `toml:"limit_trusted_conns"`
+	ClientIPv4Prefix       int      `toml:"client_ipv4_prefix"`
+	ClientIPv6Prefix       int      `toml:"client_ipv6_prefix"`
+	Exempt                 []string `toml:"exempt"`
+	ExemptRelayClients     bool     `toml:"exempt_relay_clients"`
+	LimitTrustedConns      bool     `toml:"limit_trusted_conns"`
 }
 
 // RateKeys lists the rate-limit keys of [limits] with their values, in a
@@ -175,68 +140,39 @@ func (l *Limits) RateKeys() []struct {
 
 // QMQP configures the QMQP listener (nullclients hand their mail over here).
 type QMQP struct {
-	// Listen addresses: "host:port" or "unix:/path". Empty: no listener.
-	Listen []string `toml:"listen"`
-	// Allow lists the client networks (CIDR or single addresses). QMQP has no
-	// authentication: empty means nobody (unix-socket clients are governed by
-	// the socket's file permissions).
-	Allow []string `toml:"allow"`
-	// TrustTCPServer makes the qmqpd drop-in leave access to tcpserver's
-	// rules (qmail-qmqpd's way) instead of applying Allow as serve does.
-	TrustTCPServer bool `toml:"trust_tcpserver"`
-	// UnixAllow names the local users, and "@group" the groups, who may
-	// submit over the unix-domain socket. Empty: every local user.
-	UnixAllow []string `toml:"unix_allow"`
-	// UnixSenders restricts the envelope senders a local user of the unix
-	// socket may use: user name (or "*" for everyone not named) to
-	// patterns: "addr@domain", "@domain", "<>" (the null sender) or "*".
-	// Users not named, with no "*" entry, may use any sender.
-	UnixSenders map[string][]string `toml:"unix_senders"`
-	// DropInUsers names the local users, besides root and the daemon's
-	// own user, who run the tcpserver drop-ins (qmgate qmtpd, qmqpd) that
-	// hand their mail to the daemon's unix socket: the daemon's logs then
-	// name the protocol and client the drop-in saw, from its Received
-	// line, instead of QMQP from the local user.
-	DropInUsers []string `toml:"dropin_users"`
+	Listen         []string            `toml:"listen"`
+	Allow          []string            `toml:"allow"`
+	TrustTCPServer bool                `toml:"trust_tcpserver"`
+	UnixAllow      []string            `toml:"unix_allow"`
+	UnixSenders    map[string][]string `toml:"unix_senders"`
+	DropInUsers    []string            `toml:"dropin_users"`
 	ListenLimit
 	ListenProxy
 }
 
 // QMTP configures the QMTP listeners.
 type QMTP struct {
-	Listen []string `toml:"listen"`
-	// ListenTLS are implicit-TLS (QMTPS) listeners; they need TLSCert/TLSKey.
-	ListenTLS []string `toml:"listen_tls"`
-	// RelayClients may send to any destination (CIDR); everyone else only to
-	// rcpthosts.
+	Listen       []string `toml:"listen"`
+	ListenTLS    []string `toml:"listen_tls"`
 	RelayClients []string `toml:"relay_clients"`
 	TLSCert      string   `toml:"tls_cert"`
 	TLSKey       string   `toml:"tls_key"`
-	// ClientCA, when set, makes QMTPS ask for client certificates signed by
-	// it; a client presenting one may relay.
-	ClientCA string `toml:"client_ca"`
+	ClientCA     string   `toml:"client_ca"`
 	ListenLimit
 	ListenProxy
 }
 
 // SMTP configures the SMTP listeners.
 type SMTP struct {
-	Listen []string `toml:"listen"`
-	// Submission listeners require AUTH before MAIL (port 587 style).
-	Submission []string `toml:"submission"`
-	// Submissions listeners are implicit TLS and require AUTH (port 465).
-	Submissions  []string `toml:"submissions"`
-	RelayClients []string `toml:"relay_clients"`
-	// SenderLogin holds authenticated users to envelope senders: user
-	// name (or "*" for everyone not named) to patterns, as
-	// qmqp.unix_senders. Empty: any sender.
-	SenderLogin map[string][]string `toml:"sender_login"`
-	TLSCert     string              `toml:"tls_cert"`
-	TLSKey      string              `toml:"tls_key"`
-	// AuthFile holds "user:bcrypt-hash" lines (qmgate passwd makes them).
-	AuthFile string `toml:"auth_file"`
-	// AuthWithoutTLS allows AUTH on unencrypted connections. Default false.
-	AuthWithoutTLS bool `toml:"auth_without_tls"`
+	Listen         []string            `toml:"listen"`
+	Submission     []string            `toml:"submission"`
+	Submissions    []string            `toml:"submissions"`
+	RelayClients   []string            `toml:"relay_clients"`
+	SenderLogin    map[string][]string `toml:"sender_login"`
+	TLSCert        string              `toml:"tls_cert"`
+	TLSKey         string              `toml:"tls_key"`
+	AuthFile       string              `toml:"auth_file"`
+	AuthWithoutTLS bool                `toml:"auth_without_tls"`
 	ListenLimit
 	ListenProxy
 }
@@ -245,32 +181,18 @@ type SMTP struct {
 // listeners send a PROXY protocol header (version 1 or 2) naming the real
 // client. Unix-domain listeners never take one.
 type ListenProxy struct {
-	// ProxyFrom are the balancers' networks (CIDR or single addresses):
-	// only they may send a header; anyone else who does is refused.
-	ProxyFrom []string `toml:"proxy_from"`
-	// ProxyRequired refuses a connection from ProxyFrom without a header.
-	ProxyRequired bool `toml:"proxy_required"`
+	ProxyFrom     []string `toml:"proxy_from"`
+	ProxyRequired bool     `toml:"proxy_required"`
 }
 
 // Shutdown configures how SIGTERM takes the hub away.
 type Shutdown struct {
-	// Handoff names peer hubs ("qmtp://host[:port]"): when set, SIGTERM
-	// drains the hub (stops accepting, tries deliveries for DrainTimeout)
-	// and hands what is left to the first peer that answers.
-	Handoff []string `toml:"handoff"`
-	// DrainTimeout bounds the deliveries tried before the hand-off.
-	// Default 30s.
-	DrainTimeout Duration `toml:"drain_timeout"`
-	// ReadyGrace is how long a drain lets /readyz fail before it closes
-	// the listeners, so that a load balancer stops sending first. Default
-	// 2s; "0s": close at once.
-	ReadyGrace *Duration `toml:"ready_grace"`
-	// CAFile verifies qmtps:// hand-off peers (PEM); empty: the system's
-	// roots. CertFile and KeyFile are the client certificate a hand-off
-	// shows to qmtps:// peers that trust hubs by certificate.
-	CAFile   string `toml:"ca_file"`
-	CertFile string `toml:"cert_file"`
-	KeyFile  string `toml:"key_file"`
+	Handoff      []string  `toml:"handoff"`
+	DrainTimeout Duration  `toml:"drain_timeout"`
+	ReadyGrace   *Duration `toml:"ready_grace"`
+	CAFile       string    `toml:"ca_file"`
+	CertFile     string    `toml:"cert_file"`
+	KeyFile      string    `toml:"key_file"`
 }
 
 // DefaultReadyGrace is shutdown.ready_grace's default: a few of a load
@@ -283,53 +205,29 @@ const MaxReadyGrace = 5 * time.Minute
 
 // Queue configures retries and bounces.
 type Queue struct {
-	Lifetime    Duration  `toml:"lifetime"`     // default 168h (7 days)
-	DelayNotice *Duration `toml:"delay_notice"` // default 4h; "0s" disables
-	RetryMin    Duration  `toml:"retry_min"`    // backoff floor, default 1m
-	RetryMax    Duration  `toml:"retry_max"`    // backoff cap, default 1h
-	// MinFreeBytes is the free space kept on the queue's file system: below
-	// it new mail gets a temporary refusal, so deliveries can still be
-	// recorded. Default 16 MiB; -1 turns the reserve off.
-	MinFreeBytes int64 `toml:"min_free_bytes"`
-	// CommitLinger caps how long after a flush the group committer may hold
-	// the next batch open for writers already on their way (queue/doc.go,
-	// "Group commit"). Default 1ms; "0s" turns the hold off.
+	Lifetime     Duration  `toml:"lifetime"`
+	DelayNotice  *Duration `toml:"delay_notice"`
+	RetryMin     Duration  `toml:"retry_min"`
+	RetryMax     Duration  `toml:"retry_max"`
+	MinFreeBytes int64     `toml:"min_free_bytes"`
 	CommitLinger *Duration `toml:"commit_linger"`
 }
 
 // Delivery configures the delivery engine.
 type Delivery struct {
-	// Concurrency is the default per-route limit on simultaneous deliveries.
-	// Default 20.
-	Concurrency int `toml:"concurrency"`
-	// Resolver is a DNS server "host:port" for mx routes; empty uses the
-	// system resolver. Tests point it at a local fake.
-	Resolver string `toml:"resolver"`
-	// ConnectTimeout bounds outgoing connects. Default 60s.
+	Concurrency    int      `toml:"concurrency"`
+	Resolver       string   `toml:"resolver"`
 	ConnectTimeout Duration `toml:"connect_timeout"`
-	// Timeout bounds each outgoing read or write. Default 20m (qmail-remote).
-	Timeout Duration `toml:"timeout"`
-	// QMTPPort and SMTPPort are the ports mx routes use (209 and 25); tests
-	// move them.
-	QMTPPort int `toml:"qmtp_port"`
-	SMTPPort int `toml:"smtp_port"`
-	// MTASTSPort is the port mx routes fetch MTA-STS policies from (443,
-	// RFC 8461 section 3.3); tests move it.
-	MTASTSPort int `toml:"mta_sts_port"`
+	Timeout        Duration `toml:"timeout"`
+	QMTPPort       int      `toml:"qmtp_port"`
+	SMTPPort       int      `toml:"smtp_port"`
+	MTASTSPort     int      `toml:"mta_sts_port"`
 }
 
 // Route sends mail for some domains through one transport.
 type Route struct {
-	// Name names the route in logs, metrics, `queue stat`, fallback and
-	// `qmgate oauth2`: letters, digits, '.', '_' and '-'. Default: derived
-	// from the first domain and the transport (DefaultRouteName), so it
-	// does not change when routes are reordered.
-	Name string `toml:"name"`
-	// Domains: exact ("example.net"), suffix (".example.net") or "*".
+	Name    string   `toml:"name"`
 	Domains []string `toml:"domains"`
-	// Senders, when set, limits the route to mail from these envelope
-	// senders: "*@example.net", "user@example.net", "example.net",
-	// ".example.net" or "*" (see ValidSenderPattern).
 	Senders []string `toml:"senders"`
 	// Via is the transport URL: qmtp://H[:P], qmtps://H[:P], qmqp://H[:P][,H[:P]...],
 	// smtp://H[:P], smtps://H[:P], mx, maildir:DIR, mbox:DIR, discard:,
@@ -340,79 +238,33 @@ type Route struct {
 	// Via is the (first) transport URL; set by Load from the via key.
 	Via string `toml:"-"`
 	// Hosts are all next hops of via, in order; set by Load.
-	Hosts []string `toml:"-"`
-	// Concurrency overrides [delivery] concurrency for this route.
-	Concurrency int `toml:"concurrency"`
-	// TLS for smtp:// routes: "required" (default), "opportunistic", "none".
-	TLS string `toml:"tls"`
-	// Username and Password (or PasswordFile) for SMTP AUTH at a smarthost.
-	// Credentials go only over verified TLS (tls "required", the default).
-	Username     string `toml:"username"`
-	Password     string `toml:"password"`
-	PasswordFile string `toml:"password_file"`
-	// PasswordEnv names an environment variable holding the password.
-	PasswordEnv string `toml:"password_env"`
-	// OAuth2 authenticates to an smtp or smtps smarthost with XOAUTH2 or
-	// OAUTHBEARER instead of a password.
-	OAuth2 *OAuth2 `toml:"oauth2"`
-	// CertFile and KeyFile are a client certificate presented in the TLS
-	// handshake (STARTTLS or smtps), for smarthosts that authenticate by
-	// certificate.
-	CertFile string `toml:"cert_file"`
-	KeyFile  string `toml:"key_file"`
-	// Rate paces the route's deliveries ("30/m", "2000/d"); for mx routes
-	// each destination domain is paced separately. Mail beyond it waits in
-	// the queue, in arrival order, with no attempt counted. Empty: no pace.
-	Rate string `toml:"rate"`
-	// ThrottleTexts are extra phrases (case-insensitive) that mark a 4xx
-	// reply as the next hop's rate limit, which slows the route down.
-	ThrottleTexts []string `toml:"throttle_texts"`
-	// Fallback names a route (a smarthost) that takes an mx route's mail
-	// after FallbackAfter failed attempts (default 3), or at once for the
-	// failures FallbackOn names ("connect-timeout", "connect").
-	Fallback      string   `toml:"fallback"`
-	FallbackAfter int      `toml:"fallback_after"`
-	FallbackOn    []string `toml:"fallback_on"`
-	// InsecureAuth allows credentials with tls "opportunistic" or "none"
-	// (a smarthost on loopback, say): whoever is on the path can read them.
-	InsecureAuth bool `toml:"insecure_auth"`
-	// CAFile verifies the next hop's certificate instead of the system roots.
-	// For mx routes it is also the trust store of MTA-STS: policy servers
-	// and the exchangers of enforce-mode domains.
-	CAFile string `toml:"ca_file"`
-	// MTASTS, for mx routes, applies the recipient domains' MTA-STS
-	// policies (RFC 8461). Default true; other routes ignore it.
-	MTASTS *bool `toml:"mta_sts"`
-	// Headers are extra HTTP headers for webhook routes ("Name: value").
-	Headers []string `toml:"headers"`
-	// RedirectPermanent makes a webhook's 3xx answer a permanent failure;
-	// by default it is temporary. Redirects are never followed.
-	RedirectPermanent bool `toml:"redirect_permanent"`
-	// UsersFile, for maildir and mbox routes, lists the valid local users,
-	// one a line ("#" starts a comment); others are refused at RCPT.
-	// Empty: every safe name is a user. Reloaded with the configuration.
-	UsersFile string `toml:"users_file"`
-	// MaxNewMailboxesPerHour bounds how many mailboxes a maildir or mbox
-	// route creates per hour; past it, deliveries to new mailboxes wait.
-	// Default 20; negative means no bound.
-	MaxNewMailboxesPerHour int `toml:"max_new_mailboxes_per_hour"`
-	// Separator, for maildir and mbox routes, splits the user from the
-	// address extension that the user's control files (.qmail-EXT) look
-	// at: "-" (default, qmail) or "+".
-	Separator string `toml:"separator"`
-	// Folders, for maildir routes, delivers user-EXT into the user's IMAP
-	// folder .EXT (Maildir++) when no control file matches. Default on.
-	Folders *bool `toml:"folders"`
-	// Programs lets the users' control files run programs ("|command"
-	// lines) as the daemon's mail user, never as root. Default off.
-	Programs bool `toml:"programs"`
-	// SRSSecretFile turns on the Sender Rewriting Scheme for forwards
-	// leaving rcpthosts: one secret a line, the first signs, all verify.
-	SRSSecretFile string `toml:"srs_secret_file"`
-	// SRSDomain is the domain of rewritten senders, where bounces come
-	// back; it must be one of the route's exact domains. Default: the
-	// route's first exact domain.
-	SRSDomain string `toml:"srs_domain"`
+	Hosts                  []string `toml:"-"`
+	Concurrency            int      `toml:"concurrency"`
+	TLS                    string   `toml:"tls"`
+	Username               string   `toml:"username"`
+	Password               string   `toml:"password"`
+	PasswordFile           string   `toml:"password_file"`
+	PasswordEnv            string   `toml:"password_env"`
+	OAuth2                 *OAuth2  `toml:"oauth2"`
+	CertFile               string   `toml:"cert_file"`
+	KeyFile                string   `toml:"key_file"`
+	Rate                   string   `toml:"rate"`
+	ThrottleTexts          []string `toml:"throttle_texts"`
+	Fallback               string   `toml:"fallback"`
+	FallbackAfter          int      `toml:"fallback_after"`
+	FallbackOn             []string `toml:"fallback_on"`
+	InsecureAuth           bool     `toml:"insecure_auth"`
+	CAFile                 string   `toml:"ca_file"`
+	MTASTS                 *bool    `toml:"mta_sts"`
+	Headers                []string `toml:"headers"`
+	RedirectPermanent      bool     `toml:"redirect_permanent"`
+	UsersFile              string   `toml:"users_file"`
+	MaxNewMailboxesPerHour int      `toml:"max_new_mailboxes_per_hour"`
+	Separator              string   `toml:"separator"`
+	Folders                *bool    `toml:"folders"`
+	Programs               bool     `toml:"programs"`
+	SRSSecretFile          string   `toml:"srs_secret_file"`
+	SRSDomain              string   `toml:"srs_domain"`
 
 	// Parsed is Via parsed; set by Load.
 	Parsed *url.URL `toml:"-"`
@@ -429,25 +281,19 @@ type OAuth2 struct {
 	ClientSecretFile string   `toml:"client_secret_file"`
 	Scopes           []string `toml:"scopes"`
 	RefreshTokenFile string   `toml:"refresh_token_file"`
-	// Mechanism fixes XOAUTH2 or OAUTHBEARER; empty chooses from the offer.
-	Mechanism string `toml:"mechanism"`
+	Mechanism        string   `toml:"mechanism"`
 }
 
 // Metrics configures the optional metrics and health listener.
 type Metrics struct {
-	// Listen is a loopback "host:port" for /metrics and /healthz. Empty: off.
 	Listen string `toml:"listen"`
 }
 
 // Nullclient configures `qmgate sendmail` and the qmail-qmqpc drop-in.
 type Nullclient struct {
-	// QMQPServers are tried in order, failing over only when a connect fails.
 	QMQPServers []string `toml:"qmqp_servers"`
-	// SpoolDir, when set, makes sendmail commit mail that no server accepts
-	// right away to this local queue, which `qmgate serve` forwards.
-	SpoolDir string `toml:"spool_dir"`
-	// Timeout bounds sendmail's whole attempt in direct mode. Default 60s.
-	Timeout Duration `toml:"timeout"`
+	SpoolDir    string   `toml:"spool_dir"`
+	Timeout     Duration `toml:"timeout"`
 }
 
 // Duration is a time.Duration written as "90s", "5m", "168h" or "7d" in TOML.
@@ -573,16 +419,8 @@ func LoadFrom(path, origin string) (*Config, error) {
 // then $QMGATE_CONFIG, then DefaultPath if it exists, then "" (the embedded
 // default).
 func Locate(flagValue string) string {
-	if flagValue != "" {
-		return flagValue
-	}
-	if v := os.Getenv(EnvVar); v != "" {
-		return v
-	}
-	if _, err := os.Stat(DefaultPath); err == nil {
-		return DefaultPath
-	}
-	return ""
+	path, _ := Find(flagValue)
+	return path
 }
 
 // Load reads and validates the file at path, or the embedded default when
@@ -657,74 +495,62 @@ func (c *Config) applyDefaults() {
 	}
 	// On an app server the local daemon forwards what sendmail spools, so
 	// the spool is the daemon's queue.
-	setStr(&c.QueueDir, c.Nullclient.SpoolDir)
-	setStr(&c.QueueDir, "./qmgate-data/queue")
-	setInt64(&c.MaxMessageBytes, 50<<20)
-	setInt(&c.MaxRecipients, 1000)
-	setInt(&c.MaxHops, 100)
-	setStr(&c.DefaultDomain, c.Hostname)
-	setStr(&c.Postmaster, "postmaster@"+c.Hostname)
-	setStr(&c.Log.Level, "info")
-	setStr(&c.Log.Format, "text")
+	setDef(&c.QueueDir, c.Nullclient.SpoolDir)
+	setDef(&c.QueueDir, "./qmgate-data/queue")
+	setDef(&c.MaxMessageBytes, 50<<20)
+	setDef(&c.MaxRecipients, 1000)
+	setDef(&c.MaxHops, 100)
+	setDef(&c.DefaultDomain, c.Hostname)
+	setDef(&c.Postmaster, "postmaster@"+c.Hostname)
+	setDef(&c.Log.Level, "info")
+	setDef(&c.Log.Format, "text")
 
-	setInt(&c.Limits.MaxConns, 1000)
-	setInt(&c.Limits.MaxConnsPerIP, 50)
+	setDef(&c.Limits.MaxConns, 1000)
+	setDef(&c.Limits.MaxConnsPerIP, 50)
 	setDur(&c.Limits.ReadTimeout, 5*time.Minute)
 	setDur(&c.Limits.WriteTimeout, 5*time.Minute)
 	setDur(&c.Limits.SessionTimeout, time.Hour)
 	setDur(&c.Limits.FirstTimeout, 30*time.Second)
-	setInt64(&c.Limits.MinDataRate, 64)
-	setInt(&c.Limits.MaxUnixConns, 100)
-	setInt(&c.Limits.ClientIPv4Prefix, 32)
-	setInt(&c.Limits.ClientIPv6Prefix, 64)
+	setDef(&c.Limits.MinDataRate, 64)
+	setDef(&c.Limits.MaxUnixConns, 100)
+	setDef(&c.Limits.ClientIPv4Prefix, 32)
+	setDef(&c.Limits.ClientIPv6Prefix, 64)
 	for _, l := range []*ListenLimit{&c.QMQP.ListenLimit, &c.QMTP.ListenLimit, &c.SMTP.ListenLimit} {
-		setInt(&l.MaxConns, c.Limits.MaxConns)
-		setInt(&l.MaxConnsPerIP, c.Limits.MaxConnsPerIP)
-		setDur(&l.ReadTimeout, c.Limits.ReadTimeout.D())
-		setDur(&l.WriteTimeout, c.Limits.WriteTimeout.D())
-		setDur(&l.SessionTimeout, c.Limits.SessionTimeout.D())
-		setDur(&l.FirstTimeout, c.Limits.FirstTimeout.D())
-		setInt64(&l.MinDataRate, c.Limits.MinDataRate)
-		setInt(&l.MaxUnixConns, c.Limits.MaxUnixConns)
+		setDef(&l.MaxConns, c.Limits.MaxConns)
+		setDef(&l.MaxConnsPerIP, c.Limits.MaxConnsPerIP)
+		setDef(&l.ReadTimeout, c.Limits.ReadTimeout)
+		setDef(&l.WriteTimeout, c.Limits.WriteTimeout)
+		setDef(&l.SessionTimeout, c.Limits.SessionTimeout)
+		setDef(&l.FirstTimeout, c.Limits.FirstTimeout)
+		setDef(&l.MinDataRate, c.Limits.MinDataRate)
+		setDef(&l.MaxUnixConns, c.Limits.MaxUnixConns)
 	}
 
 	setDur(&c.Queue.Lifetime, 7*24*time.Hour)
 	setDur(&c.Shutdown.DrainTimeout, 30*time.Second)
-	if c.Shutdown.ReadyGrace == nil {
-		g := Duration(DefaultReadyGrace)
-		c.Shutdown.ReadyGrace = &g
-	}
-	if c.Queue.DelayNotice == nil {
-		d := Duration(4 * time.Hour)
-		c.Queue.DelayNotice = &d
-	}
-	if c.Queue.CommitLinger == nil {
-		d := Duration(time.Millisecond)
-		c.Queue.CommitLinger = &d
-	}
-	setInt64(&c.Queue.MinFreeBytes, DefaultMinFreeBytes)
+	setPtr(&c.Shutdown.ReadyGrace, Duration(DefaultReadyGrace))
+	setPtr(&c.Queue.DelayNotice, Duration(4*time.Hour))
+	setPtr(&c.Queue.CommitLinger, Duration(time.Millisecond))
+	setDef(&c.Queue.MinFreeBytes, DefaultMinFreeBytes)
 	setDur(&c.Queue.RetryMin, time.Minute)
 	setDur(&c.Queue.RetryMax, time.Hour)
 
-	setInt(&c.Delivery.Concurrency, 20)
+	setDef(&c.Delivery.Concurrency, 20)
 	setDur(&c.Delivery.ConnectTimeout, 60*time.Second)
 	setDur(&c.Delivery.Timeout, 20*time.Minute)
-	setInt(&c.Delivery.QMTPPort, 209)
-	setInt(&c.Delivery.SMTPPort, 25)
-	setInt(&c.Delivery.MTASTSPort, 443)
+	setDef(&c.Delivery.QMTPPort, 209)
+	setDef(&c.Delivery.SMTPPort, 25)
+	setDef(&c.Delivery.MTASTSPort, 443)
 	for i := range c.Routes {
 		r := &c.Routes[i]
-		setInt(&r.Concurrency, c.Delivery.Concurrency)
-		if r.MTASTS == nil {
-			on := true
-			r.MTASTS = &on
-		}
+		setDef(&r.Concurrency, c.Delivery.Concurrency)
+		setPtr(&r.MTASTS, true)
 		r.setVia()
 		if r.Fallback != "" {
-			setInt(&r.FallbackAfter, 3)
+			setDef(&r.FallbackAfter, 3)
 		}
 		if strings.HasPrefix(r.Via, "smtp") {
-			setStr(&r.TLS, "required")
+			setDef(&r.TLS, "required")
 		}
 	}
 	nameRoutes(c.Routes)
@@ -762,26 +588,23 @@ func (c *Config) validate() Errors {
 	default:
 		bad("log.format", "%q: use text or json", c.Log.Format)
 	}
-	checkListen := func(key string, addrs []string) {
-		for i, a := range addrs {
-			if err := checkListenAddr(a); err != nil {
+	// each reports every entry of the list at key that check refuses.
+	each := func(key string, list []string, check func(string) error) {
+		for i, s := range list {
+			if err := check(s); err != nil {
 				bad(fmt.Sprintf("%s[%d]", key, i), "%v", err)
 			}
 		}
 	}
-	checkListen("qmqp.listen", c.QMQP.Listen)
-	checkListen("qmtp.listen", c.QMTP.Listen)
-	checkListen("qmtp.listen_tls", c.QMTP.ListenTLS)
-	checkListen("smtp.listen", c.SMTP.Listen)
-	checkListen("smtp.submission", c.SMTP.Submission)
-	checkListen("smtp.submissions", c.SMTP.Submissions)
 	checkNets := func(key string, nets []string) {
-		for i, n := range nets {
-			if _, err := ParsePrefix(n); err != nil {
-				bad(fmt.Sprintf("%s[%d]", key, i), "%v", err)
-			}
-		}
+		each(key, nets, func(s string) error { _, err := ParsePrefix(s); return err })
 	}
+	each("qmqp.listen", c.QMQP.Listen, checkListenAddr)
+	each("qmtp.listen", c.QMTP.Listen, checkListenAddr)
+	each("qmtp.listen_tls", c.QMTP.ListenTLS, checkListenAddr)
+	each("smtp.listen", c.SMTP.Listen, checkListenAddr)
+	each("smtp.submission", c.SMTP.Submission, checkListenAddr)
+	each("smtp.submissions", c.SMTP.Submissions, checkListenAddr)
 	checkNets("qmqp.allow", c.QMQP.Allow)
 	for i, u := range c.QMQP.UnixAllow {
 		if strings.TrimPrefix(u, "@") == "" || strings.ContainsAny(u, " \t:") {
@@ -801,11 +624,7 @@ func (c *Config) validate() Errors {
 		}
 	}
 	for _, rk := range c.Limits.RateKeys() {
-		for i, r := range rk.Rates {
-			if _, err := ratelimit.ParseRate(r); err != nil {
-				bad(fmt.Sprintf("limits.%s[%d]", rk.Key, i), "%v", err)
-			}
-		}
+		each("limits."+rk.Key, rk.Rates, func(s string) error { _, err := ratelimit.ParseRate(s); return err })
 	}
 	for _, l := range []struct {
 		sect string
@@ -831,11 +650,7 @@ func (c *Config) validate() Errors {
 	checkNets("qmtp.relay_clients", c.QMTP.RelayClients)
 	checkNets("smtp.relay_clients", c.SMTP.RelayClients)
 	checkNets("qmqp.proxy_from", c.QMQP.ProxyFrom)
-	for i, p := range c.Shutdown.Handoff {
-		if err := CheckHandoffPeer(p); err != nil {
-			bad(fmt.Sprintf("shutdown.handoff[%d]", i), "%v", err)
-		}
-	}
+	each("shutdown.handoff", c.Shutdown.Handoff, CheckHandoffPeer)
 	if (c.Shutdown.CertFile == "") != (c.Shutdown.KeyFile == "") {
 		bad("shutdown.cert_file", "cert_file and key_file go together")
 	}
@@ -1032,35 +847,27 @@ func checkListenAddr(a string) error {
 		}
 		return nil
 	}
-	ap, err := netip.ParseAddrPort(a)
-	if err != nil {
+	if _, err := netip.ParseAddrPort(a); err != nil {
 		return fmt.Errorf("%q: want ip:port or unix:/path", a)
 	}
-	_ = ap
 	return nil
 }
 
-func setStr(p *string, v string) {
-	if *p == "" {
+// setDef sets *p to v when the file left it at its zero value.
+func setDef[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
 		*p = v
 	}
 }
 
-func setInt(p *int, v int) {
-	if *p == 0 {
-		*p = v
-	}
-}
+func setDur(p *Duration, v time.Duration) { setDef(p, Duration(v)) }
 
-func setInt64(p *int64, v int64) {
-	if *p == 0 {
-		*p = v
-	}
-}
-
-func setDur(p *Duration, v time.Duration) {
-	if *p == 0 {
-		*p = Duration(v)
+// setPtr sets *p to point to v when the file did not set it (a pointer
+// field, whose zero value is a setting of its own).
+func setPtr[T any](p **T, v T) {
+	if *p == nil {
+		*p = &v
 	}
 }
 

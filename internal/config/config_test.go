@@ -247,9 +247,14 @@ via = "discard:"
 
 func TestEveryKeyDocumented(t *testing.T) {
 	for _, k := range Keys() {
-		if KeyDoc(k) == "" {
+		if d := KeyDoc(k); d == "" {
 			t.Errorf("%s has no description", k)
+		} else if strings.ContainsAny(d, "`\n") || strings.Contains(d, "**") || !strings.Contains(d, " (default: ") {
+			t.Errorf("%s: %q: want one line of plain words ending in its default", k, d)
 		}
+	}
+	if d := KeyDoc("hostname"); !strings.HasPrefix(d, "the name this host gives in SMTP greetings") {
+		t.Errorf("hostname: %q: want qmgate.toml(5)'s first sentence", d)
 	}
 }
 

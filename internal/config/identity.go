@@ -12,15 +12,11 @@ import (
 // signs (an RSA and an Ed25519 key give RFC 8463's dual signature; two keys
 // carry a rotation).
 type DKIM struct {
-	Domain   string `toml:"domain"`   // the d= tag
-	Selector string `toml:"selector"` // the s= tag: the key is at SELECTOR._domainkey.DOMAIN
-	KeyFile  string `toml:"key_file"` // PEM private key, readable by its owner only
-	// Algorithm, when set, must be the key's: "ed25519" or "rsa".
-	Algorithm string `toml:"algorithm"`
-	// Subdomains also signs mail from subdomains of Domain (From:
-	// app17.example.net signed as d=example.net). Every section of a
-	// domain must agree.
-	Subdomains bool `toml:"subdomains"`
+	Domain     string `toml:"domain"`
+	Selector   string `toml:"selector"`
+	KeyFile    string `toml:"key_file"`
+	Algorithm  string `toml:"algorithm"`
+	Subdomains bool   `toml:"subdomains"`
 }
 
 // Rewrite is the [rewrite] section: masquerading of the app servers'
@@ -30,7 +26,7 @@ type Rewrite struct {
 	Users       []RewriteUser `toml:"users"`
 	Admin       RewriteAdmin  `toml:"admin"`
 	AllMailFrom string        `toml:"all_mail_from"`
-	Headers     bool          `toml:"headers"` // also From:, Sender:, Reply-To:
+	Headers     bool          `toml:"headers"`
 }
 
 // RewriteHost rewrites sender domains matching Match ("*.internal",

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/qmgate/qmgate/internal/oauthtoken"
@@ -181,11 +182,7 @@ func validateSmarthost(c *Config, i int) Errors {
 			bad("fallback_after", "must be at least 1")
 		}
 		for j, f := range r.FallbackOn {
-			ok := false
-			for _, k := range FallbackFailures {
-				ok = ok || f == k
-			}
-			if !ok {
+			if !slices.Contains(FallbackFailures, f) {
 				bad(fmt.Sprintf("fallback_on[%d]", j), "%q: want one of %s", f, strings.Join(FallbackFailures, ", "))
 			}
 		}

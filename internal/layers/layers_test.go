@@ -14,7 +14,7 @@ const module = "github.com/qmgate/qmgate/"
 // import only packages of lower layers. Programs and test harnesses
 // (cmd/, bench/, test/, fuzz/) sit on top and may import anything.
 var order = [][]string{
-	{"netstring", "internal/workers", "internal/ratelimit", "internal/logging", "internal/peercred", "internal/privdrop", "internal/safedir", "internal/testpeer"},
+	{"netstring", "internal/workers", "internal/ratelimit", "internal/logging", "internal/peercred", "internal/privdrop", "internal/safedir", "internal/testpeer", "docs/man"},
 	{"mail"},
 	{"internal/connlimit"},
 	{"internal/serve"},

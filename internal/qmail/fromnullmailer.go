@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/qmgate/qmgate/mail"
 )
 
 // nullmailerKnown names the files of a nullmailer configuration directory
@@ -140,14 +142,14 @@ func (c *nmConv) run() {
 		r, err := parseRemote(l)
 		l = redactRemote(l)
 		if err != nil {
-			c.note("remotes: %q: %v; not converted.", sanitizeComment(l), err)
+			c.note("remotes: %q: %v; not converted.", mail.OneLine(l), err)
 			continue
 		}
 		switch r.proto {
 		case "qmqp":
 			for k := range r.opts {
 				if k != "port" {
-					c.note("remotes: %q: option --%s has no meaning for QMQP in qmgate; ignored.", sanitizeComment(l), k)
+					c.note("remotes: %q: option --%s has no meaning for QMQP in qmgate; ignored.", mail.OneLine(l), k)
 				}
 			}
 			qmqp = append(qmqp, net.JoinHostPort(r.host, strconv.Itoa(r.port)))
@@ -204,7 +206,7 @@ func (c *nmConv) spoolRoutes(rs []nmRemote) {
 	case r.opts["starttls"] != "":
 		tls = ""
 	}
-	s = append(s, "# [[route]] # remotes: "+sanitizeComment(r.line),
+	s = append(s, "# [[route]] # remotes: "+mail.OneLine(r.line),
 		"# domains = [\"*\"]",
 		"# via = "+tomlString(scheme+"://"+net.JoinHostPort(r.host, strconv.Itoa(r.port))))
 	if tls != "" {
@@ -269,11 +271,10 @@ func parseRemote(line string) (nmRemote, error) {
 		r.opts[strings.ToLower(k)] = v
 	}
 	if p, ok := r.opts["port"]; ok {
-		n, err := strconv.Atoi(p)
-		if err != nil || n <= 0 || n > 65535 {
-			return r, fmt.Errorf("%q is not a port", p)
+		var err error
+		if r.port, err = parsePort(p); err != nil {
+			return r, err
 		}
-		r.port = n
 	}
 	if r.opts["ssl"] != "" && r.opts["port"] == "" && r.proto == "smtp" {
 		r.port = 465
@@ -286,17 +287,7 @@ func (c *nmConv) render() []byte {
 	writePreamble(&b, c.notes, c.top,
 		"qmgate configuration for an app server, converted from the nullmailer directory "+c.dir+" by `qmgate config from-nullmailer`. Review it, then check it with `qmgate config check -config FILE`.",
 		"qmgate sendmail hands each message straight to the first QMQP server that takes a connection (direct mode) and exits 75 when none does; no daemon runs.")
-	if len(c.nullclient) > 0 {
-		b.WriteString("\n[nullclient]\n")
-		for _, l := range c.nullclient {
-			b.WriteString(l + "\n")
-		}
-	}
-	if len(c.spool) > 0 {
-		b.WriteString("\n")
-		for _, l := range c.spool {
-			b.WriteString(l + "\n")
-		}
-	}
+	writeTable(&b, "[nullclient]", c.nullclient)
+	writeTable(&b, "", c.spool)
 	return b.Bytes()
 }

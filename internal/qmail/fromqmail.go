@@ -9,11 +9,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/qmgate/qmgate/mail"
 )
 
 // converted names the control files FromQmail carries over (and the
@@ -242,21 +245,12 @@ func (c *conv) run() {
 	qmtp := c.routeFile("qmtproutes", "qmtp", 209)
 	smtp := c.routeFile("smtproutes", "smtp", 25)
 	for _, r := range smtp {
-		for _, q := range qmtp {
-			if q.pattern == r.pattern || q.pattern == "*" {
-				c.note("control/smtproutes: the route for %q is shadowed by qmtproutes; qmgate does not fall back from QMTP to SMTP on a route.", r.pattern)
-				break
-			}
+		if slices.ContainsFunc(qmtp, func(q route) bool { return q.pattern == r.pattern || q.pattern == "*" }) {
+			c.note("control/smtproutes: the route for %q is shadowed by qmtproutes; qmgate does not fall back from QMTP to SMTP on a route.", r.pattern)
 		}
 	}
 	c.routes = append(qmtp, smtp...)
-	hasDefault := false
-	for _, r := range c.routes {
-		if r.pattern == "*" {
-			hasDefault = true
-		}
-	}
-	if !hasDefault {
+	if !slices.ContainsFunc(c.routes, func(r route) bool { return r.pattern == "*" }) {
 		c.routes = append(c.routes, route{pattern: "*", via: "mx", source: "qmail's default: deliver to the domain's MX"})
 	}
 }
@@ -410,15 +404,20 @@ func splitRelay(s string, defPort int) (string, int, error) {
 	if _, err := netip.ParseAddr(host); err != nil && !validHost(host) {
 		return "", 0, fmt.Errorf("%q is not a host name", host)
 	}
-	port := defPort
-	if portStr != "" {
-		p, err := strconv.Atoi(portStr)
-		if err != nil || p <= 0 || p > 65535 {
-			return "", 0, fmt.Errorf("%q is not a port", portStr)
-		}
-		port = p
+	if portStr == "" {
+		return host, defPort, nil
 	}
-	return host, port, nil
+	port, err := parsePort(portStr)
+	return host, port, err
+}
+
+// parsePort reads a TCP port number, 1 to 65535.
+func parsePort(s string) (int, error) {
+	p, err := strconv.Atoi(s)
+	if err != nil || p <= 0 || p > 65535 {
+		return 0, fmt.Errorf("%q is not a port", s)
+	}
+	return p, nil
 }
 
 func bracket(host string) string {
@@ -513,25 +512,31 @@ func writePreamble(b *bytes.Buffer, notes, top []string, intro ...string) {
 	}
 }
 
+// writeTable writes lines after a blank line and the header ("" for none),
+// if there are any.
+func writeTable(b *bytes.Buffer, header string, lines []string) {
+	if len(lines) == 0 {
+		return
+	}
+	b.WriteString("\n")
+	if header != "" {
+		b.WriteString(header + "\n")
+	}
+	for _, l := range lines {
+		b.WriteString(l + "\n")
+	}
+}
+
 func (c *conv) render() []byte {
 	var b bytes.Buffer
 	writePreamble(&b, c.notes, c.top,
 		"qmgate configuration converted from the qmail control directory "+c.dir+" by `qmgate config from-qmail`. Review it, then check it with `qmgate config check -config FILE`.",
 		"Listeners are not part of qmail's control files (tcpserver runs qmail's daemons): add [smtp], [qmtp] and [qmqp] listen addresses, relay_clients and allow lists, and queue_dir.")
-	table := func(name string, lines []string) {
-		if len(lines) == 0 {
-			return
-		}
-		b.WriteString("\n[" + name + "]\n")
-		for _, l := range lines {
-			b.WriteString(l + "\n")
-		}
-	}
-	table("queue", c.queue)
-	table("delivery", c.delivery)
-	table("nullclient", c.nullclient)
+	writeTable(&b, "[queue]", c.queue)
+	writeTable(&b, "[delivery]", c.delivery)
+	writeTable(&b, "[nullclient]", c.nullclient)
 	for _, r := range c.routes {
-		b.WriteString("\n[[route]] # " + sanitizeComment(r.source) + "\n")
+		b.WriteString("\n[[route]] # " + mail.OneLine(r.source) + "\n")
 		b.WriteString("domains = [" + tomlString(r.pattern) + "]\n")
 		b.WriteString("via = " + tomlString(r.via) + "\n")
 		if r.tls != "" {
@@ -539,13 +544,4 @@ func (c *conv) render() []byte {
 		}
 	}
 	return b.Bytes()
-}
-
-func sanitizeComment(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
 }

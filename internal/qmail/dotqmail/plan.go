@@ -1,6 +1,7 @@
 package dotqmail
 
 import (
+	"cmp"
 	"os"
 	"strconv"
 	"strings"
@@ -171,32 +172,19 @@ type Options struct {
 	Owners []int
 }
 
-func (o *Options) separator() byte {
-	if o.Separator == 0 {
-		return '-'
-	}
-	return o.Separator
-}
-
-func (o *Options) maxFileBytes() int64 {
-	if o.MaxFileBytes <= 0 {
-		return DefaultMaxFileBytes
-	}
-	return o.MaxFileBytes
-}
-
+func (o *Options) separator() byte     { return cmp.Or(o.Separator, '-') }
+func (o *Options) maxFileBytes() int64 { return orDefault(o.MaxFileBytes, DefaultMaxFileBytes) }
 func (o *Options) maxFolderEntries() int {
-	if o.MaxFolderEntries <= 0 {
-		return DefaultMaxFolderEntries
-	}
-	return o.MaxFolderEntries
+	return orDefault(o.MaxFolderEntries, DefaultMaxFolderEntries)
 }
+func (o *Options) maxExtParts() int { return orDefault(o.MaxExtParts, DefaultMaxExtParts) }
 
-func (o *Options) maxExtParts() int {
-	if o.MaxExtParts <= 0 {
-		return DefaultMaxExtParts
+// orDefault is v, or def when v is zero or less: a limit left unset.
+func orDefault[T ~int | ~int64](v, def T) T {
+	if v <= 0 {
+		return def
 	}
-	return o.MaxExtParts
+	return v
 }
 
 func (o *Options) owner(uid int) bool {

@@ -98,20 +98,8 @@ func (s *SRS) now() time.Time {
 	return time.Now()
 }
 
-func (s *SRS) hashLen() int {
-	if s.HashLength <= 0 {
-		return DefaultSRSHashLength
-	}
-	return s.HashLength
-}
-
-func (s *SRS) maxDays() int {
-	d := s.MaxAge
-	if d <= 0 {
-		d = DefaultSRSMaxAge
-	}
-	return int(d / (24 * time.Hour))
-}
+func (s *SRS) hashLen() int { return orDefault(s.HashLength, DefaultSRSHashLength) }
+func (s *SRS) maxDays() int { return int(orDefault(s.MaxAge, DefaultSRSMaxAge) / (24 * time.Hour)) }
 
 // hash is the base64 HMAC-SHA1 of the lower-cased parts, cut to the hash
 // length.
