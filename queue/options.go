@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -156,24 +157,14 @@ type Options struct {
 }
 
 func (o *Options) setDefaults() {
-	if o.MinFreeBytes == 0 {
-		o.MinFreeBytes = DefaultMinFreeBytes
-	}
+	o.MinFreeBytes = cmp.Or(o.MinFreeBytes, DefaultMinFreeBytes)
 	if o.Hostname == "" {
-		o.Hostname, _ = os.Hostname()
-		if o.Hostname == "" {
-			o.Hostname = "localhost"
-		}
+		h, _ := os.Hostname()
+		o.Hostname = cmp.Or(h, "localhost")
 	}
-	if o.Postmaster == "" {
-		o.Postmaster = defaultPostmasterUserPart + "@" + o.Hostname
-	}
-	if o.Lifetime <= 0 {
-		o.Lifetime = DefaultLifetime
-	}
-	if o.DelayNotice == 0 {
-		o.DelayNotice = DefaultDelayNotice
-	}
+	o.Postmaster = cmp.Or(o.Postmaster, defaultPostmasterUserPart+"@"+o.Hostname)
+	positive(&o.Lifetime, DefaultLifetime)
+	o.DelayNotice = cmp.Or(o.DelayNotice, DefaultDelayNotice)
 	if o.Retry.Floor <= 0 {
 		o.Retry = DefaultRetry
 	}
@@ -187,44 +178,31 @@ func (o *Options) setDefaults() {
 	if o.DestinationOf == nil {
 		o.DestinationOf = func(_, rcpt string) string { return mail.Domain(rcpt) }
 	}
-	if o.LeaseTime <= 0 {
-		o.LeaseTime = DefaultLeaseTime
-	}
-	if o.InlineMax <= 0 {
-		o.InlineMax = DefaultInlineMax
-	}
+	positive(&o.LeaseTime, DefaultLeaseTime)
+	positive(&o.InlineMax, DefaultInlineMax)
 	o.InlineMax = min(o.InlineMax, maxBodyLen)
-	if o.SegmentSize <= 0 {
-		o.SegmentSize = DefaultSegmentSize
-	}
-	if o.CommitLinger == 0 {
-		o.CommitLinger = DefaultCommitLinger
-	}
-	if o.MaxBounceHeader <= 0 {
-		o.MaxBounceHeader = DefaultMaxBounceHeader
-	}
-	if o.MaxHistory <= 0 {
-		o.MaxHistory = DefaultMaxHistory
-	}
-	if o.MaxRecipients <= 0 {
-		o.MaxRecipients = DefaultMaxRecipients
-	}
-	if o.JanitorCutoff <= 0 {
-		o.JanitorCutoff = DefaultJanitorCutoff
-	}
-	if o.JanitorInterval <= 0 {
-		o.JanitorInterval = DefaultJanitorInterval
-	}
+	positive(&o.SegmentSize, DefaultSegmentSize)
+	o.CommitLinger = cmp.Or(o.CommitLinger, DefaultCommitLinger)
+	positive(&o.MaxBounceHeader, DefaultMaxBounceHeader)
+	positive(&o.MaxHistory, DefaultMaxHistory)
+	positive(&o.MaxRecipients, DefaultMaxRecipients)
+	positive(&o.JanitorCutoff, DefaultJanitorCutoff)
+	positive(&o.JanitorInterval, DefaultJanitorInterval)
 	if o.Clock == nil {
 		o.Clock = systemClock{}
 	}
 	if o.Rand == nil {
 		o.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
+	o.Logger = cmp.Or(o.Logger, slog.Default())
 	if o.fs == nil {
 		o.fs = osFS{}
+	}
+}
+
+// positive sets *v to def unless it is above zero.
+func positive[T ~int | ~int64](v *T, def T) {
+	if *v <= 0 {
+		*v = def
 	}
 }
