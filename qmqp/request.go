@@ -37,6 +37,7 @@ type Request struct {
 	Size int64
 
 	outer    *netstring.Reader // the connection: outer length and comma
+	ob       *bufio.Reader     // the outer reader's buffer, pooled
 	br       *bufio.Reader     // the inner reader's buffer, pooled
 	inner    *netstring.Reader // inside the outer netstring
 	msg      io.Reader         // the message netstring's raw data
@@ -64,9 +65,9 @@ func (r *Request) release() {
 	if !r.done {
 		r.done, r.envErr = true, errReleased
 	}
-	r.br.Reset(nil)
-	readerPool.Put(r.br)
-	r.br = nil
+	putReader(r.br)
+	putReader(r.ob)
+	r.br, r.ob = nil, nil
 }
 
 // bodyReader is Request.Body: the Received line, then the message.

@@ -442,12 +442,16 @@ func (s *Server) logReadError(log *slog.Logger, err error) {
 // readHeader reads the outer length and the message length and prepares the
 // Request whose body streams from the connection.
 func (s *Server) readHeader(c *serve.IOConn, info *mail.ConnInfo, now time.Time) (*Request, error) {
-	// The outer reader only parses the outer length and comma; the inner
-	// reader's buffer does the real buffering, and its reads bypass the
-	// small outer buffer.
-	outer := netstring.NewReader(bufio.NewReaderSize(c, 64))
+	// The outer reader parses the outer length and comma; its first read
+	// takes in a small message whole, or the start of a large one, in one
+	// system call. The inner reader's buffer does the rest of the
+	// buffering, and its reads of whole buffers, like the body's large
+	// reads, bypass the outer buffer.
+	ob := getReader(c)
+	outer := netstring.NewReader(ob)
 	outerData, _, err := outer.Next(-1)
 	if err != nil {
+		putReader(ob)
 		return nil, readErr(err)
 	}
 	c.Started() // the request has begun: FirstTimeout is met
@@ -455,6 +459,7 @@ func (s *Server) readHeader(c *serve.IOConn, info *mail.ConnInfo, now time.Time)
 	r := &Request{
 		Conn:     info,
 		outer:    outer,
+		ob:       ob,
 		br:       br,
 		inner:    netstring.NewReader(br),
 		maxRcpts: s.maxRecipients(),
@@ -485,12 +490,18 @@ func readErr(err error) error {
 	return err
 }
 
-// readerPool recycles the 16 KiB read buffers of requests: at thousands of
-// connections a second they would otherwise be most of the garbage.
+// readerPool recycles the 16 KiB read buffers of requests (two each: the
+// connection's and the request's): at thousands of connections a second
+// they would otherwise be most of the garbage.
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
 
 func getReader(r io.Reader) *bufio.Reader {
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(r)
 	return br
+}
+
+func putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readerPool.Put(br)
 }

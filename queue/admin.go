@@ -408,27 +408,24 @@ func (q *Queue) adminOp(ctx context.Context, ids []string, op func(m *message, n
 }
 
 // Hold implements Admin. Deliveries already out finish and are recorded.
-func (q *Queue) Hold(ctx context.Context, ids ...string) error {
-	return q.adminOp(ctx, ids, func(m *message, now time.Time) (*batch, error) {
-		if m.held {
-			return nil, nil
-		}
-		m.held = true
-		m.gen++
-		q.log.Info("queue: held", "id", m.id)
-		return q.appendStateLocked(m, recFlags, encodeFlags(nil, m.id, m.flags()))
-	})
-}
+func (q *Queue) Hold(ctx context.Context, ids ...string) error { return q.setHeld(ctx, ids, true) }
 
 // Release implements Admin.
-func (q *Queue) Release(ctx context.Context, ids ...string) error {
+func (q *Queue) Release(ctx context.Context, ids ...string) error { return q.setHeld(ctx, ids, false) }
+
+func (q *Queue) setHeld(ctx context.Context, ids []string, held bool) error {
 	return q.adminOp(ctx, ids, func(m *message, now time.Time) (*batch, error) {
-		if !m.held {
+		if m.held == held {
 			return nil, nil
 		}
-		m.held = false
-		q.scheduleLocked(m, now)
-		q.log.Info("queue: released", "id", m.id)
+		m.held = held
+		if held {
+			m.gen++
+			q.log.Info("queue: held", "id", m.id)
+		} else {
+			q.scheduleLocked(m, now)
+			q.log.Info("queue: released", "id", m.id)
+		}
 		return q.appendStateLocked(m, recFlags, encodeFlags(nil, m.id, m.flags()))
 	})
 }

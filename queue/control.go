@@ -346,9 +346,7 @@ func (c *controlClient) op(ctx context.Context, op string, ids []string) error {
 	return err
 }
 
-func (c *controlClient) Hold(ctx context.Context, ids ...string) error {
-	return c.op(ctx, "hold", ids)
-}
+func (c *controlClient) Hold(ctx context.Context, ids ...string) error { return c.op(ctx, "hold", ids) }
 func (c *controlClient) Release(ctx context.Context, ids ...string) error {
 	return c.op(ctx, "release", ids)
 }

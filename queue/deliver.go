@@ -144,22 +144,28 @@ func (q *Queue) Claim(n int) []*Delivery {
 			if len(out) >= n {
 				break
 			}
-			q.leaseSeq++
-			d := &Delivery{ID: m.id, Sender: m.sender, Destination: dest, Size: m.size(),
-				Received: m.received, LeaseUntil: now.Add(q.opt.LeaseTime),
-				q: q, m: m, idx: groups[dest], lease: q.leaseSeq}
-			for _, i := range d.idx {
-				r := &m.rcpts[i]
-				r.lease, r.leaseUntil = d.lease, d.LeaseUntil
-				d.Recipients = append(d.Recipients, r.addr)
-				d.Attempts = max(d.Attempts, int(r.attempts))
-			}
-			out = append(out, d)
+			out = append(out, q.leaseLocked(m, dest, groups[dest], now))
 		}
 		q.scheduleLocked(m, now)
 	}
 	slices.SortStableFunc(out, func(a, b *Delivery) int { return cmp.Compare(a.Destination, b.Destination) })
 	return out
+}
+
+// leaseLocked leases m's recipients idx, which share destination dest,
+// as a new Delivery.
+func (q *Queue) leaseLocked(m *message, dest string, idx []int, now time.Time) *Delivery {
+	q.leaseSeq++
+	d := &Delivery{ID: m.id, Sender: m.sender, Destination: dest, Size: m.size(),
+		Received: m.received, LeaseUntil: now.Add(q.opt.LeaseTime),
+		q: q, m: m, idx: idx, lease: q.leaseSeq}
+	for _, i := range idx {
+		r := &m.rcpts[i]
+		r.lease, r.leaseUntil = d.lease, d.LeaseUntil
+		d.Recipients = append(d.Recipients, r.addr)
+		d.Attempts = max(d.Attempts, int(r.attempts))
+	}
+	return d
 }
 
 // Renew extends the lease of d's recipients to Options.LeaseTime from now

@@ -246,8 +246,7 @@
 // one does; both implement Admin (List, Stat, Show, Hold, Release,
 // Remove, Flush). Hold, Release and Remove are journal records, durable
 // before they return; Flush only changes timing and is not recorded.
-// WriteList, WriteStat and WriteDetail render the results as stable text
-// or JSON for `qmgate queue`.
+// `qmgate queue` renders the results as stable text or JSON.
 //
 // # Platforms
 //

@@ -11,8 +11,11 @@ var (
 	ErrLocked = errors.New("queue: directory is in use by another process")
 	// ErrNotFound: no queued message has the ID (admin operations).
 	ErrNotFound = errors.New("no such message in the queue")
+	// ErrClosed: the queue is closed (Ready, Wait, and the causes of
+	// NewMessage's and Commit's errors).
+	ErrClosed = errors.New("queue: closed")
 
-	errClosed = errors.New("queue: closed")
+	errClosed = ErrClosed
 )
 
 // Error is a storage failure: a full disk, an I/O error, a failed fsync, a

@@ -93,15 +93,7 @@ func (osFS) SyncDir(dir string) error {
 type osFile struct{ *os.File }
 
 func (f osFile) Datasync() error {
-	for {
-		err := datasync(f.File)
-		if err != unix.EINTR {
-			if err != nil {
-				return &os.PathError{Op: datasyncName, Path: f.Name(), Err: err}
-			}
-			return nil
-		}
-	}
+	return retryEINTR(datasyncName, f.Name(), func() error { return datasync(f.File) })
 }
 
 // preallocFile is an osFile on a platform that can reserve blocks
@@ -109,13 +101,20 @@ func (f osFile) Datasync() error {
 type preallocFile struct{ osFile }
 
 func (f preallocFile) Allocate(size int64) error {
+	return retryEINTR(allocateName, f.Name(), func() error { return allocate(f.File, size) })
+}
+
+// retryEINTR calls sys until it is not interrupted, and names op and path
+// in its error.
+func retryEINTR(op, path string, sys func() error) error {
 	for {
-		err := allocate(f.File, size)
-		if err != unix.EINTR {
-			if err != nil {
-				return &os.PathError{Op: allocateName, Path: f.Name(), Err: err}
-			}
-			return nil
+		err := sys()
+		if err == unix.EINTR {
+			continue
 		}
+		if err != nil {
+			return &os.PathError{Op: op, Path: path, Err: err}
+		}
+		return nil
 	}
 }

@@ -42,17 +42,7 @@ func (q *Queue) ClaimAll(n int, held bool) []*Delivery {
 		if len(idx) == 0 {
 			continue
 		}
-		q.leaseSeq++
-		d := &Delivery{ID: m.id, Sender: m.sender, Size: m.body.size,
-			Received: m.received, LeaseUntil: now.Add(q.opt.LeaseTime),
-			q: q, m: m, idx: idx, lease: q.leaseSeq}
-		for _, i := range idx {
-			r := &m.rcpts[i]
-			r.lease, r.leaseUntil = d.lease, d.LeaseUntil
-			d.Recipients = append(d.Recipients, r.addr)
-			d.Attempts = max(d.Attempts, int(r.attempts))
-		}
-		out = append(out, d)
+		out = append(out, q.leaseLocked(m, "", idx, now))
 	}
 	return out
 }

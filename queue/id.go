@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -86,26 +87,16 @@ func parseID(id string) (ms, seq int64, ok bool) {
 	if len(id) != IDLen {
 		return 0, 0, false
 	}
-	var v [IDLen]int64
 	for i := 0; i < IDLen; i++ {
-		c := id[i]
-		d := -1
-		for j := 0; j < len(idAlphabet); j++ {
-			if idAlphabet[j] == c {
-				d = j
-				break
-			}
-		}
+		d := int64(strings.IndexByte(idAlphabet, id[i]))
 		if d < 0 {
 			return 0, 0, false
 		}
-		v[i] = int64(d)
-	}
-	for i := 0; i < idTimeChars; i++ {
-		ms = ms<<5 | v[i]
-	}
-	for i := idTimeChars; i < IDLen; i++ {
-		seq = seq<<5 | v[i]
+		if i < idTimeChars {
+			ms = ms<<5 | d
+		} else {
+			seq = seq<<5 | d
+		}
 	}
 	return ms, seq, true
 }

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"math"
+	"slices"
 	"time"
 
 	"github.com/qmgate/qmgate/mail"
@@ -16,14 +17,12 @@ const (
 	Failed                 // failed for good; a bounce is due or sent
 )
 
+// stateNames are the states' names in logs and JSON.
+var stateNames = [...]string{Pending: "pending", Delivered: "delivered", Failed: "failed"}
+
 func (s State) String() string {
-	switch s {
-	case Pending:
-		return "pending"
-	case Delivered:
-		return "delivered"
-	case Failed:
-		return "failed"
+	if int(s) < len(stateNames) {
+		return stateNames[s]
 	}
 	return "unknown"
 }
@@ -33,16 +32,11 @@ func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // UnmarshalText parses a state name.
 func (s *State) UnmarshalText(b []byte) error {
-	switch string(b) {
-	case "pending":
-		*s = Pending
-	case "delivered":
-		*s = Delivered
-	case "failed":
-		*s = Failed
-	default:
+	i := slices.Index(stateNames[:], string(b))
+	if i < 0 {
 		return errBadRecord
 	}
+	*s = State(i)
 	return nil
 }
 

@@ -222,12 +222,7 @@ func (q *Queue) notifyLocked() {
 	}
 }
 
-func (q *Queue) kickMaint() {
-	select {
-	case q.maintKick <- struct{}{}:
-	default:
-	}
-}
+func (q *Queue) kickMaint() { poke(q.maintKick) }
 
 // unlinkLater queues a body file for removal outside the lock.
 func (q *Queue) unlinkLater(path string) { q.unlinks = append(q.unlinks, path) }

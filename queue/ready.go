@@ -1,13 +1,9 @@
 package queue
 
 import (
-	"errors"
 	"fmt"
 	"os"
 )
-
-// ErrClosed is Ready's answer once the queue is closed.
-var ErrClosed = errors.New("queue: closed")
 
 // Ready reports whether the queue can take new mail now: it is open, its
 // file system is above the free-space reserve, and a file can be created

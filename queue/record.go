@@ -177,6 +177,22 @@ func (d *dec) count() int {
 	return int(n)
 }
 
+// end returns errBadRecord unless the record parsed and nothing is left.
+func (d *dec) end() error {
+	if d.bad || len(d.b) != 0 {
+		return errBadRecord
+	}
+	return nil
+}
+
+// endID is end for a record that names a message, whose ID must be valid.
+func (d *dec) endID(id string) error {
+	if !ValidID(id) {
+		return errBadRecord
+	}
+	return d.end()
+}
+
 func (d *dec) status() mail.Status {
 	var s mail.Status
 	s.Class = mail.Class(d.byte1())
@@ -354,10 +370,7 @@ func decodeMessage(b []byte) (messageMeta, error) {
 		m.rcpts = append(m.rcpts, d.str())
 	}
 	m.body = d.bodyRef()
-	if d.bad || len(d.b) != 0 || !ValidID(m.id) {
-		return m, errBadRecord
-	}
-	return m, nil
+	return m, d.endID(m.id)
 }
 
 // encodeSnapshot builds the meta of an 'S' record: everything replay needs
@@ -428,8 +441,8 @@ func decodeSnapshot(b []byte) (*message, error) {
 			r.history = append(r.history, d.attempt())
 		}
 	}
-	if d.bad || len(d.b) != 0 || !ValidID(m.id) {
-		return nil, errBadRecord
+	if err := d.endID(m.id); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -483,10 +496,7 @@ func decodeUpdate(b []byte) (string, []rcptUpdate, error) {
 		}
 		ups = append(ups, u)
 	}
-	if d.bad || len(d.b) != 0 {
-		return "", nil, errBadRecord
-	}
-	return id, ups, nil
+	return id, ups, d.end()
 }
 
 func encodeFlags(dst []byte, id string, flags byte) []byte {
@@ -500,10 +510,7 @@ func decodeFlags(b []byte) (string, byte, error) {
 	d := dec{b: b}
 	id := d.str()
 	fl := d.byte1()
-	if d.bad || len(d.b) != 0 {
-		return "", 0, errBadRecord
-	}
-	return id, fl, nil
+	return id, fl, d.end()
 }
 
 func encodeRemove(dst []byte, id string) []byte {
@@ -515,8 +522,5 @@ func encodeRemove(dst []byte, id string) []byte {
 func decodeRemove(b []byte) (string, error) {
 	d := dec{b: b}
 	id := d.str()
-	if d.bad || len(d.b) != 0 {
-		return "", errBadRecord
-	}
-	return id, nil
+	return id, d.end()
 }

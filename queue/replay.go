@@ -2,6 +2,7 @@ package queue
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"hash/crc32"
 	"io"
@@ -107,17 +108,13 @@ func (q *Queue) replaySegment(seq uint64, rs *replayState) (int64, error) {
 		}
 		return 0, err
 	}
-	if string(hdr[:len(segMagic)]) != string(segmentHeader(seq)[:len(segMagic)]) ||
-		string(hdr) != string(segmentHeader(seq)) {
+	if string(hdr) != string(segmentHeader(seq)) {
 		q.log.Error("queue: not a journal segment of this queue, ignored", "segment", seq)
 		return 0, nil
 	}
 	off := int64(segHeaderLen)
 	h := crc32.New(castagnoli)
-	var seqb [8]byte
-	for i := range seqb {
-		seqb[i] = byte(seq >> (8 * i))
-	}
+	seqb := binary.LittleEndian.AppendUint64(nil, seq)
 	end := false // reached the preallocated, never written part
 	for {
 		var rh [recHeaderLen]byte
@@ -134,8 +131,8 @@ func (q *Queue) replaySegment(seq uint64, rs *replayState) (int64, error) {
 			break
 		}
 		typ := rh[4]
-		metaLen := int64(uint32(rh[5]) | uint32(rh[6])<<8 | uint32(rh[7])<<16 | uint32(rh[8])<<24)
-		bodyLen := int64(uint32(rh[9]) | uint32(rh[10])<<8 | uint32(rh[11])<<16 | uint32(rh[12])<<24)
+		metaLen := int64(binary.LittleEndian.Uint32(rh[5:]))
+		bodyLen := int64(binary.LittleEndian.Uint32(rh[9:]))
 		if metaLen > maxMetaLen || bodyLen > maxBodyLen || off+recHeaderLen+metaLen+bodyLen > fileSize {
 			break
 		}
@@ -155,9 +152,8 @@ func (q *Queue) replaySegment(seq uint64, rs *replayState) (int64, error) {
 			}
 			return off, err
 		}
-		h.Write(seqb[:])
-		crc := uint32(rh[0]) | uint32(rh[1])<<8 | uint32(rh[2])<<16 | uint32(rh[3])<<24
-		if h.Sum32() != crc {
+		h.Write(seqb)
+		if h.Sum32() != binary.LittleEndian.Uint32(rh[:]) {
 			break
 		}
 		q.applyRecord(rs, typ, meta, seq, off, recHeaderLen+metaLen, bodyLen)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -121,6 +122,14 @@ func (c *claimed) renew(now time.Time) time.Time {
 	return c.leaseUntil.Add(-c.leaseLen / 2)
 }
 
+// orDefault sets *v to def when it is zero or negative, the meaning of
+// the engine's limit fields.
+func orDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
 // releaseSlot gives c's in-flight slot back, once.
 func (e *Engine) releaseSlot(c *claimed) {
 	c.mu.Lock()
@@ -159,18 +168,10 @@ type routeWorkers struct {
 // Run delivers until ctx ends, then waits for deliveries under way to be
 // recorded (they are bounded by the transports' own timeouts and ctx).
 func (e *Engine) Run(ctx context.Context) error {
-	if e.MaxInFlight <= 0 {
-		e.MaxInFlight = DefaultMaxInFlight
-	}
-	if e.MaxBatch <= 0 {
-		e.MaxBatch = DefaultMaxBatch
-	}
-	if e.PacedHold <= 0 {
-		e.PacedHold = DefaultPacedHold
-	}
-	if e.Grace <= 0 {
-		e.Grace = 30 * time.Second
-	}
+	orDefault(&e.MaxInFlight, DefaultMaxInFlight)
+	orDefault(&e.MaxBatch, DefaultMaxBatch)
+	orDefault(&e.PacedHold, DefaultPacedHold)
+	orDefault(&e.Grace, 30*time.Second)
 	e.tokens = make(chan struct{}, e.MaxInFlight)
 	e.workers = map[*Route]*routeWorkers{}
 	// Deliveries run on their own context: a stop ends claiming at once but
@@ -240,11 +241,9 @@ func (e *Engine) dispatch(ctx context.Context, router *Router, d *queue.Delivery
 				rt = fb
 			}
 		}
-		k := 0
-		for k < len(routes) && routes[k] != rt {
-			k++
-		}
-		if k == len(routes) {
+		k := slices.Index(routes, rt)
+		if k < 0 {
+			k = len(routes)
 			routes = append(routes, rt)
 			idx = append(idx, nil)
 		}
@@ -280,7 +279,7 @@ func (e *Engine) worker(ctx context.Context, rt *Route) *routeWorkers {
 	}
 	cur := e.Routes()
 	for old, ow := range e.workers {
-		if !containsRoute(cur, old) {
+		if !slices.Contains(cur.Routes, old) {
 			ow.close()
 			delete(e.workers, old)
 		}
@@ -297,15 +296,6 @@ func (e *Engine) worker(ctx context.Context, rt *Route) *routeWorkers {
 		}()
 	}
 	return w
-}
-
-func containsRoute(r *Router, rt *Route) bool {
-	for _, x := range r.Routes {
-		if x == rt {
-			return true
-		}
-	}
-	return false
 }
 
 // push queues p and reports whether it was parked (it then holds no
@@ -408,9 +398,8 @@ func (w *routeWorkers) take(max int) (out []*part, giveBack bool) {
 		t.Stop()
 	}
 	n := min(max, len(w.pending))
-	out = make([]*part, n)
-	copy(out, w.pending)
-	w.pending = append(w.pending[:0], w.pending[n:]...)
+	out = slices.Clone(w.pending[:n])
+	w.pending = slices.Delete(w.pending, 0, n)
 	if len(w.pending) > 0 {
 		w.cond.Signal()
 	}

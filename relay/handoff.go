@@ -149,13 +149,9 @@ func Handoff(ctx context.Context, q *queue.Queue, opt HandoffOptions) (HandoffRe
 		ds := q.ClaimAll(handoffBatch, held)
 		var todo []*queue.Delivery
 		for _, d := range ds {
-			if d.Received.After(began) {
-				q.Record(ctx, d, nil) // give the lease back
-				continue
-			}
-			keep := d.Recipients[:0:0]
+			var keep []string
 			for _, r := range d.Recipients {
-				if !refused[d.ID+"\x00"+r] {
+				if !d.Received.After(began) && !refused[d.ID+"\x00"+r] {
 					keep = append(keep, r)
 				}
 			}
@@ -172,28 +168,24 @@ func Handoff(ctx context.Context, q *queue.Queue, opt HandoffOptions) (HandoffRe
 		sts, peer, err := sendHandoff(ctx, peers, todo)
 		results := make([][]queue.Result, len(todo))
 		for i, d := range todo {
-			var accepted []queue.Result
-			moved := false
 			for j, r := range d.Recipients {
 				if sts == nil || j >= len(sts[i]) {
 					continue
 				}
 				st := sts[i][j]
 				if st.IsAccept() {
-					accepted = append(accepted, queue.Result{Recipient: r, Status: st,
+					results[i] = append(results[i], queue.Result{Recipient: r, Status: st,
 						Route: "handoff " + peer.name, Host: peer.addr})
 					res.Recipients++
-					moved = true
 				} else if st.IsPermanent() || err == nil {
 					refused[d.ID+"\x00"+r] = true
 					res.Refused++
 					log.Warn("hand-off refused", "id", d.ID, "rcpt", r, "peer", peer.name, "status", st.Text)
 				}
 			}
-			if moved {
+			if len(results[i]) > 0 {
 				res.Messages++
 			}
-			results[i] = accepted
 		}
 		// Recorded at once, so that the records share group commits
 		// instead of waiting for one flush each.
@@ -222,27 +214,23 @@ func sendHandoff(ctx context.Context, peers []handoffPeer, ds []*queue.Delivery)
 	for _, peer := range peers {
 		msgs := make([]*qmtp.Message, len(ds))
 		var closers []io.Closer
-		ok := true
+		closeAll := func() {
+			for _, c := range closers {
+				c.Close()
+			}
+		}
 		for i, d := range ds {
 			body, err := d.Open()
 			if err != nil {
-				last, ok = fmt.Errorf("hand-off: message %s: %w", d.ID, err), false
-				break
+				closeAll()
+				return nil, peer, fmt.Errorf("hand-off: message %s: %w", d.ID, err)
 			}
 			closers = append(closers, body)
 			hdr := handoffHeaderLine(d.Received, d.Attempts, d.DelayNotified())
 			msgs[i] = &qmtp.Message{Envelope: d.Envelope(), Body: io.MultiReader(strings.NewReader(hdr), body), Size: int64(len(hdr)) + d.Size}
 		}
-		if !ok {
-			for _, c := range closers {
-				c.Close()
-			}
-			return nil, peer, last
-		}
 		sts, err := peer.client.Send(ctx, peer.addr, msgs...)
-		for _, c := range closers {
-			c.Close()
-		}
+		closeAll()
 		var de *qmtp.DialError
 		if errors.As(err, &de) {
 			last = fmt.Errorf("hand-off: peer %s: %w", peer.name, err)

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -95,57 +97,57 @@ func New(cfg *config.Config, log *slog.Logger) (*Hub, error) {
 // buildState loads everything reloadable: routes and their transports,
 // policy, certificates, password file.
 func buildState(cfg *config.Config, log *slog.Logger) (*hubState, error) {
-	st := &hubState{cfg: cfg}
 	router, err := BuildRouter(cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	st.router = router
-	st.policy = newPolicy(cfg, router)
+	st := &hubState{cfg: cfg, router: router, policy: newPolicy(cfg, router)}
 	st.policy.Limits = newLimits(&cfg.Limits, log)
 	st.policy.DropInUsers = cfg.QMQP.DropInUsers
-	if st.identity, err = BuildIdentity(cfg); err != nil {
+	if err := st.load(cfg); err != nil {
 		router.Close()
 		return nil, err
 	}
 	st.policy.Identity = st.identity
+	return st, nil
+}
+
+// load reads the files of st: DKIM keys and rewrite rules, certificates,
+// client CAs and the password file.
+func (st *hubState) load(cfg *config.Config) (err error) {
+	if st.identity, err = BuildIdentity(cfg); err != nil {
+		return err
+	}
 	if cfg.SMTP.TLSCert != "" {
 		c, err := tls.LoadX509KeyPair(cfg.SMTP.TLSCert, cfg.SMTP.TLSKey)
 		if err != nil {
-			router.Close()
-			return nil, fmt.Errorf("smtp.tls_cert: %w", err)
+			return fmt.Errorf("smtp.tls_cert: %w", err)
 		}
 		st.smtpCert = &c
 	}
 	if cfg.QMTP.TLSCert != "" {
 		c, err := tls.LoadX509KeyPair(cfg.QMTP.TLSCert, cfg.QMTP.TLSKey)
 		if err != nil {
-			router.Close()
-			return nil, fmt.Errorf("qmtp.tls_cert: %w", err)
+			return fmt.Errorf("qmtp.tls_cert: %w", err)
 		}
 		st.qmtpCert = &c
 	}
 	if cfg.QMTP.ClientCA != "" {
 		pem, err := os.ReadFile(cfg.QMTP.ClientCA)
 		if err != nil {
-			router.Close()
-			return nil, fmt.Errorf("qmtp.client_ca: %w", err)
+			return fmt.Errorf("qmtp.client_ca: %w", err)
 		}
 		st.clientCAs = x509.NewCertPool()
 		if !st.clientCAs.AppendCertsFromPEM(pem) {
-			router.Close()
-			return nil, fmt.Errorf("qmtp.client_ca: no certificates in %s", cfg.QMTP.ClientCA)
+			return fmt.Errorf("qmtp.client_ca: no certificates in %s", cfg.QMTP.ClientCA)
 		}
 	}
 	if cfg.SMTP.AuthFile != "" {
-		pf, err := smtp.LoadPasswordFile(cfg.SMTP.AuthFile)
-		if err != nil {
-			router.Close()
-			return nil, fmt.Errorf("smtp.auth_file: %w", err)
+		if st.passwords, err = smtp.LoadPasswordFile(cfg.SMTP.AuthFile); err != nil {
+			return fmt.Errorf("smtp.auth_file: %w", err)
 		}
-		st.passwords = pf
 	}
-	return st, nil
+	return nil
 }
 
 // Listen binds every configured listener. It runs before privileges are
@@ -255,25 +257,20 @@ func (h *Hub) closeListeners() {
 
 // QueueOptions turns the configuration into queue options.
 func QueueOptions(cfg *config.Config, log *slog.Logger) queue.Options {
-	floor, ceil := cfg.Queue.RetryMin.D(), cfg.Queue.RetryMax.D()
-	delay := cfg.Queue.DelayNotice.D()
-	if delay == 0 {
-		delay = -1 // "0s" in the file turns the notice off; 0 is the queue's default
-	}
-	linger := cfg.Queue.CommitLinger.D()
-	if linger == 0 {
-		linger = -1 // likewise
-	}
+	backoff := queue.Backoff{Floor: cfg.Queue.RetryMin.D(), Cap: cfg.Queue.RetryMax.D(), Jitter: 0.25}
+	// "0s" in the file turns the delay notice or the commit linger off;
+	// 0 is the queue's default.
+	off := func(d time.Duration) time.Duration { return cmp.Or(d, -1) }
 	return queue.Options{
 		Hostname:           cfg.Hostname,
 		Postmaster:         cfg.Postmaster,
 		Lifetime:           cfg.Queue.Lifetime.D(),
-		DelayNotice:        delay,
-		Retry:              queue.Backoff{Floor: floor, Cap: ceil, Jitter: 0.25},
-		DestinationBackoff: queue.Backoff{Floor: floor, Cap: ceil, Jitter: 0.25},
+		DelayNotice:        off(cfg.Queue.DelayNotice.D()),
+		Retry:              backoff,
+		DestinationBackoff: backoff,
 		MaxRecipients:      max(cfg.MaxRecipients, 1),
 		MinFreeBytes:       cfg.Queue.MinFreeBytes,
-		CommitLinger:       linger,
+		CommitLinger:       off(cfg.Queue.CommitLinger.D()),
 		Logger:             log,
 	}
 }
@@ -310,6 +307,10 @@ func (h *Hub) Start() error {
 		Identity: func() *Identity { return h.state.Load().identity },
 	}
 	h.buildServers()
+	serves := map[string]func(net.Listener) error{
+		"qmtp": h.qmtpSrv.Serve, "qmtps": h.qmtpSrv.ServeTLS, "qmqp": h.qmqpSrv.Serve,
+		"smtp": h.smtpSrv.Serve, "submission": h.subSrv.Serve, "submissions": h.subSrv.ServeTLS,
+	}
 	for _, bl := range h.listeners {
 		var inner net.Listener = bl.l
 		if bl.kind == "qmqp" && bl.unix != "" {
@@ -322,22 +323,7 @@ func (h *Hub) Start() error {
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
-			var err error
-			switch bl.kind {
-			case "qmtp":
-				err = h.qmtpSrv.Serve(l)
-			case "qmtps":
-				err = h.qmtpSrv.ServeTLS(l)
-			case "qmqp":
-				err = h.qmqpSrv.Serve(l)
-			case "smtp":
-				err = h.smtpSrv.Serve(l)
-			case "submission":
-				err = h.subSrv.Serve(l)
-			case "submissions":
-				err = h.subSrv.ServeTLS(l)
-			}
-			if err != nil && !isClosedErr(err) {
+			if err := serves[bl.kind](l); err != nil && !isClosedErr(err) {
 				h.log.Error("listener stopped", "kind", bl.kind, "addr", bl.addr, "err", err)
 				h.errs <- fmt.Errorf("%s %s: %w", bl.kind, bl.addr, err)
 			}
@@ -553,7 +539,7 @@ func (h *Hub) Reload(cfg *config.Config) error {
 
 func nonReloadable(a, b *config.Config) string {
 	var out []string
-	eq := func(x, y []string) bool { return strings.Join(x, "\x00") == strings.Join(y, "\x00") }
+	eq := slices.Equal[[]string]
 	if !eq(a.QMQP.Listen, b.QMQP.Listen) || !eq(a.QMTP.Listen, b.QMTP.Listen) || !eq(a.QMTP.ListenTLS, b.QMTP.ListenTLS) ||
 		!eq(a.SMTP.Listen, b.SMTP.Listen) || !eq(a.SMTP.Submission, b.SMTP.Submission) || !eq(a.SMTP.Submissions, b.SMTP.Submissions) {
 		out = append(out, "listen addresses")

@@ -36,8 +36,8 @@ type Identity struct {
 // BuildIdentity loads the [[dkim]] keys and compiles the [rewrite] rules.
 // A key file that its group or other users may read refuses the whole
 // configuration. It returns nil when neither is configured.
-func BuildIdentity(cfg *config.Config) (*Identity, error) {
-	id := &Identity{}
+func BuildIdentity(cfg *config.Config) (id *Identity, err error) {
+	id = &Identity{}
 	if len(cfg.DKIM) > 0 {
 		var doms []dkim.Domain
 		at := map[string]int{}
@@ -58,18 +58,14 @@ func BuildIdentity(cfg *config.Config) (*Identity, error) {
 			}
 			doms[j].Keys = append(doms[j].Keys, k)
 		}
-		s, err := dkim.New(dkim.Options{Domains: doms})
-		if err != nil {
+		if id.Signer, err = dkim.New(dkim.Options{Domains: doms}); err != nil {
 			return nil, err
 		}
-		id.Signer = s
 	}
 	if cfg.Rewrite.Enabled() {
-		rw, err := rewrite.Compile(cfg.Rewrite.Rules())
-		if err != nil {
+		if id.Rewriter, err = rewrite.Compile(cfg.Rewrite.Rules()); err != nil {
 			return nil, err
 		}
-		id.Rewriter = rw
 	}
 	if id.Signer == nil && id.Rewriter == nil {
 		return nil, nil

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -85,19 +86,13 @@ func newLimits(c *config.Limits, log *slog.Logger) *Limits {
 		// limitTrustedConns is read by the listeners' connection limits
 		// (trustedConnExempt), not by the rate limits.
 		limitTrustedConns: c.LimitTrustedConns,
-		v4Bits:            c.ClientIPv4Prefix,
-		v6Bits:            c.ClientIPv6Prefix,
+		v4Bits:            cmp.Or(c.ClientIPv4Prefix, 32),
+		v6Bits:            cmp.Or(c.ClientIPv6Prefix, 64),
 		log:               log,
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qmgate_limit_refusals_total",
 			Help: "Messages and recipients refused for a while because a client, user, local user or sender domain reached a rate limit ([limits]), by limit.",
 		}, []string{"limit"}),
-	}
-	if l.v4Bits == 0 {
-		l.v4Bits = 32
-	}
-	if l.v6Bits == 0 {
-		l.v6Bits = 64
 	}
 	for i, rk := range c.RateKeys() {
 		if len(rk.Rates) == 0 {
@@ -232,16 +227,11 @@ func (t *Tally) Recipients(n int) mail.Status {
 	if t == nil {
 		return mail.OK("")
 	}
-	for w, r := range t.l.recipients {
-		if r == nil || t.keys[w] == "" {
-			continue
-		}
-		if room, by := r.counts.Room(t.keys[w], t.now); room < t.rcpts+n {
-			return t.refuse(limitWho(w), r, by)
-		}
+	st := t.check(t.l.recipients, t.rcpts+n)
+	if st.IsAccept() {
+		t.rcpts += n
 	}
-	t.rcpts += n
-	return mail.OK("")
+	return st
 }
 
 // CountRecipient decides one more recipient and counts it at once, as
@@ -261,11 +251,16 @@ func (t *Tally) Message() mail.Status {
 	if t == nil {
 		return mail.OK("")
 	}
-	for w, r := range t.l.messages {
+	return t.check(t.l.messages, 1)
+}
+
+// check refuses when a rule of rules has no room for n more now.
+func (t *Tally) check(rules [nLimitWho]*limitRule, n int) mail.Status {
+	for w, r := range rules {
 		if r == nil || t.keys[w] == "" {
 			continue
 		}
-		if room, by := r.counts.Room(t.keys[w], t.now); room < 1 {
+		if room, by := r.counts.Room(t.keys[w], t.now); room < n {
 			return t.refuse(limitWho(w), r, by)
 		}
 	}

@@ -1,19 +1,14 @@
 package relay
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"net"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/qmgate/qmgate/internal/config"
 	"github.com/qmgate/qmgate/mail"
-	"github.com/qmgate/qmgate/qmqp"
 )
 
 // cpuTime is the process's user and system CPU time so far.
@@ -42,65 +37,12 @@ sender_domain_recipients = ["100000000/m", "1000000000/d"]
 `
 	for _, tc := range []struct{ name, limits string }{{"off", ""}, {"on", limits}} {
 		b.Run("limits="+tc.name, func(b *testing.B) {
-			dir := b.TempDir()
-			cfg, err := config.Parse("bench.toml", []byte(`queue_dir = "`+dir+`/queue"
-[qmqp]
-listen = ["127.0.0.1:0"]
-allow = ["127.0.0.0/8"]
-max_conns_per_ip = 1000
-`+tc.limits+`
-[[route]]
-domains = ["*"]
-via = "discard:"
-`))
-			if err != nil {
-				b.Fatal(err)
-			}
-			h, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := h.Listen(); err != nil {
-				b.Fatal(err)
-			}
-			if err := h.Start(); err != nil {
-				b.Fatal(err)
-			}
-			defer func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				h.Shutdown(ctx)
-			}()
-			addr := h.Addrs()["qmqp"][0]
 			body := "Subject: bench\n\n" + strings.Repeat("x", 2000) + "\n"
-			env := mail.Envelope{Sender: "app@example.net", Recipients: []string{"a@example.org"}}
-			var failed atomic.Value
-			b.SetParallelism(8) // group commit needs writers in flight
-			b.ResetTimer()
-			start, cpu0 := time.Now(), cpuTime(b)
-			b.RunParallel(func(pb *testing.PB) {
-				c := &qmqp.Client{Servers: []string{addr}, Dialer: &net.Dialer{}}
-				for pb.Next() {
-					res, err := c.Send(context.Background(), env, strings.NewReader(body), int64(len(body)))
-					if err != nil || !res.Status.IsAccept() {
-						failed.Store(string(res.Status.Reply()))
-					}
-				}
-			})
-			cpu, wall := cpuTime(b)-cpu0, time.Since(start)
-			b.StopTimer()
-			if f := failed.Load(); f != nil {
-				b.Fatalf("a message was refused: %v", f)
-			}
-			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/msg")
-			b.ReportMetric(float64(b.N)/wall.Seconds(), "msgs/s")
+			benchQMQPIngest(b, tc.limits, body, 8) // group commit needs writers in flight
 		})
 	}
 }
 
-// BenchmarkLimitsTally is the limits' own work per message, as the QMQP
-// handler does it: a tally, the recipients reserved, the message checked
-// and counted, against four limiters of two rates each.
 func BenchmarkLimitsTally(b *testing.B) {
 	cfg, err := config.Parse("bench.toml", []byte(`
 [limits]

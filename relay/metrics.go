@@ -37,28 +37,23 @@ type Metrics struct {
 // NewMetrics creates the metrics. queueStats, when not nil, feeds the queue
 // gauges at scrape time.
 func NewMetrics(queueStats func() (messages, recipients int, oldest time.Duration)) *Metrics {
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
 	m := &Metrics{
-		Registry: prometheus.NewRegistry(),
-		Accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "qmgate_messages_accepted_total", Help: "Messages accepted into the queue, by protocol.",
-		}, []string{"proto"}),
-		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "qmgate_messages_rejected_total", Help: "Messages or recipients refused, by protocol and reason.",
-		}, []string{"proto", "reason"}),
-		Deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "qmgate_deliveries_total", Help: "Per-recipient delivery attempts, by route and result (accept, temporary, permanent).",
-		}, []string{"route", "result"}),
-		TLSPolicy: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "qmgate_deliveries_by_tls_policy_total",
-			Help: "Per-recipient SMTP and mx delivery attempts, by the TLS policy they were made under (none, opportunistic, required, smarthost-required, mta-sts-enforce, mta-sts-testing) and result.",
-		}, []string{"policy", "result"}),
+		Registry:   prometheus.NewRegistry(),
+		Accepted:   counter("qmgate_messages_accepted_total", "Messages accepted into the queue, by protocol.", "proto"),
+		Rejected:   counter("qmgate_messages_rejected_total", "Messages or recipients refused, by protocol and reason.", "proto", "reason"),
+		Deliveries: counter("qmgate_deliveries_total", "Per-recipient delivery attempts, by route and result (accept, temporary, permanent).", "route", "result"),
+		TLSPolicy: counter("qmgate_deliveries_by_tls_policy_total",
+			"Per-recipient SMTP and mx delivery attempts, by the TLS policy they were made under (none, opportunistic, required, smarthost-required, mta-sts-enforce, mta-sts-testing) and result.",
+			"policy", "result"),
 		Sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "qmgate_sessions_open", Help: "Client connections open now, by protocol.",
 		}, []string{"proto"}),
-		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "qmgate_connections_refused_total",
-			Help: "Connections refused before they were served, by protocol and reason (limit: over max_conns or max_conns_per_ip; access: off the QMQP allow list).",
-		}, []string{"proto", "reason"}),
+		Refused: counter("qmgate_connections_refused_total",
+			"Connections refused before they were served, by protocol and reason (limit: over max_conns or max_conns_per_ip; access: off the QMQP allow list).",
+			"proto", "reason"),
 	}
 	m.Registry.MustRegister(m.Accepted, m.Rejected, m.Deliveries, m.TLSPolicy, m.Sessions, m.Refused, smarthostCollector{},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

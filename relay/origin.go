@@ -94,41 +94,21 @@ func skipField(b []byte) []byte {
 //
 // and returns the protocol family and the client's address.
 func parseDropInReceived(b []byte) (proto, client string, ok bool) {
-	s := string(b)
-	rest, ok := strings.CutPrefix(s, "Received: from ")
-	if !ok {
+	first, rest, _ := strings.Cut(string(b), "\n")
+	second, _, lines := strings.Cut(rest, "\n") // both lines end in a newline
+	from, isReceived := strings.CutPrefix(first, "Received: from ")
+	open := strings.LastIndexByte(from, '(')
+	if !lines || !isReceived || open < 0 || !strings.HasSuffix(from, ")") || !strings.HasPrefix(second, "  by ") {
 		return "", "", false
 	}
-	first, rest, ok := strings.Cut(rest, "\n")
-	if !ok || !strings.HasSuffix(first, ")") {
-		return "", "", false
-	}
-	open := strings.LastIndexByte(first, '(')
-	if open < 0 {
-		return "", "", false
-	}
-	ip := first[open+1 : len(first)-1]
+	ip := from[open+1 : len(from)-1]
 	if at := strings.LastIndexByte(ip, '@'); at >= 0 {
 		ip = ip[at+1:]
 	}
 	addr, err := netip.ParseAddr(ip)
-	if err != nil {
-		return "", "", false
-	}
-	second, _, ok := strings.Cut(rest, "\n")
-	if !ok || !strings.HasPrefix(second, "  by ") {
-		return "", "", false
-	}
-	_, with, ok := strings.Cut(second, " with ")
-	if !ok {
-		return "", "", false
-	}
-	word, _, ok := strings.Cut(with, ";")
-	if !ok {
-		return "", "", false
-	}
-	proto = protoFamily(word)
-	if proto == "" {
+	_, with, _ := strings.Cut(second, " with ")
+	word, _, semi := strings.Cut(with, ";")
+	if proto = protoFamily(word); err != nil || !semi || proto == "" {
 		return "", "", false
 	}
 	return proto, addr.String(), true

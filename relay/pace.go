@@ -102,12 +102,7 @@ func (p *Pacing) observe(key string, rs []transport.Result, now time.Time) {
 // with an enhanced code 4.7.x (RFC 3463 "security or policy status"), or
 // with a text that says so.
 func (p *Pacing) throttling(st mail.Status) bool {
-	if st.Class != mail.Temporary {
-		return false
-	}
-	switch st.SMTP {
-	case 421, 451, 452:
-	default:
+	if st.Class != mail.Temporary || st.SMTP != 421 && st.SMTP != 451 && st.SMTP != 452 {
 		return false
 	}
 	if strings.HasPrefix(st.Code, "4.7.") {

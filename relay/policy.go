@@ -161,7 +161,7 @@ func (p *Policy) Recipient(c *mail.ConnInfo, from, rcpt string) mail.Status {
 // characters), routable, and, where it is delivered locally, name a mailbox
 // local delivery accepts (mail.MailboxName).
 func (p *Policy) Accept(c *mail.ConnInfo, from, rcpt string) (string, mail.Status) {
-	relay := c.RelayClient || c.AuthUser != "" || c.Proto == "QMQP"
+	relay := Trusted(c)
 	if relay && rcpt != "" {
 		rcpt += p.RelaySuffix
 	}

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"io"
 
@@ -26,10 +27,7 @@ func (h *Hub) requeue(ctx context.Context, env mail.Envelope, prefix []byte, bod
 	}
 	// No size limit: the message was accepted already, and a forward adds
 	// only its Delivered-To line.
-	hops := h.cfg.MaxHops
-	if hops == 0 {
-		hops = mail.DefaultMaxHops
-	}
+	hops := cmp.Or(h.cfg.MaxHops, mail.DefaultMaxHops)
 	br := mail.NewBodyReader(io.MultiReader(bytes.NewReader(prefix), body), 0, hops)
 	if _, err := w.ReadFrom(br); err != nil {
 		w.Abort()

@@ -127,17 +127,12 @@ type DropIn struct {
 // LoadRoutes builds Routes from Config with the daemon's own builder, for
 // a drop-in that hands its mail to the daemon; a drop-in that runs a
 // qmail-queue program, or whose configuration has no routes, has none.
-func (d *DropIn) LoadRoutes() error {
-	if d.Program || len(d.Config.Routes) == 0 {
-		d.Routes = nil
-		return nil
+func (d *DropIn) LoadRoutes() (err error) {
+	d.Routes = nil
+	if !d.Program && len(d.Config.Routes) > 0 {
+		d.Routes, err = BuildRouter(d.Config, d.Log)
 	}
-	r, err := BuildRouter(d.Config, d.Log)
-	if err != nil {
-		return err
-	}
-	d.Routes = r
-	return nil
+	return err
 }
 
 func (d *DropIn) policy() *Policy {

@@ -57,18 +57,12 @@ var (
 )
 
 func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
-	switch l.state {
-	case 0:
-		if resp == nil {
-			l.state = 1
-			return challengeUsername, false, nil
-		}
-		l.user = string(resp)
-		l.state = 2
-		return challengePassword, false, nil
-	case 1:
-		l.user = string(resp)
-		l.state = 2
+	switch {
+	case l.state == 0 && resp == nil:
+		l.state = 1
+		return challengeUsername, false, nil
+	case l.state < 2:
+		l.user, l.state = string(resp), 2
 		return challengePassword, false, nil
 	}
 	return l.s.checkPassword(l.user, string(resp))

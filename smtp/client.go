@@ -122,9 +122,11 @@ func (c *Client) logger() *slog.Logger {
 	return slog.Default()
 }
 
-func (c *Client) localName() string {
-	if c.LocalName != "" {
-		return c.LocalName
+// orHostname returns name, or when it is empty the system's host name
+// (localhost when that is unknown too).
+func orHostname(name string) string {
+	if name != "" {
+		return name
 	}
 	if h, err := os.Hostname(); err == nil && h != "" {
 		return h
@@ -268,7 +270,7 @@ func statusTimedOut(what string) mail.Status {
 // requires anyway.
 func (c *Client) setup(ctx context.Context, cc *clientConn, t target, tryTLS bool) (*Conn, error) {
 	cmdTimeout := serve.Pick(c.CommandTimeout, DefaultCommandTimeout)
-	name := c.localName()
+	name := orHostname(c.LocalName)
 	var nc net.Conn = cc
 	var tlsState *tls.ConnectionState
 
@@ -292,14 +294,16 @@ func (c *Client) setup(ctx context.Context, cc *clientConn, t target, tryTLS boo
 		if _, msg, err := text.ReadResponse(220); err != nil {
 			return nil, greetingStatus(err, msg)
 		}
-		ext, err := ehloExtensions(text, name)
+		offered, err := ehloOffersSTARTTLS(text, name)
 		if err != nil {
 			return nil, err
 		}
-		_, offered := ext["STARTTLS"]
 		switch {
 		case offered:
-			code, msg, err := starttls(text)
+			code, msg, err := 0, "", text.PrintfLine("STARTTLS")
+			if err == nil {
+				code, msg, err = text.ReadResponse(220)
+			}
 			if err == nil && text.R.Buffered() > 0 {
 				// Plaintext after the 220 would be taken for data from
 				// inside TLS by a careless client (CVE-2011-0411); here it
@@ -355,16 +359,21 @@ func (c *Client) setup(ctx context.Context, cc *clientConn, t target, tryTLS boo
 		return nil, greetingStatus(err, "")
 	}
 	cn := &Conn{client: c, gc: gc, cc: cc, tls: tlsState, host: t.addr}
-	if c.Authenticate != nil {
-		if err := cn.authHook(ctx, t); err != nil {
-			gc.Close()
-			return nil, err
-		}
-	} else if c.Username != "" {
-		if err := cn.auth(); err != nil {
-			gc.Close()
-			return nil, err
-		}
+	if c.Authenticate == nil && c.Username == "" {
+		return cn, nil
+	}
+	var err error
+	switch {
+	case tlsState == nil && !c.AllowInsecureAuth:
+		err = mail.Status{Class: mail.Temporary, Code: "4.7.0", Text: "not sending credentials without TLS"}
+	case c.Authenticate != nil:
+		err = cn.authHook(ctx, t)
+	default:
+		err = cn.auth()
+	}
+	if err != nil {
+		gc.Close()
+		return nil, err
 	}
 	return cn, nil
 }
@@ -412,39 +421,32 @@ func greetingStatus(err error, msg string) mail.Status {
 	return st
 }
 
-// ehloExtensions says EHLO and returns the extensions offered, falling back
-// to HELO (and no extensions) when EHLO is not understood.
-func ehloExtensions(text *textproto.Conn, name string) (map[string]string, error) {
+// ehloOffersSTARTTLS says EHLO and reports whether STARTTLS is among the
+// extensions offered, falling back to HELO (and no extensions) when EHLO is
+// not understood.
+func ehloOffersSTARTTLS(text *textproto.Conn, name string) (bool, error) {
 	if err := text.PrintfLine("EHLO %s", name); err != nil {
-		return nil, greetingStatus(err, "")
+		return false, greetingStatus(err, "")
 	}
 	code, msg, err := text.ReadResponse(250)
 	if err != nil {
 		if code == 500 || code == 502 {
 			if err := text.PrintfLine("HELO %s", name); err != nil {
-				return nil, greetingStatus(err, "")
+				return false, greetingStatus(err, "")
 			}
 			if _, _, err := text.ReadResponse(250); err != nil {
-				return nil, greetingStatus(err, "")
+				return false, greetingStatus(err, "")
 			}
-			return map[string]string{}, nil
+			return false, nil
 		}
-		return nil, greetingStatus(err, msg)
+		return false, greetingStatus(err, msg)
 	}
-	ext := make(map[string]string)
-	lines := strings.Split(msg, "\n")
-	for _, l := range lines[1:] {
-		k, v, _ := strings.Cut(l, " ")
-		ext[strings.ToUpper(k)] = v
+	for _, l := range strings.Split(msg, "\n")[1:] {
+		if k, _, _ := strings.Cut(l, " "); strings.EqualFold(k, "STARTTLS") {
+			return true, nil
+		}
 	}
-	return ext, nil
-}
-
-func starttls(text *textproto.Conn) (int, string, error) {
-	if err := text.PrintfLine("STARTTLS"); err != nil {
-		return 0, "", err
-	}
-	return text.ReadResponse(220)
+	return false, nil
 }
 
 // greetedConn stands in front of a connection on which the greeting was
@@ -501,33 +503,26 @@ func (cc *clientConn) Write(p []byte) (int, error) {
 	return cc.Conn.Write(p)
 }
 
-func (cc *clientConn) SetDeadline(t time.Time) error {
-	if cc.cancelled.Load() {
-		return nil
-	}
-	return cc.Conn.SetDeadline(t)
-}
-
+// The deadline setters do nothing once cancelled: the deadline in the past
+// that cancel set stays.
+func (cc *clientConn) SetDeadline(t time.Time) error { return cc.setDeadline(cc.Conn.SetDeadline, t) }
 func (cc *clientConn) SetReadDeadline(t time.Time) error {
-	if cc.cancelled.Load() {
-		return nil
-	}
-	return cc.Conn.SetReadDeadline(t)
+	return cc.setDeadline(cc.Conn.SetReadDeadline, t)
+}
+func (cc *clientConn) SetWriteDeadline(t time.Time) error {
+	return cc.setDeadline(cc.Conn.SetWriteDeadline, t)
 }
 
-func (cc *clientConn) SetWriteDeadline(t time.Time) error {
+func (cc *clientConn) setDeadline(set func(time.Time) error, t time.Time) error {
 	if cc.cancelled.Load() {
 		return nil
 	}
-	return cc.Conn.SetWriteDeadline(t)
+	return set(t)
 }
 
 // auth authenticates with PLAIN, or LOGIN when that is all the server has.
 func (cn *Conn) auth() error {
 	c := cn.client
-	if cn.tls == nil && !c.AllowInsecureAuth {
-		return mail.Status{Class: mail.Temporary, Code: "4.7.0", Text: "not sending credentials without TLS"}
-	}
 	var mech sasl.Client
 	switch {
 	case cn.gc.SupportsAuth(sasl.Plain):
@@ -549,9 +544,6 @@ func (cn *Conn) auth() error {
 
 // authHook runs the Client's Authenticate.
 func (cn *Conn) authHook(ctx context.Context, t target) error {
-	if cn.tls == nil && !cn.client.AllowInsecureAuth {
-		return mail.Status{Class: mail.Temporary, Code: "4.7.0", Text: "not sending credentials without TLS"}
-	}
 	_, p, _ := net.SplitHostPort(t.addr)
 	port, _ := strconv.Atoi(p)
 	err := cn.client.Authenticate(ctx, cn.gc, t.host, port)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
@@ -107,7 +108,8 @@ var (
 // such as qmgate's own refuse it); a last line without LF gets CR LF (qmail
 // refuses such messages with #5.6.2; a gateway should deliver them).
 //
-// The recipients go into one transaction: each RCPT's reply is that
+// The recipients go into one transaction, driven command by command (go-smtp's
+// SendMail stops at the first refused recipient): each RCPT's reply is that
 // recipient's status and the others go on; without any accepted recipient
 // no DATA is sent; the reply to the message applies to every accepted
 // recipient. A VERP sender (pre@host-@[]) is expanded here, per recipient
@@ -115,12 +117,14 @@ var (
 // body must be an io.Seeker (an *os.File from the queue is) or it is
 // copied to a temporary file first.
 //
-// Addresses are quoted for SMTP (mail.QuoteSMTP). An address that has no
+// Addresses are quoted for SMTP (mail.QuoteSMTP; go-smtp's client writes
+// what it is given between angle brackets). An address that has no
 // SMTP form (mail.QuotableSMTP) fails permanently; so does one with
 // non-ASCII characters when the server lacks SMTPUTF8 (5.6.7). SIZE is sent
 // when the body's size can be learned (io.Seeker) — the stored size, a
 // slight underestimate of the wire size; BODY=8BITMIME whenever the server
-// offers it.
+// offers it (go-smtp's choice, harmless for 7-bit mail), and 8-bit mail goes
+// as it is to a server that does not, as qmail sends it.
 func (cn *Conn) Send(ctx context.Context, env mail.Envelope, body io.Reader) ([]mail.Status, error) {
 	sts := make([]mail.Status, len(env.Recipients))
 	done := make([]bool, len(env.Recipients))
@@ -201,11 +205,9 @@ func (cn *Conn) Send(ctx context.Context, env mail.Envelope, body io.Reader) ([]
 // transaction runs MAIL, RCPT for the recipients idx, DATA.
 func (cn *Conn) transaction(from string, rcpts []string, idx []int, body io.Reader, size int64, sts []mail.Status, done []bool) {
 	set := func(i int, st mail.Status) { sts[i], done[i] = st, true }
-	setAll := func(st mail.Status) {
-		for _, i := range idx {
-			if !done[i] {
-				set(i, st)
-			}
+	setEach := func(is []int, st mail.Status) {
+		for _, i := range is {
+			set(i, st)
 		}
 	}
 	if cn.open {
@@ -214,13 +216,13 @@ func (cn *Conn) transaction(from string, rcpts []string, idx []int, body io.Read
 		}
 	}
 	if !mail.QuotableSMTP(from) {
-		setAll(mail.Status{Class: mail.Permanent, Code: "5.1.7", Text: "sender address has no SMTP form"})
+		setEach(idx, mail.Status{Class: mail.Permanent, Code: "5.1.7", Text: "sender address has no SMTP form"})
 		return
 	}
 	hasUTF8, _ := cn.gc.Extension("SMTPUTF8")
 	needUTF8 := !isASCII(from)
 	if needUTF8 && !hasUTF8 {
-		setAll(statusNoSMTPUTF8)
+		setEach(idx, statusNoSMTPUTF8)
 		return
 	}
 	var send []int
@@ -244,10 +246,7 @@ func (cn *Conn) transaction(from string, rcpts []string, idx []int, body io.Read
 		opts.Size = size
 	}
 	if err := cn.gc.Mail(mail.QuoteSMTP(from), opts); err != nil {
-		st := cn.replyErr(err)
-		for _, i := range send {
-			set(i, st)
-		}
+		setEach(send, cn.replyErr(err))
 		return
 	}
 	cn.open = true
@@ -267,25 +266,17 @@ func (cn *Conn) transaction(from string, rcpts []string, idx []int, body io.Read
 	}
 	w, err := cn.gc.Data()
 	if err != nil {
-		st := cn.replyErr(err)
-		for _, i := range accepted {
-			set(i, st)
-		}
+		setEach(accepted, cn.replyErr(err))
 		return
 	}
 	if err := writeBody(w, body); err != nil {
-		var be bodyError
-		if errors.As(err, &be) {
-			// Our side failed: the connection is in the middle of DATA and
-			// cannot be saved without sending a truncated message.
-			for _, i := range accepted {
-				set(i, statusBadBody)
-			}
-		} else {
-			for _, i := range accepted {
-				set(i, statusLostInData)
-			}
+		// When our side failed (bodyError) the connection is in the middle
+		// of DATA and cannot be saved without sending a truncated message.
+		st := statusLostInData
+		if errors.As(err, new(bodyError)) {
+			st = statusBadBody
 		}
+		setEach(accepted, st)
 		cn.broken = true
 		return
 	}
@@ -294,72 +285,36 @@ func (cn *Conn) transaction(from string, rcpts []string, idx []int, body io.Read
 		var se *gosmtp.SMTPError
 		if !errors.As(err, &se) {
 			cn.broken = true
-			for _, i := range accepted {
-				set(i, statusLostAfterData)
-			}
+			setEach(accepted, statusLostAfterData)
 			return
 		}
 		cn.open = false
-		st := cn.replyErr(err)
-		for _, i := range accepted {
-			set(i, st)
-		}
+		setEach(accepted, cn.replyErr(err))
 		return
 	}
 	cn.open = false
-	st := replyStatus(250, gosmtp.EnhancedCodeNotSet, resp.StatusText)
-	if code, rest, ok := cutEnhanced(resp.StatusText); ok {
-		st = replyStatus(250, code, rest)
-	}
-	for _, i := range accepted {
-		set(i, st)
-	}
+	code, rest := cutEnhanced(resp.StatusText)
+	setEach(accepted, replyStatus(250, code, rest))
 }
 
 // cutEnhanced splits an enhanced code off the front of a reply text (go-smtp
-// does that only for failures).
-func cutEnhanced(s string) (gosmtp.EnhancedCode, string, bool) {
+// does that only for failures); without one it returns EnhancedCodeNotSet
+// and s.
+func cutEnhanced(s string) (gosmtp.EnhancedCode, string) {
 	var ec gosmtp.EnhancedCode
-	code, rest, ok := cutWord(s)
-	if !ok {
-		return ec, s, false
-	}
-	parts := splitDots(code)
-	if len(parts) != 3 {
-		return ec, s, false
+	code, rest, ok := strings.Cut(s, " ")
+	parts := strings.Split(code, ".")
+	if !ok || len(parts) != 3 {
+		return gosmtp.EnhancedCodeNotSet, s
 	}
 	for i, p := range parts {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 0 || n > 999 || len(p) > 3 {
-			return ec, s, false
+			return gosmtp.EnhancedCodeNotSet, s
 		}
 		ec[i] = n
 	}
-	return ec, rest, true
-}
-
-func cutWord(s string) (string, string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == ' ' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return "", s, false
-}
-
-func splitDots(s string) []string {
-	var out []string
-	for {
-		i := 0
-		for i < len(s) && s[i] != '.' {
-			i++
-		}
-		out = append(out, s[:i])
-		if i == len(s) {
-			return out
-		}
-		s = s[i+1:]
-	}
+	return ec, rest
 }
 
 func isASCII(s string) bool {
@@ -399,15 +354,12 @@ func spool(body io.Reader) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := io.Copy(f, body); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, bodyError{err}
+	if _, err = io.Copy(f, body); err != nil {
+		err = bodyError{err}
+	} else if _, err = f.Seek(0, io.SeekStart); err == nil {
+		return f, nil
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, err
-	}
-	return f, nil
+	f.Close()
+	os.Remove(f.Name())
+	return nil, err
 }

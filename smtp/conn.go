@@ -110,6 +110,7 @@ func newServerConn(srv *Server, c net.Conn, t *serve.Conn) *serverConn {
 		done:   make(chan struct{}),
 	}
 	sc.pending = sc.replyBuf[:0]
+	t.OnShutdown(sc.kick)
 	sc.info = mail.ConnInfo{
 		Proto:      "SMTP",
 		RemoteAddr: c.RemoteAddr(),
@@ -378,24 +379,23 @@ func (sc *serverConn) kick() {
 // until that connection is closed, so that go-smtp's Serve returns when the
 // session is over.
 type oneConnListener struct {
-	mu     sync.Mutex
-	c      net.Conn
+	c      chan net.Conn // holds the connection until Accept takes it
 	done   <-chan struct{}
 	closed chan struct{}
 	once   sync.Once
 }
 
 func newOneConnListener(c net.Conn, done <-chan struct{}) *oneConnListener {
-	return &oneConnListener{c: c, done: done, closed: make(chan struct{})}
+	l := &oneConnListener{c: make(chan net.Conn, 1), done: done, closed: make(chan struct{})}
+	l.c <- c
+	return l
 }
 
 func (l *oneConnListener) Accept() (net.Conn, error) {
-	l.mu.Lock()
-	c := l.c
-	l.c = nil
-	l.mu.Unlock()
-	if c != nil {
+	select {
+	case c := <-l.c:
 		return c, nil
+	default:
 	}
 	select {
 	case <-l.done:

@@ -264,40 +264,24 @@ func (f *dataFilter) scan(c byte) {
 	if f.bdat {
 		return
 	}
-	switch f.suspect {
-	case 1:
-		if c == '.' {
-			f.suspect = 2
-		} else {
-			f.suspect = 0
-		}
-	case 2:
-		if c == '\r' {
-			f.suspect = 3
-		} else {
-			f.suspect = 0
-		}
-	case 3:
-		if c == '\n' {
-			f.missedEnd = true
-		}
+	switch {
+	case f.suspect == 0:
+	case f.suspect == 1 && c == '.', f.suspect == 2 && c == '\r':
+		f.suspect++
+	case f.suspect == 3 && c == '\n':
+		f.missedEnd, f.suspect = true, 0
+	default:
 		f.suspect = 0
 	}
 	lineStart := f.prevCR && c == '\n'
 	f.prevCR = c == '\r'
-	switch f.gs {
-	case gsBegin, gsData:
-		if c == '\r' {
-			f.gs = gsCR
-		} else {
-			f.gs = gsData
-		}
-	case gsCR:
-		if c == '\n' {
-			f.gs = gsBegin
-		} else {
-			f.gs = gsData
-		}
+	switch {
+	case f.gs == gsCR && c == '\n':
+		f.gs = gsBegin
+	case f.gs != gsCR && c == '\r':
+		f.gs = gsCR
+	default:
+		f.gs = gsData
 	}
 	if lineStart && f.gs != gsBegin {
 		f.suspect = 1

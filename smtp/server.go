@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -224,15 +223,7 @@ func (s *Server) logger() *slog.Logger {
 	return t.tagged
 }
 
-func (s *Server) hostname() string {
-	if s.Hostname != "" {
-		return s.Hostname
-	}
-	if h, err := os.Hostname(); err == nil && h != "" {
-		return h
-	}
-	return "localhost"
-}
+func (s *Server) hostname() string { return orHostname(s.Hostname) }
 
 func (s *Server) maxMessageBytes() int64 {
 	return serve.Pick(s.MaxMessageBytes, DefaultMaxMessageBytes)
@@ -263,9 +254,7 @@ func (s *Server) serve(l net.Listener, implicitTLS bool) error {
 	h := serve.Listener{
 		Closed: ErrServerClosed,
 		Serve: func(t *serve.Conn, c net.Conn) {
-			sc := newServerConn(s, c, t)
-			t.OnShutdown(sc.kick)
-			s.serveConn(sc, implicitTLS)
+			s.serveConn(newServerConn(s, c, t), implicitTLS)
 		},
 		Refusal:     replyLine(mail.StatusTooManyConns),
 		Log:         s.logger(),
@@ -291,7 +280,6 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, info *mail.ConnInfo)
 	}
 	defer s.core.Done(t)
 	sc := newServerConn(s, c, t)
-	t.OnShutdown(sc.kick)
 	if info != nil {
 		sc.info = *info
 		if sc.info.Proto == "" {

@@ -226,14 +226,10 @@ func (s *session) Data(r io.Reader) error {
 
 	var se *gosmtp.SMTPError
 	switch {
-	case f.missedEnd:
+	case f.missedEnd, errors.Is(f.rerr, errDotLineCR):
 		// go-smtp would wait for an end of data the client has already
-		// sent: answer and close.
-		s.sc.abort()
-		st = statusBareCR
-	case errors.Is(f.rerr, errDotLineCR):
-		// A line "." CR CR LF: go-smtp has lost its place in the data
-		// (scanDotCR); answer now and close.
+		// sent, or has lost its place in the data after a line
+		// "." CR CR LF (scanDotCR): answer now and close.
 		s.sc.abort()
 		st = statusBareCR
 	case errors.As(f.rerr, &se):
