@@ -477,9 +477,20 @@ func TestShutdown(t *testing.T) {
 	busy.send("x\r\n.\r\n")
 	busy.expect("250")
 	<-h.delivered
-	// After it, the session ends.
-	busy.send("NOOP\r\n")
-	busy.expect("421")
+	// After it, the session ends. Shutdown kicks the sessions one after
+	// another under its lock, so idle's 421 does not prove that busy has
+	// been kicked yet: a command that arrives before then is answered as
+	// usual, and the first one after it gets the 421.
+	for n := 1; ; n++ {
+		busy.send("NOOP\r\n")
+		lines := busy.expect("")
+		if strings.HasPrefix(lines[len(lines)-1], "421") {
+			break
+		}
+		if !strings.HasPrefix(lines[len(lines)-1], "250") || n == 1000 {
+			t.Fatalf("after the transaction, NOOP %d got %q, want 250 until the shutdown reaches the session, then 421", n, lines)
+		}
+	}
 	if err := <-shut; err != nil {
 		t.Errorf("Shutdown: %v", err)
 	}
